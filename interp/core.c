@@ -1,0 +1,271 @@
+/*
+ * core.c - the host's services for the Lua half of the library (require "core").
+ *
+ * Not visible to runbooks: the sandbox only exposes what stdlib/lua/sandbox.lua hands over.
+ * Every function here is a thin binding over term, transcript, gate, sched and redact, so that
+ * the invariants (redaction, write-before-show, the gate) stay in C.
+ */
+#include "gate.h"
+#include "host.h"
+#include "luax.h"
+#include "redact.h"
+#include "runbook.h"
+#include "sched.h"
+#include "term.h"
+#include "transcript.h"
+#include "../stdlib/modules.h"
+
+#include <lauxlib.h>
+#include <pwd.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int core_out(lua_State *L)
+{
+	size_t n;
+	const char *s = luaL_checklstring(L, 1, &n);
+	out_write(s, n);
+	return 0;
+}
+
+static int core_err(lua_State *L)
+{
+	err_printf("%s", luaL_checkstring(L, 1));
+	return 0;
+}
+
+static int core_redact(lua_State *L)
+{
+	size_t n, len;
+	const char *s = luaL_checklstring(L, 1, &n);
+	char *clean = redact(s, n, &len);
+	lua_pushlstring(L, clean, len);
+	free(clean);
+	return 1;
+}
+
+static int core_secret(lua_State *L)
+{
+	redact_add_secret(luaL_checkstring(L, 1));
+	return 0;
+}
+
+static int core_prompt(lua_State *L)
+{
+	char line[1024];
+	enum prompt_result r = term_prompt(luaL_checkstring(L, 1), line, sizeof line);
+	switch (r) {
+	case PROMPT_LINE: lua_pushstring(L, line); return 1;
+	case PROMPT_EOF: lua_pushnil(L); lua_pushstring(L, "eof"); return 2;
+	case PROMPT_NOTTY: lua_pushnil(L); lua_pushstring(L, "notty"); return 2;
+	case PROMPT_INTERRUPTED:
+		/* The press is the answer; keep the count for the caller but stop the hook. */
+		sched_disarm();
+		lua_pushnil(L);
+		lua_pushstring(L, "interrupted");
+		return 2;
+	}
+	return 0;
+}
+
+static int core_interactive(lua_State *L) { lua_pushboolean(L, term_interactive()); return 1; }
+static int core_color(lua_State *L) { lua_pushboolean(L, term_color()); return 1; }
+static int core_now(lua_State *L) { lua_pushnumber(L, sched_now_precise()); return 1; }
+
+static int core_sleep(lua_State *L)
+{
+	double s = luaL_checknumber(L, 1);
+	if (sched_sleep_until(sched_now() + (msec_t)(s * 1000)) == SCHED_INTERRUPTED)
+		return luax_fail(L, "interrupted", "sleep: interrupted");
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int core_interrupts(lua_State *L) { lua_pushinteger(L, sched_interrupts()); return 1; }
+static int core_terminated(lua_State *L) { lua_pushboolean(L, sched_terminated()); return 1; }
+static int core_clear_interrupt(lua_State *L) { (void)L; sched_clear_interrupt(); return 0; }
+
+static int core_set_cap(lua_State *L) { sched_set_cap((msec_t)luaL_checknumber(L, 1)); return 0; }
+
+static int core_duration(lua_State *L)
+{
+	double s;
+	if (lua_type(L, 1) == LUA_TNUMBER) {
+		s = lua_tonumber(L, 1);
+		if (s < 0)
+			return luax_fail(L, "usage", "negative duration");
+	} else if (luax_parse_duration(luaL_checkstring(L, 1), &s) != 0) {
+		return luax_fail(L, "usage", "bad duration '%s' (use 500ms, 2s, 5m, 1h, 7d)", lua_tostring(L, 1));
+	}
+	if (s == (double)(lua_Integer)s)
+		lua_pushinteger(L, (lua_Integer)s);
+	else
+		lua_pushnumber(L, s);
+	return 1;
+}
+
+static int core_gate_configure(lua_State *L)
+{
+	gate_configure(lua_toboolean(L, 1), lua_toboolean(L, 2));
+	return 0;
+}
+
+static int core_declined(lua_State *L) { lua_pushinteger(L, gate_declined()); return 1; }
+
+static int core_audit(lua_State *L)
+{
+	const char *type = luaL_checkstring(L, 1);
+	size_t n, len;
+	const char *json = luaL_optlstring(L, 2, "{}", &n);
+	char *clean = redact(json, n, &len);
+	int r = transcript_audit(type, clean);
+	free(clean);
+	lua_pushboolean(L, r == 0);
+	return 1;
+}
+
+static int core_marker(lua_State *L)
+{
+	size_t n, len;
+	const char *s = luaL_checklstring(L, 1, &n);
+	char *clean = redact(s, n, &len);
+	transcript_marker(clean);
+	free(clean);
+	return 0;
+}
+
+static int core_transcript_open(lua_State *L)
+{
+	char err[512];
+	if (transcript_open(luaL_checkstring(L, 1), luaL_checkstring(L, 2), err, sizeof err) != 0)
+		return luax_fail(L, "transcript", "%s", err);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int core_transcript_close(lua_State *L)
+{
+	char head[65];
+	if (transcript_close(luaL_optstring(L, 1, "{}"), head) != 0)
+		return luax_fail(L, "transcript", "cannot finish transcript %s", transcript_path());
+	lua_pushstring(L, head);
+	return 1;
+}
+
+static int core_transcript_dir(lua_State *L)
+{
+	char dir[4096];
+	if (transcript_default_dir(dir, sizeof dir) != 0)
+		return luax_fail(L, "transcript", "cannot create the transcript directory %s", dir);
+	lua_pushstring(L, dir);
+	return 1;
+}
+
+static int core_transcript_ok(lua_State *L) { lua_pushboolean(L, transcript_ok()); return 1; }
+static int core_transcript_step(lua_State *L) { transcript_set_step(luaL_optstring(L, 1, NULL)); return 0; }
+static int core_transcript_sync(lua_State *L) { lua_pushboolean(L, transcript_sync() == 0); return 1; }
+
+static int core_sha256(lua_State *L)
+{
+	size_t n;
+	const char *s = luaL_checklstring(L, 1, &n);
+	char hex[65];
+	sha256_hex(s, n, hex);
+	lua_pushstring(L, hex);
+	return 1;
+}
+
+static int core_chain(lua_State *L)
+{
+	size_t n;
+	const char *prev = luaL_checkstring(L, 1);
+	const char *line = luaL_checklstring(L, 2, &n);
+	char hex[65];
+	transcript_chain(prev, line, n, hex);
+	lua_pushstring(L, hex);
+	return 1;
+}
+
+static int core_control(lua_State *L)
+{
+	return host_raise_control(L, luaL_checkstring(L, 1), luaL_optstring(L, 2, luaL_checkstring(L, 1)));
+}
+
+static int core_is_control(lua_State *L)
+{
+	const char *kind = host_control_kind(L, 1);
+	if (!kind)
+		return 0;
+	lua_pushstring(L, kind);
+	return 1;
+}
+
+static int core_thread_push(lua_State *L)
+{
+	host_thread_push(lua_tothread(L, 1));
+	return 0;
+}
+
+static int core_thread_pop(lua_State *L) { (void)L; host_thread_pop(); return 0; }
+
+static int core_distance(lua_State *L)
+{
+	lua_pushinteger(L, luax_distance(luaL_checkstring(L, 1), luaL_checkstring(L, 2)));
+	return 1;
+}
+
+static int core_modules(lua_State *L)
+{
+	lua_newtable(L);
+	int i = 0;
+	for (const luaL_Reg *m = runbook_modules; m->name; m++) {
+		lua_pushstring(L, m->name);
+		lua_rawseti(L, -2, ++i);
+	}
+	return 1;
+}
+
+static int core_identity(lua_State *L)
+{
+	char host[256] = "";
+	gethostname(host, sizeof host - 1);
+	struct passwd pw, *res = NULL;
+	char buf[1024];
+	lua_newtable(L);
+	if (getpwuid_r(getuid(), &pw, buf, sizeof buf, &res) == 0 && res)
+		luax_setstr(L, "user", pw.pw_name);
+	else
+		luax_setstr(L, "user", "unknown");
+	luax_setstr(L, "host", host);
+	luax_setstr(L, "tty", term_tty_name());
+	luax_setint(L, "pid", getpid());
+	return 1;
+}
+
+int luaopen_core(lua_State *L)
+{
+	static const luaL_Reg fns[] = {
+		{ "out", core_out }, { "err", core_err }, { "redact", core_redact }, { "secret", core_secret },
+		{ "prompt", core_prompt }, { "interactive", core_interactive }, { "color", core_color },
+		{ "now", core_now }, { "sleep", core_sleep }, { "interrupts", core_interrupts },
+		{ "terminated", core_terminated }, { "clear_interrupt", core_clear_interrupt },
+		{ "set_cap", core_set_cap }, { "duration", core_duration },
+		{ "gate_configure", core_gate_configure }, { "declined", core_declined },
+		{ "audit", core_audit }, { "marker", core_marker },
+		{ "transcript_open", core_transcript_open }, { "transcript_close", core_transcript_close },
+		{ "transcript_dir", core_transcript_dir }, { "transcript_ok", core_transcript_ok },
+		{ "transcript_step", core_transcript_step }, { "transcript_sync", core_transcript_sync },
+		{ "sha256", core_sha256 }, { "chain", core_chain },
+		{ "control", core_control }, { "is_control", core_is_control },
+		{ "thread_push", core_thread_push }, { "thread_pop", core_thread_pop },
+		{ "distance", core_distance }, { "modules", core_modules }, { "identity", core_identity },
+		{ NULL, NULL },
+	};
+	luaL_newlib(L, fns);
+	lua_pushstring(L, RUNBOOK_VERSION);
+	lua_setfield(L, -2, "version");
+	lua_pushstring(L, RUNBOOK_SHARE);
+	lua_setfield(L, -2, "share");
+	return 1;
+}

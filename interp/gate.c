@@ -1,0 +1,246 @@
+/*
+ * gate.c - see gate.h.
+ *
+ * The questions are worded so that a reflex cannot confirm: "y" is not "yes", Enter is not
+ * "yes", and whatever was typed before the question appeared is discarded (term_prompt flushes).
+ */
+#include "gate.h"
+#include "jsonw.h"
+#include "redact.h"
+#include "sched.h"
+#include "term.h"
+#include "transcript.h"
+
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static bool dry_run, assume_yes;
+static int declined;
+
+void gate_configure(bool dry, bool yes)
+{
+	dry_run = dry;
+	assume_yes = yes;
+}
+
+bool gate_dry_run(void) { return dry_run; }
+int  gate_declined(void) { return declined; }
+
+const char *gate_answer_name(enum gate_answer a)
+{
+	switch (a) {
+	case GATE_RUN: return "run";
+	case GATE_DRY_RUN: return "dry-run";
+	case GATE_DECLINED: return "declined";
+	case GATE_ABORT: return "abort";
+	case GATE_REFUSED: return "refused";
+	}
+	return "?";
+}
+
+static const char *operator_name(void)
+{
+	static char name[64];
+	if (!name[0]) {
+		struct passwd pw, *res = NULL;
+		char buf[1024];
+		if (getpwuid_r(getuid(), &pw, buf, sizeof buf, &res) == 0 && res)
+			snprintf(name, sizeof name, "%s", pw.pw_name);
+		else
+			snprintf(name, sizeof name, "uid %u", (unsigned)getuid());
+	}
+	return name;
+}
+
+static void kstr_redacted(struct jbuf *b, const char *key, const char *val)
+{
+	if (!val)
+		return;
+	size_t len;
+	char *clean = redact(val, strlen(val), &len);
+	jb_key(b, key);
+	jb_string(b, clean, len);
+	free(clean);
+}
+
+static void audit_plan(const struct gate_plan *p)
+{
+	struct jbuf b = { 0 };
+	jb_open(&b);
+	jb_kstr(&b, "primitive", p->primitive);
+	kstr_redacted(&b, "summary", p->summary);
+	kstr_redacted(&b, "detail", p->detail);
+	kstr_redacted(&b, "target", p->target);
+	kstr_redacted(&b, "blast", p->blast);
+	jb_kbool(&b, "irreversible", p->irreversible);
+	jb_close(&b);
+	transcript_audit("plan", b.p);
+	jb_free(&b);
+}
+
+/* Records who answered what, and syncs: the answer is on disk before anything runs. */
+static int audit_confirm(const char *answer, const char *how)
+{
+	struct jbuf b = { 0 };
+	jb_open(&b);
+	jb_kstr(&b, "answer", answer);
+	jb_kstr(&b, "how", how);
+	jb_kstr(&b, "user", operator_name());
+	jb_kstr(&b, "tty", term_tty_name());
+	jb_close(&b);
+	int r = transcript_audit("confirm", b.p);
+	jb_free(&b);
+	return r == 0 ? transcript_sync() : -1;
+}
+
+static void show_plan(const struct gate_plan *p)
+{
+	const char *on = term_color() ? (p->irreversible ? "\033[1;31m" : "\033[1;33m") : "";
+	const char *off = term_color() ? "\033[0m" : "";
+	out_printf("  %sACTION%s  %s\n", on, off, p->summary);
+	if (p->detail && *p->detail) {
+		const char *line = p->detail;
+		while (*line) {
+			const char *nl = strchr(line, '\n');
+			int len = nl ? (int)(nl - line) : (int)strlen(line);
+			out_printf("          %.*s\n", len, line);
+			line = nl ? nl + 1 : line + len;
+		}
+	}
+	if (p->target && *p->target)
+		out_printf("  target  %s\n", p->target);
+	if (p->blast && *p->blast)
+		out_printf("  impact  %s\n", p->blast);
+	if (p->irreversible)
+		out_printf("  %sThis cannot be undone.%s\n", on, off);
+}
+
+static enum gate_answer refuse_unrecorded(void)
+{
+	err_printf("  not run: the transcript cannot be written, so this action cannot be recorded\n");
+	return GATE_REFUSED;
+}
+
+/* Asks until the operator confirms or declines. Returns GATE_RUN or GATE_DECLINED/ABORT. */
+static enum gate_answer ask_operator(const struct gate_plan *p, const char **how)
+{
+	char line[512], question[600];
+	if (p->irreversible && p->target && *p->target)
+		snprintf(question, sizeof question, "  Type the target (%s) to confirm, or n to skip: ", p->target);
+	else
+		snprintf(question, sizeof question, "  Type yes to run it, or n to skip: ");
+	for (int tries = 0; tries < 5; tries++) {
+		enum prompt_result r = term_prompt(question, line, sizeof line);
+		if (r == PROMPT_INTERRUPTED) {
+			sched_clear_interrupt();
+			*how = "interrupted";
+			return GATE_DECLINED;
+		}
+		if (r != PROMPT_LINE) {
+			*how = "end of input";
+			return GATE_DECLINED;
+		}
+		bool typed_back = p->irreversible && p->target && *p->target;
+		if (typed_back ? strcmp(line, p->target) == 0 : strcmp(line, "yes") == 0) {
+			*how = typed_back ? "typed the target" : "typed yes";
+			return GATE_RUN;
+		}
+		if (!line[0] || strcmp(line, "n") == 0 || strcmp(line, "no") == 0) {
+			*how = "typed no";
+			return GATE_DECLINED;
+		}
+		snprintf(question, sizeof question, typed_back
+		         ? "  That is not the target. Type %s exactly to confirm, or n to skip: "
+		         : "  Type yes in full to confirm%s, or n to skip: ", typed_back ? p->target : "");
+	}
+	*how = "no valid answer";
+	return GATE_DECLINED;
+}
+
+/* After a no: skip this step, ask again, or abort the run. Returns GATE_RUN only via re-ask. */
+static enum gate_answer after_decline(void)
+{
+	char line[64];
+	for (;;) {
+		enum prompt_result r = term_prompt("  Declined. s: skip this step · a: ask again · q: abort the run [s]: ", line, sizeof line);
+		if (r == PROMPT_INTERRUPTED)
+			sched_clear_interrupt();
+		if (r != PROMPT_LINE || !line[0] || strcmp(line, "s") == 0)
+			return GATE_DECLINED;
+		if (strcmp(line, "a") == 0)
+			return GATE_RUN; /* caller asks again */
+		if (strcmp(line, "q") == 0)
+			return GATE_ABORT;
+	}
+}
+
+enum gate_answer gate_ask(const struct gate_plan *p)
+{
+	if (!transcript_ok())
+		return refuse_unrecorded();
+	audit_plan(p);
+	show_plan(p);
+	if (dry_run) {
+		out_printf("  dry run: not executed\n");
+		return audit_confirm("dry-run", "--dry-run") == 0 ? GATE_DRY_RUN : refuse_unrecorded();
+	}
+	if (assume_yes) {
+		out_printf("  confirmed by --yes\n");
+		return audit_confirm("yes", "--yes") == 0 ? GATE_RUN : refuse_unrecorded();
+	}
+	if (!term_interactive()) {
+		out_printf("  not run: no terminal to confirm on (run from a terminal, or pass --yes)\n");
+		declined++;
+		audit_confirm("declined", "no terminal");
+		return GATE_DECLINED;
+	}
+	for (;;) {
+		const char *how = "";
+		enum gate_answer a = ask_operator(p, &how);
+		if (a == GATE_RUN)
+			return audit_confirm("yes", how) == 0 ? GATE_RUN : refuse_unrecorded();
+		audit_confirm("declined", how);
+		if (strcmp(how, "interrupted") == 0) {
+			declined++;
+			return GATE_DECLINED;
+		}
+		enum gate_answer next = after_decline();
+		if (next == GATE_RUN)
+			continue;
+		declined++;
+		if (next == GATE_ABORT)
+			transcript_audit("note", "{\"text\":\"operator aborted the run at an action\"}");
+		return next;
+	}
+}
+
+void gate_action_start(const char *primitive, const char *target)
+{
+	struct jbuf b = { 0 };
+	jb_open(&b);
+	jb_kstr(&b, "primitive", primitive);
+	kstr_redacted(&b, "target", target);
+	jb_close(&b);
+	transcript_audit("action_start", b.p);
+	jb_free(&b);
+}
+
+void gate_action_result(const char *primitive, const char *outcome, double duration_ms, const char *summary)
+{
+	struct jbuf b = { 0 };
+	char num[32];
+	jb_open(&b);
+	jb_kstr(&b, "primitive", primitive);
+	jb_kstr(&b, "outcome", outcome);
+	snprintf(num, sizeof num, "%.3f", duration_ms);
+	jb_key(&b, "duration_ms");
+	jb_rawz(&b, num);
+	kstr_redacted(&b, "summary", summary);
+	jb_close(&b);
+	transcript_audit("action_result", b.p);
+	jb_free(&b);
+	transcript_sync();
+}

@@ -1,0 +1,40 @@
+/*
+ * gate.h - the action gate: the one way anything that changes the world gets permission.
+ *
+ * gate_ask() shows exactly what will happen, records the plan, asks on the terminal, records
+ * the answer and fdatasyncs the transcript before returning GATE_RUN. It cannot be bypassed from
+ * Lua: the primitives that act (sh.action, and later pg/redis/http actions) call it from C.
+ *   --dry-run            shown, recorded, never run              -> GATE_DRY_RUN
+ *   --yes                shown, recorded as confirmed by --yes   -> GATE_RUN
+ *   no terminal          shown, recorded as declined             -> GATE_DECLINED
+ *   "yes" (or the target typed back when irreversible)           -> GATE_RUN
+ *   anything else: the operator chooses skip (GATE_DECLINED), ask again, or abort (GATE_ABORT)
+ *   the transcript cannot be written                             -> GATE_REFUSED
+ */
+#ifndef GATE_H
+#define GATE_H
+
+#include <stdbool.h>
+
+struct gate_plan {
+	const char *primitive;   /* "sh.action" */
+	const char *summary;     /* one line: what will happen */
+	const char *detail;      /* the exact effect (argv, SQL), may be NULL */
+	const char *target;      /* what it acts on; typed back when irreversible */
+	const char *blast;       /* measured just before by a probe, may be NULL */
+	bool irreversible;
+};
+
+enum gate_answer { GATE_RUN, GATE_DRY_RUN, GATE_DECLINED, GATE_ABORT, GATE_REFUSED };
+
+void gate_configure(bool dry_run, bool yes);
+bool gate_dry_run(void);
+enum gate_answer gate_ask(const struct gate_plan *plan);
+int  gate_declined(void);   /* actions declined or not asked for want of a terminal */
+const char *gate_answer_name(enum gate_answer a);
+
+/* Audit helpers for the acting primitive: before it starts and once it has a result. */
+void gate_action_start(const char *primitive, const char *target);
+void gate_action_result(const char *primitive, const char *outcome, double duration_ms, const char *summary);
+
+#endif

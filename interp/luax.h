@@ -1,0 +1,45 @@
+/*
+ * luax.h - helpers every native module uses to look and fail the same way.
+ *
+ * Conventions (DESIGN.md §3): expected failures return nil, "<what> <target>: <cause>", kind;
+ * mistakes by the runbook's author raise. Options are tables whose unknown keys raise with a
+ * suggestion ("unknown option 'timout' (did you mean 'timeout'?)"). Durations are seconds as a
+ * number or a string with a unit ("500ms", "2s", "5m", "1h", "7d").
+ */
+#ifndef LUAX_H
+#define LUAX_H
+
+#include <lua.h>
+#include <lauxlib.h>
+#include <stdbool.h>
+
+#include "sched.h"
+
+/* Raises unless every string key of the table at idx is in allowed (NULL-terminated). */
+void luax_check_options(lua_State *L, int idx, const char *fn, const char *const allowed[]);
+
+/* Parses "500ms"/"2s"/"1.5m"/"1h"/"7d"/"30" (seconds). Returns 0 and *seconds, or -1. */
+int luax_parse_duration(const char *s, double *seconds);
+/* opts[key] as milliseconds (number = seconds, or a duration string); def when absent. Raises on junk. */
+msec_t luax_opt_duration(lua_State *L, int idx, const char *key, msec_t def, const char *fn);
+const char *luax_opt_string(lua_State *L, int idx, const char *key, const char *def, const char *fn);
+lua_Integer luax_opt_integer(lua_State *L, int idx, const char *key, lua_Integer def, const char *fn);
+bool luax_opt_bool(lua_State *L, int idx, const char *key, bool def, const char *fn);
+
+/* Pushes nil, the redacted message, kind; returns 3 (use as `return luax_fail(...)`). */
+int luax_fail(lua_State *L, const char *kind, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Sets t[key] = value on the table at the top of the stack. */
+void luax_setint(lua_State *L, const char *key, lua_Integer v);
+void luax_setnum(lua_State *L, const char *key, lua_Number v);
+void luax_setstr(lua_State *L, const char *key, const char *v);
+void luax_setbool(lua_State *L, const char *key, bool v);
+
+/* A "probe" audit record: what ran against what, its deadline, how long it took, how it ended. */
+void luax_audit_probe(const char *primitive, const char *target, msec_t deadline_ms,
+                      double duration_ms, const char *outcome, const char *summary);
+
+/* The edit distance used for "did you mean" suggestions. */
+int luax_distance(const char *a, const char *b);
+
+#endif

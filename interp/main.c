@@ -1,0 +1,154 @@
+/*
+ * main.c - the command line: subcommands, --help, --version, exit codes.
+ *
+ * Help and version are answered here without starting Lua. Each subcommand's own options are
+ * parsed by stdlib/lua/cli.lua, which returns the exit code (see runbook.h).
+ */
+#include "host.h"
+#include "redact.h"
+#include "runbook.h"
+#include "sched.h"
+#include "term.h"
+
+#include <lauxlib.h>
+#include <stdio.h>
+#include <string.h>
+
+static const char usage[] =
+	"usage: runbook <command> [options]\n"
+	"\n"
+	"Walks incident runbooks step by step: probes look, actions ask first, everything is recorded.\n"
+	"\n"
+	"commands:\n"
+	"  list                      the runbooks on the search path\n"
+	"  show NAME                 a runbook rendered as Markdown; nothing is executed\n"
+	"  exec NAME|FILE [opts]     run a runbook against real systems\n"
+	"  check FILE...             load and validate runbooks; touches no server\n"
+	"  transcript verify FILE    complete, truncated at line N, or invalid at line N\n"
+	"  transcript show FILE      the audit records of a transcript, readably\n"
+	"  help [COMMAND]            this text, or a command's\n"
+	"\n"
+	"options: --help, --version\n"
+	"search path: ./runbooks, $RUNBOOK_PATH (colon-separated), $XDG_CONFIG_HOME/runbook/runbooks,\n"
+	"             " RUNBOOK_SHARE "/runbooks\n"
+	"\n"
+	"exit codes: 0 completed or resolved, 1 a step failed, 2 usage error, 3 escalated,\n"
+	"            4 actions declined, 5 aborted by the operator, 70 internal error\n";
+
+static const struct { const char *name, *help; } commands[] = {
+	{ "list", "usage: runbook list\n\nLists the runbooks on the search path: name, severity, summary.\n"
+	          "The first runbook of a name wins: ./runbooks, $RUNBOOK_PATH, $XDG_CONFIG_HOME/runbook/runbooks,\n"
+	          RUNBOOK_SHARE "/runbooks.\n" },
+	{ "show", "usage: runbook show NAME|FILE\n\nPrints the runbook as Markdown: summary, inputs, steps. Nothing is executed.\n" },
+	{ "exec", "usage: runbook exec NAME|FILE [options] [name=value ...]\n\n"
+	          "Walks the runbook step by step. Probes run freely; actions show exactly what they will do and\n"
+	          "wait for \"yes\" typed on the terminal (irreversible ones for the target typed back).\n\n"
+	          "options:\n"
+	          "  --dry-run          probes run for real, actions are only shown\n"
+	          "  --auto             no pause between steps (actions still ask)\n"
+	          "  --yes              confirm every action without asking (recorded in the transcript)\n"
+	          "  --start-at ID      begin at step ID (or its number)\n"
+	          "  --timeout DUR      cap every primitive's deadline (500ms, 2s, 1m)\n"
+	          "  --transcript FILE  write the transcript here (default $XDG_STATE_HOME/runbook/transcripts/)\n"
+	          "  name=value         set an input (see `runbook show NAME`); inputs also read their env variable\n\n"
+	          "At each step: Enter runs it, s skips, j jumps to another step, q quits.\n"
+	          "Ctrl-C stops the call in progress and returns to the step menu; Ctrl-C at the menu ends the run.\n"
+	          "Without a terminal and without --yes, no action runs: it is recorded as declined.\n\n"
+	          "exit codes: 0 completed or resolved, 1 a step failed, 2 usage error, 3 escalated,\n"
+	          "            4 actions declined, 5 aborted by the operator, 70 internal error\n" },
+	{ "check", "usage: runbook check FILE|NAME...\n\nLoads and validates each runbook without touching any server.\n"
+	           "exit codes: 0 all valid, 1 at least one invalid, 2 usage error\n" },
+	{ "transcript", "usage: runbook transcript verify FILE\n       runbook transcript show FILE\n\n"
+	                "verify checks the hash chain and prints \"complete\", \"truncated at line N\" or \"invalid at line N\".\n"
+	                "exit codes: 0 complete, 1 truncated or invalid, 2 usage error\n"
+	                "show prints the audit records: time, step, type and what happened.\n" },
+	{ "help", "usage: runbook help [COMMAND]\n" },
+};
+
+static const char *command_help(const char *name)
+{
+	for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+		if (strcmp(commands[i].name, name) == 0)
+			return commands[i].help;
+	return NULL;
+}
+
+static bool wants_help(int argc, char **argv)
+{
+	for (int i = 2; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0)
+			return false;
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+			return true;
+	}
+	return false;
+}
+
+static int run_lua(int argc, char **argv)
+{
+	lua_State *L = host_new();
+	if (!L) {
+		fprintf(stderr, "runbook: cannot create the Lua state (out of memory)\n");
+		return EXIT_INTERNAL;
+	}
+	int code = EXIT_INTERNAL;
+	lua_getglobal(L, "require");
+	lua_pushstring(L, "cli");
+	if (host_call(L, 1, 1) == LUA_OK) {
+		lua_getfield(L, -1, "main");
+		lua_createtable(L, argc, 0);
+		for (int i = 1; i < argc; i++) {
+			lua_pushstring(L, argv[i]);
+			lua_rawseti(L, -2, i);
+		}
+		if (host_call(L, 1, 1) == LUA_OK)
+			code = (int)luaL_optinteger(L, -1, EXIT_INTERNAL);
+		else
+			err_printf("runbook: internal error: %s\n", luaL_tolstring(L, -1, NULL));
+	} else {
+		err_printf("runbook: internal error: %s\n", luaL_tolstring(L, -1, NULL));
+	}
+	host_close(L);
+	return code;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		fputs(usage, stderr);
+		return EXIT_USAGE;
+	}
+	const char *cmd = argv[1];
+	if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+		printf("runbook %s\n", RUNBOOK_VERSION);
+		return EXIT_OK;
+	}
+	if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+		fputs(usage, stdout);
+		return EXIT_OK;
+	}
+	if (strcmp(cmd, "help") == 0) {
+		const char *h = argc > 2 ? command_help(argv[2]) : usage;
+		if (!h) {
+			fprintf(stderr, "runbook: no such command '%s'\n", argv[2]);
+			return EXIT_USAGE;
+		}
+		fputs(h, stdout);
+		return EXIT_OK;
+	}
+	const char *help = command_help(cmd);
+	if (!help) {
+		fprintf(stderr, "runbook: '%s' is not a command. See 'runbook --help'.\n", cmd);
+		return EXIT_USAGE;
+	}
+	if (wants_help(argc, argv)) {
+		fputs(help, stdout);
+		return EXIT_OK;
+	}
+	sched_init();
+	term_init();
+	int code = run_lua(argc, argv);
+	term_restore();
+	redact_free_all();
+	return code;
+}

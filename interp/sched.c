@@ -1,0 +1,152 @@
+/*
+ * sched.c - the monotonic clock, deadlines, the poll loop and the interrupt flag.
+ *
+ * SIGINT is caught (never ignored): the handler bumps a counter, writes a byte to a self-pipe
+ * so that a poll() in progress wakes at once, and calls the host's hook so that a Lua loop that
+ * never returns to C is stopped too. Waiting code checks the counter; nothing longjmps out of a
+ * handler.
+ */
+#include "sched.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t interrupts;
+static volatile sig_atomic_t terminated;
+static int wake_pipe[2] = { -1, -1 };
+static msec_t cap_ms;
+static void (*interrupt_hook)(void);
+static void (*disarm_hook)(void);
+
+static void on_signal(int sig)
+{
+	int saved = errno;
+	if (sig == SIGINT)
+		interrupts++;
+	else
+		terminated = 1;
+	if (wake_pipe[1] >= 0) {
+		char c = 0;
+		ssize_t w = write(wake_pipe[1], &c, 1);
+		(void)w;
+	}
+	if (interrupt_hook)
+		interrupt_hook();
+	errno = saved;
+}
+
+void sched_init(void)
+{
+	if (wake_pipe[0] < 0 && pipe2(wake_pipe, O_CLOEXEC | O_NONBLOCK) != 0)
+		wake_pipe[0] = wake_pipe[1] = -1;
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+}
+
+void sched_on_interrupt(void (*arm)(void), void (*disarm)(void))
+{
+	interrupt_hook = arm;
+	disarm_hook = disarm;
+}
+
+msec_t sched_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (msec_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+double sched_now_precise(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+void   sched_set_cap(msec_t ms) { cap_ms = ms > 0 ? ms : 0; }
+msec_t sched_cap(void) { return cap_ms; }
+
+msec_t sched_deadline(msec_t timeout_ms)
+{
+	if (cap_ms > 0 && (timeout_ms <= 0 || timeout_ms > cap_ms))
+		timeout_ms = cap_ms;
+	return sched_now() + timeout_ms;
+}
+
+bool sched_interrupted(void) { return interrupts > 0 || terminated; }
+int  sched_interrupts(void) { return interrupts; }
+bool sched_terminated(void) { return terminated; }
+
+static void drain_wake_pipe(void)
+{
+	char buf[64];
+	while (wake_pipe[0] >= 0 && read(wake_pipe[0], buf, sizeof buf) > 0)
+		;
+}
+
+void sched_disarm(void)
+{
+	if (disarm_hook)
+		disarm_hook();
+}
+
+void sched_clear_interrupt(void)
+{
+	interrupts = 0;
+	drain_wake_pipe();
+	if (disarm_hook)
+		disarm_hook();
+}
+
+/*
+ * Polls fds plus the self-pipe. Returns READY as soon as any of fds has an event, TIMEOUT once
+ * the deadline has passed (checked before sleeping, so a past deadline never blocks), and
+ * INTERRUPTED while a Ctrl-C is pending.
+ */
+enum sched_wait sched_poll(struct pollfd *fds, int nfds, msec_t deadline)
+{
+	enum { MAXFDS = 64 };
+	struct pollfd set[MAXFDS + 1];
+	if (nfds > MAXFDS)
+		nfds = MAXFDS;
+	for (;;) {
+		if (sched_interrupted())
+			return SCHED_INTERRUPTED;
+		msec_t left = deadline - sched_now();
+		if (left <= 0)
+			return SCHED_TIMEOUT;
+		if (nfds > 0)
+			memcpy(set, fds, sizeof *fds * (size_t)nfds);
+		set[nfds] = (struct pollfd){ .fd = wake_pipe[0], .events = POLLIN };
+		int n = poll(set, (nfds_t)nfds + 1, left > 1000000 ? 1000000 : (int)left);
+		if (n < 0 && errno != EINTR)
+			return SCHED_TIMEOUT;
+		if (n <= 0)
+			continue;
+		if (set[nfds].revents)
+			drain_wake_pipe();
+		bool ready = false;
+		for (int i = 0; i < nfds; i++) {
+			fds[i].revents = set[i].revents;
+			ready |= set[i].revents != 0;
+		}
+		if (ready)
+			return SCHED_READY;
+	}
+}
+
+enum sched_wait sched_sleep_until(msec_t deadline)
+{
+	enum sched_wait w = sched_poll(NULL, 0, deadline);
+	return w == SCHED_TIMEOUT ? SCHED_READY : w;
+}

@@ -1,0 +1,167 @@
+-- disk-full: a filesystem is full or nearly full ("No space left on device").
+-- Finds which filesystem (space or inodes), what grows on it (largest directories, files that
+-- were deleted but are still held open, old logs), offers the usual clean-ups as confirmed
+-- actions, then measures again.
+local sys = require "sys"
+local sh  = require "sh"
+
+local function percent_line(fs)
+  return string.format("%s (%s) is %s full: %s used of %s, %s free; inodes %s used",
+    fs.mount, fs.device, fmt.pct(fs.used_pct), fmt.bytes(fs.used), fmt.bytes(fs.size),
+    fmt.bytes(fs.avail), fmt.pct(fs.inodes_pct))
+end
+
+-- Files of a listing that live on the filesystem under examination.
+local function paths_of(listing)
+  local paths, bytes = {}, 0
+  for _, f in ipairs(listing.files) do
+    paths[#paths + 1] = f.path
+    bytes = bytes + f.bytes
+  end
+  return paths, bytes
+end
+
+local function file_table(files, limit)
+  local rows = {}
+  for i = 1, math.min(#files, limit or 10) do rows[i] = files[i] end
+  return fmt.table(rows, {
+    { "bytes", title = "size", format = fmt.bytes, right = true },
+    { "age", title = "age", format = fmt.duration, right = true },
+    { "path", title = "file" },
+  })
+end
+
+-- Offers to delete the files of a listing, showing exactly which ones and how much they free.
+local function offer_delete(ctx, listing, what)
+  if listing.count == 0 then
+    ctx:ok("no %s", what)
+    return
+  end
+  ctx:finding("%d %s, %s in all", listing.count, what, fmt.bytes(listing.total_bytes))
+  ctx:show(file_table(listing.files))
+  local paths, bytes = paths_of(listing)
+  local argv = { "rm", "-f", "--" }
+  for _, p in ipairs(paths) do argv[#argv + 1] = p end
+  argv.summary = string.format("delete %d %s (frees %s)", #paths, what, fmt.bytes(bytes))
+  argv.blast = string.format("%d files, %s", #paths, fmt.bytes(bytes))
+  must(sh.action(argv))
+  ctx:ok("deleted %d files", #paths)
+end
+
+return runbook {
+  name     = "disk-full",
+  summary  = "A filesystem is full or nearly full",
+  severity = "SEV2",
+  description = "Symptoms: \"No space left on device\" in logs, failing writes, a DiskSpaceLow alert.",
+
+  inputs = {
+    path      = input.path { default = "/", help = "a path on the filesystem to examine" },
+    threshold = input.int { default = 90, min = 1, max = 100, help = "percent used (space or inodes) that counts as full" },
+    logs      = input.path { default = "/var/log", help = "where the logs live" },
+    log_age   = input.duration { default = "7d", help = "rotated logs older than this may be deleted" },
+    log_max   = input.int { default = 1024 * 1024 * 1024, min = 0, help = "active logs larger than this (bytes) may be truncated" },
+    tmp       = input.path { default = "/tmp", help = "temporary files directory" },
+    tmp_age   = input.duration { default = "2d", help = "temporary files older than this may be deleted" },
+  },
+
+  step "usage" {
+    title   = "Which filesystem is full?",
+    explain = "Space and inodes both count: a filesystem with free bytes but no free inodes is just as full.",
+    run = function(ctx)
+      local fs = must(sys.fs(ctx.path))
+      ctx.state.fs = fs
+      local full = fs.used_pct >= ctx.threshold or fs.inodes_pct >= ctx.threshold
+      if full then ctx:finding("%s", percent_line(fs)) else ctx:ok("%s", percent_line(fs)) end
+      if fs.inodes_pct >= ctx.threshold then
+        ctx:finding("out of inodes: many small files (sessions, caches, mail queues) rather than big ones")
+      end
+      for _, other in ipairs(must(sys.filesystems())) do
+        if other.mount ~= fs.mount and (other.used_pct >= ctx.threshold or other.inodes_pct >= ctx.threshold) then
+          ctx:finding("also full: %s", percent_line(other))
+        end
+      end
+    end,
+  },
+
+  step "largest" {
+    title   = "What is taking the space?",
+    explain = "The largest directories on this filesystem (it does not cross into other mounts).",
+    run = function(ctx)
+      local mount = ctx.state.fs and ctx.state.fs.mount or ctx.path
+      local big = must(sys.largest(mount, { depth = 2, limit = 12, timeout = "15s" }))
+      ctx:show(fmt.table(big.entries, {
+        { "bytes", title = "size", format = fmt.bytes, right = true },
+        { "path", title = "directory" },
+      }))
+      if big.partial then ctx:note("partial: the walk stopped at its deadline; sizes are lower bounds") end
+    end,
+  },
+
+  step "deleted" {
+    title   = "Deleted files still held open",
+    explain = "A deleted log that a process still writes keeps its space until the process closes it or restarts.",
+    run = function(ctx)
+      local mount = ctx.state.fs and ctx.state.fs.mount or ctx.path
+      local held = must(sys.deleted_open { path = mount })
+      if #held == 0 then return ctx:ok("no deleted files held open on %s", mount) end
+      local total = 0
+      for _, f in ipairs(held) do total = total + f.bytes end
+      ctx:finding("%d deleted files still hold %s", #held, fmt.bytes(total))
+      ctx:show(fmt.table(held, {
+        { "bytes", title = "size", format = fmt.bytes, right = true },
+        { "pid", title = "pid", right = true },
+        { "command", title = "process" },
+        { "path", title = "file" },
+      }))
+      ctx:note("restart or signal (logrotate: HUP) the processes above to release the space")
+    end,
+  },
+
+  step "old-logs" {
+    title   = "Delete old rotated logs",
+    explain = "Rotated and archived logs older than log_age are the safest space to reclaim.",
+    run = function(ctx)
+      local old = must(sys.files(ctx.logs, { pattern = "*.log*", older_than = ctx.log_age, limit = 500 }))
+      offer_delete(ctx, old, "logs older than " .. fmt.duration(ctx.log_age))
+    end,
+  },
+
+  step "big-logs" {
+    title   = "Truncate oversized active logs",
+    explain = "Truncating keeps the file (and the writer's handle) but drops its content. It cannot be undone.",
+    run = function(ctx)
+      local big = must(sys.files(ctx.logs, { pattern = "*.log", min_size = ctx.log_max + 1, limit = 50 }))
+      if big.count == 0 then return ctx:ok("no active log larger than %s", fmt.bytes(ctx.log_max)) end
+      ctx:finding("%d logs larger than %s", big.count, fmt.bytes(ctx.log_max))
+      ctx:show(file_table(big.files))
+      local paths, bytes = paths_of(big)
+      local argv = { "truncate", "-s", "0", "--" }
+      for _, p in ipairs(paths) do argv[#argv + 1] = p end
+      argv.summary = string.format("truncate %d logs to zero bytes (frees %s)", #paths, fmt.bytes(bytes))
+      argv.irreversible, argv.target = true, ctx.logs
+      must(sh.action(argv))
+      ctx:ok("truncated %d logs", #paths)
+    end,
+  },
+
+  step "tmp" {
+    title   = "Clean old temporary files",
+    explain = "Files under the temp directory that nobody touched for tmp_age.",
+    run = function(ctx)
+      local old = must(sys.files(ctx.tmp, { older_than = ctx.tmp_age, limit = 1000 }))
+      offer_delete(ctx, old, "temporary files older than " .. fmt.duration(ctx.tmp_age))
+    end,
+  },
+
+  step "recheck" {
+    title   = "Is there room again?",
+    run = function(ctx)
+      local fs = must(sys.fs(ctx.path))
+      if fs.used_pct < ctx.threshold and fs.inodes_pct < ctx.threshold then
+        return ctx:resolved(percent_line(fs))
+      end
+      return ctx:escalate(percent_line(fs) ..
+        ": still above " .. ctx.threshold .. "%; grow the volume or move data off it")
+    end,
+  },
+}

@@ -1,0 +1,338 @@
+-- engine.lua - walks a loaded runbook: inputs, transcript, the step menu, outcomes, exit code.
+-- The invariants live in C (gate, transcript, redaction, deadlines); this file is the policy:
+-- what to ask between steps and what a run's outcome is.
+local core   = require "core"
+local cjson  = require "cjson"
+local dsl    = require "dsl"
+local render = require "render"
+
+local M = {}
+
+local EXIT = { ok = 0, failed = 1, usage = 2, escalated = 3, declined = 4, aborted = 5, internal = 70 }
+M.EXIT = EXIT
+
+local function json(t) return cjson.encode(t) end
+local function audit(kind, fields) core.audit(kind, json(fields or {})) end
+
+local function iso_now() return os.date("!%Y-%m-%dT%H:%M:%SZ") end
+
+local function session_id()
+  local f = io.open("/dev/urandom", "rb")
+  local bytes = f and f:read(3) or tostring(os.time())
+  if f then f:close() end
+  return (bytes:gsub(".", function(c) return string.format("%02x", c:byte()) end)):sub(1, 6)
+end
+
+-------------------------------------------------------------------------------------------- ctx
+-- A sentinel a step returns (return ctx:jump("x")); the engine also honours it when not returned.
+local JUMP = setmetatable({}, { __tostring = function() return "jump" end })
+
+local function new_ctx(run, rb, inputs)
+  local methods = {}
+  local ctx = { state = {}, inputs = inputs, dry_run = run.dry_run, runbook = rb.name }
+
+  local function say(level, fmtstr, ...)
+    local text = select("#", ...) > 0 and string.format(fmtstr, ...) or tostring(fmtstr)
+    text = text:gsub("%s+$", "")
+    render.outcome(level, text)
+    audit("note", { level = level, text = core.redact(text) })
+    if level == "finding" then run.step_findings = run.step_findings + 1 end
+    return text
+  end
+  function methods.ok(_, ...) say("ok", ...) end
+  function methods.finding(_, ...) say("finding", ...) end
+  function methods.note(_, ...) say("note", ...) end
+  function methods.show(_, text) render.block(text) end
+
+  function methods.jump(_, id)
+    local target = rb.by_id[id] or rb.steps[math.tointeger(id) or 0]
+    if not target then error("ctx:jump: no step '" .. tostring(id) .. "'", 2) end
+    run.jump = target.index
+    return JUMP
+  end
+  function methods.resolved(_, msg)
+    run.outcome, run.outcome_msg = "resolved", msg and tostring(msg) or "resolved"
+    return JUMP
+  end
+  function methods.escalate(_, msg)
+    run.outcome, run.outcome_msg = "escalated", msg and tostring(msg) or "escalated"
+    return JUMP
+  end
+
+  -- Polls fn until it returns a truthy value; bounded by timeout, interruptible by Ctrl-C.
+  function methods.wait_until(_, desc, fn, opts)
+    if type(desc) ~= "string" or type(fn) ~= "function" then
+      error("ctx:wait_until(description, function, { timeout = , every = })", 2)
+    end
+    opts = opts or {}
+    for k in pairs(opts) do
+      if k ~= "timeout" and k ~= "every" then error("ctx:wait_until: unknown option '" .. tostring(k) .. "'", 2) end
+    end
+    local timeout = assert(core.duration(opts.timeout or 60))
+    local every = assert(core.duration(opts.every or 1))
+    render.outcome("note", string.format("waiting until %s (up to %s)", desc, render.fmt.duration(timeout)))
+    local deadline = core.now() + timeout * 1000
+    while true do
+      local r = fn()
+      if r then
+        say("ok", "%s", desc)
+        return r
+      end
+      local left = deadline - core.now()
+      if left <= 0 then
+        return nil, string.format("%s: still not true after %s", desc, render.fmt.duration(timeout)), "timeout"
+      end
+      local ok, err, kind = core.sleep(math.min(every, left / 1000))
+      if not ok then return nil, err, kind end
+    end
+  end
+
+  return setmetatable(ctx, {
+    __index = function(_, k)
+      if methods[k] then return methods[k] end
+      local v = inputs[k]
+      if v ~= nil then return v end
+      if rb.inputs[k] then return nil end
+      error("ctx has no field '" .. tostring(k) .. "' (inputs: " .. table.concat(rb.input_names, ", ") .. ")", 2)
+    end,
+  })
+end
+
+-------------------------------------------------------------------------------------- inputs
+-- given: name -> raw string from the command line. Returns values or nil, err.
+function M.resolve_inputs(rb, given)
+  for name in pairs(given) do
+    if not rb.inputs[name] then
+      local best, bestd = nil, 3
+      for _, n in ipairs(rb.input_names) do
+        local d = core.distance(name, n)
+        if d < bestd then best, bestd = n, d end
+      end
+      return nil, string.format("%s has no input '%s'%s (inputs: %s)", rb.name, name,
+        best and (" (did you mean '" .. best .. "'?)") or "", table.concat(rb.input_names, ", "))
+    end
+  end
+  local values = {}
+  for _, name in ipairs(rb.input_names) do
+    local v, err = dsl.resolve_input(name, rb.inputs[name], given[name])
+    if err then return nil, err end
+    values[name] = v
+  end
+  return values
+end
+
+------------------------------------------------------------------------------------ the walk
+local function step_menu(run, step)
+  while true do
+    local line, why = core.prompt(render.dim("      Enter: run · s: skip · j: jump · q: quit ") .. "> ")
+    if not line then
+      if why == "interrupted" then return "abort" end
+      return "abort"
+    end
+    if line == "" then return "run" end
+    if line == "s" then return "skip" end
+    if line == "q" then return "abort" end
+    if line == "j" then
+      local ids = {}
+      for _, s in ipairs(run.rb.steps) do ids[#ids + 1] = s.index .. " " .. s.id end
+      render.print(render.dim("      steps: " .. table.concat(ids, " · ")))
+      local target = core.prompt("      jump to (id or number): ")
+      local st = target and (run.rb.by_id[target] or run.rb.steps[math.tointeger(tonumber(target)) or 0])
+      if st then return "jump", st.index end
+      render.print("      no such step: " .. tostring(target))
+    else
+      render.print("      " .. line .. "? Enter runs the step" .. (step and "" or ""))
+    end
+  end
+end
+
+local function failure_menu()
+  while true do
+    local line, why = core.prompt("      Enter: retry · s: skip · q: quit > ")
+    if not line then return why == "notty" and "stop" or "abort" end
+    if line == "" or line == "r" then return "retry" end
+    if line == "s" then return "skip" end
+    if line == "q" then return "abort" end
+  end
+end
+
+-- Runs one step function. Returns outcome ("ok", "finding", "failed", "interrupted", "declined",
+-- "aborted") and an error message when there is one.
+local function run_step(run, step)
+  run.step_findings, run.jump = 0, nil
+  local ok, err = xpcall(step.run, function(e)
+    if core.is_control(e) then return e end
+    if run.debug then return debug.traceback(tostring(e), 2) end
+    return tostring(e)
+  end, run.ctx)
+  if ok then return run.step_findings > 0 and "finding" or "ok" end
+  local control = core.is_control(err)
+  if control == "interrupt" then
+    if core.terminated() or core.interrupts() >= 2 then return "aborted", "interrupted twice" end
+    core.clear_interrupt()
+    return "interrupted", "interrupted by Ctrl-C"
+  elseif control == "skip" then
+    return "declined", tostring(err)
+  elseif control == "abort" then
+    return "aborted", tostring(err)
+  end
+  -- A primitive noticed the Ctrl-C and its nil, "interrupted" became a step error.
+  if core.interrupts() > 0 then
+    core.clear_interrupt()
+    return "interrupted", tostring(err)
+  end
+  return "failed", tostring(err)
+end
+
+local function count(run, outcome) run.counts[outcome] = (run.counts[outcome] or 0) + 1 end
+
+-- Executes the step at index i, with retries. Returns "next", "abort" or "stop" (failed, no tty).
+local function execute(run, step)
+  while true do
+    core.marker(string.format("%d. %s", step.index, step.title))
+    core.transcript_step(step.id)
+    audit("step_start", { title = step.title })
+    local t0 = core.now()
+    local outcome, err = run_step(run, step)
+    local ms = core.now() - t0
+    if err and outcome ~= "declined" then
+      render.outcome("error", outcome == "interrupted" and ("interrupted: " .. err) or err)
+      audit(outcome == "interrupted" and "interrupt" or "error", { message = core.redact(err) })
+    elseif outcome == "declined" then
+      render.outcome("note", "step skipped: the action was declined")
+    end
+    audit("step_end", { outcome = outcome, duration_ms = math.floor(ms + 0.5) })
+    core.transcript_step(nil)
+    count(run, outcome)
+    if outcome == "aborted" then return "abort" end
+    if outcome ~= "failed" and outcome ~= "interrupted" then return "next" end
+    if not core.interactive() then return "stop" end
+    local choice = failure_menu()
+    if choice == "skip" then count(run, "skipped") return "next" end
+    if choice == "abort" then return "abort" end
+    if choice == "stop" then return "stop" end
+  end
+end
+
+local function banner(run)
+  local rb = run.rb
+  render.print(render.bold(rb.name) .. " · " .. rb.severity .. " · session " .. run.session ..
+               " · transcript " .. run.transcript)
+  local flags = {}
+  if run.dry_run then flags[#flags + 1] = "dry run: actions are only shown" end
+  if run.yes then flags[#flags + 1] = "--yes: actions run without asking" end
+  if not core.interactive() then flags[#flags + 1] = "no terminal: actions will not run unless --yes" end
+  if #flags > 0 then render.print(render.yellow(table.concat(flags, " · "))) end
+end
+
+local function exit_code(run)
+  if run.aborted then return EXIT.aborted, "aborted" end
+  if run.stopped then return EXIT.failed, "failed" end
+  if run.outcome == "escalated" then return EXIT.escalated, "escalated" end
+  -- A declined action outranks "resolved": whoever reads the exit code must learn that a
+  -- remediation the runbook wanted did not run.
+  if core.declined() > 0 then return EXIT.declined, run.outcome == "resolved" and "resolved, actions declined" or "declined" end
+  if run.outcome == "resolved" then return EXIT.ok, "resolved" end
+  return EXIT.ok, "completed"
+end
+
+local function summary_line(run)
+  local parts = {}
+  for _, k in ipairs({ "ok", "finding", "failed", "interrupted", "declined", "skipped" }) do
+    if run.counts[k] then parts[#parts + 1] = run.counts[k] .. " " .. k end
+  end
+  return table.concat(parts, " · ")
+end
+
+-- opts: dry_run, auto, yes, start_at, timeout (seconds), transcript (path), inputs, argv, debug.
+function M.exec(rb, opts)
+  local inputs, err = M.resolve_inputs(rb, opts.inputs or {})
+  if not inputs then core.err("runbook: " .. err .. "\n") return EXIT.usage end
+  local start = 1
+  if opts.start_at then
+    local st = rb.by_id[opts.start_at] or rb.steps[math.tointeger(tonumber(opts.start_at)) or 0]
+    if not st then
+      core.err("runbook: " .. rb.name .. " has no step '" .. opts.start_at .. "'\n")
+      return EXIT.usage
+    end
+    start = st.index
+  end
+
+  local run = { rb = rb, counts = {}, session = session_id(), dry_run = opts.dry_run, yes = opts.yes,
+                debug = opts.debug }
+  local path = opts.transcript
+  if not path then
+    local dir, derr = core.transcript_dir()
+    if not dir then core.err("runbook: " .. derr .. "\n") return EXIT.internal end
+    path = string.format("%s/%s-%s-%s.cast", dir, rb.name, os.date("!%Y%m%dT%H%M%SZ"), run.session)
+  end
+  run.transcript = path
+  local id = core.identity()
+  local shown_inputs = {}
+  for k, v in pairs(inputs) do
+    shown_inputs[k] = (rb.inputs[k].secret and type(v) == "string") and "***" or v
+  end
+  local header = core.redact(json({
+    name = rb.name, file = rb.file, sha256 = rb.sha256, severity = rb.severity, user = id.user,
+    host = id.host, tty = id.tty, pid = id.pid, argv = opts.argv or {}, started = iso_now(),
+    yes = opts.yes and true or false, dry_run = opts.dry_run and true or false,
+    auto = opts.auto and true or false, version = core.version, session = run.session,
+    inputs = shown_inputs,
+  }))
+  local ok, terr = core.transcript_open(path, header)
+  if not ok then core.err("runbook: " .. terr .. "\n") return EXIT.usage end
+
+  core.gate_configure(opts.dry_run, opts.yes)
+  if opts.timeout then core.set_cap(opts.timeout * 1000) end
+  audit("session_start", { runbook = rb.name, session = run.session, user = id.user })
+  run.ctx = new_ctx(run, rb, inputs)
+  banner(run)
+
+  local i, n = start, #rb.steps
+  while i <= n do
+    local step = rb.steps[i]
+    render.step_header(i, n, step)
+    local action, target = "run", nil
+    if core.interactive() and not opts.auto then action, target = step_menu(run, step) end
+    if action == "abort" then run.aborted = true break end
+    if action == "skip" then
+      audit("step_end", { step = step.id, outcome = "skipped" })
+      count(run, "skipped")
+      i = i + 1
+    elseif action == "jump" then
+      audit("note", { step = step.id, text = "operator jumped to " .. rb.steps[target].id })
+      i = target
+    else
+      local next_ = execute(run, step)
+      if next_ == "abort" then run.aborted = true break end
+      if next_ == "stop" then run.stopped = true break end
+      if run.outcome then break end
+      i = run.jump or (i + 1)
+    end
+    if core.terminated() then run.aborted = true break end
+  end
+
+  local code, word = exit_code(run)
+  if run.outcome then
+    render.outcome(run.outcome == "resolved" and "ok" or "finding", run.outcome .. ": " .. run.outcome_msg)
+  elseif run.aborted then
+    render.outcome("error", "aborted by the operator")
+  elseif run.stopped then
+    render.outcome("error", "stopped: a step failed")
+  end
+  local declined = core.declined()
+  if declined > 0 then run.counts.actions_declined = declined end
+  local summary = summary_line(run)
+  render.print(string.format("%s · %s", word, summary ~= "" and summary or "no steps ran"))
+  local head, cerr = core.transcript_close(core.redact(json({
+    exit = code, outcome = word, counts = run.counts, message = run.outcome_msg,
+  })))
+  if not head then
+    core.err("runbook: " .. cerr .. "\n")
+    return EXIT.internal
+  end
+  core.out("transcript " .. path .. "\nchain head " .. head .. "\n")
+  return code
+end
+
+return M

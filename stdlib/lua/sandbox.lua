@@ -1,0 +1,144 @@
+-- sandbox.lua - the environment a runbook runs in.
+-- Only what is listed here exists; reading or assigning any other global raises. Nothing here can
+-- reach the world except through the native modules, whose primitives are bounded, confirmed where
+-- they act, and recorded. No io, os.execute, package, debug, string.dump, binary chunks or C loaders.
+local core   = require "core"
+local dsl    = require "dsl"
+local render = require "render"
+
+local M = {}
+
+-- ("").dump would reach it through the string metatable otherwise.
+string.dump = nil
+
+-- While a runbook's top level runs, primitives refuse: loading only declares.
+local loading = false
+function M.set_loading(v) loading = v end
+
+local function copy(t, except)
+  local c = {}
+  for k, v in pairs(t) do if not (except and except[k]) then c[k] = v end end
+  return c
+end
+
+local function strict(name, t)
+  return setmetatable(t, {
+    __index = function(_, k) error(string.format("%s has no field '%s'", name, tostring(k)), 2) end,
+    __newindex = function(_, k) error(string.format("%s is read-only (assigning '%s')", name, tostring(k)), 2) end,
+  })
+end
+
+-- Wraps a native module: read-only, strict, and its functions refuse to run at load time.
+local guarded_cache = {}
+local function guarded(modname)
+  if guarded_cache[modname] then return guarded_cache[modname] end
+  local mod, proxy = require(modname), {}
+  for k, f in pairs(mod) do
+    if type(f) == "function" then
+      local qualified = modname .. "." .. k
+      proxy[k] = function(...)
+        if loading then
+          error(qualified .. ": cannot run while the runbook is loading; call it inside a step's run function", 2)
+        end
+        return f(...)
+      end
+    else
+      proxy[k] = f
+    end
+  end
+  guarded_cache[modname] = strict("module '" .. modname .. "'", proxy)
+  return guarded_cache[modname]
+end
+
+local allowed_modules = {}
+for _, name in ipairs(core.modules()) do allowed_modules[name] = true end
+
+local function sandbox_require(name)
+  if type(name) ~= "string" then error("require expects a module name", 2) end
+  if not allowed_modules[name] then
+    local names = {}
+    for n in pairs(allowed_modules) do names[#names + 1] = n end
+    table.sort(names)
+    error(string.format("module '%s' is not available to runbooks (available: %s)", name,
+                        table.concat(names, ", ")), 2)
+  end
+  return guarded(name)
+end
+
+-- Control signals (Ctrl-C, a declined action, abort) pass through a runbook's pcall untouched.
+local function pass_control(ok, ...)
+  if not ok and core.is_control((...)) then error((...), 0) end
+  return ok, ...
+end
+
+local function sandbox_pcall(f, ...) return pass_control(pcall(f, ...)) end
+
+local function sandbox_xpcall(f, handler, ...)
+  return pass_control(xpcall(f, function(e)
+    if core.is_control(e) then return e end
+    return handler(e)
+  end, ...))
+end
+
+-- Resuming a coroutine registers it with the host so that Ctrl-C reaches a loop inside it.
+local function track(co, ok, ...)
+  core.thread_pop()
+  if not ok and core.is_control((...)) then error((...), 0) end
+  return ok, ...
+end
+
+local function sandbox_resume(co, ...)
+  core.thread_push(co)
+  return track(co, coroutine.resume(co, ...))
+end
+
+local function sandbox_wrap(f)
+  local co = coroutine.create(f)
+  return function(...)
+    local function unwrap(ok, ...)
+      if not ok then error((...), 0) end
+      return ...
+    end
+    return unwrap(sandbox_resume(co, ...))
+  end
+end
+
+local function sandbox_print(...)
+  local parts = table.pack(...)
+  for i = 1, parts.n do parts[i] = tostring(parts[i]) end
+  core.out(table.concat(parts, "\t", 1, parts.n) .. "\n")
+end
+
+function M.new()
+  local env = {
+    assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs,
+    rawequal = rawequal, rawget = rawget, rawlen = rawlen, rawset = rawset, select = select,
+    tonumber = tonumber, tostring = tostring, type = type, setmetatable = setmetatable,
+    getmetatable = getmetatable, _VERSION = _VERSION,
+    pcall = sandbox_pcall, xpcall = sandbox_xpcall, print = sandbox_print,
+    require = sandbox_require,
+    string = strict("string", copy(string, { dump = true })),
+    table = strict("table", copy(table)),
+    math = strict("math", copy(math)),
+    utf8 = strict("utf8", copy(utf8)),
+    os = strict("os", { time = os.time, clock = os.clock, date = os.date, difftime = os.difftime, getenv = os.getenv }),
+    runbook = dsl.runbook, step = dsl.step, input = strict("input", copy(dsl.input)), must = dsl.must,
+    fmt = strict("fmt", copy(render.fmt)),
+  }
+  local co = copy(coroutine)
+  co.resume, co.wrap = sandbox_resume, sandbox_wrap
+  env.coroutine = strict("coroutine", co)
+  env.load = function(chunk, name, mode, e)
+    if mode ~= nil and mode ~= "t" then error("load: only text chunks are allowed", 2) end
+    return load(chunk, name, "t", e == nil and env or e)
+  end
+  env._G = env
+  return setmetatable(env, {
+    __index = function(_, k) error("undefined global '" .. tostring(k) .. "'", 2) end,
+    __newindex = function(_, k)
+      error("assignment to undefined global '" .. tostring(k) .. "' (declare it local)", 2)
+    end,
+  })
+end
+
+return M

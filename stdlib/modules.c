@@ -1,0 +1,8 @@
+/* modules.c - the table of native modules; see modules.h. */
+#include "modules.h"
+
+const luaL_Reg runbook_modules[] = {
+	{ "sh", luaopen_sh },
+	{ "sys", luaopen_sys },
+	{ NULL, NULL },
+};

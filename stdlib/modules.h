@@ -1,0 +1,15 @@
+/*
+ * modules.h - the native modules a runbook may require. One file per module under stdlib/;
+ * file name = require name = luaopen_<name>. Adding a module is one line in modules.c.
+ */
+#ifndef MODULES_H
+#define MODULES_H
+
+#include <lauxlib.h>
+
+extern const luaL_Reg runbook_modules[];
+
+int luaopen_sh(lua_State *L);
+int luaopen_sys(lua_State *L);
+
+#endif

@@ -1,0 +1,565 @@
+/*
+ * sh.c - running commands (require "sh").
+ *
+ *   sh.read { argv..., timeout = 10, grace = 1, quiet = false, shell = false, cwd = nil,
+ *             env = { NAME = "value" }, check = false, max_output = 1048576 }
+ *     -> { argv, code, signal, ok, stdout, stderr, ms, truncated } | nil, err, kind
+ *   sh.action { argv..., timeout = 120, irreversible = false, target = nil, summary = nil,
+ *               blast = nil, check = true, ...the options of sh.read }
+ *     -> result | { dry_run = true, argv } | nil, err, kind
+ *
+ * argv is an array, never a shell string, unless shell = true (then argv[1] is run by /bin/sh -c).
+ * The child gets its own process group, stdin from /dev/null and the default signal dispositions.
+ * At the deadline the group gets SIGTERM, then SIGKILL after `grace`. Ctrl-C does the same at
+ * once. Output is streamed live (unless quiet) and captured up to max_output per stream.
+ * sh.read returns the result even when the command exits non-zero (ok = false) unless check =
+ * true; sh.action fails with kind "exit" then. A declined action ends the step (the engine
+ * records it as declined); under --dry-run it is only shown.
+ * Error kinds: timeout, interrupted, notfound, permission, exit, refused, error.
+ */
+#include "gate.h"
+#include "host.h"
+#include "luax.h"
+#include "modules.h"
+#include "sched.h"
+#include "term.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define DEFAULT_READ_TIMEOUT_MS   10000
+#define DEFAULT_ACTION_TIMEOUT_MS 120000
+#define DEFAULT_GRACE_MS          1000
+#define INTERRUPT_GRACE_MS        200
+#define DEFAULT_MAX_OUTPUT        (1 << 20)
+
+static const char *const read_options[] = {
+	"timeout", "grace", "quiet", "shell", "cwd", "env", "check", "max_output", NULL,
+};
+static const char *const action_options[] = {
+	"timeout", "grace", "quiet", "shell", "cwd", "env", "check", "max_output",
+	"irreversible", "target", "summary", "blast", NULL,
+};
+
+struct capture { char *data; size_t len, max; bool truncated, at_line_start; };
+
+struct command {
+	const char *fn;            /* "sh.read" or "sh.action" */
+	const char **argv;         /* NULL-terminated; strings owned by the Lua argument table */
+	int argc;
+	char **envp;               /* NULL for the inherited environment */
+	const char *cwd;
+	msec_t timeout_ms, grace_ms;
+	bool quiet, check;
+	size_t max_output;
+	char *display;             /* argv as a shell-quoted line, for people */
+};
+
+struct outcome {
+	int code, signal;          /* code -1 when killed by a signal */
+	bool timed_out, interrupted;
+	int spawn_errno;
+	double ms;
+	struct capture out, err;
+};
+
+/* ------------------------------------------------------------------------------ argument parsing */
+
+static bool needs_quotes(const char *s)
+{
+	if (!*s)
+		return true;
+	for (; *s; s++)
+		if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,+@%", *s))
+			return true;
+	return false;
+}
+
+/* The command line as a person would type it: words quoted only when needed. */
+static char *display_line(const char *const *argv)
+{
+	size_t cap = 1;
+	for (const char *const *a = argv; *a; a++)
+		cap += 4 * strlen(*a) + 3;
+	char *out = malloc(cap), *p = out;
+	if (!out)
+		abort();
+	for (const char *const *a = argv; *a; a++) {
+		if (a != argv)
+			*p++ = ' ';
+		if (!needs_quotes(*a)) {
+			p = stpcpy(p, *a);
+			continue;
+		}
+		*p++ = '\'';
+		for (const char *c = *a; *c; c++) {
+			if (*c == '\'')
+				p = stpcpy(p, "'\\''");
+			else
+				*p++ = *c;
+		}
+		*p++ = '\'';
+	}
+	*p = 0;
+	return out;
+}
+
+/* Validates and collects everything from the argument table; raises on author mistakes. Nothing is
+ * allocated until validation is over, so a raise leaks nothing. */
+static void parse_command(lua_State *L, struct command *c, bool action)
+{
+	c->fn = action ? "sh.action" : "sh.read";
+	luaL_checktype(L, 1, LUA_TTABLE);
+	luax_check_options(L, 1, c->fn, action ? action_options : read_options);
+	int n = (int)lua_rawlen(L, 1);
+	if (n == 0)
+		luaL_error(L, "%s: no command given (write %s { \"cmd\", \"arg\", ... })", c->fn, c->fn);
+	for (int i = 1; i <= n; i++) {
+		int t = lua_rawgeti(L, 1, i);
+		if (t != LUA_TSTRING && t != LUA_TNUMBER)
+			luaL_error(L, "%s: argv[%d] must be a string, got %s", c->fn, i, luaL_typename(L, -1));
+		lua_tostring(L, -1); /* numbers become strings in place, anchored below */
+		lua_pop(L, 1);
+	}
+	c->timeout_ms = luax_opt_duration(L, 1, "timeout", action ? DEFAULT_ACTION_TIMEOUT_MS : DEFAULT_READ_TIMEOUT_MS, c->fn);
+	c->grace_ms = luax_opt_duration(L, 1, "grace", DEFAULT_GRACE_MS, c->fn);
+	c->quiet = luax_opt_bool(L, 1, "quiet", false, c->fn);
+	c->check = luax_opt_bool(L, 1, "check", action, c->fn);
+	c->cwd = luax_opt_string(L, 1, "cwd", NULL, c->fn);
+	lua_Integer max = luax_opt_integer(L, 1, "max_output", DEFAULT_MAX_OUTPUT, c->fn);
+	if (max < 0)
+		luaL_error(L, "%s: max_output must be >= 0", c->fn);
+	c->max_output = (size_t)max;
+	bool shell = luax_opt_bool(L, 1, "shell", false, c->fn);
+	if (shell && n != 1)
+		luaL_error(L, "%s: shell = true takes exactly one string, the shell command", c->fn);
+
+	lua_getfield(L, 1, "env");
+	int nenv = 0;
+	if (!lua_isnil(L, -1)) {
+		luaL_argexpected(L, lua_istable(L, -1), 1, "env to be a table of NAME = value");
+		lua_pushnil(L);
+		while (lua_next(L, -2)) {
+			if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1) || strchr(lua_tostring(L, -2), '='))
+				luaL_error(L, "%s: env must map NAME = \"value\"", c->fn);
+			nenv++;
+			lua_pop(L, 1);
+		}
+	}
+
+	/* From here on nothing raises. */
+	c->argc = shell ? 3 : n;
+	c->argv = calloc((size_t)c->argc + 1, sizeof *c->argv);
+	if (!c->argv)
+		abort();
+	if (shell) {
+		c->argv[0] = "/bin/sh";
+		c->argv[1] = "-c";
+		lua_rawgeti(L, 1, 1);
+		c->argv[2] = lua_tostring(L, -1);
+		lua_pop(L, 1);
+	} else {
+		for (int i = 1; i <= n; i++) {
+			lua_rawgeti(L, 1, i);
+			c->argv[i - 1] = lua_tostring(L, -1); /* anchored by the argument table */
+			lua_pop(L, 1);
+		}
+	}
+	c->display = display_line(shell ? c->argv + 2 : c->argv);
+	if (nenv > 0) {
+		size_t base = 0;
+		while (environ[base])
+			base++;
+		c->envp = calloc(base + (size_t)nenv + 1, sizeof *c->envp);
+		if (!c->envp)
+			abort();
+		size_t k = 0;
+		lua_pushnil(L);
+		while (lua_next(L, -2)) {
+			if (asprintf(&c->envp[k++], "%s=%s", lua_tostring(L, -2), lua_tostring(L, -1)) < 0)
+				abort();
+			lua_pop(L, 1);
+		}
+		for (size_t i = 0; i < base; i++) {
+			const char *eq = strchr(environ[i], '=');
+			size_t keylen = eq ? (size_t)(eq - environ[i]) : strlen(environ[i]);
+			bool overridden = false;
+			for (size_t j = 0; j < (size_t)nenv && !overridden; j++)
+				overridden = strncmp(c->envp[j], environ[i], keylen) == 0 && c->envp[j][keylen] == '=';
+			if (!overridden && !(c->envp[k++] = strdup(environ[i])))
+				abort();
+		}
+	}
+	lua_pop(L, 1); /* env */
+}
+
+static void free_command(struct command *c)
+{
+	if (c->envp)
+		for (char **e = c->envp; *e; e++)
+			free(*e);
+	free(c->envp);
+	free(c->argv);
+	free(c->display);
+}
+
+/* ------------------------------------------------------------------------------------ running */
+
+static int pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
+
+static void stream(struct capture *cap, const char *buf, size_t n, bool quiet)
+{
+	size_t keep = cap->len < cap->max ? cap->max - cap->len : 0;
+	if (n > keep)
+		cap->truncated = true;
+	if (keep > 0) {
+		size_t take = n < keep ? n : keep;
+		char *grown = realloc(cap->data, cap->len + take + 1);
+		if (!grown)
+			abort();
+		cap->data = grown;
+		memcpy(cap->data + cap->len, buf, take);
+		cap->len += take;
+		cap->data[cap->len] = 0;
+	}
+	if (quiet)
+		return;
+	/* Live output, indented under the step so that it reads as the command's, not ours. */
+	const char *prefix = term_color() ? "    \033[2m│\033[0m " : "    │ ";
+	size_t start = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (cap->at_line_start) {
+			out_write(prefix, strlen(prefix));
+			cap->at_line_start = false;
+		}
+		if (buf[i] == '\n') {
+			out_write(buf + start, i + 1 - start);
+			start = i + 1;
+			cap->at_line_start = true;
+		}
+	}
+	if (start < n)
+		out_write(buf + start, n - start);
+}
+
+static void drain(int *fd, struct capture *cap, bool quiet)
+{
+	char buf[8192];
+	ssize_t r = read(*fd, buf, sizeof buf);
+	if (r > 0) {
+		stream(cap, buf, (size_t)r, quiet);
+	} else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
+		close(*fd);
+		*fd = -1;
+	}
+}
+
+/* Waits for the pidfd up to ms, ignoring Ctrl-C: we are already stopping the child. */
+static bool wait_exit(int pidfd, msec_t ms)
+{
+	msec_t end = sched_now() + ms;
+	for (;;) {
+		struct pollfd p = { .fd = pidfd, .events = POLLIN };
+		msec_t left = end - sched_now();
+		if (left < 0)
+			left = 0;
+		int r = poll(&p, 1, (int)left);
+		if (r > 0)
+			return true;
+		if (r == 0 || (r < 0 && errno != EINTR))
+			return false;
+	}
+}
+
+static void stop_group(pid_t pid, int pidfd, msec_t grace)
+{
+	killpg(pid, SIGTERM);
+	if (!wait_exit(pidfd, grace)) {
+		killpg(pid, SIGKILL);
+		wait_exit(pidfd, 5000);
+	}
+	killpg(pid, SIGKILL); /* whatever the leader left behind in its group */
+}
+
+static int spawn(const struct command *c, pid_t *pid, int *out_fd, int *err_fd)
+{
+	int out[2], err[2];
+	if (pipe2(out, O_CLOEXEC) != 0)
+		return errno;
+	if (pipe2(err, O_CLOEXEC) != 0) {
+		int e = errno;
+		close(out[0]);
+		close(out[1]);
+		return e;
+	}
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+	posix_spawn_file_actions_adddup2(&fa, err[1], 2);
+	if (c->cwd)
+		posix_spawn_file_actions_addchdir_np(&fa, c->cwd);
+	posix_spawnattr_init(&attr);
+	sigset_t none, defaults;
+	sigemptyset(&none);
+	sigemptyset(&defaults);
+	sigaddset(&defaults, SIGPIPE);
+	sigaddset(&defaults, SIGINT);
+	sigaddset(&defaults, SIGTERM);
+	sigaddset(&defaults, SIGHUP);
+	posix_spawnattr_setsigmask(&attr, &none);
+	posix_spawnattr_setsigdefault(&attr, &defaults);
+	posix_spawnattr_setpgroup(&attr, 0);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+	int r = posix_spawnp(pid, c->argv[0], &fa, &attr, (char *const *)c->argv, c->envp ? c->envp : environ);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&attr);
+	close(out[1]);
+	close(err[1]);
+	if (r != 0) {
+		close(out[0]);
+		close(err[0]);
+		return r;
+	}
+	fcntl(out[0], F_SETFL, O_NONBLOCK);
+	fcntl(err[0], F_SETFL, O_NONBLOCK);
+	*out_fd = out[0];
+	*err_fd = err[0];
+	return 0;
+}
+
+/* Runs the command to completion, deadline or Ctrl-C. Always reaps the child. */
+static void run_command(const struct command *c, struct outcome *o)
+{
+	double t0 = sched_now_precise();
+	memset(o, 0, sizeof *o);
+	o->out = (struct capture){ .max = c->max_output, .at_line_start = true };
+	o->err = (struct capture){ .max = c->max_output, .at_line_start = true };
+	pid_t pid;
+	int fds[2] = { -1, -1 };
+	if ((o->spawn_errno = spawn(c, &pid, &fds[0], &fds[1])) != 0) {
+		o->ms = sched_now_precise() - t0;
+		return;
+	}
+	int pidfd = pidfd_open(pid);
+	msec_t deadline = sched_deadline(c->timeout_ms);
+	bool exited = false;
+	msec_t drain_until = 0;
+	while (fds[0] >= 0 || fds[1] >= 0 || !exited) {
+		struct pollfd p[3] = {
+			{ .fd = fds[0], .events = POLLIN }, { .fd = fds[1], .events = POLLIN },
+			{ .fd = exited ? -1 : pidfd, .events = POLLIN },
+		};
+		/* A backgrounded grandchild may hold the pipes open: after the exit, read briefly. */
+		enum sched_wait w = sched_poll(p, 3, exited ? drain_until : deadline);
+		if (w == SCHED_TIMEOUT && exited)
+			break;
+		if (w != SCHED_READY) {
+			o->timed_out = w == SCHED_TIMEOUT;
+			o->interrupted = w == SCHED_INTERRUPTED;
+			stop_group(pid, pidfd, o->interrupted ? INTERRUPT_GRACE_MS : c->grace_ms);
+			break;
+		}
+		if (p[0].revents)
+			drain(&fds[0], &o->out, c->quiet);
+		if (p[1].revents)
+			drain(&fds[1], &o->err, c->quiet);
+		if (p[2].revents && !exited) {
+			exited = true;
+			drain_until = sched_now() + 250;
+		}
+	}
+	for (int i = 0; i < 2; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	if (pidfd >= 0)
+		close(pidfd);
+	int status = 0;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	o->code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+	o->signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+	o->ms = sched_now_precise() - t0;
+	if (!c->quiet && !o->out.at_line_start)
+		out_write("\n", 1);
+}
+
+static void free_outcome(struct outcome *o)
+{
+	free(o->out.data);
+	free(o->err.data);
+}
+
+/* ------------------------------------------------------------------------------------ results */
+
+static const char *first_line(const struct capture *cap, char *buf, size_t n)
+{
+	const char *s = cap->data ? cap->data : "";
+	while (*s == '\n')
+		s++;
+	size_t len = strcspn(s, "\n");
+	snprintf(buf, n, "%.*s", (int)(len < n - 1 ? len : n - 1), s);
+	return buf;
+}
+
+static void outcome_word(const struct outcome *o, char *buf, size_t n)
+{
+	if (o->spawn_errno)
+		snprintf(buf, n, "%s", o->spawn_errno == ENOENT ? "notfound" : "error");
+	else if (o->timed_out)
+		snprintf(buf, n, "timeout");
+	else if (o->interrupted)
+		snprintf(buf, n, "interrupted");
+	else if (o->signal)
+		snprintf(buf, n, "signal %d", o->signal);
+	else
+		snprintf(buf, n, "exit %d", o->code);
+}
+
+static void push_result(lua_State *L, const struct command *c, const struct outcome *o)
+{
+	lua_createtable(L, 0, 9);
+	lua_createtable(L, c->argc, 0);
+	for (int i = 0; i < c->argc; i++) {
+		lua_pushstring(L, c->argv[i]);
+		lua_rawseti(L, -2, i + 1);
+	}
+	lua_setfield(L, -2, "argv");
+	if (o->signal) {
+		luax_setint(L, "signal", o->signal);
+	} else {
+		luax_setint(L, "code", o->code);
+	}
+	luax_setbool(L, "ok", !o->signal && o->code == 0);
+	lua_pushlstring(L, o->out.data ? o->out.data : "", o->out.len);
+	lua_setfield(L, -2, "stdout");
+	lua_pushlstring(L, o->err.data ? o->err.data : "", o->err.len);
+	lua_setfield(L, -2, "stderr");
+	luax_setnum(L, "ms", o->ms);
+	luax_setbool(L, "truncated", o->out.truncated || o->err.truncated);
+}
+
+/* Pushes the Lua return values for a finished command: result, or nil, err, kind. */
+static int push_returns(lua_State *L, const struct command *c, const struct outcome *o)
+{
+	char line[256];
+	if (o->spawn_errno == ENOENT)
+		return luax_fail(L, "notfound", "%s %s: command not found", c->fn, c->argv[0]);
+	if (o->spawn_errno == EACCES)
+		return luax_fail(L, "permission", "%s %s: permission denied", c->fn, c->argv[0]);
+	if (o->spawn_errno)
+		return luax_fail(L, "error", "%s %s: %s", c->fn, c->display, strerror(o->spawn_errno));
+	if (o->timed_out)
+		return luax_fail(L, "timeout", "%s %s: timed out after %.0f ms (stopped)", c->fn, c->display, o->ms);
+	if (o->interrupted)
+		return luax_fail(L, "interrupted", "%s %s: interrupted", c->fn, c->display);
+	if (c->check && (o->signal || o->code != 0)) {
+		const char *why = first_line(o->err.len ? &o->err : &o->out, line, sizeof line);
+		if (o->signal)
+			return luax_fail(L, "exit", "%s %s: killed by signal %d%s%s", c->fn, c->display, o->signal, *why ? ": " : "", why);
+		return luax_fail(L, "exit", "%s %s: exited with code %d%s%s", c->fn, c->display, o->code, *why ? ": " : "", why);
+	}
+	push_result(L, c, o);
+	return 1;
+}
+
+static void summarize(const struct outcome *o, char *buf, size_t n)
+{
+	bool failed = o->signal || o->code != 0;
+	first_line(failed && o->err.len ? &o->err : &o->out, buf, n);
+}
+
+/* ------------------------------------------------------------------------------- the functions */
+
+static int sh_read(lua_State *L)
+{
+	struct command c = { 0 };
+	parse_command(L, &c, false);
+	struct outcome o;
+	run_command(&c, &o);
+	char word[32], summary[200];
+	outcome_word(&o, word, sizeof word);
+	summarize(&o, summary, sizeof summary);
+	luax_audit_probe("sh.read", c.display, c.timeout_ms, o.ms, word, summary);
+	int n = push_returns(L, &c, &o);
+	free_outcome(&o);
+	free_command(&c);
+	return n;
+}
+
+static int sh_action(lua_State *L)
+{
+	struct command c = { 0 };
+	/* The gate's texts are read before anything is allocated: these may raise. */
+	luaL_checktype(L, 1, LUA_TTABLE);
+	bool irreversible = luax_opt_bool(L, 1, "irreversible", false, "sh.action");
+	const char *target = luax_opt_string(L, 1, "target", NULL, "sh.action");
+	const char *summary = luax_opt_string(L, 1, "summary", NULL, "sh.action");
+	const char *blast = luax_opt_string(L, 1, "blast", NULL, "sh.action");
+	if (irreversible && !target)
+		luaL_error(L, "sh.action: irreversible = true needs target = \"...\" (the operator types it back)");
+	parse_command(L, &c, true);
+
+	char *shown = NULL;
+	if (asprintf(&shown, "$ %s%s%s%s", c.display, c.cwd ? "    (in " : "", c.cwd ? c.cwd : "", c.cwd ? ")" : "") < 0)
+		abort();
+	struct gate_plan plan = {
+		.primitive = "sh.action",
+		.summary = summary ? summary : shown,
+		.detail = summary ? shown : NULL,
+		.target = target,
+		.blast = blast,
+		.irreversible = irreversible,
+	};
+	enum gate_answer a = gate_ask(&plan);
+	free(shown);
+	if (a == GATE_DRY_RUN) {
+		lua_createtable(L, 0, 2);
+		luax_setbool(L, "dry_run", true);
+		luax_setstr(L, "command", c.display);
+		free_command(&c);
+		return 1;
+	}
+	if (a != GATE_RUN) {
+		char msg[300];
+		snprintf(msg, sizeof msg, "sh.action %s: %s", c.display,
+		         a == GATE_REFUSED ? "not run: the transcript cannot be written" : "declined by the operator");
+		free_command(&c);
+		if (a == GATE_REFUSED)
+			return luax_fail(L, "refused", "%s", msg);
+		return host_raise_control(L, a == GATE_ABORT ? "abort" : "skip", msg);
+	}
+	gate_action_start("sh.action", c.display);
+	struct outcome o;
+	run_command(&c, &o);
+	char word[32], line[200];
+	outcome_word(&o, word, sizeof word);
+	summarize(&o, line, sizeof line);
+	gate_action_result("sh.action", word, o.ms, line);
+	int n = push_returns(L, &c, &o);
+	free_outcome(&o);
+	free_command(&c);
+	return n;
+}
+
+int luaopen_sh(lua_State *L)
+{
+	static const luaL_Reg fns[] = {
+		{ "read", sh_read },
+		{ "action", sh_action },
+		{ NULL, NULL },
+	};
+	luaL_newlib(L, fns);
+	return 1;
+}
