@@ -55,26 +55,15 @@ static const char *operator_name(void)
 	return name;
 }
 
-static void kstr_redacted(struct jbuf *b, const char *key, const char *val)
-{
-	if (!val)
-		return;
-	size_t len;
-	char *clean = redact(val, strlen(val), &len);
-	jb_key(b, key);
-	jb_string(b, clean, len);
-	free(clean);
-}
-
 static void audit_plan(const struct gate_plan *p)
 {
 	struct jbuf b = { 0 };
 	jb_open(&b);
 	jb_kstr(&b, "primitive", p->primitive);
-	kstr_redacted(&b, "summary", p->summary);
-	kstr_redacted(&b, "detail", p->detail);
-	kstr_redacted(&b, "target", p->target);
-	kstr_redacted(&b, "blast", p->blast);
+	jb_kstr_redacted(&b, "summary", p->summary);
+	jb_kstr_redacted(&b, "detail", p->detail);
+	jb_kstr_redacted(&b, "target", p->target);
+	jb_kstr_redacted(&b, "blast", p->blast);
 	jb_kbool(&b, "irreversible", p->irreversible);
 	jb_close(&b);
 	transcript_audit("plan", b.p);
@@ -222,7 +211,7 @@ void gate_action_start(const char *primitive, const char *target)
 	struct jbuf b = { 0 };
 	jb_open(&b);
 	jb_kstr(&b, "primitive", primitive);
-	kstr_redacted(&b, "target", target);
+	jb_kstr_redacted(&b, "target", target);
 	jb_close(&b);
 	transcript_audit("action_start", b.p);
 	jb_free(&b);
@@ -238,7 +227,7 @@ void gate_action_result(const char *primitive, const char *outcome, double durat
 	snprintf(num, sizeof num, "%.3f", duration_ms);
 	jb_key(&b, "duration_ms");
 	jb_rawz(&b, num);
-	kstr_redacted(&b, "summary", summary);
+	jb_kstr_redacted(&b, "summary", summary);
 	jb_close(&b);
 	transcript_audit("action_result", b.p);
 	jb_free(&b);

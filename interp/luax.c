@@ -192,24 +192,13 @@ void luax_setnum(lua_State *L, const char *key, lua_Number v) { lua_pushnumber(L
 void luax_setstr(lua_State *L, const char *key, const char *v) { lua_pushstring(L, v); lua_setfield(L, -2, key); }
 void luax_setbool(lua_State *L, const char *key, bool v) { lua_pushboolean(L, v); lua_setfield(L, -2, key); }
 
-static void kstr_redacted(struct jbuf *b, const char *key, const char *val)
-{
-	if (!val)
-		return;
-	size_t len;
-	char *clean = redact(val, strlen(val), &len);
-	jb_key(b, key);
-	jb_string(b, clean, len);
-	free(clean);
-}
-
 void luax_audit_probe(const char *primitive, const char *target, msec_t deadline_ms,
                       double duration_ms, const char *outcome, const char *summary)
 {
 	struct jbuf b = { 0 };
 	jb_open(&b);
 	jb_kstr(&b, "primitive", primitive);
-	kstr_redacted(&b, "target", target);
+	jb_kstr_redacted(&b, "target", target);
 	if (deadline_ms > 0)
 		jb_kint(&b, "deadline_ms", deadline_ms);
 	char num[32];
@@ -217,7 +206,7 @@ void luax_audit_probe(const char *primitive, const char *target, msec_t deadline
 	jb_key(&b, "duration_ms");
 	jb_rawz(&b, num);
 	jb_kstr(&b, "outcome", outcome);
-	kstr_redacted(&b, "summary", summary);
+	jb_kstr_redacted(&b, "summary", summary);
 	jb_close(&b);
 	transcript_audit("probe", b.p);
 	jb_free(&b);

@@ -5,6 +5,7 @@
  * primitive) must be masked everywhere afterwards, including in text produced by other modules.
  */
 #include "redact.h"
+#include "jsonw.h"
 
 #include <ctype.h>
 #include <stdbool.h>
@@ -37,25 +38,6 @@ void redact_free_all(void)
 	free(secrets);
 	secrets = NULL;
 	nsecrets = 0;
-}
-
-struct buf { char *p; size_t len, cap; };
-
-static void put(struct buf *b, const char *s, size_t n)
-{
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 64;
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		char *p = realloc(b->p, cap);
-		if (!p)
-			abort();
-		b->p = p;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = 0;
 }
 
 static bool url_stop(char c) { return c == '/' || c == '?' || c == '#' || isspace((unsigned char)c) || c == '"' || c == '\'' || c == 0; }
@@ -102,14 +84,14 @@ static size_t conninfo_value_end(const char *in, size_t n, size_t v)
 
 static char *mask_patterns(const char *in, size_t n, size_t *outlen)
 {
-	struct buf b = { 0 };
-	put(&b, "", 0);
+	struct jbuf b = { 0 };
+	jb_raw(&b, "", 0);
 	size_t i = 0, copied = 0;
 	while (i < n) {
 		size_t ue, pe;
 		if (in[i] == ':' && i + 2 < n && in[i + 1] == '/' && in[i + 2] == '/' && url_password(in, n, i, &ue, &pe)) {
-			put(&b, in + copied, ue - copied);
-			put(&b, REDACTED, strlen(REDACTED));
+			jb_raw(&b, in + copied, ue - copied);
+			jb_raw(&b, REDACTED, strlen(REDACTED));
 			i = copied = pe;
 			continue;
 		}
@@ -119,8 +101,8 @@ static char *mask_patterns(const char *in, size_t n, size_t *outlen)
 			if (keyword_at(in, n, i, *kw)) {
 				size_t v = i + strlen(*kw), e = conninfo_value_end(in, n, v);
 				if (e > v) {
-					put(&b, in + copied, v - copied);
-					put(&b, REDACTED, strlen(REDACTED));
+					jb_raw(&b, in + copied, v - copied);
+					jb_raw(&b, REDACTED, strlen(REDACTED));
 					i = copied = e;
 					matched = true;
 				}
@@ -129,7 +111,7 @@ static char *mask_patterns(const char *in, size_t n, size_t *outlen)
 		if (!matched)
 			i++;
 	}
-	put(&b, in + copied, n - copied);
+	jb_raw(&b, in + copied, n - copied);
 	*outlen = b.len;
 	return b.p;
 }
@@ -140,16 +122,16 @@ static char *mask_secret(char *s, size_t *len, const char *secret)
 	char *hit = memmem(s, *len, secret, k);
 	if (!hit)
 		return s;
-	struct buf b = { 0 };
-	put(&b, "", 0);
+	struct jbuf b = { 0 };
+	jb_raw(&b, "", 0);
 	const char *p = s, *end = s + *len;
 	while (hit) {
-		put(&b, p, (size_t)(hit - p));
-		put(&b, REDACTED, strlen(REDACTED));
+		jb_raw(&b, p, (size_t)(hit - p));
+		jb_raw(&b, REDACTED, strlen(REDACTED));
 		p = hit + k;
 		hit = memmem(p, (size_t)(end - p), secret, k);
 	}
-	put(&b, p, (size_t)(end - p));
+	jb_raw(&b, p, (size_t)(end - p));
 	free(s);
 	*len = b.len;
 	return b.p;
@@ -164,4 +146,15 @@ char *redact(const char *in, size_t n, size_t *outlen)
 	if (outlen)
 		*outlen = len;
 	return s;
+}
+
+void jb_kstr_redacted(struct jbuf *b, const char *key, const char *val)
+{
+	if (!val)
+		return;
+	size_t len;
+	char *clean = redact(val, strlen(val), &len);
+	jb_key(b, key);
+	jb_string(b, clean, len);
+	free(clean);
 }

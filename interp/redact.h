@@ -18,4 +18,8 @@ void  redact_add_secret(const char *secret);   /* copies; strings shorter than 3
 char *redact(const char *in, size_t n, size_t *outlen);
 void  redact_free_all(void);
 
+struct jbuf;
+/* jb_kstr (jsonw.h) with the value redacted; nothing is written when val is NULL. */
+void  jb_kstr_redacted(struct jbuf *b, const char *key, const char *val);
+
 #endif

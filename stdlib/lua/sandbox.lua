@@ -10,6 +10,9 @@ local M = {}
 
 -- ("").dump would reach it through the string metatable otherwise.
 string.dump = nil
+-- getmetatable("") would hand a runbook the host's own string table (and the metatable itself):
+-- replacing string.format or the metatable's __index there changes, or crashes, the engine.
+getmetatable("").__metatable = false
 
 -- While a runbook's top level runs, primitives refuse: loading only declares.
 local loading = false
@@ -21,10 +24,18 @@ local function copy(t, except)
   return c
 end
 
+-- An empty proxy, so that assigning an existing field (sh.read = ...) raises too; its metatable is
+-- protected so that setmetatable cannot lift the checks.
 local function strict(name, t)
-  return setmetatable(t, {
-    __index = function(_, k) error(string.format("%s has no field '%s'", name, tostring(k)), 2) end,
+  return setmetatable({}, {
+    __index = function(_, k)
+      local v = t[k]
+      if v == nil then error(string.format("%s has no field '%s'", name, tostring(k)), 2) end
+      return v
+    end,
     __newindex = function(_, k) error(string.format("%s is read-only (assigning '%s')", name, tostring(k)), 2) end,
+    __pairs = function() return next, t, nil end,
+    __metatable = false,
   })
 end
 
@@ -134,6 +145,7 @@ function M.new()
   end
   env._G = env
   return setmetatable(env, {
+    __metatable = false,   -- setmetatable(_G, nil) would lift the strict globals
     __index = function(_, k) error("undefined global '" .. tostring(k) .. "'", 2) end,
     __newindex = function(_, k)
       error("assignment to undefined global '" .. tostring(k) .. "' (declare it local)", 2)

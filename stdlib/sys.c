@@ -1,0 +1,1667 @@
+/*
+ * sys.c - the machine itself (require "sys"): disks, memory, load, processes, logs.
+ *
+ *   sys.filesystems { all = false, network = false, timeout = 5 }   -> { fs, ... }
+ *   sys.fs(path, { timeout = 5 })                                   -> fs
+ *       fs = { mount, device, fstype, size, used, avail, used_pct, inodes, inodes_used,
+ *              inodes_free, inodes_pct, readonly }                  (bytes; percentages as df)
+ *   sys.largest(path, { depth = 1, limit = 10, timeout = 10, xdev = true, files = false })
+ *       -> { entries = { {path, bytes, files} }, files = { {path, bytes} }?, total_bytes,
+ *            unreadable, partial }
+ *   sys.files(path, { pattern, older_than, min_size, recursive = true, xdev = true,
+ *                     limit = 1000, timeout = 10 })
+ *       -> { files = { {path, bytes, mtime, age} }, count, total_bytes, unreadable, partial }
+ *   sys.deleted_open { path, timeout = 5, limit = 50 }
+ *       -> { {pid, command, fd, path, bytes}, ..., unreadable = n, partial }
+ *   sys.memory()  -> { total, available, used, free, buffers, cached, swap_total, swap_used,
+ *                      swap_free, used_pct, swap_pct }
+ *   sys.load()    -> { load1, load5, load15, cpus, per_cpu1, running, total_tasks, uptime }
+ *   sys.processes { sort = "memory" | "cpu", limit = 10, sample = "250ms", match }
+ *       -> { {pid, ppid, user, state, command, cmdline, rss, mem_pct, cpu_pct, threads, age}, ...,
+ *            count = n }
+ *   sys.tail(path, { lines = 50 })                     -> { lines = {...}, size, mtime }
+ *   sys.grep(path, regex, { icase = false, limit = 100, timeout = 10 })
+ *       -> { matches = { {line, text} }, count, lines, partial }
+ *
+ * A disk that is full is often a disk that is also slow, and a dead NFS server makes stat()
+ * block in the kernel for minutes: everything that touches a path the operator named is bounded.
+ * stat/statvfs of a possibly remote filesystem run in a worker thread the caller stops waiting
+ * for at the deadline; tree walks stop at their deadline and say partial = true. Ctrl-C ends a
+ * walk or a sample at once with nil, "...: interrupted", "interrupted".
+ */
+#include "luax.h"
+#include "modules.h"
+#include "sched.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <limits.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <regex.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEFAULT_FS_TIMEOUT_MS    5000
+#define DEFAULT_WALK_TIMEOUT_MS  10000
+#define DEFAULT_PROC_TIMEOUT_MS  5000
+#define DEFAULT_SAMPLE_MS        250
+#define MAX_TEXT_LINE            4096      /* longer log lines are cut: a terminal is no place for them */
+#define TAIL_MAX_SCAN            (16 << 20)
+
+/* ------------------------------------------------------------------------------ common helpers */
+
+/* One call of a sys primitive: what it looked at, its deadline and its clock, for the audit. */
+struct probe {
+	const char *fn;
+	const char *target;
+	msec_t timeout_ms, deadline;
+	double t0;
+};
+
+static void probe_begin(struct probe *p, const char *fn, const char *target, msec_t timeout_ms)
+{
+	p->fn = fn;
+	p->target = target;
+	p->timeout_ms = timeout_ms;
+	p->deadline = timeout_ms > 0 ? sched_deadline(timeout_ms) : 0;
+	p->t0 = sched_now_precise();
+}
+
+static void probe_end(const struct probe *p, const char *outcome, const char *summary)
+{
+	luax_audit_probe(p->fn, p->target, p->timeout_ms, sched_now_precise() - p->t0, outcome, summary);
+}
+
+static const char *errno_kind(int err)
+{
+	switch (err) {
+	case ENOENT: case ENOTDIR: return "notfound";
+	case EACCES: case EPERM:   return "permission";
+	case ETIMEDOUT:            return "timeout";
+	case EINTR:                return "interrupted";
+	default:                   return "error";
+	}
+}
+
+static const char *errno_cause(int err)
+{
+	switch (err) {
+	case ENOENT:    return "no such file or directory";
+	case ENOTDIR:   return "not a directory";
+	case EACCES:    return "permission denied";
+	case EPERM:     return "operation not permitted";
+	case ETIMEDOUT: return "timed out (is a network filesystem hanging?)";
+	case EINTR:     return "interrupted";
+	default:        return strerror(err);
+	}
+}
+
+/* Audits the failure and pushes nil, "<fn> <target>: <cause>", kind. */
+static int probe_fail_errno(lua_State *L, const struct probe *p, int err)
+{
+	probe_end(p, errno_kind(err), errno_cause(err));
+	return luax_fail(L, errno_kind(err), "%s %s: %s", p->fn, p->target, errno_cause(err));
+}
+
+/* Returns 0, or ETIMEDOUT / EINTR when the walk or wait must stop. */
+static int probe_check(const struct probe *p)
+{
+	if (sched_interrupted())
+		return EINTR;
+	if (p->deadline && sched_now() >= p->deadline)
+		return ETIMEDOUT;
+	return 0;
+}
+
+static double pct(double part, double whole)
+{
+	return whole > 0 ? part * 100.0 / whole : 0.0;
+}
+
+/* Rounds to one decimal: 93.4 reads better than 93.41176470588235 and compares the same way. */
+static double round1(double v)
+{
+	return (double)(long long)(v * 10.0 + 0.5) / 10.0;
+}
+
+static void *xrealloc(void *p, size_t n)
+{
+	void *q = realloc(p, n);
+	if (!q && n)
+		abort();
+	return q;
+}
+
+static char *xstrdup(const char *s)
+{
+	char *d = strdup(s);
+	if (!d)
+		abort();
+	return d;
+}
+
+/* Grows *v (of *cap elements of size sz) to hold at least n elements. */
+static void grow(void **v, size_t *cap, size_t n, size_t sz)
+{
+	if (n <= *cap)
+		return;
+	size_t c = *cap ? *cap * 2 : 16;
+	while (c < n)
+		c *= 2;
+	*v = xrealloc(*v, c * sz);
+	*cap = c;
+}
+
+/* qsort, which must not be given the NULL of an empty vector. */
+static void sort_array(void *v, size_t n, size_t size, int (*cmp)(const void *, const void *))
+{
+	if (n > 1)
+		qsort(v, n, size, cmp);
+}
+
+/* Reads a whole small file (/proc, /sys) into buf; returns its length or -1 with errno set. */
+static ssize_t read_small(const char *path, char *buf, size_t size)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	size_t len = 0;
+	while (len + 1 < size) {
+		ssize_t n = read(fd, buf + len, size - 1 - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+	}
+	int saved = errno;
+	close(fd);
+	errno = saved;
+	buf[len] = '\0';
+	return (ssize_t)len;
+}
+
+/* ------------------------------------------------------------------ bounded filesystem calls */
+
+/*
+ * stat() and statvfs() of a path on a hung NFS or FUSE mount block in the kernel, where no
+ * signal reaches them. They run in a worker thread; the caller waits on a pipe through the
+ * scheduler and walks away at the deadline. The job is reference-counted so whichever side
+ * finishes last frees it: a stuck worker costs one small allocation and one thread, not the run.
+ */
+struct fsjob {
+	atomic_int refs;
+	int wake[2];
+	char *path;
+	bool want_realpath;
+	int err;
+	struct statvfs vfs;
+	char *real;
+};
+
+static void fsjob_release(struct fsjob *j)
+{
+	if (atomic_fetch_sub(&j->refs, 1) != 1)
+		return;
+	close(j->wake[0]);
+	close(j->wake[1]);
+	free(j->path);
+	free(j->real);
+	free(j);
+}
+
+static void *fsjob_run(void *arg)
+{
+	struct fsjob *j = arg;
+	if (j->want_realpath && !(j->real = realpath(j->path, NULL)))
+		j->err = errno;
+	else if (statvfs(j->real ? j->real : j->path, &j->vfs) != 0)
+		j->err = errno;
+	ssize_t n;
+	do
+		n = write(j->wake[1], "", 1);
+	while (n < 0 && errno == EINTR);
+	fsjob_release(j);
+	return NULL;
+}
+
+/*
+ * statvfs (and realpath, when real is not NULL) of path, giving up at the deadline.
+ * Returns 0 or an errno value (ETIMEDOUT, EINTR for Ctrl-C). *real is malloc'd.
+ */
+static int bounded_statvfs(const char *path, msec_t deadline, struct statvfs *out, char **real)
+{
+	struct fsjob *j = calloc(1, sizeof *j);
+	if (!j)
+		return ENOMEM;
+	if (pipe2(j->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
+		int e = errno;
+		free(j);
+		return e;
+	}
+	j->path = xstrdup(path);
+	j->want_realpath = real != NULL;
+	atomic_init(&j->refs, 2);
+
+	/* The worker must never run the SIGINT handler: that belongs to the Lua thread. */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attr, 64 * 1024);
+	pthread_t t;
+	int rc = pthread_create(&t, &attr, fsjob_run, j);
+	pthread_attr_destroy(&attr);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0) {
+		atomic_store(&j->refs, 1);
+		fsjob_release(j);
+		return rc;
+	}
+
+	struct pollfd pfd = { .fd = j->wake[0], .events = POLLIN };
+	enum sched_wait w = sched_poll(&pfd, 1, deadline);
+	int err = w == SCHED_READY ? j->err : w == SCHED_TIMEOUT ? ETIMEDOUT : EINTR;
+	if (w == SCHED_READY && !err) {
+		*out = j->vfs;
+		if (real) {
+			*real = j->real;
+			j->real = NULL;
+		}
+	}
+	fsjob_release(j);
+	return err;
+}
+
+/* ------------------------------------------------------------------------------------ mounts */
+
+struct mount {
+	char *dir, *fstype, *source;
+	unsigned devmajor, devminor;
+};
+
+struct mounts {
+	struct mount *v;
+	size_t n, cap;
+};
+
+/* mountinfo escapes space, tab, newline and backslash as \ooo. */
+static void unescape_octal(char *s)
+{
+	char *w = s;
+	for (char *r = s; *r; r++) {
+		if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' && r[2] <= '7' && r[3] >= '0' && r[3] <= '7') {
+			*w++ = (char)((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
+			r += 3;
+		} else {
+			*w++ = *r;
+		}
+	}
+	*w = '\0';
+}
+
+/* "36 35 98:0 /root /mnt rw,noatime shared:1 - ext4 /dev/sda1 rw" */
+static bool parse_mountinfo_line(char *line, struct mount *m)
+{
+	char *fields[32];
+	int n = 0;
+	for (char *save = NULL, *f = strtok_r(line, " \n", &save); f && n < 32; f = strtok_r(NULL, " \n", &save))
+		fields[n++] = f;
+	int dash = -1;
+	for (int i = 6; i < n; i++)
+		if (strcmp(fields[i], "-") == 0) {
+			dash = i;
+			break;
+		}
+	if (n < 6 || dash < 0 || dash + 2 >= n)
+		return false;
+	if (sscanf(fields[2], "%u:%u", &m->devmajor, &m->devminor) != 2)
+		return false;
+	unescape_octal(fields[4]);
+	unescape_octal(fields[dash + 2]);
+	m->dir = xstrdup(fields[4]);
+	m->fstype = xstrdup(fields[dash + 1]);
+	m->source = xstrdup(fields[dash + 2]);
+	return true;
+}
+
+static int read_mounts(struct mounts *ms)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return errno;
+	char *line = NULL;
+	size_t cap = 0;
+	while (getline(&line, &cap, f) > 0) {
+		struct mount m;
+		if (!parse_mountinfo_line(line, &m))
+			continue;
+		grow((void **)&ms->v, &ms->cap, ms->n + 1, sizeof *ms->v);
+		ms->v[ms->n++] = m;
+	}
+	free(line);
+	fclose(f);
+	return 0;
+}
+
+static void free_mounts(struct mounts *ms)
+{
+	for (size_t i = 0; i < ms->n; i++) {
+		free(ms->v[i].dir);
+		free(ms->v[i].fstype);
+		free(ms->v[i].source);
+	}
+	free(ms->v);
+}
+
+/* A filesystem whose server can vanish, making stat() hang: only looked at when asked. */
+static bool is_network_fs(const char *type)
+{
+	static const char *const net[] = {
+		"nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "9p", "ceph", "glusterfs",
+		"lustre", "gpfs", "davfs", "sshfs", NULL,
+	};
+	for (const char *const *t = net; *t; t++)
+		if (strcmp(type, *t) == 0)
+			return true;
+	return strncmp(type, "fuse.", 5) == 0;
+}
+
+/* Kernel bookkeeping, and images that are full by construction (snaps, CDs): not disks to watch. */
+static bool is_pseudo_fs(const char *type)
+{
+	static const char *const pseudo[] = {
+		"proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue", "debugfs", "tracefs",
+		"securityfs", "pstore", "bpf", "configfs", "fusectl", "hugetlbfs", "autofs",
+		"binfmt_misc", "nsfs", "rpc_pipefs", "efivarfs", "selinuxfs", "squashfs", "iso9660",
+		"ramfs", NULL,
+	};
+	for (const char *const *t = pseudo; *t; t++)
+		if (strcmp(type, *t) == 0)
+			return true;
+	return false;
+}
+
+/* The mount holding the canonical path: the longest mount point that is a path prefix of it. */
+static const struct mount *mount_of(const struct mounts *ms, const char *real)
+{
+	const struct mount *best = NULL;
+	size_t bestlen = 0;
+	for (size_t i = 0; i < ms->n; i++) {
+		const char *d = ms->v[i].dir;
+		size_t len = strlen(d);
+		bool prefix = strcmp(d, "/") == 0 ||
+		              (strncmp(real, d, len) == 0 && (real[len] == '/' || real[len] == '\0'));
+		if (prefix && len >= bestlen) {   /* >=: a later entry is mounted over an earlier one */
+			best = &ms->v[i];
+			bestlen = len;
+		}
+	}
+	return best;
+}
+
+static void push_fs(lua_State *L, const struct mount *m, const struct statvfs *v)
+{
+	double frsize = (double)v->f_frsize;
+	double size = (double)v->f_blocks * frsize;
+	double avail = (double)v->f_bavail * frsize;
+	double used = size - (double)v->f_bfree * frsize;
+	double inodes = (double)v->f_files, ifree = (double)v->f_ffree;
+	lua_createtable(L, 0, 12);
+	luax_setstr(L, "mount", m->dir);
+	luax_setstr(L, "device", m->source);
+	luax_setstr(L, "fstype", m->fstype);
+	luax_setint(L, "size", (lua_Integer)size);
+	luax_setint(L, "used", (lua_Integer)used);
+	luax_setint(L, "avail", (lua_Integer)avail);
+	/* As df: the share of what non-root users can have, so reserved blocks make 100% reachable. */
+	luax_setnum(L, "used_pct", round1(pct(used, used + avail)));
+	luax_setint(L, "inodes", (lua_Integer)inodes);
+	luax_setint(L, "inodes_used", (lua_Integer)(inodes - ifree));
+	luax_setint(L, "inodes_free", (lua_Integer)ifree);
+	luax_setnum(L, "inodes_pct", round1(pct(inodes - ifree, inodes)));
+	luax_setbool(L, "readonly", (v->f_flag & ST_RDONLY) != 0);
+}
+
+static void summarize_fs(char *buf, size_t n, const struct mount *m, const struct statvfs *v)
+{
+	double used = (double)(v->f_blocks - v->f_bfree), avail = (double)v->f_bavail;
+	snprintf(buf, n, "%s %.1f%% used, inodes %.1f%%", m->dir, pct(used, used + avail),
+	         pct((double)(v->f_files - v->f_ffree), (double)v->f_files));
+}
+
+static const char *const fs_options[] = { "timeout", NULL };
+
+static int sys_fs(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1);
+	luax_check_options(L, 2, "sys.fs", fs_options);
+	struct probe p;
+	probe_begin(&p, "sys.fs", path, luax_opt_duration(L, 2, "timeout", DEFAULT_FS_TIMEOUT_MS, "sys.fs"));
+
+	struct statvfs v;
+	char *real = NULL;
+	int err = bounded_statvfs(path, p.deadline, &v, &real);
+	if (err)
+		return probe_fail_errno(L, &p, err);
+	struct mounts ms = { 0 };
+	err = read_mounts(&ms);
+	const struct mount *m = err ? NULL : mount_of(&ms, real);
+	free(real);
+	if (!m) {
+		free_mounts(&ms);
+		return probe_fail_errno(L, &p, err ? err : ENOENT);
+	}
+	char summary[PATH_MAX + 64];
+	summarize_fs(summary, sizeof summary, m, &v);
+	probe_end(&p, "ok", summary);
+	push_fs(L, m, &v);
+	free_mounts(&ms);
+	return 1;
+}
+
+static const char *const filesystems_options[] = { "all", "network", "timeout", NULL };
+
+static bool seen_device(const struct mounts *ms, size_t upto, const struct mount *m)
+{
+	for (size_t i = 0; i < upto; i++)
+		if (ms->v[i].devmajor == m->devmajor && ms->v[i].devminor == m->devminor)
+			return true;
+	return false;
+}
+
+static int sys_filesystems(lua_State *L)
+{
+	luax_check_options(L, 1, "sys.filesystems", filesystems_options);
+	bool all = luax_opt_bool(L, 1, "all", false, "sys.filesystems");
+	bool network = luax_opt_bool(L, 1, "network", false, "sys.filesystems") || all;
+	msec_t timeout = luax_opt_duration(L, 1, "timeout", DEFAULT_FS_TIMEOUT_MS, "sys.filesystems");
+	struct probe p;
+	probe_begin(&p, "sys.filesystems", all ? "all" : network ? "local+network" : "local", timeout);
+
+	struct mounts ms = { 0 };
+	int err = read_mounts(&ms);
+	if (err)
+		return probe_fail_errno(L, &p, err);
+	lua_createtable(L, (int)ms.n, 0);
+	int n = 0, slow = 0;
+	for (size_t i = 0; i < ms.n; i++) {
+		const struct mount *m = &ms.v[i];
+		bool net = is_network_fs(m->fstype);
+		if ((net && !network) || (!all && (is_pseudo_fs(m->fstype) || seen_device(&ms, i, m))))
+			continue;
+		struct statvfs v;
+		if (net) {
+			if (bounded_statvfs(m->dir, p.deadline, &v, NULL) != 0) {
+				slow++;    /* a hung server: listed by name, without numbers, rather than waited for */
+				continue;
+			}
+		} else if (statvfs(m->dir, &v) != 0) {
+			continue;
+		}
+		if (!all && v.f_blocks == 0)
+			continue;
+		push_fs(L, m, &v);
+		lua_rawseti(L, -2, ++n);
+		if (probe_check(&p) == EINTR) {
+			free_mounts(&ms);
+			lua_pop(L, 1);
+			return probe_fail_errno(L, &p, EINTR);
+		}
+	}
+	free_mounts(&ms);
+	char summary[96];
+	snprintf(summary, sizeof summary, "%d filesystems%s", n, slow ? ", some network filesystems did not answer" : "");
+	probe_end(&p, slow ? "partial" : "ok", summary);
+	if (slow) {
+		lua_pushinteger(L, slow);
+		lua_setfield(L, -2, "unanswered");
+	}
+	return 1;
+}
+
+/* -------------------------------------------------------------------------------- tree walks */
+
+/*
+ * An iterative walk (a deep tree cannot blow the C stack) that holds one directory fd per level
+ * and looks at entries with fstatat relative to it, so paths never have to be re-resolved and a
+ * symlink is never followed into another tree. The callbacks see the entry's full path in
+ * w->path and its depth below the root (the root's entries have depth 1).
+ */
+struct walk;
+typedef int (*walk_dir_fn)(struct walk *w, const struct stat *st, int depth);
+typedef void (*walk_file_fn)(struct walk *w, const struct stat *st, int depth);
+
+struct frame {
+	DIR *dir;
+	size_t len;   /* length of this directory's path in w->path */
+	int node;     /* what on_dir returned for it (largest: its aggregate) */
+};
+
+#define WALK_MAX_DEPTH 256   /* one fd per level: stay far from RLIMIT_NOFILE */
+
+struct walk {
+	const struct probe *probe;
+	bool xdev, recursive;
+	walk_dir_fn on_dir;
+	walk_file_fn on_file;
+	void *ctx;
+	/* state */
+	dev_t dev;
+	char *path;
+	size_t len, cap;
+	struct frame *stack;
+	size_t depth, stack_cap;
+	int at;                  /* the fd of the directory holding the current entry */
+	const char *name;        /* the current entry's name in it */
+	long unreadable;
+	int stop;                /* 0, ETIMEDOUT (partial) or EINTR */
+};
+
+static void path_put(struct walk *w, size_t base, const char *name)
+{
+	size_t n = strlen(name);
+	bool slash = base > 0 && w->path[base - 1] != '/';
+	grow((void **)&w->path, &w->cap, base + slash + n + 1, 1);
+	w->len = base;
+	if (slash)
+		w->path[w->len++] = '/';
+	memcpy(w->path + w->len, name, n + 1);
+	w->len += n;
+}
+
+static int walk_push(struct walk *w, int fd, int node)
+{
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		int e = errno;
+		close(fd);
+		return e;
+	}
+	grow((void **)&w->stack, &w->stack_cap, w->depth + 1, sizeof *w->stack);
+	w->stack[w->depth++] = (struct frame){ .dir = d, .len = w->len, .node = node };
+	return 0;
+}
+
+static void walk_descend(struct walk *w, int node)
+{
+	if (w->depth >= WALK_MAX_DEPTH) {
+		w->unreadable++;
+		return;
+	}
+	int fd = openat(w->at, w->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 || walk_push(w, fd, node) != 0)
+		w->unreadable++;
+}
+
+static void walk_entry(struct walk *w, const struct frame *f, const char *name)
+{
+	struct stat st;
+	path_put(w, f->len, name);
+	w->at = dirfd(f->dir);
+	w->name = name;
+	if (fstatat(w->at, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+		w->unreadable++;
+		return;
+	}
+	int depth = (int)w->depth;
+	if (!S_ISDIR(st.st_mode)) {
+		if (w->on_file)
+			w->on_file(w, &st, depth);
+		return;
+	}
+	if (w->xdev && st.st_dev != w->dev)
+		return;
+	int node = w->on_dir ? w->on_dir(w, &st, depth) : -1;
+	if (w->recursive)
+		walk_descend(w, node);
+}
+
+/* Walks root; returns 0 (w->stop tells whether it ended early) or an errno for the root itself. */
+static int walk_run(struct walk *w, const char *root, int root_node)
+{
+	int fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return errno;
+	struct stat st;
+	if (fstat(fd, &st) != 0) {
+		int e = errno;
+		close(fd);
+		return e;
+	}
+	w->dev = st.st_dev;
+	path_put(w, 0, root);
+	while (w->len > 1 && w->path[w->len - 1] == '/')
+		w->path[--w->len] = '\0';
+	int e = walk_push(w, fd, root_node);
+	if (e)
+		return e;
+	for (unsigned tick = 1; w->depth > 0; tick++) {
+		if ((tick % 64 == 0 || sched_interrupted()) && (w->stop = probe_check(w->probe)))
+			break;
+		struct frame *f = &w->stack[w->depth - 1];
+		errno = 0;
+		struct dirent *de = readdir(f->dir);
+		if (!de) {
+			if (errno)
+				w->unreadable++;
+			closedir(f->dir);
+			w->depth--;
+			continue;
+		}
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+			walk_entry(w, f, de->d_name);
+	}
+	while (w->depth > 0)
+		closedir(w->stack[--w->depth].dir);
+	return 0;
+}
+
+static void walk_free(struct walk *w)
+{
+	free(w->path);
+	free(w->stack);
+}
+
+static int walk_fail(lua_State *L, const struct probe *p, int err)
+{
+	return probe_fail_errno(L, p, err);
+}
+
+/* ----------------------------------------------------------------------------- sys.largest */
+
+struct node {
+	char *path;
+	uint64_t bytes, files;
+};
+
+struct largest {
+	int maxdepth;
+	struct node *v;
+	size_t n, cap;
+	uint64_t total, total_files;
+	bool want_files;
+	struct node *top;      /* the largest files anywhere, when want_files */
+	size_t ntop, limit;
+};
+
+/* Disk usage as du counts it: allocated blocks, not the apparent size. */
+static uint64_t usage(const struct stat *st)
+{
+	return (uint64_t)st->st_blocks * 512u;
+}
+
+static void add_to_ancestors(struct walk *w, struct largest *g, uint64_t bytes, uint64_t files)
+{
+	for (size_t i = 0; i < w->depth; i++) {
+		int node = w->stack[i].node;
+		if (node >= 0) {
+			g->v[node].bytes += bytes;
+			g->v[node].files += files;
+		}
+	}
+	g->total += bytes;
+	g->total_files += files;
+}
+
+static int largest_dir(struct walk *w, const struct stat *st, int depth)
+{
+	struct largest *g = w->ctx;
+	add_to_ancestors(w, g, usage(st), 0);
+	if (depth > g->maxdepth)
+		return -1;
+	grow((void **)&g->v, &g->cap, g->n + 1, sizeof *g->v);
+	g->v[g->n] = (struct node){ .path = xstrdup(w->path), .bytes = usage(st) };
+	return (int)g->n++;
+}
+
+static void keep_if_top(struct largest *g, const char *path, uint64_t bytes)
+{
+	size_t slot = g->ntop;
+	if (g->ntop == g->limit) {
+		slot = 0;
+		for (size_t i = 1; i < g->ntop; i++)
+			if (g->top[i].bytes < g->top[slot].bytes)
+				slot = i;
+		if (g->top[slot].bytes >= bytes)
+			return;
+		free(g->top[slot].path);
+	} else {
+		g->ntop++;
+	}
+	g->top[slot] = (struct node){ .path = xstrdup(path), .bytes = bytes, .files = 1 };
+}
+
+static void largest_file(struct walk *w, const struct stat *st, int depth)
+{
+	(void)depth;
+	struct largest *g = w->ctx;
+	add_to_ancestors(w, g, usage(st), 1);
+	if (g->want_files && S_ISREG(st->st_mode) && g->limit > 0)
+		keep_if_top(g, w->path, usage(st));
+}
+
+static int by_bytes_desc(const void *a, const void *b)
+{
+	const struct node *x = a, *y = b;
+	if (x->bytes != y->bytes)
+		return x->bytes < y->bytes ? 1 : -1;
+	return strcmp(x->path, y->path);
+}
+
+static void push_nodes(lua_State *L, struct node *v, size_t n, size_t limit, bool with_files)
+{
+	sort_array(v, n, sizeof *v, by_bytes_desc);
+	if (n > limit)
+		n = limit;
+	lua_createtable(L, (int)n, 0);
+	for (size_t i = 0; i < n; i++) {
+		lua_createtable(L, 0, 3);
+		luax_setstr(L, "path", v[i].path);
+		luax_setint(L, "bytes", (lua_Integer)v[i].bytes);
+		if (with_files)
+			luax_setint(L, "files", (lua_Integer)v[i].files);
+		lua_rawseti(L, -2, (lua_Integer)i + 1);
+	}
+}
+
+static void free_nodes(struct node *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i].path);
+	free(v);
+}
+
+static const char *const largest_options[] = { "depth", "limit", "timeout", "xdev", "files", NULL };
+
+static lua_Integer opt_count(lua_State *L, int idx, const char *key, lua_Integer def, lua_Integer min, const char *fn)
+{
+	lua_Integer v = luax_opt_integer(L, idx, key, def, fn);
+	if (v < min || v > 1000000)
+		luaL_error(L, "%s: option '%s' must be between %d and 1000000", fn, key, (int)min);
+	return v;
+}
+
+static const char *walk_outcome(const struct walk *w)
+{
+	return w->stop == ETIMEDOUT ? "partial" : "ok";
+}
+
+static int sys_largest(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1);
+	luax_check_options(L, 2, "sys.largest", largest_options);
+	struct largest g = {
+		.maxdepth = (int)opt_count(L, 2, "depth", 1, 1, "sys.largest"),
+		.limit = (size_t)opt_count(L, 2, "limit", 10, 1, "sys.largest"),
+		.want_files = luax_opt_bool(L, 2, "files", false, "sys.largest"),
+	};
+	struct walk w = {
+		.xdev = luax_opt_bool(L, 2, "xdev", true, "sys.largest"),
+		.recursive = true, .on_dir = largest_dir, .on_file = largest_file, .ctx = &g,
+	};
+	struct probe p;
+	probe_begin(&p, "sys.largest", path, luax_opt_duration(L, 2, "timeout", DEFAULT_WALK_TIMEOUT_MS, "sys.largest"));
+	w.probe = &p;
+	if (g.want_files)
+		g.top = xrealloc(NULL, g.limit * sizeof *g.top);
+
+	int err = walk_run(&w, path, -1);
+	if (!err)
+		err = w.stop == EINTR ? EINTR : 0;
+	if (err) {
+		walk_free(&w);
+		free_nodes(g.v, g.n);
+		free_nodes(g.top, g.ntop);
+		return walk_fail(L, &p, err);
+	}
+	char summary[128];
+	snprintf(summary, sizeof summary, "%zu directories, %llu bytes in %llu files%s", g.n,
+	         (unsigned long long)g.total, (unsigned long long)g.total_files, w.stop ? " (partial)" : "");
+	probe_end(&p, walk_outcome(&w), summary);
+
+	lua_createtable(L, 0, 6);
+	push_nodes(L, g.v, g.n, g.limit, true);
+	lua_setfield(L, -2, "entries");
+	if (g.want_files) {
+		push_nodes(L, g.top, g.ntop, g.limit, false);
+		lua_setfield(L, -2, "files");
+	}
+	luax_setint(L, "total_bytes", (lua_Integer)g.total);
+	luax_setint(L, "total_files", (lua_Integer)g.total_files);
+	luax_setint(L, "unreadable", w.unreadable);
+	luax_setbool(L, "partial", w.stop != 0);
+	walk_free(&w);
+	free_nodes(g.v, g.n);
+	free_nodes(g.top, g.ntop);
+	return 1;
+}
+
+/* ------------------------------------------------------------------------------- sys.files */
+
+struct match {
+	char *path;
+	int64_t bytes;
+	time_t mtime;
+};
+
+struct files {
+	const char *pattern;
+	bool follow, has_cutoff;
+	time_t cutoff;
+	int64_t min_size;
+	struct match *v;
+	size_t n, cap, limit;
+	uint64_t count, total;
+};
+
+static void files_file(struct walk *w, const struct stat *lst, int depth)
+{
+	(void)depth;
+	struct files *q = w->ctx;
+	struct stat target;
+	const struct stat *st = lst;
+	if (S_ISLNK(lst->st_mode) && q->follow && fstatat(w->at, w->name, &target, 0) == 0)
+		st = &target;
+	if (!S_ISREG(st->st_mode))
+		return;
+	if (q->pattern && fnmatch(q->pattern, w->name, FNM_PERIOD) != 0)
+		return;
+	if (q->has_cutoff && st->st_mtime > q->cutoff)
+		return;
+	if (st->st_size < q->min_size)
+		return;
+	q->count++;
+	q->total += (uint64_t)st->st_size;
+	if (q->n == q->limit)
+		return;
+	grow((void **)&q->v, &q->cap, q->n + 1, sizeof *q->v);
+	q->v[q->n++] = (struct match){ .path = xstrdup(w->path), .bytes = st->st_size, .mtime = st->st_mtime };
+}
+
+static int by_path(const void *a, const void *b)
+{
+	return strcmp(((const struct match *)a)->path, ((const struct match *)b)->path);
+}
+
+static void free_matches(struct match *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i].path);
+	free(v);
+}
+
+static const char *const files_options[] = {
+	"pattern", "older_than", "min_size", "recursive", "xdev", "follow", "limit", "timeout", NULL,
+};
+
+static int sys_files(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1);
+	luax_check_options(L, 2, "sys.files", files_options);
+	msec_t older = luax_opt_duration(L, 2, "older_than", -1, "sys.files");
+	time_t now = time(NULL);
+	struct files q = {
+		.pattern = luax_opt_string(L, 2, "pattern", NULL, "sys.files"),
+		.follow = luax_opt_bool(L, 2, "follow", false, "sys.files"),
+		.has_cutoff = older >= 0,
+		.cutoff = now - (time_t)(older / 1000),
+		.min_size = luax_opt_integer(L, 2, "min_size", 0, "sys.files"),
+		.limit = (size_t)opt_count(L, 2, "limit", 1000, 0, "sys.files"),
+	};
+	struct walk w = {
+		.xdev = luax_opt_bool(L, 2, "xdev", true, "sys.files"),
+		.recursive = luax_opt_bool(L, 2, "recursive", true, "sys.files"),
+		.on_file = files_file, .ctx = &q,
+	};
+	struct probe p;
+	probe_begin(&p, "sys.files", path, luax_opt_duration(L, 2, "timeout", DEFAULT_WALK_TIMEOUT_MS, "sys.files"));
+	w.probe = &p;
+
+	int err = walk_run(&w, path, -1);
+	if (!err && w.stop == EINTR)
+		err = EINTR;
+	if (err) {
+		walk_free(&w);
+		free_matches(q.v, q.n);
+		return walk_fail(L, &p, err);
+	}
+	char summary[128];
+	snprintf(summary, sizeof summary, "%llu files, %llu bytes%s", (unsigned long long)q.count,
+	         (unsigned long long)q.total, w.stop ? " (partial)" : "");
+	probe_end(&p, walk_outcome(&w), summary);
+
+	sort_array(q.v, q.n, sizeof *q.v, by_path);
+	lua_createtable(L, 0, 6);
+	lua_createtable(L, (int)q.n, 0);
+	for (size_t i = 0; i < q.n; i++) {
+		lua_createtable(L, 0, 4);
+		luax_setstr(L, "path", q.v[i].path);
+		luax_setint(L, "bytes", q.v[i].bytes);
+		luax_setint(L, "mtime", (lua_Integer)q.v[i].mtime);
+		luax_setint(L, "age", (lua_Integer)(now - q.v[i].mtime));
+		lua_rawseti(L, -2, (lua_Integer)i + 1);
+	}
+	lua_setfield(L, -2, "files");
+	luax_setint(L, "count", (lua_Integer)q.count);
+	luax_setint(L, "total_bytes", (lua_Integer)q.total);
+	luax_setbool(L, "truncated", q.count > q.n);
+	luax_setint(L, "unreadable", w.unreadable);
+	luax_setbool(L, "partial", w.stop != 0);
+	walk_free(&w);
+	free_matches(q.v, q.n);
+	return 1;
+}
+
+/* ------------------------------------------------------------------------ sys.deleted_open */
+
+struct held {
+	int pid, fd;
+	char command[32];
+	char *path;
+	int64_t bytes;
+};
+
+struct helds {
+	struct held *v;
+	size_t n, cap;
+	long unreadable;
+};
+
+static bool is_pid(const char *s)
+{
+	if (!*s)
+		return false;
+	for (; *s; s++)
+		if (!isdigit((unsigned char)*s))
+			return false;
+	return true;
+}
+
+static void read_comm(int pid, char *buf, size_t size)
+{
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%d/comm", pid);
+	if (read_small(path, buf, size) <= 0)
+		snprintf(buf, size, "?");
+	buf[strcspn(buf, "\n")] = '\0';
+}
+
+static const char DELETED[] = " (deleted)";
+
+/* Every fd of pid that points at a deleted regular file (on dev, when filtering). */
+static void scan_fds(struct helds *h, int pid, bool filter, dev_t dev)
+{
+	char dir[64];
+	snprintf(dir, sizeof dir, "/proc/%d/fd", pid);
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = dfd < 0 ? NULL : fdopendir(dfd);
+	if (!d) {
+		if (dfd >= 0)
+			close(dfd);
+		if (errno != ENOENT)   /* ENOENT: it exited meanwhile */
+			h->unreadable++;
+		return;
+	}
+	char command[32] = "";
+	for (struct dirent *de; (de = readdir(d));) {
+		if (!is_pid(de->d_name))
+			continue;
+		char target[PATH_MAX + sizeof DELETED];
+		ssize_t n = readlinkat(dfd, de->d_name, target, sizeof target - 1);
+		if (n <= (ssize_t)(sizeof DELETED - 1) || target[0] != '/')
+			continue;
+		target[n] = '\0';
+		size_t tail = (size_t)n - (sizeof DELETED - 1);
+		if (strcmp(target + tail, DELETED) != 0 || strncmp(target, "/memfd:", 7) == 0)
+			continue;
+		struct stat st;
+		if (fstatat(dfd, de->d_name, &st, 0) != 0 || !S_ISREG(st.st_mode) || st.st_nlink > 0)
+			continue;
+		if (filter && st.st_dev != dev)
+			continue;
+		if (!*command)
+			read_comm(pid, command, sizeof command);
+		target[tail] = '\0';
+		grow((void **)&h->v, &h->cap, h->n + 1, sizeof *h->v);
+		struct held *x = &h->v[h->n++];
+		*x = (struct held){ .pid = pid, .fd = atoi(de->d_name), .path = xstrdup(target), .bytes = st.st_size };
+		memcpy(x->command, command, sizeof x->command);
+	}
+	closedir(d);
+}
+
+static int by_held_bytes(const void *a, const void *b)
+{
+	const struct held *x = a, *y = b;
+	if (x->bytes != y->bytes)
+		return x->bytes < y->bytes ? 1 : -1;
+	return x->pid - y->pid;
+}
+
+static void free_helds(struct helds *h)
+{
+	for (size_t i = 0; i < h->n; i++)
+		free(h->v[i].path);
+	free(h->v);
+}
+
+static const char *const deleted_options[] = { "path", "timeout", "limit", NULL };
+
+static int sys_deleted_open(lua_State *L)
+{
+	luax_check_options(L, 1, "sys.deleted_open", deleted_options);
+	const char *path = luax_opt_string(L, 1, "path", NULL, "sys.deleted_open");
+	size_t limit = (size_t)opt_count(L, 1, "limit", 50, 1, "sys.deleted_open");
+	struct probe p;
+	probe_begin(&p, "sys.deleted_open", path ? path : "all filesystems",
+	            luax_opt_duration(L, 1, "timeout", DEFAULT_PROC_TIMEOUT_MS, "sys.deleted_open"));
+
+	struct stat fsst = { 0 };
+	if (path && stat(path, &fsst) != 0)
+		return probe_fail_errno(L, &p, errno);
+	DIR *proc = opendir("/proc");
+	if (!proc)
+		return probe_fail_errno(L, &p, errno);
+	struct helds h = { 0 };
+	int stop = 0;
+	for (struct dirent *de; !stop && (de = readdir(proc));)
+		if (is_pid(de->d_name) && !(stop = probe_check(&p)))
+			scan_fds(&h, atoi(de->d_name), path != NULL, fsst.st_dev);
+	closedir(proc);
+	if (stop == EINTR) {
+		free_helds(&h);
+		return probe_fail_errno(L, &p, EINTR);
+	}
+	sort_array(h.v, h.n, sizeof *h.v, by_held_bytes);
+	int64_t total = 0;
+	for (size_t i = 0; i < h.n; i++)
+		total += h.v[i].bytes;
+	char summary[128];
+	snprintf(summary, sizeof summary, "%zu deleted files held open, %lld bytes%s", h.n, (long long)total,
+	         h.unreadable ? " (some processes unreadable)" : "");
+	probe_end(&p, stop ? "partial" : "ok", summary);
+
+	size_t n = h.n < limit ? h.n : limit;
+	lua_createtable(L, (int)n, 4);
+	for (size_t i = 0; i < n; i++) {
+		lua_createtable(L, 0, 5);
+		luax_setint(L, "pid", h.v[i].pid);
+		luax_setstr(L, "command", h.v[i].command);
+		luax_setint(L, "fd", h.v[i].fd);
+		luax_setstr(L, "path", h.v[i].path);
+		luax_setint(L, "bytes", h.v[i].bytes);
+		lua_rawseti(L, -2, (lua_Integer)i + 1);
+	}
+	luax_setint(L, "count", (lua_Integer)h.n);
+	luax_setint(L, "total_bytes", total);
+	/* Without root, other users' processes cannot be looked into: say so rather than report "none". */
+	luax_setint(L, "unreadable", h.unreadable);
+	luax_setbool(L, "partial", stop != 0);
+	free_helds(&h);
+	return 1;
+}
+
+/* ----------------------------------------------------------------------- memory, load, uptime */
+
+/* The value of "Key:   123 kB" in /proc/meminfo text, in bytes; -1 when absent. */
+static int64_t meminfo_field(const char *text, const char *key)
+{
+	size_t klen = strlen(key);
+	for (const char *line = text; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : NULL)
+		if (strncmp(line, key, klen) == 0 && line[klen] == ':')
+			return strtoll(line + klen + 1, NULL, 10) * 1024;
+	return -1;
+}
+
+static int sys_memory(lua_State *L)
+{
+	struct probe p;
+	probe_begin(&p, "sys.memory", "/proc/meminfo", 0);
+	char text[8192];
+	if (read_small("/proc/meminfo", text, sizeof text) <= 0)
+		return probe_fail_errno(L, &p, errno ? errno : EIO);
+	int64_t total = meminfo_field(text, "MemTotal");
+	int64_t free_ = meminfo_field(text, "MemFree");
+	int64_t avail = meminfo_field(text, "MemAvailable");
+	int64_t buffers = meminfo_field(text, "Buffers");
+	int64_t cached = meminfo_field(text, "Cached") + (meminfo_field(text, "SReclaimable") > 0 ? meminfo_field(text, "SReclaimable") : 0);
+	int64_t swap_total = meminfo_field(text, "SwapTotal");
+	int64_t swap_free = meminfo_field(text, "SwapFree");
+	if (total <= 0)
+		return probe_fail_errno(L, &p, EIO);
+	if (avail < 0)     /* kernels before 3.14 */
+		avail = free_ + buffers + cached;
+	/* "used" as free(1) of procps 4 counts it: what is not available, so caches do not alarm anyone. */
+	int64_t used = total - avail;
+	int64_t swap_used = swap_total > 0 ? swap_total - swap_free : 0;
+	char summary[96];
+	snprintf(summary, sizeof summary, "memory %.1f%% used, swap %.1f%% used", pct((double)used, (double)total),
+	         pct((double)swap_used, (double)swap_total));
+	probe_end(&p, "ok", summary);
+	lua_createtable(L, 0, 11);
+	luax_setint(L, "total", total);
+	luax_setint(L, "available", avail);
+	luax_setint(L, "used", used);
+	luax_setint(L, "free", free_);
+	luax_setint(L, "buffers", buffers);
+	luax_setint(L, "cached", cached);
+	luax_setint(L, "swap_total", swap_total > 0 ? swap_total : 0);
+	luax_setint(L, "swap_used", swap_used);
+	luax_setint(L, "swap_free", swap_free > 0 ? swap_free : 0);
+	luax_setnum(L, "used_pct", round1(pct((double)used, (double)total)));
+	luax_setnum(L, "swap_pct", round1(pct((double)swap_used, (double)swap_total)));
+	return 1;
+}
+
+static double read_uptime(void)
+{
+	char text[128];
+	return read_small("/proc/uptime", text, sizeof text) > 0 ? strtod(text, NULL) : 0.0;
+}
+
+static int sys_load(lua_State *L)
+{
+	struct probe p;
+	probe_begin(&p, "sys.load", "/proc/loadavg", 0);
+	char text[256];
+	double l1, l5, l15;
+	int running, tasks;
+	if (read_small("/proc/loadavg", text, sizeof text) <= 0)
+		return probe_fail_errno(L, &p, errno ? errno : EIO);
+	if (sscanf(text, "%lf %lf %lf %d/%d", &l1, &l5, &l15, &running, &tasks) != 5)
+		return probe_fail_errno(L, &p, EIO);
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	if (cpus < 1)
+		cpus = 1;
+	char summary[96];
+	snprintf(summary, sizeof summary, "load %.2f %.2f %.2f on %ld cpus", l1, l5, l15, cpus);
+	probe_end(&p, "ok", summary);
+	lua_createtable(L, 0, 8);
+	luax_setnum(L, "load1", l1);
+	luax_setnum(L, "load5", l5);
+	luax_setnum(L, "load15", l15);
+	luax_setint(L, "cpus", cpus);
+	luax_setnum(L, "per_cpu1", round1(l1 / (double)cpus * 10.0) / 10.0);
+	luax_setint(L, "running", running);
+	luax_setint(L, "total_tasks", tasks);
+	luax_setnum(L, "uptime", read_uptime());
+	return 1;
+}
+
+/* ---------------------------------------------------------------------------- sys.processes */
+
+struct proc {
+	int pid, ppid;
+	char state;
+	char comm[32];
+	uint64_t ticks;          /* utime + stime */
+	int64_t rss;             /* bytes */
+	long threads;
+	double age;              /* seconds since it started */
+	uid_t uid;
+	double cpu_pct;
+	char *cmdline;
+};
+
+struct procs {
+	struct proc *v;
+	size_t n, cap;
+};
+
+/* Parses /proc/PID/stat: "pid (comm) S ppid ... utime stime ... threads . start vsize rss". */
+static bool read_proc_stat(int pid, struct proc *pr, double uptime, long tck, long page)
+{
+	char path[64], text[1024];
+	snprintf(path, sizeof path, "/proc/%d/stat", pid);
+	if (read_small(path, text, sizeof text) <= 0)
+		return false;
+	char *open = strchr(text, '('), *close = strrchr(text, ')');
+	if (!open || !close || close < open || close[1] != ' ')
+		return false;
+	size_t clen = (size_t)(close - open - 1);
+	if (clen >= sizeof pr->comm)
+		clen = sizeof pr->comm - 1;
+	memcpy(pr->comm, open + 1, clen);
+	pr->comm[clen] = '\0';
+	char *field[24];
+	int n = 0;
+	for (char *save = NULL, *f = strtok_r(close + 2, " ", &save); f && n < 24; f = strtok_r(NULL, " ", &save))
+		field[n++] = f;
+	if (n < 22)
+		return false;
+	pr->pid = pid;
+	pr->state = field[0][0];
+	pr->ppid = atoi(field[1]);
+	pr->ticks = strtoull(field[11], NULL, 10) + strtoull(field[12], NULL, 10);
+	pr->threads = atol(field[17]);
+	pr->age = uptime - (double)strtoull(field[19], NULL, 10) / (double)tck;
+	pr->rss = strtoll(field[21], NULL, 10) * page;
+	snprintf(path, sizeof path, "/proc/%d", pid);
+	struct stat st;
+	pr->uid = stat(path, &st) == 0 ? st.st_uid : (uid_t)-1;
+	return true;
+}
+
+/* The command line with its NULs as spaces; kernel threads have none and show as [comm]. */
+static char *read_cmdline(const struct proc *pr)
+{
+	char path[64], text[2048];
+	snprintf(path, sizeof path, "/proc/%d/cmdline", pr->pid);
+	ssize_t n = read_small(path, text, sizeof text);
+	if (n <= 0) {
+		snprintf(text, sizeof text, "[%s]", pr->comm);
+		return xstrdup(text);
+	}
+	while (n > 0 && text[n - 1] == '\0')
+		n--;
+	for (ssize_t i = 0; i < n; i++)
+		if (text[i] == '\0' || text[i] == '\n')
+			text[i] = ' ';
+	text[n] = '\0';
+	return xstrdup(text);
+}
+
+static int scan_procs(struct procs *ps, const struct probe *p, bool want_cmdline)
+{
+	DIR *proc = opendir("/proc");
+	if (!proc)
+		return errno;
+	double uptime = read_uptime();
+	long tck = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+	int stop = 0;
+	for (struct dirent *de; !stop && (de = readdir(proc));) {
+		if (!is_pid(de->d_name))
+			continue;
+		struct proc pr = { 0 };
+		if (!read_proc_stat(atoi(de->d_name), &pr, uptime, tck, page))
+			continue;   /* exited meanwhile */
+		if (want_cmdline)
+			pr.cmdline = read_cmdline(&pr);
+		grow((void **)&ps->v, &ps->cap, ps->n + 1, sizeof *ps->v);
+		ps->v[ps->n++] = pr;
+		stop = probe_check(p);
+	}
+	closedir(proc);
+	return stop == EINTR ? EINTR : 0;
+}
+
+static void free_procs(struct procs *ps)
+{
+	for (size_t i = 0; i < ps->n; i++)
+		free(ps->v[i].cmdline);
+	free(ps->v);
+	ps->v = NULL;
+	ps->n = ps->cap = 0;
+}
+
+static int by_pid(const void *a, const void *b)
+{
+	return ((const struct proc *)a)->pid - ((const struct proc *)b)->pid;
+}
+
+static int by_rss(const void *a, const void *b)
+{
+	const struct proc *x = a, *y = b;
+	if (x->rss != y->rss)
+		return x->rss < y->rss ? 1 : -1;
+	return x->pid - y->pid;
+}
+
+static int by_cpu(const void *a, const void *b)
+{
+	const struct proc *x = a, *y = b;
+	if (x->cpu_pct != y->cpu_pct)
+		return x->cpu_pct < y->cpu_pct ? 1 : -1;
+	return by_rss(a, b);
+}
+
+/* CPU use over the sample from the two scans' tick counts; without a sample, over the lifetime. */
+static void compute_cpu(struct procs *now, const struct procs *before, double sample_s, long tck)
+{
+	for (size_t i = 0; i < now->n; i++) {
+		struct proc *pr = &now->v[i];
+		if (sample_s > 0) {
+			struct proc key = { .pid = pr->pid };
+			const struct proc *old = before->n ? bsearch(&key, before->v, before->n, sizeof key, by_pid) : NULL;
+			uint64_t ticks = old && old->ticks <= pr->ticks ? pr->ticks - old->ticks : pr->ticks;
+			pr->cpu_pct = round1(pct((double)ticks, sample_s * (double)tck));
+		} else {
+			pr->cpu_pct = pr->age > 0 ? round1(pct((double)pr->ticks, pr->age * (double)tck)) : 0;
+		}
+	}
+}
+
+static const char *user_name(uid_t uid, char *buf, size_t size)
+{
+	struct passwd pw, *res = NULL;
+	char scratch[1024];
+	if (uid != (uid_t)-1 && getpwuid_r(uid, &pw, scratch, sizeof scratch, &res) == 0 && res)
+		snprintf(buf, size, "%s", res->pw_name);
+	else
+		snprintf(buf, size, "%d", (int)uid);
+	return buf;
+}
+
+static size_t keep_matching(struct procs *ps, const char *match)
+{
+	size_t kept = 0;
+	for (size_t i = 0; i < ps->n; i++) {
+		struct proc *pr = &ps->v[i];
+		if (strstr(pr->comm, match) || (pr->cmdline && strstr(pr->cmdline, match)))
+			ps->v[kept++] = *pr;
+		else
+			free(pr->cmdline);
+	}
+	return ps->n = kept;
+}
+
+static void push_proc(lua_State *L, struct proc *pr, double memtotal)
+{
+	char user[64];
+	char state[2] = { pr->state, '\0' };
+	if (!pr->cmdline)
+		pr->cmdline = read_cmdline(pr);
+	lua_createtable(L, 0, 11);
+	luax_setint(L, "pid", pr->pid);
+	luax_setint(L, "ppid", pr->ppid);
+	luax_setstr(L, "user", user_name(pr->uid, user, sizeof user));
+	luax_setstr(L, "state", state);
+	luax_setstr(L, "command", pr->comm);
+	luax_setstr(L, "cmdline", pr->cmdline);
+	luax_setint(L, "rss", pr->rss);
+	luax_setnum(L, "mem_pct", round1(pct((double)pr->rss, memtotal)));
+	luax_setnum(L, "cpu_pct", pr->cpu_pct);
+	luax_setint(L, "threads", pr->threads);
+	luax_setint(L, "age", (lua_Integer)pr->age);
+}
+
+static const char *const processes_options[] = { "sort", "limit", "sample", "match", "timeout", NULL };
+
+static int sys_processes(lua_State *L)
+{
+	luax_check_options(L, 1, "sys.processes", processes_options);
+	const char *sort = luax_opt_string(L, 1, "sort", "memory", "sys.processes");
+	if (strcmp(sort, "memory") != 0 && strcmp(sort, "cpu") != 0)
+		luaL_error(L, "sys.processes: option 'sort' must be \"memory\" or \"cpu\", not \"%s\"", sort);
+	size_t limit = (size_t)opt_count(L, 1, "limit", 10, 1, "sys.processes");
+	msec_t sample = luax_opt_duration(L, 1, "sample", DEFAULT_SAMPLE_MS, "sys.processes");
+	const char *match = luax_opt_string(L, 1, "match", NULL, "sys.processes");
+	msec_t timeout = luax_opt_duration(L, 1, "timeout", DEFAULT_PROC_TIMEOUT_MS, "sys.processes");
+	struct probe p;
+	probe_begin(&p, "sys.processes", match ? match : "all processes", timeout + sample);
+	long tck = sysconf(_SC_CLK_TCK);
+
+	struct procs before = { 0 }, now = { 0 };
+	int err = 0;
+	double sample_s = 0;
+	if (sample > 0) {
+		err = scan_procs(&before, &p, false);
+		sort_array(before.v, before.n, sizeof *before.v, by_pid);
+		double t0 = sched_now_precise();
+		if (!err && sched_sleep_until(sched_deadline(sample)) == SCHED_INTERRUPTED)
+			err = EINTR;
+		sample_s = (sched_now_precise() - t0) / 1000.0;
+	}
+	if (!err)
+		err = scan_procs(&now, &p, match != NULL);
+	if (err) {
+		free_procs(&before);
+		free_procs(&now);
+		return probe_fail_errno(L, &p, err);
+	}
+	compute_cpu(&now, &before, sample_s, tck);
+	free_procs(&before);
+	if (match)
+		keep_matching(&now, match);
+	sort_array(now.v, now.n, sizeof *now.v, strcmp(sort, "cpu") == 0 ? by_cpu : by_rss);
+
+	size_t n = now.n < limit ? now.n : limit;
+	char summary[160];
+	if (n)
+		snprintf(summary, sizeof summary, "%zu processes; top: %s (pid %d, %.1f%% cpu, %lld MiB)", now.n,
+		         now.v[0].comm, now.v[0].pid, now.v[0].cpu_pct, (long long)(now.v[0].rss >> 20));
+	else
+		snprintf(summary, sizeof summary, "no process matches");
+	probe_end(&p, "ok", summary);
+	double memtotal = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+	lua_createtable(L, (int)n, 1);
+	for (size_t i = 0; i < n; i++) {
+		push_proc(L, &now.v[i], memtotal);
+		lua_rawseti(L, -2, (lua_Integer)i + 1);
+	}
+	luax_setint(L, "count", (lua_Integer)now.n);
+	free_procs(&now);
+	return 1;
+}
+
+/* ------------------------------------------------------------------------- sys.tail, sys.grep */
+
+/* Opens a log for reading without ever blocking on a FIFO someone put in its place. */
+static int open_log(const char *path, struct stat *st)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode)) {
+		close(fd);
+		return -EINVAL;
+	}
+	return fd;
+}
+
+static int log_fail(lua_State *L, const struct probe *p, int err)
+{
+	if (err != EINVAL)
+		return probe_fail_errno(L, p, err);
+	probe_end(p, "error", "not a regular file");
+	return luax_fail(L, "error", "%s %s: not a regular file", p->fn, p->target);
+}
+
+static void push_line(lua_State *L, const char *s, size_t len)
+{
+	lua_pushlstring(L, s, len > MAX_TEXT_LINE ? MAX_TEXT_LINE : len);
+}
+
+static const char *const tail_options[] = { "lines", NULL };
+
+/* Reads backwards from the end until it holds `want` whole lines (or the start, or the cap). */
+static char *read_tail(int fd, off_t size, lua_Integer want, size_t *len, bool *cut)
+{
+	char *buf = NULL;
+	size_t have = 0;
+	lua_Integer newlines = 0;
+	off_t pos = size;
+	while (pos > 0 && have < TAIL_MAX_SCAN && newlines <= want) {
+		size_t chunk = pos < 65536 ? (size_t)pos : 65536;
+		buf = xrealloc(buf, have + chunk + 1);
+		memmove(buf + chunk, buf, have);
+		ssize_t n = pread(fd, buf, chunk, pos - (off_t)chunk);
+		if (n != (ssize_t)chunk) {   /* truncated under us (logrotate): keep what is whole */
+			memmove(buf, buf + chunk, have);
+			break;
+		}
+		pos -= (off_t)chunk;
+		have += chunk;
+		for (size_t i = 0; i < chunk; i++)
+			newlines += buf[i] == '\n';
+	}
+	*cut = pos > 0 && newlines <= want;
+	*len = have;
+	return buf;
+}
+
+static int sys_tail(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1);
+	luax_check_options(L, 2, "sys.tail", tail_options);
+	lua_Integer want = opt_count(L, 2, "lines", 50, 1, "sys.tail");
+	struct probe p;
+	probe_begin(&p, "sys.tail", path, 0);
+	struct stat st;
+	int fd = open_log(path, &st);
+	if (fd < 0)
+		return log_fail(L, &p, -fd);
+	size_t len;
+	bool cut;
+	char *buf = read_tail(fd, st.st_size, want, &len, &cut);
+	close(fd);
+	while (len > 0 && buf[len - 1] == '\n')
+		len--;
+	/* Back from the end to just after the want-th newline: the start of the first line shown. */
+	size_t first = len;
+	lua_Integer n = len > 0;
+	while (first > 0 && !(buf[first - 1] == '\n' && n++ == want))
+		first--;
+	if (n > want)
+		n = want;
+	char summary[96];
+	snprintf(summary, sizeof summary, "%lld lines of %lld bytes", (long long)n, (long long)st.st_size);
+	probe_end(&p, "ok", summary);
+
+	lua_createtable(L, 0, 5);
+	lua_createtable(L, (int)n, 0);
+	lua_Integer i = 0;
+	for (size_t s = first; len > 0 && s <= len;) {
+		size_t e = s;
+		while (e < len && buf[e] != '\n')
+			e++;
+		push_line(L, buf + s, e - s);
+		lua_rawseti(L, -2, ++i);
+		s = e + 1;
+	}
+	lua_setfield(L, -2, "lines");
+	lua_pushlstring(L, buf ? buf + first : "", len - first);
+	lua_setfield(L, -2, "text");
+	luax_setint(L, "size", st.st_size);
+	luax_setint(L, "mtime", st.st_mtime);
+	luax_setbool(L, "truncated", cut);
+	free(buf);
+	return 1;
+}
+
+struct hit {
+	lua_Integer line;
+	char *text;
+};
+
+static const char *const grep_options[] = { "icase", "limit", "timeout", NULL };
+
+static int sys_grep(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1);
+	const char *pattern = luaL_checkstring(L, 2);
+	luax_check_options(L, 3, "sys.grep", grep_options);
+	bool icase = luax_opt_bool(L, 3, "icase", false, "sys.grep");
+	size_t limit = (size_t)opt_count(L, 3, "limit", 100, 1, "sys.grep");
+	msec_t timeout = luax_opt_duration(L, 3, "timeout", DEFAULT_WALK_TIMEOUT_MS, "sys.grep");
+	regex_t re;
+	int rc = regcomp(&re, pattern, REG_EXTENDED | REG_NOSUB | (icase ? REG_ICASE : 0));
+	if (rc != 0) {
+		char why[160];
+		regerror(rc, &re, why, sizeof why);
+		return luaL_error(L, "sys.grep: bad regular expression '%s': %s", pattern, why);
+	}
+	struct probe p;
+	probe_begin(&p, "sys.grep", path, timeout);
+	struct stat st;
+	int fd = open_log(path, &st);
+	FILE *f = fd < 0 ? NULL : fdopen(fd, "r");
+	if (!f) {
+		int err = fd < 0 ? -fd : errno;
+		if (fd >= 0)
+			close(fd);
+		regfree(&re);
+		return log_fail(L, &p, err);
+	}
+	/* The last `limit` matches: in a log the recent ones are the ones that matter. */
+	struct hit *ring = calloc(limit, sizeof *ring);
+	if (!ring)
+		abort();
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t len;
+	lua_Integer lineno = 0, count = 0;
+	int stop = 0;
+	while (!stop && (len = getline(&line, &cap, f)) >= 0) {
+		lineno++;
+		if (len > 0 && line[len - 1] == '\n')
+			line[--len] = '\0';
+		if (regexec(&re, line, 0, NULL, 0) == 0) {
+			struct hit *h = &ring[(size_t)count % limit];
+			free(h->text);
+			if ((size_t)len > MAX_TEXT_LINE)
+				line[MAX_TEXT_LINE] = '\0';
+			*h = (struct hit){ .line = lineno, .text = xstrdup(line) };
+			count++;
+		}
+		if (lineno % 1024 == 0)
+			stop = probe_check(&p);
+	}
+	free(line);
+	fclose(f);
+	regfree(&re);
+	if (stop == EINTR) {
+		for (size_t i = 0; i < limit; i++)
+			free(ring[i].text);
+		free(ring);
+		return probe_fail_errno(L, &p, EINTR);
+	}
+	char summary[96];
+	snprintf(summary, sizeof summary, "%lld matching lines of %lld%s", (long long)count, (long long)lineno,
+	         stop ? " (partial)" : "");
+	probe_end(&p, stop ? "partial" : "ok", summary);
+
+	size_t kept = (size_t)count < limit ? (size_t)count : limit;
+	size_t oldest = (size_t)count < limit ? 0 : (size_t)count % limit;
+	lua_createtable(L, 0, 4);
+	lua_createtable(L, (int)kept, 0);
+	for (size_t i = 0; i < kept; i++) {
+		struct hit *h = &ring[(oldest + i) % limit];
+		lua_createtable(L, 0, 2);
+		luax_setint(L, "line", h->line);
+		luax_setstr(L, "text", h->text);
+		lua_rawseti(L, -2, (lua_Integer)i + 1);
+	}
+	lua_setfield(L, -2, "matches");
+	luax_setint(L, "count", count);
+	luax_setint(L, "lines", lineno);
+	luax_setbool(L, "partial", stop != 0);
+	for (size_t i = 0; i < limit; i++)
+		free(ring[i].text);
+	free(ring);
+	return 1;
+}
+
+int luaopen_sys(lua_State *L)
+{
+	static const luaL_Reg fns[] = {
+		{ "filesystems", sys_filesystems },
+		{ "fs", sys_fs },
+		{ "largest", sys_largest },
+		{ "files", sys_files },
+		{ "deleted_open", sys_deleted_open },
+		{ "memory", sys_memory },
+		{ "load", sys_load },
+		{ "processes", sys_processes },
+		{ "tail", sys_tail },
+		{ "grep", sys_grep },
+		{ NULL, NULL },
+	};
+	luaL_newlib(L, fns);
+	return 1;
+}
