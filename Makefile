@@ -3,10 +3,10 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 SHARE   := $(PREFIX)/share/runbook
 CC      ?= cc
-PKGS    := lua5.4 lua5.4-cjson libcrypto
+PKGS    := lua5.4 lua5.4-cjson
 
 # Debian packages: what building needs, and what the tests need on top.
-DEPS_BUILD := gcc make pkg-config liblua5.4-dev lua-cjson-dev libssl-dev
+DEPS_BUILD := gcc make pkg-config liblua5.4-dev lua-cjson-dev
 DEPS_TEST  := python3 util-linux
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
@@ -41,7 +41,8 @@ obj-asan/%.o: %.c
 
 obj/tools/embed: tools/embed.c
 	@mkdir -p $(dir $@)
-	$(CC) -std=c11 -O2 -Wall -Wextra -Werror -o $@ $<
+	$(CC) -std=c11 -O2 -Wall -Wextra -Werror $(shell pkg-config --cflags lua5.4 2>/dev/null) -o $@ $< \
+	    $(shell pkg-config --libs lua5.4 2>/dev/null)
 
 obj/embedded.c: obj/tools/embed $(LUA)
 	obj/tools/embed $@ $(LUA)

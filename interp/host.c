@@ -118,7 +118,7 @@ static int load_embedded(lua_State *L)
 	const struct embedded_file *f = lua_touserdata(L, lua_upvalueindex(1));
 	char chunk[96];
 	snprintf(chunk, sizeof chunk, "=%s.lua", f->name);
-	if (luaL_loadbufferx(L, f->source, f->size, chunk, "t") != LUA_OK)
+	if (luaL_loadbufferx(L, f->code, f->size, chunk, "b") != LUA_OK)
 		return lua_error(L);
 	lua_pushstring(L, f->name);
 	lua_call(L, 1, 1);

@@ -6,12 +6,12 @@
  * most one torn line, which `runbook transcript verify` reports as truncation.
  */
 #include "transcript.h"
+#include "sha256.h"
 #include "jsonw.h"
 #include "sched.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,29 +31,19 @@ void transcript_set_step(const char *id) { snprintf(step_id, sizeof step_id, "%s
 
 void sha256_hex(const void *data, size_t n, char out[65])
 {
-	unsigned char md[32];
-	unsigned int mdlen = 0;
-	EVP_Digest(data, n, md, &mdlen, EVP_sha256(), NULL);
-	for (int i = 0; i < 32; i++)
-		snprintf(out + 2 * i, 3, "%02x", md[i]);
-	out[64] = 0;
+	struct sha256 s;
+	sha256_init(&s);
+	sha256_update(&s, data, n);
+	sha256_final_hex(&s, out);
 }
 
 void transcript_chain(const char *prev, const char *line, size_t n, char out[65])
 {
-	unsigned char md[32];
-	unsigned int mdlen = 0;
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	if (!ctx)
-		abort();
-	EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
-	EVP_DigestUpdate(ctx, prev, strlen(prev));
-	EVP_DigestUpdate(ctx, line, n);
-	EVP_DigestFinal_ex(ctx, md, &mdlen);
-	EVP_MD_CTX_free(ctx);
-	for (int i = 0; i < 32; i++)
-		snprintf(out + 2 * i, 3, "%02x", md[i]);
-	out[64] = 0;
+	struct sha256 s;
+	sha256_init(&s);
+	sha256_update(&s, prev, strlen(prev));
+	sha256_update(&s, line, n);
+	sha256_final_hex(&s, out);
 }
 
 bool transcript_is_open(void) { return fd >= 0; }

@@ -44,8 +44,9 @@ local function offer_delete(ctx, listing, what)
   for _, p in ipairs(paths) do argv[#argv + 1] = p end
   argv.summary = string.format("delete %d %s (frees %s)", #paths, what, fmt.bytes(bytes))
   argv.blast = string.format("%d files, %s", #paths, fmt.bytes(bytes))
-  must(sh.action(argv))
-  ctx:ok("deleted %d files", #paths)
+  local done = must(sh.action(argv))
+  if done.dry_run then return ctx:note("dry run: %d files left in place", #paths) end
+  ctx:ok("deleted %d files, %s freed", #paths, fmt.bytes(bytes))
 end
 
 return runbook {
@@ -93,7 +94,10 @@ return runbook {
         { "bytes", title = "size", format = fmt.bytes, right = true },
         { "path", title = "directory" },
       }))
-      if big.partial then ctx:note("partial: the walk stopped at its deadline; sizes are lower bounds") end
+      if big.partial then
+        ctx:note("partial: the walk stopped at its deadline; sizes are lower bounds")
+        if #big.unvisited > 0 then ctx:note("not measured: %s", table.concat(big.unvisited, ", ")) end
+      end
     end,
   },
 
@@ -119,9 +123,9 @@ return runbook {
 
   step "old-logs" {
     title   = "Delete old rotated logs",
-    explain = "Rotated and archived logs older than log_age are the safest space to reclaim.",
+    explain = "Logs nobody has written to for log_age (rotated, archived or abandoned) are the safest space to reclaim.",
     run = function(ctx)
-      local old = must(sys.files(ctx.logs, { pattern = "*.log*", older_than = ctx.log_age, limit = 500 }))
+      local old = must(sys.files(ctx.logs, { pattern = "*.log*", older_than = ctx.log_age, min_size = 1, limit = 500 }))
       offer_delete(ctx, old, "logs older than " .. fmt.duration(ctx.log_age))
     end,
   },
@@ -139,7 +143,8 @@ return runbook {
       for _, p in ipairs(paths) do argv[#argv + 1] = p end
       argv.summary = string.format("truncate %d logs to zero bytes (frees %s)", #paths, fmt.bytes(bytes))
       argv.irreversible, argv.target = true, ctx.logs
-      must(sh.action(argv))
+      local done = must(sh.action(argv))
+      if done.dry_run then return ctx:note("dry run: %d logs left as they are", #paths) end
       ctx:ok("truncated %d logs", #paths)
     end,
   },
@@ -148,7 +153,7 @@ return runbook {
     title   = "Clean old temporary files",
     explain = "Files under the temp directory that nobody touched for tmp_age.",
     run = function(ctx)
-      local old = must(sys.files(ctx.tmp, { older_than = ctx.tmp_age, limit = 1000 }))
+      local old = must(sys.files(ctx.tmp, { older_than = ctx.tmp_age, min_size = 1, limit = 1000 }))
       offer_delete(ctx, old, "temporary files older than " .. fmt.duration(ctx.tmp_age))
     end,
   },

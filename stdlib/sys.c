@@ -570,6 +570,8 @@ struct walk {
 	const char *name;        /* the current entry's name in it */
 	long unreadable;
 	int stop;                /* 0, ETIMEDOUT (partial) or EINTR */
+	char **unvisited;        /* at a deadline: the root's subdirectories the walk never reached */
+	size_t nunvisited, unvisited_cap;
 };
 
 static void path_put(struct walk *w, size_t base, const char *name)
@@ -631,6 +633,26 @@ static void walk_entry(struct walk *w, const struct frame *f, const char *name)
 		walk_descend(w, node);
 }
 
+/*
+ * A walk cut short by its deadline reports sizes that are lower bounds; the directories under the
+ * root it never reached are named, so that nobody concludes /var is small because it was not seen.
+ */
+static void note_unvisited(struct walk *w)
+{
+	const struct frame *root = &w->stack[0];
+	for (struct dirent *de; w->nunvisited < 64 && (de = readdir(root->dir));) {
+		struct stat st;
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (de->d_type != DT_DIR && (de->d_type != DT_UNKNOWN ||
+		    fstatat(dirfd(root->dir), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode)))
+			continue;
+		path_put(w, root->len, de->d_name);
+		grow((void **)&w->unvisited, &w->unvisited_cap, w->nunvisited + 1, sizeof *w->unvisited);
+		w->unvisited[w->nunvisited++] = xstrdup(w->path);
+	}
+}
+
 /* Walks root; returns 0 (w->stop tells whether it ended early) or an errno for the root itself. */
 static int walk_run(struct walk *w, const char *root, int root_node)
 {
@@ -666,6 +688,8 @@ static int walk_run(struct walk *w, const char *root, int root_node)
 		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
 			walk_entry(w, f, de->d_name);
 	}
+	if (w->stop == ETIMEDOUT)
+		note_unvisited(w);
 	while (w->depth > 0)
 		closedir(w->stack[--w->depth].dir);
 	return 0;
@@ -673,6 +697,9 @@ static int walk_run(struct walk *w, const char *root, int root_node)
 
 static void walk_free(struct walk *w)
 {
+	for (size_t i = 0; i < w->nunvisited; i++)
+		free(w->unvisited[i]);
+	free(w->unvisited);
 	free(w->path);
 	free(w->stack);
 }
@@ -845,6 +872,12 @@ static int sys_largest(lua_State *L)
 	luax_setint(L, "total_files", (lua_Integer)g.total_files);
 	luax_setint(L, "unreadable", w.unreadable);
 	luax_setbool(L, "partial", w.stop != 0);
+	lua_createtable(L, (int)w.nunvisited, 0);
+	for (size_t i = 0; i < w.nunvisited; i++) {
+		lua_pushstring(L, w.unvisited[i]);
+		lua_rawseti(L, -2, (lua_Integer)i + 1);
+	}
+	lua_setfield(L, -2, "unvisited");
 	walk_free(&w);
 	free_nodes(g.v, g.n);
 	free_nodes(g.top, g.ntop);

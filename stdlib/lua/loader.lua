@@ -27,7 +27,7 @@ end
 local function list_dir(dir)
   -- Standard Lua cannot list a directory; the sys module can, bounded in time.
   local sys = require "sys"
-  local found = sys.files(dir, { pattern = "*.lua", recursive = false, limit = 10000 })
+  local found = sys.files(dir, { pattern = "*.lua", recursive = false, follow = true, limit = 10000 })
   local names = {}
   for _, f in ipairs(found and found.files or {}) do names[#names + 1] = f.path end
   table.sort(names)
