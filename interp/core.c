@@ -13,12 +13,14 @@
 #include "sched.h"
 #include "term.h"
 #include "transcript.h"
-#include "../stdlib/modules.h"
+#include "modules.h"
 
 #include <lauxlib.h>
+#include <limits.h>
 #include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static int core_out(lua_State *L)
@@ -243,6 +245,30 @@ static int core_identity(lua_State *L)
 	return 1;
 }
 
+/*
+ * PREFIX/share/runbook for the PREFIX the binary runs from (/proc/self/exe is PREFIX/bin/runbook),
+ * so that an install staged with DESTDIR, or moved, still finds its runbooks; the PREFIX it was
+ * built for otherwise (a binary run from the source tree).
+ */
+static void push_share_dir(lua_State *L)
+{
+	char exe[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	if (n > 0) {
+		exe[n] = '\0';
+		char *slash = strrchr(exe, '/');
+		if (slash && slash - exe >= 4 && strncmp(slash - 4, "/bin", 4) == 0) {
+			struct stat st;
+			snprintf(slash - 4, sizeof exe - (size_t)(slash - 4 - exe), "/share/runbook");
+			if (stat(exe, &st) == 0 && S_ISDIR(st.st_mode)) {
+				lua_pushstring(L, exe);
+				return;
+			}
+		}
+	}
+	lua_pushstring(L, RUNBOOK_SHARE);
+}
+
 int luaopen_core(lua_State *L)
 {
 	static const luaL_Reg fns[] = {
@@ -265,7 +291,7 @@ int luaopen_core(lua_State *L)
 	luaL_newlib(L, fns);
 	lua_pushstring(L, RUNBOOK_VERSION);
 	lua_setfield(L, -2, "version");
-	lua_pushstring(L, RUNBOOK_SHARE);
+	push_share_dir(L);
 	lua_setfield(L, -2, "share");
 	return 1;
 }

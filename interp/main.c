@@ -30,7 +30,7 @@ static const char usage[] =
 	"\n"
 	"options: --help, --version\n"
 	"search path: ./runbooks, $RUNBOOK_PATH (colon-separated), $XDG_CONFIG_HOME/runbook/runbooks,\n"
-	"             " RUNBOOK_SHARE "/runbooks\n"
+	"             PREFIX/share/runbook/runbooks (PREFIX: where bin/runbook is installed)\n"
 	"\n"
 	"exit codes: 0 completed or resolved, 1 a step failed, 2 usage error, 3 escalated,\n"
 	"            4 actions declined, 5 aborted by the operator, 70 internal error\n";
@@ -38,7 +38,7 @@ static const char usage[] =
 static const struct { const char *name, *help; } commands[] = {
 	{ "list", "usage: runbook list\n\nLists the runbooks on the search path: name, severity, summary.\n"
 	          "The first runbook of a name wins: ./runbooks, $RUNBOOK_PATH, $XDG_CONFIG_HOME/runbook/runbooks,\n"
-	          RUNBOOK_SHARE "/runbooks.\n" },
+	          "PREFIX/share/runbook/runbooks (PREFIX: where bin/runbook is installed).\n" },
 	{ "show", "usage: runbook show NAME|FILE\n\nPrints the runbook as Markdown: summary, inputs, steps. Nothing is executed.\n" },
 	{ "exec", "usage: runbook exec NAME|FILE [options] [name=value ...]\n\n"
 	          "Walks the runbook step by step. Probes run freely; actions show exactly what they will do and\n"

@@ -1,0 +1,372 @@
+"""The sys module against facts the test sets up or reads independently (os.statvfs, /proc, a
+tree of known files, a process holding a deleted file). Each probe runs inside a runbook step
+and prints `@@ key=value` lines that the test parses."""
+import os
+import pwd
+import re
+import subprocess
+import sys
+import time
+
+from run import expect_eq, expect_in, expect_rc, fail
+
+MiB = 1 << 20
+
+
+def probe(t, lua, args=(), timeout=60, want_rc=0):
+    """Runs `lua` as the body of one step (with `sys` and an `emit(key, value)` helper in scope);
+    returns the emitted values (strings) and the output."""
+    src = '''local sys = require "sys"
+local function emit(k, v) print("@@ " .. k .. "=" .. tostring(v)) end
+return runbook {
+  name = "probe", summary = "sys probe", severity = "SEV4",
+  step "p" { title = "probe", run = function(ctx)
+%s
+  end },
+}
+''' % lua
+    path = t.write("probe.lua", src)
+    rc, out, err = t.run(["exec", path, "--auto", "--transcript", t.path("probe.cast")] + list(args),
+                         timeout=timeout)
+    if want_rc is not None and rc != want_rc:
+        fail("exit code %s, wanted %s\nstdout:\n%s\nstderr:\n%s" % (rc, want_rc, out, err))
+    values = {}
+    for line in out.splitlines():
+        m = re.match(r"^@@ ([^=]+)=(.*)$", line)
+        if m:
+            values[m.group(1)] = m.group(2)
+    return values, out, err
+
+
+def lua_str(s):
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_bytes(path, n):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(os.urandom(n))   # random: no filesystem can store it sparsely or compressed
+
+
+def disk_usage(path):
+    return os.lstat(path).st_blocks * 512
+
+
+def du(path):
+    """Disk usage of everything below path plus the directory itself, as sys.largest counts it."""
+    total = disk_usage(path)
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            total += disk_usage(os.path.join(root, name))
+    return total
+
+
+def mount_point(path):
+    path = os.path.realpath(path)
+    while not os.path.ismount(path):
+        path = os.path.dirname(path)
+    return path
+
+
+# ------------------------------------------------------------------------------------ fs
+
+def test_fs_agrees_with_statvfs(t):
+    v, out, _ = probe(t, '''
+local fs = must(sys.fs(%s))
+for _, k in ipairs { "mount", "fstype", "size", "inodes", "used_pct", "inodes_pct", "readonly" } do
+  emit(k, fs[k])
+end''' % lua_str(t.dir))
+    st = os.statvfs(t.dir)
+    expect_eq(int(v["size"]), st.f_blocks * st.f_frsize, "size")
+    expect_eq(int(v["inodes"]), st.f_files, "inodes")
+    expect_eq(v["mount"], mount_point(t.dir), "mount")
+    expect_eq(v["readonly"], "false", "readonly")
+    used = (st.f_blocks - st.f_bfree) * 100.0 / ((st.f_blocks - st.f_bfree) + st.f_bavail)
+    if abs(float(v["used_pct"]) - used) > 1.0:
+        fail("used_pct %s, statvfs says %.1f" % (v["used_pct"], used))
+
+
+def test_fs_missing_path_is_an_error_value(t):
+    v, _, _ = probe(t, '''
+local fs, err, kind = sys.fs(%s)
+emit("fs", fs) emit("err", err) emit("kind", kind)''' % lua_str(t.path("nope", "deeper")))
+    expect_eq(v["fs"], "nil")
+    expect_eq(v["err"], "sys.fs %s: no such file or directory" % t.path("nope", "deeper"))
+    expect_eq(v["kind"], "notfound")
+
+
+def test_filesystems_lists_real_ones_only(t):
+    v, _, _ = probe(t, '''
+local mounts, types = {}, {}
+for _, f in ipairs(must(sys.filesystems())) do mounts[#mounts + 1] = f.mount; types[f.fstype] = true end
+emit("mounts", table.concat(mounts, "|"))
+emit("has_proc", types.proc == true)
+local all = {}
+for _, f in ipairs(must(sys.filesystems { all = true })) do all[f.fstype] = true end
+emit("all_has_proc", all.proc == true)''')
+    expect_in(mount_point(t.dir), v["mounts"].split("|"), "the test directory's filesystem")
+    expect_eq(v["has_proc"], "false", "proc is left out by default")
+    expect_eq(v["all_has_proc"], "true", "all = true lists proc")
+
+
+# ------------------------------------------------------------------------------- largest
+
+def make_tree(t):
+    root = t.path("tree")
+    write_bytes(os.path.join(root, "a", "one"), 1 * MiB)
+    write_bytes(os.path.join(root, "b", "c", "big"), 3 * MiB)
+    write_bytes(os.path.join(root, "b", "small"), 100 * 1024)
+    write_bytes(os.path.join(root, "d", "tiny"), 10)
+    write_bytes(os.path.join(root, "top"), 2 * MiB)
+    return root
+
+
+def test_largest_sizes_are_du_exact(t):
+    root = make_tree(t)
+    v, _, _ = probe(t, '''
+local r = must(sys.largest(%s, { depth = 2, limit = 10, files = true }))
+for i, e in ipairs(r.entries) do emit("entry" .. i, e.path .. " " .. e.bytes .. " " .. e.files) end
+for i, f in ipairs(r.files) do emit("file" .. i, f.path .. " " .. f.bytes) end
+emit("total", r.total_bytes) emit("partial", r.partial) emit("n", #r.entries)''' % lua_str(root))
+    want = [os.path.join(root, d) for d in ("b", "b/c", "a", "d")]   # "top" is a file, not listed
+    got = [v["entry%d" % i].split(" ") for i in range(1, int(v["n"]) + 1)]
+    expect_eq([g[0] for g in got], want, "directories, largest first")
+    for path, nbytes, files in got:
+        expect_eq(int(nbytes), du(path), "bytes of " + path)
+    expect_eq(dict((g[0], int(g[2])) for g in got),
+              {want[0]: 2, want[1]: 1, want[2]: 1, want[3]: 1}, "file counts")
+    expect_eq(int(v["total"]), du(root) - disk_usage(root), "total_bytes")
+    expect_eq(v["partial"], "false")
+    expect_eq(v["file1"], "%s %d" % (os.path.join(root, "b", "c", "big"), disk_usage(os.path.join(root, "b", "c", "big"))))
+    expect_eq(v["file2"].split(" ")[0], os.path.join(root, "top"), "second largest file")
+
+
+def test_largest_stops_at_its_deadline_and_names_what_it_missed(t):
+    root = t.path("wide")
+    for d in range(40):
+        sub = os.path.join(root, "d%02d" % d)
+        os.makedirs(sub)
+        for f in range(300):
+            open(os.path.join(sub, "f%d" % f), "w").close()
+    v, _, _ = probe(t, '''
+local r = must(sys.largest(%s, { timeout = "1ms" }))
+emit("partial", r.partial) emit("unvisited", #r.unvisited)
+emit("first_unvisited", r.unvisited[1])''' % lua_str(root))
+    expect_eq(v["partial"], "true", "a 12,000-file walk cannot finish in 1 ms")
+    if int(v["unvisited"]) < 1:
+        fail("no unvisited directory named: %r" % v)
+    if not re.match(re.escape(root) + r"/d\d\d$", v["first_unvisited"]):
+        fail("unvisited names %r" % v["first_unvisited"])
+
+
+def test_largest_unknown_option_suggests(t):
+    _, out, err = probe(t, 'sys.largest(".", { depht = 2 })', want_rc=1)
+    expect_in("sys.largest: unknown option 'depht' (did you mean 'depth'?)", out + err)
+
+
+# --------------------------------------------------------------------------------- files
+
+def test_files_filters_by_pattern_age_size_and_limit(t):
+    root = t.path("logs")
+    now = time.time()
+    specs = {   # name: (bytes, age in days)
+        "app.log": (5000, 0), "app.log.1": (4000, 10), "app.log.2.gz": (3000, 20),
+        "sub/worker.log.1": (2000, 30), "notes.txt": (1000, 40), "empty.log.3": (0, 50),
+    }
+    for name, (n, age) in specs.items():
+        p = os.path.join(root, name)
+        write_bytes(p, n)
+        os.utime(p, (now - age * 86400, now - age * 86400))
+    os.symlink(os.path.join(root, "app.log"), os.path.join(root, "link.log.9"))
+    v, _, _ = probe(t, '''
+local r = must(sys.files(%s, { pattern = "*.log*", older_than = "7d", min_size = 1 }))
+local paths = {}
+for _, f in ipairs(r.files) do paths[#paths + 1] = f.path .. ":" .. f.bytes .. ":" .. f.age end
+emit("paths", table.concat(paths, "|")) emit("count", r.count) emit("total", r.total_bytes)
+local flat = must(sys.files(%s, { pattern = "*.log*", older_than = "7d", recursive = false }))
+emit("flat", flat.count)
+local lim = must(sys.files(%s, { pattern = "*.log*", limit = 2 }))
+emit("lim_n", #lim.files) emit("lim_count", lim.count) emit("lim_trunc", lim.truncated)
+local fol = must(sys.files(%s, { pattern = "link*", follow = true }))
+emit("follow", fol.count .. ":" .. (fol.files[1] and fol.files[1].bytes or "-"))
+emit("nofollow", must(sys.files(%s, { pattern = "link*" })).count)''' % tuple(lua_str(root) for _ in range(5)))
+    rows = [p.split(":") for p in v["paths"].split("|")]
+    expect_eq([r[0] for r in rows], [os.path.join(root, n) for n in ("app.log.1", "app.log.2.gz", "sub/worker.log.1")],
+              "matching files, sorted by path")
+    expect_eq([int(r[1]) for r in rows], [4000, 3000, 2000], "bytes")
+    for r, days in zip(rows, (10, 20, 30)):
+        if abs(int(r[2]) - days * 86400) > 120:
+            fail("age of %s is %s s, expected about %d days" % (r[0], r[2], days))
+    expect_eq(v["count"], "3")
+    expect_eq(v["total"], "9000")
+    expect_eq(v["flat"], "3", "recursive = false: app.log.1, app.log.2.gz, empty.log.3 (no min_size)")
+    expect_eq((v["lim_n"], v["lim_count"], v["lim_trunc"]), ("2", "5", "true"), "limit keeps count and says truncated")
+    expect_eq(v["follow"], "1:5000", "follow = true lists a symlink by its target's size")
+    expect_eq(v["nofollow"], "0", "symlinks are not files unless follow = true")
+
+
+def test_files_never_descends_through_a_symlinked_directory(t):
+    outside = t.path("outside")
+    write_bytes(os.path.join(outside, "secret.log"), 10)
+    os.makedirs(t.path("scan"))
+    os.symlink(outside, t.path("scan", "escape"))
+    v, _, _ = probe(t, 'emit("count", must(sys.files(%s, { pattern = "*.log" })).count)' % lua_str(t.path("scan")))
+    expect_eq(v["count"], "0")
+
+
+# -------------------------------------------------------------------------- deleted_open
+
+HOLDER = r'''
+import os, sys
+path = sys.argv[1]
+f = open(path, "wb")
+f.write(b"x" * 300000)
+f.flush()
+os.unlink(path)
+print("ready", flush=True)
+sys.stdin.read()
+'''
+
+
+def start_holder(t, path, marker):
+    p = subprocess.Popen([sys.executable, "-c", HOLDER, path, marker], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, start_new_session=True)
+    t._groups.append(p.pid)
+    t.on_cleanup(lambda: (p.stdin.close(), p.wait(10)))
+    line = p.stdout.readline()
+    if line.strip() != b"ready":
+        fail("holder did not start: %r" % line)
+    return p
+
+
+def test_deleted_open_finds_a_deleted_file_held_open(t):
+    held = t.path("held.log")
+    p = start_holder(t, held, "holder")
+    v, _, _ = probe(t, '''
+local r = must(sys.deleted_open { path = %s })
+for _, h in ipairs(r) do
+  if h.pid == %d then emit("hit", h.path .. " " .. h.bytes .. " " .. h.command) end
+end
+emit("count", r.count)''' % (lua_str(t.dir), p.pid))
+    expect_eq(v.get("hit"), "%s 300000 %s" % (held, os.path.basename(sys.executable)[:15]))
+
+
+# ---------------------------------------------------------------------------- processes
+
+def test_processes_match_finds_the_process(t):
+    marker = "rbtest-marker-%d" % os.getpid()
+    p = start_holder(t, t.path("h2.log"), marker)
+    v, _, _ = probe(t, '''
+local r = must(sys.processes { match = %s, sample = "50ms" })
+emit("count", r.count)
+local p = r[1]
+emit("pid", p.pid) emit("user", p.user) emit("cmdline", p.cmdline) emit("rss", p.rss)
+emit("cpu", p.cpu_pct) emit("state", p.state)''' % lua_str(marker))
+    expect_eq(v["count"], "1")
+    expect_eq(int(v["pid"]), p.pid)
+    expect_eq(v["user"], pwd.getpwuid(os.getuid()).pw_name)
+    expect_in(marker, v["cmdline"])
+    if int(v["rss"]) < 1 * MiB:
+        fail("rss of a python process is %s bytes?" % v["rss"])
+    expect_eq(float(v["cpu"]), 0.0, "an idle process uses no CPU")
+
+
+def test_processes_sample_is_interrupted_by_ctrl_c(t):
+    path = t.write("sample.lua", '''local sys = require "sys"
+return runbook {
+  name = "sample", summary = "s", severity = "SEV4",
+  step "p" { title = "sample", run = function(ctx)
+    print("sampling now")
+    must(sys.processes { sample = "60s", timeout = "90s" })
+  end },
+}
+''')
+    p = t.pty(["exec", path, "--auto"])
+    p.expect("sampling now")
+    start = time.monotonic()
+    p.ctrl_c()
+    p.expect(r"interrupted by Ctrl-C")
+    if time.monotonic() - start > 5:
+        fail("Ctrl-C took %.1f s to stop the sample" % (time.monotonic() - start))
+    p.expect(r"Enter: retry")
+    p.sendline("q")
+    expect_eq(p.wait(), 5, "quit after the failure")
+
+
+# ------------------------------------------------------------------------- memory, load
+
+def test_memory_and_load_agree_with_proc(t):
+    v, _, _ = probe(t, '''
+local m = must(sys.memory())
+emit("total", m.total) emit("swap_total", m.swap_total) emit("used_pct", m.used_pct)
+local l = must(sys.load())
+emit("cpus", l.cpus) emit("tasks", l.total_tasks) emit("uptime", l.uptime)''')
+    info = {}
+    with open("/proc/meminfo") as f:
+        for line in f:
+            k, rest = line.split(":", 1)
+            info[k] = int(rest.split()[0]) * 1024
+    expect_eq(int(v["total"]), info["MemTotal"], "MemTotal")
+    expect_eq(int(v["swap_total"]), info["SwapTotal"], "SwapTotal")
+    if not 0 < float(v["used_pct"]) < 100:
+        fail("used_pct %s" % v["used_pct"])
+    expect_eq(int(v["cpus"]), os.sysconf("SC_NPROCESSORS_ONLN"))
+    if int(v["tasks"]) < 2 or float(v["uptime"]) <= 0:
+        fail("load: %r" % v)
+
+
+# ---------------------------------------------------------------------------- tail, grep
+
+def test_tail_returns_the_last_lines_across_chunks(t):
+    big = t.write("big.log", "".join("line %06d %s\n" % (i, "x" * 40) for i in range(1, 20001)))
+    t.write("short.log", "one\ntwo\nthree")      # no final newline
+    t.write("empty.log", "")
+    v, _, _ = probe(t, '''
+local r = must(sys.tail(%s, { lines = 3000 }))
+emit("n", #r.lines) emit("first", r.lines[1]:sub(1, 11)) emit("last", r.lines[#r.lines]:sub(1, 11))
+emit("size", r.size)
+local s = must(sys.tail(%s, { lines = 2 }))
+emit("short", table.concat(s.lines, ","))
+emit("all", table.concat(must(sys.tail(%s, { lines = 99 })).lines, ","))
+emit("empty", #must(sys.tail(%s)).lines)
+local _, err, kind = sys.tail(%s)
+emit("dir", err .. " / " .. kind)''' % (lua_str(big), lua_str(t.path("short.log")), lua_str(t.path("short.log")),
+                                      lua_str(t.path("empty.log")), lua_str(t.dir)))
+    expect_eq(v["n"], "3000")
+    expect_eq(v["first"], "line 017001")
+    expect_eq(v["last"], "line 020000")
+    expect_eq(int(v["size"]), os.path.getsize(big))
+    expect_eq(v["short"], "two,three")
+    expect_eq(v["all"], "one,two,three")
+    expect_eq(v["empty"], "0")
+    expect_eq(v["dir"], "sys.tail %s: not a regular file / error" % t.dir)
+
+
+def test_grep_keeps_the_last_matches_with_line_numbers(t):
+    log = t.write("app.log", "".join(
+        ("%d ERROR disk full\n" if i % 10 == 0 else "%d info ok\n") % i for i in range(1, 1001)))
+    v, _, _ = probe(t, '''
+local r = must(sys.grep(%s, "error", { icase = true, limit = 3 }))
+local out = {}
+for _, m in ipairs(r.matches) do out[#out + 1] = m.line .. ":" .. m.text end
+emit("matches", table.concat(out, "|")) emit("count", r.count) emit("lines", r.lines)
+emit("none", must(sys.grep(%s, "error")).count)
+local ok, err = pcall(sys.grep, %s, "(")
+emit("bad", err)''' % (lua_str(log), lua_str(log), lua_str(log)))
+    expect_eq(v["matches"], "980:980 ERROR disk full|990:990 ERROR disk full|1000:1000 ERROR disk full")
+    expect_eq(v["count"], "100")
+    expect_eq(v["lines"], "1000")
+    expect_eq(v["none"], "0", "case-sensitive by default")
+    expect_in("sys.grep: bad regular expression '('", v["bad"])
+
+
+# ------------------------------------------------------------------------------- audit
+
+def test_sys_probes_are_recorded(t):
+    _, _, _ = probe(t, 'must(sys.fs(%s)) must(sys.memory())' % lua_str(t.dir))
+    _, _, records = t.read_transcript(t.path("probe.cast"))
+    probes = [r for r in records if r["type"] == "probe"]
+    expect_eq([r["primitive"] for r in probes], ["sys.fs", "sys.memory"])
+    expect_eq(probes[0]["target"], t.dir)
+    expect_eq(probes[0]["outcome"], "ok")
+    expect_in("% used", probes[0]["summary"])
