@@ -199,6 +199,9 @@ void luax_audit_probe(const char *primitive, const char *target, msec_t deadline
 	jb_open(&b);
 	jb_kstr(&b, "primitive", primitive);
 	jb_kstr_redacted(&b, "target", target);
+	msec_t cap = sched_cap();   /* --timeout: what the primitive really had */
+	if (cap > 0 && (deadline_ms <= 0 || cap < deadline_ms))
+		deadline_ms = cap;
 	if (deadline_ms > 0)
 		jb_kint(&b, "deadline_ms", deadline_ms);
 	char num[32];

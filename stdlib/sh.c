@@ -51,7 +51,11 @@ static const char *const action_options[] = {
 	"irreversible", "target", "summary", "blast", NULL,
 };
 
-struct capture { char *data; size_t len, max; bool truncated, at_line_start; };
+/* line: the live output's unfinished line, held back until its newline so that redaction sees a
+ * secret whole even when the command writes it in pieces. */
+struct capture { char *data; size_t len, max; bool truncated; char *line; size_t line_len; };
+
+#define LIVE_LINE_MAX 8192
 
 struct command {
 	const char *fn;            /* "sh.read" or "sh.action" */
@@ -217,6 +221,35 @@ static void free_command(struct command *c)
 
 static int pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
 
+static void hold(struct capture *cap, const char *s, size_t n)
+{
+	if (n == 0)
+		return;
+	char *grown = realloc(cap->line, cap->line_len + n);
+	if (!grown)
+		abort();
+	cap->line = grown;
+	memcpy(cap->line + cap->line_len, s, n);
+	cap->line_len += n;
+}
+
+/* Shows the held line (prefix, text, newline) in one write, and empties it. */
+static void show_line(struct capture *cap)
+{
+	const char *prefix = term_color() ? "    \033[2m│\033[0m " : "    │ ";
+	size_t plen = strlen(prefix);
+	char *out = malloc(plen + cap->line_len + 1);
+	if (!out)
+		abort();
+	memcpy(out, prefix, plen);
+	if (cap->line_len)
+		memcpy(out + plen, cap->line, cap->line_len);
+	out[plen + cap->line_len] = '\n';
+	out_write(out, plen + cap->line_len + 1);
+	free(out);
+	cap->line_len = 0;
+}
+
 static void stream(struct capture *cap, const char *buf, size_t n, bool quiet)
 {
 	size_t keep = cap->len < cap->max ? cap->max - cap->len : 0;
@@ -234,22 +267,18 @@ static void stream(struct capture *cap, const char *buf, size_t n, bool quiet)
 	}
 	if (quiet)
 		return;
-	/* Live output, indented under the step so that it reads as the command's, not ours. */
-	const char *prefix = term_color() ? "    \033[2m│\033[0m " : "    │ ";
+	/* Live output, whole lines only, indented under the step so that it reads as the command's. */
 	size_t start = 0;
 	for (size_t i = 0; i < n; i++) {
-		if (cap->at_line_start) {
-			out_write(prefix, strlen(prefix));
-			cap->at_line_start = false;
-		}
 		if (buf[i] == '\n') {
-			out_write(buf + start, i + 1 - start);
+			hold(cap, buf + start, i - start);
+			show_line(cap);
 			start = i + 1;
-			cap->at_line_start = true;
 		}
 	}
-	if (start < n)
-		out_write(buf + start, n - start);
+	hold(cap, buf + start, n - start);
+	if (cap->line_len >= LIVE_LINE_MAX)
+		show_line(cap);
 }
 
 static void drain(int *fd, struct capture *cap, bool quiet)
@@ -344,8 +373,8 @@ static void run_command(const struct command *c, struct outcome *o)
 {
 	double t0 = sched_now_precise();
 	memset(o, 0, sizeof *o);
-	o->out = (struct capture){ .max = c->max_output, .at_line_start = true };
-	o->err = (struct capture){ .max = c->max_output, .at_line_start = true };
+	o->out = (struct capture){ .max = c->max_output };
+	o->err = (struct capture){ .max = c->max_output };
 	pid_t pid;
 	int fds[2] = { -1, -1 };
 	if ((o->spawn_errno = spawn(c, &pid, &fds[0], &fds[1])) != 0) {
@@ -391,14 +420,18 @@ static void run_command(const struct command *c, struct outcome *o)
 	o->code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 	o->signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
 	o->ms = sched_now_precise() - t0;
-	if (!c->quiet && !o->out.at_line_start)
-		out_write("\n", 1);
+	if (o->out.line_len)
+		show_line(&o->out);
+	if (o->err.line_len)
+		show_line(&o->err);
 }
 
 static void free_outcome(struct outcome *o)
 {
 	free(o->out.data);
 	free(o->err.data);
+	free(o->out.line);
+	free(o->err.line);
 }
 
 /* ------------------------------------------------------------------------------------ results */

@@ -88,11 +88,16 @@ function M.verify(path)
   return 1
 end
 
+-- Durations as recorded ("12.345") read as "12.3"; a whole number is not "12.0" or "12".
+local function millis(v)
+  return type(v) == "number" and string.format("%.1f", v) or tostring(v)
+end
+
 local function describe(rec)
   local t = rec.type
   if t == "probe" then
     return string.format("%s %s → %s%s (%s ms)", rec.primitive or "?", rec.target or "", rec.outcome or "?",
-      rec.summary and rec.summary ~= "" and (": " .. rec.summary) or "", tostring(rec.duration_ms))
+      rec.summary and rec.summary ~= "" and (": " .. rec.summary) or "", millis(rec.duration_ms))
   elseif t == "plan" then
     return string.format("%s%s: %s", rec.irreversible and "IRREVERSIBLE " or "", rec.primitive or "?", rec.summary or "")
   elseif t == "confirm" then
@@ -101,14 +106,14 @@ local function describe(rec)
   elseif t == "action_start" then
     return string.format("%s %s", rec.primitive or "?", rec.target or "")
   elseif t == "action_result" then
-    return string.format("%s → %s%s", rec.primitive or "?", rec.outcome or "?",
-      rec.summary and rec.summary ~= "" and (": " .. rec.summary) or "")
+    return string.format("%s → %s%s (%s ms)", rec.primitive or "?", rec.outcome or "?",
+      rec.summary and rec.summary ~= "" and (": " .. rec.summary) or "", millis(rec.duration_ms))
   elseif t == "note" then
     return string.format("[%s] %s", rec.level or "note", rec.text or "")
   elseif t == "step_start" then
     return rec.title or ""
   elseif t == "step_end" then
-    return string.format("%s%s", rec.outcome or "?", rec.duration_ms and (" in " .. rec.duration_ms .. " ms") or "")
+    return string.format("%s%s", rec.outcome or "?", rec.duration_ms and (" in " .. millis(rec.duration_ms) .. " ms") or "")
   elseif t == "error" or t == "interrupt" then
     return rec.message or ""
   elseif t == "session_start" then

@@ -221,7 +221,9 @@ local function banner(run)
   local flags = {}
   if run.dry_run then flags[#flags + 1] = "dry run: actions are only shown" end
   if run.yes then flags[#flags + 1] = "--yes: actions run without asking" end
-  if not core.interactive() then flags[#flags + 1] = "no terminal: actions will not run unless --yes" end
+  if not core.interactive() and not run.yes and not run.dry_run then
+    flags[#flags + 1] = "no terminal: actions will not run unless --yes"
+  end
   if #flags > 0 then render.print(render.yellow(table.concat(flags, " · "))) end
 end
 

@@ -39,6 +39,15 @@ local function strict(name, t)
   })
 end
 
+-- A primitive's argument error names the runbook's line, not this file's: called in tail position
+-- from the wrapper below, level 2 is the runbook code that called the primitive.
+local function blame_caller(ok, ...)
+  if ok then return ... end
+  local e = ...
+  if type(e) == "string" then error(e, 2) end
+  error(e, 0)   -- control signals (Ctrl-C, a declined action) travel unchanged
+end
+
 -- Wraps a native module: read-only, strict, and its functions refuse to run at load time.
 local guarded_cache = {}
 local function guarded(modname)
@@ -51,7 +60,7 @@ local function guarded(modname)
         if loading then
           error(qualified .. ": cannot run while the runbook is loading; call it inside a step's run function", 2)
         end
-        return f(...)
+        return blame_caller(pcall(f, ...))
       end
     else
       proxy[k] = f
