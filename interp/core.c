@@ -11,6 +11,7 @@
 #include "redact.h"
 #include "runbook.h"
 #include "sched.h"
+#include "tasks.h"
 #include "term.h"
 #include "transcript.h"
 #include "modules.h"
@@ -286,6 +287,7 @@ int luaopen_core(lua_State *L)
 		{ "control", core_control }, { "is_control", core_is_control },
 		{ "thread_push", core_thread_push }, { "thread_pop", core_thread_pop },
 		{ "distance", core_distance }, { "modules", core_modules }, { "identity", core_identity },
+		{ "parallel", tasks_parallel },
 		{ NULL, NULL },
 	};
 	luaL_newlib(L, fns);

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -108,17 +109,8 @@ void sched_clear_interrupt(void)
 		disarm_hook();
 }
 
-/*
- * Polls fds plus the self-pipe. Returns READY as soon as any of fds has an event, TIMEOUT once
- * the deadline has passed (checked before sleeping, so a past deadline never blocks), and
- * INTERRUPTED while a Ctrl-C is pending.
- */
-enum sched_wait sched_poll(struct pollfd *fds, int nfds, msec_t deadline)
+static enum sched_wait poll_until(struct pollfd *set, struct pollfd *fds, int nfds, msec_t deadline)
 {
-	enum { MAXFDS = 64 };
-	struct pollfd set[MAXFDS + 1];
-	if (nfds > MAXFDS)
-		nfds = MAXFDS;
 	for (;;) {
 		if (sched_interrupted())
 			return SCHED_INTERRUPTED;
@@ -143,6 +135,24 @@ enum sched_wait sched_poll(struct pollfd *fds, int nfds, msec_t deadline)
 		if (ready)
 			return SCHED_READY;
 	}
+}
+
+/*
+ * Polls fds plus the self-pipe. Returns READY as soon as any of fds has an event, TIMEOUT once
+ * the deadline has passed (checked before sleeping, so a past deadline never blocks), and
+ * INTERRUPTED while a Ctrl-C is pending.
+ */
+enum sched_wait sched_poll(struct pollfd *fds, int nfds, msec_t deadline)
+{
+	enum { SMALL = 16 };
+	struct pollfd small[SMALL + 1];
+	struct pollfd *set = nfds < SMALL ? small : malloc(((size_t)nfds + 1) * sizeof *set);
+	if (!set)
+		abort();
+	enum sched_wait how = poll_until(set, fds, nfds, deadline);
+	if (set != small)
+		free(set);
+	return how;
 }
 
 enum sched_wait sched_sleep_until(msec_t deadline)

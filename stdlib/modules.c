@@ -4,5 +4,6 @@
 const luaL_Reg runbook_modules[] = {
 	{ "sh", luaopen_sh },
 	{ "sys", luaopen_sys },
+	{ "tcp", luaopen_tcp },
 	{ NULL, NULL },
 };

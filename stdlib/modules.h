@@ -11,5 +11,6 @@ extern const luaL_Reg runbook_modules[];
 
 int luaopen_sh(lua_State *L);
 int luaopen_sys(lua_State *L);
+int luaopen_tcp(lua_State *L);
 
 #endif

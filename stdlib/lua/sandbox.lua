@@ -135,7 +135,7 @@ function M.new()
     rawequal = rawequal, rawget = rawget, rawlen = rawlen, rawset = rawset, select = select,
     tonumber = tonumber, tostring = tostring, type = type, setmetatable = setmetatable,
     getmetatable = getmetatable, _VERSION = _VERSION,
-    pcall = sandbox_pcall, xpcall = sandbox_xpcall, print = sandbox_print,
+    pcall = sandbox_pcall, xpcall = sandbox_xpcall, print = sandbox_print, parallel = core.parallel,
     require = sandbox_require,
     string = strict("string", copy(string, { dump = true })),
     table = strict("table", copy(table)),

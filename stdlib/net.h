@@ -1,0 +1,50 @@
+/*
+ * net.h - what the socket modules (tcp, pg, redis) share: bounded name resolution and a
+ * non-blocking connect, both driven through a sched_waiter so they work inside parallel().
+ *
+ * getaddrinfo() blocks for as long as the resolver likes (5 s per attempt by default): a numeric
+ * address resolves at once here, a name in a worker thread (tasks_offload) that the caller stops
+ * waiting for at its deadline.
+ */
+#ifndef NET_H
+#define NET_H
+
+#include <netdb.h>
+#include <stdbool.h>
+#include <sys/socket.h>
+
+#include "tasks.h"
+
+#define NET_MAX_ADDRS 4
+
+struct net_addrs {
+	struct sockaddr_storage addr[NET_MAX_ADDRS];
+	socklen_t len[NET_MAX_ADDRS];
+	int n;
+};
+
+struct net_lookup {
+	struct offload *job;     /* NULL once finished (or for a numeric host) */
+	struct net_addrs addrs;
+	int gai_err;             /* EAI_* after a failed lookup, else 0 */
+};
+
+/* Starts resolving; returns false when no lookup could be started (out of threads or fds). */
+bool net_lookup_start(struct net_lookup *l, const char *host, const char *port);
+/* While l->job is set: add its fd to the waiter, and after the wait call net_lookup_poll(),
+ * which returns true once the addresses (or gai_err) are in. */
+void net_lookup_want(struct net_lookup *l, struct sched_waiter *w);
+bool net_lookup_poll(struct net_lookup *l);
+void net_lookup_cancel(struct net_lookup *l);
+
+/* A non-blocking socket connecting to addr: returns the fd (connect in progress or done) or -1
+ * with errno set. After POLLOUT, net_connect_result() gives 0 or the connect errno. */
+int net_connect_start(const struct sockaddr_storage *addr, socklen_t len);
+int net_connect_result(int fd);
+
+/* The error kind for a connect/IO errno: refused, timeout, unreachable, reset, error. */
+const char *net_errno_kind(int err);
+/* "connection refused", ... : lowercase causes for messages. */
+const char *net_errno_cause(int err);
+
+#endif

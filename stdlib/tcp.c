@@ -1,0 +1,201 @@
+/*
+ * tcp.c - is anything listening? (require "tcp")
+ *
+ *   tcp.connect(host, port, { timeout = 2 }) -> { host, port, address, ms } | nil, err, kind
+ *
+ * A TCP handshake and nothing else, bounded as a whole (name lookup included) by one deadline.
+ * Kinds: dns, refused, timeout, unreachable, interrupted, error. It is also the smallest example
+ * of a primitive written as a state machine over a sched_waiter (see interp/tasks.h), so it runs
+ * concurrently inside parallel().
+ */
+#include "luax.h"
+#include "modules.h"
+#include "net.h"
+#include "tasks.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <lauxlib.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#define DEFAULT_TIMEOUT_MS 2000
+#define CONNECT_MT "runbook.tcp.connect"
+
+enum state { LOOKING_UP, CONNECTING, DONE };
+
+struct connect_op {
+	struct sched_waiter w;
+	struct net_lookup lookup;
+	enum state state;
+	int fd, next_addr;
+	char target[300], address[INET6_ADDRSTRLEN + 8];
+	const char *kind;          /* NULL on success */
+	char cause[160];
+	msec_t timeout_ms;
+	double t0;
+};
+
+static void fail(struct connect_op *op, const char *kind, const char *cause)
+{
+	op->kind = kind;
+	snprintf(op->cause, sizeof op->cause, "%s", cause);
+	op->state = DONE;
+}
+
+static void format_address(struct connect_op *op, const struct sockaddr_storage *a)
+{
+	char ip[INET6_ADDRSTRLEN] = "?";
+	if (a->ss_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)a)->sin_addr, ip, sizeof ip);
+	else if (a->ss_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)a)->sin6_addr, ip, sizeof ip);
+	snprintf(op->address, sizeof op->address, "%s", ip);
+}
+
+/* Starts connecting to the next address; false when there is none left. */
+static bool try_next_address(struct connect_op *op, int last_err)
+{
+	while (op->next_addr < op->lookup.addrs.n) {
+		int i = op->next_addr++;
+		op->fd = net_connect_start(&op->lookup.addrs.addr[i], op->lookup.addrs.len[i]);
+		if (op->fd >= 0) {
+			format_address(op, &op->lookup.addrs.addr[i]);
+			return true;
+		}
+		last_err = errno;
+	}
+	fail(op, net_errno_kind(last_err), net_errno_cause(last_err));
+	return false;
+}
+
+/* One step of the state machine after a wait; true when the call is over. */
+static bool advance(struct connect_op *op)
+{
+	if (op->w.result == SCHED_INTERRUPTED) {
+		fail(op, "interrupted", "interrupted");
+		return true;
+	}
+	bool late = op->w.result == SCHED_TIMEOUT || sched_now() >= op->w.deadline;
+	if (op->state == LOOKING_UP) {
+		if (!net_lookup_poll(&op->lookup)) {
+			if (late) {
+				fail(op, "timeout", "name lookup timed out");
+				return true;
+			}
+			tasks_wait_init(&op->w, op->w.deadline);
+			net_lookup_want(&op->lookup, &op->w);
+			return false;
+		}
+		if (op->lookup.gai_err) {
+			fail(op, "dns", gai_strerror(op->lookup.gai_err));
+			return true;
+		}
+		op->state = CONNECTING;
+		if (!try_next_address(op, ECONNREFUSED))
+			return true;
+	} else if (op->state == CONNECTING && op->w.nfds && op->w.fds[0].revents) {
+		int err = net_connect_result(op->fd);
+		if (err == 0) {
+			op->state = DONE;
+			return true;
+		}
+		close(op->fd);
+		op->fd = -1;
+		if (!try_next_address(op, err))
+			return true;
+	}
+	if (late) {
+		fail(op, "timeout", "timed out (a firewall dropping packets, or an overloaded listener)");
+		return true;
+	}
+	tasks_wait_init(&op->w, op->w.deadline);
+	tasks_want(&op->w, op->fd, POLLOUT);
+	return false;
+}
+
+static int finish(lua_State *L, struct connect_op *op)
+{
+	double ms = sched_now_precise() - op->t0;
+	if (op->fd >= 0)
+		close(op->fd);
+	op->fd = -1;
+	char summary[200];
+	if (op->kind) {
+		snprintf(summary, sizeof summary, "%s", op->cause);
+		luax_audit_probe("tcp.connect", op->target, op->timeout_ms, ms, op->kind, summary);
+		return luax_fail(L, op->kind, "tcp.connect %s: %s", op->target, op->cause);
+	}
+	snprintf(summary, sizeof summary, "connected to %s in %.1f ms", op->address, ms);
+	luax_audit_probe("tcp.connect", op->target, op->timeout_ms, ms, "ok", summary);
+	lua_createtable(L, 0, 4);
+	lua_pushvalue(L, 1);
+	lua_setfield(L, -2, "host");
+	lua_pushvalue(L, 2);
+	lua_setfield(L, -2, "port");
+	luax_setstr(L, "address", op->address);
+	luax_setnum(L, "ms", ms);
+	return 1;
+}
+
+static int connect_k(lua_State *L, int status, lua_KContext ctx)
+{
+	(void)status;
+	struct connect_op *op = (struct connect_op *)ctx;
+	for (;;) {
+		if (op->state == DONE || advance(op))
+			return finish(L, op);
+		if (tasks_must_yield(L))
+			return tasks_yield(L, &op->w, ctx, connect_k);
+		tasks_block(&op->w);
+	}
+}
+
+static int connect_gc(lua_State *L)
+{
+	struct connect_op *op = luaL_checkudata(L, 1, CONNECT_MT);
+	if (op->fd >= 0)
+		close(op->fd);
+	op->fd = -1;
+	net_lookup_cancel(&op->lookup);
+	return 0;
+}
+
+static const char *const connect_options[] = { "timeout", NULL };
+
+static int tcp_connect(lua_State *L)
+{
+	const char *host = luaL_checkstring(L, 1);
+	lua_Integer port = luaL_checkinteger(L, 2);
+	luaL_argcheck(L, port > 0 && port < 65536, 2, "port must be 1-65535");
+	luax_check_options(L, 3, "tcp.connect", connect_options);
+	msec_t timeout = luax_opt_duration(L, 3, "timeout", DEFAULT_TIMEOUT_MS, "tcp.connect");
+	lua_settop(L, 2);
+
+	struct connect_op *op = lua_newuserdatauv(L, sizeof *op, 0);
+	memset(op, 0, sizeof *op);
+	op->fd = -1;
+	luaL_setmetatable(L, CONNECT_MT);
+	snprintf(op->target, sizeof op->target, strchr(host, ':') ? "[%s]:%lld" : "%s:%lld", host, (long long)port);
+	op->timeout_ms = timeout;
+	op->t0 = sched_now_precise();
+	tasks_wait_init(&op->w, sched_deadline(timeout));
+	char portstr[8];
+	snprintf(portstr, sizeof portstr, "%lld", (long long)port);
+	if (!net_lookup_start(&op->lookup, host, portstr))
+		fail(op, "error", "cannot start the name lookup (out of threads or file descriptors)");
+	return connect_k(L, LUA_OK, (lua_KContext)op);
+}
+
+int luaopen_tcp(lua_State *L)
+{
+	static const luaL_Reg fns[] = { { "connect", tcp_connect }, { NULL, NULL } };
+	if (luaL_newmetatable(L, CONNECT_MT)) {
+		lua_pushcfunction(L, connect_gc);
+		lua_setfield(L, -2, "__gc");
+	}
+	lua_pop(L, 1);
+	luaL_newlib(L, fns);
+	return 1;
+}
