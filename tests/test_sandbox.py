@@ -25,7 +25,7 @@ ATTEMPTS = [
      "attempt to load a binary chunk"),
     ("load reader", 'local p = { "\\27Lua" }; local f, e = load(function() return table.remove(p) end); '
                     'if not f then error(e) end; return f', "attempt to load a binary chunk"),
-    ("require socket", 'return require "socket"', "module 'socket' is not available to runbooks (available: sh, sys)"),
+    ("require socket", 'return require "socket"', "module 'socket' is not available to runbooks (available: "),
     ("require io", 'return require "io"', "module 'io' is not available to runbooks"),
     ("require core", 'return require "core"', "module 'core' is not available to runbooks"),
     ("require os", 'return require "os"', "module 'os' is not available to runbooks"),
