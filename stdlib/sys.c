@@ -32,6 +32,7 @@
 #include "luax.h"
 #include "modules.h"
 #include "sched.h"
+#include "tasks.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -39,11 +40,8 @@
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <limits.h>
-#include <pthread.h>
 #include <pwd.h>
 #include <regex.h>
-#include <signal.h>
-#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -197,13 +195,10 @@ static ssize_t read_small(const char *path, char *buf, size_t size)
 
 /*
  * stat() and statvfs() of a path on a hung NFS or FUSE mount block in the kernel, where no
- * signal reaches them. They run in a worker thread; the caller waits on a pipe through the
- * scheduler and walks away at the deadline. The job is reference-counted so whichever side
- * finishes last frees it: a stuck worker costs one small allocation and one thread, not the run.
+ * signal reaches them. They run in a worker thread (tasks_offload) that the caller stops
+ * waiting for at the deadline: a stuck worker costs one small job and one thread, not the run.
  */
 struct fsjob {
-	atomic_int refs;
-	int wake[2];
 	char *path;
 	bool want_realpath;
 	int err;
@@ -211,30 +206,21 @@ struct fsjob {
 	char *real;
 };
 
-static void fsjob_release(struct fsjob *j)
-{
-	if (atomic_fetch_sub(&j->refs, 1) != 1)
-		return;
-	close(j->wake[0]);
-	close(j->wake[1]);
-	free(j->path);
-	free(j->real);
-	free(j);
-}
-
-static void *fsjob_run(void *arg)
+static void fsjob_run(void *arg)
 {
 	struct fsjob *j = arg;
 	if (j->want_realpath && !(j->real = realpath(j->path, NULL)))
 		j->err = errno;
 	else if (statvfs(j->real ? j->real : j->path, &j->vfs) != 0)
 		j->err = errno;
-	ssize_t n;
-	do
-		n = write(j->wake[1], "", 1);
-	while (n < 0 && errno == EINTR);
-	fsjob_release(j);
-	return NULL;
+}
+
+static void fsjob_free(void *arg)
+{
+	struct fsjob *j = arg;
+	free(j->path);
+	free(j->real);
+	free(j);
 }
 
 /*
@@ -246,34 +232,14 @@ static int bounded_statvfs(const char *path, msec_t deadline, struct statvfs *ou
 	struct fsjob *j = calloc(1, sizeof *j);
 	if (!j)
 		return ENOMEM;
-	if (pipe2(j->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
-		int e = errno;
-		free(j);
-		return e;
-	}
 	j->path = xstrdup(path);
 	j->want_realpath = real != NULL;
-	atomic_init(&j->refs, 2);
-
-	/* The worker must never run the SIGINT handler: that belongs to the Lua thread. */
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	pthread_attr_t attr;
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	pthread_attr_setstacksize(&attr, 64 * 1024);
-	pthread_t t;
-	int rc = pthread_create(&t, &attr, fsjob_run, j);
-	pthread_attr_destroy(&attr);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (rc != 0) {
-		atomic_store(&j->refs, 1);
-		fsjob_release(j);
-		return rc;
+	struct offload *o = tasks_offload(fsjob_run, j, fsjob_free);
+	if (!o) {
+		fsjob_free(j);
+		return EAGAIN;
 	}
-
-	struct pollfd pfd = { .fd = j->wake[0], .events = POLLIN };
+	struct pollfd pfd = { .fd = tasks_offload_fd(o), .events = POLLIN };
 	enum sched_wait w = sched_poll(&pfd, 1, deadline);
 	int err = w == SCHED_READY ? j->err : w == SCHED_TIMEOUT ? ETIMEDOUT : EINTR;
 	if (w == SCHED_READY && !err) {
@@ -283,7 +249,7 @@ static int bounded_statvfs(const char *path, msec_t deadline, struct statvfs *ou
 			j->real = NULL;
 		}
 	}
-	fsjob_release(j);
+	tasks_offload_release(o);
 	return err;
 }
 
