@@ -108,6 +108,10 @@ local function describe(rec)
   elseif t == "action_result" then
     return string.format("%s → %s%s (%s ms)", rec.primitive or "?", rec.outcome or "?",
       rec.summary and rec.summary ~= "" and (": " .. rec.summary) or "", millis(rec.duration_ms))
+  elseif t == "check" then
+    local v = type(rec.value) == "number" and (math.tointeger(rec.value) or rec.value) or "?"
+    return string.format("%s: %s → %s%s", rec.label or "?", tostring(v), rec.status or "?",
+      (rec.warn or rec.crit) and string.format(" (warn %s, crit %s)", rec.warn or "-", rec.crit or "-") or "")
   elseif t == "note" then
     return string.format("[%s] %s", rec.level or "note", rec.text or "")
   elseif t == "step_start" then

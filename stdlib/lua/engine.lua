@@ -2,6 +2,7 @@
 -- The invariants live in C (gate, transcript, redaction, deadlines); this file is the policy:
 -- what to ask between steps and what a run's outcome is.
 local core   = require "core"
+local check  = require "check"
 local cjson  = require "cjson"
 local dsl    = require "dsl"
 local render = require "render"
@@ -12,6 +13,8 @@ local EXIT = { ok = 0, failed = 1, usage = 2, escalated = 3, declined = 4, abort
 M.EXIT = EXIT
 
 local function json(t) return cjson.encode(t) end
+local CHECK_LEVEL = { OK = "ok", WARNING = "finding", CRITICAL = "finding", UNKNOWN = "note" }
+
 local function audit(kind, fields) core.audit(kind, json(fields or {})) end
 
 local function iso_now() return os.date("!%Y-%m-%dT%H:%M:%SZ") end
@@ -43,6 +46,28 @@ local function new_ctx(run, rb, inputs)
   function methods.finding(_, ...) say("finding", ...) end
   function methods.note(_, ...) say("note", ...) end
   function methods.show(_, text) render.block(text) end
+
+  -- Judges a measured value (see check.lua), shows it in its status colour and records it.
+  function methods.check(_, label, value, opts)
+    if type(label) ~= "string" then error("ctx:check(label, value, { warn = , crit = , format = })", 2) end
+    opts = opts or {}
+    local format = opts.format or tostring
+    local thresholds = { warn = opts.warn, crit = opts.crit }
+    for k in pairs(opts) do
+      if k ~= "warn" and k ~= "crit" and k ~= "format" then
+        error("ctx:check: unknown option '" .. tostring(k) .. "' (warn, crit, format)", 2)
+      end
+    end
+    local status, why = check.judge(value, thresholds)
+    local text = string.format("%s %s: %s", status, label, value ~= nil and format(value) or "?")
+    if why then text = text .. " (" .. why .. ")" end
+    render.outcome(CHECK_LEVEL[status], text, status)
+    audit("check", { label = core.redact(label), value = type(value) == "number" and value or nil,
+                     warn = opts.warn and tostring(opts.warn), crit = opts.crit and tostring(opts.crit),
+                     status = status })
+    if status ~= check.OK then run.step_findings = run.step_findings + 1 end
+    return status
+  end
 
   function methods.jump(_, id)
     local target = rb.by_id[id] or rb.steps[math.tointeger(id) or 0]

@@ -84,10 +84,22 @@ local marks = {
   error = function() return M.red("!") end,
 }
 
--- "  ✔ text", continuation lines indented under the text.
-function M.outcome(level, text)
+-- A check's status: its mark and the colour of its leading status word.
+local status_style = {
+  OK = { "✔", M.green }, WARNING = { "!", M.yellow }, CRITICAL = { "✖", M.red },
+  UNKNOWN = { "?", function(s) return paint("35", s) end },
+}
+
+-- "  ✔ text", continuation lines indented under the text. With a check status, the mark and
+-- the status word at the start of text take its colour.
+function M.outcome(level, text, status)
   local mark = marks[level] and marks[level]() or "·"
   text = tostring(text):gsub("\n", "\n    ")
+  local style = status and status_style[status]
+  if style then
+    mark = style[2](style[1])
+    if text:sub(1, #status) == status then text = style[2](status) .. text:sub(#status + 1) end
+  end
   M.print("  " .. mark .. " " .. text)
 end
 

@@ -136,6 +136,7 @@ function M.new()
     tonumber = tonumber, tostring = tostring, type = type, setmetatable = setmetatable,
     getmetatable = getmetatable, _VERSION = _VERSION,
     pcall = sandbox_pcall, xpcall = sandbox_xpcall, print = sandbox_print, parallel = core.parallel,
+    check = strict("check", copy(require "check")),
     require = sandbox_require,
     string = strict("string", copy(string, { dump = true })),
     table = strict("table", copy(table)),
