@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The issue-3 benchmark: a 10-probe diagnostic (PostgreSQL SELECT 1, connections by state, blocked
+# queries; Redis PING, INFO memory, LLEN; HTTP GET /health; disk, memory, load) three ways:
+#   runbook exec bench/diagnostic/diag.lua --auto     (parallel, one process)
+#   bench/diagnostic/diag.sh                           (psql, redis-cli, curl, df, free)
+#   bench/diagnostic/diag.c                            (hand-written C, same libraries, sequential)
+# against servers it starts on 127.0.0.1 (postgresql, redis-server, a python HTTP server), then
+# again with all three unreachable (listeners that never answer), where the deadline is 2 s.
+#   bench/diagnostic.sh [BINARY] [RUNS]      needs: postgresql, redis-server, curl, time (apt)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+bin=$(realpath "${1:-$here/../runbook}")
+runs=${2:-20}
+work=$(mktemp -d)
+chmod 755 "$work"
+pids=()
+cleanup() {
+    [ -f "$work/pg/postmaster.pid" ] && kill "$(head -1 "$work/pg/postmaster.pid")" 2>/dev/null || true
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+pgbin=/usr/lib/postgresql/15/bin
+
+pgport=$(free_port); rport=$(free_port); hport=$(free_port)
+mkdir -p "$work/pg" && [ "$(id -u)" = 0 ] && chown postgres "$work/pg"
+as_pg "$pgbin/initdb" -D "$work/pg" -U bench --auth=trust >/dev/null
+as_pg "$pgbin/pg_ctl" -D "$work/pg" -o "-c listen_addresses=127.0.0.1 -p $pgport -k $work/pg" -l "$work/pg/log" -w start >/dev/null
+redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" >/dev/null & pids+=($!)
+python3 - "$hport" <<'PY' & pids+=($!)
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b'{"status":"ok"}'
+        self.send_response(200); self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+PY
+for _ in $(seq 100); do
+    redis-cli -p "$rport" ping >/dev/null 2>&1 && curl -fs "http://127.0.0.1:$hport/" >/dev/null 2>&1 && break
+    sleep 0.05
+done
+redis-cli -p "$rport" rpush jobs a b c >/dev/null
+
+cc -O2 $(pkg-config --cflags libpq hiredis libcurl) -o "$work/diag" "$here/diagnostic/diag.c" $(pkg-config --libs libpq hiredis libcurl)
+
+pg="postgresql://bench@127.0.0.1:$pgport/postgres"
+args_c=("$pg" 127.0.0.1 "$rport" "http://127.0.0.1:$hport/health" jobs)
+rb() { "$bin" exec "$here/diagnostic/diag.lua" --auto --transcript "$work/t.$RANDOM$RANDOM.cast" \
+        pg="$1" redis="redis://127.0.0.1:$2/0" url="$4" queue="$5"; }
+
+# mean wall-clock ms over $runs runs, and the peak RSS (KiB) of the last one
+measure() { # label, command...
+    local label=$1; shift
+    local start end rss
+    "$@" >/dev/null 2>&1 || true   # warm-up
+    start=$(date +%s%N)
+    for ((i = 0; i < runs; i++)); do "$@" >/dev/null 2>&1 || true; done
+    end=$(date +%s%N)
+    rss=$( { /usr/bin/time -f '%M' "$@" >/dev/null 2>/dev/null; } 2>&1 | tail -1)
+    local ms=$(( (end - start) / runs / 1000 ))
+    printf '%-34s %9.1f ms   peak RSS %6s KiB\n' "$label" "$(echo "$ms / 1000" | bc -l)" "$rss"
+    echo "$ms" > "$work/last"
+}
+echo "servers up: postgres :$pgport, redis :$rport, http :$hport; $runs runs each"
+measure "runbook exec diag.lua --auto" rb "${args_c[@]}";  t_rb=$(cat "$work/last")
+measure "bash: psql, redis-cli, curl" "$here/diagnostic/diag.sh" "${args_c[@]}";  t_sh=$(cat "$work/last")
+measure "hand-written C" "$work/diag" "${args_c[@]}";  t_c=$(cat "$work/last")
+echo "runbook vs bash: $(echo "scale=1; $t_sh / $t_rb" | bc)x faster; runbook vs C: $(echo "scale=2; $t_rb / $t_c" | bc)x the time"
+
+# Unreachable: listeners whose accept queue is full drop the SYNs, so every connect waits for its deadline.
+python3 - "$work/holes" <<'PY' & pids+=($!)
+import socket, sys, time, os
+socks, ports = [], []
+for _ in range(3):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(0); ports.append(s.getsockname()[1]); socks.append(s)
+    for _ in range(4):
+        c = socket.socket(); c.setblocking(False); c.connect_ex(("127.0.0.1", ports[-1])); socks.append(c)
+open(sys.argv[1], "w").write(" ".join(map(str, ports)))
+time.sleep(3600)
+PY
+for _ in $(seq 100); do [ -s "$work/holes" ] && break; sleep 0.05; done
+read -r h1 h2 h3 < "$work/holes"
+runs=1
+dead=("postgresql://bench@127.0.0.1:$h1/postgres" 127.0.0.1 "$h2" "http://127.0.0.1:$h3/health" jobs)
+echo "all three unreachable (deadline 2 s each):"
+measure "runbook exec diag.lua --auto" rb "${dead[@]}"
+measure "bash: psql, redis-cli, curl" "$here/diagnostic/diag.sh" "${dead[@]}"
+measure "hand-written C" "$work/diag" "${dead[@]}"
