@@ -12,12 +12,12 @@ DEPS_TEST  := python3 util-linux postgresql redis-server openssl
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wformat=2 -Wno-format-nonliteral -Wpointer-arith -Wvla
 CFLAGS  ?= -O2 -g
-ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -iquote interp -iquote stdlib \
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -iquote interp -iquote stdlib -iquote lab \
              -DRUNBOOK_SHARE='"$(SHARE)"' $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
 ASAN    := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-SRC     := $(wildcard interp/*.c) $(wildcard stdlib/*.c)
+SRC     := $(wildcard interp/*.c) $(wildcard stdlib/*.c) $(wildcard lab/*.c)
 LUA     := $(sort $(wildcard stdlib/lua/*.lua))
 OBJ     := $(SRC:%.c=obj/%.o) obj/embedded.o
 OBJ_ASAN:= $(SRC:%.c=obj-asan/%.o) obj-asan/embedded.o

@@ -16,11 +16,16 @@
 #include "transcript.h"
 #include "modules.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
 #include <lauxlib.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <pwd.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -246,6 +251,45 @@ static int core_identity(lua_State *L)
 	return 1;
 }
 
+/* Processes the library manages itself (the lab's servers): signal by name, liveness. */
+static int core_kill(lua_State *L)
+{
+	static const char *const names[] = { "TERM", "KILL", "STOP", "CONT", "HUP", "INT", "0", NULL };
+	static const int sigs[] = { SIGTERM, SIGKILL, SIGSTOP, SIGCONT, SIGHUP, SIGINT, 0 };
+	pid_t pid = (pid_t)luaL_checkinteger(L, 1);
+	int sig = sigs[luaL_checkoption(L, 2, "TERM", names)];
+	luaL_argcheck(L, pid > 1, 1, "not a process id");
+	if (kill(pid, sig) != 0)
+		return luax_fail(L, errno == ESRCH ? "gone" : "error", "kill %d: %s", (int)pid, strerror(errno));
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* A port on 127.0.0.1 that nothing listens on right now (the kernel's choice). */
+static int core_free_port(lua_State *L)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	socklen_t len = sizeof a;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
+		if (fd >= 0)
+			close(fd);
+		return luax_fail(L, "error", "free port: %s", strerror(errno));
+	}
+	close(fd);
+	lua_pushinteger(L, ntohs(a.sin_port));
+	return 1;
+}
+
+static int core_exe(lua_State *L)
+{
+	char exe[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	lua_pushlstring(L, exe, n > 0 ? (size_t)n : 0);
+	return 1;
+}
+
 /*
  * PREFIX/share/runbook for the PREFIX the binary runs from (/proc/self/exe is PREFIX/bin/runbook),
  * so that an install staged with DESTDIR, or moved, still finds its runbooks; the PREFIX it was
@@ -288,6 +332,7 @@ int luaopen_core(lua_State *L)
 		{ "thread_push", core_thread_push }, { "thread_pop", core_thread_pop },
 		{ "distance", core_distance }, { "modules", core_modules }, { "identity", core_identity },
 		{ "parallel", tasks_parallel },
+		{ "kill", core_kill }, { "free_port", core_free_port }, { "exe", core_exe },
 		{ NULL, NULL },
 	};
 	luaL_newlib(L, fns);

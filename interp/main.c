@@ -5,6 +5,7 @@
  * parsed by stdlib/lua/cli.lua, which returns the exit code (see runbook.h).
  */
 #include "host.h"
+#include "labd.h"
 #include "redact.h"
 #include "runbook.h"
 #include "sched.h"
@@ -26,6 +27,7 @@ static const char usage[] =
 	"  check FILE...             load and validate runbooks; touches no server\n"
 	"  transcript verify FILE    complete, truncated at line N, or invalid at line N\n"
 	"  transcript show FILE      the audit records of a transcript, readably\n"
+	"  lab up|status|down        a local PostgreSQL, Redis and HTTP service to rehearse on\n"
 	"  help [COMMAND]            this text, or a command's\n"
 	"\n"
 	"options: --help, --version\n"
@@ -62,6 +64,11 @@ static const struct { const char *name, *help; } commands[] = {
 	                "verify checks the hash chain and prints \"complete\", \"truncated at line N\" or \"invalid at line N\".\n"
 	                "exit codes: 0 complete, 1 truncated or invalid, 2 usage error\n"
 	                "show prints the audit records: time, step, type and what happened.\n" },
+	{ "lab", "usage: runbook lab up | status | down\n\n"
+	         "A real PostgreSQL, Redis and HTTP service (GET /health reports both) on 127.0.0.1 and free ports,\n"
+	         "under $XDG_STATE_HOME/runbook/lab, for rehearsing incidents. Nothing runs as a system service;\n"
+	         "down stops everything by PID and removes the data.\n"
+	         "exit codes: 0 up (or stopped), 1 a component is not healthy or failed to start, 2 usage error\n" },
 	{ "help", "usage: runbook help [COMMAND]\n" },
 };
 
@@ -136,6 +143,8 @@ int main(int argc, char **argv)
 		fputs(h, stdout);
 		return EXIT_OK;
 	}
+	if (strcmp(cmd, "lab") == 0 && argc > 2 && strcmp(argv[2], "serve") == 0)
+		return labd_main(argc - 2, argv + 2);
 	const char *help = command_help(cmd);
 	if (!help) {
 		fprintf(stderr, "runbook: '%s' is not a command. See 'runbook --help'.\n", cmd);

@@ -153,6 +153,8 @@ function M.transcript(args)
   return audit[sub](file)
 end
 
+function M.lab(args) return require("lab").main(args) end
+
 function M.main(argv)
   local cmd = argv[1]
   local rest = table.move(argv, 2, #argv, 1, {})

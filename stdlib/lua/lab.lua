@@ -1,0 +1,268 @@
+-- lab.lua - `runbook lab up | status | down`: a real PostgreSQL, Redis and HTTP service on
+-- 127.0.0.1 and free ports, under the user's state directory, for rehearsing incidents (drills).
+-- Nothing runs as a system service; `down` stops everything by PID and removes the data.
+-- The state of a running lab is one JSON file, lab.json, that drills read to aim runbooks at it.
+local core   = require "core"
+local cjson  = require "cjson"
+local render = require "render"
+local sh     = require "sh"
+local tcp    = require "tcp"
+
+local M = {}
+
+local PGBIN = "/usr/lib/postgresql/15/bin"
+local START_TIMEOUT = 30
+
+local function state_home()
+  local x = os.getenv("XDG_STATE_HOME")
+  if x and x ~= "" then return x end
+  return (os.getenv("HOME") or "/tmp") .. "/.local/state"
+end
+
+function M.dir() return state_home() .. "/runbook/lab" end
+local function state_file() return M.dir() .. "/lab.json" end
+
+local function fail(fmt, ...) error({ lab = string.format(fmt, ...) }, 0) end
+
+-- Runs a setup command quietly; a failure names the command and its first line of output.
+local function run(argv, timeout)
+  argv.quiet, argv.timeout = true, timeout or START_TIMEOUT
+  local r, err = sh.read(argv)
+  if not r then fail("%s", err) end
+  if not r.ok then
+    local why = (r.stderr ~= "" and r.stderr or r.stdout):match("[^\n]+") or ("exit " .. tostring(r.code))
+    fail("%s failed: %s", argv[1] == "runuser" and argv[5] or argv[1], why)
+  end
+  return r
+end
+
+-- PostgreSQL refuses to run as root: as root, its commands run as the postgres user.
+local function as_pg(argv)
+  if core.identity().user ~= "root" then return argv end
+  local wrapped = { "runuser", "-u", "postgres", "--" }
+  for _, a in ipairs(argv) do wrapped[#wrapped + 1] = a end
+  return wrapped
+end
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function write_state(state)
+  local tmp = state_file() .. ".tmp"
+  local f = assert(io.open(tmp, "wb"))
+  f:write(cjson.encode(state), "\n")
+  f:close()
+  assert(os.rename(tmp, state_file()))
+end
+
+-- JSON has no integers: ports and pids come back as floats unless made whole again.
+local function integers(t)
+  for k, v in pairs(t) do
+    if type(v) == "table" then integers(v) elseif type(v) == "number" then t[k] = math.tointeger(v) or v end
+  end
+  return t
+end
+
+function M.state()
+  local s = read_file(state_file())
+  if not s then return nil end
+  local ok, state = pcall(cjson.decode, s)
+  return ok and type(state) == "table" and integers(state) or nil
+end
+
+local function pid_from(path)
+  local s = read_file(path)
+  return s and math.tointeger(tonumber(s:match("^%s*(%d+)")))
+end
+
+local function alive(pid) return pid ~= nil and core.kill(pid, "0") == true end
+
+-- Waits (bounded) until port accepts a connection; false at the deadline.
+local function wait_port(port, seconds)
+  local deadline = core.now() + seconds * 1000
+  repeat
+    if tcp.connect("127.0.0.1", port, { timeout = 0.5 }) then return true end
+    core.sleep(0.05)
+  until core.now() > deadline
+  return false
+end
+
+------------------------------------------------------------------------------------------- up
+
+local function start_postgres(state)
+  local pg = { port = core.free_port(), user = "lab", database = "postgres" }
+  if core.identity().user == "root" then
+    -- The postgres user cannot enter root's home: its data lives in a private directory under /tmp.
+    pg.data = run({ "mktemp", "-d", "/tmp/runbook-lab-pg.XXXXXX" }).stdout:gsub("%s+$", "")
+    run { "chown", "postgres:", pg.data }
+  else
+    pg.data = M.dir() .. "/pg"
+    run { "mkdir", "-p", pg.data }
+  end
+  pg.data = pg.data .. "/data"
+  state.pg = pg
+  write_state(state)
+  run(as_pg { PGBIN .. "/initdb", "-D", pg.data, "-U", pg.user, "--auth=trust", "-E", "UTF8", "--no-instructions" }, 60)
+  run(as_pg { PGBIN .. "/pg_ctl", "-D", pg.data, "-l", pg.data .. "/server.log", "-w", "-t", "30", "-o",
+              string.format("-c listen_addresses=127.0.0.1 -p %d -k %s -c max_connections=40", pg.port, pg.data),
+              "start" })
+  pg.pid = pid_from(pg.data .. "/postmaster.pid")
+  pg.url = string.format("postgresql://%s@127.0.0.1:%d/%s", pg.user, pg.port, pg.database)
+end
+
+local function start_redis(state)
+  local r = { port = core.free_port(), dir = M.dir() .. "/redis" }
+  r.pidfile = r.dir .. "/redis.pid"
+  state.redis = r
+  write_state(state)
+  run { "mkdir", "-p", r.dir }
+  run { "redis-server", "--port", tostring(r.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        "--dir", r.dir, "--daemonize", "yes", "--pidfile", r.pidfile, "--logfile", r.dir .. "/redis.log",
+        "--maxmemory", "64mb" }
+  if not wait_port(r.port, START_TIMEOUT) then fail("redis-server did not answer on port %d", r.port) end
+  local deadline = core.now() + 5000
+  repeat   -- the daemon writes its pidfile a moment after it listens
+    r.pid = pid_from(r.pidfile)
+    if not r.pid then core.sleep(0.02) end
+  until r.pid or core.now() > deadline
+  r.url = string.format("redis://127.0.0.1:%d/0", r.port)
+end
+
+local function start_api(state)
+  local a = { port = core.free_port(), pidfile = M.dir() .. "/api.pid", log = M.dir() .. "/api.log" }
+  state.api = a
+  write_state(state)
+  run { core.exe(), "lab", "serve", "--port", tostring(a.port), "--pg-port", tostring(state.pg.port),
+        "--redis-port", tostring(state.redis.port), "--daemon", "--pidfile", a.pidfile, "--log", a.log }
+  a.pid = pid_from(a.pidfile)
+  a.url = string.format("http://127.0.0.1:%d", a.port)
+end
+
+------------------------------------------------------------------------------------- status
+
+local function component_rows(state)
+  local rows = {}
+  local function row(name, c, listening)
+    rows[#rows + 1] = {
+      name = name, pid = c and c.pid or "-", port = c and c.port or "-", url = c and c.url or "",
+      state = not c and "absent" or not alive(c.pid) and "stopped" or listening and "up" or "not answering",
+    }
+  end
+  for _, name in ipairs { "pg", "redis", "api" } do
+    local c = state[name]
+    row(name, c, c and c.port and tcp.connect("127.0.0.1", c.port, { timeout = 0.5 }) ~= nil)
+  end
+  return rows
+end
+
+local function show(state)
+  local rows = component_rows(state)
+  render.print(render.fmt.table(rows, {
+    { "name", title = "component" }, { "state" }, { "pid", right = true }, { "port", right = true }, { "url" },
+  }))
+  render.print("state: " .. state_file())
+  for _, r in ipairs(rows) do if r.state ~= "up" then return false end end
+  return true
+end
+
+--------------------------------------------------------------------------------------- down
+
+local function wait_gone(pid, seconds)
+  local deadline = core.now() + seconds * 1000
+  while alive(pid) and core.now() < deadline do core.sleep(0.05) end
+  return not alive(pid)
+end
+
+local function stop(pid, what)
+  if not alive(pid) then return end
+  core.kill(pid, "TERM")
+  if not wait_gone(pid, 10) then
+    core.kill(pid, "KILL")
+    wait_gone(pid, 5)
+  end
+  if alive(pid) then fail("%s (pid %d) does not stop", what, pid) end
+end
+
+function M.down_state(state)
+  if state.api then stop(state.api.pid, "the lab service") end
+  if state.redis then stop(state.redis.pid or pid_from(state.redis.pidfile), "redis-server") end
+  if state.pg then
+    local pid = state.pg.pid or pid_from(state.pg.data .. "/postmaster.pid")
+    if alive(pid) then
+      local argv = as_pg { PGBIN .. "/pg_ctl", "-D", state.pg.data, "-m", "fast", "-w", "-t", "20", "stop" }
+      argv.quiet, argv.timeout = true, 30
+      sh.read(argv)
+      stop(pid, "postgres")
+    end
+    run { "rm", "-rf", (state.pg.data:gsub("/data$", "")) }
+  end
+  run { "rm", "-rf", M.dir() }
+end
+
+----------------------------------------------------------------------------------- commands
+
+function M.up()
+  local state = M.state()
+  if state then
+    render.print("the lab is already set up:")
+    return show(state) and 0 or 1
+  end
+  run { "mkdir", "-p", M.dir() }
+  run { "chmod", "700", M.dir() }
+  state = { created = os.date("!%Y-%m-%dT%H:%M:%SZ") }
+  write_state(state)
+  local ok, err = pcall(function()
+    start_postgres(state)
+    start_redis(state)
+    start_api(state)
+  end)
+  write_state(state)
+  if not ok then
+    pcall(M.down_state, state)
+    error(err, 0)
+  end
+  return show(state) and 0 or 1
+end
+
+function M.status()
+  local state = M.state()
+  if not state then
+    render.print("no lab (start one with: runbook lab up)")
+    return 1
+  end
+  return show(state) and 0 or 1
+end
+
+function M.down()
+  local state = M.state()
+  if not state then
+    render.print("no lab to stop")
+    return 0
+  end
+  M.down_state(state)
+  render.print("lab stopped and removed")
+  return 0
+end
+
+-- `runbook lab SUB`: 0 done, 1 not healthy or failed, 2 usage.
+function M.main(args)
+  local sub = args[1]
+  if #args ~= 1 or not (sub == "up" or sub == "status" or sub == "down") then
+    core.err("usage: runbook lab up | status | down\n")
+    return 2
+  end
+  local ok, code = pcall(M[sub])
+  if ok then return code end
+  if type(code) == "table" and code.lab then
+    core.err("runbook lab " .. sub .. ": " .. code.lab .. "\n")
+    return 1
+  end
+  error(code, 0)
+end
+
+return M
