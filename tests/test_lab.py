@@ -53,6 +53,18 @@ def test_lab_up_status_health_down(t):
     expect_eq(body["dependencies"]["redis"]["ok"], False)
     expect_eq(body["dependencies"]["postgres"]["ok"], True)
 
+    rc, out, _ = t.run(["lab", "stop", "redis"], timeout=60)
+    expect_eq(rc, 0)
+    status, body = health(int(state["api"]["port"]))
+    expect_eq((status, body["dependencies"]["redis"]["ok"]), (503, False), "health with redis down")
+    rc, out, _ = t.run(["lab", "restart", "redis"], timeout=60)
+    expect_eq(rc, 0)
+    expect_in("redis running, pid ", out)
+    status, body = health(int(state["api"]["port"]))
+    expect_eq(status, 200, "health after the restart")
+    state = json.load(open(state_file))
+    pids = [int(state[n]["pid"]) for n in ("pg", "redis", "api")]
+
     rc, out, _ = t.run(["lab", "up"], timeout=60)
     expect_in("already set up", out)
     rc, out, _ = t.run(["lab", "status"])
@@ -75,6 +87,9 @@ def test_lab_usage(t):
     rc, _, err = t.run(["lab", "sideways"])
     expect_eq(rc, 2)
     expect_in("usage: runbook lab up | status | down", err)
+    rc, _, err = t.run(["lab", "restart", "mysql"])
+    expect_eq(rc, 2)
+    expect_in("runbook lab start | stop | restart pg | redis | api", err)
     rc, out, _ = t.run(["lab", "--help"])
     expect_eq(rc, 0)
     expect_in("usage: runbook lab up | status | down", out)

@@ -92,9 +92,9 @@ local function wait_port(port, seconds)
   return false
 end
 
-------------------------------------------------------------------------------------------- up
+------------------------------------------------------------------------------ the components
 
-local function start_postgres(state)
+local function init_postgres(state)
   local pg = { port = core.free_port(), user = "lab", database = "postgres" }
   if core.identity().user == "root" then
     -- The postgres user cannot enter root's home: its data lives in a private directory under /tmp.
@@ -105,22 +105,32 @@ local function start_postgres(state)
     run { "mkdir", "-p", pg.data }
   end
   pg.data = pg.data .. "/data"
+  pg.url = string.format("postgresql://%s@127.0.0.1:%d/%s", pg.user, pg.port, pg.database)
   state.pg = pg
   write_state(state)
   run(as_pg { PGBIN .. "/initdb", "-D", pg.data, "-U", pg.user, "--auth=trust", "-E", "UTF8", "--no-instructions" }, 60)
+end
+
+local function start_postgres(state)
+  local pg = state.pg
   run(as_pg { PGBIN .. "/pg_ctl", "-D", pg.data, "-l", pg.data .. "/server.log", "-w", "-t", "30", "-o",
               string.format("-c listen_addresses=127.0.0.1 -p %d -k %s -c max_connections=40", pg.port, pg.data),
               "start" })
   pg.pid = pid_from(pg.data .. "/postmaster.pid")
-  pg.url = string.format("postgresql://%s@127.0.0.1:%d/%s", pg.user, pg.port, pg.database)
 end
 
-local function start_redis(state)
+local function init_redis(state)
   local r = { port = core.free_port(), dir = M.dir() .. "/redis" }
   r.pidfile = r.dir .. "/redis.pid"
+  r.url = string.format("redis://127.0.0.1:%d/0", r.port)
   state.redis = r
   write_state(state)
   run { "mkdir", "-p", r.dir }
+end
+
+local function start_redis(state)
+  local r = state.redis
+  os.remove(r.pidfile)
   run { "redis-server", "--port", tostring(r.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
         "--dir", r.dir, "--daemonize", "yes", "--pidfile", r.pidfile, "--logfile", r.dir .. "/redis.log",
         "--maxmemory", "64mb" }
@@ -130,18 +140,27 @@ local function start_redis(state)
     r.pid = pid_from(r.pidfile)
     if not r.pid then core.sleep(0.02) end
   until r.pid or core.now() > deadline
-  r.url = string.format("redis://127.0.0.1:%d/0", r.port)
+end
+
+local function init_api(state)
+  state.api = { port = core.free_port(), pidfile = M.dir() .. "/api.pid", log = M.dir() .. "/api.log" }
+  state.api.url = string.format("http://127.0.0.1:%d", state.api.port)
+  write_state(state)
 end
 
 local function start_api(state)
-  local a = { port = core.free_port(), pidfile = M.dir() .. "/api.pid", log = M.dir() .. "/api.log" }
-  state.api = a
-  write_state(state)
+  local a = state.api
   run { core.exe(), "lab", "serve", "--port", tostring(a.port), "--pg-port", tostring(state.pg.port),
         "--redis-port", tostring(state.redis.port), "--daemon", "--pidfile", a.pidfile, "--log", a.log }
   a.pid = pid_from(a.pidfile)
-  a.url = string.format("http://127.0.0.1:%d", a.port)
 end
+
+local COMPONENTS = {
+  pg    = { init = init_postgres, start = start_postgres, what = "postgres" },
+  redis = { init = init_redis, start = start_redis, what = "redis-server" },
+  api   = { init = init_api, start = start_api, what = "the lab service" },
+}
+local ORDER = { "pg", "redis", "api" }
 
 ------------------------------------------------------------------------------------- status
 
@@ -188,19 +207,27 @@ local function stop(pid, what)
   if alive(pid) then fail("%s (pid %d) does not stop", what, pid) end
 end
 
-function M.down_state(state)
-  if state.api then stop(state.api.pid, "the lab service") end
-  if state.redis then stop(state.redis.pid or pid_from(state.redis.pidfile), "redis-server") end
-  if state.pg then
-    local pid = state.pg.pid or pid_from(state.pg.data .. "/postmaster.pid")
-    if alive(pid) then
-      local argv = as_pg { PGBIN .. "/pg_ctl", "-D", state.pg.data, "-m", "fast", "-w", "-t", "20", "stop" }
-      argv.quiet, argv.timeout = true, 30
-      sh.read(argv)
-      stop(pid, "postgres")
-    end
-    run { "rm", "-rf", (state.pg.data:gsub("/data$", "")) }
+-- Stops one component by PID; a stopped (SIGSTOP) process is continued first so it can exit.
+local function stop_component(state, name)
+  local c = state[name]
+  if not c then return end
+  local pid = c.pid
+  if name == "pg" then pid = pid or pid_from(c.data .. "/postmaster.pid") end
+  if name == "redis" then pid = pid or pid_from(c.pidfile) end
+  if not alive(pid) then return end
+  core.kill(pid, "CONT")
+  if name == "pg" then
+    local argv = as_pg { PGBIN .. "/pg_ctl", "-D", c.data, "-m", "fast", "-w", "-t", "20", "stop" }
+    argv.quiet, argv.timeout = true, 30
+    sh.read(argv)
   end
+  stop(pid, COMPONENTS[name].what)
+  c.pid = nil
+end
+
+function M.down_state(state)
+  for i = #ORDER, 1, -1 do stop_component(state, ORDER[i]) end
+  if state.pg then run { "rm", "-rf", (state.pg.data:gsub("/data$", "")) } end
   run { "rm", "-rf", M.dir() }
 end
 
@@ -217,9 +244,11 @@ function M.up()
   state = { created = os.date("!%Y-%m-%dT%H:%M:%SZ") }
   write_state(state)
   local ok, err = pcall(function()
-    start_postgres(state)
-    start_redis(state)
-    start_api(state)
+    for _, name in ipairs(ORDER) do
+      COMPONENTS[name].init(state)
+      COMPONENTS[name].start(state)
+      write_state(state)
+    end
   end)
   write_state(state)
   if not ok then
@@ -249,14 +278,30 @@ function M.down()
   return 0
 end
 
+-- `runbook lab start|stop|restart pg|redis|api`: what drills map a runbook's restart input to.
+local function control(sub, name)
+  local state = M.state()
+  if not state then fail("no lab (start one with: runbook lab up)") end
+  if sub ~= "start" then stop_component(state, name) end
+  if sub ~= "stop" then COMPONENTS[name].start(state) end
+  write_state(state)
+  render.print(string.format("%s %s", name, sub == "stop" and "stopped" or "running, pid " .. tostring(state[name].pid)))
+  return 0
+end
+M.control = control
+
+local USAGE = "usage: runbook lab up | status | down\n       runbook lab start | stop | restart pg | redis | api\n"
+
 -- `runbook lab SUB`: 0 done, 1 not healthy or failed, 2 usage.
 function M.main(args)
   local sub = args[1]
-  if #args ~= 1 or not (sub == "up" or sub == "status" or sub == "down") then
-    core.err("usage: runbook lab up | status | down\n")
+  local simple = (sub == "up" or sub == "status" or sub == "down") and #args == 1
+  local component = (sub == "start" or sub == "stop" or sub == "restart") and #args == 2 and COMPONENTS[args[2]]
+  if not simple and not component then
+    core.err(USAGE)
     return 2
   end
-  local ok, code = pcall(M[sub])
+  local ok, code = pcall(simple and M[sub] or control, sub, args[2])
   if ok then return code end
   if type(code) == "table" and code.lab then
     core.err("runbook lab " .. sub .. ": " .. code.lab .. "\n")
