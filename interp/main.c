@@ -28,6 +28,7 @@ static const char usage[] =
 	"  transcript verify FILE    complete, truncated at line N, or invalid at line N\n"
 	"  transcript show FILE      the audit records of a transcript, readably\n"
 	"  lab up|status|down        a local PostgreSQL, Redis and HTTP service to rehearse on\n"
+	"  drill NAME                break the lab the way a runbook is about, run the runbook, check\n"
 	"  help [COMMAND]            this text, or a command's\n"
 	"\n"
 	"options: --help, --version\n"
@@ -69,6 +70,11 @@ static const struct { const char *name, *help; } commands[] = {
 	         "under $XDG_STATE_HOME/runbook/lab, for rehearsing incidents. Nothing runs as a system service;\n"
 	         "down stops everything by PID and removes the data.\n"
 	         "exit codes: 0 up (or stopped), 1 a component is not healthy or failed to start, 2 usage error\n" },
+	{ "drill", "usage: runbook drill NAME [--mode MODE] [--auto] [--yes]\n\n"
+	           "Rehearses an incident for real: brings the lab up if needed (see 'runbook lab'), breaks it the way\n"
+	           "the runbook NAME is about, runs the runbook against the lab, and reports whether the system is\n"
+	           "healthy again and how long it took. Interactive by default; --auto --yes runs it unattended.\n"
+	           "exit codes: those of exec; 1 also when the system is still broken at the end\n" },
 	{ "help", "usage: runbook help [COMMAND]\n" },
 };
 

@@ -154,6 +154,7 @@ function M.transcript(args)
 end
 
 function M.lab(args) return require("lab").main(args) end
+function M.drill(args) return require("drill").main(args) end
 
 function M.main(argv)
   local cmd = argv[1]

@@ -1,0 +1,133 @@
+-- drill.lua - `runbook drill NAME`: rehearse an incident for real. Brings the lab up if needed,
+-- breaks it the way the runbook is about, runs the runbook against the lab (inputs aimed at it,
+-- service restarts mapped to `runbook lab restart ...`), then reports whether the system is
+-- healthy again and how long it took. Interactive by default, for training; --auto --yes for tests.
+local core   = require "core"
+local engine = require "engine"
+local lab    = require "lab"
+local loader = require "loader"
+local render = require "render"
+local sh     = require "sh"
+
+local M = {}
+
+local function lab_cmd(...)
+  return core.exe() .. " lab " .. table.concat({ ... }, " ")
+end
+
+-- Waits (bounded) until check() returns true; returns its last answer.
+local function settle(check, seconds)
+  local deadline = core.now() + seconds * 1000
+  local ok, why
+  repeat
+    ok, why = check()
+    if ok then return true end
+    core.sleep(0.1)
+  until core.now() > deadline
+  return false, why
+end
+
+-- The lab service's verdict: GET /health answers 200 only when PostgreSQL and Redis both answer.
+local function service_healthy(state)
+  local http = require "http"
+  local r, err = http.get(state.api.url .. "/health", { timeout = 2 })
+  if not r then return false, err end
+  if r.status ~= 200 then return false, "GET /health answers " .. r.status .. ": " .. (r.body or ""):gsub("%s+$", "") end
+  return true
+end
+
+local function redis_cli(state, ...)
+  local argv = { "redis-cli", "-p", tostring(state.redis.port), ... }
+  argv.quiet, argv.timeout = true, 10
+  return assert(sh.read(argv))
+end
+
+M.drills = {
+  ["redis-failure"] = {
+    modes = {
+      down = { "redis-server stopped: connections are refused", function(s) lab.control("stop", "redis") end },
+      hung = { "redis-server frozen with SIGSTOP: it accepts but never answers",
+               function(s) core.kill(s.redis.pid, "STOP") end },
+    },
+    inputs = function(s)
+      return { url = s.redis.url, restart = lab_cmd("restart", "redis"), health = s.api.url .. "/health",
+               timeout = "1s" }
+    end,
+    healthy = service_healthy,
+    repair = function(s) core.kill(s.redis.pid, "CONT") lab.control("restart", "redis") end,
+  },
+}
+
+local function names()
+  local n = {}
+  for k in pairs(M.drills) do n[#n + 1] = k end
+  table.sort(n)
+  return n
+end
+
+local USAGE = "usage: runbook drill NAME [--mode MODE] [--auto] [--yes]\n"
+
+function M.main(args)
+  local name, mode, flags = nil, nil, {}
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    if a == "--auto" or a == "--yes" then flags[a:sub(3)] = true
+    elseif a == "--mode" then i = i + 1; mode = args[i]
+    elseif a:sub(1, 1) == "-" or name then core.err(USAGE) return 2
+    else name = a end
+    i = i + 1
+  end
+  local drill = name and M.drills[name]
+  if not drill then
+    core.err((name and ("runbook drill: no drill for '" .. name .. "'") or USAGE:gsub("\n$", "")) ..
+             " (drills: " .. table.concat(names(), ", ") .. ")\n")
+    return 2
+  end
+  local modes = {}
+  for k in pairs(drill.modes) do modes[#modes + 1] = k end
+  table.sort(modes)
+  mode = mode or (drill.modes.down and "down" or modes[1])
+  if not drill.modes[mode] then
+    core.err("runbook drill " .. name .. ": no mode '" .. mode .. "' (modes: " .. table.concat(modes, ", ") .. ")\n")
+    return 2
+  end
+
+  local state = lab.state()
+  if not state then
+    render.print("bringing the lab up first")
+    local code = lab.main { "up" }
+    if code ~= 0 then return code end
+    state = lab.state()
+  end
+  local ok, why = settle(function() return drill.healthy(state) end, 10)
+  if not ok then
+    core.err("runbook drill: the lab is not healthy before the drill (" .. tostring(why) .. "); try: runbook lab down && runbook lab up\n")
+    return 1
+  end
+
+  local path, err = loader.resolve(name)
+  local rb
+  if path then rb, err = loader.load(path) end
+  if not rb then core.err("runbook drill: " .. err .. "\n") return 2 end
+
+  local what, breaks = drill.modes[mode][1], drill.modes[mode][2]
+  render.print(render.bold("drill " .. name .. " (" .. mode .. "): " .. what))
+  local t0 = core.now()
+  breaks(state)
+  local code = engine.exec(rb, { auto = flags.auto, yes = flags.yes, inputs = drill.inputs(state),
+                                 argv = { "runbook", "drill", name, "--mode", mode } })
+  state = lab.state()
+  local healthy, hwhy = settle(function() return drill.healthy(state) end, 10)
+  local secs = (core.now() - t0) / 1000
+  if healthy then
+    render.print(render.green(string.format("drill %s: healthy again after %s", name, render.fmt.duration(secs))))
+    return code
+  end
+  render.print(render.red(string.format("drill %s: still broken after %s: %s", name,
+    render.fmt.duration(secs), tostring(hwhy))))
+  pcall(drill.repair, state)
+  return code ~= 0 and code or 1
+end
+
+return M
