@@ -58,6 +58,43 @@ M.drills = {
   },
 }
 
+-- The application's view: its role can connect (not only the operator's reserved slots).
+local function app_connects(state)
+  local pg = require "pg"
+  local r, err = pg.ping(state.pg.app_url, { timeout = 2 })
+  if not r then return false, err end
+  return service_healthy(state)
+end
+
+-- Idle sessions of the application's role, held open by the drill while the runbook runs.
+local held = {}
+local function fill_connections(state)
+  local pg = require "pg"
+  for _ = 1, 60 do
+    local conn = pg.connect(state.pg.app_url, { timeout = 2 })
+    if not conn then break end
+    held[#held + 1] = conn
+  end
+end
+
+M.drills["database-unavailable"] = {
+  modes = {
+    down = { "postgres stopped: connections are refused", function() lab.control("stop", "pg") end },
+    hung = { "the postmaster frozen with SIGSTOP: connects hang", function(s) core.kill(s.pg.pid, "STOP") end },
+    full = { "every connection slot taken by idle sessions of the application's role", fill_connections },
+  },
+  inputs = function(s)
+    return { url = s.pg.url, restart = lab_cmd("restart", "pg"), health = s.api.url .. "/health",
+             idle_age = "1s", timeout = "1s" }
+  end,
+  healthy = app_connects,
+  repair = function(s)
+    for i = #held, 1, -1 do pcall(held[i].close, held[i]); held[i] = nil end
+    core.kill(s.pg.pid, "CONT")
+    lab.control("restart", "pg")
+  end,
+}
+
 local function names()
   local n = {}
   for k in pairs(M.drills) do n[#n + 1] = k end

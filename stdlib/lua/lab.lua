@@ -117,6 +117,13 @@ local function start_postgres(state)
               string.format("-c listen_addresses=127.0.0.1 -p %d -k %s -c max_connections=40", pg.port, pg.data),
               "start" })
   pg.pid = pid_from(pg.data .. "/postmaster.pid")
+  if not pg.app_url then
+    -- The application's role: not a superuser, so that filling max_connections with it leaves the
+    -- reserved slots to the operator, as in production.
+    run { "psql", "-X", "-q", "-h", "127.0.0.1", "-p", tostring(pg.port), "-U", pg.user, "-d", pg.database,
+          "-c", "CREATE ROLE app LOGIN" }
+    pg.app_url = string.format("postgresql://app@127.0.0.1:%d/%s", pg.port, pg.database)
+  end
 end
 
 local function init_redis(state)
