@@ -251,14 +251,15 @@ static int core_identity(lua_State *L)
 	return 1;
 }
 
-/* Processes the library manages itself (the lab's servers): signal by name, liveness. */
+/* Processes the library manages itself (the lab's servers): signal by name, liveness ("0");
+ * a negative pid signals the process group. */
 static int core_kill(lua_State *L)
 {
 	static const char *const names[] = { "TERM", "KILL", "STOP", "CONT", "HUP", "INT", "0", NULL };
 	static const int sigs[] = { SIGTERM, SIGKILL, SIGSTOP, SIGCONT, SIGHUP, SIGINT, 0 };
 	pid_t pid = (pid_t)luaL_checkinteger(L, 1);
 	int sig = sigs[luaL_checkoption(L, 2, "TERM", names)];
-	luaL_argcheck(L, pid > 1, 1, "not a process id");
+	luaL_argcheck(L, pid > 1 || pid < -1, 1, "not a process id (or -group)");
 	if (kill(pid, sig) != 0)
 		return luax_fail(L, errno == ESRCH ? "gone" : "error", "kill %d: %s", (int)pid, strerror(errno));
 	lua_pushboolean(L, 1);

@@ -95,6 +95,63 @@ M.drills["database-unavailable"] = {
   end,
 }
 
+-- A process that holds a lot of memory: tail keeps a line that never ends. It runs in its own
+-- session, so that the drill can remove it and its helpers as one process group.
+local HOG_BYTES = "400M"
+local function hog_pidfile() return lab.dir() .. "/hog.pid" end
+
+local function hog_group()
+  local f = io.open(hog_pidfile())
+  local pid = f and math.tointeger(tonumber(f:read("l")))
+  if f then f:close() end
+  return pid
+end
+
+local function start_hog()
+  local pidfile = hog_pidfile()
+  assert(os.execute(string.format(
+    "setsid -f sh -c 'echo $$ > %s; (head -c %s /dev/zero; exec sleep 600) | tail >/dev/null' </dev/null >/dev/null 2>&1",
+    pidfile, HOG_BYTES)))
+  local deadline = core.now() + 5000
+  repeat core.sleep(0.05) until (io.open(pidfile) and true) or core.now() > deadline
+  -- The fault is injected once the memory is held, not while it is still being read.
+  local sys = require "sys"
+  settle(function()
+    local group = hog_group()
+    for _, p in ipairs(sys.processes { match = "tail", sample = 0, limit = 1000 } or {}) do
+      if p.ppid == group and p.rss >= 380 * 1024 * 1024 then return true end
+    end
+    return false
+  end, 10)
+end
+
+-- Healthy when the hog (tail, a child of the drill's shell) is gone.
+local function hog_gone()
+  local sys = require "sys"
+  local group = hog_group()
+  if not group then return true end
+  for _, p in ipairs(sys.processes { match = "tail", sample = 0, limit = 1000 } or {}) do
+    if p.ppid == group and p.command == "tail" then
+      return false, string.format("tail (pid %d) still holds %s", p.pid, render.fmt.bytes(p.rss))
+    end
+  end
+  return true
+end
+
+local function end_hog()
+  local group = hog_group()
+  if group then core.kill(-group, "KILL") end
+  os.remove(hog_pidfile())
+end
+
+M.drills["memory-pressure"] = {
+  modes = { hog = { "a process grabbing " .. HOG_BYTES .. " of memory", start_hog } },
+  inputs = function() return { hog_pct = 1 } end,
+  healthy = hog_gone,
+  repair = end_hog,
+  cleanup = end_hog,
+}
+
 local function names()
   local n = {}
   for k in pairs(M.drills) do n[#n + 1] = k end
@@ -157,6 +214,7 @@ function M.main(args)
   state = lab.state()
   local healthy, hwhy = settle(function() return drill.healthy(state) end, 10)
   local secs = (core.now() - t0) / 1000
+  if drill.cleanup then pcall(drill.cleanup, state) end
   if healthy then
     render.print(render.green(string.format("drill %s: healthy again after %s", name, render.fmt.duration(secs))))
     return code

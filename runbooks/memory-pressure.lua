@@ -1,0 +1,117 @@
+-- memory-pressure: the machine runs out of memory (OOM kills, crashing services, heavy swapping).
+-- Measures memory and swap against thresholds, names the processes that hold it, looks for the
+-- OOM killer's messages in the kernel log when it is readable, and offers to stop the largest
+-- consumer (a service restart, or a signal to one process) as a confirmed action.
+local sys = require "sys"
+local sh  = require "sh"
+
+return runbook {
+  name     = "memory-pressure",
+  summary  = "Memory or swap is nearly exhausted; the OOM killer may be at work",
+  severity = "SEV2",
+  description = "Symptoms: services crash or restart without a trace in their own logs, \"Out of memory: " ..
+                "Killed process\" in the kernel log, high swap use, a slow machine.",
+
+  inputs = {
+    warn     = input.int { default = 85, min = 1, max = 100, help = "percent of memory used that is a warning" },
+    crit     = input.int { default = 95, min = 1, max = 100, help = "percent of memory used that is critical" },
+    hog_pct  = input.int { default = 20, min = 1, max = 100, help = "a process above this percent of memory is a suspect" },
+    restart  = input.argv { required = false, help = "how to restart the service that leaks, if you know it (e.g. systemctl restart app)" },
+    kernel_log = input.path { default = "/var/log/kern.log", help = "where the kernel's messages are kept" },
+  },
+
+  step "memory" {
+    title   = "How much memory and swap is left?",
+    explain = "\"Used\" here is what is not available: caches the kernel can drop do not count.",
+    run = function(ctx)
+      local m = must(sys.memory())
+      ctx.state.memory = m
+      ctx:check("memory used", m.used_pct, { warn = "~:" .. ctx.warn, crit = "~:" .. ctx.crit, format = fmt.pct })
+      ctx:note("%s available of %s", fmt.bytes(m.available), fmt.bytes(m.total))
+      if m.swap_total > 0 then
+        ctx:check("swap used", m.swap_pct, { warn = "~:50", crit = "~:80", format = fmt.pct })
+      end
+    end,
+  },
+
+  step "processes" {
+    title   = "Which processes hold it?",
+    run = function(ctx)
+      local top = must(sys.processes { sort = "memory", limit = 8, sample = 0 })
+      ctx:show(fmt.table(top, {
+        { "rss", title = "memory", format = fmt.bytes, right = true },
+        { "mem_pct", title = "%", format = fmt.pct, right = true },
+        { "pid", right = true }, { "user" }, { "command" },
+      }))
+      local hog = top[1]
+      if hog and hog.mem_pct >= ctx.hog_pct then
+        ctx.state.hog = hog
+        ctx:finding("%s (pid %d) holds %s, %s of memory", hog.command, hog.pid, fmt.bytes(hog.rss), fmt.pct(hog.mem_pct))
+      else
+        ctx:ok("no single process holds more than %d%% of memory", ctx.hog_pct)
+      end
+    end,
+  },
+
+  step "oom" {
+    title   = "Has the OOM killer been at work?",
+    explain = "The kernel logs every process it kills to free memory.",
+    run = function(ctx)
+      local log = sys.grep(ctx.kernel_log, "Out of memory|oom-kill|Killed process", { icase = true, limit = 5 })
+      if not log then
+        local r = sh.read { "dmesg", "--ctime", quiet = true, timeout = 5 }
+        if not r or not r.ok then return ctx:note("the kernel log is not readable here (%s, dmesg)", ctx.kernel_log) end
+        local hits = {}
+        for line in r.stdout:gmatch("[^\n]+") do
+          local l = line:lower()
+          if l:find("out of memory", 1, true) or l:find("oom-kill", 1, true) then hits[#hits + 1] = line end
+        end
+        log = { count = #hits, matches = {} }
+        for i = math.max(1, #hits - 4), #hits do log.matches[#log.matches + 1] = { text = hits[i] } end
+      end
+      if log.count == 0 then return ctx:ok("no OOM kills in the kernel log") end
+      ctx:finding("%d OOM killer messages; the last ones:", log.count)
+      for _, m in ipairs(log.matches) do ctx:show(m.text) end
+    end,
+  },
+
+  step "relieve" {
+    title   = "Stop the largest consumer",
+    explain = "Restarting the leaking service gives its memory back; without a restart command, the process " ..
+              "is asked to exit (SIGTERM) and its supervisor, if any, starts it again.",
+    run = function(ctx)
+      local hog = ctx.state.hog
+      if not hog then return ctx:ok("no process to stop") end
+      local argv
+      if ctx.restart then
+        argv = {}
+        for i, a in ipairs(ctx.restart) do argv[i] = a end
+        argv.summary = string.format("restart the service (its process %s holds %s)", hog.command, fmt.bytes(hog.rss))
+      else
+        argv = { "kill", "-TERM", tostring(hog.pid) }
+        argv.summary = string.format("send SIGTERM to %s (pid %d, %s)", hog.command, hog.pid, fmt.bytes(hog.rss))
+      end
+      argv.target = hog.command
+      argv.blast = string.format("%s of memory freed; whatever %s was doing stops", fmt.bytes(hog.rss), hog.command)
+      local r = must(sh.action(argv))
+      if r.dry_run then return ctx:note("dry run: nothing stopped") end
+      must(ctx:wait_until(hog.command .. " (pid " .. hog.pid .. ") has exited", function()
+        local left = sys.processes { match = hog.cmdline, sample = 0 }
+        for _, p in ipairs(left or {}) do if p.pid == hog.pid then return false end end
+        return true
+      end, { timeout = 15, every = 0.2 }))
+    end,
+  },
+
+  step "verify" {
+    title = "Is there memory again?",
+    run = function(ctx)
+      local m = must(sys.memory())
+      local status = ctx:check("memory used", m.used_pct, { warn = "~:" .. ctx.warn, crit = "~:" .. ctx.crit, format = fmt.pct })
+      if status == "CRITICAL" then
+        return ctx:escalate("memory is still critical: add memory, or find the leak with the service's owners")
+      end
+      return ctx:resolved(string.format("%s available", fmt.bytes(m.available)))
+    end,
+  },
+}

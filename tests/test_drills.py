@@ -1,0 +1,58 @@
+"""Drills: the lab is broken the way a runbook is about, the runbook runs against it unattended
+(--auto --yes), and the test checks that the finding names the injected fault, that every
+action ran only after its confirmation was recorded, that the system is healthy afterwards and
+that the transcript verifies."""
+import os
+
+from run import expect_eq, expect_in, fail
+
+
+def drill(t, name, mode=None, timeout=180):
+    t.on_cleanup(lambda: t.run(["lab", "down"], timeout=120, check_sanitizer_output=False))
+    args = ["drill", name, "--auto", "--yes"] + (["--mode", mode] if mode else [])
+    rc, out, err = t.run(args, timeout=timeout, env={"RUNBOOK_PATH": os.path.join(t.repo, "runbooks")})
+    ts = t.transcripts()
+    if not ts:
+        fail("no transcript; stdout:\n%s\nstderr:\n%s" % (out, err))
+    return rc, out, err, ts[-1]
+
+
+def actions_confirmed_first(t, transcript):
+    """Every action_start is preceded, in the same step, by a confirm record; returns the actions."""
+    _, _, records = t.read_transcript(transcript)
+    confirmed, actions = set(), []
+    for r in records:
+        if r["type"] == "confirm":
+            confirmed.add(r.get("step"))
+        if r["type"] == "action_start":
+            if r.get("step") not in confirmed:
+                fail("action in step %r ran without a recorded confirmation: %r" % (r.get("step"), r))
+            actions.append(r)
+    return actions
+
+
+def verifies(t, transcript):
+    rc, out, _ = t.run(["transcript", "verify", transcript])
+    expect_eq(rc, 0, "transcript verify: " + out)
+    expect_in("complete", out)
+
+
+def test_drill_memory_pressure(t):
+    rc, out, err, tr = drill(t, "memory-pressure")
+    expect_in("drill memory-pressure (hog): a process grabbing 400M of memory", out)
+    expect_in("✖ tail (pid ", out)          # the finding names the process the drill started
+    expect_in("drill memory-pressure: healthy again after", out)
+    expect_eq(rc, 0, "exit code; stderr: " + err)
+    actions = actions_confirmed_first(t, tr)
+    expect_eq(len(actions), 1, "one action: the SIGTERM")
+    expect_in("kill -TERM", actions[0].get("command", "") + actions[0].get("summary", "") + str(actions[0]))
+    verifies(t, tr)
+
+
+def test_drill_usage(t):
+    rc, _, err = t.run(["drill"])
+    expect_eq(rc, 2)
+    expect_in("usage: runbook drill NAME", err)
+    rc, _, err = t.run(["drill", "memory-pressure", "--mode", "sideways"])
+    expect_eq(rc, 2)
+    expect_in("no mode 'sideways' (modes: hog)", err)
