@@ -3,8 +3,9 @@
 action ran only after its confirmation was recorded, that the system is healthy afterwards and
 that the transcript verifies."""
 import os
+import subprocess
 
-from run import expect_eq, expect_in, fail
+from run import check_sanitizer, expect_eq, expect_in, fail
 
 
 def drill(t, name, mode=None, timeout=180):
@@ -56,3 +57,23 @@ def test_drill_usage(t):
     rc, _, err = t.run(["drill", "memory-pressure", "--mode", "sideways"])
     expect_eq(rc, 2)
     expect_in("no mode 'sideways' (modes: hog)", err)
+
+
+def test_drill_disk_full(t):
+    # Mounting the drill's tmpfs needs root; without it, a user namespace gives a private root.
+    wrap = [] if os.geteuid() == 0 else ["unshare", "--user", "--map-root-user", "--mount"]
+    env = t.environ({"RUNBOOK_PATH": os.path.join(t.repo, "runbooks")})
+    p = subprocess.run(wrap + [t.binary, "drill", "disk-full", "--auto", "--yes"], cwd=t.dir, env=env,
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    out, err, rc = p.stdout, p.stderr, p.returncode
+    check_sanitizer(err, "stderr of the drill")
+    tr = t.transcripts()[-1]
+    expect_in("is 94% full", out)                 # the finding names the full filesystem
+    expect_in("1 logs older than 7d00h, 5.0 MiB in all", out)
+    expect_in("drill disk-full: healthy again after", out)
+    expect_eq(rc, 0, "exit code; stderr: " + err)
+    actions = actions_confirmed_first(t, tr)
+    expect_eq(len(actions), 1, "one action: deleting the old log")
+    verifies(t, tr)
+    with open("/proc/self/mounts") as f:
+        expect_eq("runbook-drill" in f.read(), False, "the drill's tmpfs is unmounted afterwards")

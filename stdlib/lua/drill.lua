@@ -98,7 +98,7 @@ M.drills["database-unavailable"] = {
 -- A process that holds a lot of memory: tail keeps a line that never ends. It runs in its own
 -- session, so that the drill can remove it and its helpers as one process group.
 local HOG_BYTES = "400M"
-local function hog_pidfile() return lab.dir() .. "/hog.pid" end
+local function hog_pidfile() os.execute("mkdir -p " .. lab.dir()) return lab.dir() .. "/hog.pid" end
 
 local function hog_group()
   local f = io.open(hog_pidfile())
@@ -145,11 +145,63 @@ local function end_hog()
 end
 
 M.drills["memory-pressure"] = {
+  standalone = true,   -- needs no lab servers
   modes = { hog = { "a process grabbing " .. HOG_BYTES .. " of memory", start_hog } },
   inputs = function() return { hog_pct = 1 } end,
   healthy = hog_gone,
   repair = end_hog,
   cleanup = end_hog,
+}
+
+-- A small filesystem that is nearly full: a tmpfs holding an old rotated log and a live one.
+local function disk_dir() return lab.dir() .. "/disk" end
+
+local function write_file(path, bytes)
+  local f = assert(io.open(path, "wb"))
+  local chunk = string.rep("x", 65536)
+  for _ = 1, bytes // #chunk do f:write(chunk) end
+  f:write(chunk:sub(1, bytes % #chunk))
+  f:close()
+end
+
+local function fill_disk()
+  if core.identity().user ~= "root" then
+    error({ lab = "the disk-full drill mounts a small tmpfs, which needs root: run it as root, or inside " ..
+                  "`unshare --user --map-root-user --mount`" }, 0)
+  end
+  local d = disk_dir()
+  assert(os.execute("mkdir -p " .. d .. " && mount -t tmpfs -o size=8m runbook-drill " .. d))
+  assert(os.execute("mkdir -p " .. d .. "/logs " .. d .. "/tmp"))
+  write_file(d .. "/logs/app.log.1", 5 * 1024 * 1024)
+  assert(os.execute("touch -d '30 days ago' " .. d .. "/logs/app.log.1"))
+  write_file(d .. "/logs/app.log", 2 * 1024 * 1024 + 512 * 1024)
+end
+
+local function disk_ok()
+  local sys = require "sys"
+  local fs, err = sys.fs(disk_dir())
+  if not fs then return false, err end
+  if fs.used_pct >= 80 then return false, string.format("%s is %.0f%% full", fs.mount, fs.used_pct) end
+  return true
+end
+
+local function unmount_disk() os.execute("umount " .. disk_dir() .. " 2>/dev/null") end
+
+M.drills["disk-full"] = {
+  standalone = true,
+  modes = { full = { "an 8 MiB filesystem 95% full: an old rotated log and a live one", fill_disk } },
+  inputs = function()
+    local d = disk_dir()
+    return { path = d, logs = d .. "/logs", tmp = d .. "/tmp", threshold = 80 }
+  end,
+  healthy = function(s)
+    local f = io.open(disk_dir() .. "/logs")   -- absent: the drill's filesystem is not mounted
+    if not f then return true end
+    f:close()
+    return disk_ok(s)
+  end,
+  repair = unmount_disk,
+  cleanup = unmount_disk,
 }
 
 local function names()
@@ -188,12 +240,13 @@ function M.main(args)
   end
 
   local state = lab.state()
-  if not state then
+  if not state and not drill.standalone then
     render.print("bringing the lab up first")
     local code = lab.main { "up" }
     if code ~= 0 then return code end
     state = lab.state()
   end
+  state = state or {}
   local ok, why = settle(function() return drill.healthy(state) end, 10)
   if not ok then
     core.err("runbook drill: the lab is not healthy before the drill (" .. tostring(why) .. "); try: runbook lab down && runbook lab up\n")
@@ -208,19 +261,24 @@ function M.main(args)
   local what, breaks = drill.modes[mode][1], drill.modes[mode][2]
   render.print(render.bold("drill " .. name .. " (" .. mode .. "): " .. what))
   local t0 = core.now()
-  breaks(state)
+  local bok, berr = pcall(breaks, state)
+  if not bok then
+    core.err("runbook drill " .. name .. ": cannot break the lab: " ..
+             tostring(type(berr) == "table" and berr.lab or berr) .. "\n")
+    if drill.cleanup then pcall(drill.cleanup, state) end
+    return 1
+  end
   local code = engine.exec(rb, { auto = flags.auto, yes = flags.yes, inputs = drill.inputs(state),
                                  argv = { "runbook", "drill", name, "--mode", mode } })
-  state = lab.state()
+  state = lab.state() or {}
   local healthy, hwhy = settle(function() return drill.healthy(state) end, 10)
   local secs = (core.now() - t0) / 1000
   if drill.cleanup then pcall(drill.cleanup, state) end
   if healthy then
-    render.print(render.green(string.format("drill %s: healthy again after %s", name, render.fmt.duration(secs))))
+    render.print(render.green(string.format("drill %s: healthy again after %.1f s", name, secs)))
     return code
   end
-  render.print(render.red(string.format("drill %s: still broken after %s: %s", name,
-    render.fmt.duration(secs), tostring(hwhy))))
+  render.print(render.red(string.format("drill %s: still broken after %.1f s: %s", name, secs, tostring(hwhy))))
   pcall(drill.repair, state)
   return code ~= 0 and code or 1
 end
