@@ -77,3 +77,36 @@ def test_drill_disk_full(t):
     verifies(t, tr)
     with open("/proc/self/mounts") as f:
         expect_eq("runbook-drill" in f.read(), False, "the drill's tmpfs is unmounted afterwards")
+
+
+# (mode, text of the finding that names the injected fault)
+REDIS_MODES = [("down", "✖ Redis is down: redis.ping 127.0.0.1:"),
+               ("hung", "✖ Redis is hung: it accepts connections but does not answer")]
+PG_MODES = [("down", "✖ PostgreSQL is down: pg.ping 127.0.0.1:"),
+            ("hung", "✖ PostgreSQL does not answer: pg.ping 127.0.0.1:"),
+            ("full", "✖ CRITICAL connections used of max_connections")]
+
+
+def run_modes(t, name, modes, action_words):
+    for mode, finding in modes:
+        before = set(t.transcripts())
+        rc, out, err, _ = drill(t, name, mode)
+        new = sorted(set(t.transcripts()) - before)
+        if len(new) != 1:
+            fail("%s --mode %s: expected one new transcript, got %r" % (name, mode, new))
+        expect_in(finding, out, "%s --mode %s names the fault" % (name, mode))
+        expect_in("drill %s: healthy again after" % name, out)
+        expect_eq(rc, 0, "%s --mode %s exit code; stdout:\n%s\nstderr:\n%s" % (name, mode, out, err))
+        actions = actions_confirmed_first(t, new[0])
+        expect_eq(len(actions), 1, "%s --mode %s: one remediation" % (name, mode))
+        expect_in(action_words[mode], str(actions[0]))
+        verifies(t, new[0])
+
+
+def test_drill_redis_failure(t):
+    run_modes(t, "redis-failure", REDIS_MODES, {"down": "lab restart redis", "hung": "lab restart redis"})
+
+
+def test_drill_database_unavailable(t):
+    run_modes(t, "database-unavailable", PG_MODES,
+              {"down": "lab restart pg", "hung": "lab restart pg", "full": "pg.terminate_idle"})

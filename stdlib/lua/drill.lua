@@ -75,6 +75,7 @@ local function fill_connections(state)
     if not conn then break end
     held[#held + 1] = conn
   end
+  core.sleep(1.2)   -- older than the drill's idle_age (1s): what the runbook may terminate
 end
 
 M.drills["database-unavailable"] = {

@@ -1,0 +1,126 @@
+-- api-down: the site is down (health endpoint 5xx or silent, users cannot use the app).
+-- Walks the chain the outage playbooks walk: the health endpoint, then each dependency the
+-- service needs (database, cache, an upstream API), then the service's own process; offers a
+-- restart of the service as a confirmed action, then checks the endpoint again.
+local http  = require "http"
+local pg    = require "pg"
+local redis = require "redis"
+local sys   = require "sys"
+local sh    = require "sh"
+
+local function health(ctx)
+  return http.get(ctx.url, { timeout = ctx.timeout, expect = "2xx" })
+end
+
+return runbook {
+  name     = "api-down",
+  summary  = "The service's health endpoint fails: find which dependency, then restart",
+  severity = "SEV1",
+  description = "Symptoms: /health answers 5xx or nothing, users cannot reach the application, an " ..
+                "uptime alert fires.",
+
+  inputs = {
+    url      = input.url { env = "HEALTH_URL", default = "http://127.0.0.1:8000/health", help = "the health endpoint" },
+    database = input.url { env = "DATABASE_URL", required = false, help = "the database the service uses" },
+    cache    = input.url { env = "REDIS_URL", required = false, help = "the Redis the service uses" },
+    upstream = input.url { required = false, help = "an upstream HTTP dependency to check" },
+    process  = input.string { required = false, help = "a word of the service's command line, to find its process" },
+    restart  = input.argv { default = { "systemctl", "restart", "app" }, help = "how to restart the service" },
+    timeout  = input.duration { default = "3s", help = "deadline of each probe" },
+  },
+
+  step "health" {
+    title   = "What does the health endpoint say?",
+    explain = "A health endpoint that answers names what it misses; one that does not answer points at the " ..
+              "process itself or what is in front of it.",
+    run = function(ctx)
+      local r, err, kind = health(ctx)
+      if not r then
+        ctx.state.silent = true
+        return ctx:finding("%s does not answer (%s): %s", ctx.url, kind, err)
+      end
+      if r.ok then return ctx:ok("%s answers %d in %s", ctx.url, r.status, fmt.ms(r.timings.total_ms)) end
+      ctx.state.failing = r.status
+      ctx:finding("%s answers %d", ctx.url, r.status)
+      if r.json and type(r.json.dependencies) == "table" then
+        for name, dep in pairs(r.json.dependencies) do
+          if type(dep) == "table" and dep.ok == false then
+            ctx:finding("the service reports %s down: %s", name, tostring(dep.error or "?"))
+          end
+        end
+      end
+    end,
+  },
+
+  step "dependencies" {
+    title   = "Do its dependencies answer?",
+    explain = "All at once, each within its own deadline.",
+    run = function(ctx)
+      local checks = {}
+      if ctx.database then checks.database = function() return pg.ping(ctx.database, { timeout = ctx.timeout }) end end
+      if ctx.cache then checks.cache = function() return redis.ping(ctx.cache, { timeout = ctx.timeout }) end end
+      if ctx.upstream then checks.upstream = function() return http.get(ctx.upstream, { timeout = ctx.timeout }) end end
+      if next(checks) == nil then return ctx:note("no dependency given (database=, cache=, upstream=)") end
+      local results = parallel(checks)
+      for _, name in ipairs { "database", "cache", "upstream" } do
+        local r = results[name]
+        if r and r.err then
+          ctx.state.dependency_down = name
+          ctx:finding("%s: %s", name, r.err)
+        elseif r then
+          ctx:ok("%s answers", name)
+        end
+      end
+      if ctx.state.dependency_down then
+        ctx:note("fix %s first (its own runbook), then come back to the service", ctx.state.dependency_down)
+      end
+    end,
+  },
+
+  step "process" {
+    title = "Is the service's process running?",
+    run = function(ctx)
+      if not ctx.process then return ctx:note("process= not given: not looked for") end
+      local procs = must(sys.processes { match = ctx.process, sort = "cpu", sample = "200ms" })
+      if #procs == 0 then
+        ctx.state.no_process = true
+        return ctx:finding("no process matches '%s'", ctx.process)
+      end
+      ctx:show(fmt.table(procs, {
+        { "pid", right = true }, { "cpu_pct", title = "cpu", format = fmt.pct, right = true },
+        { "rss", title = "memory", format = fmt.bytes, right = true },
+        { "age", title = "up", format = fmt.duration, right = true }, { "cmdline", title = "command" },
+      }))
+      if procs[1].age < 120 then ctx:finding("it started %s ago: it may be restarting in a loop", fmt.duration(procs[1].age)) end
+    end,
+  },
+
+  step "restart" {
+    title   = "Restart the service",
+    explain = "When the endpoint fails and its dependencies answer, a restart is the quickest way back; " ..
+              "when a dependency is down, restarting the service does not help.",
+    run = function(ctx)
+      if not (ctx.state.silent or ctx.state.failing) then return ctx:ok("the service is healthy: no restart") end
+      if ctx.state.dependency_down then return ctx:note("not restarting: %s is down", ctx.state.dependency_down) end
+      local argv = {}
+      for i, a in ipairs(ctx.restart) do argv[i] = a end
+      argv.summary, argv.target = "restart the service", ctx.url
+      local r = must(sh.action(argv))
+      if r.dry_run then return end
+      must(ctx:wait_until(ctx.url .. " answers 2xx", function()
+        local h = health(ctx)
+        return h and h.ok
+      end, { timeout = 60, every = 0.5 }))
+    end,
+  },
+
+  step "verify" {
+    title = "Is the site back?",
+    run = function(ctx)
+      local r, err = health(ctx)
+      if not r then return ctx:escalate(ctx.url .. " still does not answer: " .. err) end
+      if not r.ok then return ctx:escalate(string.format("%s still answers %d", ctx.url, r.status)) end
+      return ctx:resolved(string.format("%s answers %d", ctx.url, r.status))
+    end,
+  },
+}

@@ -1,0 +1,84 @@
+-- connection-pool-exhausted: the application waits for database connections ("connection pool
+-- exhausted", "too many clients", requests timing out while the database is idle). Shows who
+-- holds the backends: by state, by application and client, and the sessions idle inside a
+-- transaction, which hold locks too; terminating the old idle ones is the confirmed remedy.
+local pg = require "pg"
+
+return runbook {
+  name     = "connection-pool-exhausted",
+  summary  = "Database connections run out: who holds them?",
+  severity = "SEV2",
+  description = "Symptoms: \"connection pool exhausted\" or \"remaining connection slots are reserved\" in " ..
+                "the logs, requests waiting on the database while it is mostly idle.",
+
+  inputs = {
+    url      = input.url { env = "DATABASE_URL", default = "postgresql://postgres@127.0.0.1:5432/postgres",
+                           help = "a role that sees every session" },
+    idle_age = input.duration { default = "10m", help = "idle sessions older than this may be terminated" },
+    txn_age  = input.duration { default = "1m", help = "idle-in-transaction sessions older than this are suspects" },
+  },
+
+  step "usage" {
+    title = "How many backends, in which state?",
+    run = function(ctx)
+      local conn = must(pg.connect(ctx.url))
+      local c = must(conn:connections())
+      ctx.state.usage = ctx:check("connections used of max_connections", c.used_pct,
+                                  { warn = "~:80", crit = "~:95", format = fmt.pct })
+      local rows = {}
+      for state, n in pairs(c.by_state or {}) do rows[#rows + 1] = { state = state, n = n } end
+      table.sort(rows, function(a, b) return a.n > b.n end)
+      ctx:show(fmt.table(rows, { { "state" }, { "n", title = "sessions", right = true } }))
+      local holders = must(conn:query([[
+        SELECT coalesce(nullif(application_name, ''), '?') AS application, usename AS role,
+               coalesce(host(client_addr), 'local') AS client, count(*) AS sessions,
+               count(*) FILTER (WHERE state = 'idle') AS idle
+        FROM pg_stat_activity WHERE backend_type = 'client backend'
+        GROUP BY 1, 2, 3 ORDER BY sessions DESC LIMIT 10]]))
+      ctx:show(fmt.table(holders, { { "sessions", right = true }, { "idle", right = true },
+                                    { "application" }, { "role" }, { "client" } }))
+      conn:close()
+    end,
+  },
+
+  step "in-transaction" {
+    title   = "Sessions idle inside a transaction",
+    explain = "A session that opened a transaction and went quiet holds its connection and its locks; " ..
+              "usually a request that failed without rolling back.",
+    run = function(ctx)
+      local conn = must(pg.connect(ctx.url))
+      local rows = must(conn:idle_in_transaction { min = ctx.txn_age })
+      conn:close()
+      if #rows == 0 then return ctx:ok("none idle in transaction for longer than %s", fmt.duration(ctx.txn_age)) end
+      ctx:finding("%d sessions idle in transaction for longer than %s", #rows, fmt.duration(ctx.txn_age))
+      ctx:show(fmt.table(rows, { { "pid", right = true }, { "usename", title = "role" },
+                                 { "application_name", title = "application" }, { "query" } }))
+      ctx.state.stuck = #rows
+    end,
+  },
+
+  step "terminate" {
+    title   = "Terminate old idle sessions",
+    explain = "Only sessions idle (or idle in transaction) for longer than the ages above; pools reconnect.",
+    run = function(ctx)
+      if ctx.state.usage == "OK" and not ctx.state.stuck then return ctx:ok("nothing to terminate") end
+      local conn = must(pg.connect(ctx.url))
+      if ctx.state.stuck then must(conn:terminate_idle { older_than = ctx.txn_age, state = "idle in transaction" }) end
+      if ctx.state.usage ~= "OK" then must(conn:terminate_idle { older_than = ctx.idle_age, state = "idle" }) end
+      conn:close()
+    end,
+  },
+
+  step "verify" {
+    title = "Are there free slots again?",
+    run = function(ctx)
+      local conn = must(pg.connect(ctx.url))
+      local c = must(conn:connections())
+      conn:close()
+      if ctx:check("connections used", c.used_pct, { warn = "~:80", crit = "~:95", format = fmt.pct }) == "CRITICAL" then
+        return ctx:escalate("still out of connections: lower the pools' sizes or raise max_connections")
+      end
+      return ctx:resolved(string.format("%d of %d connections in use", c.total, c.max_connections))
+    end,
+  },
+}

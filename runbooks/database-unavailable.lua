@@ -1,0 +1,117 @@
+-- database-unavailable: the application cannot reach PostgreSQL ("Connection to database failed",
+-- DatabaseDown, health check shows the database disconnected). Tells apart a database that is
+-- down, one that hangs, and one that refuses new connections because all slots are taken; offers
+-- terminating old idle sessions or, as the last resort, a restart; then checks again.
+local pg   = require "pg"
+local http = require "http"
+local sh   = require "sh"
+
+local TOO_MANY = "53300"   -- SQLSTATE too_many_connections
+
+local function ping(ctx) return pg.ping(ctx.url, { timeout = ctx.timeout }) end
+
+return runbook {
+  name     = "database-unavailable",
+  summary  = "PostgreSQL is down, hung or out of connections",
+  severity = "SEV1",
+  description = "Symptoms: \"Connection to database failed\" or \"too many clients already\" in the " ..
+                "application's logs, a DatabaseDown alert, a health check reporting the database.",
+
+  inputs = {
+    url      = input.url { env = "DATABASE_URL", default = "postgresql://postgres@127.0.0.1:5432/postgres",
+                           help = "a role that may see every session (a superuser keeps its reserved slots)" },
+    restart  = input.argv { default = { "systemctl", "restart", "postgresql" }, help = "how to restart it" },
+    health   = input.url { env = "HEALTH_URL", required = false, help = "the service's health endpoint, checked at the end" },
+    idle_age = input.duration { default = "5m", help = "idle sessions older than this may be terminated" },
+    timeout  = input.duration { default = "3s", help = "deadline of each probe" },
+  },
+
+  step "reach" {
+    title   = "Does PostgreSQL accept connections?",
+    explain = "Refused: nothing listens. No answer: the postmaster is stuck. \"too many clients\": it runs " ..
+              "but every connection slot is taken.",
+    run = function(ctx)
+      local r, err, kind = ping(ctx)
+      if r then
+        return ctx:ok("PostgreSQL %s answers in %s%s", r.version, fmt.ms(r.connect_ms),
+                      r.in_recovery and " (a replica, in recovery)" or "")
+      end
+      if kind == TOO_MANY then
+        ctx.state.full = true
+        return ctx:finding("every connection slot is taken: %s", err)
+      end
+      if kind == "auth" or kind == "28P01" or kind == "28000" then
+        return ctx:escalate(err .. ": the credentials were rejected; check the secret the application uses")
+      end
+      ctx.state.broken = kind
+      ctx:finding("%s: %s", kind == "refused" and "PostgreSQL is down" or kind == "timeout" and
+                  "PostgreSQL does not answer" or "PostgreSQL is unreachable", err)
+      return ctx:jump("restart")
+    end,
+  },
+
+  step "connections" {
+    title   = "Who holds the connections?",
+    explain = "Sessions by state against max_connections. Many idle ones usually mean a pool that grew " ..
+              "and never shrank; idle in transaction ones also hold locks.",
+    run = function(ctx)
+      local conn = must(pg.connect(ctx.url, { timeout = ctx.timeout }))
+      local c = must(conn:connections())
+      conn:close()
+      ctx.state.connections = c
+      local status = ctx:check("connections used of max_connections", c.used_pct,
+                               { warn = "~:80", crit = "~:90", format = fmt.pct })
+      if status ~= "OK" then ctx.state.full = true end
+      local rows = {}
+      for state, n in pairs(c.by_state or {}) do rows[#rows + 1] = { state = state, n = n } end
+      table.sort(rows, function(a, b) return a.n > b.n end)
+      ctx:show(fmt.table(rows, { { "state" }, { "n", title = "sessions", right = true } }))
+    end,
+  },
+
+  step "idle" {
+    title   = "Terminate old idle sessions",
+    explain = "Frees slots without touching anything that is working: only sessions idle for longer than " ..
+              "idle_age. Their clients reconnect through their pools.",
+    run = function(ctx)
+      if not ctx.state.full then return ctx:ok("connection slots are not scarce: nothing to terminate") end
+      local conn = must(pg.connect(ctx.url, { timeout = ctx.timeout }))
+      local r = must(conn:terminate_idle { older_than = ctx.idle_age, state = "idle" })
+      conn:close()
+      if r.dry_run then return ctx:note("dry run: nothing terminated") end
+      ctx:ok("terminated %d idle sessions", r.terminated or 0)
+    end,
+  },
+
+  step "restart" {
+    title   = "Restart PostgreSQL",
+    explain = "The last resort, and only when it is down or hung: a restart ends every session.",
+    run = function(ctx)
+      if not ctx.state.broken then return ctx:ok("PostgreSQL answers: no restart") end
+      local argv = {}
+      for i, a in ipairs(ctx.restart) do argv[i] = a end
+      argv.summary = "restart PostgreSQL (" .. ctx.state.broken .. ")"
+      argv.target = ctx.url
+      must(sh.action(argv))
+      must(ctx:wait_until("PostgreSQL accepts connections", function() return ping(ctx) end,
+                          { timeout = 60, every = 0.3 }))
+      ctx.state.broken = nil
+    end,
+  },
+
+  step "verify" {
+    title = "Is the database back, and the service with it?",
+    run = function(ctx)
+      local r, err = ping(ctx)
+      if not r then return ctx:escalate("PostgreSQL still refuses: " .. err) end
+      ctx:ok("PostgreSQL answers in %s", fmt.ms(r.connect_ms))
+      if ctx.health then
+        local h, herr = http.get(ctx.health, { timeout = ctx.timeout })
+        if not h then return ctx:escalate("the service's health check fails: " .. herr) end
+        if not h.ok then return ctx:escalate(string.format("the service's health check answers %d", h.status)) end
+        ctx:ok("%s answers %d", ctx.health, h.status)
+      end
+      return ctx:resolved("PostgreSQL accepts connections" .. (ctx.health and " and the service is healthy" or ""))
+    end,
+  },
+}

@@ -1,0 +1,82 @@
+-- high-error-rate: more requests fail than usual (alert: error rate above 5%). Samples the
+-- endpoint itself for the status mix, asks Prometheus for the error rate the alert fired on when
+-- one is given, then looks at the dependencies; nothing here changes the system.
+local http = require "http"
+
+local function sample(ctx)
+  local tasks = {}
+  for i = 1, ctx.requests do
+    tasks[i] = function() return http.get(ctx.url, { timeout = ctx.timeout, expect = "2xx" }) end
+  end
+  local statuses, failures, n = {}, 0, 0
+  for _, r in ipairs(parallel(tasks, { limit = 20 })) do
+    n = n + 1
+    local key = r.value and tostring(r.value.status) or (r.kind or "error")
+    statuses[key] = (statuses[key] or 0) + 1
+    if not (r.value and r.value.status < 500) then failures = failures + 1 end
+  end
+  return statuses, failures * 100 / math.max(n, 1)
+end
+
+local function prometheus(ctx, query)
+  local url = ctx.prometheus .. "/api/v1/query?query=" .. query:gsub("[^%w%-_.~]", function(c)
+    return string.format("%%%02X", c:byte())
+  end)
+  local r, err = http.get(url, { timeout = ctx.timeout, expect = 200 })
+  if not r then return nil, err end
+  local result = r.json and r.json.data and r.json.data.result
+  if not result or not result[1] then return nil, "no data for " .. query end
+  return tonumber(result[1].value[2])
+end
+
+return runbook {
+  name     = "high-error-rate",
+  summary  = "The service answers with too many errors (5xx)",
+  severity = "SEV2",
+  description = "Symptoms: an error-rate alert (more than 5% of requests failing), users seeing errors on " ..
+                "some operations.",
+
+  inputs = {
+    url        = input.url { env = "SERVICE_URL", default = "http://127.0.0.1:8000/health", help = "an endpoint to sample" },
+    requests   = input.int { default = 50, min = 1, max = 1000, help = "how many requests to sample" },
+    warn       = input.int { default = 1, min = 0, max = 100, help = "error percent that is a warning" },
+    crit       = input.int { default = 5, min = 0, max = 100, help = "error percent that is critical" },
+    prometheus = input.url { env = "PROMETHEUS_URL", required = false, help = "Prometheus, for the rate over 5 minutes" },
+    metric     = input.string { default = "http_requests_total", help = "the request counter in Prometheus" },
+    timeout    = input.duration { default = "5s", help = "deadline of each request" },
+  },
+
+  step "sample" {
+    title   = "What do requests get right now?",
+    explain = "Requests sent at once; 5xx answers and transport errors count as errors, 4xx do not.",
+    run = function(ctx)
+      local statuses, pct = sample(ctx)
+      local rows = {}
+      for status, n in pairs(statuses) do rows[#rows + 1] = { status = status, n = n } end
+      table.sort(rows, function(a, b) return a.n > b.n end)
+      ctx:show(fmt.table(rows, { { "status" }, { "n", title = "requests", right = true } }))
+      ctx.state.sampled = ctx:check("errors in the sample", pct,
+        { warn = "~:" .. ctx.warn, crit = "~:" .. ctx.crit, format = fmt.pct })
+    end,
+  },
+
+  step "prometheus" {
+    title   = "What rate did the alert see?",
+    explain = "The share of 5xx answers over the last 5 minutes, as the playbooks' query computes it.",
+    run = function(ctx)
+      if not ctx.prometheus then return ctx:note("prometheus= not given: skipped") end
+      local q = string.format('sum(rate(%s{status=~"5.."}[5m])) / sum(rate(%s[5m]))', ctx.metric, ctx.metric)
+      local rate, err = prometheus(ctx, q)
+      if not rate then return ctx:note("Prometheus: %s", err) end
+      ctx:check("error rate over 5 minutes", rate * 100, { warn = "~:" .. ctx.warn, crit = "~:" .. ctx.crit, format = fmt.pct })
+    end,
+  },
+
+  step "verdict" {
+    title = "Verdict",
+    run = function(ctx)
+      if ctx.state.sampled == "OK" then return ctx:resolved("the error rate is back under " .. ctx.warn .. "%") end
+      return ctx:escalate("errors persist: check the service's logs and its dependencies (runbook exec api-down)")
+    end,
+  },
+}

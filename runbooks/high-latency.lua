@@ -1,0 +1,89 @@
+-- high-latency: the service is slow (P95 above 500 ms). Measures where the time goes per phase
+-- (DNS, connect, TLS, first byte, total) on a sample of requests, asks Prometheus for the p95 the
+-- alert saw when one is given, and checks the host's load.
+local http = require "http"
+local sys  = require "sys"
+
+local function percentile(values, p)
+  table.sort(values)
+  if #values == 0 then return nil end
+  return values[math.max(1, math.ceil(#values * p))]
+end
+
+return runbook {
+  name     = "high-latency",
+  summary  = "The service answers slowly",
+  severity = "SEV3",
+  description = "Symptoms: a latency alert (p95 above 500 ms), pages that load slowly but load.",
+
+  inputs = {
+    url        = input.url { env = "SERVICE_URL", default = "http://127.0.0.1:8000/health", help = "an endpoint to sample" },
+    requests   = input.int { default = 30, min = 1, max = 1000, help = "how many requests to sample" },
+    warn_ms    = input.int { default = 300, min = 1, help = "p95 in ms that is a warning" },
+    crit_ms    = input.int { default = 500, min = 1, help = "p95 in ms that is critical" },
+    prometheus = input.url { env = "PROMETHEUS_URL", required = false, help = "Prometheus, for the p95 over 5 minutes" },
+    histogram  = input.string { default = "http_request_duration_seconds_bucket", help = "the latency histogram" },
+    timeout    = input.duration { default = "10s", help = "deadline of each request" },
+  },
+
+  step "sample" {
+    title   = "How long do requests take, and where?",
+    run = function(ctx)
+      local tasks = {}
+      for i = 1, ctx.requests do tasks[i] = function() return http.get(ctx.url, { timeout = ctx.timeout }) end end
+      local total, first, connect, failed = {}, {}, {}, 0
+      for _, r in ipairs(parallel(tasks, { limit = 10 })) do
+        if r.value then
+          total[#total + 1] = r.value.timings.total_ms
+          first[#first + 1] = r.value.timings.first_byte_ms
+          connect[#connect + 1] = r.value.timings.connect_ms
+        else
+          failed = failed + 1
+        end
+      end
+      if #total == 0 then return ctx:finding("no request succeeded (%d failed)", failed) end
+      ctx:show(fmt.table({
+        { phase = "connect", p50 = percentile(connect, 0.5), p95 = percentile(connect, 0.95) },
+        { phase = "first byte", p50 = percentile(first, 0.5), p95 = percentile(first, 0.95) },
+        { phase = "total", p50 = percentile(total, 0.5), p95 = percentile(total, 0.95) },
+      }, { { "phase" }, { "p50", format = fmt.ms, right = true }, { "p95", format = fmt.ms, right = true } }))
+      ctx.state.sampled = ctx:check("p95 of the sample", percentile(total, 0.95),
+        { warn = "~:" .. ctx.warn_ms, crit = "~:" .. ctx.crit_ms, format = fmt.ms })
+      if failed > 0 then ctx:finding("%d of %d requests failed", failed, ctx.requests) end
+    end,
+  },
+
+  step "prometheus" {
+    title = "What p95 did the alert see?",
+    run = function(ctx)
+      if not ctx.prometheus then return ctx:note("prometheus= not given: skipped") end
+      local q = string.format("histogram_quantile(0.95, sum(rate(%s[5m])) by (le))", ctx.histogram)
+      local url = ctx.prometheus .. "/api/v1/query?query=" ..
+                  q:gsub("[^%w%-_.~]", function(c) return string.format("%%%02X", c:byte()) end)
+      local r, err = http.get(url, { timeout = ctx.timeout, expect = 200 })
+      local result = r and r.json and r.json.data and r.json.data.result
+      if not (result and result[1]) then return ctx:note("Prometheus: %s", err or "no data") end
+      ctx:check("p95 over 5 minutes", tonumber(result[1].value[2]) * 1000,
+                { warn = "~:" .. ctx.warn_ms, crit = "~:" .. ctx.crit_ms, format = fmt.ms })
+    end,
+  },
+
+  step "host" {
+    title = "Is the machine itself overloaded?",
+    run = function(ctx)
+      local load = must(sys.load())
+      ctx:check("load per cpu (1 min)", load.per_cpu1, { warn = "~:1", crit = "~:2" })
+      local top = must(sys.processes { sort = "cpu", limit = 5, sample = "500ms" })
+      ctx:show(fmt.table(top, { { "cpu_pct", title = "cpu", format = fmt.pct, right = true },
+                                { "pid", right = true }, { "command" } }))
+    end,
+  },
+
+  step "verdict" {
+    title = "Verdict",
+    run = function(ctx)
+      if ctx.state.sampled == "OK" then return ctx:resolved("latency is back under " .. ctx.warn_ms .. " ms") end
+      return ctx:escalate("still slow: look at slow queries (runbook exec slow-queries) and the cache (redis-failure)")
+    end,
+  },
+}

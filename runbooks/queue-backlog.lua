@@ -1,0 +1,95 @@
+-- queue-backlog: jobs pile up in a Redis list (alert: queue depth above 10 for 10 minutes; uploads
+-- or emails not processed). Measures the depth and whether it drains, checks that consumers
+-- run, and looks at the oldest job; restarting the workers is the confirmed remediation.
+local redis = require "redis"
+local sys   = require "sys"
+local sh    = require "sh"
+
+return runbook {
+  name     = "queue-backlog",
+  summary  = "A job queue in Redis grows: are the workers alive?",
+  severity = "SEV3",
+  description = "Symptoms: a backlog alert, jobs (uploads, emails, transcodes) not processed.",
+
+  inputs = {
+    url     = input.url { env = "REDIS_URL", default = "redis://127.0.0.1:6379/0", help = "the Redis holding the queue" },
+    queue   = input.string { default = "jobs", help = "the list key of the queue" },
+    warn    = input.int { default = 10, min = 0, help = "queue length that is a warning" },
+    crit    = input.int { default = 100, min = 0, help = "queue length that is critical" },
+    worker  = input.string { required = false, help = "a word of the workers' command line, to find them" },
+    restart = input.argv { default = { "systemctl", "restart", "worker" }, help = "how to restart the workers" },
+    watch   = input.duration { default = "5s", help = "how long to watch whether it drains" },
+  },
+
+  step "depth" {
+    title   = "How deep is the queue, and does it drain?",
+    explain = "Two readings a few seconds apart: a long queue that shrinks is busy, one that grows is stuck.",
+    run = function(ctx)
+      local conn = must(redis.connect(ctx.url))
+      local first = must(conn:llen(ctx.queue))
+      ctx.state.depth = first
+      ctx.state.status = ctx:check("jobs queued in " .. ctx.queue, first,
+                                   { warn = "~:" .. ctx.warn, crit = "~:" .. ctx.crit })
+      if first == 0 then conn:close() return end
+      local ok = ctx:wait_until("the queue shrinks", function()
+        local now = conn:llen(ctx.queue)
+        return now and now < first
+      end, { timeout = ctx.watch, every = 0.5 })
+      ctx.state.draining = ok ~= nil
+      if not ok then ctx:finding("no job left the queue in %s: nothing consumes it", fmt.duration(ctx.watch)) end
+      local oldest = conn:call("LINDEX", ctx.queue, -1)
+      if oldest then ctx:note("oldest job: %s", tostring(oldest):sub(1, 120)) end
+      conn:close()
+    end,
+  },
+
+  step "workers" {
+    title = "Are the workers running?",
+    run = function(ctx)
+      if not ctx.worker then return ctx:note("worker= not given: not looked for") end
+      local procs = must(sys.processes { match = ctx.worker, sort = "cpu", sample = "300ms" })
+      if #procs == 0 then
+        ctx.state.no_workers = true
+        return ctx:finding("no process matches '%s': the workers are gone", ctx.worker)
+      end
+      ctx:show(fmt.table(procs, { { "pid", right = true }, { "cpu_pct", title = "cpu", format = fmt.pct, right = true },
+                                  { "age", title = "up", format = fmt.duration, right = true }, { "cmdline", title = "command" } }))
+      if not ctx.state.draining then
+        ctx:finding("%d workers run but the queue does not drain: they may be stuck on a job", #procs)
+      end
+    end,
+  },
+
+  step "restart" {
+    title   = "Restart the workers",
+    explain = "Stuck or dead workers come back and pick the queue up again; a job they were on is retried " ..
+              "if the queue acknowledges jobs, lost otherwise.",
+    run = function(ctx)
+      if ctx.state.draining or (ctx.state.depth or 0) <= ctx.warn then return ctx:ok("the queue is fine: no restart") end
+      local argv = {}
+      for i, a in ipairs(ctx.restart) do argv[i] = a end
+      argv.summary = string.format("restart the workers (%d jobs waiting in %s)", ctx.state.depth, ctx.queue)
+      local r = must(sh.action(argv))
+      if r.dry_run then return end
+      local conn = must(redis.connect(ctx.url))
+      must(ctx:wait_until("the queue drains", function()
+        local now = conn:llen(ctx.queue)
+        return now and now < ctx.state.depth
+      end, { timeout = 60, every = 1 }))
+      conn:close()
+    end,
+  },
+
+  step "verify" {
+    title = "Is it under control?",
+    run = function(ctx)
+      local conn = must(redis.connect(ctx.url))
+      local n = must(conn:llen(ctx.queue))
+      conn:close()
+      if ctx:check("jobs queued", n, { warn = "~:" .. ctx.warn, crit = "~:" .. ctx.crit }) == "CRITICAL" then
+        return ctx:escalate("the queue is still critical: scale the workers or find the poison job")
+      end
+      return ctx:resolved(string.format("%d jobs queued", n))
+    end,
+  },
+}

@@ -1,0 +1,149 @@
+-- redis-failure: the cache is down, hung, full or slow ("Redis connection failed", RedisDown).
+-- Tells the four apart with probes (refused, no answer, memory at maxmemory with evictions, slow
+-- commands and latency), offers the remediation that fits (restart; flush a cache db, typed
+-- back; raise maxmemory) as confirmed actions, then checks the cache and the service again.
+local redis = require "redis"
+local http  = require "http"
+local sh    = require "sh"
+
+local function reach(ctx)
+  return redis.ping(ctx.url, { timeout = ctx.timeout })
+end
+
+return runbook {
+  name     = "redis-failure",
+  summary  = "Redis is down, hung, out of memory or slow",
+  severity = "SEV2",
+  description = "Symptoms: \"Redis connection failed\" in application logs, a RedisDown alert, cache " ..
+                "timeouts, queues not draining.",
+
+  inputs = {
+    url       = input.url { env = "REDIS_URL", default = "redis://127.0.0.1:6379/0", help = "the Redis to examine" },
+    restart   = input.argv { default = { "systemctl", "restart", "redis-server" }, help = "how to restart it" },
+    health    = input.url { env = "HEALTH_URL", required = false, help = "the service's health endpoint, checked at the end" },
+    timeout   = input.duration { default = "2s", help = "deadline of each probe" },
+    memory_warn = input.int { default = 80, min = 1, max = 100, help = "percent of maxmemory that is a warning" },
+    memory_crit = input.int { default = 95, min = 1, max = 100, help = "percent of maxmemory that is critical" },
+    maxmemory = input.string { required = false, help = "a new maxmemory (e.g. 256mb) to offer when memory is full" },
+  },
+
+  step "reach" {
+    title   = "Does Redis answer?",
+    explain = "Refused means nothing listens (crashed, stopped); no answer within the deadline means the " ..
+              "process is there but stuck (stopped, swapping, or blocked by a slow command).",
+    run = function(ctx)
+      local pong, err, kind = reach(ctx)
+      if pong then
+        ctx.state.up = true
+        return ctx:ok("PONG in %s (Redis %s, %s)", fmt.ms(pong.ms), pong.version or "?", pong.role or "?")
+      end
+      if kind == "auth" then return ctx:escalate(err .. ": the password the application uses is wrong or was rotated") end
+      ctx.state.broken = kind
+      if kind == "refused" then
+        ctx:finding("Redis is down: %s", err)
+      elseif kind == "timeout" then
+        ctx:finding("Redis is hung: it accepts connections but does not answer (%s)", err)
+      else
+        ctx:finding("Redis is unreachable: %s", err)
+      end
+      return ctx:jump("restart")
+    end,
+  },
+
+  step "memory" {
+    title   = "Is it out of memory?",
+    explain = "At maxmemory Redis evicts keys (allkeys-* policies) or refuses writes (noeviction).",
+    run = function(ctx)
+      local conn = must(redis.connect(ctx.url, { timeout = ctx.timeout }))
+      local mem = must(conn:memory())
+      ctx.state.memory = mem
+      if not mem.maxmemory or mem.maxmemory == 0 then
+        ctx:note("no maxmemory set: %s used, bounded only by the machine", fmt.bytes(mem.used_memory))
+      else
+        local status = ctx:check("memory used of maxmemory", mem.used_pct,
+          { warn = "~:" .. ctx.memory_warn, crit = "~:" .. ctx.memory_crit, format = fmt.pct })
+        ctx.state.memory_full = status == "CRITICAL"
+      end
+      if (mem.evicted_keys or 0) > 0 then
+        ctx:finding("%s keys evicted since start (policy %s)", fmt.count(mem.evicted_keys), mem.maxmemory_policy or "?")
+      end
+      conn:close()
+    end,
+  },
+
+  step "slow" {
+    title   = "Is it slow?",
+    explain = "Round trips should stay under a millisecond on a local network; the slow log names the " ..
+              "commands that blocked everyone else.",
+    run = function(ctx)
+      local conn = must(redis.connect(ctx.url, { timeout = ctx.timeout }))
+      local lat = must(conn:latency { samples = 20 })
+      ctx:check("PING round trip p95", lat.p95, { warn = "~:1", crit = "~:10", format = fmt.ms })
+      local slow = must(conn:slowlog { limit = 5 })
+      if #slow > 0 then
+        local rows = {}
+        for i, e in ipairs(slow) do
+          rows[i] = { ms = e.duration_us / 1000, command = table.concat(e.command or {}, " "):sub(1, 60) }
+        end
+        ctx:show(fmt.table(rows, { { "ms", title = "took", format = fmt.ms, right = true }, { "command" } }))
+      end
+      conn:close()
+    end,
+  },
+
+  step "restart" {
+    title   = "Restart Redis",
+    explain = "Only when it is down or hung. A restart drops what was not persisted; for a cache that is " ..
+              "the price of having it back.",
+    run = function(ctx)
+      if not ctx.state.broken then return ctx:ok("Redis answers: no restart needed") end
+      local argv = {}
+      for i, a in ipairs(ctx.restart) do argv[i] = a end
+      argv.summary = "restart Redis (" .. ctx.state.broken .. ")"
+      argv.target = ctx.url
+      must(sh.action(argv))
+      must(ctx:wait_until("Redis answers PING", function() return reach(ctx) end, { timeout = 30, every = 0.2 }))
+      ctx.state.broken = nil
+    end,
+  },
+
+  step "flush" {
+    title   = "Flush the cache database",
+    explain = "When memory is full and the data is a cache, FLUSHDB frees it at once. It cannot be undone: " ..
+              "you will be asked to type the target back.",
+    run = function(ctx)
+      if not ctx.state.memory_full then return ctx:ok("memory is not full: nothing to flush") end
+      local conn = must(redis.connect(ctx.url, { timeout = ctx.timeout }))
+      must(conn:action("FLUSHDB"))
+      ctx:ok("flushed %s", ctx.url)
+      conn:close()
+    end,
+  },
+
+  step "maxmemory" {
+    title = "Raise maxmemory",
+    run = function(ctx)
+      if not ctx.state.memory_full then return ctx:ok("memory is not full") end
+      if not ctx.maxmemory then return ctx:note("set maxmemory=SIZE to be offered a new limit") end
+      local conn = must(redis.connect(ctx.url, { timeout = ctx.timeout }))
+      must(conn:action("CONFIG", "SET", "maxmemory", ctx.maxmemory))
+      conn:close()
+    end,
+  },
+
+  step "verify" {
+    title = "Is the cache back, and the service with it?",
+    run = function(ctx)
+      local pong, err = reach(ctx)
+      if not pong then return ctx:escalate("Redis still does not answer: " .. err) end
+      ctx:ok("PONG in %s", fmt.ms(pong.ms))
+      if ctx.health then
+        local r, herr = http.get(ctx.health, { timeout = ctx.timeout })
+        if not r then return ctx:escalate("the service's health check fails: " .. herr) end
+        if not r.ok then return ctx:escalate(string.format("the service's health check answers %d", r.status)) end
+        ctx:ok("%s answers %d", ctx.health, r.status)
+      end
+      return ctx:resolved("Redis answers" .. (ctx.health and " and the service is healthy" or ""))
+    end,
+  },
+}

@@ -1,0 +1,95 @@
+-- slow-queries: the database is slow (queries taking seconds, requests timing out). Lists the
+-- long-running queries, the blocked ones and who blocks them, lock counts, and tables read by
+-- sequential scans that may miss an index; cancelling or terminating one pid is the remedy.
+local pg = require "pg"
+
+return runbook {
+  name     = "slow-queries",
+  summary  = "Queries run long or wait on locks",
+  severity = "SEV2",
+  description = "Symptoms: slow pages, statement timeouts, queries over 5 seconds, lock waits in the logs.",
+
+  inputs = {
+    url    = input.url { env = "DATABASE_URL", default = "postgresql://postgres@127.0.0.1:5432/postgres",
+                         help = "a role that sees every session" },
+    min    = input.duration { default = "5s", help = "queries running longer than this are listed" },
+    pid    = input.int { required = false, help = "a backend to cancel (and, if that is not enough, terminate)" },
+  },
+
+  step "long" {
+    title = "Which queries run long?",
+    run = function(ctx)
+      local conn = must(pg.connect(ctx.url))
+      local rows = must(conn:long_running { min = ctx.min })
+      conn:close()
+      if #rows == 0 then return ctx:ok("no query has run for longer than %s", fmt.duration(ctx.min)) end
+      ctx:finding("%d queries running for longer than %s", #rows, fmt.duration(ctx.min))
+      ctx:show(fmt.table(rows, { { "pid", right = true }, { "duration_ms", title = "running", format = fmt.ms, right = true },
+                                 { "usename", title = "role" }, { "query" } }))
+      ctx.state.longest = rows[1]
+    end,
+  },
+
+  step "blocked" {
+    title   = "Who waits for whom?",
+    explain = "A blocked query waits for a lock another session holds; the blocker is where to act.",
+    run = function(ctx)
+      local conn = must(pg.connect(ctx.url))
+      local rows = must(conn:blocked())
+      local locks = must(conn:locks())
+      conn:close()
+      if #rows == 0 then return ctx:ok("no query waits on a lock") end
+      ctx:finding("%d queries wait on locks", #rows)
+      for _, b in ipairs(rows) do
+        ctx:show(string.format("pid %s waits for %s: %s", tostring(b.pid),
+          table.concat(b.blocked_by or {}, ", "), tostring(b.query):sub(1, 100)))
+      end
+      ctx.state.blocker = rows[1].blocked_by and rows[1].blocked_by[1]
+      if #locks > 0 then ctx:show(fmt.table(locks, { { "mode" }, { "granted" }, { "count", right = true } })) end
+    end,
+  },
+
+  step "scans" {
+    title   = "Tables read by sequential scans",
+    explain = "Large tables read mostly by sequential scans often miss an index the queries need.",
+    run = function(ctx)
+      local conn = must(pg.connect(ctx.url))
+      local rows = must(conn:query([[
+        SELECT relname AS table, seq_scan, coalesce(idx_scan, 0) AS idx_scan, n_live_tup AS rows
+        FROM pg_stat_user_tables WHERE seq_scan > coalesce(idx_scan, 0) AND n_live_tup > 10000
+        ORDER BY seq_scan * n_live_tup DESC LIMIT 10]]))
+      conn:close()
+      if #rows == 0 then return ctx:ok("no large table is read mostly by sequential scans") end
+      ctx:finding("%d large tables read mostly by sequential scans (missing index?)", #rows)
+      ctx:show(fmt.table(rows, { { "table" }, { "rows", right = true }, { "seq_scan", right = true },
+                                 { "idx_scan", right = true } }))
+    end,
+  },
+
+  step "cancel" {
+    title   = "Cancel the query, or end its session",
+    explain = "Cancelling stops the statement and keeps the session; terminating ends the session and rolls " ..
+              "its transaction back, releasing its locks.",
+    run = function(ctx)
+      local pid = ctx.pid or ctx.state.blocker or (ctx.state.longest and ctx.state.longest.pid)
+      if not pid then return ctx:ok("nothing to cancel") end
+      local conn = must(pg.connect(ctx.url))
+      must(conn:cancel(pid))
+      local still = must(conn:query("SELECT count(*) AS n FROM pg_stat_activity WHERE pid = $1 AND state = 'active'", { pid }))
+      if still[1].n > 0 then must(conn:terminate(pid)) end
+      conn:close()
+    end,
+  },
+
+  step "verify" {
+    title = "Is it quick again?",
+    run = function(ctx)
+      local conn = must(pg.connect(ctx.url))
+      local rows = must(conn:long_running { min = ctx.min })
+      local blocked = must(conn:blocked())
+      conn:close()
+      if #rows == 0 and #blocked == 0 then return ctx:resolved("no long-running or blocked query left") end
+      return ctx:escalate(string.format("%d long-running and %d blocked queries remain", #rows, #blocked))
+    end,
+  },
+}

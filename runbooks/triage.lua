@@ -1,0 +1,75 @@
+-- triage: the first five minutes. Every dependency checked at once, a severity suggested from
+-- what is down (the playbooks' scale: SEV1 complete outage .. SEV4 cosmetic, P0..P3), and the
+-- runbook to run next.
+local http  = require "http"
+local pg    = require "pg"
+local redis = require "redis"
+local sys   = require "sys"
+
+return runbook {
+  name     = "triage",
+  summary  = "Quick diagnostic: everything at once, a severity, the next runbook",
+  severity = "SEV2",
+  description = "Run it first when an alert fires and it is not yet clear what is broken.",
+
+  inputs = {
+    url      = input.url { env = "HEALTH_URL", required = false, help = "the service's health endpoint" },
+    database = input.url { env = "DATABASE_URL", required = false, help = "the database" },
+    cache    = input.url { env = "REDIS_URL", required = false, help = "the Redis" },
+    path     = input.path { default = "/", help = "a filesystem the service writes to" },
+    timeout  = input.duration { default = "3s", help = "deadline of each probe" },
+  },
+
+  step "everything" {
+    title   = "Check everything at once",
+    explain = "Each check has its own deadline; together they take about as long as the slowest one.",
+    run = function(ctx)
+      local t = ctx.timeout
+      local checks = {
+        disk = function() return sys.fs(ctx.path) end,
+        memory = function() return sys.memory() end,
+        load = function() return sys.load() end,
+      }
+      if ctx.url then checks.service = function() return http.get(ctx.url, { timeout = t, expect = "2xx" }) end end
+      if ctx.database then checks.database = function() return pg.ping(ctx.database, { timeout = t }) end end
+      if ctx.cache then checks.cache = function() return redis.ping(ctx.cache, { timeout = t }) end end
+      local r = parallel(checks)
+      local down = {}
+      local function judge(name, failed, text, ...)
+        if failed then down[name] = true ctx:finding(text, ...) else ctx:ok(text, ...) end
+      end
+      if r.service then
+        local v = r.service.value
+        judge("service", not (v and v.ok), "service: %s", v and (v.status .. " in " .. fmt.ms(v.timings.total_ms)) or r.service.err)
+      end
+      if r.database then judge("database", r.database.err, "database: %s", r.database.err or "answers") end
+      if r.cache then judge("cache", r.cache.err, "cache: %s", r.cache.err or "answers") end
+      local fs, mem, load = r.disk.value, r.memory.value, r.load.value
+      if fs then judge("disk", fs.used_pct >= 90, "disk %s: %s used", fs.mount, fmt.pct(fs.used_pct)) end
+      if mem then judge("memory", mem.used_pct >= 90, "memory: %s used", fmt.pct(mem.used_pct)) end
+      if load then judge("load", load.per_cpu1 >= 2, "load: %.2f per cpu", load.per_cpu1) end
+      ctx.state.down = down
+    end,
+  },
+
+  step "severity" {
+    title   = "How bad is it, and what next?",
+    explain = "SEV1: complete outage (respond within 15 minutes). SEV2: major degradation (30 minutes). " ..
+              "SEV3: partial degradation (2 hours). SEV4: cosmetic (24 hours).",
+    run = function(ctx)
+      local d = ctx.state.down or {}
+      local sev, next_rb
+      if d.service and (d.database or not ctx.database) then sev, next_rb = "SEV1 (P0)", d.database and "database-unavailable" or "api-down"
+      elseif d.database then sev, next_rb = "SEV1 (P0)", "database-unavailable"
+      elseif d.service then sev, next_rb = "SEV1 (P0)", "api-down"
+      elseif d.cache then sev, next_rb = "SEV2 (P1)", "redis-failure"
+      elseif d.disk then sev, next_rb = "SEV2 (P1)", "disk-full"
+      elseif d.memory then sev, next_rb = "SEV2 (P1)", "memory-pressure"
+      elseif d.load then sev, next_rb = "SEV3 (P2)", "high-latency"
+      end
+      if not sev then return ctx:resolved("nothing down that triage can see: SEV4 at most") end
+      ctx:finding("suggested severity: %s", sev)
+      return ctx:escalate("run next: runbook exec " .. next_rb)
+    end,
+  },
+}
