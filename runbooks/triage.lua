@@ -59,8 +59,9 @@ return runbook {
     run = function(ctx)
       local d = ctx.state.down or {}
       local sev, next_rb
-      if d.service and (d.database or not ctx.database) then sev, next_rb = "SEV1 (P0)", d.database and "database-unavailable" or "api-down"
-      elseif d.database then sev, next_rb = "SEV1 (P0)", "database-unavailable"
+      -- A failing service with a failing dependency is that dependency's incident.
+      if d.database then sev, next_rb = "SEV1 (P0)", "database-unavailable"
+      elseif d.service and d.cache then sev, next_rb = "SEV1 (P0)", "redis-failure"
       elseif d.service then sev, next_rb = "SEV1 (P0)", "api-down"
       elseif d.cache then sev, next_rb = "SEV2 (P1)", "redis-failure"
       elseif d.disk then sev, next_rb = "SEV2 (P1)", "disk-full"

@@ -110,3 +110,24 @@ def test_drill_redis_failure(t):
 def test_drill_database_unavailable(t):
     run_modes(t, "database-unavailable", PG_MODES,
               {"down": "lab restart pg", "hung": "lab restart pg", "full": "pg.terminate_idle"})
+
+
+def test_drill_api_down(t):
+    run_modes(t, "api-down", [("down", "✖ http://127.0.0.1:")], {"down": "lab restart api"})
+    rc, out, err, tr = drill(t, "api-down", "dependency")
+    expect_in("✖ the service reports redis down", out)
+    expect_in("✖ cache: redis.ping 127.0.0.1:", out)
+    expect_in("drill api-down: healthy again after", out)
+    expect_eq(rc, 0, err)
+    expect_eq(actions_confirmed_first(t, tr), [], "no restart while a dependency is down")
+    verifies(t, tr)
+
+
+def test_drill_triage(t):
+    rc, out, err, tr = drill(t, "triage")
+    expect_in("✖ cache: redis.ping 127.0.0.1:", out)
+    expect_in("✖ suggested severity: SEV1 (P0)", out)
+    expect_in("run next: runbook exec redis-failure", out)
+    expect_in("drill triage: healthy again after", out)
+    expect_eq(rc, 0, err)
+    verifies(t, tr)
