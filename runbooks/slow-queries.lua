@@ -75,8 +75,13 @@ return runbook {
       if not pid then return ctx:ok("nothing to cancel") end
       local conn = must(pg.connect(ctx.url))
       must(conn:cancel(pid))
-      local still = must(conn:query("SELECT count(*) AS n FROM pg_stat_activity WHERE pid = $1 AND state = 'active'", { pid }))
-      if still[1].n > 0 then must(conn:terminate(pid)) end
+      -- A cancelled statement leaves its transaction open, and its locks held, until the client
+      -- rolls back: if the pid still runs or still blocks others, end its session.
+      local still = must(conn:query([[
+        SELECT count(*) FILTER (WHERE pid = $1 AND state = 'active') AS active,
+               count(*) FILTER (WHERE $1 = ANY(pg_blocking_pids(pid))) AS blocking
+        FROM pg_stat_activity]], { pid }))
+      if still[1].active > 0 or still[1].blocking > 0 then must(conn:terminate(pid)) end
       conn:close()
     end,
   },

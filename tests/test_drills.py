@@ -131,3 +131,51 @@ def test_drill_triage(t):
     expect_in("drill triage: healthy again after", out)
     expect_eq(rc, 0, err)
     verifies(t, tr)
+
+
+def diagnosis(t, name, findings):
+    rc, out, err, tr = drill(t, name)
+    for f in findings:
+        expect_in(f, out, name + " names the fault")
+    expect_in("drill %s: healthy again after" % name, out)
+    expect_eq(rc, 0, "%s exit code; stderr: %s" % (name, err))
+    verifies(t, tr)
+    return out, tr
+
+
+def test_drill_high_error_rate(t):
+    diagnosis(t, "high-error-rate", ["✖ CRITICAL errors in the sample: 100%"])
+
+
+def test_drill_high_latency(t):
+    diagnosis(t, "high-latency", ["✖ no request succeeded (10 failed)"])
+
+
+def test_drill_queue_backlog(t):
+    out, tr = diagnosis(t, "queue-backlog", ["WARNING jobs queued in drill:jobs: 50",
+                                             "✖ no job left the queue in 1 s: nothing consumes it"])
+    actions = actions_confirmed_first(t, tr)
+    expect_eq(len(actions), 1, "one action: restarting the workers")
+
+
+def test_drill_connection_pool_exhausted(t):
+    out, tr = diagnosis(t, "connection-pool-exhausted", ["✖ 5 sessions idle in transaction for longer than 1 s"])
+    actions = actions_confirmed_first(t, tr)
+    expect_eq([a["primitive"] for a in actions], ["pg.terminate_idle"])
+
+
+def test_drill_slow_queries(t):
+    out, tr = diagnosis(t, "slow-queries", ["✖ 1 queries wait on locks", "SELECT count(*) FROM drill_t;"])
+    actions = actions_confirmed_first(t, tr)
+    expect_eq(len(actions) >= 1, True, "the blocker was cancelled or terminated")
+
+
+def test_drill_migration_failure(t):
+    out, tr = diagnosis(t, "migration-failure", ["✖ the database is at a1b2c3, the code expects d4e5f6",
+                                                 "✖ missing: orders"])
+    actions = actions_confirmed_first(t, tr)
+    expect_eq(len(actions), 1, "one action: the migrate command")
+
+
+def test_drill_cert_expiry(t):
+    diagnosis(t, "cert-expiry", ["✖ CRITICAL days left: ", "✖ the chain does not verify: self-signed certificate"])

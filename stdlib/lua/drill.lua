@@ -227,6 +227,154 @@ M.drills["triage"] = {
   repair = function() lab.control("restart", "redis") end,
 }
 
+M.drills["high-error-rate"] = {
+  modes = { cache = { "redis-server stopped: every request to /health fails with 503",
+                      function() lab.control("stop", "redis") end, diagnosis = true } },
+  inputs = function(s) return { url = s.api.url .. "/health", requests = 20, timeout = "2s" } end,
+  healthy = service_healthy,
+  repair = function() lab.control("restart", "redis") end,
+}
+
+M.drills["high-latency"] = {
+  modes = { stalled = { "the lab's HTTP service frozen with SIGSTOP: requests wait for their deadline",
+                        function(s) core.kill(s.api.pid, "STOP") end, diagnosis = true } },
+  inputs = function(s) return { url = s.api.url .. "/health", requests = 10, timeout = "1s" } end,
+  healthy = service_healthy,
+  repair = function(s) core.kill(s.api.pid, "CONT") end,
+}
+
+-- Jobs nobody consumes; the "workers" the runbook may restart are the drill's stand-in, a command
+-- that takes every job off the queue.
+M.drills["queue-backlog"] = {
+  modes = { stuck = { "50 jobs queued and no worker consuming them", function(s)
+    redis_cli(s, "DEL", "drill:jobs")
+    local argv = { "drill:jobs" }
+    for i = 1, 50 do argv[#argv + 1] = string.format('{"id":%d,"enqueued_at":%d}', i, os.time()) end
+    redis_cli(s, "RPUSH", table.unpack(argv))
+  end } },
+  inputs = function(s)
+    return { url = s.redis.url, queue = "drill:jobs", watch = "1s",
+             restart = string.format("redis-cli -p %d DEL drill:jobs", s.redis.port) }
+  end,
+  healthy = function(s)
+    local n = tonumber((redis_cli(s, "LLEN", "drill:jobs").stdout:match("%d+")))
+    if n and n > 0 then return false, n .. " jobs still queued" end
+    return true
+  end,
+  repair = function(s) redis_cli(s, "DEL", "drill:jobs") end,
+}
+
+-- Sessions a drill opens with psql and keeps open (each in its own process group, recorded so
+-- that cleanup can end them all): idle transactions, lock holders, waiters.
+local function groups_file() os.execute("mkdir -p " .. lab.dir()) return lab.dir() .. "/sessions.pids" end
+
+local function shq(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+local function psql_args(s, user)
+  return string.format("psql -X -q -h 127.0.0.1 -p %d -U %s -d %s", s.pg.port, user, s.pg.database)
+end
+
+local function open_session(s, user, sql)
+  local script = string.format("echo $$ >> %s; (printf '%%s\\n' %s; exec sleep 600) | %s >/dev/null 2>&1",
+                               groups_file(), shq(sql), psql_args(s, user))
+  assert(os.execute("setsid -f sh -c " .. shq(script) .. " </dev/null >/dev/null 2>&1"))
+end
+
+local function psql(s, sql)
+  local r = assert(sh.read { "sh", "-c", psql_args(s, s.pg.user) .. " -At -c " .. shq(sql), quiet = true, timeout = 10 })
+  return (r.stdout:gsub("%s+$", ""))
+end
+
+local function end_sessions()
+  local f = io.open(groups_file())
+  if not f then return end
+  for line in f:lines() do
+    local pid = math.tointeger(tonumber(line))
+    if pid then core.kill(-pid, "KILL") end
+  end
+  f:close()
+  os.remove(groups_file())
+end
+
+local function count_where(s, cond)
+  return tonumber(psql(s, "SELECT count(*) FROM pg_stat_activity WHERE " .. cond)) or -1
+end
+
+M.drills["connection-pool-exhausted"] = {
+  modes = { stuck = { "5 sessions of the application's role idle inside a transaction", function(s)
+    for _ = 1, 5 do open_session(s, "app", "BEGIN; SELECT 1;") end
+    settle(function() return count_where(s, "state = 'idle in transaction'") >= 5 end, 10)
+    core.sleep(1.2)   -- older than the drill's txn_age
+  end } },
+  inputs = function(s) return { url = s.pg.url, txn_age = "1s" } end,
+  healthy = function(s)
+    local n = count_where(s, "state = 'idle in transaction'")
+    if n ~= 0 then return false, n .. " sessions idle in transaction" end
+    return true
+  end,
+  repair = end_sessions, cleanup = end_sessions,
+}
+
+M.drills["slow-queries"] = {
+  modes = { locked = { "a transaction holds an exclusive lock and sleeps; a query waits for it", function(s)
+    psql(s, "DROP TABLE IF EXISTS drill_t; CREATE TABLE drill_t (id int)")
+    open_session(s, s.pg.user, "BEGIN; LOCK TABLE drill_t IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(600);")
+    settle(function() return count_where(s, "query LIKE 'BEGIN; LOCK TABLE drill_t%' OR query LIKE '%pg_sleep(600)%'") >= 1 end, 10)
+    open_session(s, s.pg.user, "SELECT count(*) FROM drill_t;")
+    settle(function() return count_where(s, "wait_event_type = 'Lock'") >= 1 end, 10)
+    core.sleep(1.2)   -- longer than the drill's min
+  end } },
+  inputs = function(s) return { url = s.pg.url, min = "1s" } end,
+  healthy = function(s)
+    local n = count_where(s, "wait_event_type = 'Lock'")
+    if n ~= 0 then return false, n .. " sessions wait on a lock" end
+    return true
+  end,
+  repair = end_sessions, cleanup = function(s) end_sessions() pcall(psql, s, "DROP TABLE IF EXISTS drill_t") end,
+}
+
+M.drills["migration-failure"] = {
+  modes = { behind = { "the schema is at migration a1b2c3, the code expects d4e5f6 and a table orders", function(s)
+    psql(s, "DROP TABLE IF EXISTS orders; DROP TABLE IF EXISTS alembic_version; " ..
+            "CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY); " ..
+            "INSERT INTO alembic_version VALUES ('a1b2c3')")
+  end } },
+  inputs = function(s)
+    return { url = s.pg.url, expected = "d4e5f6", relations = "orders",
+             migrate = psql_args(s, s.pg.user) .. [[ -c "CREATE TABLE orders (id int); UPDATE alembic_version SET version_num = 'd4e5f6'"]] }
+  end,
+  healthy = function(s)
+    local v = psql(s, "SELECT version_num FROM alembic_version")
+    local orders = psql(s, "SELECT to_regclass('orders') IS NOT NULL")
+    if v ~= "d4e5f6" or orders ~= "t" then return false, "at " .. v .. (orders ~= "t" and ", orders missing" or "") end
+    return true
+  end,
+  repair = function(s) psql(s, "DROP TABLE IF EXISTS orders; DROP TABLE IF EXISTS alembic_version") end,
+  cleanup = function(s) pcall(psql, s, "DROP TABLE IF EXISTS orders; DROP TABLE IF EXISTS alembic_version") end,
+}
+
+-- An HTTPS server whose certificate expires in 3 days (openssl s_server, self-signed).
+local function tls_dir() return lab.dir() .. "/tls" end
+M.drills["cert-expiry"] = {
+  standalone = true,
+  modes = { expiring = { "a self-signed certificate that expires in 3 days", function()
+    local d = tls_dir()
+    assert(os.execute("mkdir -p " .. d))
+    assert(sh.read { "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3", "-subj", "/CN=localhost",
+                     "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", d .. "/key.pem",
+                     "-out", d .. "/cert.pem", quiet = true, timeout = 30, check = true })
+    M.tls_port = core.free_port()
+    local script = string.format("echo $$ >> %s; exec openssl s_server -quiet -accept 127.0.0.1:%d -cert %s/cert.pem -key %s/key.pem -www",
+                                 groups_file(), M.tls_port, d, d)
+    assert(os.execute("setsid -f sh -c " .. shq(script) .. " </dev/null >/dev/null 2>&1"))
+    local tcp = require "tcp"
+    settle(function() return tcp.connect("127.0.0.1", M.tls_port, { timeout = 0.5 }) ~= nil end, 10)
+  end, diagnosis = true } },
+  inputs = function() return { url = string.format("https://127.0.0.1:%d/", M.tls_port) } end,
+  healthy = function() return true end,
+  repair = end_sessions, cleanup = end_sessions,
+}
+
 local function names()
   local n = {}
   for k in pairs(M.drills) do n[#n + 1] = k end
@@ -270,7 +418,8 @@ function M.main(args)
     state = lab.state()
   end
   state = state or {}
-  local ok, why = settle(function() return drill.healthy(state) end, 10)
+  -- Before: the lab as a whole answers (standalone drills bring their own system).
+  local ok, why = settle(function() return drill.standalone or service_healthy(state) end, 10)
   if not ok then
     core.err("runbook drill: the lab is not healthy before the drill (" .. tostring(why) .. "); try: runbook lab down && runbook lab up\n")
     return 1
