@@ -81,7 +81,8 @@ def test_drill_disk_full(t):
 
 # (mode, text of the finding that names the injected fault)
 REDIS_MODES = [("down", "✖ Redis is down: redis.ping 127.0.0.1:"),
-               ("hung", "✖ Redis is hung: it accepts connections but does not answer")]
+               ("hung", "✖ Redis is hung: it accepts connections but does not answer"),
+               ("oom", "✖ CRITICAL memory used of maxmemory")]
 PG_MODES = [("down", "✖ PostgreSQL is down: pg.ping 127.0.0.1:"),
             ("hung", "✖ PostgreSQL does not answer: pg.ping 127.0.0.1:"),
             ("full", "✖ CRITICAL connections used of max_connections")]
@@ -98,13 +99,16 @@ def run_modes(t, name, modes, action_words):
         expect_in("drill %s: healthy again after" % name, out)
         expect_eq(rc, 0, "%s --mode %s exit code; stdout:\n%s\nstderr:\n%s" % (name, mode, out, err))
         actions = actions_confirmed_first(t, new[0])
-        expect_eq(len(actions), 1, "%s --mode %s: one remediation" % (name, mode))
-        expect_in(action_words[mode], str(actions[0]))
+        wanted = action_words[mode] if isinstance(action_words[mode], list) else [action_words[mode]]
+        expect_eq(len(actions), len(wanted), "%s --mode %s: remediations %r" % (name, mode, wanted))
+        for action, words in zip(actions, wanted):
+            expect_in(words, str(action))
         verifies(t, new[0])
 
 
 def test_drill_redis_failure(t):
-    run_modes(t, "redis-failure", REDIS_MODES, {"down": "lab restart redis", "hung": "lab restart redis"})
+    run_modes(t, "redis-failure", REDIS_MODES, {"down": "lab restart redis", "hung": "lab restart redis",
+                                                "oom": ["'step': 'flush'", "'step': 'maxmemory'"]})
 
 
 def test_drill_database_unavailable(t):

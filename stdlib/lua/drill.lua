@@ -48,12 +48,23 @@ M.drills = {
       down = { "redis-server stopped: connections are refused", function(s) lab.control("stop", "redis") end },
       hung = { "redis-server frozen with SIGSTOP: it accepts but never answers",
                function(s) core.kill(s.redis.pid, "STOP") end },
+      oom = { "maxmemory 2mb reached with allkeys-lru: keys are being evicted", function(s)
+        redis_cli(s, "CONFIG", "SET", "maxmemory-policy", "allkeys-lru")
+        redis_cli(s, "CONFIG", "SET", "maxmemory", "2mb")
+        redis_cli(s, "EVAL", "for i = 1, tonumber(ARGV[1]) do redis.call('SET', 'drill:' .. i, string.rep('x', 200)) end",
+                  "0", "30000")
+      end },
     },
     inputs = function(s)
       return { url = s.redis.url, restart = lab_cmd("restart", "redis"), health = s.api.url .. "/health",
-               timeout = "1s" }
+               timeout = "1s", maxmemory = "64mb" }
     end,
-    healthy = service_healthy,
+    healthy = function(s)
+      local info = redis_cli(s, "INFO", "memory").stdout
+      local used, max = tonumber(info:match("used_memory:(%d+)")), tonumber(info:match("\nmaxmemory:(%d+)"))
+      if used and max and max > 0 and used >= max * 0.95 then return false, "memory is still at maxmemory" end
+      return service_healthy(s)
+    end,
     repair = function(s) core.kill(s.redis.pid, "CONT") lab.control("restart", "redis") end,
   },
 }
