@@ -51,8 +51,13 @@ cc -O2 $(pkg-config --cflags libpq hiredis libcurl) -o "$work/diag" "$here/diagn
 
 pg="postgresql://bench@127.0.0.1:$pgport/postgres"
 args_c=("$pg" 127.0.0.1 "$rport" "http://127.0.0.1:$hport/health" jobs)
-rb() { "$bin" exec "$here/diagnostic/diag.lua" --auto --transcript "$work/t.$RANDOM$RANDOM.cast" \
-        pg="$1" redis="redis://127.0.0.1:$2/0" url="$4" queue="$5"; }
+cat > "$work/rb" <<SH
+#!/usr/bin/env bash
+exec "$bin" exec "$here/diagnostic/diag.lua" --auto --transcript "$work/t.\$RANDOM\$RANDOM.cast" \\
+    pg="\$1" redis="redis://127.0.0.1:\$3/0" url="\$4" queue="\$5"
+SH
+chmod +x "$work/rb"
+rb="$work/rb"
 
 # mean wall-clock ms over $runs runs, and the peak RSS (KiB) of the last one
 measure() { # label, command...
@@ -62,13 +67,13 @@ measure() { # label, command...
     start=$(date +%s%N)
     for ((i = 0; i < runs; i++)); do "$@" >/dev/null 2>&1 || true; done
     end=$(date +%s%N)
-    rss=$( { /usr/bin/time -f '%M' "$@" >/dev/null 2>/dev/null; } 2>&1 | tail -1)
+    rss=$( { /usr/bin/time -f '%M' "$@" >/dev/null 2>/dev/null || true; } 2>&1 | tail -1)
     local ms=$(( (end - start) / runs / 1000 ))
     printf '%-34s %9.1f ms   peak RSS %6s KiB\n' "$label" "$(echo "$ms / 1000" | bc -l)" "$rss"
     echo "$ms" > "$work/last"
 }
 echo "servers up: postgres :$pgport, redis :$rport, http :$hport; $runs runs each"
-measure "runbook exec diag.lua --auto" rb "${args_c[@]}";  t_rb=$(cat "$work/last")
+measure "runbook exec diag.lua --auto" "$rb" "${args_c[@]}";  t_rb=$(cat "$work/last")
 measure "bash: psql, redis-cli, curl" "$here/diagnostic/diag.sh" "${args_c[@]}";  t_sh=$(cat "$work/last")
 measure "hand-written C" "$work/diag" "${args_c[@]}";  t_c=$(cat "$work/last")
 echo "runbook vs bash: $(echo "scale=1; $t_sh / $t_rb" | bc)x faster; runbook vs C: $(echo "scale=2; $t_rb / $t_c" | bc)x the time"
@@ -89,6 +94,6 @@ read -r h1 h2 h3 < "$work/holes"
 runs=1
 dead=("postgresql://bench@127.0.0.1:$h1/postgres" 127.0.0.1 "$h2" "http://127.0.0.1:$h3/health" jobs)
 echo "all three unreachable (deadline 2 s each):"
-measure "runbook exec diag.lua --auto" rb "${dead[@]}"
+measure "runbook exec diag.lua --auto" "$rb" "${dead[@]}"
 measure "bash: psql, redis-cli, curl" "$here/diagnostic/diag.sh" "${dead[@]}"
 measure "hand-written C" "$work/diag" "${dead[@]}"

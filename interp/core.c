@@ -9,6 +9,7 @@
 #include "host.h"
 #include "luax.h"
 #include "redact.h"
+#include "replay.h"
 #include "runbook.h"
 #include "sched.h"
 #include "tasks.h"
@@ -171,7 +172,12 @@ static int core_transcript_dir(lua_State *L)
 }
 
 static int core_transcript_ok(lua_State *L) { lua_pushboolean(L, transcript_ok()); return 1; }
-static int core_transcript_step(lua_State *L) { transcript_set_step(luaL_optstring(L, 1, NULL)); return 0; }
+static int core_transcript_step(lua_State *L)
+{
+	transcript_set_step(luaL_optstring(L, 1, NULL));
+	replay_enter_step(luaL_optstring(L, 1, NULL));   /* each attempt of a step */
+	return 0;
+}
 static int core_transcript_sync(lua_State *L) { lua_pushboolean(L, transcript_sync() == 0); return 1; }
 
 static int core_sha256(lua_State *L)

@@ -7,6 +7,7 @@
 #include "gate.h"
 #include "jsonw.h"
 #include "redact.h"
+#include "replay.h"
 #include "sched.h"
 #include "term.h"
 #include "transcript.h"
@@ -149,12 +150,19 @@ static enum gate_answer ask_operator(const struct gate_plan *p, const char **how
 	return GATE_DECLINED;
 }
 
-/* After a no: skip this step, ask again, or abort the run. Returns GATE_RUN only via re-ask. */
+static enum gate_repl (*open_repl)(void);
+
+void gate_set_repl(enum gate_repl (*open)(void)) { open_repl = open; }
+
+/* After a no: skip this step, ask again, look around in the REPL, or abort the run. Returns
+ * GATE_RUN only via re-ask. */
 static enum gate_answer after_decline(void)
 {
 	char line[64];
 	for (;;) {
-		enum prompt_result r = term_prompt("  Declined. s: skip this step · a: ask again · q: abort the run [s]: ", line, sizeof line);
+		enum prompt_result r = term_prompt(open_repl
+			? "  Declined. s: skip this step · a: ask again · r: repl · q: abort the run [s]: "
+			: "  Declined. s: skip this step · a: ask again · q: abort the run [s]: ", line, sizeof line);
 		if (r == PROMPT_INTERRUPTED)
 			sched_clear_interrupt();
 		if (r != PROMPT_LINE || !line[0] || strcmp(line, "s") == 0)
@@ -163,6 +171,14 @@ static enum gate_answer after_decline(void)
 			return GATE_RUN; /* caller asks again */
 		if (strcmp(line, "q") == 0)
 			return GATE_ABORT;
+		if (open_repl && strcmp(line, "r") == 0) {
+			switch (open_repl()) {
+			case GATE_REPL_BACK: continue;
+			case GATE_REPL_RETRY: return GATE_RUN;
+			case GATE_REPL_SKIP: return GATE_DECLINED;
+			case GATE_REPL_QUIT: return GATE_ABORT;
+			}
+		}
 	}
 }
 
@@ -172,6 +188,11 @@ enum gate_answer gate_ask(const struct gate_plan *p)
 		return refuse_unrecorded();
 	audit_plan(p);
 	show_plan(p);
+	const char *withheld = replay_check(p);   /* a resumed session never repeats an action */
+	if (withheld) {
+		out_printf("  not repeated: %s\n", withheld);
+		return audit_confirm("not repeated", withheld) == 0 ? GATE_DRY_RUN : refuse_unrecorded();
+	}
 	if (dry_run) {
 		out_printf("  dry run: not executed\n");
 		return audit_confirm("dry-run", "--dry-run") == 0 ? GATE_DRY_RUN : refuse_unrecorded();

@@ -33,6 +33,12 @@ enum gate_answer gate_ask(const struct gate_plan *plan);
 int  gate_declined(void);   /* actions declined or not asked for want of a terminal */
 const char *gate_answer_name(enum gate_answer a);
 
+/* The decline menu offers "r: repl" while an opener is registered (interp/lineedit.c registers the
+ * engine's for interactive runs; NULL unregisters). It returns what the operator chose there:
+ * back to the menu, ask again, skip the step or abort the run. */
+enum gate_repl { GATE_REPL_BACK, GATE_REPL_RETRY, GATE_REPL_SKIP, GATE_REPL_QUIT };
+void gate_set_repl(enum gate_repl (*open)(void));
+
 /* Audit helpers for the acting primitive: before it starts and once it has a result. */
 void gate_action_start(const char *primitive, const char *target);
 void gate_action_result(const char *primitive, const char *outcome, double duration_ms, const char *summary);

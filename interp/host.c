@@ -1,6 +1,9 @@
 /* host.c - the lua_State; see host.h. */
 #include "host.h"
 #include "embedded.h"
+#include "lineedit.h"
+#include "lockfile.h"
+#include "replay.h"
 #include "sched.h"
 #include "../stdlib/modules.h"
 
@@ -136,6 +139,12 @@ static void register_preloads(lua_State *L)
 	lua_setfield(L, -2, "cjson");
 	lua_pushcfunction(L, luaopen_core);
 	lua_setfield(L, -2, "core");
+	lua_pushcfunction(L, luaopen_lineedit);
+	lua_setfield(L, -2, "lineedit");
+	lua_pushcfunction(L, luaopen_lockfile);   /* incidents: session locks (stdlib/lua/lock.lua) */
+	lua_setfield(L, -2, "lockfile");
+	lua_pushcfunction(L, luaopen_replay);     /* incidents: exec --resume (stdlib/lua/resume.lua) */
+	lua_setfield(L, -2, "replay");
 	for (const struct embedded_file *f = embedded_files; f->name; f++) {
 		lua_pushlightuserdata(L, (void *)f);
 		lua_pushcclosure(L, load_embedded, 1);

@@ -51,8 +51,8 @@ return runbook {
       conn:close()
       if #rows == 0 then return ctx:ok("none idle in transaction for longer than %s", fmt.duration(ctx.txn_age)) end
       ctx:finding("%d sessions idle in transaction for longer than %s", #rows, fmt.duration(ctx.txn_age))
-      ctx:show(fmt.table(rows, { { "pid", right = true }, { "usename", title = "role" },
-                                 { "application_name", title = "application" }, { "query" } }))
+      ctx:show(fmt.table(rows, { { "pid", right = true }, { "user", title = "role" },
+                                 { "application", title = "application" }, { "query" } }))
       ctx.state.stuck = #rows
     end,
   },

@@ -25,7 +25,7 @@ return runbook {
       if #rows == 0 then return ctx:ok("no query has run for longer than %s", fmt.duration(ctx.min)) end
       ctx:finding("%d queries running for longer than %s", #rows, fmt.duration(ctx.min))
       ctx:show(fmt.table(rows, { { "pid", right = true }, { "duration_ms", title = "running", format = fmt.ms, right = true },
-                                 { "usename", title = "role" }, { "query" } }))
+                                 { "user", title = "role" }, { "query" } }))
       ctx.state.longest = rows[1]
     end,
   },

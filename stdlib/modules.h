@@ -12,5 +12,8 @@ extern const luaL_Reg runbook_modules[];
 int luaopen_sh(lua_State *L);
 int luaopen_sys(lua_State *L);
 int luaopen_tcp(lua_State *L);
+int luaopen_http(lua_State *L);
+int luaopen_pg(lua_State *L);
+int luaopen_redis(lua_State *L);
 
 #endif

@@ -358,7 +358,7 @@ def test_exit_code_aborted(t):
     # Aborted by the operator: q at the step menu (needs a terminal).
     t.runbook("ab", 'step "a" { title = "First", run = function(ctx) ctx:note("MUST-NOT-RUN") end },')
     p = t.pty(["exec", "ab"])
-    p.expect(r"Enter: run · s: skip · j: jump · q: quit > ")
+    p.expect(r"Enter: run · s: skip · j: jump · r: repl · q: quit > ")
     p.sendline("q")
     expect_eq(p.wait(), 5, "exit code after q")
     expect_in("aborted by the operator", p.text)

@@ -135,7 +135,7 @@ def exec_args(t, fs, extra):
             "tmp=" + fs.dir + "/tmp", "threshold=80", "--transcript", t.path("disk.cast")] + extra
 
 
-MENU = r"Enter: run · s: skip · j: jump · q: quit > "
+MENU = r"Enter: run · s: skip · j: jump · r: repl · q: quit > "
 
 
 def test_disk_full_interactive(t):

@@ -6,10 +6,10 @@ import termios
 
 from run import expect_eq, expect_in, expect_not_in, expect_rc, fail
 
-MENU = r"Enter: run · s: skip · j: jump · q: quit > "
+MENU = r"Enter: run · s: skip · j: jump · r: repl · q: quit > "
 ASK = r"Type yes to run it, or n to skip: "
 ASK_FULL = r"Type yes in full to confirm, or n to skip: "
-DECLINED_MENU = r"Declined\. s: skip this step · a: ask again · q: abort the run \[s\]: "
+DECLINED_MENU = r"Declined\. s: skip this step · a: ask again · r: repl · q: abort the run \[s\]: "
 
 
 def records_of(t, tr):
@@ -258,7 +258,7 @@ step "next" { title = "Next", run = function(ctx) ctx:note("next ran") end },'''
     # The command is started right after the note; Ctrl-C stops whatever is in progress.
     p.ctrl_c()
     p.expect(r"interrupted")
-    p.expect(r"Enter: retry · s: skip · q: quit > ")
+    p.expect(r"Enter: retry · s: skip · r: repl · q: quit > ")
     p.sendline("s")
     p.expect(r"· next ran\n")
     expect_eq(p.wait(), 0, "exit code")

@@ -124,8 +124,12 @@ local function describe(rec)
     return string.format("%s by %s (session %s)", rec.runbook or "?", rec.user or "?", rec.session or "?")
   elseif t == "session_end" then
     return string.format("%s, exit %s", rec.outcome or "?", tostring(math.tointeger(rec.exit) or rec.exit))
+  elseif t == "repl" then             -- a chunk evaluated at the REPL (repl.lua), then its outcome
+    return "> " .. (rec.input or ""):gsub("\n", " ⏎ ")
+  elseif t == "repl_result" then
+    return (rec.outcome or "?") .. (rec.result and rec.result ~= "" and (": " .. rec.result) or "")
   end
-  return ""
+  return type(rec.text) == "string" and rec.text or ""   -- records that describe themselves (escalation, status_update, resume, lock)
 end
 
 function M.show(path)

@@ -32,10 +32,12 @@ function M.list(args)
     rows[#rows + 1] = rb and { name = rb.name, severity = rb.severity, summary = rb.summary }
                       or { name = entry.name, severity = "?", summary = "invalid: " .. err }
   end
-  local w = 0
-  for _, r in ipairs(rows) do w = math.max(w, #r.name) end
+  local w, sw = 0, 0
+  for _, r in ipairs(rows) do w, sw = math.max(w, #r.name), math.max(sw, utf8.len(r.summary) or #r.summary) end
+  local last_run = require("history").last_run_texts()   -- nil until the transcript directory has sessions
   for _, r in ipairs(rows) do
-    core.out(string.format("  %-" .. w .. "s  %-4s  %s\n", r.name, r.severity, r.summary))
+    local last = last_run and (string.rep(" ", sw - (utf8.len(r.summary) or #r.summary)) .. "  · " .. last_run(r.name)) or ""
+    core.out(string.format("  %-" .. w .. "s  %-4s  %s%s\n", r.name, r.severity, r.summary, last))
   end
   return EXIT.ok
 end
@@ -93,7 +95,9 @@ function M.check(args)
 end
 
 local EXEC_FLAGS = { ["--dry-run"] = "dry_run", ["--auto"] = "auto", ["--yes"] = "yes", ["--debug"] = "debug" }
-local EXEC_VALUES = { ["--start-at"] = "start_at", ["--timeout"] = "timeout", ["--transcript"] = "transcript" }
+local EXEC_VALUES = { ["--start-at"] = "start_at", ["--timeout"] = "timeout", ["--transcript"] = "transcript",
+                      ["--incident"] = "incident", ["--severity"] = "severity", ["--since"] = "since",
+                      ["--impact"] = "impact", ["--resume"] = "resume", ["--lock-timeout"] = "lock_timeout" }
 
 local function suggest_flag(flag)
   local best, bestd = nil, 4
@@ -130,17 +134,23 @@ function M.exec(args)
     end
     i = i + 1
   end
-  if not target then return usage("exec needs a runbook name or file (see 'runbook list')") end
+  if not target and not opts.resume then return usage("exec needs a runbook name or file (see 'runbook list')") end
+  if opts.lock_timeout then
+    local s, err = core.duration(opts.lock_timeout)
+    if not s then return usage("--lock-timeout: " .. err) end
+    opts.lock_timeout = s
+  end
   if opts.timeout then
     local s, err = core.duration(opts.timeout)
     if not s or s <= 0 then return usage("--timeout: " .. (err or "must be positive")) end
     opts.timeout = s
   end
   opts.inputs = inputs
-  local rb, err = load_arg(target)
-  if not rb then return usage(err) end
   opts.argv = { "runbook", "exec" }
   for _, a in ipairs(args) do opts.argv[#opts.argv + 1] = a end
+  if opts.resume then return require("resume").exec(target, opts) end
+  local rb, err = load_arg(target)
+  if not rb then return usage(err) end
   return engine.exec(rb, opts)
 end
 
@@ -154,6 +164,23 @@ function M.transcript(args)
 end
 
 function M.lab(args) return require("lab").main(args) end
+function M.repl(args) return require("repl").main(args) end
+
+-- runbook doc: the README's Lua API reference; runbook doc NAME: one entry, as help(NAME) shows it.
+function M.doc(args)
+  local doc = require "doc"
+  if #args == 0 then core.out(doc.markdown()) return EXIT.ok end
+  if #args > 1 then return usage("doc takes at most one name (see 'runbook doc --help')") end
+  local entry = doc.find(args[1])
+  if not entry then
+    return usage("no documentation for '" .. args[1] .. "' (there is: " .. table.concat(doc.names(), ", ") .. ")")
+  end
+  core.out(doc.text(entry) .. "\n")
+  return EXIT.ok
+end
+function M.timeline(args) return require("timeline").main(args) end
+function M.history(args) return require("history").main(args) end
+function M.unlock(args) return require("lock").unlock(args) end
 function M.drill(args) return require("drill").main(args) end
 
 function M.main(argv)

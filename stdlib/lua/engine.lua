@@ -39,7 +39,7 @@ local function new_ctx(run, rb, inputs)
     text = text:gsub("%s+$", "")
     render.outcome(level, text)
     audit("note", { level = level, text = core.redact(text) })
-    if level == "finding" then run.step_findings = run.step_findings + 1 end
+    if level == "finding" then run.step_findings = run.step_findings + 1; run.hooks:finding(text) end
     return text
   end
   function methods.ok(_, ...) say("ok", ...) end
@@ -65,7 +65,7 @@ local function new_ctx(run, rb, inputs)
     audit("check", { label = core.redact(label), value = type(value) == "number" and value or nil,
                      warn = opts.warn and tostring(opts.warn), crit = opts.crit and tostring(opts.crit),
                      status = status })
-    if status ~= check.OK then run.step_findings = run.step_findings + 1 end
+    if status ~= check.OK then run.step_findings = run.step_findings + 1; run.hooks:finding(text) end
     return status
   end
 
@@ -79,6 +79,8 @@ local function new_ctx(run, rb, inputs)
     run.outcome, run.outcome_msg = "resolved", msg and tostring(msg) or "resolved"
     return JUMP
   end
+  -- A status update (investigating, identified, monitoring, resolved): see status.lua.
+  function methods.update(_, status, text) return run.hooks:update(run, status, text) end
   function methods.escalate(_, msg)
     run.outcome, run.outcome_msg = "escalated", msg and tostring(msg) or "escalated"
     return JUMP
@@ -112,16 +114,20 @@ local function new_ctx(run, rb, inputs)
     end
   end
 
-  return setmetatable(ctx, {
+  -- Methods and inputs sit in an __index table, which the REPL's completion can list without
+  -- calling anything; a name in neither raises, unless it is a declared input left unset.
+  local fields = {}
+  for k, v in pairs(inputs) do fields[k] = v end
+  for k, f in pairs(methods) do fields[k] = f end
+  return setmetatable(ctx, { __index = setmetatable(fields, {
     __index = function(_, k)
-      if methods[k] then return methods[k] end
-      local v = inputs[k]
-      if v ~= nil then return v end
       if rb.inputs[k] then return nil end
       error("ctx has no field '" .. tostring(k) .. "' (inputs: " .. table.concat(rb.input_names, ", ") .. ")", 2)
     end,
-  })
+  }) })
 end
+M.new_ctx = new_ctx          -- also the REPL's (runbook repl --runbook NAME)
+M.session_id = session_id
 
 -------------------------------------------------------------------------------------- inputs
 -- given: name -> raw string from the command line. Returns values or nil, err.
@@ -147,9 +153,20 @@ function M.resolve_inputs(rb, given)
 end
 
 ------------------------------------------------------------------------------------ the walk
+-- "r" at a menu: the REPL with ctx in scope (repl.lua). Returns "back" (show the menu again),
+-- "retry" (run the step; at an action, ask again), "skip" or "quit".
+local function open_repl(run, step, where)
+  audit("note", { text = "operator opened the REPL at the " .. where })
+  local choice = require("repl").in_run(run.ctx, step, where, run.debug)
+  audit("note", { text = "operator left the REPL: " .. choice })
+  return choice
+end
+
+local REPL_CHOICE = { retry = "run", skip = "skip", quit = "abort" }
+
 local function step_menu(run, step)
   while true do
-    local line, why = core.prompt(render.dim("      Enter: run · s: skip · j: jump · q: quit ") .. "> ")
+    local line, why = core.prompt(render.dim("      Enter: run · s: skip · j: jump" .. run.hooks.menu_hint .. " · r: repl · q: quit ") .. "> ")
     if not line then
       if why == "interrupted" then return "abort" end
       return "abort"
@@ -157,7 +174,14 @@ local function step_menu(run, step)
     if line == "" then return "run" end
     if line == "s" then return "skip" end
     if line == "q" then return "abort" end
-    if line == "j" then
+    local hooked = run.hooks:menu(run, line)
+    if hooked == "abort" then return "abort" end
+    if hooked then
+      -- handled by the incident hooks (incident.lua); show the menu again
+    elseif line == "r" then
+      local choice = open_repl(run, step, "step menu")
+      if REPL_CHOICE[choice] then return REPL_CHOICE[choice] end
+    elseif line == "j" then
       local ids = {}
       for _, s in ipairs(run.rb.steps) do ids[#ids + 1] = s.index .. " " .. s.id end
       render.print(render.dim("      steps: " .. table.concat(ids, " · ")))
@@ -171,11 +195,15 @@ local function step_menu(run, step)
   end
 end
 
-local function failure_menu()
+local function failure_menu(run, step)
   while true do
-    local line, why = core.prompt("      Enter: retry · s: skip · q: quit > ")
+    local line, why = core.prompt("      Enter: retry · s: skip · r: repl · q: quit > ")
     if not line then return why == "notty" and "stop" or "abort" end
-    if line == "" or line == "r" then return "retry" end
+    if line == "r" then
+      local choice = open_repl(run, step, "failed step")
+      line = choice == "back" and "?" or ({ retry = "", skip = "s", quit = "q" })[choice]
+    end
+    if line == "" then return "retry" end
     if line == "s" then return "skip" end
     if line == "q" then return "abort" end
   end
@@ -213,6 +241,7 @@ local function count(run, outcome) run.counts[outcome] = (run.counts[outcome] or
 
 -- Executes the step at index i, with retries. Returns "next", "abort" or "stop" (failed, no tty).
 local function execute(run, step)
+  run.current_step = step      -- for the REPL of the action gate's decline menu
   while true do
     core.marker(string.format("%d. %s", step.index, step.title))
     core.transcript_step(step.id)
@@ -232,7 +261,7 @@ local function execute(run, step)
     if outcome == "aborted" then return "abort" end
     if outcome ~= "failed" and outcome ~= "interrupted" then return "next" end
     if not core.interactive() then return "stop" end
-    local choice = failure_menu()
+    local choice = failure_menu(run, step)
     if choice == "skip" then count(run, "skipped") return "next" end
     if choice == "abort" then return "abort" end
     if choice == "stop" then return "stop" end
@@ -273,8 +302,11 @@ end
 
 -- opts: dry_run, auto, yes, start_at, timeout (seconds), transcript (path), inputs, argv, debug.
 function M.exec(rb, opts)
-  local inputs, err = M.resolve_inputs(rb, opts.inputs or {})
+  local inputs, err = opts.input_values, nil                -- input_values: from --resume (resume.lua)
+  if not inputs then inputs, err = M.resolve_inputs(rb, opts.inputs or {}) end
   if not inputs then core.err("runbook: " .. err .. "\n") return EXIT.usage end
+  local hooks, herr = require("incident").session(rb, opts)   -- incident, clock, lock, resume
+  if not hooks then core.err("runbook: " .. herr .. "\n") return EXIT.usage end
   local start = 1
   if opts.start_at then
     local st = rb.by_id[opts.start_at] or rb.steps[math.tointeger(tonumber(opts.start_at)) or 0]
@@ -293,34 +325,43 @@ function M.exec(rb, opts)
     if not dir then core.err("runbook: " .. derr .. "\n") return EXIT.internal end
     path = string.format("%s/%s-%s-%s.cast", dir, rb.name, os.date("!%Y%m%dT%H%M%SZ"), run.session)
   end
-  run.transcript = path
+  run.transcript, run.hooks = path, hooks
+  local stop = hooks:lock(run, inputs)
+  if stop then return stop end
   local id = core.identity()
   local shown_inputs = {}
   for k, v in pairs(inputs) do
     shown_inputs[k] = (rb.inputs[k].secret and type(v) == "string") and "***" or v
   end
-  local header = core.redact(json({
+  local fields = {
     name = rb.name, file = rb.file, sha256 = rb.sha256, severity = rb.severity, user = id.user,
     host = id.host, tty = id.tty, pid = id.pid, argv = opts.argv or {}, started = iso_now(),
     yes = opts.yes and true or false, dry_run = opts.dry_run and true or false,
     auto = opts.auto and true or false, version = core.version, session = run.session,
     inputs = shown_inputs,
-  }))
+  }
+  for k, v in pairs(hooks:header_fields()) do fields[k] = v end
+  local header = core.redact(json(fields))
   local ok, terr = core.transcript_open(path, header)
-  if not ok then core.err("runbook: " .. terr .. "\n") return EXIT.usage end
+  if not ok then hooks:finish() core.err("runbook: " .. terr .. "\n") return EXIT.usage end
 
   core.gate_configure(opts.dry_run, opts.yes)
   if opts.timeout then core.set_cap(opts.timeout * 1000) end
-  audit("session_start", { runbook = rb.name, session = run.session, user = id.user })
+  audit("session_start", hooks:start_fields({ runbook = rb.name, session = run.session, user = id.user }))
   run.ctx = new_ctx(run, rb, inputs)
+  if core.interactive() then
+    require("repl").offer_at_gate(function() return open_repl(run, run.current_step, "declined action") end)
+  end
   banner(run)
+  hooks:started(run)
 
   local i, n = start, #rb.steps
   while i <= n do
     local step = rb.steps[i]
+    local mode = hooks:before_step(run, step)   -- status line, escalations; "recheck" when resumed
     render.step_header(i, n, step)
     local action, target = "run", nil
-    if core.interactive() and not opts.auto then action, target = step_menu(run, step) end
+    if core.interactive() and not opts.auto and mode ~= "recheck" then action, target = step_menu(run, step) end
     if action == "abort" then run.aborted = true break end
     if action == "skip" then
       audit("step_end", { step = step.id, outcome = "skipped" })
@@ -354,6 +395,8 @@ function M.exec(rb, opts)
   local head, cerr = core.transcript_close(core.redact(json({
     exit = code, outcome = word, counts = run.counts, message = run.outcome_msg,
   })))
+  hooks:finish()
+  require("repl").offer_at_gate(nil)
   if not head then
     core.err("runbook: " .. cerr .. "\n")
     return EXIT.internal

@@ -114,4 +114,161 @@ function M.step_header(i, n, step)
   end
 end
 
+------------------------------------------------------------------------- values, for the REPL
+-- M.value(v) renders a result for people: a record as aligned key/value lines, an array of rows
+-- as a table with column headers, nested values indented. Fields named like sizes, percentages,
+-- durations or times are shown in those units; indexing the field gives the raw number.
+local BYTE_KEYS = { bytes = true, size = true, used = true, avail = true, available = true, free = true,
+  total = true, buffers = true, cached = true, rss = true, swap_total = true, swap_used = true,
+  swap_free = true }
+local FIRST_COLUMNS = { "pid", "name", "path", "mount", "line", "host", "key", "id" }
+local MAX_CELL = 60
+local MAX_DEPTH = 4
+
+local function human(k, v)
+  if type(v) ~= "number" or type(k) ~= "string" then return nil end
+  if (BYTE_KEYS[k] or k:match("_bytes$")) and math.abs(v) >= 1024 then return fmt.bytes(v) end
+  if k:match("_pct$") then return fmt.pct(v) end
+  if k == "ms" or k:match("_ms$") then return fmt.ms(v) end
+  if (k == "age" or k == "uptime") and v >= 0 then return fmt.duration(v) end
+  if k == "mtime" and math.type(v) == "integer" then return os.date("%Y-%m-%d %H:%M:%S", v) end
+  return nil
+end
+
+local function scalar(v, k)
+  local h = human(k, v)
+  if h then return h end
+  if math.type(v) == "float" and v == math.floor(v) and math.abs(v) < 2^53 then return string.format("%.1f", v) end
+  return tostring(v)
+end
+
+local function cell(s)
+  s = s:gsub("\n", " ")
+  if (utf8.len(s) or #s) > MAX_CELL then s = s:sub(1, (utf8.offset(s, MAX_CELL) or MAX_CELL + 1) - 1) .. "…" end
+  return s
+end
+
+local function key_order(a, b)
+  local ta, tb = type(a), type(b)
+  if ta ~= tb then return ta == "number" end
+  if ta == "number" or ta == "string" then return a < b end
+  return tostring(a) < tostring(b)
+end
+
+-- An array of tables whose fields are mostly scalars: shown as a table.
+local function is_rows(t)
+  local n = #t
+  if n == 0 then return false end
+  for i = 1, n do
+    if type(t[i]) ~= "table" or next(t[i]) == nil or #t[i] > 0 then return false end
+  end
+  return true
+end
+
+local function columns_of(t)
+  local seen, cols = {}, {}
+  if type(t.columns) == "table" then
+    for _, c in ipairs(t.columns) do
+      local name = type(c) == "table" and c.name or c
+      if type(name) == "string" and not seen[name] then seen[name] = true; cols[#cols + 1] = name end
+    end
+    if #cols > 0 then return cols end
+  end
+  local keys = {}
+  for i = 1, #t do
+    for k, v in pairs(t[i]) do
+      if type(k) == "string" and type(v) ~= "table" and not seen[k] then seen[k] = true; keys[#keys + 1] = k end
+    end
+  end
+  -- Long text (a command line) goes last, so that it does not push the numbers off the screen.
+  local wide = {}
+  for _, k in ipairs(keys) do
+    for i = 1, #t do
+      local v = t[i][k]
+      if type(v) == "string" and #v > 30 then wide[k] = true break end
+    end
+  end
+  table.sort(keys, function(a, b)
+    if (wide[a] or false) ~= (wide[b] or false) then return not wide[a] end
+    return a < b
+  end)
+  for _, k in ipairs(FIRST_COLUMNS) do if seen[k] then cols[#cols + 1] = k end end
+  for _, k in ipairs(keys) do
+    local first = false
+    for _, f in ipairs(FIRST_COLUMNS) do if f == k then first = true end end
+    if not first then cols[#cols + 1] = k end
+  end
+  return cols
+end
+
+local render_into
+
+local function rows_into(t, out, pad)
+  local cols = columns_of(t)
+  local spec = {}
+  for i, c in ipairs(cols) do
+    spec[i] = { c, format = function(v) return cell(scalar(v, c)) end, right = type(t[1][c]) == "number" }
+  end
+  for line in (fmt.table(t, spec) .. "\n"):gmatch("(.-)\n") do out[#out + 1] = pad .. line end
+end
+
+local function record_into(t, out, pad, depth, seen, skip_array)
+  local keys = {}
+  for k in pairs(t) do
+    if not (skip_array and math.type(k) == "integer" and k >= 1 and k <= #t) then keys[#keys + 1] = k end
+  end
+  table.sort(keys, key_order)
+  local w = 0
+  for _, k in ipairs(keys) do w = math.max(w, utf8.len(tostring(k)) or #tostring(k)) end
+  for _, k in ipairs(keys) do
+    local v, name = t[k], tostring(k)
+    local label = pad .. name .. string.rep(" ", w - (utf8.len(name) or #name)) .. "  "
+    if type(v) == "table" and next(v) ~= nil and not seen[v] and depth < MAX_DEPTH then
+      out[#out + 1] = pad .. name
+      render_into(v, out, pad .. "  ", depth + 1, seen)
+    elseif type(v) == "string" and v:find("\n") then
+      out[#out + 1] = pad .. name
+      for line in (v:gsub("\n$", "") .. "\n"):gmatch("(.-)\n") do out[#out + 1] = pad .. "  " .. line end
+    elseif type(v) == "table" then
+      out[#out + 1] = label .. (next(v) == nil and "{}" or "{ … }")
+    else
+      out[#out + 1] = label .. scalar(v, k)
+    end
+  end
+end
+
+function render_into(v, out, pad, depth, seen)
+  if type(v) ~= "table" then
+    for line in (tostring(v) .. "\n"):gmatch("(.-)\n") do out[#out + 1] = pad .. line end
+    return
+  end
+  seen[v] = true
+  if next(v) == nil then out[#out + 1] = pad .. "{}" return end
+  if is_rows(v) then
+    rows_into(v, out, pad)
+    record_into(v, out, pad, depth, seen, true)
+  elseif #v > 0 then
+    for i = 1, #v do
+      if type(v[i]) == "table" then render_into(v[i], out, pad, depth + 1, seen)
+      else out[#out + 1] = pad .. scalar(v[i]) end
+    end
+    record_into(v, out, pad, depth, seen, true)
+  else
+    record_into(v, out, pad, depth, seen, false)
+  end
+end
+
+-- Returns the lines of v's rendering (strings as they are, tables laid out).
+function M.value(v)
+  local out = {}
+  if type(v) == "string" then
+    for line in (v:gsub("\n$", "") .. "\n"):gmatch("(.-)\n") do out[#out + 1] = line end
+  elseif type(v) == "table" then
+    render_into(v, out, "", 1, {})
+  else
+    out[1] = scalar(v)
+  end
+  return out
+end
+
 return M

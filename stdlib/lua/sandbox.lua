@@ -24,10 +24,15 @@ local function copy(t, except)
   return c
 end
 
+-- proxy -> the table behind it, for the REPL's completion (which must list fields without calling
+-- any metamethod); weak, so that it keeps nothing alive.
+local behind = setmetatable({}, { __mode = "k" })
+function M.fields_of(proxy) return behind[proxy] end
+
 -- An empty proxy, so that assigning an existing field (sh.read = ...) raises too; its metatable is
 -- protected so that setmetatable cannot lift the checks.
 local function strict(name, t)
-  return setmetatable({}, {
+  local proxy = setmetatable({}, {
     __index = function(_, k)
       local v = t[k]
       if v == nil then error(string.format("%s has no field '%s'", name, tostring(k)), 2) end
@@ -37,6 +42,8 @@ local function strict(name, t)
     __pairs = function() return next, t, nil end,
     __metatable = false,
   })
+  behind[proxy] = t
+  return proxy
 end
 
 -- A primitive's argument error names the runbook's line, not this file's: called in tail position
@@ -129,7 +136,10 @@ local function sandbox_print(...)
   core.out(table.concat(parts, "\t", 1, parts.n) .. "\n")
 end
 
-function M.new()
+-- opts.repl: the REPL's environment, where assigning a new global defines it (a line's locals do
+-- not outlive the line); reading an undefined global still raises.
+function M.new(opts)
+  local repl = opts and opts.repl
   local env = {
     assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs,
     rawequal = rawequal, rawget = rawget, rawlen = rawlen, rawset = rawset, select = select,
@@ -157,7 +167,8 @@ function M.new()
   return setmetatable(env, {
     __metatable = false,   -- setmetatable(_G, nil) would lift the strict globals
     __index = function(_, k) error("undefined global '" .. tostring(k) .. "'", 2) end,
-    __newindex = function(_, k)
+    __newindex = function(t, k, v)
+      if repl then rawset(t, k, v) return end
       error("assignment to undefined global '" .. tostring(k) .. "' (declare it local)", 2)
     end,
   })

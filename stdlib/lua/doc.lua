@@ -1,0 +1,809 @@
+-- doc.lua - the Lua API reference of the native modules: one entry per primitive, and the one
+-- source of truth for `help(x)` and `:help name` in the REPL, `runbook doc [NAME]`, and the
+-- README's "Lua API reference" section (tests/test_repl.py checks the README holds exactly what
+-- `runbook doc` prints: after editing this file, paste that output over the README's section).
+--
+-- Format. M.modules is a list, in the order the reference shows them, of
+--   { name = "sh",                      -- the require name, also the REPL global
+--     title = "commands",               -- a few words: "### `sh`: commands"
+--     intro = [[Markdown]],             -- optional: before the functions
+--     notes = [[Markdown]],             -- optional: after them (deadlines, Ctrl-C, ...)
+--     functions = { entry, ... } }
+-- and each entry is
+--   { name = "sh.read",                 -- module.function: what help() and :help take
+--     call = "sh.read { argv..., OPTIONS }",
+--                                       -- how it is called; OPTIONS becomes "timeout = 10, ..."
+--     summary = "One or two sentences.",
+--     options = { { "timeout", "10", "what it does" }, ... },
+--                                       -- name, default as Lua source ("" = none), meaning;
+--                                       -- in the order the signature shows them
+--     returns = "the result, in Lua terms",
+--     kinds = { "timeout", ... },       -- the kinds of its `nil, err, kind` (none: {})
+--     example = [[Lua]] }               -- a few lines that run in the REPL as they are
+-- Text is plain Markdown: `code`, no HTML. Keep defaults in step with the C source (the option
+-- tables at the top of each stdlib/*.c).
+local M = {}
+
+local DURATION = "seconds, or a duration such as \"500ms\", \"2s\", \"5m\""
+
+M.modules = {
+  {
+    name = "sh", title = "commands",
+    intro = [[argv is an array, never a shell string, unless `shell = true` (then the one string is run by
+`/bin/sh -c`). The command runs in its own process group with stdin from `/dev/null`; at the deadline
+the group gets SIGTERM, then SIGKILL after `grace`; Ctrl-C stops it at once. Output is streamed live and
+captured.]],
+    functions = {
+      {
+        name = "sh.read",
+        call = "sh.read { argv..., OPTIONS }",
+        summary = "Runs a read-only command and captures its output. A non-zero exit is a result " ..
+                  "(`ok = false`), not an error, unless `check = true`.",
+        options = {
+          { "timeout", "10", "deadline (" .. DURATION .. ")" },
+          { "grace", "1", "between SIGTERM and SIGKILL at the deadline" },
+          { "quiet", "false", "do not stream the output to the terminal (it is still captured)" },
+          { "shell", "false", "argv is one string for `/bin/sh -c`" },
+          { "cwd", "", "working directory" },
+          { "env", "{}", "variables added to the inherited environment: `{ NAME = \"value\" }`" },
+          { "check", "false", "a non-zero exit is an error of kind `exit`" },
+          { "max_output", "1048576", "bytes captured per stream; the rest is dropped (`truncated = true`)" },
+        },
+        returns = "`{ argv, code, signal, ok, stdout, stderr, ms, truncated }`",
+        kinds = { "timeout", "interrupted", "notfound", "permission", "exit" },
+        example = [[local r = sh.read { "df", "-h", "/var", quiet = true }
+print(r.ok, r.stdout)]],
+      },
+      {
+        name = "sh.action",
+        call = "sh.action { argv..., OPTIONS }",
+        summary = "Runs a command that changes something, through the action gate: it is shown, " ..
+                  "asked for on the terminal (`yes`, or the target typed back when irreversible) and " ..
+                  "recorded before it runs. Declined, it skips the step; under `--dry-run` it is only shown.",
+        options = {
+          { "summary", "", "one line saying what it does (the gate shows it above the command)" },
+          { "target", "", "what it acts on; typed back to confirm when irreversible" },
+          { "irreversible", "false", "ask for the target instead of `yes` (needs `target`)" },
+          { "blast", "", "the measured impact, shown with the question" },
+          { "timeout", "120", "deadline (" .. DURATION .. ")" },
+          { "check", "true", "a non-zero exit is an error of kind `exit`" },
+          { "...", "", "and the other options of `sh.read`" },
+        },
+        returns = "the result of `sh.read`, or `{ dry_run = true, command }` under `--dry-run`",
+        kinds = { "timeout", "interrupted", "notfound", "permission", "exit", "refused" },
+        example = [[sh.action { "systemctl", "restart", "nginx", summary = "restart nginx",
+            target = "nginx.service" }]],
+      },
+    },
+  },
+  {
+    name = "sys", title = "the machine",
+    functions = {
+      {
+        name = "sys.filesystems",
+        call = "sys.filesystems { OPTIONS }",
+        summary = "The mounted filesystems, as `df` shows them. Pseudo filesystems, snap/CD images and " ..
+                  "bind-mount duplicates are left out unless `all`; network ones come only with `network`.",
+        options = {
+          { "all", "false", "every mount, pseudo and duplicates included" },
+          { "network", "false", "include NFS, CIFS and other network filesystems" },
+          { "timeout", "5", "deadline for the whole list (" .. DURATION .. ")" },
+        },
+        returns = "`{ fs, ..., unanswered }`, each fs `{ mount, device, fstype, size, used, avail, used_pct, " ..
+                  "inodes, inodes_used, inodes_free, inodes_pct, readonly }` (bytes); `unanswered` counts " ..
+                  "network filesystems that did not answer in time",
+        kinds = { "timeout", "interrupted" },
+        example = [[sys.filesystems()]],
+      },
+      {
+        name = "sys.fs",
+        call = "sys.fs(path, { OPTIONS })",
+        summary = "The filesystem holding `path`.",
+        options = {
+          { "timeout", "5", "deadline (" .. DURATION .. "); `statvfs` runs in a worker thread" },
+        },
+        returns = "`{ mount, device, fstype, size, used, avail, used_pct, inodes, inodes_used, inodes_free, " ..
+                  "inodes_pct, readonly }` (bytes)",
+        kinds = { "notfound", "permission", "timeout", "interrupted" },
+        example = [[sys.fs("/var").used_pct]],
+      },
+      {
+        name = "sys.largest",
+        call = "sys.largest(path, { OPTIONS })",
+        summary = "The largest directories below `path`, down to `depth`, by disk usage as `du` counts it.",
+        options = {
+          { "depth", "1", "how many levels below `path` are listed" },
+          { "limit", "10", "entries returned" },
+          { "timeout", "10", "deadline of the walk (" .. DURATION .. "); what was found by then is returned" },
+          { "xdev", "true", "stay on the filesystem of `path`" },
+          { "files", "false", "also list the largest files anywhere below" },
+        },
+        returns = "`{ entries = { {path, bytes, files} }, files?, total_bytes, total_files, unreadable, " ..
+                  "partial, unvisited }`",
+        kinds = { "notfound", "permission", "interrupted" },
+        example = [[sys.largest("/var", { depth = 2, limit = 5 }).entries]],
+      },
+      {
+        name = "sys.files",
+        call = "sys.files(path, { OPTIONS })",
+        summary = "Regular files whose name matches `pattern`, not modified for `older_than`, of at least " ..
+                  "`min_size` bytes. `count` and `total_bytes` cover every match, `files` the first `limit`, " ..
+                  "sorted by path.",
+        options = {
+          { "pattern", "", "a glob on the file name (`*.log.[0-9]*`)" },
+          { "older_than", "", "minimum age (" .. DURATION .. ", \"7d\")" },
+          { "min_size", "0", "minimum size in bytes" },
+          { "recursive", "true", "descend into directories" },
+          { "xdev", "true", "stay on the filesystem of `path`" },
+          { "follow", "false", "follow symbolic links" },
+          { "limit", "1000", "files returned (counting goes on)" },
+          { "timeout", "10", "deadline of the walk (" .. DURATION .. ")" },
+        },
+        returns = "`{ files = { {path, bytes, mtime, age} }, count, total_bytes, truncated, unreadable, partial }`",
+        kinds = { "notfound", "permission", "interrupted" },
+        example = [[sys.files("/var/log", { pattern = "*.gz", older_than = "7d" }).total_bytes]],
+      },
+      {
+        name = "sys.deleted_open",
+        call = "sys.deleted_open { OPTIONS }",
+        summary = "Deleted files that processes still hold open (their space is not freed), largest first.",
+        options = {
+          { "path", "", "only on the filesystem of this path" },
+          { "timeout", "5", "deadline (" .. DURATION .. ")" },
+          { "limit", "50", "files returned" },
+        },
+        returns = "`{ {pid, command, fd, path, bytes}, ..., count, total_bytes, unreadable, partial }`",
+        kinds = { "notfound", "permission", "interrupted" },
+        example = [[sys.deleted_open { path = "/var" }]],
+      },
+      {
+        name = "sys.memory",
+        call = "sys.memory()",
+        summary = "Memory and swap, as `free` counts them (`used` = total − available).",
+        options = {},
+        returns = "`{ total, available, used, free, buffers, cached, swap_total, swap_used, swap_free, used_pct, " ..
+                  "swap_pct }` (bytes)",
+        kinds = {},
+        example = [[sys.memory().used_pct]],
+      },
+      {
+        name = "sys.load",
+        call = "sys.load()",
+        summary = "Load averages, the number of CPUs and the uptime.",
+        options = {},
+        returns = "`{ load1, load5, load15, cpus, per_cpu1, running, total_tasks, uptime }`",
+        kinds = {},
+        example = [[sys.load().per_cpu1]],
+      },
+      {
+        name = "sys.processes",
+        call = "sys.processes { OPTIONS }",
+        summary = "The top processes by memory or CPU. CPU is measured over `sample`.",
+        options = {
+          { "sort", "\"memory\"", "`\"memory\"` or `\"cpu\"`" },
+          { "limit", "10", "processes returned" },
+          { "sample", "\"250ms\"", "how long CPU use is measured; 0: the average since each process started" },
+          { "match", "", "a plain substring of the command or its command line" },
+          { "timeout", "5", "deadline (" .. DURATION .. ")" },
+        },
+        returns = "`{ {pid, ppid, user, state, command, cmdline, rss, mem_pct, cpu_pct, threads, age}, ..., count }`",
+        kinds = { "interrupted" },
+        example = [[sys.processes { sort = "cpu", limit = 5 }]],
+      },
+      {
+        name = "sys.tail",
+        call = "sys.tail(path, { OPTIONS })",
+        summary = "The end of a log file.",
+        options = {
+          { "lines", "50", "lines returned" },
+        },
+        returns = "`{ lines, text, size, mtime, truncated }`",
+        kinds = { "notfound", "permission" },
+        example = [[sys.tail("/var/log/syslog", { lines = 20 }).text]],
+      },
+      {
+        name = "sys.grep",
+        call = "sys.grep(path, regex, { OPTIONS })",
+        summary = "Lines of a file matching a POSIX extended regex: the last `limit` matches (in a log, " ..
+                  "the recent ones).",
+        options = {
+          { "icase", "false", "ignore case" },
+          { "limit", "100", "matches returned (counting goes on)" },
+          { "timeout", "10", "deadline of the scan (" .. DURATION .. ")" },
+        },
+        returns = "`{ matches = { {line, text} }, count, lines, partial }`",
+        kinds = { "notfound", "permission", "interrupted" },
+        example = [[sys.grep("/var/log/syslog", "out of memory", { icase = true }).count]],
+      },
+    },
+    notes = [[Walks are bounded in time: at the deadline they return what they found with `partial = true` (and
+`sys.largest` names the directories it never reached in `unvisited`). `stat`/`statvfs` of a path run in a
+worker thread the probe stops waiting for at its deadline, because on a dead NFS server they block in the
+kernel where no signal reaches them. Ctrl-C ends any of them with `nil, err, "interrupted"`.]],
+  },
+  {
+    name = "tcp", title = "reachability",
+    functions = {
+      {
+        name = "tcp.connect",
+        call = "tcp.connect(host, port, { OPTIONS })",
+        summary = "A TCP handshake, name lookup included, under one deadline; the connection is closed at once.",
+        options = {
+          { "timeout", "2", "deadline for lookup and handshake together (" .. DURATION .. ")" },
+        },
+        returns = "`{ host, port, address, ms }`",
+        kinds = { "dns", "refused", "timeout", "unreachable", "interrupted" },
+        example = [[tcp.connect("127.0.0.1", 22, { timeout = "500ms" })]],
+      },
+    },
+  },
+  {
+    name = "pg", title = "PostgreSQL",
+    intro = [[One libpq connection per handle, driven without blocking: the name lookup (bounded), connect, TLS,
+authentication and each query run under one deadline, concurrently inside `parallel`. `conn:query` and every
+probe run as `BEGIN READ ONLY; statement; ROLLBACK` in one round trip, one statement per call, so a probe
+cannot write (`UPDATE` fails with kind `25006`). Parameters are `$1, $2, ...`, sent as text; values come back
+by column type: int2/int4/int8/oid as integers, float4/float8/numeric as numbers, bool as booleans, NULL as
+nil, anything else as a string. Targets read `host:port/dbname`; the password is redacted everywhere. The
+methods of a connection are documented under `pg.<method>` (`help("pg.query")`).]],
+    notes = [[At the deadline or on Ctrl-C in the middle of a query, a cancel request goes to the server from a
+worker thread, the connection is closed, and later calls on the handle return `nil, "... connection was closed
+after a timeout; connect again", "closed"`. A query error returns `nil, "pg.query host:port/db: <message>",
+<SQLSTATE>`. A handle serves one task at a time: inside `parallel`, connect in each task.]],
+    functions = {
+      {
+        name = "pg.connect",
+        call = "pg.connect(url_or_conninfo, { OPTIONS })",
+        summary = "Opens a connection from a `postgresql://` URL or a `key=value` string (libpq's syntax).",
+        options = {
+          { "timeout", "5", "deadline for lookup, connect, TLS and authentication (" .. DURATION .. ")" },
+          { "application_name", "\"runbook\"", "shown in `pg_stat_activity`" },
+          { "password", "", "the password, when it is not in the URL (an `input.secret`)" },
+        },
+        returns = "a connection: `tostring(conn)` is `pg.conn host:port/db`; `conn:close()`, or " ..
+                  "`local conn <close> = ...`",
+        kinds = { "dns", "refused", "unreachable", "timeout", "auth", "reset", "protocol", "interrupted", "error",
+                  "SQLSTATE" },
+        example = [[local conn = pg.connect("postgresql://app@127.0.0.1:5432/app", { timeout = 2 })]],
+      },
+      {
+        name = "pg.ping",
+        call = "pg.ping(url_or_conninfo, { OPTIONS })",
+        summary = "Connects, runs one query and closes: is the server there, which version, primary or replica?",
+        options = {
+          { "timeout", "5", "deadline of the whole ping (" .. DURATION .. ")" },
+          { "...", "", "the other options of `pg.connect`" },
+        },
+        returns = "`{ ok = true, version, version_num, connect_ms, in_recovery, ms }`",
+        kinds = { "dns", "refused", "unreachable", "timeout", "auth", "reset", "protocol", "interrupted", "error",
+                  "SQLSTATE" },
+        example = [[pg.ping("postgresql://app@127.0.0.1:5432/app", { timeout = "1s" })]],
+      },
+      {
+        name = "pg.query",
+        call = "conn:query(sql, params, { OPTIONS })",
+        summary = "Runs one statement in a READ ONLY transaction. `params` is an array for `$1, $2, ...` " ..
+                  "(`params.n` when it ends with nils).",
+        options = {
+          { "timeout", "10", "deadline (" .. DURATION .. ")" },
+        },
+        returns = "`{ {column = value, ...}, ..., columns = {names}, rows = n, ms }`",
+        kinds = { "timeout", "interrupted", "reset", "closed", "SQLSTATE" },
+        example = [[conn:query("SELECT datname, numbackends FROM pg_stat_database WHERE numbackends > $1", { 0 })]],
+      },
+      {
+        name = "pg.exec",
+        call = "conn:exec(sql, params, { OPTIONS })",
+        summary = "Runs one statement that changes something, through the action gate: the SQL and its " ..
+                  "parameters are shown and confirmed first. Declined, it skips the step.",
+        options = {
+          { "summary", "", "one line saying what it does" },
+          { "target", "", "what it acts on (default `host:port/db`); typed back when irreversible" },
+          { "irreversible", "false", "ask for the target instead of `yes`" },
+          { "timeout", "60", "deadline, from the confirmation (" .. DURATION .. ")" },
+        },
+        returns = "as `pg.query`, plus `command` (`\"UPDATE 3\"`) and `affected`; `{ dry_run = true, sql, " ..
+                  "target }` under `--dry-run`",
+        kinds = { "timeout", "interrupted", "reset", "closed", "refused", "SQLSTATE" },
+        example = [[conn:exec("UPDATE jobs SET state = 'queued' WHERE state = $1", { "stuck" },
+  { summary = "requeue the stuck jobs" })]],
+      },
+      {
+        name = "pg.connections",
+        call = "conn:connections({ OPTIONS })",
+        summary = "Client backends by state, per database, against `max_connections`.",
+        options = { { "timeout", "10", "deadline" } },
+        returns = "`{ total, max_connections, reserved, available, used_pct, active, idle, " ..
+                  "idle_in_transaction, by_state = { state = n }, databases = { {database, total, <state> = n} } }`",
+        kinds = { "timeout", "interrupted", "reset", "closed", "SQLSTATE" },
+        example = [[conn:connections().used_pct]],
+      },
+      {
+        name = "pg.long_running",
+        call = "conn:long_running { OPTIONS }",
+        summary = "Active queries (not this connection's) running for `min` or more, oldest first.",
+        options = {
+          { "min", "\"5m\"", "how long a query must have run (" .. DURATION .. ")" },
+          { "timeout", "10", "deadline" },
+        },
+        returns = "`{ {pid, user, database, application, client, state, wait_event_type, wait_event, " ..
+                  "duration_ms, xact_ms, query}, ..., count, max_ms }`",
+        kinds = { "timeout", "interrupted", "reset", "closed", "SQLSTATE" },
+        example = [[conn:long_running { min = "30s" }]],
+      },
+      {
+        name = "pg.idle_in_transaction",
+        call = "conn:idle_in_transaction { OPTIONS }",
+        summary = "Sessions idle inside an open transaction for `min` or more (they hold locks and a slot).",
+        options = {
+          { "min", "\"1m\"", "how long they must have been idle (" .. DURATION .. ")" },
+          { "timeout", "10", "deadline" },
+        },
+        returns = "`{ {pid, user, database, application, client, state, idle_ms, xact_ms, query}, ..., " ..
+                  "count, max_ms }`",
+        kinds = { "timeout", "interrupted", "reset", "closed", "SQLSTATE" },
+        example = [[conn:idle_in_transaction { min = "5m" }]],
+      },
+      {
+        name = "pg.blocked",
+        call = "conn:blocked({ OPTIONS })",
+        summary = "Queries waiting on a lock, each with the backends it waits for (`pg_blocking_pids`) and " ..
+                  "their queries; `roots` are the blockers that wait on nobody: where to act.",
+        options = { { "timeout", "10", "deadline" } },
+        returns = "`{ {pid, user, database, application, wait_event_type, wait_event, wait_ms, query, " ..
+                  "blocked_by = {pids}, blockers = { {pid, user, application, state, xact_ms, query} }}, ..., " ..
+                  "count, roots, max_wait_ms }`",
+        kinds = { "timeout", "interrupted", "reset", "closed", "SQLSTATE" },
+        example = [[conn:blocked().roots]],
+      },
+      {
+        name = "pg.locks",
+        call = "conn:locks({ OPTIONS })",
+        summary = "Locks by mode, granted and waiting (this connection's own left out).",
+        options = { { "timeout", "10", "deadline" } },
+        returns = "`{ {mode, granted, count}, ..., total, granted, waiting, waiting_backends, " ..
+                  "by_mode = { Mode = { granted, waiting } } }`",
+        kinds = { "timeout", "interrupted", "reset", "closed", "SQLSTATE" },
+        example = [[conn:locks().waiting]],
+      },
+      {
+        name = "pg.replication",
+        call = "conn:replication({ OPTIONS })",
+        summary = "Primary or replica, and the lag: per replica from `pg_stat_replication` on a primary, the " ..
+                  "WAL receiver and replay lag on a replica.",
+        options = { { "timeout", "10", "deadline" } },
+        returns = "`{ role = \"primary\" | \"replica\", in_recovery, current_lsn, replicas = { {pid, user, " ..
+                  "application, client, state, sync_state, sent_lag_bytes, write_lag_bytes, flush_lag_bytes, " ..
+                  "replay_lag_bytes, write_lag_ms, flush_lag_ms, replay_lag_ms} }, replica_count, " ..
+                  "max_replay_lag_bytes, receive_lsn, replay_lsn, replay_lag_bytes, replay_lag_ms, receiver = " ..
+                  "{status, sender_host, sender_port, slot_name, last_msg_ms} }` (the last five on a replica)",
+        kinds = { "timeout", "interrupted", "reset", "closed", "SQLSTATE" },
+        example = [[conn:replication().max_replay_lag_bytes]],
+      },
+      {
+        name = "pg.database_sizes",
+        call = "conn:database_sizes({ OPTIONS })",
+        summary = "The size of every database that accepts connections, largest first.",
+        options = { { "timeout", "10", "deadline" } },
+        returns = "`{ {database, bytes}, ..., total_bytes }` (`bytes` is nil without CONNECT privilege)",
+        kinds = { "timeout", "interrupted", "reset", "closed", "SQLSTATE" },
+        example = [[conn:database_sizes()[1] ]],
+      },
+      {
+        name = "pg.migrations",
+        call = "conn:migrations { OPTIONS }",
+        summary = "The migration table of Alembic (`alembic_version`), Django (`django_migrations`), Rails or " ..
+                  "golang-migrate (`schema_migrations`) or Flyway (`flyway_schema_history`), found on the " ..
+                  "search path.",
+        options = {
+          { "framework", "", "`\"alembic\"`, `\"django\"`, `\"rails\"`, `\"migrate\"` or `\"flyway\"` " ..
+                             "(default: the first found)" },
+          { "timeout", "10", "deadline" },
+        },
+        returns = "`{ framework, table, latest, name, applied, count, failed, success, heads, found }`: " ..
+                  "`latest` is the newest migration, `failed` counts Flyway's unsuccessful rows (golang-migrate: " ..
+                  "1 when dirty); without a migration table `{ found = {}, count = 0 }`",
+        kinds = { "timeout", "interrupted", "reset", "closed", "SQLSTATE" },
+        example = [[conn:migrations().latest]],
+      },
+      {
+        name = "pg.terminate_idle",
+        call = "conn:terminate_idle { OPTIONS }",
+        summary = "An action: counts the backends in `state` for `older_than` or more (not this one), shows " ..
+                  "them at the prompt (how many, whose, the oldest), then `pg_terminate_backend` on exactly " ..
+                  "those still in that state. With none, nothing is asked.",
+        options = {
+          { "older_than", "\"10m\"", "since their last state change (" .. DURATION .. ")" },
+          { "state", "\"idle\"", "`\"idle\"`, `\"idle in transaction\"` or `\"idle in transaction (aborted)\"`" },
+          { "database", "", "only backends of this database" },
+          { "timeout", "10", "deadline of the probe, and of the action" },
+        },
+        returns = "`{ count, terminated, pids = {terminated}, skipped = {no longer in that state} }`; " ..
+                  "`{ dry_run = true, sql, target, count, pids }` under `--dry-run`",
+        kinds = { "timeout", "interrupted", "reset", "closed", "refused", "SQLSTATE" },
+        example = [[conn:terminate_idle { older_than = "30m", state = "idle in transaction" }]],
+      },
+      {
+        name = "pg.cancel",
+        call = "conn:cancel(pid, { OPTIONS })",
+        summary = "An action: `pg_cancel_backend(pid)`, stops that backend's query and keeps its session. " ..
+                  "The prompt shows the backend's user, application, state and query.",
+        options = { { "timeout", "10", "deadline" } },
+        returns = "`{ pid, cancelled, ms }`; kind `error` when there is no such backend",
+        kinds = { "timeout", "interrupted", "reset", "closed", "refused", "error", "SQLSTATE" },
+        example = [[conn:cancel(conn:long_running()[1].pid)]],
+      },
+      {
+        name = "pg.terminate",
+        call = "conn:terminate(pid, { OPTIONS })",
+        summary = "An action: `pg_terminate_backend(pid)`, ends that session (its transaction is rolled " ..
+                  "back and its locks released). The prompt shows what it runs.",
+        options = { { "timeout", "10", "deadline" } },
+        returns = "`{ pid, terminated, ms }`; kind `error` when there is no such backend",
+        kinds = { "timeout", "interrupted", "reset", "closed", "refused", "error", "SQLSTATE" },
+        example = [[conn:terminate(conn:blocked().roots[1])]],
+      },
+    },
+  },
+  {
+    name = "redis", title = "Redis",
+    intro = [[One hiredis connection per handle, driven without blocking: the name lookup (bounded), connect, `AUTH`,
+`SELECT` and a `PING` (a hung server is caught at connect), then each call, run under one deadline per call,
+concurrently inside `parallel`. URLs are `redis://[user:password@]host:port[/db]`; `rediss://` is refused
+("TLS not supported"). Replies map to Lua: status and string as strings, integer as integers, nil as nil,
+arrays as tables (with `n`), an error reply as `nil, "<what> host:port/db: <message>", <its code word>`
+(`WRONGTYPE`, `ERR`, ...). Targets read `host:port/db`; the password is redacted everywhere (the gate shows
+`AUTH ***`). The methods of a connection are documented under `redis.<method>` (`help("redis.call")`).]],
+    notes = [[A probe cannot write: `conn:call` asks the server (`COMMAND INFO`, once per command and connection;
+`config|get` for a subcommand) and raises, naming `conn:action(...)`, for a command flagged `write`, `pubsub`
+or `admin` (except reads such as `CONFIG GET`, `SLOWLOG GET`, `CLIENT LIST`, `LATENCY LATEST`, `MEMORY STATS`,
+`INFO`) and for scripts the server cannot vouch for (`EVAL`, `FCALL`; `EVAL_RO` is fine). Commands that change
+what the connection is (`SELECT`, `SUBSCRIBE`, `MONITOR`, `HELLO`, `QUIT`, ...) are refused by both forms. After
+a timeout, Ctrl-C, an I/O or a protocol error the connection is dropped and later calls return `nil, "...
+connection was closed after a timeout; connect again", "closed"`. A handle serves one task at a time: inside
+`parallel`, connect in each task. Every method takes a trailing `{ timeout = ... }`, by default the
+connection's own.]],
+    functions = {
+      {
+        name = "redis.connect",
+        call = "redis.connect(url, { OPTIONS })",
+        summary = "Opens a connection from a `redis://` URL (port 6379 and db 0 by default).",
+        options = {
+          { "timeout", "2", "deadline for lookup, connect and login; also the default of its calls (" .. DURATION .. ")" },
+          { "password", "", "the password, when it is not in the URL (an `input.secret`)" },
+        },
+        returns = "a connection: `tostring(conn)` is `redis.conn host:port/db`; `conn:close()`, or " ..
+                  "`local conn <close> = ...`",
+        kinds = { "dns", "refused", "unreachable", "timeout", "auth", "reset", "protocol", "interrupted", "error" },
+        example = [[local conn = redis.connect("redis://127.0.0.1:6379/0", { timeout = 2 })]],
+      },
+      {
+        name = "redis.ping",
+        call = "redis.ping(url, { OPTIONS })",
+        summary = "Connects, sends PING and asks the version and role, and closes: is it there, is it stuck?",
+        options = {
+          { "timeout", "2", "deadline of the whole ping (" .. DURATION .. ")" },
+          { "password", "", "as `redis.connect`" },
+        },
+        returns = "`{ ok = true, ms, connect_ms, version, role }`",
+        kinds = { "dns", "refused", "unreachable", "timeout", "auth", "reset", "protocol", "interrupted", "error" },
+        example = [[redis.ping("redis://127.0.0.1:6379", { timeout = "500ms" })]],
+      },
+      {
+        name = "redis.call",
+        call = "conn:call(cmd, arg..., { OPTIONS })",
+        summary = "Runs a command that the server says cannot write; any other raises an error naming " ..
+                  "`conn:action(...)` (`help(redis)` says which commands a probe may run).",
+        options = { { "timeout", "", "deadline (default: the connection's)" } },
+        returns = "the reply: string, integer, nil or table; an error reply is `nil, err, code`",
+        kinds = { "timeout", "interrupted", "reset", "protocol", "closed", "auth", "CODE" },
+        example = [[conn:call("LRANGE", "jobs", 0, 9)]],
+      },
+      {
+        name = "redis.action",
+        call = "conn:action(cmd, arg..., { OPTIONS })",
+        summary = "Runs any command through the action gate: shown (passwords as `***`) and confirmed first. " ..
+                  "`FLUSHDB` and `FLUSHALL` are irreversible: their keys are counted and shown, and the target " ..
+                  "(`host:port/db`) must be typed back. Declined, it skips the step.",
+        options = {
+          { "summary", "", "one line saying what it does" },
+          { "target", "", "what it acts on (default `host:port/db`); typed back when irreversible" },
+          { "irreversible", "false", "ask for the target instead of `yes`" },
+          { "blast", "", "the measured impact, shown with the question" },
+          { "timeout", "60", "deadline, from the confirmation (" .. DURATION .. ")" },
+        },
+        returns = "the reply, as `redis.call`; `{ dry_run = true, command, target }` under `--dry-run`",
+        kinds = { "timeout", "interrupted", "reset", "protocol", "closed", "refused", "CODE" },
+        example = [[conn:action("CONFIG", "SET", "maxmemory", "2gb", { summary = "raise maxmemory" })]],
+      },
+      {
+        name = "redis.info",
+        call = "conn:info(section, { OPTIONS })",
+        summary = "`INFO` (one section, or the default ones) parsed: numbers as numbers, `a=1,b=2` values " ..
+                  "(keyspace, replicas, commandstats) as tables.",
+        options = { { "timeout", "", "deadline" } },
+        returns = "`{ section = { field = value } }`, e.g. `info.memory.used_memory`",
+        kinds = { "timeout", "interrupted", "reset", "closed", "CODE" },
+        example = [[conn:info("server").server.redis_version]],
+      },
+      {
+        name = "redis.memory",
+        call = "conn:memory({ OPTIONS })",
+        summary = "Memory against `maxmemory`, fragmentation and evictions.",
+        options = { { "timeout", "", "deadline" } },
+        returns = "`{ used_memory, used_memory_rss, used_memory_peak, maxmemory, used_pct, fragmentation_ratio, " ..
+                  "evicted_keys, maxmemory_policy }` (bytes; `used_pct` is nil when there is no maxmemory)",
+        kinds = { "timeout", "interrupted", "reset", "closed", "CODE" },
+        example = [[conn:memory().used_pct]],
+      },
+      {
+        name = "redis.clients",
+        call = "conn:clients({ OPTIONS })",
+        summary = "Connected and blocked clients against `maxclients`, and connections refused at the limit.",
+        options = { { "timeout", "", "deadline" } },
+        returns = "`{ connected, blocked, maxclients, rejected, used_pct }`",
+        kinds = { "timeout", "interrupted", "reset", "closed", "CODE" },
+        example = [[conn:clients().blocked]],
+      },
+      {
+        name = "redis.replication",
+        call = "conn:replication({ OPTIONS })",
+        summary = "The role, the replicas of a master with their lag, a replica's link to its master.",
+        options = { { "timeout", "", "deadline" } },
+        returns = "`{ role, connected_replicas, master_repl_offset, replicas = { {ip, port, state, offset, lag, " ..
+                  "lag_bytes} } }`; on a replica also `master_host, master_port, master_link_status, " ..
+                  "master_link_up, master_last_io_seconds, master_link_down_seconds, master_sync_in_progress, repl_offset`",
+        kinds = { "timeout", "interrupted", "reset", "closed", "CODE" },
+        example = [[conn:replication().master_link_up]],
+      },
+      {
+        name = "redis.slowlog",
+        call = "conn:slowlog { OPTIONS }",
+        summary = "The most recent entries of the slow log.",
+        options = {
+          { "limit", "10", "how many entries" },
+          { "timeout", "", "deadline" },
+        },
+        returns = "`{ {id, time, duration_us, command = {words}, client, client_name}, ..., total }`, newest first",
+        kinds = { "timeout", "interrupted", "reset", "closed", "CODE" },
+        example = [[for _, e in ipairs(conn:slowlog { limit = 5 }) do print(e.duration_us, e.command[1]) end]],
+      },
+      {
+        name = "redis.latency",
+        call = "conn:latency { OPTIONS }",
+        summary = "Round trips of `samples` PINGs, one after the other.",
+        options = {
+          { "samples", "20", "how many PINGs" },
+          { "timeout", "", "deadline of them all" },
+        },
+        returns = "`{ samples, min, avg, max, p95 }` (ms)",
+        kinds = { "timeout", "interrupted", "reset", "closed", "CODE" },
+        example = [[conn:latency { samples = 50 }.p95]],
+      },
+      {
+        name = "redis.keyspace",
+        call = "conn:keyspace({ OPTIONS })",
+        summary = "Keys and keys with a TTL, per database.",
+        options = { { "timeout", "", "deadline" } },
+        returns = "`{ {db, keys, expires, avg_ttl}, ..., keys, expires }` (the totals)",
+        kinds = { "timeout", "interrupted", "reset", "closed", "CODE" },
+        example = [[conn:keyspace().keys]],
+      },
+      {
+        name = "redis.llen",
+        call = "conn:llen(key, { OPTIONS })",
+        summary = "The length of a list: how many jobs wait in a queue.",
+        options = { { "timeout", "", "deadline" } },
+        returns = "an integer (0 when the key does not exist); kind `WRONGTYPE` when it is not a list",
+        kinds = { "timeout", "interrupted", "reset", "closed", "CODE" },
+        example = [[conn:llen("jobs")]],
+      },
+    },
+  },
+  {
+    name = "http", title = "HTTP and TLS",
+    intro = [[One libcurl transfer per call, bounded as a whole (name lookup, connect, TLS, redirects, body) by
+one deadline, concurrent inside `parallel`; only http:// and https://, no signals, at most `max_redirects`
+redirects. A status that `expect` does not accept, or a body without `contains`, is a result with
+`ok = false` and `problem` saying why, not an error. Passwords in URLs, `token=`-like query values and
+credential headers (`Authorization`, `*-Token`, `*-Key`) are redacted everywhere.]],
+    notes = [[The result of a request: `{ status, ok, problem, method, headers, body, bytes, truncated, json,
+json_error, url, redirects, ms, timings, tls }`. `headers` has lowercase names (repeats joined with ", ");
+`json` is the decoded body when the content type is JSON (else `json_error` says why not); `url` is the final
+URL, redacted; `timings = { dns_ms, connect_ms, tls_ms, first_byte_ms, total_ms }` are per phase (after
+redirects, summed over the requests); `tls = { days_left, not_after, not_before, issuer, subject,
+chain_length }` over https. A body longer than `max_body` is cut there (`truncated = true`). Ctrl-C or the
+deadline drops the connection at once.]],
+    functions = {
+      {
+        name = "http.get",
+        call = "http.get(url, { OPTIONS })",
+        summary = "A GET request: a probe (runs without asking, also under `--dry-run`).",
+        options = {
+          { "timeout", "10", "deadline of the whole request (" .. DURATION .. ")" },
+          { "expect", "", "accepted statuses: `200`, `{ 200, 204 }`, `\"2xx\"` (default: 2xx and 3xx)" },
+          { "contains", "", "text the body must contain (plain, not a pattern)" },
+          { "headers", "{}", "request headers: `{ Authorization = \"Bearer ...\" }`" },
+          { "follow", "true", "follow redirects" },
+          { "max_redirects", "5", "more is an error of kind `protocol`" },
+          { "insecure", "false", "do not verify the server's certificate (`tls` is still filled in)" },
+          { "ca", "", "a CA bundle (PEM file) to verify the server against" },
+          { "max_body", "10485760", "bytes of body kept; the transfer stops there (`truncated = true`)" },
+        },
+        returns = "the result (see below)",
+        kinds = { "dns", "refused", "unreachable", "timeout", "reset", "tls", "protocol", "interrupted" },
+        example = [[local r = http.get("http://127.0.0.1:8080/health", { expect = 200, timeout = 2 })
+print(r and r.ok, r and r.json)]],
+      },
+      {
+        name = "http.head",
+        call = "http.head(url, { OPTIONS })",
+        summary = "A HEAD request: status and headers, no body. A probe.",
+        options = {
+          { "...", "", "the options of `http.get`" },
+        },
+        returns = "the result (see below), with an empty body",
+        kinds = { "dns", "refused", "unreachable", "timeout", "reset", "tls", "protocol", "interrupted" },
+        example = [[http.head("http://127.0.0.1:8080/")]],
+      },
+      {
+        name = "http.post",
+        call = "http.post(url, { OPTIONS })",
+        summary = "A POST request through the action gate: method, URL (redacted), headers and the start " ..
+                  "of the body are shown and confirmed before anything is sent. Declined, it skips the step; " ..
+                  "under `--dry-run` it is only shown.",
+        options = {
+          { "body", "", "the request body (a string)" },
+          { "json", "", "a table sent as JSON (`Content-Type: application/json`)" },
+          { "summary", "", "one line saying what it does (the gate shows it above the request)" },
+          { "target", "", "what it acts on; typed back to confirm when irreversible" },
+          { "irreversible", "false", "ask for the target instead of `yes` (needs `target`)" },
+          { "blast", "", "the measured impact, shown with the question" },
+          { "follow", "false", "follow redirects" },
+          { "...", "", "and the other options of `http.get`" },
+        },
+        returns = "the result (see below), or `{ dry_run = true, method, url }` under `--dry-run`",
+        kinds = { "dns", "refused", "unreachable", "timeout", "reset", "tls", "protocol", "interrupted" },
+        example = [[http.post("http://127.0.0.1:8080/hooks/deploy", { json = { action = "pause" },
+          summary = "pause deployments" })]],
+      },
+      {
+        name = "http.request",
+        call = "http.request { url = ..., method = ..., OPTIONS }",
+        summary = "A POST, PUT, PATCH or DELETE request through the action gate, as `http.post`.",
+        options = {
+          { "url", "", "the URL (required)" },
+          { "method", "", "`\"POST\"`, `\"PUT\"`, `\"PATCH\"` or `\"DELETE\"` (required)" },
+          { "...", "", "the options of `http.post`" },
+        },
+        returns = "as `http.post`",
+        kinds = { "dns", "refused", "unreachable", "timeout", "reset", "tls", "protocol", "interrupted" },
+        example = [[http.request { url = "http://127.0.0.1:8080/cache/users", method = "DELETE" }]],
+      },
+      {
+        name = "http.cert",
+        call = "http.cert(url_or_host, { OPTIONS })",
+        summary = "The TLS certificate a server presents (`host`, `host:port` or an https:// URL), verified " ..
+                  "against the system's CAs (or `ca`) but returned even when it does not verify.",
+        options = {
+          { "timeout", "10", "deadline (" .. DURATION .. ")" },
+          { "ca", "", "a CA bundle (PEM file) to verify against" },
+        },
+        returns = "`{ host, port, valid, hostname_ok, error, days_left, not_after, not_before, issuer, " ..
+                  "subject, chain_length, ms }` (`error` says why it is not valid)",
+        kinds = { "dns", "refused", "unreachable", "timeout", "tls", "protocol", "interrupted" },
+        example = [[local c = http.cert("example.com")
+print(c and c.days_left, c and c.valid)]],
+      },
+    },
+  },
+}
+
+----------------------------------------------------------------------------------------- lookup
+local by_name = {}
+for _, mod in ipairs(M.modules) do
+  by_name[mod.name] = mod
+  for _, fn in ipairs(mod.functions) do by_name[fn.name] = fn end
+end
+
+-- The entry of "sys.fs" (a function) or "sys" (a module), or nil.
+function M.find(name) return by_name[name] end
+
+function M.names()
+  local names = {}
+  for name in pairs(by_name) do names[#names + 1] = name end
+  table.sort(names)
+  return names
+end
+
+-- "sh.read { argv..., timeout = 10, grace = 1, ..., cwd, ... }": the call with its options' defaults.
+function M.signature(fn)
+  local opts = {}
+  for _, o in ipairs(fn.options) do
+    opts[#opts + 1] = o[2] ~= "" and (o[1] .. " = " .. o[2]) or o[1]
+  end
+  local s = fn.call:gsub("OPTIONS", (table.concat(opts, ", "):gsub("%%", "%%%%")))
+  return (s:gsub("{ }", "{}"))
+end
+
+---------------------------------------------------------------------------------- the terminal
+local function plain(md) return (md:gsub("`", "")) end
+
+local function indent(text, by) return by .. text:gsub("\n", "\n" .. by) end
+
+-- help(sh.read) and :help sh.read: signature, summary, options, result, kinds, example.
+function M.text(entry)
+  if entry.functions then
+    local lines = { entry.name .. ": " .. entry.title, "" }
+    local w = 0
+    for _, fn in ipairs(entry.functions) do w = math.max(w, #fn.name) end
+    for _, fn in ipairs(entry.functions) do
+      local first = plain(fn.summary):match("^(.-%.)%s") or plain(fn.summary)
+      lines[#lines + 1] = string.format("  %-" .. w .. "s  %s", fn.name, first)
+    end
+    lines[#lines + 1] = ""
+    lines[#lines + 1] = "help(" .. entry.functions[1].name .. ") for one of them."
+    return table.concat(lines, "\n")
+  end
+  local lines = { M.signature(entry), indent(plain(entry.summary), "  ") }
+  if #entry.options > 0 then
+    lines[#lines + 1] = "  options"
+    local w, dw = 0, 0
+    for _, o in ipairs(entry.options) do w, dw = math.max(w, #o[1]), math.max(dw, #o[2]) end
+    for _, o in ipairs(entry.options) do
+      lines[#lines + 1] = (string.format("    %-" .. w .. "s  %-" .. dw .. "s  %s", o[1], o[2], plain(o[3])):gsub("%s+$", ""))
+    end
+  end
+  lines[#lines + 1] = "  returns  " .. plain(entry.returns)
+  if #entry.kinds > 0 then lines[#lines + 1] = "  kinds    " .. table.concat(entry.kinds, ", ") end
+  lines[#lines + 1] = "  example"
+  lines[#lines + 1] = indent(entry.example, "    ")
+  return table.concat(lines, "\n")
+end
+
+---------------------------------------------------------------------------------- the README
+M.BEGIN = "<!-- Generated by `runbook doc` from stdlib/lua/doc.lua: edit that file, not this section. -->"
+M.END = "<!-- End of the generated API reference. -->"
+
+local function md_cell(s) return (s:gsub("|", "\\|")) end
+
+local function md_function(fn, out)
+  out[#out + 1] = "#### `" .. M.signature(fn) .. "`"
+  out[#out + 1] = ""
+  out[#out + 1] = fn.summary
+  out[#out + 1] = ""
+  if #fn.options > 0 then
+    out[#out + 1] = "| option | default | |"
+    out[#out + 1] = "|---|---|---|"
+    for _, o in ipairs(fn.options) do
+      out[#out + 1] = string.format("| `%s` | %s | %s |", o[1], o[2] ~= "" and ("`" .. md_cell(o[2]) .. "`") or "",
+                                    md_cell(o[3]))
+    end
+    out[#out + 1] = ""
+  end
+  local kinds = {}
+  for i, k in ipairs(fn.kinds) do kinds[i] = "`" .. k .. "`" end
+  out[#out + 1] = "Returns " .. fn.returns .. "." .. (#kinds > 0 and (" Error kinds: " .. table.concat(kinds, ", ") .. ".") or "")
+  out[#out + 1] = ""
+  out[#out + 1] = "```lua"
+  out[#out + 1] = fn.example
+  out[#out + 1] = "```"
+  out[#out + 1] = ""
+end
+
+-- The README's "Lua API reference" section, markers included.
+function M.markdown()
+  local out = { "## Lua API reference", "", M.BEGIN, "",
+    "Every primitive below is also documented in the REPL: `help(sh.read)` or `:help sh.read`.", "" }
+  for _, mod in ipairs(M.modules) do
+    out[#out + 1] = "### `" .. mod.name .. "`: " .. mod.title
+    out[#out + 1] = ""
+    if mod.intro then out[#out + 1] = mod.intro; out[#out + 1] = "" end
+    for _, fn in ipairs(mod.functions) do md_function(fn, out) end
+    if mod.notes then out[#out + 1] = mod.notes; out[#out + 1] = "" end
+  end
+  out[#out + 1] = M.END
+  return table.concat(out, "\n") .. "\n"
+end
+
+return M

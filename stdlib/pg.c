@@ -1,0 +1,1293 @@
+/*
+ * pg.c - PostgreSQL (require "pg"), over libpq's non-blocking interface.
+ *
+ *   pg.connect(url_or_conninfo, { timeout = 5, application_name = "runbook", password })
+ *       -> conn | nil, err, kind
+ *   pg.ping(url_or_conninfo, { timeout = 5, application_name, password })
+ *       -> { ok = true, version, version_num, connect_ms, in_recovery, ms } | nil, err, kind
+ *   conn:query(sql, params, { timeout = 10 })
+ *       -> { {col = value, ...}, ..., columns = {names}, rows = n, ms } | nil, err, kind
+ *   conn:exec(sql, params, { summary, target, irreversible = false, timeout = 60 })   an action
+ *       -> the same plus command ("UPDATE 3") and affected | { dry_run = true, sql } | nil, err, kind
+ *   conn:close(), `local conn <close> = ...`, __gc, tostring(conn) ("pg.conn 10.0.0.5:5432/app")
+ *   The ready-made probes (conn:connections(), ...) and actions (conn:terminate_idle{}, ...) are
+ *   in pg_probes.c.
+ *
+ * URLs (postgresql://user:password@host:port/db?sslmode=...) and key=value strings are parsed by
+ * libpq (PQconninfoParse); the host is resolved here, bounded (net_lookup), and handed to libpq
+ * as `hostaddr`, so libpq never calls the blocking resolver. One deadline covers the lookup, the
+ * TCP connect, TLS, authentication and, for ping, the first query. PQconnectPoll is driven on
+ * PQsocket, which may change between polls (libpq retries without TLS on a new socket).
+ *
+ * conn:query runs BEGIN READ ONLY; the statement; ROLLBACK as one libpq pipeline (one round
+ * trip; the ROLLBACK comes after its own Sync so that it also ends a transaction that the
+ * statement's error left aborted). The statement goes through the extended protocol, which
+ * refuses several statements in one string: a probe cannot write. Parameters are sent as text
+ * ($1, $2, ...); values come back typed by their column's type OID: int2/int4/int8/oid ->
+ * integer, float4/float8/numeric -> number, bool -> boolean, NULL -> nil, anything else ->
+ * string. conn:exec runs its statement as it is (autocommit) after the gate has confirmed it.
+ *
+ * At the deadline, or on Ctrl-C, in the middle of a query: a cancel request goes to the server
+ * from a worker thread (PQcancel blocks, and a stopped postmaster would hold it for ever), the
+ * connection is closed, and the handle is marked broken: later calls return nil, "... connection
+ * was closed after a timeout; connect again", "closed".
+ *
+ * Kinds: timeout, interrupted, refused, unreachable, reset, dns, auth (28P01, 28000, no
+ * password), protocol, closed, error, or the SQLSTATE the server sent (42P01, 25006, 53300, ...).
+ * Default deadlines: connect and ping 5 s, query and probes 10 s, exec 60 s.
+ */
+#include "pg.h"
+#include "host.h"
+#include "luax.h"
+#include "modules.h"
+#include "net.h"
+#include "redact.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <lauxlib.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CONN_MT "runbook.pg.conn"
+#define OP_MT   "runbook.pg.op"
+
+#define DEFAULT_CONNECT_TIMEOUT_MS 5000
+#define DEFAULT_EXEC_TIMEOUT_MS    60000
+#define CANCEL_GRACE_MS            100     /* after a timeout: let the cancel request leave */
+#define MAX_CONNINFO               64
+
+enum phase {
+	PH_IDLE,          /* nothing queued */
+	PH_LOOKUP,        /* resolving the host name */
+	PH_CONNECT_START, /* start a connection attempt to the next address */
+	PH_CONNECT,       /* PQconnectPoll */
+	PH_START,         /* send the queued pipeline */
+	PH_SEND,          /* flushing it */
+	PH_READ,          /* reading its results */
+	PH_CANCEL,        /* after a timeout: a short grace for the cancel request */
+	PH_DONE,
+};
+
+struct pg_connect {
+	char *keys[MAX_CONNINFO + 1], *vals[MAX_CONNINFO + 1];  /* NULL-terminated, owned */
+	int n;
+	int hostaddr_at;          /* where the resolved address goes; -1: libpq needs no lookup */
+	char host[256], port[32];
+	struct net_lookup lookup;
+	int next_addr;
+};
+
+/* ------------------------------------------------------------------------- small helpers */
+
+double pg_elapsed(const struct pg_op *op) { return sched_now_precise() - op->t0; }
+
+void pg_op_fail(struct pg_op *op, const char *kind, const char *fmt, ...)
+{
+	if (op->kind)
+		return;   /* the first failure is the one that explains */
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(op->cause, sizeof op->cause, fmt, ap);
+	va_end(ap);
+	op->kind = kind;
+}
+
+/* The first line of a libpq message, without its trailing newline. */
+static void first_line(char *out, size_t n, const char *msg)
+{
+	size_t len = strcspn(msg, "\n");
+	while (len > 0 && isspace((unsigned char)msg[len - 1]))
+		len--;
+	snprintf(out, n, "%.*s", (int)len, msg);
+}
+
+static void ignore_notice(void *arg, const PGresult *r)
+{
+	(void)arg;
+	(void)r;   /* libpq would print notices on stderr, past redaction and the transcript */
+}
+
+static const char *os_user(char *buf, size_t n)
+{
+	struct passwd pw, *res = NULL;
+	char tmp[1024];
+	if (getpwuid_r(geteuid(), &pw, tmp, sizeof tmp, &res) == 0 && res)
+		snprintf(buf, n, "%s", pw.pw_name);
+	else
+		snprintf(buf, n, "%u", (unsigned)geteuid());
+	return buf;
+}
+
+/* --------------------------------------------------------------- connection parameters */
+
+static const char *cx_get(const struct pg_connect *cx, const char *key)
+{
+	for (int i = 0; i < cx->n; i++)
+		if (strcmp(cx->keys[i], key) == 0)
+			return cx->vals[i];
+	return NULL;
+}
+
+static int cx_set(struct pg_connect *cx, const char *key, const char *val)
+{
+	for (int i = 0; i < cx->n; i++)
+		if (strcmp(cx->keys[i], key) == 0) {
+			char *v = strdup(val);
+			if (!v)
+				abort();
+			free(cx->vals[i]);
+			cx->vals[i] = v;
+			return i;
+		}
+	if (cx->n == MAX_CONNINFO)
+		return -1;
+	cx->keys[cx->n] = strdup(key);
+	cx->vals[cx->n] = strdup(val);
+	if (!cx->keys[cx->n] || !cx->vals[cx->n])
+		abort();
+	return cx->n++;
+}
+
+static void cx_free(struct pg_connect *cx)
+{
+	if (!cx)
+		return;
+	net_lookup_cancel(&cx->lookup);
+	for (int i = 0; i < cx->n; i++) {
+		free(cx->keys[i]);
+		free(cx->vals[i]);
+	}
+	free(cx);
+}
+
+static void format_target(char *out, size_t n, const char *host, const char *port, const char *db)
+{
+	snprintf(out, n, strchr(host, ':') && host[0] != '/' ? "[%s]:%s/%s" : "%s:%s/%s", host, port, db);
+}
+
+/*
+ * Parses the connection string into op->cx: libpq's own parser, then our defaults
+ * (application_name, no GSSAPI negotiation, UTF8), the password registered as a secret, and
+ * the host that we resolve ourselves. Returns false (op failed) on a bad string.
+ */
+static bool cx_parse(struct pg_op *op, const char *conninfo, const char *app, const char *password)
+{
+	char *err = NULL;
+	PQconninfoOption *opts = PQconninfoParse(conninfo, &err);
+	if (!opts) {
+		char line[300];
+		first_line(line, sizeof line, err ? err : "out of memory");
+		pg_op_fail(op, "error", "invalid connection string: %s", line);
+		PQfreemem(err);
+		return false;
+	}
+	struct pg_connect *cx = calloc(1, sizeof *cx);
+	if (!cx)
+		abort();
+	op->cx = cx;
+	cx->hostaddr_at = -1;
+	for (PQconninfoOption *o = opts; o->keyword; o++)
+		if (o->val && o->val[0])
+			cx_set(cx, o->keyword, o->val);
+	PQconninfoFree(opts);
+	if (password)
+		cx_set(cx, "password", password);
+	redact_add_secret(cx_get(cx, "password"));
+	if (app || !cx_get(cx, "application_name"))
+		cx_set(cx, "application_name", app ? app : "runbook");
+	if (!cx_get(cx, "gssencmode"))
+		cx_set(cx, "gssencmode", "disable");   /* Kerberos would look names up, blocking */
+	if (!cx_get(cx, "client_encoding"))
+		cx_set(cx, "client_encoding", "UTF8");
+
+	const char *host = cx_get(cx, "host"), *hostaddr = cx_get(cx, "hostaddr"), *port = cx_get(cx, "port");
+	if (!host)
+		host = getenv("PGHOST");
+	if (!hostaddr)
+		hostaddr = getenv("PGHOSTADDR");
+	if (!port)
+		port = getenv("PGPORT");
+	if (!port || !*port)
+		port = "5432";
+	char user[128];
+	const char *db = cx_get(cx, "dbname");
+	if (!db)
+		db = getenv("PGDATABASE");
+	if (!db)
+		db = cx_get(cx, "user");
+	if (!db)
+		db = getenv("PGUSER");
+	if (!db)
+		db = os_user(user, sizeof user);
+	const char *shown = host && *host ? host : hostaddr && *hostaddr ? hostaddr : "/var/run/postgresql";
+	format_target(op->target, sizeof op->target, shown, port, db);
+	snprintf(cx->port, sizeof cx->port, "%s", port);
+	if ((host && strchr(host, ',')) || (hostaddr && strchr(hostaddr, ',')) || strchr(port, ',')) {
+		pg_op_fail(op, "error", "several hosts in one connection string are not supported: connect to each");
+		return false;
+	}
+	if (host && *host && !(hostaddr && *hostaddr) && host[0] != '/' && host[0] != '@') {
+		snprintf(cx->host, sizeof cx->host, "%s", host);
+		cx_set(cx, "host", host);
+		cx->hostaddr_at = cx_set(cx, "hostaddr", "");
+	}
+	if (cx->n == MAX_CONNINFO) {
+		pg_op_fail(op, "error", "invalid connection string: too many parameters");
+		return false;
+	}
+	return true;
+}
+
+/* ----------------------------------------------------------------------- the op userdata */
+
+static void stmt_free(struct pg_stmt *s)
+{
+	free(s->sql);
+	for (int i = 0; i < s->nparams; i++)
+		free(s->params[i]);
+	free(s->params);
+	memset(s, 0, sizeof *s);
+}
+
+void pg_op_reset(struct pg_op *op)
+{
+	for (int i = 0; i < PG_MAX_STMTS; i++) {
+		stmt_free(&op->stmts[i]);
+		if (op->res[i])
+			PQclear(op->res[i]);
+		op->res[i] = NULL;
+	}
+	op->nstmts = 0;
+}
+
+struct cancel_job { PGcancel *cancel; };
+
+static void cancel_work(void *arg)
+{
+	struct cancel_job *j = arg;
+	char err[256];
+	(void)PQcancel(j->cancel, err, sizeof err);
+}
+
+static void cancel_free(void *arg)
+{
+	struct cancel_job *j = arg;
+	PQfreeCancel(j->cancel);
+	free(j);
+}
+
+/* Sends a cancel request for whatever c runs, from a worker thread; NULL if none could start. */
+static struct offload *cancel_start(PGconn *c)
+{
+	PGcancel *pc = PQgetCancel(c);
+	if (!pc)
+		return NULL;
+	struct cancel_job *j = malloc(sizeof *j);
+	if (!j)
+		abort();
+	j->cancel = pc;
+	struct offload *o = tasks_offload(cancel_work, j, cancel_free);
+	if (!o)
+		cancel_free(j);
+	return o;
+}
+
+/* Closes the op's connection (cancelling what runs on it first if asked); a handle's connection
+ * is marked broken with `why`. Returns the cancel job, if one was started. */
+static struct offload *close_conn(struct pg_op *op, bool cancel, const char *why)
+{
+	PGconn *c = op->conn;
+	if (!c)
+		return NULL;
+	struct offload *job = cancel ? cancel_start(c) : NULL;
+	PQfinish(c);
+	if (op->own == c)
+		op->own = NULL;
+	if (op->h && op->h->conn == c) {
+		op->h->conn = NULL;
+		op->h->broken = why;
+	}
+	op->conn = NULL;
+	return job;
+}
+
+/* Releases everything the op holds; idempotent (__close, then __gc). An op abandoned in the
+ * middle of a query (its parallel() task was stopped) cancels it and closes the connection. */
+static void op_release(struct pg_op *op)
+{
+	if (op->released)
+		return;
+	op->released = true;
+	if (op->phase == PH_SEND || op->phase == PH_READ || op->phase == PH_START) {
+		struct offload *job = close_conn(op, op->phase != PH_START, "an interrupted call");
+		if (job)
+			tasks_offload_release(job);
+	}
+	if (op->own)
+		PQfinish(op->own);
+	op->own = op->conn = NULL;
+	cx_free(op->cx);
+	op->cx = NULL;
+	pg_op_reset(op);
+	if (op->cancel)
+		tasks_offload_release(op->cancel);
+	op->cancel = NULL;
+	if (op->h) {
+		op->h->busy = false;
+		if (op->h->closed && op->h->conn) {   /* closed by another task meanwhile */
+			PQfinish(op->h->conn);
+			op->h->conn = NULL;
+		}
+	}
+	op->phase = PH_DONE;
+}
+
+static int op_gc(lua_State *L)
+{
+	op_release(luaL_checkudata(L, 1, OP_MT));
+	return 0;
+}
+
+struct pg_op *pg_op_push(lua_State *L, const char *fn, struct pg_handle *h, msec_t timeout_ms)
+{
+	struct pg_op *op = lua_newuserdatauv(L, sizeof *op, 1);
+	memset(op, 0, sizeof *op);
+	luaL_setmetatable(L, OP_MT);
+	op->fn = fn;
+	msec_t cap = sched_cap();
+	op->timeout_ms = cap > 0 && cap < timeout_ms ? cap : timeout_ms;
+	op->t0 = sched_now_precise();
+	op->phase = PH_IDLE;
+	tasks_wait_init(&op->w, sched_deadline(timeout_ms));
+	if (h) {
+		lua_pushvalue(L, 1);          /* the handle: alive as long as the op */
+		lua_setiuservalue(L, -2, 1);
+		op->h = h;
+		op->conn = h->conn;
+		h->busy = true;
+		snprintf(op->target, sizeof op->target, "%s", h->target);
+	}
+	lua_toclose(L, -1);
+	return op;
+}
+
+static char *xstrdup(const char *s)
+{
+	char *d = strdup(s);
+	if (!d)
+		abort();
+	return d;
+}
+
+static struct pg_stmt *new_stmt(struct pg_op *op, const char *sql)
+{
+	if (op->nstmts == PG_MAX_STMTS)
+		abort();   /* a programming error in this module */
+	struct pg_stmt *s = &op->stmts[op->nstmts++];
+	s->sql = xstrdup(sql);
+	return s;
+}
+
+void pg_op_stmtv(struct pg_op *op, const char *sql, int n, const char *const *params)
+{
+	struct pg_stmt *s = new_stmt(op, sql);
+	if (n > 0) {
+		s->params = calloc((size_t)n, sizeof *s->params);
+		if (!s->params)
+			abort();
+		s->nparams = n;
+		for (int i = 0; i < n; i++)
+			s->params[i] = params[i] ? xstrdup(params[i]) : NULL;
+	}
+}
+
+/* A Lua array of parameters as text; nil is NULL (use params.n when there are trailing nils). */
+void pg_op_stmt(lua_State *L, struct pg_op *op, const char *sql, int idx)
+{
+	struct pg_stmt *s = new_stmt(op, sql);
+	if (!idx || lua_isnoneornil(L, idx))
+		return;
+	if (!lua_istable(L, idx))
+		luaL_error(L, "%s: params must be an array of values for $1, $2, ... (got a %s)", op->fn, luaL_typename(L, idx));
+	lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
+	if (lua_getfield(L, idx, "n") == LUA_TNUMBER && lua_isinteger(L, -1))
+		n = lua_tointeger(L, -1);
+	lua_pop(L, 1);
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		lua_pop(L, 1);
+		bool ok = lua_isinteger(L, -1) && lua_tointeger(L, -1) >= 1 && lua_tointeger(L, -1) <= n;
+		if (!ok && !(lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "n") == 0))
+			luaL_error(L, "%s: params must be an array ($1, $2, ...); key '%s' does not belong there "
+			           "(options go in the third argument: conn:query(sql, nil, { timeout = 5 }))",
+			           op->fn, luaL_tolstring(L, -1, NULL));
+	}
+	if (n < 0 || n > 65535)
+		luaL_error(L, "%s: %d parameters is too many", op->fn, (int)n);
+	if (n == 0)
+		return;
+	s->params = calloc((size_t)n, sizeof *s->params);
+	if (!s->params)
+		abort();
+	s->nparams = (int)n;
+	for (int i = 1; i <= n; i++) {
+		char num[64];
+		const char *v = NULL;
+		switch (lua_geti(L, idx, i)) {
+		case LUA_TNIL:
+			break;
+		case LUA_TBOOLEAN:
+			v = lua_toboolean(L, -1) ? "true" : "false";
+			break;
+		case LUA_TNUMBER:
+			if (lua_isinteger(L, -1))
+				snprintf(num, sizeof num, "%lld", (long long)lua_tointeger(L, -1));
+			else
+				snprintf(num, sizeof num, "%.17g", (double)lua_tonumber(L, -1));
+			v = num;
+			break;
+		case LUA_TSTRING: {
+			size_t len;
+			v = lua_tolstring(L, -1, &len);
+			if (strlen(v) != len)
+				luaL_error(L, "%s: parameter $%d contains a NUL byte", op->fn, i);
+			break;
+		}
+		default:
+			luaL_error(L, "%s: parameter $%d is a %s (strings, numbers, booleans and nil only)", op->fn, i,
+			           luaL_typename(L, -1));
+		}
+		if (v)
+			s->params[i - 1] = xstrdup(v);
+		lua_pop(L, 1);
+	}
+}
+
+void pg_op_pipeline(struct pg_op *op, bool read_only, msec_t timeout_ms)
+{
+	op->read_only = read_only;
+	op->phase = PH_START;
+	if (timeout_ms > 0) {
+		op->t0 = sched_now_precise();
+		tasks_wait_init(&op->w, sched_deadline(timeout_ms));
+	} else {
+		tasks_wait_init(&op->w, op->w.deadline);
+	}
+}
+
+/* ------------------------------------------------------------------------- connecting */
+
+/* Kind and cause of a failed connection attempt, from libpq's message. A server's refusal
+ * (made verbose, it carries its SQLSTATE: "FATAL:  28P01: password authentication failed")
+ * wins over the lines libpq adds around it. */
+static void connect_failed(struct pg_op *op)
+{
+	const char *msg = PQerrorMessage(op->own);
+	const char *sev = NULL;
+	for (const char *p = msg; (p = strstr(p, "FATAL:  ")) != NULL; p++)
+		sev = p;
+	if (!sev)
+		for (const char *p = msg; (p = strstr(p, "ERROR:  ")) != NULL; p++)
+			sev = p;
+	char line[400];
+	if (sev) {
+		const char *p = sev + 8;
+		char state[6] = "";
+		if (strlen(p) > 7 && p[5] == ':' && p[6] == ' ') {
+			bool code = true;
+			for (int i = 0; i < 5; i++)
+				code &= isalnum((unsigned char)p[i]) != 0;
+			if (code) {
+				memcpy(state, p, 5);
+				p += 7;
+			}
+		}
+		first_line(line, sizeof line, p);
+		memcpy(op->sqlstate, state, sizeof state);
+		const char *kind = !state[0] ? "error" : op->sqlstate;
+		if (strcmp(state, "28P01") == 0 || strcmp(state, "28000") == 0 || strstr(line, "password authentication failed"))
+			kind = "auth";
+		pg_op_fail(op, kind, "%s", line);
+		return;
+	}
+	const char *p = msg, *q;
+	while ((q = strstr(p, "failed: ")) != NULL)
+		p = q + 8;
+	first_line(line, sizeof line, p);
+	int err = 0;
+	const char *kind = "error";
+	if (strstr(msg, "Connection refused") || strstr(msg, "No such file or directory"))
+		err = ECONNREFUSED;
+	else if (strstr(msg, "No route to host"))
+		err = EHOSTUNREACH;
+	else if (strstr(msg, "Network is unreachable"))
+		err = ENETUNREACH;
+	else if (strstr(msg, "Connection timed out"))
+		err = ETIMEDOUT;
+	else if (strstr(msg, "Connection reset"))
+		err = ECONNRESET;
+	if (err) {
+		kind = net_errno_kind(err);
+		snprintf(line, sizeof line, "%s", net_errno_cause(err));
+	} else if (strstr(msg, "password") || strstr(msg, "fe_sendauth") || strstr(msg, "authentication")) {
+		kind = "auth";
+	} else if (strstr(msg, "server closed the connection unexpectedly")) {
+		kind = "reset";
+	} else if (strstr(msg, "SSL") || strstr(msg, "protocol")) {
+		kind = "protocol";
+	}
+	bool retry = (strcmp(kind, "refused") == 0 || strcmp(kind, "unreachable") == 0)
+	             && op->cx && op->cx->hostaddr_at >= 0 && op->cx->next_addr < op->cx->lookup.addrs.n;
+	if (retry) {
+		PQfinish(op->own);
+		op->own = op->conn = NULL;
+		op->phase = PH_CONNECT_START;
+		return;
+	}
+	pg_op_fail(op, kind, "%s", line);
+}
+
+static void lookup_done(struct pg_op *op)
+{
+	struct pg_connect *cx = op->cx;
+	if (cx->lookup.gai_err) {
+		pg_op_fail(op, "dns", "cannot resolve %s: %s", cx->host, gai_strerror(cx->lookup.gai_err));
+		op->phase = PH_DONE;
+		return;
+	}
+	op->phase = PH_CONNECT_START;
+}
+
+static void connect_attempt(struct pg_op *op)
+{
+	struct pg_connect *cx = op->cx;
+	if (cx->hostaddr_at >= 0) {
+		const struct sockaddr_storage *a = &cx->lookup.addrs.addr[cx->next_addr++];
+		char ip[INET6_ADDRSTRLEN] = "";
+		if (a->ss_family == AF_INET)
+			inet_ntop(AF_INET, &((const struct sockaddr_in *)a)->sin_addr, ip, sizeof ip);
+		else if (a->ss_family == AF_INET6)
+			inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)a)->sin6_addr, ip, sizeof ip);
+		cx_set(cx, "hostaddr", ip);
+	}
+	op->own = op->conn = PQconnectStartParams((const char *const *)cx->keys, (const char *const *)cx->vals, 0);
+	if (!op->own) {
+		pg_op_fail(op, "error", "out of memory");
+		op->phase = PH_DONE;
+		return;
+	}
+	PQsetNoticeReceiver(op->own, ignore_notice, NULL);
+	PQsetErrorVerbosity(op->own, PQERRORS_VERBOSE);
+	op->phase = PH_CONNECT;
+	op->want = POLLOUT;
+	if (PQstatus(op->own) == CONNECTION_BAD || PQsocket(op->own) < 0) {
+		connect_failed(op);
+		if (op->phase == PH_CONNECT_START)
+			connect_attempt(op);
+		else
+			op->phase = PH_DONE;
+	}
+}
+
+static void connected(struct pg_op *op)
+{
+	op->connect_ms = pg_elapsed(op);
+	PQsetErrorVerbosity(op->own, PQERRORS_DEFAULT);
+	PQsetnonblocking(op->own, 1);
+	redact_add_secret(PQpass(op->own));   /* it may come from ~/.pgpass or PGPASSWORD */
+	op->phase = op->nstmts ? PH_START : PH_DONE;
+}
+
+static void connect_poll(struct pg_op *op)
+{
+	PostgresPollingStatusType ps = PQconnectPoll(op->own);
+	switch (ps) {
+	case PGRES_POLLING_OK:
+		connected(op);
+		return;
+	case PGRES_POLLING_FAILED:
+		connect_failed(op);
+		if (op->phase == PH_CONNECT_START)
+			connect_attempt(op);
+		else
+			op->phase = PH_DONE;
+		return;
+	case PGRES_POLLING_READING:
+		op->want = POLLIN;
+		break;
+	default:
+		op->want = POLLOUT;
+		break;
+	}
+	if (PQsocket(op->own) < 0) {
+		connect_failed(op);
+		op->phase = PH_DONE;
+	}
+}
+
+/* ------------------------------------------------------------------------- the pipeline */
+
+static void lost(struct pg_op *op, const char *what)
+{
+	char line[300];
+	first_line(line, sizeof line, op->conn ? PQerrorMessage(op->conn) : "");
+	pg_op_fail(op, "reset", "%s: %s", what, line[0] ? line : "the connection was lost");
+	close_conn(op, false, "a lost connection");
+	op->phase = PH_DONE;
+}
+
+static void result_error(struct pg_op *op, const PGresult *r, int i)
+{
+	const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+	const char *primary = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+	char line[400];
+	first_line(line, sizeof line, primary ? primary : PQresultErrorMessage(r));
+	const char *severity = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
+	bool fatal = severity && (strcmp(severity, "FATAL") == 0 || strcmp(severity, "PANIC") == 0);
+	if (state && strlen(state) == 5) {
+		memcpy(op->sqlstate, state, 6);
+		pg_op_fail(op, op->sqlstate, i < 0 && !fatal ? "cannot start a read-only transaction: %s" : "%s", line);
+	} else {
+		pg_op_fail(op, "error", "%s", line);
+	}
+}
+
+static void pipeline_start(struct pg_op *op)
+{
+	PGconn *c = op->conn;
+	op->results_seen = op->syncs_seen = 0;
+	op->syncs_expected = op->read_only ? 2 : 1;
+	if (!c) {
+		pg_op_fail(op, "closed", "the connection is closed");
+		op->phase = PH_DONE;
+		return;
+	}
+	if (op->read_only && PQtransactionStatus(c) != PQTRANS_IDLE) {
+		pg_op_fail(op, "error", "the connection is inside a transaction (opened with conn:exec); a probe runs only "
+		           "outside one: end it with conn:exec(\"ROLLBACK\") or \"COMMIT\"");
+		op->phase = PH_DONE;
+		return;
+	}
+	bool ok = PQenterPipelineMode(c);
+	if (ok && op->read_only)
+		ok = PQsendQueryParams(c, "BEGIN READ ONLY", 0, NULL, NULL, NULL, NULL, 0);
+	for (int i = 0; ok && i < op->nstmts; i++) {
+		const struct pg_stmt *s = &op->stmts[i];
+		ok = PQsendQueryParams(c, s->sql, s->nparams, NULL, (const char *const *)s->params, NULL, NULL, 0);
+	}
+	if (ok)
+		ok = PQpipelineSync(c);
+	if (ok && op->read_only)
+		ok = PQsendQueryParams(c, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0) && PQpipelineSync(c);
+	if (!ok) {
+		lost(op, "cannot send the query");
+		return;
+	}
+	int r = PQflush(c);
+	if (r < 0) {
+		lost(op, "cannot send the query");
+		return;
+	}
+	op->phase = r == 0 ? PH_READ : PH_SEND;
+	op->want = r == 0 ? POLLIN : POLLIN | POLLOUT;
+}
+
+/* The pipeline has ended: back to normal mode, and the connection must be idle again. */
+static void pipeline_end(struct pg_op *op)
+{
+	PGconn *c = op->conn;
+	op->phase = PH_DONE;
+	if (!PQexitPipelineMode(c)) {
+		pg_op_fail(op, "protocol", "the connection is in an unexpected state");
+		close_conn(op, false, "an unexpected protocol state");
+	} else if (op->read_only && PQtransactionStatus(c) != PQTRANS_IDLE) {
+		close_conn(op, false, "a statement that left a transaction open");
+	}
+}
+
+/* Takes every result that is complete; true once the pipeline's last Sync has come. */
+static bool drain(struct pg_op *op)
+{
+	PGconn *c = op->conn;
+	int nulls = 0;
+	while (!PQisBusy(c)) {
+		PGresult *r = PQgetResult(c);
+		if (!r) {
+			if (op->syncs_seen >= op->syncs_expected || ++nulls > 1)
+				return op->syncs_seen >= op->syncs_expected;
+			continue;
+		}
+		nulls = 0;
+		ExecStatusType st = PQresultStatus(r);
+		if (st == PGRES_PIPELINE_SYNC) {
+			PQclear(r);
+			if (++op->syncs_seen >= op->syncs_expected)
+				return true;
+			continue;
+		}
+		int i = op->results_seen++ - (op->read_only ? 1 : 0);
+		if (st == PGRES_FATAL_ERROR || st == PGRES_BAD_RESPONSE || st == PGRES_NONFATAL_ERROR) {
+			if (i < op->nstmts)
+				result_error(op, r, i);
+		} else if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
+			PQclear(r);
+			pg_op_fail(op, "protocol", "COPY is not supported here");
+			close_conn(op, false, "a COPY statement");
+			op->phase = PH_DONE;
+			return false;
+		}
+		if (i >= 0 && i < op->nstmts && !op->res[i])
+			op->res[i] = r;
+		else
+			PQclear(r);
+	}
+	return false;
+}
+
+static void io(struct pg_op *op)
+{
+	PGconn *c = op->conn;
+	short revents = op->w.nfds ? op->w.fds[0].revents : 0;
+	if ((revents & (POLLIN | POLLERR | POLLHUP)) && !PQconsumeInput(c)) {
+		lost(op, "the connection was lost");
+		return;
+	}
+	if (op->phase == PH_SEND) {
+		int r = PQflush(c);
+		if (r < 0) {
+			lost(op, "cannot send the query");
+			return;
+		}
+		if (r == 0) {
+			op->phase = PH_READ;
+			op->want = POLLIN;
+		}
+	}
+	if (drain(op))
+		pipeline_end(op);
+}
+
+/* The call ends early: "timeout" (the deadline passed) or "interrupted" (Ctrl-C). */
+static void stop(struct pg_op *op, const char *why)
+{
+	bool intr = strcmp(why, "interrupted") == 0;
+	switch (op->phase) {
+	case PH_LOOKUP:
+		if (intr)
+			pg_op_fail(op, why, "interrupted while resolving %s", op->cx->host);
+		else
+			pg_op_fail(op, why, "timed out after %lld ms resolving %s", (long long)op->timeout_ms, op->cx->host);
+		break;
+	case PH_CONNECT:
+	case PH_CONNECT_START:
+		if (intr)
+			pg_op_fail(op, why, "interrupted while connecting");
+		else if (op->own && PQstatus(op->own) == CONNECTION_STARTED)
+			pg_op_fail(op, why, "timed out after %lld ms connecting (no answer: a firewall dropping packets, "
+			           "or a listener that does not accept)", (long long)op->timeout_ms);
+		else
+			pg_op_fail(op, why, "timed out after %lld ms waiting for the server to let us in (connected, but it "
+			           "does not answer: hung or overloaded)", (long long)op->timeout_ms);
+		break;
+	case PH_START:
+	case PH_SEND:
+	case PH_READ:
+		if (intr)
+			pg_op_fail(op, why, "interrupted (the query was cancelled and the connection closed)");
+		else
+			pg_op_fail(op, why, "timed out after %lld ms (the query was cancelled and the connection closed)",
+			           (long long)op->timeout_ms);
+		op->cancel = close_conn(op, op->phase != PH_START, intr ? "an interrupted query" : "a timeout");
+		if (op->cancel && !intr) {
+			op->phase = PH_CANCEL;
+			tasks_wait_init(&op->w, sched_now() + CANCEL_GRACE_MS);
+			tasks_want(&op->w, tasks_offload_fd(op->cancel), POLLIN);
+			return;
+		}
+		break;
+	default:
+		pg_op_fail(op, why, "%s", why);
+		break;
+	}
+	op->phase = PH_DONE;
+}
+
+/* One step after a wait; true when the op (or its current pipeline) is over. */
+static bool advance(struct pg_op *op)
+{
+	if (op->phase == PH_CANCEL) {
+		op->phase = PH_DONE;
+		return true;
+	}
+	if (op->phase == PH_DONE)
+		return true;
+	if (op->w.result == SCHED_INTERRUPTED) {
+		stop(op, "interrupted");
+		return op->phase == PH_DONE;
+	}
+	bool ready = false;
+	for (int i = 0; i < op->w.nfds; i++)
+		ready |= op->w.fds[i].revents != 0;
+	if (op->phase == PH_LOOKUP && net_lookup_poll(&op->cx->lookup))
+		lookup_done(op);
+	if (op->phase == PH_CONNECT_START)
+		connect_attempt(op);
+	else if (op->phase == PH_CONNECT && ready)
+		connect_poll(op);
+	if (op->phase == PH_START)
+		pipeline_start(op);
+	else if ((op->phase == PH_SEND || op->phase == PH_READ) && ready)
+		io(op);
+	if (op->phase == PH_DONE)
+		return true;
+	if (sched_now() >= op->w.deadline) {
+		stop(op, "timeout");
+		return op->phase == PH_DONE;
+	}
+	tasks_wait_init(&op->w, op->w.deadline);
+	if (op->phase == PH_LOOKUP)
+		net_lookup_want(&op->cx->lookup, &op->w);
+	else
+		tasks_want(&op->w, PQsocket(op->conn), op->want);
+	return false;
+}
+
+static int op_k(lua_State *L, int status, lua_KContext ctx)
+{
+	(void)status;
+	struct pg_op *op = (struct pg_op *)ctx;
+	for (;;) {
+		if (advance(op)) {
+			int n = op->done(L, op);
+			if (n == PG_AGAIN)
+				continue;
+			/* Released now rather than by __close: with a Ctrl-C pending, the interrupt hook
+			 * fires as Lua calls __close and the release would wait for the collector. */
+			op_release(op);
+			return n;
+		}
+		if (tasks_must_yield(L))
+			return tasks_yield(L, &op->w, ctx, op_k);
+		tasks_block(&op->w);
+	}
+}
+
+int pg_op_run(lua_State *L, struct pg_op *op, pg_done_fn done)
+{
+	op->done = done;
+	if (op->kind)
+		op->phase = PH_DONE;
+	return op_k(L, LUA_OK, (lua_KContext)op);
+}
+
+/* -------------------------------------------------------------------------- results */
+
+void pg_push_value(lua_State *L, const PGresult *r, int row, int col)
+{
+	if (PQgetisnull(r, row, col)) {
+		lua_pushnil(L);
+		return;
+	}
+	const char *v = PQgetvalue(r, row, col);
+	char *end;
+	switch (PQftype(r, col)) {
+	case PG_INT2OID:
+	case PG_INT4OID:
+	case PG_INT8OID:
+	case PG_OIDOID: {
+		errno = 0;
+		long long x = strtoll(v, &end, 10);
+		if (errno == 0 && end != v && *end == 0) {
+			lua_pushinteger(L, (lua_Integer)x);
+			return;
+		}
+		break;
+	}
+	case PG_FLOAT4OID:
+	case PG_FLOAT8OID:
+	case PG_NUMERICOID: {
+		double d = strtod(v, &end);
+		if (end != v && *end == 0) {
+			lua_pushnumber(L, d);
+			return;
+		}
+		break;
+	}
+	case PG_BOOLOID:
+		lua_pushboolean(L, v[0] == 't');
+		return;
+	default:
+		break;
+	}
+	lua_pushlstring(L, v, (size_t)PQgetlength(r, row, col));
+}
+
+void pg_push_rows(lua_State *L, const PGresult *r, double ms)
+{
+	int nrows = PQntuples(r), ncols = PQnfields(r);
+	lua_createtable(L, nrows, 3);
+	for (int i = 0; i < nrows; i++) {
+		lua_createtable(L, 0, ncols);
+		for (int j = 0; j < ncols; j++) {
+			if (PQgetisnull(r, i, j))
+				continue;
+			pg_push_value(L, r, i, j);
+			lua_setfield(L, -2, PQfname(r, j));
+		}
+		lua_rawseti(L, -2, i + 1);
+	}
+	lua_createtable(L, ncols, 0);
+	for (int j = 0; j < ncols; j++) {
+		lua_pushstring(L, PQfname(r, j));
+		lua_rawseti(L, -2, j + 1);
+	}
+	lua_setfield(L, -2, "columns");
+	luax_setint(L, "rows", nrows);
+	luax_setnum(L, "ms", ms);
+}
+
+const char *pg_text(const PGresult *r, int row, const char *col)
+{
+	int j = PQfnumber(r, col);
+	if (j < 0 || row >= PQntuples(r) || PQgetisnull(r, row, j))
+		return NULL;
+	return PQgetvalue(r, row, j);
+}
+
+lua_Integer pg_int(const PGresult *r, int row, const char *col)
+{
+	const char *v = pg_text(r, row, col);
+	return v ? (lua_Integer)strtoll(v, NULL, 10) : 0;
+}
+
+bool pg_bool(const PGresult *r, int row, const char *col)
+{
+	const char *v = pg_text(r, row, col);
+	return v && v[0] == 't';
+}
+
+void pg_audit(struct pg_op *op, const char *summary)
+{
+	luax_audit_probe(op->fn, op->target, op->timeout_ms, pg_elapsed(op), op->kind ? op->kind : "ok",
+	                 summary ? summary : op->cause);
+}
+
+int pg_fail_push(lua_State *L, struct pg_op *op)
+{
+	if (!op->target[0])
+		return luax_fail(L, op->kind ? op->kind : "error", "%s: %s", op->fn, op->cause);
+	return luax_fail(L, op->kind ? op->kind : "error", "%s %s: %s", op->fn, op->target, op->cause);
+}
+
+/* ---------------------------------------------------------------------------- the gate */
+
+int pg_gate(lua_State *L, struct pg_op *op, const struct gate_plan *plan, const char *sql)
+{
+	enum gate_answer a = gate_ask(plan);
+	if (a == GATE_DRY_RUN) {
+		lua_createtable(L, 0, 3);
+		luax_setbool(L, "dry_run", true);
+		luax_setstr(L, "sql", sql);
+		luax_setstr(L, "target", op->target);
+		return 1;
+	}
+	if (a == GATE_REFUSED)
+		return luax_fail(L, "refused", "%s %s: not run: the transcript cannot be written", op->fn, op->target);
+	if (a != GATE_RUN) {
+		char msg[PG_TARGET_MAX + 100];
+		snprintf(msg, sizeof msg, "%s %s: declined by the operator", op->fn, op->target);
+		return host_raise_control(L, a == GATE_ABORT ? "abort" : "skip", msg);
+	}
+	gate_action_start(op->fn, op->target);
+	op->action_t0 = sched_now_precise();
+	return 0;
+}
+
+void pg_action_result(struct pg_op *op, const char *summary)
+{
+	gate_action_result(op->fn, op->kind ? op->kind : "ok", sched_now_precise() - op->action_t0,
+	                   summary ? summary : op->cause);
+}
+
+/* ------------------------------------------------------------------ pg.connect, pg.ping */
+
+static const char *const connect_options[] = { "timeout", "application_name", "password", NULL };
+
+static struct pg_op *start_connect(lua_State *L, const char *fn)
+{
+	const char *conninfo = luaL_checkstring(L, 1);
+	luax_check_options(L, 2, fn, connect_options);
+	msec_t timeout = luax_opt_duration(L, 2, "timeout", DEFAULT_CONNECT_TIMEOUT_MS, fn);
+	const char *app = luax_opt_string(L, 2, "application_name", NULL, fn);
+	const char *password = luax_opt_string(L, 2, "password", NULL, fn);
+	lua_settop(L, 2);
+	struct pg_op *op = pg_op_push(L, fn, NULL, timeout);
+	if (!cx_parse(op, conninfo, app, password))
+		return op;
+	if (op->cx->hostaddr_at >= 0) {
+		op->phase = PH_LOOKUP;
+		if (!net_lookup_start(&op->cx->lookup, op->cx->host, op->cx->port))
+			pg_op_fail(op, "error", "cannot start the name lookup (out of threads or file descriptors)");
+	} else {
+		op->phase = PH_CONNECT_START;
+	}
+	return op;
+}
+
+static int connect_done(lua_State *L, struct pg_op *op)
+{
+	char summary[200];
+	if (op->kind) {
+		pg_audit(op, NULL);
+		return pg_fail_push(L, op);
+	}
+	struct pg_handle *h = lua_newuserdatauv(L, sizeof *h, 0);
+	memset(h, 0, sizeof *h);
+	luaL_setmetatable(L, CONN_MT);
+	h->conn = op->own;
+	op->own = op->conn = NULL;
+	snprintf(h->target, sizeof h->target, "%s", op->target);
+	const char *v = PQparameterStatus(h->conn, "server_version");
+	snprintf(summary, sizeof summary, "connected in %.1f ms (PostgreSQL %s)", op->connect_ms, v ? v : "?");
+	pg_audit(op, summary);
+	return 1;
+}
+
+static int pg_connect(lua_State *L)
+{
+	struct pg_op *op = start_connect(L, "pg.connect");
+	return pg_op_run(L, op, connect_done);
+}
+
+static int ping_done(lua_State *L, struct pg_op *op)
+{
+	char summary[200];
+	if (op->kind) {
+		pg_audit(op, NULL);
+		return pg_fail_push(L, op);
+	}
+	const char *v = PQparameterStatus(op->own, "server_version");
+	bool recovery = pg_bool(op->res[0], 0, "in_recovery");
+	snprintf(summary, sizeof summary, "PostgreSQL %s%s, connected in %.1f ms", v ? v : "?",
+	         recovery ? " (replica)" : "", op->connect_ms);
+	pg_audit(op, summary);
+	lua_createtable(L, 0, 6);
+	luax_setbool(L, "ok", true);
+	luax_setstr(L, "version", v ? v : "");
+	luax_setint(L, "version_num", PQserverVersion(op->own));
+	luax_setnum(L, "connect_ms", op->connect_ms);
+	luax_setbool(L, "in_recovery", recovery);
+	luax_setnum(L, "ms", pg_elapsed(op));
+	return 1;
+}
+
+static int pg_ping(lua_State *L)
+{
+	struct pg_op *op = start_connect(L, "pg.ping");
+	if (!op->kind) {
+		pg_op_stmtv(op, "SELECT pg_is_in_recovery() AS in_recovery", 0, NULL);
+		op->read_only = false;
+	}
+	return pg_op_run(L, op, ping_done);
+}
+
+/* ---------------------------------------------------------------------- the handle */
+
+struct pg_handle *pg_check_handle(lua_State *L, int idx, const char *fn)
+{
+	struct pg_handle *h = luaL_testudata(L, idx, CONN_MT);
+	if (!h)
+		luaL_error(L, "%s: call it on a connection, with a colon: conn:%s(...)", fn, strchr(fn, '.') + 1);
+	if (h->closed)
+		luaL_error(L, "%s %s: the connection is closed", fn, h->target);
+	return h;
+}
+
+int pg_handle_unusable(lua_State *L, struct pg_handle *h, const char *fn)
+{
+	if (h->busy)
+		luaL_error(L, "%s %s: the connection is busy with another task's call (open one connection per task of parallel())",
+		           fn, h->target);
+	if (!h->conn)
+		return luax_fail(L, "closed", "%s %s: connection was closed after %s; connect again", fn, h->target,
+		                 h->broken ? h->broken : "an error");
+	return 0;
+}
+
+static const char *const query_options[] = { "timeout", NULL };
+static const char *const exec_options[] = { "timeout", "summary", "target", "irreversible", NULL };
+
+static int query_done(lua_State *L, struct pg_op *op)
+{
+	char summary[800], line[160];
+	first_line(line, sizeof line, op->stmts[0].sql ? op->stmts[0].sql : "");
+	if (op->kind) {
+		snprintf(summary, sizeof summary, "%s (%s)", op->cause, line);
+		pg_audit(op, summary);
+		return pg_fail_push(L, op);
+	}
+	snprintf(summary, sizeof summary, "%d rows: %s", PQntuples(op->res[0]), line);
+	pg_audit(op, summary);
+	pg_push_rows(L, op->res[0], pg_elapsed(op));
+	return 1;
+}
+
+static int conn_query(lua_State *L)
+{
+	struct pg_handle *h = pg_check_handle(L, 1, "pg.query");
+	const char *sql = luaL_checkstring(L, 2);
+	luax_check_options(L, 4, "pg.query", query_options);
+	msec_t timeout = luax_opt_duration(L, 4, "timeout", PG_DEFAULT_QUERY_TIMEOUT_MS, "pg.query");
+	lua_settop(L, 4);
+	int n = pg_handle_unusable(L, h, "pg.query");
+	if (n)
+		return n;
+	struct pg_op *op = pg_op_push(L, "pg.query", h, timeout);
+	pg_op_stmt(L, op, sql, 3);
+	pg_op_pipeline(op, true, 0);
+	return pg_op_run(L, op, query_done);
+}
+
+static int exec_done(lua_State *L, struct pg_op *op)
+{
+	char summary[300];
+	if (op->kind) {
+		pg_action_result(op, NULL);
+		return pg_fail_push(L, op);
+	}
+	const PGresult *r = op->res[0];
+	const char *affected = PQcmdTuples((PGresult *)r);
+	snprintf(summary, sizeof summary, "%s", PQcmdStatus((PGresult *)r));
+	pg_action_result(op, summary);
+	pg_push_rows(L, r, sched_now_precise() - op->action_t0);
+	luax_setstr(L, "command", PQcmdStatus((PGresult *)r));
+	if (affected && *affected)
+		luax_setint(L, "affected", (lua_Integer)strtoll(affected, NULL, 10));
+	return 1;
+}
+
+/* The SQL as the gate shows it, with its parameters: "$1 = 'x'" (redacted on the way out). */
+static char *describe_sql(const struct pg_stmt *s)
+{
+	size_t cap = strlen(s->sql) + 64;
+	for (int i = 0; i < s->nparams; i++)
+		cap += 16 + (s->params[i] ? strlen(s->params[i]) : 4);
+	char *out = malloc(cap), *p = out;
+	if (!out)
+		abort();
+	p += sprintf(p, "%s", s->sql);
+	for (int i = 0; i < s->nparams; i++)
+		p += s->params[i] ? sprintf(p, "%s$%d = '%s'", i ? ", " : "\nwith ", i + 1, s->params[i])
+		                  : sprintf(p, "%s$%d = NULL", i ? ", " : "\nwith ", i + 1);
+	return out;
+}
+
+static int conn_exec(lua_State *L)
+{
+	struct pg_handle *h = pg_check_handle(L, 1, "pg.exec");
+	const char *sql = luaL_checkstring(L, 2);
+	luax_check_options(L, 4, "pg.exec", exec_options);
+	msec_t timeout = luax_opt_duration(L, 4, "timeout", DEFAULT_EXEC_TIMEOUT_MS, "pg.exec");
+	const char *summary = luax_opt_string(L, 4, "summary", NULL, "pg.exec");
+	const char *target = luax_opt_string(L, 4, "target", NULL, "pg.exec");
+	bool irreversible = luax_opt_bool(L, 4, "irreversible", false, "pg.exec");
+	lua_settop(L, 4);
+	int n = pg_handle_unusable(L, h, "pg.exec");
+	if (n)
+		return n;
+	struct pg_op *op = pg_op_push(L, "pg.exec", h, timeout);
+	pg_op_stmt(L, op, sql, 3);
+	char *detail = describe_sql(&op->stmts[0]);
+	char shown[PG_TARGET_MAX + 40];
+	snprintf(shown, sizeof shown, "run SQL on %s", h->target);
+	struct gate_plan plan = {
+		.primitive = "pg.exec",
+		.summary = summary ? summary : shown,
+		.detail = detail,
+		.target = target ? target : h->target,
+		.irreversible = irreversible,
+	};
+	lua_pushstring(L, detail);   /* the C copy is freed now; the gate may raise */
+	free(detail);
+	plan.detail = lua_tostring(L, -1);
+	n = pg_gate(L, op, &plan, sql);
+	if (n)
+		return n;
+	lua_pop(L, 1);
+	pg_op_pipeline(op, false, timeout);
+	return pg_op_run(L, op, exec_done);
+}
+
+static int conn_close(lua_State *L)
+{
+	struct pg_handle *h = luaL_testudata(L, 1, CONN_MT);
+	if (!h)
+		return luaL_error(L, "pg.close: call it on a connection, with a colon: conn:close()");
+	h->closed = true;
+	if (h->conn && !h->busy) {
+		PQfinish(h->conn);
+		h->conn = NULL;
+	}
+	return 0;
+}
+
+static int conn_gc(lua_State *L)
+{
+	struct pg_handle *h = luaL_checkudata(L, 1, CONN_MT);
+	h->closed = true;
+	if (h->conn)
+		PQfinish(h->conn);
+	h->conn = NULL;
+	return 0;
+}
+
+static int conn_tostring(lua_State *L)
+{
+	struct pg_handle *h = luaL_checkudata(L, 1, CONN_MT);
+	if (h->closed)
+		lua_pushfstring(L, "pg.conn %s (closed)", h->target);
+	else if (!h->conn)
+		lua_pushfstring(L, "pg.conn %s (closed after %s)", h->target, h->broken ? h->broken : "an error");
+	else
+		lua_pushfstring(L, "pg.conn %s", h->target);
+	return 1;
+}
+
+int luaopen_pg(lua_State *L)
+{
+	static const luaL_Reg fns[] = { { "connect", pg_connect }, { "ping", pg_ping }, { NULL, NULL } };
+	static const luaL_Reg methods[] = {
+		{ "query", conn_query }, { "exec", conn_exec }, { "close", conn_close }, { NULL, NULL },
+	};
+	if (luaL_newmetatable(L, OP_MT)) {
+		lua_pushcfunction(L, op_gc);
+		lua_setfield(L, -2, "__gc");
+		lua_pushcfunction(L, op_gc);
+		lua_setfield(L, -2, "__close");
+		lua_pushboolean(L, 0);
+		lua_setfield(L, -2, "__metatable");
+	}
+	lua_pop(L, 1);
+	if (luaL_newmetatable(L, CONN_MT)) {
+		luaL_newlib(L, methods);
+		pg_probes_register(L);
+		lua_setfield(L, -2, "__index");
+		lua_pushcfunction(L, conn_gc);
+		lua_setfield(L, -2, "__gc");
+		lua_pushcfunction(L, conn_close);
+		lua_setfield(L, -2, "__close");
+		lua_pushcfunction(L, conn_tostring);
+		lua_setfield(L, -2, "__tostring");
+		lua_pushboolean(L, 0);
+		lua_setfield(L, -2, "__metatable");
+	}
+	lua_pop(L, 1);
+	luaL_newlib(L, fns);
+	return 1;
+}

@@ -1,0 +1,1396 @@
+/*
+ * redis.c - Redis (require "redis"), over hiredis' non-blocking context and its reply reader.
+ *
+ *   redis.connect(url, { timeout = 2, password }) -> conn | nil, err, kind
+ *   redis.ping(url, { timeout = 2, password })    -> { ok = true, ms, connect_ms, version, role } | nil, err, kind
+ *   conn:call(cmd, arg..., { timeout })           -> reply | nil, err, kind    (a read: see below)
+ *   conn:action(cmd, arg..., { summary, target, irreversible, blast, timeout = 60 })
+ *                                                 -> reply | { dry_run = true, command, target } | nil, err, kind
+ *   conn:info(section, { timeout })               -> { server = { redis_version = "7.0.15", ... }, ... }
+ *   conn:memory()      -> { used_memory, used_memory_rss, used_memory_peak, maxmemory, used_pct (nil when
+ *                           maxmemory = 0), fragmentation_ratio, evicted_keys, maxmemory_policy }
+ *   conn:clients()     -> { connected, blocked, maxclients, rejected, used_pct }
+ *   conn:replication() -> { role, connected_replicas, replicas = { {ip, port, state, offset, lag, lag_bytes} },
+ *                           master_host, master_port, master_link_status, master_link_up,
+ *                           master_last_io_seconds, master_repl_offset }
+ *   conn:slowlog { limit = 10 } -> { {id, time, duration_us, command = {words}, client, client_name}, ..., total }
+ *   conn:latency { samples = 20 } -> { samples, min, avg, max, p95 }  (PING round trips, ms)
+ *   conn:keyspace()    -> { {db, keys, expires, avg_ttl}, ..., keys, expires }
+ *   conn:llen(key)     -> integer
+ *   conn:close(), `local conn <close> = ...`, __gc, tostring(conn) ("redis.conn 10.0.0.5:6379/0")
+ *   Every method but close takes a trailing options table { timeout = ... }. The probes and the
+ *   policy of what conn:call may run are in redis_probes.c; redis.h is the table of contents.
+ *
+ * URLs: redis://[user:password@]host[:port][/db] (port 6379, db 0 by default). rediss:// is refused
+ * (this hiredis has no TLS). The host is resolved here, bounded (net_lookup), and hiredis gets the
+ * numeric address: redisConnectNonBlock() then starts a non-blocking connect and, hiredis 0.14 being
+ * what it is, reports a connect still in progress as success (err = 0, REDIS_CONNECTED set); we finish
+ * it ourselves by waiting for POLLOUT and reading SO_ERROR. AUTH, SELECT and a PING (so that a hung
+ * server is caught at connect) then go as one pipelined batch. All I/O is ours, on the context's fd:
+ * redisAppendFormattedCommand, redisBufferWrite, redisBufferRead and redisGetReplyFromReader under the
+ * call's one deadline; the blocking redisCommand/redisGetReply are never used.
+ *
+ * A probe cannot write: conn:call asks the server (COMMAND INFO, once per command name and
+ * connection; `config|get` for a container command's subcommand, as Redis 7 names them) and refuses,
+ * by raising, a command flagged write, pubsub or admin (except the read-only admin commands of an
+ * allowlist: CONFIG GET, SLOWLOG GET/LEN, CLIENT LIST/INFO, LATENCY LATEST/HISTORY/DOCTOR, MEMORY
+ * STATS/USAGE/DOCTOR, INFO), and scripts the server cannot vouch for (EVAL, EVALSHA, FCALL; the _RO
+ * forms are fine). conn:action runs anything through the gate; FLUSHDB and FLUSHALL are always
+ * irreversible (the target, host:port/db, is typed back) and their blast radius is counted first.
+ * Commands that would change what the connection is (SELECT, HELLO, RESET, QUIT, SUBSCRIBE, MONITOR,
+ * CLIENT REPLY, ...) are refused by both.
+ *
+ * Replies: status and string -> string, integer -> integer, nil -> nil, array -> table (with n),
+ * error -> nil, "<what> <target>: <message>", <its code word> ("WRONGTYPE", "ERR", "NOAUTH").
+ * After a timeout, Ctrl-C, an I/O or a protocol error the context is discarded: later calls return
+ * nil, "... connection was closed after a timeout; connect again", "closed".
+ *
+ * Kinds: timeout, interrupted, refused, unreachable, reset, dns, auth (NOAUTH, WRONGPASS, ERR invalid
+ * password), protocol, closed, error, or the server's error code. Default deadlines: connect, ping
+ * and probes 2 s (a connection's calls default to its connect timeout), actions 60 s.
+ */
+#include "redis.h"
+#include "gate.h"
+#include "host.h"
+#include "luax.h"
+#include "modules.h"
+#include "redact.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <lauxlib.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CONN_MT "runbook.redis.conn"
+#define OP_MT   "runbook.redis.op"
+
+#define DEFAULT_TIMEOUT_MS        REDIS_DEFAULT_TIMEOUT_MS
+#define DEFAULT_ACTION_TIMEOUT_MS 60000
+#define TARGET_MAX                REDIS_TARGET_MAX
+#define MAX_CMDS                  REDIS_MAX_CMDS
+#define MAX_ARGS                  4096
+#define AGAIN                     REDIS_AGAIN
+
+/* ------------------------------------------------------------------------- small helpers */
+
+double redis_elapsed(const struct redis_op *op) { return sched_now_precise() - op->t0; }
+
+void redis_op_fail(struct redis_op *op, const char *kind, const char *fmt, ...)
+{
+	if (op->kind)
+		return;   /* the first failure is the one that explains */
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(op->cause, sizeof op->cause, fmt, ap);
+	va_end(ap);
+	op->kind = kind;
+}
+
+void redis_lower(char *out, size_t n, const char *s, size_t len)
+{
+	size_t i = 0;
+	for (; i + 1 < n && i < len; i++)
+		out[i] = (char)tolower((unsigned char)s[i]);
+	out[i] = 0;
+}
+
+void redis_upper_words(char *out, size_t n, const char *name, const char *sub)
+{
+	snprintf(out, n, "%s%s%s", name, sub[0] ? " " : "", sub);
+	for (char *p = out; *p; p++)
+		*p = (char)toupper((unsigned char)*p);
+}
+
+/* The errno that hiredis' message names (it keeps only strerror's text), or 0. */
+static int errno_of(const char *errstr)
+{
+	static const int known[] = { ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH, ENETUNREACH, ECONNRESET, EPIPE,
+	                             ECONNABORTED, EADDRNOTAVAIL, ENOTCONN };
+	for (size_t i = 0; i < sizeof known / sizeof *known; i++)
+		if (strstr(errstr, strerror(known[i])))
+			return known[i];
+	return 0;
+}
+
+struct sbuf { char *p; size_t len, cap; };
+
+static void sb_add(struct sbuf *b, const char *s, size_t n)
+{
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 128;
+		while (b->len + n + 1 > cap)
+			cap *= 2;
+		char *p = realloc(b->p, cap);
+		if (!p)
+			abort();
+		b->p = p;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = 0;
+}
+
+static void sb_str(struct sbuf *b, const char *s) { sb_add(b, s, strlen(s)); }
+
+/* ------------------------------------------------------------------------------- URLs */
+
+struct url {
+	char host[256], port[8];
+	char *user, *password;        /* percent-decoded, malloc'd, or NULL */
+	int db;
+	bool tls;
+};
+
+static void url_free(struct url *u)
+{
+	if (u->password)
+		memset(u->password, 0, strlen(u->password));
+	free(u->user);
+	free(u->password);
+	u->user = u->password = NULL;
+}
+
+static int hexval(int c)
+{
+	return isdigit(c) ? c - '0' : isxdigit(c) ? tolower(c) - 'a' + 10 : -1;
+}
+
+static char *decode(const char *s, size_t n)
+{
+	char *out = malloc(n + 1), *o = out;
+	if (!out)
+		abort();
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] == '%' && i + 2 < n && hexval((unsigned char)s[i + 1]) >= 0
+		    && hexval((unsigned char)s[i + 2]) >= 0) {
+			*o++ = (char)(hexval((unsigned char)s[i + 1]) * 16 + hexval((unsigned char)s[i + 2]));
+			i += 2;
+		} else {
+			*o++ = s[i];
+		}
+	}
+	*o = 0;
+	return out;
+}
+
+/* Parses redis://[user:password@]host[:port][/db]. Returns NULL, or what is wrong with it. */
+static const char *parse_url(const char *url, struct url *u)
+{
+	memset(u, 0, sizeof *u);
+	snprintf(u->port, sizeof u->port, "6379");
+	const char *p = url;
+	if (strncmp(p, "redis://", 8) == 0) {
+		p += 8;
+	} else if (strncmp(p, "rediss://", 9) == 0) {
+		p += 9;
+		u->tls = true;
+	} else if (strstr(p, "://")) {
+		return "not a redis:// URL (redis://[user:password@]host:port[/db])";
+	}
+	const char *end = p + strcspn(p, "/?#");
+	const char *at = NULL;
+	for (const char *s = p; s < end; s++)
+		if (*s == '@')
+			at = s;
+	if (at) {
+		const char *colon = memchr(p, ':', (size_t)(at - p));
+		if (colon) {
+			if (colon > p)
+				u->user = decode(p, (size_t)(colon - p));
+			u->password = decode(colon + 1, (size_t)(at - colon - 1));
+		} else if (at > p) {
+			u->password = decode(p, (size_t)(at - p));   /* redis://password@host, as redis-py reads it */
+		}
+		p = at + 1;
+	}
+	const char *hs = p, *he;
+	if (*p == '[') {
+		const char *rb = memchr(p, ']', (size_t)(end - p));
+		if (!rb)
+			return "unterminated [IPv6 address]";
+		hs = p + 1;
+		he = rb;
+		p = rb + 1;
+	} else {
+		he = p + strcspn(p, ":/?#");
+		if (he > end)
+			he = end;
+		p = he;
+	}
+	if (he == hs)
+		return "no host";
+	if ((size_t)(he - hs) >= sizeof u->host)
+		return "host name too long";
+	memcpy(u->host, hs, (size_t)(he - hs));
+	u->host[he - hs] = 0;
+	if (*p == ':') {
+		p++;
+		size_t n = strspn(p, "0123456789");
+		long port = n && n < 6 ? strtol(p, NULL, 10) : 0;
+		if (port < 1 || port > 65535 || p + n != end)
+			return "bad port (1-65535)";
+		snprintf(u->port, sizeof u->port, "%ld", port);
+		p += n;
+	}
+	if (p != end)
+		return "bad host:port";
+	if (*p == '/') {
+		p++;
+		size_t n = strspn(p, "0123456789");
+		if (n) {
+			if (n > 9)
+				return "bad database number";
+			u->db = (int)strtol(p, NULL, 10);
+		}
+		p += n;
+		if (*p == '/')
+			p++;
+	}
+	if (*p == '?' || *p == '#')
+		return "query parameters are not supported (put the database in the path: redis://host:port/2)";
+	if (*p)
+		return "bad database number";
+	return NULL;
+}
+
+static void format_target(char *out, size_t n, const char *host, const char *port, int db)
+{
+	snprintf(out, n, strchr(host, ':') ? "[%s]:%s/%d" : "%s:%s/%d", host, port, db);
+}
+
+/* ----------------------------------------------------------------------- the op userdata */
+
+static void free_replies(struct redis_op *op)
+{
+	for (int i = 0; i < MAX_CMDS; i++) {
+		if (op->rep[i])
+			freeReplyObject(op->rep[i]);
+		op->rep[i] = NULL;
+	}
+	op->got = op->expected = 0;
+}
+
+static void free_queue(struct redis_op *op)
+{
+	for (int i = 0; i < op->nq; i++) {
+		/* a queued AUTH holds the password: wipe it before giving the memory back */
+		memset(op->q[i], 0, (size_t)op->qlen[i]);
+		redisFreeCommand(op->q[i]);
+		op->q[i] = NULL;
+	}
+	op->nq = 0;
+}
+
+/* Closes the context the op uses; a handle's is marked broken with `why`. */
+static void discard(struct redis_op *op, const char *why)
+{
+	redisContext *c = op->c;
+	if (!c)
+		return;
+	redisFree(c);
+	if (op->own == c)
+		op->own = NULL;
+	if (op->h && op->h->c == c) {
+		op->h->c = NULL;
+		op->h->broken = why;
+	}
+	op->c = NULL;
+}
+
+/* Releases everything the op holds; idempotent (__close, then __gc). An op abandoned in the middle
+ * of a batch (its parallel() task was stopped) leaves a context with replies in flight: discarded. */
+static void op_release(struct redis_op *op)
+{
+	if (op->released)
+		return;
+	op->released = true;
+	/* Only a context that is still the op's own or its handle's: at exit, finalizers may have
+	 * closed the handle first. */
+	if (op->phase == PH_IO && op->c && (op->c == op->own || (op->h && op->h->c == op->c)))
+		discard(op, "an interrupted call");
+	if (op->own)
+		redisFree(op->own);
+	op->own = op->c = NULL;
+	if (op->looking)
+		net_lookup_cancel(&op->lookup);
+	op->looking = false;
+	free_queue(op);
+	free_replies(op);
+	if (op->user) {
+		memset(op->user, 0, (size_t)op->user_len);
+		redisFreeCommand(op->user);
+	}
+	op->user = NULL;
+	free(op->display);
+	op->display = NULL;
+	free(op->samples);
+	op->samples = NULL;
+	if (op->h) {
+		op->h->busy = false;
+		if (op->h->closed && op->h->c) {   /* closed by the runbook meanwhile */
+			redisFree(op->h->c);
+			op->h->c = NULL;
+		}
+	}
+	op->phase = PH_DONE;
+}
+
+static int op_gc(lua_State *L)
+{
+	op_release(luaL_checkudata(L, 1, OP_MT));
+	return 0;
+}
+
+/* Pushes a new op (to-be-closed) for a call on h (NULL for connect/ping; h must be at index 1). */
+struct redis_op *redis_op_push(lua_State *L, const char *fn, struct redis_handle *h, msec_t timeout_ms)
+{
+	struct redis_op *op = lua_newuserdatauv(L, sizeof *op, 1);
+	memset(op, 0, sizeof *op);
+	luaL_setmetatable(L, OP_MT);
+	op->fn = fn;
+	msec_t cap = sched_cap();
+	op->timeout_ms = cap > 0 && cap < timeout_ms ? cap : timeout_ms;
+	op->t0 = sched_now_precise();
+	op->phase = PH_IDLE;
+	tasks_wait_init(&op->w, sched_deadline(timeout_ms));
+	if (h) {
+		lua_pushvalue(L, 1);          /* the handle lives as long as the op */
+		lua_setiuservalue(L, -2, 1);
+		op->h = h;
+		op->c = h->c;
+		h->busy = true;
+		snprintf(op->target, sizeof op->target, "%s", h->target);
+	}
+	lua_toclose(L, -1);
+	return op;
+}
+
+/* Queues a command (argv of C strings, or with lengths) for the next batch. */
+void redis_queue_argv(struct redis_op *op, int argc, const char **argv, const size_t *lens)
+{
+	if (op->nq == MAX_CMDS)
+		abort();   /* a programming error in this module */
+	char *cmd = NULL;
+	int n = redisFormatCommandArgv(&cmd, argc, argv, lens);
+	if (n < 0 || !cmd)
+		abort();
+	op->q[op->nq] = cmd;
+	op->qlen[op->nq++] = n;
+}
+
+void redis_queue(struct redis_op *op, const char *a0, const char *a1, const char *a2)
+{
+	const char *argv[3] = { a0, a1, a2 };
+	redis_queue_argv(op, a2 ? 3 : a1 ? 2 : 1, argv, NULL);
+}
+
+/* Starts the queued batch on the op's context, with a new deadline when timeout_ms > 0. */
+void redis_batch(struct redis_op *op, msec_t timeout_ms)
+{
+	free_replies(op);
+	op->phase = PH_START;
+	if (timeout_ms > 0) {
+		msec_t cap = sched_cap();
+		op->timeout_ms = cap > 0 && cap < timeout_ms ? cap : timeout_ms;
+		op->t0 = sched_now_precise();
+		tasks_wait_init(&op->w, sched_deadline(timeout_ms));
+	} else {
+		tasks_wait_init(&op->w, op->w.deadline);
+	}
+}
+
+/* ------------------------------------------------------------------------- connecting */
+
+static void connect_failed(struct redis_op *op, int err, const char *errstr)
+{
+	if (!err && errstr)
+		err = errno_of(errstr);
+	if (op->c) {
+		redisFree(op->c);
+		op->own = op->c = NULL;
+	}
+	bool retry = err && (err == ECONNREFUSED || err == EHOSTUNREACH || err == ENETUNREACH || err == EADDRNOTAVAIL);
+	if (retry && op->next_addr < op->lookup.addrs.n) {
+		op->phase = PH_CONNECT_START;
+		return;
+	}
+	if (err)
+		redis_op_fail(op, net_errno_kind(err), "%s", net_errno_cause(err));
+	else
+		redis_op_fail(op, "error", "cannot connect: %s", errstr ? errstr : "unknown error");
+	op->phase = PH_DONE;
+}
+
+static void connect_attempt(struct redis_op *op)
+{
+	const struct sockaddr_storage *a = &op->lookup.addrs.addr[op->next_addr++];
+	char ip[INET6_ADDRSTRLEN] = "";
+	if (a->ss_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)a)->sin_addr, ip, sizeof ip);
+	else if (a->ss_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)a)->sin6_addr, ip, sizeof ip);
+	/* A numeric address: hiredis' own getaddrinfo() cannot block on it. A connect that is still in
+	 * progress comes back as success (err 0, REDIS_CONNECTED); an immediate failure sets err. */
+	redisContext *c = redisConnectNonBlock(ip, (int)strtol(op->port, NULL, 10));
+	if (!c) {
+		redis_op_fail(op, "error", "out of memory");
+		op->phase = PH_DONE;
+		return;
+	}
+	op->own = op->c = c;
+	if (c->err || c->fd < 0) {
+		char errstr[sizeof c->errstr + 1];
+		snprintf(errstr, sizeof errstr, "%s", c->errstr);
+		connect_failed(op, 0, errstr);
+		return;
+	}
+	op->phase = PH_CONNECT;
+}
+
+static void lookup_done(struct redis_op *op)
+{
+	op->looking = false;
+	if (op->lookup.gai_err) {
+		redis_op_fail(op, "dns", "cannot resolve %s: %s", op->host, gai_strerror(op->lookup.gai_err));
+		op->phase = PH_DONE;
+		return;
+	}
+	op->phase = PH_CONNECT_START;
+}
+
+/* POLLOUT on a connecting socket: SO_ERROR says how the handshake went. */
+static void connect_poll(struct redis_op *op)
+{
+	int err = net_connect_result(op->c->fd);
+	if (err) {
+		connect_failed(op, err, NULL);
+		return;
+	}
+	op->connect_ms = redis_elapsed(op);
+	op->phase = PH_START;
+}
+
+/* ---------------------------------------------------------------------------- the batch */
+
+/* The context failed (I/O error, end of file, protocol error): the op fails, the context goes. */
+static void lost(struct redis_op *op)
+{
+	redisContext *c = op->c;
+	const char *why = "an I/O error";
+	switch (c->err) {
+	case REDIS_ERR_EOF:
+		redis_op_fail(op, "reset", "the server closed the connection");
+		why = "the server closed it";
+		break;
+	case REDIS_ERR_PROTOCOL:
+		redis_op_fail(op, "protocol", "protocol error (is this a Redis server?): %s", c->errstr);
+		why = "a protocol error";
+		break;
+	case REDIS_ERR_OOM:
+		redis_op_fail(op, "error", "out of memory");
+		break;
+	default: {
+		int err = errno_of(c->errstr);
+		if (err)
+			redis_op_fail(op, net_errno_kind(err), "%s", net_errno_cause(err));
+		else
+			redis_op_fail(op, "error", "%s", c->errstr[0] ? c->errstr : "I/O error");
+		break;
+	}
+	}
+	discard(op, why);
+	op->phase = PH_DONE;
+}
+
+static void batch_start(struct redis_op *op)
+{
+	if (!op->c) {
+		redis_op_fail(op, "closed", "the connection is closed");
+		op->phase = PH_DONE;
+		return;
+	}
+	for (int i = 0; i < op->nq; i++) {
+		if (redisAppendFormattedCommand(op->c, op->q[i], (size_t)op->qlen[i]) != REDIS_OK) {
+			free_queue(op);
+			lost(op);
+			return;
+		}
+	}
+	op->expected = op->nq;
+	op->got = 0;
+	free_queue(op);
+	op->written = false;
+	op->sent_at = sched_now_precise();
+	op->phase = PH_IO;
+}
+
+/* Writes what is left, reads what came, takes every complete reply. */
+static void io(struct redis_op *op)
+{
+	redisContext *c = op->c;
+	short revents = op->w.nfds ? op->w.fds[0].revents : 0;
+	if (!op->written) {
+		int done = 0;
+		if (redisBufferWrite(c, &done) != REDIS_OK) {
+			lost(op);
+			return;
+		}
+		op->written = done != 0;
+	}
+	if (revents & (POLLIN | POLLERR | POLLHUP)) {
+		if (redisBufferRead(c) != REDIS_OK) {
+			lost(op);
+			return;
+		}
+	}
+	while (op->got < op->expected) {
+		void *r = NULL;
+		if (redisGetReplyFromReader(c, &r) != REDIS_OK) {
+			lost(op);
+			return;
+		}
+		if (!r)
+			break;
+		op->rep[op->got++] = r;
+	}
+	if (op->got == op->expected)
+		op->phase = PH_DONE;
+}
+
+/* The call ends early: "timeout" (its deadline passed) or "interrupted" (Ctrl-C). */
+static void stop(struct redis_op *op, const char *why)
+{
+	bool intr = strcmp(why, "interrupted") == 0;
+	long long ms = (long long)op->timeout_ms;
+	switch (op->phase) {
+	case PH_LOOKUP:
+		if (intr)
+			redis_op_fail(op, why, "interrupted while resolving %s", op->host);
+		else
+			redis_op_fail(op, why, "timed out after %lld ms resolving %s", ms, op->host);
+		break;
+	case PH_CONNECT_START:
+	case PH_CONNECT:
+		if (intr)
+			redis_op_fail(op, why, "interrupted while connecting");
+		else
+			redis_op_fail(op, why, "timed out after %lld ms connecting (no answer: a firewall dropping packets, "
+			        "or a listener that does not accept)", ms);
+		discard(op, intr ? "an interrupted call" : "a timeout");
+		break;
+	case PH_START:
+	case PH_IO:
+		if (intr)
+			redis_op_fail(op, why, "interrupted (the connection was closed)");
+		else if (op->own)
+			redis_op_fail(op, why, "timed out after %lld ms waiting for the server to answer (connected, but it "
+			        "does not answer: stopped, hung or overloaded)", ms);
+		else
+			redis_op_fail(op, why, "timed out after %lld ms waiting for the reply (the connection was closed)", ms);
+		discard(op, intr ? "an interrupted call" : "a timeout");
+		break;
+	default:
+		redis_op_fail(op, why, "%s", why);
+		break;
+	}
+	op->phase = PH_DONE;
+}
+
+/* One step after a wait; true when the op (or its current batch) is over. */
+static bool advance(struct redis_op *op)
+{
+	if (op->phase == PH_DONE)
+		return true;
+	if (op->w.result == SCHED_INTERRUPTED) {
+		stop(op, "interrupted");
+		return true;
+	}
+	bool ready = false;
+	for (int i = 0; i < op->w.nfds; i++)
+		ready |= op->w.fds[i].revents != 0;
+	if (op->phase == PH_LOOKUP && net_lookup_poll(&op->lookup))
+		lookup_done(op);
+	if (op->phase == PH_CONNECT && ready)
+		connect_poll(op);
+	while (op->phase == PH_CONNECT_START)
+		connect_attempt(op);
+	if (op->phase == PH_START)
+		batch_start(op);
+	if (op->phase == PH_IO)
+		io(op);
+	if (op->phase == PH_DONE)
+		return true;
+	if (sched_now() >= op->w.deadline) {
+		stop(op, "timeout");
+		return true;
+	}
+	tasks_wait_init(&op->w, op->w.deadline);
+	if (op->phase == PH_LOOKUP)
+		net_lookup_want(&op->lookup, &op->w);
+	else if (op->phase == PH_CONNECT)
+		tasks_want(&op->w, op->c->fd, POLLOUT);
+	else
+		tasks_want(&op->w, op->c->fd, (short)(POLLIN | (op->written ? 0 : POLLOUT)));
+	return false;
+}
+
+static int op_k(lua_State *L, int status, lua_KContext ctx)
+{
+	(void)status;
+	struct redis_op *op = (struct redis_op *)ctx;
+	for (;;) {
+		if (advance(op)) {
+			int n = op->done(L, op);
+			if (n == AGAIN)
+				continue;
+			/* Released here rather than by __close on return: with Ctrl-C pressed, the host's
+			 * call hook raises inside the __close call before its body runs. */
+			op_release(op);
+			return n;
+		}
+		if (tasks_must_yield(L))
+			return tasks_yield(L, &op->w, ctx, op_k);
+		tasks_block(&op->w);
+	}
+}
+
+int redis_op_run(lua_State *L, struct redis_op *op, redis_done_fn done)
+{
+	op->done = done;
+	if (op->kind)
+		op->phase = PH_DONE;
+	return op_k(L, LUA_OK, (lua_KContext)op);
+}
+
+/* -------------------------------------------------------------------------- replies */
+
+bool redis_is_error(const redisReply *r) { return r && r->type == REDIS_REPLY_ERROR; }
+
+/* The code word of an error reply ("WRONGTYPE Operation against..." -> WRONGTYPE), else "ERR". */
+static void error_code(const redisReply *r, char *out, size_t n)
+{
+	size_t len = 0;
+	while (len < r->len && len + 1 < n && (isupper((unsigned char)r->str[len]) || r->str[len] == '_'
+	                                        || (len && isdigit((unsigned char)r->str[len]))))
+		len++;
+	if (len == 0 || (len < r->len && r->str[len] != ' '))
+		snprintf(out, n, "ERR");
+	else
+		snprintf(out, n, "%.*s", (int)len, r->str);
+}
+
+/* The op fails with a server's error reply: kind = its code word (auth for the login errors). */
+void redis_fail_reply(struct redis_op *op, const redisReply *r, const char *context)
+{
+	error_code(r, op->code, sizeof op->code);
+	const char *kind = op->code;
+	if (strcmp(op->code, "NOAUTH") == 0 || strcmp(op->code, "WRONGPASS") == 0
+	    || (r->len && strstr(r->str, "invalid password")) || (context && strncmp(context, "AUTH", 4) == 0))
+		kind = "auth";
+	redis_op_fail(op, kind, "%s%s%.*s", context ? context : "", context ? ": " : "", (int)(r->len > 400 ? 400 : r->len), r->str);
+}
+
+/* Pushes a reply as one Lua value (an error reply nested in an array is its text). */
+static void push_value(lua_State *L, const redisReply *r, int depth)
+{
+	luaL_checkstack(L, 4, "reply too deep");
+	switch (r->type) {
+	case REDIS_REPLY_STRING:
+	case REDIS_REPLY_STATUS:
+	case REDIS_REPLY_ERROR:
+		lua_pushlstring(L, r->str, r->len);
+		break;
+	case REDIS_REPLY_INTEGER:
+		lua_pushinteger(L, (lua_Integer)r->integer);
+		break;
+	case REDIS_REPLY_ARRAY:
+		lua_createtable(L, (int)(r->elements < 100000 ? r->elements : 100000), 1);
+		for (size_t i = 0; i < r->elements; i++) {
+			if (!r->element[i] || r->element[i]->type == REDIS_REPLY_NIL)
+				continue;
+			if (depth > 32) {
+				lua_pushliteral(L, "...");
+			} else {
+				push_value(L, r->element[i], depth + 1);
+			}
+			lua_rawseti(L, -2, (lua_Integer)i + 1);
+		}
+		luax_setint(L, "n", (lua_Integer)r->elements);
+		break;
+	default:
+		lua_pushnil(L);
+		break;
+	}
+}
+
+/* A short description of a reply for audit records: "OK", "integer 5", "string (12 bytes)", ... */
+static void describe_reply(const redisReply *r, char *out, size_t n)
+{
+	switch (r->type) {
+	case REDIS_REPLY_STATUS:  snprintf(out, n, "%.*s", (int)(r->len > 60 ? 60 : r->len), r->str); break;
+	case REDIS_REPLY_STRING:  snprintf(out, n, "string (%zu bytes)", r->len); break;
+	case REDIS_REPLY_INTEGER: snprintf(out, n, "integer %lld", r->integer); break;
+	case REDIS_REPLY_ARRAY:   snprintf(out, n, "array of %zu", r->elements); break;
+	case REDIS_REPLY_NIL:     snprintf(out, n, "nil"); break;
+	case REDIS_REPLY_ERROR:   snprintf(out, n, "%.*s", (int)(r->len > 200 ? 200 : r->len), r->str); break;
+	default:                  snprintf(out, n, "?"); break;
+	}
+}
+
+/* ------------------------------------------------------------------ audit and failures */
+
+void redis_audit(struct redis_op *op, const char *summary)
+{
+	luax_audit_probe(op->fn, op->target, op->timeout_ms, redis_elapsed(op), op->kind ? op->kind : "ok",
+	                 summary ? summary : op->cause);
+}
+
+int redis_fail_push(lua_State *L, struct redis_op *op)
+{
+	return luax_fail(L, op->kind ? op->kind : "error", "%s %s: %s", op->fn, op->target, op->cause);
+}
+
+/* For a probe: audits and pushes the failure if the batch failed or a reply is an error. */
+int redis_probe_failed(lua_State *L, struct redis_op *op)
+{
+	for (int i = 0; !op->kind && i < op->got; i++)
+		if (redis_is_error(op->rep[i]))
+			redis_fail_reply(op, op->rep[i], NULL);
+	if (!op->kind)
+		return 0;
+	redis_audit(op, NULL);
+	return redis_fail_push(L, op);
+}
+
+/* -------------------------------------------------------------- redis.connect, redis.ping */
+
+static const char *const connect_options[] = { "timeout", "password", NULL };
+
+/* Parses the URL and queues AUTH, SELECT and PING; the op is failed on a bad URL. */
+static struct redis_op *start_connect(lua_State *L, const char *fn, msec_t *timeout)
+{
+	const char *url = luaL_checkstring(L, 1);
+	luax_check_options(L, 2, fn, connect_options);
+	*timeout = luax_opt_duration(L, 2, "timeout", DEFAULT_TIMEOUT_MS, fn);
+	const char *password = luax_opt_string(L, 2, "password", NULL, fn);
+	struct redis_op *op = redis_op_push(L, fn, NULL, *timeout);
+	op->auth_at = op->select_at = -1;
+	op->conn_timeout_ms = *timeout;
+	struct url u;
+	const char *bad = parse_url(url, &u);
+	if (password) {
+		free(u.password);
+		u.password = strdup(password);
+		if (!u.password)
+			abort();
+	}
+	if (u.password)
+		redact_add_secret(u.password);
+	if (bad) {
+		snprintf(op->target, sizeof op->target, "%s", url);   /* luax_fail redacts a URL's password */
+		redis_op_fail(op, "error", "invalid URL: %s", bad);
+		url_free(&u);
+		return op;
+	}
+	format_target(op->target, sizeof op->target, u.host, u.port, u.db);
+	if (u.tls) {
+		redis_op_fail(op, "error", "TLS not supported: this build's hiredis (0.14) cannot speak rediss://; "
+		        "reach the server with redis:// (on a trusted network, or through a TLS tunnel such as stunnel)");
+		url_free(&u);
+		return op;
+	}
+	snprintf(op->host, sizeof op->host, "%s", u.host);
+	snprintf(op->port, sizeof op->port, "%s", u.port);
+	op->db = u.db;
+	if (u.password) {
+		op->auth_at = op->nq;
+		if (u.user)
+			redis_queue(op, "AUTH", u.user, u.password);
+		else
+			redis_queue(op, "AUTH", u.password, NULL);
+	}
+	if (u.db) {
+		char db[16];
+		snprintf(db, sizeof db, "%d", u.db);
+		op->select_at = op->nq;
+		redis_queue(op, "SELECT", db, NULL);
+	}
+	redis_queue(op, "PING", NULL, NULL);
+	op->nsetup = op->nq;
+	url_free(&u);
+	op->phase = PH_LOOKUP;
+	op->looking = true;
+	if (!net_lookup_start(&op->lookup, op->host, op->port)) {
+		op->looking = false;
+		redis_op_fail(op, "error", "cannot start the name lookup (out of threads or file descriptors)");
+	}
+	return op;
+}
+
+/* Checks the replies to AUTH, SELECT and PING; fails the op (and drops its context) on an error. */
+static bool setup_ok(struct redis_op *op)
+{
+	if (op->kind)
+		return false;
+	for (int i = 0; i < op->nsetup && i < op->got; i++) {
+		const redisReply *r = op->rep[i];
+		if (!redis_is_error(r))
+			continue;
+		if (i == op->auth_at)
+			redis_fail_reply(op, r, "AUTH failed");
+		else if (r->len >= 6 && strncmp(r->str, "NOAUTH", 6) == 0)
+			redis_op_fail(op, "auth", "the server requires a password (NOAUTH): give it in the URL, "
+			        "redis://:PASSWORD@host:port, or as { password = ... }");
+		else
+			redis_fail_reply(op, r, i == op->select_at ? "SELECT failed" : NULL);
+		discard(op, "a failed login");
+		return false;
+	}
+	return true;
+}
+
+static int connect_done(lua_State *L, struct redis_op *op)
+{
+	if (!setup_ok(op)) {
+		redis_audit(op, NULL);
+		return redis_fail_push(L, op);
+	}
+	struct redis_handle *h = lua_newuserdatauv(L, sizeof *h, 1);
+	memset(h, 0, sizeof *h);
+	luaL_setmetatable(L, CONN_MT);
+	lua_newtable(L);                     /* what COMMAND INFO said, per command name */
+	lua_setiuservalue(L, -2, 1);
+	h->c = op->own;
+	op->own = op->c = NULL;
+	h->db = op->db;
+	h->timeout_ms = op->conn_timeout_ms;
+	snprintf(h->target, sizeof h->target, "%s", op->target);
+	char summary[120];
+	snprintf(summary, sizeof summary, "connected in %.1f ms", op->connect_ms);
+	redis_audit(op, summary);
+	return 1;
+}
+
+static int redis_connect(lua_State *L)
+{
+	msec_t timeout;
+	struct redis_op *op = start_connect(L, "redis.connect", &timeout);
+	return redis_op_run(L, op, connect_done);
+}
+
+static int ping_done(lua_State *L, struct redis_op *op)
+{
+	if (!setup_ok(op)) {
+		redis_audit(op, NULL);
+		return redis_fail_push(L, op);
+	}
+	int n = redis_probe_failed(L, op);
+	if (n)
+		return n;
+	const redisReply *server = op->rep[op->nsetup], *repl = op->rep[op->nsetup + 1];
+	char version[64] = "", role[32] = "";
+	redis_info_str(server, "redis_version", version, sizeof version);
+	redis_info_str(repl, "role", role, sizeof role);
+	double ms = redis_elapsed(op);
+	char summary[200];
+	snprintf(summary, sizeof summary, "PONG in %.1f ms (Redis %s, %s)", ms, version[0] ? version : "?",
+	         role[0] ? role : "?");
+	redis_audit(op, summary);
+	discard(op, NULL);
+	lua_createtable(L, 0, 5);
+	luax_setbool(L, "ok", true);
+	luax_setnum(L, "ms", ms);
+	luax_setnum(L, "connect_ms", op->connect_ms);
+	if (version[0])
+		luax_setstr(L, "version", version);
+	if (role[0])
+		luax_setstr(L, "role", role);
+	return 1;
+}
+
+static int redis_ping(lua_State *L)
+{
+	msec_t timeout;
+	struct redis_op *op = start_connect(L, "redis.ping", &timeout);
+	if (!op->kind) {
+		redis_queue(op, "INFO", "server", NULL);
+		redis_queue(op, "INFO", "replication", NULL);
+	}
+	return redis_op_run(L, op, ping_done);
+}
+
+/* ---------------------------------------------------------------------- the handle */
+
+struct redis_handle *redis_check_handle(lua_State *L, const char *fn)
+{
+	struct redis_handle *h = luaL_testudata(L, 1, CONN_MT);
+	if (!h)
+		luaL_error(L, "%s: call it on a connection, with a colon: conn:%s(...)", fn, strchr(fn, '.') + 1);
+	if (h->closed)
+		luaL_error(L, "%s %s: the connection is closed", fn, h->target);
+	return h;
+}
+
+/* Pushes nil, "... closed after ...", "closed" when the handle was discarded (returns 3), raises
+ * when another task is using it, else returns 0. */
+int redis_handle_unusable(lua_State *L, struct redis_handle *h, const char *fn)
+{
+	if (h->busy)
+		luaL_error(L, "%s %s: the connection is busy with another task's call (open one connection per task "
+		           "of parallel())", fn, h->target);
+	if (!h->c)
+		return luax_fail(L, "closed", "%s %s: connection was closed after %s; connect again", fn, h->target,
+		                 h->broken ? h->broken : "an error");
+	return 0;
+}
+
+static int conn_close(lua_State *L)
+{
+	struct redis_handle *h = luaL_testudata(L, 1, CONN_MT);
+	if (!h)
+		return luaL_error(L, "redis.close: call it on a connection, with a colon: conn:close()");
+	h->closed = true;
+	if (h->c && !h->busy) {
+		redisFree(h->c);
+		h->c = NULL;
+	}
+	return 0;
+}
+
+static int conn_gc(lua_State *L)
+{
+	struct redis_handle *h = luaL_checkudata(L, 1, CONN_MT);
+	h->closed = true;
+	if (h->c)
+		redisFree(h->c);
+	h->c = NULL;
+	return 0;
+}
+
+static int conn_tostring(lua_State *L)
+{
+	struct redis_handle *h = luaL_checkudata(L, 1, CONN_MT);
+	if (h->closed)
+		lua_pushfstring(L, "redis.conn %s (closed)", h->target);
+	else if (!h->c)
+		lua_pushfstring(L, "redis.conn %s (closed after %s)", h->target, h->broken ? h->broken : "an error");
+	else
+		lua_pushfstring(L, "redis.conn %s", h->target);
+	return 1;
+}
+
+/* ------------------------------------------------------------------- commands from Lua */
+
+
+/* Reads cmd, arg... [, options] from index 2 on. Numbers become strings; anything else raises. */
+static void read_args(lua_State *L, const char *fn, struct redis_args *a)
+{
+	int top = lua_gettop(L);
+	memset(a, 0, sizeof *a);
+	if (top >= 3 && lua_istable(L, top))
+		a->opts = top--;
+	a->argc = top - 1;
+	if (a->argc < 1 || lua_type(L, 2) != LUA_TSTRING)
+		luaL_error(L, "%s: the first argument is the command, a string: conn:%s(\"GET\", key)", fn, strchr(fn, '.') + 1);
+	if (a->argc > MAX_ARGS)
+		luaL_error(L, "%s: %d arguments is too many", fn, a->argc);
+	for (int i = 2; i <= top; i++) {
+		int t = lua_type(L, i);
+		if (t != LUA_TSTRING && t != LUA_TNUMBER)
+			luaL_error(L, "%s: argument %d is a %s (commands take strings and numbers; options go last, in a table)",
+			           fn, i - 1, luaL_typename(L, i));
+	}
+	if (!a->opts) {
+		lua_newtable(L);               /* no options: an empty table stands in */
+		a->opts = lua_gettop(L);
+	}
+	/* Lua owns the arrays: nothing leaks if something raises later. */
+	void *mem = lua_newuserdatauv(L, (size_t)a->argc * (sizeof *a->argv + sizeof *a->lens), 0);
+	a->argv = mem;
+	a->lens = (size_t *)((char *)mem + (size_t)a->argc * sizeof *a->argv);
+	for (int i = 0; i < a->argc; i++)
+		a->argv[i] = lua_tolstring(L, i + 2, &a->lens[i]);
+	redis_lower(a->name, sizeof a->name, a->argv[0], a->lens[0]);
+	if (a->argc >= 2 && a->lens[1] > 0 && a->lens[1] < 40 && isalpha((unsigned char)a->argv[1][0])) {
+		bool word = true;
+		for (size_t i = 0; i < a->lens[1]; i++)
+			word &= isalnum((unsigned char)a->argv[1][i]) || a->argv[1][i] == '-' || a->argv[1][i] == '_';
+		if (word)
+			redis_lower(a->sub, sizeof a->sub, a->argv[1], a->lens[1]);
+	}
+}
+
+/* The command as the gate shows it, quoted as one would type it in redis-cli; passwords (AUTH,
+ * HELLO ... AUTH, MIGRATE ... AUTH/AUTH2, CONFIG SET requirepass/masterauth, ACL SETUSER >pw) are
+ * shown as *** and registered as secrets. Returns a malloc'd string. */
+static char *display_command(const struct redis_args *a)
+{
+	struct sbuf b = { 0 };
+	for (int i = 0; i < a->argc; i++) {
+		const char *s = a->argv[i];
+		size_t n = a->lens[i];
+		bool secret = false;
+		if (i > 0) {
+			const char *prev = a->argv[i - 1], *prev2 = i > 1 ? a->argv[i - 2] : "";
+			if (strcmp(a->name, "auth") == 0)
+				secret = i == a->argc - 1;   /* AUTH [username] password */
+			else if (strcmp(a->name, "hello") == 0 || strcmp(a->name, "migrate") == 0)
+				secret = (strcasecmp(prev, "auth") == 0 && strcmp(a->name, "migrate") == 0)
+				         || strcasecmp(prev2, "auth") == 0 || strcasecmp(prev2, "auth2") == 0;
+			else if (strcmp(a->name, "config") == 0 && strcmp(a->sub, "set") == 0 && i >= 3 && i % 2 == 1)
+				secret = strcasecmp(prev, "requirepass") == 0 || strcasecmp(prev, "masterauth") == 0;
+			else if (strcmp(a->name, "acl") == 0 && strcmp(a->sub, "setuser") == 0 && i >= 3)
+				secret = n > 1 && (s[0] == '>' || s[0] == '#' || s[0] == '<' || s[0] == '!');
+		}
+		if (i)
+			sb_str(&b, " ");
+		if (secret) {
+			char *copy = malloc(n + 1);
+			if (!copy)
+				abort();
+			memcpy(copy, s, n);
+			copy[n] = 0;
+			redact_add_secret(copy);
+			if (n > 1 && strcmp(a->name, "acl") == 0)
+				redact_add_secret(copy + 1);
+			memset(copy, 0, n);
+			free(copy);
+			sb_str(&b, strcmp(a->name, "acl") == 0 ? (char[]){ s[0], '*', '*', '*', 0 } : REDACTED);
+			continue;
+		}
+		bool bare = n > 0;
+		for (size_t j = 0; j < n && bare; j++)
+			bare = s[j] > ' ' && s[j] < 127 && s[j] != '"' && s[j] != '\'' && s[j] != '\\';
+		if (bare) {
+			sb_add(&b, s, n);
+			continue;
+		}
+		sb_str(&b, "\"");
+		for (size_t j = 0; j < n; j++) {
+			unsigned char c = (unsigned char)s[j];
+			char esc[8];
+			if (c == '"' || c == '\\')
+				snprintf(esc, sizeof esc, "\\%c", c);
+			else if (c == '\n')
+				snprintf(esc, sizeof esc, "\\n");
+			else if (c == '\r')
+				snprintf(esc, sizeof esc, "\\r");
+			else if (c == '\t')
+				snprintf(esc, sizeof esc, "\\t");
+			else if (c < ' ' || c >= 127)
+				snprintf(esc, sizeof esc, "\\x%02x", c);
+			else
+				snprintf(esc, sizeof esc, "%c", c);
+			sb_str(&b, esc);
+		}
+		sb_str(&b, "\"");
+	}
+	return b.p;
+}
+
+static void keep_user_command(struct redis_op *op, const struct redis_args *a)
+{
+	int n = redisFormatCommandArgv(&op->user, a->argc, a->argv, a->lens);
+	if (n < 0 || !op->user)
+		abort();
+	op->user_len = n;
+	snprintf(op->name, sizeof op->name, "%s", a->name);
+	snprintf(op->sub, sizeof op->sub, "%s", a->sub);
+}
+
+static void queue_user_command(struct redis_op *op)
+{
+	op->q[op->nq] = op->user;
+	op->qlen[op->nq++] = op->user_len;
+	op->user = NULL;
+}
+
+/* ------------------------------------------------------------------------- conn:call */
+
+static const char *const call_options[] = { "timeout", NULL };
+
+static int call_done(lua_State *L, struct redis_op *op)
+{
+	char summary[800], shown[140], what[100];
+	redis_upper_words(shown, sizeof shown, op->name, "");
+	if (op->kind) {
+		redis_audit(op, NULL);
+		return redis_fail_push(L, op);
+	}
+	if (op->stage == 0) {
+		const redisReply *r = op->rep[0];
+		if (redis_is_error(r) || r->type != REDIS_REPLY_ARRAY) {
+			if (redis_is_error(r))
+				redis_fail_reply(op, r, "cannot ask the server whether the command can write (COMMAND INFO)");
+			else
+				redis_op_fail(op, "protocol", "COMMAND INFO answered with something other than an array");
+			redis_audit(op, NULL);
+			return redis_fail_push(L, op);
+		}
+		struct redis_args a = { 0 };
+		snprintf(a.name, sizeof a.name, "%s", op->name);
+		snprintf(a.sub, sizeof a.sub, "%s", op->sub);
+		lua_getiuservalue(L, 1, 1);
+		bool shown_sub;
+		const char *v = redis_learn(L, &a, r, &shown_sub);
+		lua_pop(L, 1);
+		char msg[TARGET_MAX + 300];
+		if (!redis_allowed(msg, sizeof msg, op->fn, op->target, &a, v, shown_sub)) {
+			op_release(op);   /* see op_k */
+			return luaL_error(L, "%s", msg);
+		}
+		op->stage = 1;
+		queue_user_command(op);
+		redis_batch(op, 0);
+		return AGAIN;
+	}
+	const redisReply *r = op->rep[0];
+	if (redis_is_error(r)) {
+		redis_fail_reply(op, r, NULL);
+		snprintf(summary, sizeof summary, "%s: %s", shown, op->cause);
+		redis_audit(op, summary);
+		return redis_fail_push(L, op);
+	}
+	describe_reply(r, what, sizeof what);
+	snprintf(summary, sizeof summary, "%s: %s", shown, what);
+	redis_audit(op, summary);
+	if (r->type == REDIS_REPLY_NIL) {
+		lua_pushnil(L);
+		return 1;
+	}
+	push_value(L, r, 0);
+	return 1;
+}
+
+static int conn_call(lua_State *L)
+{
+	struct redis_handle *h = redis_check_handle(L, "redis.call");
+	struct redis_args a;
+	read_args(L, "redis.call", &a);
+	luax_check_options(L, a.opts, "redis.call", call_options);
+	msec_t timeout = luax_opt_duration(L, a.opts, "timeout", h->timeout_ms, "redis.call");
+	bool anywhere;
+	const char *why = redis_local_refusal(&a, false, &anywhere);
+	if (why) {
+		char shown[140];
+		redis_upper_words(shown, sizeof shown, a.name, strcmp(a.name, "client") == 0 || strcmp(a.name, "script") == 0 ? a.sub : "");
+		if (anywhere)
+			return luaL_error(L, "redis.call %s: %s is not supported: it %s", h->target, shown, why);
+		return luaL_error(L, "redis.call %s: %s %s; use conn:action(...) to run it through the confirmation gate",
+		                  h->target, shown, why);
+	}
+	int n = redis_handle_unusable(L, h, "redis.call");
+	if (n)
+		return n;
+	lua_getiuservalue(L, 1, 1);
+	bool shown_sub;
+	const char *v = redis_cached_verdict(L, &a, &shown_sub);
+	char msg[TARGET_MAX + 300];
+	if (v && !redis_allowed(msg, sizeof msg, "redis.call", h->target, &a, v, shown_sub))
+		return luaL_error(L, "%s", msg);
+	lua_pop(L, 1);
+	struct redis_op *op = redis_op_push(L, "redis.call", h, timeout);
+	keep_user_command(op, &a);
+	if (v) {
+		op->stage = 1;
+		queue_user_command(op);
+	} else {
+		char key[130];
+		snprintf(key, sizeof key, "%s|%s", a.name, a.sub);
+		const char *argv[4] = { "COMMAND", "INFO", a.name, key };
+		redis_queue_argv(op, a.sub[0] ? 4 : 3, argv, NULL);
+	}
+	redis_batch(op, 0);
+	return redis_op_run(L, op, call_done);
+}
+
+/* ----------------------------------------------------------------------- conn:action */
+
+static const char *const action_options[] = { "timeout", "summary", "target", "irreversible", "blast", NULL };
+
+static void action_result(struct redis_op *op, const char *outcome, const char *summary)
+{
+	gate_action_result(op->fn, outcome, sched_now_precise() - op->action_t0, summary);
+}
+
+/* FLUSHDB / FLUSHALL: how many keys it will take with it, from the DBSIZE / INFO keyspace just read. */
+static void measure_blast(struct redis_op *op, char *out, size_t n)
+{
+	const redisReply *r = op->rep[0];
+	if (strcmp(op->name, "flushdb") == 0 && r->type == REDIS_REPLY_INTEGER) {
+		snprintf(out, n, "%lld keys in db %d", r->integer, op->h->db);
+		return;
+	}
+	long long keys = 0;
+	int dbs = 0;
+	for (int db = 0; db < 1024 && r->type == REDIS_REPLY_STRING; db++) {
+		char field[24], buf[128];
+		snprintf(field, sizeof field, "db%d", db);
+		if (!redis_info_str(r, field, buf, sizeof buf))
+			continue;
+		dbs++;
+		if (strncmp(buf, "keys=", 5) == 0)
+			keys += strtoll(buf + 5, NULL, 10);
+	}
+	snprintf(out, n, "%lld keys in %d database%s", keys, dbs, dbs == 1 ? "" : "s");
+}
+
+static int action_done(lua_State *L, struct redis_op *op)
+{
+	char blast[200] = "", summary[400], what[200];
+	if (op->kind) {
+		if (op->stage == 2) {
+			action_result(op, op->kind, op->cause);
+		} else {
+			redis_audit(op, NULL);   /* the measurement before the gate was a probe */
+		}
+		return redis_fail_push(L, op);
+	}
+	if (op->stage == 0) {
+		if (redis_is_error(op->rep[0])) {
+			redis_fail_reply(op, op->rep[0], "cannot count the keys first");
+			redis_audit(op, NULL);
+			return redis_fail_push(L, op);
+		}
+		measure_blast(op, blast, sizeof blast);
+		snprintf(summary, sizeof summary, "before %s: %s", op->display, blast);
+		redis_audit(op, summary);
+		op->stage = 1;
+	}
+	if (op->stage == 1) {
+		char shown[TARGET_MAX + 400];
+		snprintf(shown, sizeof shown, "%s on %s", op->display, op->target);
+		struct gate_plan plan = {
+			.primitive = "redis.action",
+			.summary = op->summary_opt ? op->summary_opt : shown,
+			.detail = op->summary_opt ? shown : NULL,
+			.target = op->target_opt ? op->target_opt : op->target,
+			.blast = op->blast_opt ? op->blast_opt : blast[0] ? blast : NULL,
+			.irreversible = op->irreversible,
+		};
+		enum gate_answer ans = gate_ask(&plan);
+		if (ans == GATE_DRY_RUN) {
+			lua_createtable(L, 0, 3);
+			luax_setbool(L, "dry_run", true);
+			luax_setstr(L, "command", op->display);
+			luax_setstr(L, "target", op->target);
+			return 1;
+		}
+		if (ans == GATE_REFUSED)
+			return luax_fail(L, "refused", "%s %s: not run: the transcript cannot be written", op->fn, op->target);
+		if (ans != GATE_RUN) {
+			char msg[TARGET_MAX + 300];
+			snprintf(msg, sizeof msg, "%s %s: %s declined by the operator", op->fn, op->target, op->display);
+			op_release(op);   /* see op_k */
+			return host_raise_control(L, ans == GATE_ABORT ? "abort" : "skip", msg);
+		}
+		if (!op->c) {   /* cannot happen while the handle is busy with us; belt and braces */
+			redis_op_fail(op, "closed", "the connection was closed");
+			return redis_fail_push(L, op);
+		}
+		gate_action_start(op->fn, op->target);
+		op->action_t0 = sched_now_precise();
+		op->stage = 2;
+		queue_user_command(op);
+		redis_batch(op, op->action_timeout_ms);
+		return AGAIN;
+	}
+	const redisReply *r = op->rep[0];
+	if (redis_is_error(r)) {
+		redis_fail_reply(op, r, NULL);
+		action_result(op, op->kind, op->cause);
+		return redis_fail_push(L, op);
+	}
+	describe_reply(r, what, sizeof what);
+	action_result(op, "ok", what);
+	if (r->type == REDIS_REPLY_NIL) {
+		lua_pushnil(L);
+		return 1;
+	}
+	push_value(L, r, 0);
+	return 1;
+}
+
+static int conn_action(lua_State *L)
+{
+	struct redis_handle *h = redis_check_handle(L, "redis.action");
+	struct redis_args a;
+	read_args(L, "redis.action", &a);
+	luax_check_options(L, a.opts, "redis.action", action_options);
+	msec_t timeout = luax_opt_duration(L, a.opts, "timeout", DEFAULT_ACTION_TIMEOUT_MS, "redis.action");
+	const char *summary = luax_opt_string(L, a.opts, "summary", NULL, "redis.action");
+	const char *target = luax_opt_string(L, a.opts, "target", NULL, "redis.action");
+	const char *blast = luax_opt_string(L, a.opts, "blast", NULL, "redis.action");
+	bool irreversible = luax_opt_bool(L, a.opts, "irreversible", false, "redis.action");
+	bool anywhere;
+	const char *why = redis_local_refusal(&a, true, &anywhere);
+	if (why) {
+		char shown[140];
+		redis_upper_words(shown, sizeof shown, a.name, strcmp(a.name, "client") == 0 ? a.sub : "");
+		return luaL_error(L, "redis.action %s: %s is not supported: it %s", h->target, shown, why);
+	}
+	int n = redis_handle_unusable(L, h, "redis.action");
+	if (n)
+		return n;
+	struct redis_op *op = redis_op_push(L, "redis.action", h, h->timeout_ms);
+	keep_user_command(op, &a);
+	op->display = display_command(&a);
+	op->summary_opt = summary;   /* alive: the options table holds them */
+	op->target_opt = target;
+	op->blast_opt = blast;
+	op->action_timeout_ms = timeout;
+	bool flush = strcmp(a.name, "flushdb") == 0 || strcmp(a.name, "flushall") == 0;
+	op->irreversible = irreversible || flush;
+	if (flush && !blast) {
+		if (strcmp(a.name, "flushdb") == 0)
+			redis_queue(op, "DBSIZE", NULL, NULL);
+		else
+			redis_queue(op, "INFO", "keyspace", NULL);
+		op->stage = 0;
+		redis_batch(op, 0);
+	} else {
+		op->stage = 1;
+		op->phase = PH_DONE;   /* straight to the gate */
+	}
+	return redis_op_run(L, op, action_done);
+}
+
+/* ------------------------------------------------------------------------------ module */
+
+int luaopen_redis(lua_State *L)
+{
+	static const luaL_Reg fns[] = { { "connect", redis_connect }, { "ping", redis_ping }, { NULL, NULL } };
+	static const luaL_Reg methods[] = {
+		{ "call", conn_call }, { "action", conn_action }, { "close", conn_close }, { NULL, NULL },
+	};
+	if (luaL_newmetatable(L, OP_MT)) {
+		lua_pushcfunction(L, op_gc);
+		lua_setfield(L, -2, "__gc");
+		lua_pushcfunction(L, op_gc);
+		lua_setfield(L, -2, "__close");
+		lua_pushboolean(L, 0);
+		lua_setfield(L, -2, "__metatable");
+	}
+	lua_pop(L, 1);
+	if (luaL_newmetatable(L, CONN_MT)) {
+		luaL_newlib(L, methods);
+		redis_probes_register(L);
+		lua_setfield(L, -2, "__index");
+		lua_pushcfunction(L, conn_gc);
+		lua_setfield(L, -2, "__gc");
+		lua_pushcfunction(L, conn_close);
+		lua_setfield(L, -2, "__close");
+		lua_pushcfunction(L, conn_tostring);
+		lua_setfield(L, -2, "__tostring");
+		lua_pushboolean(L, 0);
+		lua_setfield(L, -2, "__metatable");
+	}
+	lua_pop(L, 1);
+	luaL_newlib(L, fns);
+	return 1;
+}
