@@ -13,23 +13,44 @@ WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototyp
            -Wformat=2 -Wno-format-nonliteral -Wpointer-arith -Wvla
 CFLAGS  ?= -O2 -g
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -iquote interp -iquote stdlib -iquote lab \
-             -DRUNBOOK_SHARE='"$(SHARE)"' $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS  = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+             -fPIC -DRUNBOOK_SHARE='"$(SHARE)"' -DRUNBOOK_LIBDIR='"$(LIBDIR)"' \
+             $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+# The network modules are shared objects loaded on first `require` (stdlib/modules.c): libpq,
+# hiredis and libcurl bring some forty libraries that every start would otherwise map, even `list`.
+CORE_PKGS := lua5.4 lua5.4-cjson libedit
+LDLIBS  = $(shell pkg-config --libs $(CORE_PKGS) 2>/dev/null) -lm
+LIBDIR  := $(PREFIX)/lib/runbook
 ASAN    := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-SRC     := $(wildcard interp/*.c) $(wildcard stdlib/*.c) $(wildcard lab/*.c)
+NET_SRC := stdlib/pg.c stdlib/pg_probes.c stdlib/redis.c stdlib/redis_probes.c stdlib/http.c
+SRC     := $(filter-out $(NET_SRC),$(wildcard interp/*.c) $(wildcard stdlib/*.c) $(wildcard lab/*.c))
 LUA     := $(sort $(wildcard stdlib/lua/*.lua))
 OBJ     := $(SRC:%.c=obj/%.o) obj/embedded.o
 OBJ_ASAN:= $(SRC:%.c=obj-asan/%.o) obj-asan/embedded.o
+MODS    := obj/modules/pg.so obj/modules/redis.so obj/modules/http.so
+MODS_ASAN := $(MODS:obj/%=obj-asan/%)
 
 .PHONY: all asan test test-asan demo deps install uninstall clean
 all: runbook
 
-runbook: $(OBJ)
-	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
+# -rdynamic: the modules call back into the host (luax_*, tasks_*, gate_*, net_*).
+runbook: $(OBJ) $(MODS)
+	$(CC) $(ALL_CFLAGS) -rdynamic -o $@ $(OBJ) $(LDLIBS)
 
-runbook-asan: $(OBJ_ASAN)
-	$(CC) $(ALL_CFLAGS) $(ASAN) -o $@ $^ $(LDLIBS)
+runbook-asan: $(OBJ_ASAN) $(MODS_ASAN)
+	$(CC) $(ALL_CFLAGS) $(ASAN) -rdynamic -o $@ $(OBJ_ASAN) $(LDLIBS)
+
+mod_objs = $(patsubst %.c,$(1)/%.o,$(filter stdlib/$(2).c stdlib/$(2)_probes.c,$(NET_SRC)))
+mod_libs = $(shell pkg-config --libs $(if $(filter pg,$(1)),libpq,$(if $(filter redis,$(1)),hiredis,libcurl)) 2>/dev/null)
+
+.SECONDEXPANSION:
+obj/modules/%.so: $$(call mod_objs,obj,$$*)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -shared -o $@ $^ $(call mod_libs,$*)
+
+obj-asan/modules/%.so: $$(call mod_objs,obj-asan,$$*)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(ASAN) -shared -o $@ $^ $(call mod_libs,$*)
 
 obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -78,13 +99,14 @@ demo: deps
 	    ./runbook lab down >/dev/null; exit $$rc
 
 install: runbook
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SHARE)/runbooks
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SHARE)/runbooks $(DESTDIR)$(LIBDIR)
 	install -m 0755 runbook $(DESTDIR)$(PREFIX)/bin/runbook
+	install -m 0644 $(MODS) $(DESTDIR)$(LIBDIR)/
 	install -m 0644 runbooks/*.lua $(DESTDIR)$(SHARE)/runbooks/
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/runbook
-	rm -rf $(DESTDIR)$(SHARE)
+	rm -rf $(DESTDIR)$(SHARE) $(DESTDIR)$(LIBDIR)
 
 clean:
 	rm -rf obj obj-asan runbook runbook-asan

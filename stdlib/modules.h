@@ -1,6 +1,7 @@
 /*
  * modules.h - the native modules a runbook may require. One file per module under stdlib/;
- * file name = require name = luaopen_<name>. Adding a module is one line in modules.c.
+ * file name = require name = luaopen_<name>. Adding a module is one line in modules.c (and, for
+ * one that links a large library, a line in the Makefile's NET_SRC: it becomes a shared object).
  */
 #ifndef MODULES_H
 #define MODULES_H

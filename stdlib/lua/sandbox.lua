@@ -27,22 +27,30 @@ end
 -- proxy -> the table behind it, for the REPL's completion (which must list fields without calling
 -- any metamethod); weak, so that it keeps nothing alive.
 local behind = setmetatable({}, { __mode = "k" })
-function M.fields_of(proxy) return behind[proxy] end
+local prepares = setmetatable({}, { __mode = "k" })
+function M.fields_of(proxy)
+  if prepares[proxy] then prepares[proxy]() end
+  return behind[proxy]
+end
 
 -- An empty proxy, so that assigning an existing field (sh.read = ...) raises too; its metatable is
--- protected so that setmetatable cannot lift the checks.
-local function strict(name, t)
+-- protected so that setmetatable cannot lift the checks. prepare (optional) fills t on first use.
+local function strict(name, t, prepare)
   local proxy = setmetatable({}, {
     __index = function(_, k)
+      if prepare then prepare() end
       local v = t[k]
       if v == nil then error(string.format("%s has no field '%s'", name, tostring(k)), 2) end
       return v
     end,
     __newindex = function(_, k) error(string.format("%s is read-only (assigning '%s')", name, tostring(k)), 2) end,
-    __pairs = function() return next, t, nil end,
+    __pairs = function()
+      if prepare then prepare() end
+      return next, t, nil
+    end,
     __metatable = false,
   })
-  behind[proxy] = t
+  behind[proxy], prepares[proxy] = t, prepare
   return proxy
 end
 
@@ -57,23 +65,29 @@ end
 
 -- Wraps a native module: read-only, strict, and its functions refuse to run at load time.
 local guarded_cache = {}
+-- The real module is required on the first use of one of its fields, not by `require`: loading a
+-- runbook (for list, show, check) then never maps libpq or libcurl (see stdlib/modules.c).
 local function guarded(modname)
   if guarded_cache[modname] then return guarded_cache[modname] end
-  local mod, proxy = require(modname), {}
-  for k, f in pairs(mod) do
-    if type(f) == "function" then
-      local qualified = modname .. "." .. k
-      proxy[k] = function(...)
-        if loading then
-          error(qualified .. ": cannot run while the runbook is loading; call it inside a step's run function", 2)
+  local fields, loaded = {}, false
+  local function load_module()
+    if loaded then return end
+    loaded = true
+    for k, f in pairs(require(modname)) do
+      if type(f) == "function" then
+        local qualified = modname .. "." .. k
+        fields[k] = function(...)
+          if loading then
+            error(qualified .. ": cannot run while the runbook is loading; call it inside a step's run function", 2)
+          end
+          return blame_caller(pcall(f, ...))
         end
-        return blame_caller(pcall(f, ...))
+      else
+        fields[k] = f
       end
-    else
-      proxy[k] = f
     end
   end
-  guarded_cache[modname] = strict("module '" .. modname .. "'", proxy)
+  guarded_cache[modname] = strict("module '" .. modname .. "'", fields, load_module)
   return guarded_cache[modname]
 end
 
