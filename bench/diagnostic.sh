@@ -67,7 +67,8 @@ measure() { # label, command...
     start=$(date +%s%N)
     for ((i = 0; i < runs; i++)); do "$@" >/dev/null 2>&1 || true; done
     end=$(date +%s%N)
-    rss=$( { /usr/bin/time -f '%M' "$@" >/dev/null 2>/dev/null || true; } 2>&1 | tail -1)
+    /usr/bin/time -f '%M' -o "$work/rss" "$@" >/dev/null 2>&1 || true
+    rss=$(tail -1 "$work/rss")
     local ms=$(( (end - start) / runs / 1000 ))
     printf '%-34s %9.1f ms   peak RSS %6s KiB\n' "$label" "$(echo "$ms / 1000" | bc -l)" "$rss"
     echo "$ms" > "$work/last"
@@ -90,7 +91,7 @@ open(sys.argv[1], "w").write(" ".join(map(str, ports)))
 time.sleep(3600)
 PY
 for _ in $(seq 100); do [ -s "$work/holes" ] && break; sleep 0.05; done
-read -r h1 h2 h3 < "$work/holes"
+read -r h1 h2 h3 < "$work/holes" || true   # no final newline
 runs=1
 dead=("postgresql://bench@127.0.0.1:$h1/postgres" 127.0.0.1 "$h2" "http://127.0.0.1:$h3/health" jobs)
 echo "all three unreachable (deadline 2 s each):"
