@@ -748,7 +748,7 @@ function M.text(entry)
   local lines = { M.signature(entry), indent(plain(entry.summary), "  ") }
   if #entry.options > 0 then
     lines[#lines + 1] = "  options"
-    local w, dw = 0, 0
+    local w, dw = 1, 1   -- "%-0s" is not a format: every column is at least one wide
     for _, o in ipairs(entry.options) do w, dw = math.max(w, #o[1]), math.max(dw, #o[2]) end
     for _, o in ipairs(entry.options) do
       lines[#lines + 1] = (string.format("    %-" .. w .. "s  %-" .. dw .. "s  %s", o[1], o[2], plain(o[3])):gsub("%s+$", ""))
