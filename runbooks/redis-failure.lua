@@ -81,10 +81,13 @@ return runbook {
       ctx:check("PING round trip p95", lat.p95, { warn = "~:1", crit = "~:10", format = fmt.ms })
       local slow = must(conn:slowlog { limit = 5 })
       if #slow > 0 then
-        local rows = {}
+        local rows, slowest = {}, 0
         for i, e in ipairs(slow) do
           rows[i] = { ms = e.duration_us / 1000, command = table.concat(e.command or {}, " "):sub(1, 60) }
+          slowest = math.max(slowest, rows[i].ms)
         end
+        ctx:finding("%d slow commands in the slow log, the slowest %s: each blocked every other client meanwhile",
+                    #slow, fmt.ms(slowest))
         ctx:show(fmt.table(rows, { { "ms", title = "took", format = fmt.ms, right = true }, { "command" } }))
       end
       conn:close()

@@ -28,6 +28,7 @@ import re
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -388,6 +389,42 @@ def sweep_sessions(sessions):
                 os.kill(int(entry), signal.SIGKILL)
         except (OSError, ValueError, IndexError):
             pass
+
+
+def black_hole(t):
+    """A listener whose accept queue is full: the kernel drops further SYNs, so a connect hangs
+    until its own deadline (what a firewall that drops packets looks like). Returns its port."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(0)
+    port = s.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        c = socket.socket()
+        c.setblocking(False)
+        err = c.connect_ex(("127.0.0.1", port))
+        if err not in (0, errno.EINPROGRESS):
+            fail("filling the backlog: %s" % os.strerror(err))
+        fillers.append(c)
+    # Wait (bounded) until the queue is full: a probe connect no longer completes.
+    deadline = time.monotonic() + 5
+    while True:
+        c = socket.socket()
+        c.setblocking(False)
+        c.connect_ex(("127.0.0.1", port))
+        _, w, _ = select.select([], [c], [], 0.2)
+        fillers.append(c)
+        if not w:
+            break
+        if time.monotonic() > deadline:
+            fail("could not fill the listen backlog")
+
+    def close():
+        for c in fillers:
+            c.close()
+        s.close()
+    t.on_cleanup(close)
+    return port
 
 
 def expect_eq(got, want, what=""):

@@ -82,7 +82,8 @@ def test_drill_disk_full(t):
 # (mode, text of the finding that names the injected fault)
 REDIS_MODES = [("down", "✖ Redis is down: redis.ping 127.0.0.1:"),
                ("hung", "✖ Redis is hung: it accepts connections but does not answer"),
-               ("oom", "✖ CRITICAL memory used of maxmemory")]
+               ("oom", "✖ CRITICAL memory used of maxmemory"),
+               ("slow", "✖ 3 slow commands in the slow log")]
 PG_MODES = [("down", "✖ PostgreSQL is down: pg.ping 127.0.0.1:"),
             ("hung", "✖ PostgreSQL does not answer: pg.ping 127.0.0.1:"),
             ("full", "✖ CRITICAL connections used of max_connections")]
@@ -108,7 +109,7 @@ def run_modes(t, name, modes, action_words):
 
 def test_drill_redis_failure(t):
     run_modes(t, "redis-failure", REDIS_MODES, {"down": "lab restart redis", "hung": "lab restart redis",
-                                                "oom": ["'step': 'flush'", "'step': 'maxmemory'"]})
+                                                "oom": ["'step': 'flush'", "'step': 'maxmemory'"], "slow": []})
 
 
 def test_drill_database_unavailable(t):

@@ -18,7 +18,7 @@ import threading
 import time
 
 import servers_redis
-from run import check_sanitizer, expect_eq, expect_in, expect_not_in, fail
+from run import black_hole, check_sanitizer, expect_eq, expect_in, expect_not_in, fail
 
 MENU_AFTER_FAILURE = r"Enter: retry · s: skip · (r: repl · )?q: quit > "
 ASK = r"Type yes to run it, or n to skip: "
@@ -141,41 +141,6 @@ def expect_within(ms, deadline_ms, what):
 
 def free_port():
     return servers_redis.free_port()
-
-
-def black_hole(t):
-    """A listener whose accept queue is full: the kernel drops further SYNs, so a connect hangs
-    until its own deadline."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen(0)
-    port = s.getsockname()[1]
-    fillers = []
-    for _ in range(3):
-        c = socket.socket()
-        c.setblocking(False)
-        err = c.connect_ex(("127.0.0.1", port))
-        if err not in (0, errno.EINPROGRESS):
-            fail("filling the backlog: %s" % os.strerror(err))
-        fillers.append(c)
-    deadline = time.monotonic() + 5
-    while True:
-        c = socket.socket()
-        c.setblocking(False)
-        c.connect_ex(("127.0.0.1", port))
-        _, w, _ = select.select([], [c], [], 0.2)
-        fillers.append(c)
-        if not w:
-            break
-        if time.monotonic() > deadline:
-            fail("could not fill the listen backlog")
-
-    def close():
-        for c in fillers:
-            c.close()
-        s.close()
-    t.on_cleanup(close)
-    return port
 
 
 def mute_listener(t, backlog=128):

@@ -7,7 +7,7 @@ import select
 import socket
 import time
 
-from run import expect_eq, expect_in, expect_rc, fail
+from run import black_hole, expect_eq, expect_in, expect_rc, fail
 
 
 def probe(t, lua, timeout=60, want_rc=0):
@@ -39,42 +39,6 @@ def free_port():
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
-    return port
-
-
-def black_hole(t):
-    """A listener whose accept queue is full: the kernel drops further SYNs, so a connect hangs
-    until its own deadline (what a firewall that drops packets looks like)."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen(0)
-    port = s.getsockname()[1]
-    fillers = []
-    for _ in range(3):
-        c = socket.socket()
-        c.setblocking(False)
-        err = c.connect_ex(("127.0.0.1", port))
-        if err not in (0, errno.EINPROGRESS):
-            fail("filling the backlog: %s" % os.strerror(err))
-        fillers.append(c)
-    # Wait (bounded) until the queue is full: a probe connect no longer completes.
-    deadline = time.monotonic() + 5
-    while True:
-        c = socket.socket()
-        c.setblocking(False)
-        c.connect_ex(("127.0.0.1", port))
-        _, w, _ = select.select([], [c], [], 0.2)
-        fillers.append(c)
-        if not w:
-            break
-        if time.monotonic() > deadline:
-            fail("could not fill the listen backlog")
-
-    def close():
-        for c in fillers:
-            c.close()
-        s.close()
-    t.on_cleanup(close)
     return port
 
 

@@ -48,6 +48,13 @@ M.drills = {
       down = { "redis-server stopped: connections are refused", function(s) lab.control("stop", "redis") end },
       hung = { "redis-server frozen with SIGSTOP: it accepts but never answers",
                function(s) core.kill(s.redis.pid, "STOP") end },
+      slow = { "three 30 ms scripts have blocked the server (the slow log records them)", function(s)
+        redis_cli(s, "SLOWLOG", "RESET")
+        for _ = 1, 3 do
+          redis_cli(s, "EVAL", "local t0 = redis.call('TIME') repeat local t = redis.call('TIME') " ..
+                    "until (t[1] - t0[1]) * 1000000 + (t[2] - t0[2]) > 30000", "0")
+        end
+      end, diagnosis = true },
       oom = { "maxmemory 2mb reached with allkeys-lru: keys are being evicted", function(s)
         redis_cli(s, "CONFIG", "SET", "maxmemory-policy", "allkeys-lru")
         redis_cli(s, "CONFIG", "SET", "maxmemory", "2mb")
