@@ -18,15 +18,22 @@ local function sample(ctx)
   return statuses, failures * 100 / math.max(n, 1)
 end
 
+-- One instant query to Prometheus' HTTP API: the value of the first series of the answer, or nil
+-- and why not (Prometheus' own error, no series, or NaN: 0/0 when nothing was counted).
 local function prometheus(ctx, query)
   local url = ctx.prometheus .. "/api/v1/query?query=" .. query:gsub("[^%w%-_.~]", function(c)
     return string.format("%%%02X", c:byte())
   end)
   local r, err = http.get(url, { timeout = ctx.timeout, expect = 200 })
   if not r then return nil, err end
+  if not r.ok then return nil, r.json and r.json.error or r.problem end
   local result = r.json and r.json.data and r.json.data.result
-  if not result or not result[1] then return nil, "no data for " .. query end
-  return tonumber(result[1].value[2])
+  if not (result and result[1]) then return nil, "no data for " .. query end
+  local text = result[1].value[2]    -- [ time, "value" ]: floats travel as strings
+  if text == "NaN" then return nil, "no traffic in the last 5 minutes" end
+  local value = tonumber(text)
+  if not value then return nil, "not a number: " .. tostring(text) end
+  return value
 end
 
 return runbook {
@@ -65,7 +72,8 @@ return runbook {
     explain = "The share of 5xx answers over the last 5 minutes, as the playbooks' query computes it.",
     run = function(ctx)
       if not ctx.prometheus then return ctx:note("prometheus= not given: skipped") end
-      local q = string.format('sum(rate(%s{status=~"5.."}[5m])) / sum(rate(%s[5m]))', ctx.metric, ctx.metric)
+      -- "or vector(0)": with no 5xx series at all the numerator is empty, and so would be the ratio.
+      local q = string.format('(sum(rate(%s{status=~"5.."}[5m])) or vector(0)) / sum(rate(%s[5m]))', ctx.metric, ctx.metric)
       local rate, err = prometheus(ctx, q)
       if not rate then return ctx:note("Prometheus: %s", err) end
       ctx:check("error rate over 5 minutes", rate * 100, { warn = "~:" .. ctx.warn, crit = "~:" .. ctx.crit, format = fmt.pct })

@@ -10,6 +10,24 @@ local function percentile(values, p)
   return values[math.max(1, math.ceil(#values * p))]
 end
 
+-- One instant query to Prometheus' HTTP API: the value of the first series of the answer, or nil
+-- and why not (Prometheus' own error, no series, or NaN: 0/0 when nothing was counted).
+local function prometheus(ctx, query)
+  local url = ctx.prometheus .. "/api/v1/query?query=" .. query:gsub("[^%w%-_.~]", function(c)
+    return string.format("%%%02X", c:byte())
+  end)
+  local r, err = http.get(url, { timeout = ctx.timeout, expect = 200 })
+  if not r then return nil, err end
+  if not r.ok then return nil, r.json and r.json.error or r.problem end
+  local result = r.json and r.json.data and r.json.data.result
+  if not (result and result[1]) then return nil, "no data for " .. query end
+  local text = result[1].value[2]    -- [ time, "value" ]: floats travel as strings
+  if text == "NaN" then return nil, "no traffic in the last 5 minutes" end
+  local value = tonumber(text)
+  if not value then return nil, "not a number: " .. tostring(text) end
+  return value
+end
+
 return runbook {
   name     = "high-latency",
   summary  = "The service answers slowly",
@@ -58,13 +76,9 @@ return runbook {
     run = function(ctx)
       if not ctx.prometheus then return ctx:note("prometheus= not given: skipped") end
       local q = string.format("histogram_quantile(0.95, sum(rate(%s[5m])) by (le))", ctx.histogram)
-      local url = ctx.prometheus .. "/api/v1/query?query=" ..
-                  q:gsub("[^%w%-_.~]", function(c) return string.format("%%%02X", c:byte()) end)
-      local r, err = http.get(url, { timeout = ctx.timeout, expect = 200 })
-      local result = r and r.json and r.json.data and r.json.data.result
-      if not (result and result[1]) then return ctx:note("Prometheus: %s", err or "no data") end
-      ctx:check("p95 over 5 minutes", tonumber(result[1].value[2]) * 1000,
-                { warn = "~:" .. ctx.warn_ms, crit = "~:" .. ctx.crit_ms, format = fmt.ms })
+      local p95, err = prometheus(ctx, q)
+      if not p95 then return ctx:note("Prometheus: %s", err) end
+      ctx:check("p95 over 5 minutes", p95 * 1000, { warn = "~:" .. ctx.warn_ms, crit = "~:" .. ctx.crit_ms, format = fmt.ms })
     end,
   },
 

@@ -25,6 +25,8 @@ Endpoints:
   GET  /headers                two X-Multi headers and a mixed-case X-Mixed-Case one
   ANY  /echo...                records method, path, headers, body; answers them as JSON
   GET  /_log?tag=T             the records whose path contains T (JSON array)
+  GET  /metrics                Prometheus text exposition, a function of k = how many times it was
+                               read (see metrics() below), for tests/test_prometheus.py
 
 In a test module (`from servers_http import shared`), shared() starts one server per harness
 process, lazily, and stops it at exit (atexit; by PID).
@@ -50,6 +52,41 @@ CERT_DAYS = 42
 
 LOG = []
 LOG_LOCK = threading.Lock()
+SCRAPES = 0
+
+# The latency histogram per scrape: cumulative counts (le, observations <= le). Its p95 is in the
+# (0.1, 0.25] bucket at rank 95 of 100: 0.1 + 0.15 * (95 - 90) / (100 - 90) = 0.175 s.
+BUCKETS = [("0.05", 50), ("0.1", 90), ("0.25", 100), ("0.5", 100), ("1", 100), ("+Inf", 100)]
+
+
+def histogram(name, k):
+    lines = ["# TYPE %s histogram" % name]
+    lines += ['%s_bucket{le="%s"} %d' % (name, le, n * k) for le, n in BUCKETS]
+    return lines + ["%s_sum %g" % (name, 6.0 * k), "%s_count %d" % (name, 100 * k)]
+
+
+def metrics():
+    """Every counter is a multiple of k (the scrape count), so that every rate() over any window is
+    proportional to the same factor: ratios and quantiles come out exact whatever the timing.
+      http_requests_total            90k with status 200, 10k with status 500: a 10% error rate
+      http_request_duration_seconds  BUCKETS times k: p95 = 0.175 s
+      clean_requests_total           100k, all status 200: no error at all
+      idle_requests_total, idle_request_duration_seconds   constant: no traffic (rates 0, 0/0 = NaN)
+    """
+    global SCRAPES
+    with LOG_LOCK:
+        SCRAPES += 1
+        k = SCRAPES
+    lines = ["# TYPE http_requests_total counter",
+             'http_requests_total{status="200"} %d' % (90 * k),
+             'http_requests_total{status="500"} %d' % (10 * k),
+             "# TYPE clean_requests_total counter",
+             'clean_requests_total{status="200"} %d' % (100 * k),
+             "# TYPE idle_requests_total counter",
+             'idle_requests_total{status="200"} 90',
+             'idle_requests_total{status="500"} 10']
+    lines += histogram("http_request_duration_seconds", k) + histogram("idle_request_duration_seconds", 1)
+    return "\n".join(lines) + "\n"
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -141,6 +178,8 @@ class Handler(BaseHTTPRequestHandler):
             if path == "/headers":
                 return self.send_body(200, "h", extra=[("X-Multi", "one"), ("X-Multi", "two"),
                                                        ("X-Mixed-Case", "Value")])
+            if path == "/metrics":
+                return self.send_body(200, metrics(), "text/plain; version=0.0.4; charset=utf-8")
             if path == "/_log":
                 tag = q.get("tag", "")
                 with LOG_LOCK:

@@ -95,6 +95,16 @@ ctx:check("latency", nil, { warn = 100 })''')
     expect_in("check         replicas: 1 → CRITICAL (warn 3:, crit 2:)", shown)
 
 
+def test_fmt_pct_decides_decimals_on_the_rounded_value(t):
+    # 0.1 * 100 can come out one bit under 10 (a Prometheus rate does): it must read as 10 does.
+    (rc, out, err), _ = run_book(t, '''
+for _, v in ipairs { 0, 4.25, 9.94, 9.96, 9.999999999999998, 10, 10.000000000000002, 97.4, 100 } do
+  print("@@ " .. fmt.pct(v))
+end''')
+    expect_eq(rc, 0, "exit code; stderr: " + err)
+    expect_eq(re.findall(r"^@@ (.*)$", out, re.M), ["0.0%", "4.2%", "9.9%", "10%", "10%", "10%", "10%", "97%", "100%"])
+
+
 def test_ctx_check_colours_on_a_terminal(t):
     path = t.write("chk.lua", '''return runbook {
   name = "chk", summary = "checks", severity = "SEV4",

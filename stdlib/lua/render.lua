@@ -34,7 +34,13 @@ function fmt.count(n)
   return sign .. digits
 end
 
-function fmt.pct(n) return string.format(n >= 10 and "%.0f%%" or "%.1f%%", n) end
+-- One decimal below 10%, none from 10% on; decided on the rounded value, so that
+-- 9.999999999999998 (a rate of 0.1 one bit short, times 100) reads "10%" like 10 does.
+function fmt.pct(n)
+  local s = string.format("%.1f", n)
+  if (tonumber(s) or 0) >= 10 then s = string.format("%.0f", n) end   -- tonumber("nan") is nil
+  return s .. "%"
+end
 
 function fmt.ms(ms)
   if ms < 1 then return string.format("%.2f ms", ms) end
