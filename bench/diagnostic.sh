@@ -51,13 +51,12 @@ cc -O2 $(pkg-config --cflags libpq hiredis libcurl) -o "$work/diag" "$here/diagn
 
 pg="postgresql://bench@127.0.0.1:$pgport/postgres"
 args_c=("$pg" 127.0.0.1 "$rport" "http://127.0.0.1:$hport/health" jobs)
-cat > "$work/rb" <<SH
-#!/usr/bin/env bash
-exec "$bin" exec "$here/diagnostic/diag.lua" --auto --transcript "$work/t.\$RANDOM\$RANDOM.cast" \\
-    pg="\$1" redis="redis://127.0.0.1:\$3/0" url="\$4" queue="\$5"
-SH
-chmod +x "$work/rb"
-rb="$work/rb"
+# runbook is started directly, as the others are (no wrapper script, whose bash start would count).
+# Its transcripts go to the default place under XDG_STATE_HOME, a fresh name each session.
+export XDG_STATE_HOME="$work/state"
+rb() { # PG_URL REDIS_HOST REDIS_PORT HTTP_URL QUEUE -> the runbook command line
+    rb_cmd=("$bin" exec "$here/diagnostic/diag.lua" --auto pg="$1" redis="redis://$2:$3/0" url="$4" queue="$5")
+}
 
 # mean wall-clock ms over $runs runs, and the peak RSS (KiB) of the last one
 measure() { # label, command...
@@ -74,7 +73,7 @@ measure() { # label, command...
     echo "$ms" > "$work/last"
 }
 echo "servers up: postgres :$pgport, redis :$rport, http :$hport; $runs runs each"
-measure "runbook exec diag.lua --auto" "$rb" "${args_c[@]}";  t_rb=$(cat "$work/last")
+rb "${args_c[@]}"; measure "runbook exec diag.lua --auto" "${rb_cmd[@]}";  t_rb=$(cat "$work/last")
 measure "bash: psql, redis-cli, curl" "$here/diagnostic/diag.sh" "${args_c[@]}";  t_sh=$(cat "$work/last")
 measure "hand-written C" "$work/diag" "${args_c[@]}";  t_c=$(cat "$work/last")
 echo "runbook vs bash: $(echo "scale=1; $t_sh / $t_rb" | bc)x faster; runbook vs C: $(echo "scale=2; $t_rb / $t_c" | bc)x the time"
@@ -95,6 +94,6 @@ read -r h1 h2 h3 < "$work/holes" || true   # no final newline
 runs=1
 dead=("postgresql://bench@127.0.0.1:$h1/postgres" 127.0.0.1 "$h2" "http://127.0.0.1:$h3/health" jobs)
 echo "all three unreachable (deadline 2 s each):"
-measure "runbook exec diag.lua --auto" "$rb" "${dead[@]}"
+rb "${dead[@]}"; measure "runbook exec diag.lua --auto" "${rb_cmd[@]}"
 measure "bash: psql, redis-cli, curl" "$here/diagnostic/diag.sh" "${dead[@]}"
 measure "hand-written C" "$work/diag" "${dead[@]}"

@@ -7,6 +7,7 @@
 #include "host.h"
 #include "labd.h"
 #include "redact.h"
+#include "modules.h"
 #include "runbook.h"
 #include "sched.h"
 #include "term.h"
@@ -174,6 +175,7 @@ static int run_lua(int argc, char **argv)
 	} else {
 		err_printf("runbook: internal error: %s\n", luaL_tolstring(L, -1, NULL));
 	}
+	modules_settle();
 	host_close(L);
 	return code;
 }

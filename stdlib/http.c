@@ -199,6 +199,14 @@ static bool curl_ready(void)
 	return state == 1;
 }
 
+/* libcurl's global setup (OpenSSL's, mostly: ~2M instructions), done by the thread that opens
+ * this module ahead of its use (stdlib/modules.c) before any other thread touches libcurl. */
+void runbook_warm_http(void);
+void runbook_warm_http(void)
+{
+	curl_ready();
+}
+
 /* ----------------------------------------------------------------------------- secrets, URLs */
 
 /* Is name (n bytes, any case) one of exact[] or does it contain one of part[]? */

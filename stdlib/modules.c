@@ -6,16 +6,31 @@
  * every start tripled the time of `runbook list`. They are looked for next to the binary:
  * PREFIX/lib/runbook when installed, obj/modules (obj-asan/modules for runbook-asan) in the
  * source tree.
+ *
+ * `runbook exec` knows from the runbook's `require`s which of them it will need, and opens them
+ * ahead (core.prefetch) in a worker thread, while the main thread goes on with the inputs, the
+ * transcript and the first probes: mapping libcurl and its libraries is ~5 ms of CPU, as long as
+ * a PostgreSQL connection takes. A task of parallel() that needs a module still being opened
+ * yields until it is there (core.module_wait), so the other tasks' probes go ahead meanwhile.
  */
 #include "modules.h"
+#include "tasks.h"
 
 #include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#define PREFETCH_WAIT_MS 30000
 
 static bool exists(const char *path)
 {
@@ -47,12 +62,196 @@ static bool module_path(const char *name, char *path, size_t size)
 	return exists(path);
 }
 
+/* ------------------------------------------------------------------ opening ahead of use */
+
+static const char *const shared_modules[] = { "pg", "redis", "http" };
+#define NSHARED (sizeof shared_modules / sizeof *shared_modules)
+
+/*
+ * One worker thread opens the modules, in the order of the runbook's requires: dlopen serialises
+ * on one lock anyway, so the first module is ready (and its probes can start) as early as
+ * possible. One thread, not one per module: creating a thread waits for a dlopen in progress.
+ */
+struct prefetch {
+	int index;
+	int ready[2];          /* a pipe, written once the worker is done with this module */
+	atomic_bool done;
+	lua_CFunction open;    /* luaopen_<name>, found by the worker; NULL if it failed */
+	char path[PATH_MAX + 64];
+};
+
+static struct prefetch *prefetches[NSHARED];   /* NULL: not asked for */
+static pthread_mutex_t queue_lock = PTHREAD_MUTEX_INITIALIZER;
+static int queue[NSHARED], queued, taken;       /* guarded by queue_lock */
+static bool worker_running;                     /* guarded by queue_lock */
+static struct offload *workers[NSHARED];
+static int nworkers;
+
+static int shared_index(const char *name)
+{
+	for (size_t i = 0; i < NSHARED; i++)
+		if (strcmp(shared_modules[i], name) == 0)
+			return (int)i;
+	return -1;
+}
+
+static void mark_done(struct prefetch *p)
+{
+	atomic_store(&p->done, true);
+	while (write(p->ready[1], "", 1) < 0 && errno == EINTR)
+		;
+}
+
+/*
+ * A failure is left for load_shared to report: it opens the same path. The worker also looks up
+ * luaopen_<name>: dlopen and dlsym in the main thread would wait for the worker's next dlopen.
+ */
+static void open_ahead(struct prefetch *p)
+{
+	void *h = dlopen(p->path, RTLD_LAZY | RTLD_LOCAL);
+	if (!h)
+		return;
+	char sym[64];
+	snprintf(sym, sizeof sym, "runbook_warm_%s", shared_modules[p->index]);
+	void (*setup)(void) = (void (*)(void))dlsym(h, sym);   /* library setup needing no Lua state */
+	if (setup)
+		setup();
+	snprintf(sym, sizeof sym, "luaopen_%s", shared_modules[p->index]);
+	p->open = (lua_CFunction)dlsym(h, sym);
+}
+
+static void prefetch_worker(void *unused)
+{
+	(void)unused;
+	for (;;) {
+		pthread_mutex_lock(&queue_lock);
+		if (taken == queued) {
+			worker_running = false;
+			pthread_mutex_unlock(&queue_lock);
+			return;
+		}
+		struct prefetch *p = prefetches[queue[taken++]];
+		pthread_mutex_unlock(&queue_lock);
+		open_ahead(p);
+		mark_done(p);
+	}
+}
+
+/* Queues module i; starts the worker unless it runs. */
+static void enqueue(int i)
+{
+	pthread_mutex_lock(&queue_lock);
+	queue[queued++] = i;
+	bool start = !worker_running;
+	worker_running = true;
+	pthread_mutex_unlock(&queue_lock);
+	struct offload *o = start ? tasks_offload(prefetch_worker, NULL, NULL) : NULL;
+	if (o)
+		workers[nworkers++] = o;
+	else if (start) {   /* no thread: nothing is opened ahead, load_shared does it all */
+		pthread_mutex_lock(&queue_lock);
+		while (taken < queued)
+			mark_done(prefetches[queue[taken++]]);
+		worker_running = false;
+		pthread_mutex_unlock(&queue_lock);
+	}
+}
+
+/* Blocks until the worker is done with module i, if it was asked for: its setup must be over
+ * before this thread touches the library. Not interruptible: local work of a few ms. */
+static void wait_prefetch(int i)
+{
+	struct prefetch *p = i >= 0 ? prefetches[i] : NULL;
+	struct pollfd fd = { .fd = p ? p->ready[0] : -1, .events = POLLIN };
+	while (p && !atomic_load(&p->done))
+		poll(&fd, 1, 100);
+}
+
+/*
+ * Called before the process exits: the worker may still be inside dlopen or a library's setup,
+ * and exit() must not run the destructors (atexit handlers the libraries registered on their way
+ * in) under it.
+ */
+void modules_settle(void)
+{
+	for (int i = 0; i < (int)NSHARED; i++)
+		wait_prefetch(i);
+	for (int k = 0; k < nworkers; k++) {
+		struct pollfd fd = { .fd = tasks_offload_fd(workers[k]), .events = POLLIN };
+		while (!tasks_offload_done(workers[k]))
+			poll(&fd, 1, 100);
+		tasks_offload_release(workers[k]);
+	}
+	nworkers = 0;
+	for (size_t i = 0; i < NSHARED; i++) {
+		struct prefetch *p = prefetches[i];
+		if (p) {
+			close(p->ready[0]);
+			close(p->ready[1]);
+			free(p);
+		}
+		prefetches[i] = NULL;
+	}
+}
+
+/* core.prefetch(name): starts opening a shared module in the background; a no-op for the others. */
+int modules_prefetch(lua_State *L)
+{
+	int i = shared_index(luaL_checkstring(L, 1));
+	if (i < 0 || prefetches[i] || luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE) < 0)
+		return 0;
+	bool loaded = lua_getfield(L, -1, shared_modules[i]) != LUA_TNIL;
+	lua_pop(L, 2);
+	struct prefetch *p = calloc(1, sizeof *p);
+	if (loaded || !p || !module_path(shared_modules[i], p->path, sizeof p->path) ||
+	    pipe2(p->ready, O_CLOEXEC | O_NONBLOCK) != 0) {
+		free(p);
+		return 0;
+	}
+	p->index = i;
+	atomic_init(&p->done, false);
+	prefetches[i] = p;
+	enqueue(i);
+	return 0;
+}
+
+static int module_wait_k(lua_State *L, int status, lua_KContext ctx)
+{
+	(void)status;
+	struct sched_waiter *w = (struct sched_waiter *)ctx;
+	const struct prefetch *p = prefetches[lua_tointeger(L, 2)];
+	while (!atomic_load(&p->done) && w->result != SCHED_TIMEOUT && w->result != SCHED_INTERRUPTED) {
+		if (tasks_must_yield(L))
+			return tasks_yield(L, w, ctx, module_wait_k);
+		tasks_block(w);
+	}
+	return 0;   /* opened or not, the caller goes on to require(), which reports any failure */
+}
+
+/* core.module_wait(name): returns once a prefetch of name has finished; yields inside parallel(). */
+int modules_wait(lua_State *L)
+{
+	int i = shared_index(luaL_checkstring(L, 1));
+	if (i < 0 || !prefetches[i] || atomic_load(&prefetches[i]->done))
+		return 0;
+	lua_settop(L, 1);
+	lua_pushinteger(L, i);
+	struct sched_waiter *w = lua_newuserdatauv(L, sizeof *w, 0);
+	tasks_wait_init(w, sched_now() + PREFETCH_WAIT_MS);
+	tasks_want(w, prefetches[i]->ready[0], POLLIN);
+	return module_wait_k(L, LUA_OK, (lua_KContext)w);
+}
+
 static int load_shared(lua_State *L, const char *name)
 {
 	char path[PATH_MAX + 64], sym[64];
+	int i = shared_index(name);
+	wait_prefetch(i);
+	if (i >= 0 && prefetches[i] && prefetches[i]->open)
+		return prefetches[i]->open(L);
 	if (!module_path(name, path, sizeof path))
 		return luaL_error(L, "module '%s' is not installed (looked for %s): reinstall runbook", name, path);
-	void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	void *h = dlopen(path, RTLD_LAZY | RTLD_LOCAL);
 	if (!h)
 		return luaL_error(L, "module '%s' cannot be loaded: %s", name, dlerror());
 	snprintf(sym, sizeof sym, "luaopen_%s", name);

@@ -17,4 +17,10 @@ int luaopen_http(lua_State *L);
 int luaopen_pg(lua_State *L);
 int luaopen_redis(lua_State *L);
 
+/* core.prefetch(name) and core.module_wait(name): see modules.c */
+int modules_prefetch(lua_State *L);
+int modules_wait(lua_State *L);
+/* Waits for the modules still being opened ahead; call before the process exits. */
+void modules_settle(void);
+
 #endif

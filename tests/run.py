@@ -391,6 +391,15 @@ def sweep_sessions(sessions):
             pass
 
 
+def free_port():
+    """A TCP port on 127.0.0.1 that nobody listened on a moment ago."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
 def black_hole(t):
     """A listener whose accept queue is full: the kernel drops further SYNs, so a connect hangs
     until its own deadline (what a firewall that drops packets looks like). Returns its port."""

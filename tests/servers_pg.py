@@ -27,6 +27,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from run import free_port
 
 PGBIN = "/usr/lib/postgresql/15/bin"
 USER = "runbook"
@@ -39,14 +40,6 @@ OTHER_DATABASE = "other"
 
 class ServerError(Exception):
     pass
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def _as_root():

@@ -16,7 +16,6 @@ import os
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -25,6 +24,7 @@ import urllib.parse
 import urllib.request
 
 import servers_http
+from run import free_port
 
 PROMETHEUS = "/usr/bin/prometheus"
 ERROR_RATE = 'sum(rate(http_requests_total{status=~"5.."}[5m])) / sum(rate(http_requests_total[5m]))'
@@ -41,14 +41,6 @@ scrape_configs:
 
 class ServerError(Exception):
     pass
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class PrometheusServer:

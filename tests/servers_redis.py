@@ -20,6 +20,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from run import free_port
 
 REDIS = "/usr/bin/redis-server"
 PASSWORD = "CANARYrd55"
@@ -31,14 +32,6 @@ class ServerError(Exception):
 
 class ReplyError(Exception):
     pass
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def _tail(log):

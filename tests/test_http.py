@@ -10,7 +10,7 @@ import subprocess
 import time
 from datetime import datetime, timezone
 
-from run import expect_eq, expect_in, expect_not_in, expect_rc, fail
+from run import expect_eq, expect_in, expect_not_in, expect_rc, fail, free_port
 from servers_http import shared
 
 MENU_AFTER_FAILURE = r"Enter: retry · s: skip · (r: repl · )?q: quit > "
@@ -117,14 +117,6 @@ def in_window(elapsed, deadline, what):
     if not lo <= elapsed <= hi:
         fail("%s took %.0f ms; the window for a %.0f ms deadline is [%.0f, %.0f] ms"
              % (what, elapsed * 1000, deadline * 1000, lo * 1000, hi * 1000))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 # ------------------------------------------------------------------------------------- probes

@@ -14,7 +14,7 @@ import socket
 import time
 
 import servers_pg
-from run import black_hole, expect_eq, expect_in, expect_not_in, fail
+from run import black_hole, expect_eq, expect_in, expect_not_in, fail, free_port
 
 MENU_AFTER_FAILURE = r"Enter: retry · s: skip · (?:r: repl · )?q: quit > "
 ASK = r"Type yes to run it, or n to skip: "
@@ -124,10 +124,6 @@ def wait_state(pg, pid, condition, what, timeout=15):
 def wait_gone(pg, pid, what, timeout=10):
     pg.wait_for(what, "SELECT CASE WHEN count(*) = 0 THEN 't' END FROM pg_stat_activity WHERE pid = %d" % pid,
                 timeout=timeout)
-
-
-def free_port():
-    return servers_pg.free_port()
 
 
 def read_until(p, pattern, timeout=15):

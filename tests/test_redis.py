@@ -18,7 +18,7 @@ import threading
 import time
 
 import servers_redis
-from run import black_hole, check_sanitizer, expect_eq, expect_in, expect_not_in, fail
+from run import black_hole, check_sanitizer, expect_eq, expect_in, expect_not_in, fail, free_port
 
 MENU_AFTER_FAILURE = r"Enter: retry · s: skip · (r: repl · )?q: quit > "
 ASK = r"Type yes to run it, or n to skip: "
@@ -137,10 +137,6 @@ def expect_within(ms, deadline_ms, what):
     lo, hi = deadline_ms - 50, deadline_ms + max(250, deadline_ms * 0.1)
     if not lo <= ms <= hi:
         fail("%s took %.1f ms for a %d ms deadline (allowed %d..%d)" % (what, ms, deadline_ms, lo, hi))
-
-
-def free_port():
-    return servers_redis.free_port()
 
 
 def mute_listener(t, backlog=128):

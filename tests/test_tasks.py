@@ -7,7 +7,7 @@ import select
 import socket
 import time
 
-from run import black_hole, expect_eq, expect_in, expect_rc, fail
+from run import black_hole, expect_eq, expect_in, expect_rc, fail, free_port
 
 
 def probe(t, lua, timeout=60, want_rc=0):
@@ -32,14 +32,6 @@ return runbook {
         if m:
             values[m.group(1)] = m.group(2)
     return values, out, elapsed
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_tcp_connect_ok_refused_and_by_name(t):

@@ -23,10 +23,25 @@ static void pg_checks(const char *url)
 		PQfinish(c);
 		return;
 	}
+	/* The statements of conn:connections() and conn:blocked() (stdlib/pg_probes.c): all three
+	 * contenders ask the server the same questions. */
 	static const char *const sql[] = {
 		"SELECT 1",
-		"SELECT state, count(*) FROM pg_stat_activity GROUP BY state",
-		"SELECT pid, pg_blocking_pids(pid) FROM pg_stat_activity WHERE cardinality(pg_blocking_pids(pid)) > 0",
+		"SELECT current_setting('max_connections')::int AS max_connections, "
+		"current_setting('superuser_reserved_connections')::int AS reserved",
+		"SELECT coalesce(datname, '') AS database, coalesce(state, 'unknown') AS state, "
+		"count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'client backend' GROUP BY "
+		"1, 2 ORDER BY 1, 2",
+		"SELECT w.pid, w.usename AS user, w.datname AS database, w.application_name AS "
+		"application, w.wait_event_type, w.wait_event, (extract(epoch FROM clock_timestamp() - "
+		"w.query_start) * 1000)::bigint AS wait_ms, left(w.query, 2000) AS query, bp.pid AS "
+		"blocker_pid, b.usename AS blocker_user, b.application_name AS blocker_application, "
+		"b.state AS blocker_state, (extract(epoch FROM clock_timestamp() - b.xact_start) * "
+		"1000)::bigint AS blocker_xact_ms, left(b.query, 2000) AS blocker_query, "
+		"cardinality(pg_blocking_pids(bp.pid)) = 0 AS blocker_is_root FROM pg_stat_activity w "
+		"CROSS JOIN LATERAL unnest(pg_blocking_pids(w.pid)) AS bp(pid) LEFT JOIN pg_stat_activity "
+		"b ON b.pid = bp.pid WHERE w.pid <> pg_backend_pid() ORDER BY w.query_start, w.pid, "
+		"bp.pid",
 	};
 	for (size_t i = 0; i < sizeof sql / sizeof *sql; i++) {
 		PGresult *r = PQexec(c, sql[i]);

@@ -148,6 +148,7 @@ function M.exec(args)
   opts.inputs = inputs
   opts.argv = { "runbook", "exec" }
   for _, a in ipairs(args) do opts.argv[#opts.argv + 1] = a end
+  require("sandbox").set_prefetch(true)   -- the runbook will run: open its modules meanwhile
   if opts.resume then return require("resume").exec(target, opts) end
   local rb, err = load_arg(target)
   if not rb then return usage(err) end

@@ -350,6 +350,7 @@ function M.exec(rb, opts)
   audit("session_start", hooks:start_fields({ runbook = rb.name, session = run.session, user = id.user }))
   run.ctx = new_ctx(run, rb, inputs)
   if core.interactive() then
+    run.repl_offered = true
     require("repl").offer_at_gate(function() return open_repl(run, run.current_step, "declined action") end)
   end
   banner(run)
@@ -396,7 +397,7 @@ function M.exec(rb, opts)
     exit = code, outcome = word, counts = run.counts, message = run.outcome_msg,
   })))
   hooks:finish()
-  require("repl").offer_at_gate(nil)
+  if run.repl_offered then require("repl").offer_at_gate(nil) end
   if not head then
     core.err("runbook: " .. cerr .. "\n")
     return EXIT.internal

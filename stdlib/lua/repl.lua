@@ -13,7 +13,6 @@
 -- at the prompt drops the line; Ctrl-D on an empty line leaves.
 local core     = require "core"
 local cjson    = require "cjson"
-local doc      = require "doc"
 local engine   = require "engine"
 local lineedit = require "lineedit"
 local loader   = require "loader"
@@ -55,7 +54,7 @@ end
 
 local function suggestions(word)
   local close = {}
-  for _, name in ipairs(doc.names()) do
+  for _, name in ipairs(require("doc").names()) do
     if core.distance(word, name) <= 2 or name:sub(1, #word + 1) == word .. "." then close[#close + 1] = name end
   end
   if #close == 0 then return " (help() lists the modules; help(sys) a module's functions)" end
@@ -66,6 +65,7 @@ local function help_text(x, names, in_run)
   if x == nil then
     return string.format(GENERAL_HELP, table.concat(core.modules(), ", ")) .. (in_run and RUN_HELP or "")
   end
+  local doc = require "doc"   -- 45 KB of reference text: loaded when help is asked for
   local name = type(x) == "string" and x:gsub("%(%)$", "") or names[x] or handle_module(x)
   local entry = name and doc.find(name)
   if entry then return doc.text(entry) end

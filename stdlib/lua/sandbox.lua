@@ -18,6 +18,11 @@ getmetatable("").__metatable = false
 local loading = false
 function M.set_loading(v) loading = v end
 
+-- Set by the commands that will run what they load (exec, drill): a runbook's require then starts
+-- opening the module's libraries in the background (core.prefetch, see stdlib/modules.c).
+local prefetch = false
+function M.set_prefetch(v) prefetch = v end
+
 local function copy(t, except)
   local c = {}
   for k, v in pairs(t) do if not (except and except[k]) then c[k] = v end end
@@ -72,6 +77,8 @@ local function guarded(modname)
   local fields, loaded = {}, false
   local function load_module()
     if loaded then return end
+    core.module_wait(modname)   -- a task of parallel() yields here while a prefetch finishes
+    if loaded then return end
     loaded = true
     for k, f in pairs(require(modname)) do
       if type(f) == "function" then
@@ -103,6 +110,7 @@ local function sandbox_require(name)
     error(string.format("module '%s' is not available to runbooks (available: %s)", name,
                         table.concat(names, ", ")), 2)
   end
+  if prefetch then core.prefetch(name) end
   return guarded(name)
 end
 

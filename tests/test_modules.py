@@ -1,0 +1,55 @@
+"""pg, redis and http are shared objects that `runbook exec` opens ahead of their first use, in a
+worker thread (stdlib/modules.c). These tests hold that work to the rules of the rest: a module's
+first use from several parallel() tasks at once, a runbook that requires modules and never uses
+them, and one that stops before its first step all behave as if the modules were opened on the spot."""
+import re
+
+from run import expect_eq, expect_in, expect_rc
+from servers_http import shared as http_server
+
+REQUIRES = 'local pg = require "pg"\nlocal redis = require "redis"\nlocal http = require "http"\n'
+
+
+def runbook(t, body, inputs=""):
+    return t.write("mods.lua", REQUIRES + '''return runbook {
+  name = "mods", summary = "modules", severity = "SEV4",
+  inputs = { %s },
+  step "s" { title = "step", run = function(ctx)
+%s
+  end },
+}
+''' % (inputs, body))
+
+
+def test_first_use_from_many_parallel_tasks(t):
+    # Eight tasks reach http's first use together, while the worker may still be opening it: each
+    # waits (yielding) for the module, and every one of them gets an answer.
+    url = http_server().url + "/status/200"
+    path = runbook(t, '''
+    local tasks = {}
+    for i = 1, 8 do tasks[i] = function() return http.get("%s", { timeout = "5s" }) end end
+    for i, r in ipairs(parallel(tasks)) do
+      print("@@ " .. i .. " " .. (r.value and r.value.status or r.err))
+    end''' % url)
+    rc, out, err = res = t.run(["exec", path, "--auto", "--transcript", t.path("m.cast")])
+    expect_rc(res, 0)
+    expect_eq(sorted(re.findall(r"^@@ (\d+) (\S+)$", out, re.M)),
+              [(str(i), "200") for i in range(1, 9)], "every task's answer")
+
+
+def test_required_but_unused_modules_leave_cleanly(t):
+    # The process ends while the worker may still be inside dlopen or libcurl's setup: it must wait
+    # for it, or the libraries' exit handlers run under it (this crashed one run in six once).
+    path = runbook(t, '    ctx:ok("nothing to probe")')
+    for i in range(12):
+        rc, out, err = res = t.run(["exec", path, "--auto", "--transcript", t.path("m%d.cast" % i)])
+        expect_rc(res, 0, "run %d" % i)
+        expect_in("nothing to probe", out)
+
+
+def test_stopping_before_the_first_step_leaves_cleanly(t):
+    path = runbook(t, '    ctx:ok("unreachable")', inputs='url = input.url { required = true }')
+    for _ in range(6):
+        rc, out, err = res = t.run(["exec", path, "--auto"])
+        expect_rc(res, 2)
+        expect_in("url", err)
