@@ -6,6 +6,8 @@
 #   bench/diagnostic/diag.c                            (hand-written C, same libraries, sequential)
 # against servers it starts on 127.0.0.1 (postgresql, redis-server, a python HTTP server), then
 # again with all three unreachable (listeners that never answer), where the deadline is 2 s.
+# Commands run in turn, round after round (bench/diagnostic/interleave.py), so that the machine's
+# drifts fall on all three alike.
 #   bench/diagnostic.sh [BINARY] [RUNS]      needs: postgresql, redis-server, curl, time (apt)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -58,25 +60,11 @@ rb() { # PG_URL REDIS_HOST REDIS_PORT HTTP_URL QUEUE -> the runbook command line
     rb_cmd=("$bin" exec "$here/diagnostic/diag.lua" --auto pg="$1" redis="redis://$2:$3/0" url="$4" queue="$5")
 }
 
-# mean wall-clock ms over $runs runs, and the peak RSS (KiB) of the last one
-measure() { # label, command...
-    local label=$1; shift
-    local start end rss
-    "$@" >/dev/null 2>&1 || true   # warm-up
-    start=$(date +%s%N)
-    for ((i = 0; i < runs; i++)); do "$@" >/dev/null 2>&1 || true; done
-    end=$(date +%s%N)
-    /usr/bin/time -f '%M' -o "$work/rss" "$@" >/dev/null 2>&1 || true
-    rss=$(tail -1 "$work/rss")
-    local ms=$(( (end - start) / runs / 1000 ))
-    printf '%-34s %9.1f ms   peak RSS %6s KiB\n' "$label" "$(echo "$ms / 1000" | bc -l)" "$rss"
-    echo "$ms" > "$work/last"
-}
-echo "servers up: postgres :$pgport, redis :$rport, http :$hport; $runs runs each"
-rb "${args_c[@]}"; measure "runbook exec diag.lua --auto" "${rb_cmd[@]}";  t_rb=$(cat "$work/last")
-measure "bash: psql, redis-cli, curl" "$here/diagnostic/diag.sh" "${args_c[@]}";  t_sh=$(cat "$work/last")
-measure "hand-written C" "$work/diag" "${args_c[@]}";  t_c=$(cat "$work/last")
-echo "runbook vs bash: $(echo "scale=1; $t_sh / $t_rb" | bc)x faster; runbook vs C: $(echo "scale=2; $t_rb / $t_c" | bc)x the time"
+echo "servers up: postgres :$pgport, redis :$rport, http :$hport; $runs rounds, each command once per round"
+rb "${args_c[@]}"
+python3 "$here/diagnostic/interleave.py" "$runs" "runbook exec diag.lua --auto" -- "${rb_cmd[@]}" \
+    -- "bash: psql, redis-cli, curl" -- "$here/diagnostic/diag.sh" "${args_c[@]}" \
+    -- "hand-written C" -- "$work/diag" "${args_c[@]}"
 
 # Unreachable: listeners whose accept queue is full drop the SYNs, so every connect waits for its deadline.
 python3 - "$work/holes" <<'PY' & pids+=($!)
@@ -91,9 +79,9 @@ time.sleep(3600)
 PY
 for _ in $(seq 100); do [ -s "$work/holes" ] && break; sleep 0.05; done
 read -r h1 h2 h3 < "$work/holes" || true   # no final newline
-runs=1
 dead=("postgresql://bench@127.0.0.1:$h1/postgres" 127.0.0.1 "$h2" "http://127.0.0.1:$h3/health" jobs)
-echo "all three unreachable (deadline 2 s each):"
-rb "${dead[@]}"; measure "runbook exec diag.lua --auto" "${rb_cmd[@]}"
-measure "bash: psql, redis-cli, curl" "$here/diagnostic/diag.sh" "${dead[@]}"
-measure "hand-written C" "$work/diag" "${dead[@]}"
+echo "all three unreachable (deadline 2 s each), one round:"
+rb "${dead[@]}"
+python3 "$here/diagnostic/interleave.py" 1 "runbook exec diag.lua --auto" -- "${rb_cmd[@]}" \
+    -- "bash: psql, redis-cli, curl" -- "$here/diagnostic/diag.sh" "${dead[@]}" \
+    -- "hand-written C" -- "$work/diag" "${dead[@]}"

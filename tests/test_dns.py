@@ -1,0 +1,119 @@
+"""A DNS server that never answers: each probe's deadline covers the name lookup too.
+
+The binary runs in network and mount namespaces of its own (`unshare`, util-linux; with a user
+namespace when not root), where /etc/resolv.conf names a server on 127.0.0.1:53 that reads every
+query and answers none, and /etc/nsswitch.conf sends host names to files, then DNS. The resolver
+would wait 30 s a try; tcp, pg, redis and http must each give up at their own deadline, one after
+another, and all four at once inside parallel()."""
+import os
+import subprocess
+
+from run import check_sanitizer, expect_eq, expect_in, fail
+
+DEADLINE_MS = 700
+
+# Runs as root in the new namespaces: loopback up, the mute server, the resolver pointed at it.
+INNER = r'''
+set -e
+python3 -c '
+import fcntl, socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+flags = struct.unpack("16sH", fcntl.ioctl(s, 0x8913, struct.pack("16sH", b"lo", 0)))[1]  # SIOCGIFFLAGS
+fcntl.ioctl(s, 0x8914, struct.pack("16sH", b"lo", flags | 1))                          # IFF_UP'
+mount --bind resolv.conf /etc/resolv.conf
+mount --bind nsswitch.conf /etc/nsswitch.conf
+mkfifo ready
+python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 53))
+open(sys.argv[1], "w").write("bound\n")
+while True:
+    s.recv(4096)' ready &
+mute=$!
+read bound < ready
+set +e
+"$@"
+rc=$?
+kill $mute
+exit $rc
+'''
+
+RUNBOOK = '''local tcp, pg, redis, http = require "tcp", require "pg", require "redis", require "http"
+local T = "%dms"
+local probes = {
+  tcp   = function() return tcp.connect("db.runbook.invalid", 5432, { timeout = T }) end,
+  pg    = function() return pg.connect("postgresql://u@db.runbook.invalid/x", { timeout = T }) end,
+  redis = function() return redis.connect("redis://cache.runbook.invalid:6379", { timeout = T }) end,
+  http  = function() return http.get("http://api.runbook.invalid/health", { timeout = T }) end,
+}
+local order = { "tcp", "pg", "redis", "http" }
+return runbook { name = "dns", summary = "a mute DNS server", severity = "SEV4",
+  step "one_by_one" { title = "one after another", run = function(ctx)
+    for _, name in ipairs(order) do
+      local ok, err, kind = probes[name]()
+      print(string.format("@@ %%s %%s %%s", name, tostring(kind), err))
+    end
+  end },
+  step "at_once" { title = "all at once", run = function(ctx)
+    local r = parallel(probes)
+    for _, name in ipairs(order) do print(string.format("@@@ %%s %%s %%s", name, r[name].kind, r[name].ms)) end
+  end },
+}
+''' % DEADLINE_MS
+
+
+def namespaces(t):
+    """The unshare prefix that works here, or a failed test saying what to allow."""
+    for prefix in (["unshare", "--net", "--mount"],
+                   ["unshare", "--user", "--map-root-user", "--net", "--mount"]):
+        if prefix[1] != "--user" and os.geteuid() != 0:
+            continue
+        r = subprocess.run(prefix + ["true"], capture_output=True, text=True, timeout=20)
+        if r.returncode == 0:
+            return prefix
+    fail("cannot create network and mount namespaces (%s). Run the suite as root, or allow unprivileged "
+         "user namespaces (sysctl kernel.unprivileged_userns_clone=1)." % r.stderr.strip())
+
+
+def test_deadlines_cover_a_dns_server_that_never_answers(t):
+    t.write("resolv.conf", "nameserver 127.0.0.1\noptions timeout:30 attempts:2\n")
+    t.write("nsswitch.conf", "hosts: files dns\n")
+    t.write("dns.lua", RUNBOOK)
+    cast = t.path("dns.cast")
+    argv = namespaces(t) + ["sh", "-c", INNER, "sh", t.binary, "exec", "dns.lua", "--auto", "--transcript", cast]
+    try:
+        p = subprocess.run(argv, cwd=t.dir, env=t.environ(None), capture_output=True, text=True,
+                           timeout=30, start_new_session=True)
+    except subprocess.TimeoutExpired:
+        fail("the runbook hung on a DNS server that never answers (30 s)")
+    check_sanitizer(p.stderr, "stderr of runbook exec dns.lua")
+    if p.returncode != 0:
+        fail("exit code %d\nstdout:\n%s\nstderr:\n%s" % (p.returncode, p.stdout, p.stderr))
+
+    one_by_one = {}
+    for line in p.stdout.splitlines():
+        if line.startswith("@@ "):
+            name, kind, err = line[3:].split(" ", 2)
+            one_by_one[name] = (kind, err)
+    expect_eq(sorted(one_by_one), ["http", "pg", "redis", "tcp"], "probes reported")
+    for name, (kind, err) in one_by_one.items():
+        expect_eq(kind, "timeout", "%s: %s" % (name, err))
+    expect_in("resolving db.runbook.invalid", one_by_one["pg"][1])
+    expect_in("resolving cache.runbook.invalid", one_by_one["redis"][1])
+    expect_in("name lookup timed out", one_by_one["tcp"][1])
+    expect_in("resolving the host name", one_by_one["http"][1])
+
+    # The deadline, measured by the transcript's monotonic durations: each probe alone, and the four at once.
+    _, _, records = t.read_transcript(cast)
+    probes = [r for r in records if r.get("type") == "probe"]
+    expect_eq(len(probes), 8, "probe records")
+    low, high = DEADLINE_MS - 50, DEADLINE_MS + max(250, DEADLINE_MS // 10)
+    for r in probes:
+        if not low <= r["duration_ms"] <= high:
+            fail("%s took %.0f ms for a %d ms deadline" % (r["primitive"], r["duration_ms"], DEADLINE_MS))
+    steps = {r["step"]: r["duration_ms"] for r in records if r.get("type") == "step_end"}
+    if not steps["at_once"] <= high:
+        fail("four lookups in parallel took %d ms, not one deadline (%d ms)" % (steps["at_once"], DEADLINE_MS))
+    print("    one after another: %s ms; at once: %d ms" % (
+        ", ".join("%.0f" % r["duration_ms"] for r in probes[:4]), steps["at_once"]))
