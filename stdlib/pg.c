@@ -311,7 +311,7 @@ static struct offload *close_conn(struct pg_op *op, bool cancel, const char *why
 		op->own = NULL;
 	if (op->h && op->h->conn == c) {
 		op->h->conn = NULL;
-		op->h->broken = why;
+		op->h->s.broken = why;
 	}
 	op->conn = NULL;
 	return job;
@@ -338,12 +338,9 @@ static void op_release(struct pg_op *op)
 	if (op->cancel)
 		tasks_offload_release(op->cancel);
 	op->cancel = NULL;
-	if (op->h) {
-		op->h->busy = false;
-		if (op->h->closed && op->h->conn) {   /* closed by another task meanwhile */
-			PQfinish(op->h->conn);
-			op->h->conn = NULL;
-		}
+	if (op->h && handle_call_ended(&op->h->s, op->h->conn != NULL)) {   /* closed meanwhile */
+		PQfinish(op->h->conn);
+		op->h->conn = NULL;
 	}
 	op->phase = PH_DONE;
 }
@@ -370,7 +367,7 @@ struct pg_op *pg_op_push(lua_State *L, const char *fn, struct pg_handle *h, msec
 		lua_setiuservalue(L, -2, 1);
 		op->h = h;
 		op->conn = h->conn;
-		h->busy = true;
+		h->s.busy = true;
 		snprintf(op->target, sizeof op->target, "%s", h->target);
 	}
 	lua_toclose(L, -1);
@@ -1102,22 +1099,13 @@ static int pg_ping(lua_State *L)
 struct pg_handle *pg_check_handle(lua_State *L, int idx, const char *fn)
 {
 	struct pg_handle *h = luaL_testudata(L, idx, CONN_MT);
-	if (!h)
-		luaL_error(L, "%s: call it on a connection, with a colon: conn:%s(...)", fn, strchr(fn, '.') + 1);
-	if (h->closed)
-		luaL_error(L, "%s %s: the connection is closed", fn, h->target);
+	handle_check_open(L, h ? &h->s : NULL, fn, h ? h->target : NULL);
 	return h;
 }
 
 int pg_handle_unusable(lua_State *L, struct pg_handle *h, const char *fn)
 {
-	if (h->busy)
-		luaL_error(L, "%s %s: the connection is busy with another task's call (open one connection per task of parallel())",
-		           fn, h->target);
-	if (!h->conn)
-		return luax_fail(L, "closed", "%s %s: connection was closed after %s; connect again", fn, h->target,
-		                 h->broken ? h->broken : "an error");
-	return 0;
+	return handle_unusable(L, &h->s, h->conn != NULL, fn, h->target);
 }
 
 static const char *const query_options[] = { "timeout", NULL };
@@ -1229,8 +1217,7 @@ static int conn_close(lua_State *L)
 	struct pg_handle *h = luaL_testudata(L, 1, CONN_MT);
 	if (!h)
 		return luaL_error(L, "pg.close: call it on a connection, with a colon: conn:close()");
-	h->closed = true;
-	if (h->conn && !h->busy) {
+	if (handle_mark_closed(&h->s, h->conn != NULL)) {
 		PQfinish(h->conn);
 		h->conn = NULL;
 	}
@@ -1240,7 +1227,7 @@ static int conn_close(lua_State *L)
 static int conn_gc(lua_State *L)
 {
 	struct pg_handle *h = luaL_checkudata(L, 1, CONN_MT);
-	h->closed = true;
+	h->s.closed = true;
 	if (h->conn)
 		PQfinish(h->conn);
 	h->conn = NULL;
@@ -1250,12 +1237,7 @@ static int conn_gc(lua_State *L)
 static int conn_tostring(lua_State *L)
 {
 	struct pg_handle *h = luaL_checkudata(L, 1, CONN_MT);
-	if (h->closed)
-		lua_pushfstring(L, "pg.conn %s (closed)", h->target);
-	else if (!h->conn)
-		lua_pushfstring(L, "pg.conn %s (closed after %s)", h->target, h->broken ? h->broken : "an error");
-	else
-		lua_pushfstring(L, "pg.conn %s", h->target);
+	handle_push_name(L, "pg.conn", &h->s, h->conn != NULL, h->target);
 	return 1;
 }
 

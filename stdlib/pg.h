@@ -17,6 +17,7 @@
 #include <stdbool.h>
 
 #include "gate.h"
+#include "handle.h"
 #include "tasks.h"
 
 #define PG_TARGET_MAX 300
@@ -37,9 +38,7 @@
 struct pg_handle {
 	PGconn *conn;                 /* NULL once closed or broken */
 	char target[PG_TARGET_MAX];   /* host:port/dbname, never a password */
-	bool closed;                  /* closed by the runbook: using it raises */
-	const char *broken;           /* why the module closed it ("a timeout"): calls fail, kind "closed" */
-	bool busy;                    /* a call is in flight on it (another task of parallel()) */
+	struct handle_state s;          /* closed, broken, busy: see handle.h */
 };
 
 struct pg_stmt {

@@ -297,7 +297,7 @@ static void discard(struct redis_op *op, const char *why)
 		op->own = NULL;
 	if (op->h && op->h->c == c) {
 		op->h->c = NULL;
-		op->h->broken = why;
+		op->h->s.broken = why;
 	}
 	op->c = NULL;
 }
@@ -330,12 +330,9 @@ static void op_release(struct redis_op *op)
 	op->display = NULL;
 	free(op->samples);
 	op->samples = NULL;
-	if (op->h) {
-		op->h->busy = false;
-		if (op->h->closed && op->h->c) {   /* closed by the runbook meanwhile */
-			redisFree(op->h->c);
-			op->h->c = NULL;
-		}
+	if (op->h && handle_call_ended(&op->h->s, op->h->c != NULL)) {   /* closed meanwhile */
+		redisFree(op->h->c);
+		op->h->c = NULL;
 	}
 	op->phase = PH_DONE;
 }
@@ -363,7 +360,7 @@ struct redis_op *redis_op_push(lua_State *L, const char *fn, struct redis_handle
 		lua_setiuservalue(L, -2, 1);
 		op->h = h;
 		op->c = h->c;
-		h->busy = true;
+		h->s.busy = true;
 		snprintf(op->target, sizeof op->target, "%s", h->target);
 	}
 	lua_toclose(L, -1);
@@ -929,10 +926,7 @@ static int redis_ping(lua_State *L)
 struct redis_handle *redis_check_handle(lua_State *L, const char *fn)
 {
 	struct redis_handle *h = luaL_testudata(L, 1, CONN_MT);
-	if (!h)
-		luaL_error(L, "%s: call it on a connection, with a colon: conn:%s(...)", fn, strchr(fn, '.') + 1);
-	if (h->closed)
-		luaL_error(L, "%s %s: the connection is closed", fn, h->target);
+	handle_check_open(L, h ? &h->s : NULL, fn, h ? h->target : NULL);
 	return h;
 }
 
@@ -940,13 +934,7 @@ struct redis_handle *redis_check_handle(lua_State *L, const char *fn)
  * when another task is using it, else returns 0. */
 int redis_handle_unusable(lua_State *L, struct redis_handle *h, const char *fn)
 {
-	if (h->busy)
-		luaL_error(L, "%s %s: the connection is busy with another task's call (open one connection per task "
-		           "of parallel())", fn, h->target);
-	if (!h->c)
-		return luax_fail(L, "closed", "%s %s: connection was closed after %s; connect again", fn, h->target,
-		                 h->broken ? h->broken : "an error");
-	return 0;
+	return handle_unusable(L, &h->s, h->c != NULL, fn, h->target);
 }
 
 static int conn_close(lua_State *L)
@@ -954,8 +942,7 @@ static int conn_close(lua_State *L)
 	struct redis_handle *h = luaL_testudata(L, 1, CONN_MT);
 	if (!h)
 		return luaL_error(L, "redis.close: call it on a connection, with a colon: conn:close()");
-	h->closed = true;
-	if (h->c && !h->busy) {
+	if (handle_mark_closed(&h->s, h->c != NULL)) {
 		redisFree(h->c);
 		h->c = NULL;
 	}
@@ -965,7 +952,7 @@ static int conn_close(lua_State *L)
 static int conn_gc(lua_State *L)
 {
 	struct redis_handle *h = luaL_checkudata(L, 1, CONN_MT);
-	h->closed = true;
+	h->s.closed = true;
 	if (h->c)
 		redisFree(h->c);
 	h->c = NULL;
@@ -975,12 +962,7 @@ static int conn_gc(lua_State *L)
 static int conn_tostring(lua_State *L)
 {
 	struct redis_handle *h = luaL_checkudata(L, 1, CONN_MT);
-	if (h->closed)
-		lua_pushfstring(L, "redis.conn %s (closed)", h->target);
-	else if (!h->c)
-		lua_pushfstring(L, "redis.conn %s (closed after %s)", h->target, h->broken ? h->broken : "an error");
-	else
-		lua_pushfstring(L, "redis.conn %s", h->target);
+	handle_push_name(L, "redis.conn", &h->s, h->c != NULL, h->target);
 	return 1;
 }
 

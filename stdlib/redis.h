@@ -17,6 +17,7 @@
 #include <lua.h>
 #include <stdbool.h>
 
+#include "handle.h"
 #include "net.h"
 #include "tasks.h"
 
@@ -30,9 +31,7 @@ struct redis_handle {
 	char target[REDIS_TARGET_MAX]; /* host:port/db, never a password */
 	int db;
 	msec_t timeout_ms;            /* the default deadline of its calls */
-	bool closed;                  /* closed by the runbook: using it raises */
-	const char *broken;           /* why the module discarded it ("a timeout") */
-	bool busy;                    /* a call is in flight on it (another task of parallel()) */
+	struct handle_state s;        /* closed, broken, busy: see handle.h */
 };
 
 enum redis_phase {
