@@ -214,3 +214,21 @@ void luax_audit_probe(const char *primitive, const char *target, msec_t deadline
 	transcript_audit("probe", b.p);
 	jb_free(&b);
 }
+
+void luax_class(lua_State *L, const char *name, const luaL_Reg meta[], const luaL_Reg methods[],
+                void (*more_methods)(lua_State *L))
+{
+	if (luaL_newmetatable(L, name)) {
+		luaL_setfuncs(L, meta, 0);
+		if (methods) {
+			lua_newtable(L);
+			luaL_setfuncs(L, methods, 0);
+			if (more_methods)
+				more_methods(L);
+			lua_setfield(L, -2, "__index");
+		}
+		lua_pushboolean(L, 0);
+		lua_setfield(L, -2, "__metatable");
+	}
+	lua_pop(L, 1);
+}

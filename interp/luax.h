@@ -26,6 +26,14 @@ const char *luax_opt_string(lua_State *L, int idx, const char *key, const char *
 lua_Integer luax_opt_integer(lua_State *L, int idx, const char *key, lua_Integer def, const char *fn);
 bool luax_opt_bool(lua_State *L, int idx, const char *key, bool def, const char *fn);
 
+/*
+ * Creates the metatable NAME of a userdata type, once: the metamethods in meta; __index, when
+ * methods is given, a table of methods (more_methods, if not NULL, adds to it: it finds the table
+ * on the top of the stack); and __metatable = false, so that a runbook can neither read nor swap it.
+ */
+void luax_class(lua_State *L, const char *name, const luaL_Reg meta[], const luaL_Reg methods[],
+                void (*more_methods)(lua_State *L));
+
 /* Pushes nil, the redacted message, kind; returns 3 (use as `return luax_fail(...)`). */
 int luax_fail(lua_State *L, const char *kind, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

@@ -1487,13 +1487,8 @@ int luaopen_http(lua_State *L)
 		{ "get", http_get }, { "head", http_head }, { "post", http_post },
 		{ "request", http_request }, { "cert", http_cert }, { NULL, NULL },
 	};
-	if (luaL_newmetatable(L, OP_MT)) {
-		lua_pushcfunction(L, op_gc);
-		lua_setfield(L, -2, "__gc");
-		lua_pushcfunction(L, op_gc);
-		lua_setfield(L, -2, "__close");
-	}
-	lua_pop(L, 1);
+	static const luaL_Reg op_meta[] = { { "__gc", op_gc }, { "__close", op_gc }, { NULL, NULL } };
+	luax_class(L, OP_MT, op_meta, NULL, NULL);
 	luaL_newlib(L, fns);
 	return 1;
 }

@@ -1247,29 +1247,12 @@ int luaopen_pg(lua_State *L)
 	static const luaL_Reg methods[] = {
 		{ "query", conn_query }, { "exec", conn_exec }, { "close", conn_close }, { NULL, NULL },
 	};
-	if (luaL_newmetatable(L, OP_MT)) {
-		lua_pushcfunction(L, op_gc);
-		lua_setfield(L, -2, "__gc");
-		lua_pushcfunction(L, op_gc);
-		lua_setfield(L, -2, "__close");
-		lua_pushboolean(L, 0);
-		lua_setfield(L, -2, "__metatable");
-	}
-	lua_pop(L, 1);
-	if (luaL_newmetatable(L, CONN_MT)) {
-		luaL_newlib(L, methods);
-		pg_probes_register(L);
-		lua_setfield(L, -2, "__index");
-		lua_pushcfunction(L, conn_gc);
-		lua_setfield(L, -2, "__gc");
-		lua_pushcfunction(L, conn_close);
-		lua_setfield(L, -2, "__close");
-		lua_pushcfunction(L, conn_tostring);
-		lua_setfield(L, -2, "__tostring");
-		lua_pushboolean(L, 0);
-		lua_setfield(L, -2, "__metatable");
-	}
-	lua_pop(L, 1);
+	static const luaL_Reg op_meta[] = { { "__gc", op_gc }, { "__close", op_gc }, { NULL, NULL } };
+	static const luaL_Reg conn_meta[] = {
+		{ "__gc", conn_gc }, { "__close", conn_close }, { "__tostring", conn_tostring }, { NULL, NULL },
+	};
+	luax_class(L, OP_MT, op_meta, NULL, NULL);
+	luax_class(L, CONN_MT, conn_meta, methods, pg_probes_register);
 	luaL_newlib(L, fns);
 	return 1;
 }

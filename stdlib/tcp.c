@@ -191,11 +191,8 @@ static int tcp_connect(lua_State *L)
 int luaopen_tcp(lua_State *L)
 {
 	static const luaL_Reg fns[] = { { "connect", tcp_connect }, { NULL, NULL } };
-	if (luaL_newmetatable(L, CONNECT_MT)) {
-		lua_pushcfunction(L, connect_gc);
-		lua_setfield(L, -2, "__gc");
-	}
-	lua_pop(L, 1);
+	static const luaL_Reg meta[] = { { "__gc", connect_gc }, { NULL, NULL } };
+	luax_class(L, CONNECT_MT, meta, NULL, NULL);
 	luaL_newlib(L, fns);
 	return 1;
 }
