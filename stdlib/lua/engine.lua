@@ -9,7 +9,7 @@ local render = require "render"
 
 local M = {}
 
-local EXIT = { ok = 0, failed = 1, usage = 2, escalated = 3, declined = 4, aborted = 5, internal = 70 }
+local EXIT = { ok = 0, failed = 1, usage = 2, escalated = 3, declined = 4, aborted = 5, locked = 6, internal = 70 }
 M.EXIT = EXIT
 
 local function json(t) return cjson.encode(t) end

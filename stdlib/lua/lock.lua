@@ -19,8 +19,7 @@ local render   = require "render"
 
 local M = {}
 
-M.EXIT_LOCKED = 6
-local EXIT_ABORTED, EXIT_INTERNAL, EXIT_USAGE = 5, 70, 2
+local EXIT = require("engine").EXIT
 local POLL = 0.2                     -- seconds between two tries while waiting
 local TARGET_TYPES = { url = true, path = true, string = true }
 
@@ -87,7 +86,7 @@ local function refuse(state, holder)
     "         runbook unlock %s\n",
     state.runbook, target_text(state.target), M.describe(holder), holder and tostring(holder.transcript) or "?",
     state.id))
-  return nil, M.EXIT_LOCKED
+  return nil, EXIT.locked
 end
 
 -- Tries until the lock is ours or the deadline passes. Returns state, or nil and an exit code.
@@ -103,7 +102,7 @@ local function wait_for(state, details, timeout)
     end
     if kind ~= "held" then
       core.err("runbook: " .. tostring(got) .. "\n")
-      return nil, EXIT_INTERNAL
+      return nil, EXIT.internal
     end
     local holder = decode(got)
     if not holder and unreadable < 20 then
@@ -121,7 +120,7 @@ local function wait_for(state, details, timeout)
       if not ok then
         core.clear_interrupt()
         core.err("runbook: gave up waiting for the lock " .. state.id .. "\n")
-        return nil, EXIT_ABORTED
+        return nil, EXIT.aborted
       end
     end
   end
@@ -144,7 +143,7 @@ function M.take(rb, inputs, info)
   local ok, err = lockfile.mkdir(M.dir())
   if not ok then
     core.err("runbook: " .. err .. "\n")
-    return nil, EXIT_INTERNAL
+    return nil, EXIT.internal
   end
   local me = core.identity()
   local details = cjson.encode({ id = id, runbook = rb.name, target = target_text(target), user = me.user,
@@ -156,7 +155,7 @@ function M.take(rb, inputs, info)
   if core.is_control(got) == "interrupt" then   -- Ctrl-C reached the Lua code between two tries
     core.clear_interrupt()
     core.err("runbook: gave up waiting for the lock " .. id .. "\n")
-    return nil, EXIT_ABORTED
+    return nil, EXIT.aborted
   end
   error(got, 0)
 end
@@ -218,11 +217,11 @@ function M.unlock(args)
   local id = args[1]
   if not id or args[2] or id:sub(1, 1) == "-" then
     core.err("runbook: usage: runbook unlock ID\n" .. list_text(locks_now()) .. "\n")
-    return EXIT_USAGE
+    return EXIT.usage
   end
   if not id:match("^[%w][%w_.-]*$") then
     core.err("runbook: '" .. id .. "' is not a lock id (they look like disk-full-3f9c1a2b)\n")
-    return EXIT_USAGE
+    return EXIT.usage
   end
   local path = M.dir() .. "/" .. id .. ".lock"
   local f = io.open(path, "rb")

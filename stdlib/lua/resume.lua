@@ -19,7 +19,7 @@ local replay = require "replay"
 
 local M = {}
 
-local EXIT_USAGE = 2
+local EXIT_USAGE = require("engine").EXIT.usage
 local FINISHED = { resolved = true, completed = true, escalated = true, declined = true,
                    ["resolved, actions declined"] = true }
 
