@@ -17,7 +17,8 @@ work=$(mktemp -d)
 chmod 755 "$work"
 pids=()
 cleanup() {
-    [ -f "$work/pg/postmaster.pid" ] && kill "$(head -1 "$work/pg/postmaster.pid")" 2>/dev/null || true
+    # pg_ctl waits for the server to be gone: rm -rf under a server still shutting down fails.
+    [ -f "$work/pg/postmaster.pid" ] && as_pg "$pgbin/pg_ctl" -D "$work/pg" -m immediate -w stop >/dev/null 2>&1 || true
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$work"
