@@ -15,6 +15,7 @@
 #include <lauxlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char usage[] =
 	"usage: runbook <command> [options]\n"
@@ -175,7 +176,11 @@ static int run_lua(int argc, char **argv)
 	} else {
 		err_printf("runbook: internal error: %s\n", luaL_tolstring(L, -1, NULL));
 	}
-	modules_settle();
+	if (!modules_settle()) {   /* a module stuck in dlopen: leave without the libraries' exit handlers */
+		term_restore();
+		fflush(NULL);
+		_exit(code);
+	}
 	host_close(L);
 	return code;
 }

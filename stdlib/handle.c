@@ -10,9 +10,9 @@ void handle_check_open(lua_State *L, const struct handle_state *s, const char *f
 	if (!s) {
 		const char *method = strchr(fn, '.');
 		luaL_error(L, "%s: call it on a connection, with a colon: conn:%s(...)", fn, method ? method + 1 : fn);
-	}
-	if (s->closed)
+	} else if (s->closed) {
 		luaL_error(L, "%s %s: the connection is closed", fn, target);
+	}
 }
 
 int handle_unusable(lua_State *L, const struct handle_state *s, bool live, const char *fn, const char *target)

@@ -12,6 +12,8 @@
  * transcript and the first probes: mapping libcurl and its libraries is ~5 ms of CPU, as long as
  * a PostgreSQL connection takes. A task of parallel() that needs a module still being opened
  * yields until it is there (core.module_wait), so the other tasks' probes go ahead meanwhile.
+ * The price: a required module is opened even when the run ends before using it (--dry-run, invalid
+ * inputs, a held lock), and the exit waits for that (modules_settle).
  */
 #include "modules.h"
 #include "tasks.h"
@@ -30,7 +32,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define PREFETCH_WAIT_MS 30000
+#define PREFETCH_WAIT_MS 10000   /* dlopen from a hung file system, say */
+#define SETTLE_WAIT_MS 2000
 
 static bool exists(const char *path)
 {
@@ -108,7 +111,7 @@ static void mark_done(struct prefetch *p)
  */
 static void open_ahead(struct prefetch *p)
 {
-	void *h = dlopen(p->path, RTLD_LAZY | RTLD_LOCAL);
+	void *h = dlopen(p->path, RTLD_NOW | RTLD_LOCAL);
 	if (!h)
 		return;
 	char sym[64];
@@ -157,25 +160,33 @@ static void enqueue(int i)
 	}
 }
 
-/* Blocks until the worker is done with module i, if it was asked for: its setup must be over
- * before this thread touches the library. Not interruptible: local work of a few ms. */
-static void wait_prefetch(int i)
+/* Blocks until the worker is done with module i, if it was asked for (its setup must be over
+ * before this thread touches the library), for at most limit_ms; stops early on Ctrl-C when
+ * interruptible. False if the worker is not done. */
+static bool wait_prefetch(int i, msec_t limit_ms, bool interruptible)
 {
 	struct prefetch *p = i >= 0 ? prefetches[i] : NULL;
 	struct pollfd fd = { .fd = p ? p->ready[0] : -1, .events = POLLIN };
-	while (p && !atomic_load(&p->done))
-		poll(&fd, 1, 100);
+	msec_t deadline = sched_now() + limit_ms;
+	while (p && !atomic_load(&p->done)) {
+		msec_t left = deadline - sched_now();
+		if (left <= 0 || (interruptible && sched_interrupted()))
+			return false;
+		poll(&fd, 1, left < 100 ? (int)left : 100);
+	}
+	return true;
 }
 
 /*
  * Called before the process exits: the worker may still be inside dlopen or a library's setup,
  * and exit() must not run the destructors (atexit handlers the libraries registered on their way
- * in) under it.
+ * in) under it. False if it is still there after SETTLE_WAIT_MS: then exit without them.
  */
-void modules_settle(void)
+bool modules_settle(void)
 {
 	for (int i = 0; i < (int)NSHARED; i++)
-		wait_prefetch(i);
+		if (!wait_prefetch(i, SETTLE_WAIT_MS, false))
+			return false;
 	for (int k = 0; k < nworkers; k++) {
 		struct pollfd fd = { .fd = tasks_offload_fd(workers[k]), .events = POLLIN };
 		while (!tasks_offload_done(workers[k]))
@@ -192,14 +203,16 @@ void modules_settle(void)
 		}
 		prefetches[i] = NULL;
 	}
+	return true;
 }
 
 /* core.prefetch(name): starts opening a shared module in the background; a no-op for the others. */
 int modules_prefetch(lua_State *L)
 {
 	int i = shared_index(luaL_checkstring(L, 1));
-	if (i < 0 || prefetches[i] || luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE) < 0)
+	if (i < 0 || prefetches[i])
 		return 0;
+	luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
 	bool loaded = lua_getfield(L, -1, shared_modules[i]) != LUA_TNIL;
 	lua_pop(L, 2);
 	struct prefetch *p = calloc(1, sizeof *p);
@@ -246,12 +259,15 @@ static int load_shared(lua_State *L, const char *name)
 {
 	char path[PATH_MAX + 64], sym[64];
 	int i = shared_index(name);
-	wait_prefetch(i);
+	if (!wait_prefetch(i, PREFETCH_WAIT_MS, true))
+		return luaL_error(L, "module '%s': %s while its libraries were still being opened", name,
+		                  sched_interrupted() ? "interrupted" : "gave up after 10 s (a hung file system?)");
 	if (i >= 0 && prefetches[i] && prefetches[i]->open)
 		return prefetches[i]->open(L);
 	if (!module_path(name, path, sizeof path))
 		return luaL_error(L, "module '%s' is not installed (looked for %s): reinstall runbook", name, path);
-	void *h = dlopen(path, RTLD_LAZY | RTLD_LOCAL);
+	/* RTLD_NOW: a missing symbol is an error here, not a process killed by ld.so mid-run. */
+	void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
 	if (!h)
 		return luaL_error(L, "module '%s' cannot be loaded: %s", name, dlerror());
 	snprintf(sym, sizeof sym, "luaopen_%s", name);

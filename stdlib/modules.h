@@ -7,6 +7,7 @@
 #define MODULES_H
 
 #include <lauxlib.h>
+#include <stdbool.h>
 
 extern const luaL_Reg runbook_modules[];
 
@@ -20,7 +21,8 @@ int luaopen_redis(lua_State *L);
 /* core.prefetch(name) and core.module_wait(name): see modules.c */
 int modules_prefetch(lua_State *L);
 int modules_wait(lua_State *L);
-/* Waits for the modules still being opened ahead; call before the process exits. */
-void modules_settle(void);
+/* Waits for the modules still being opened ahead; call before the process exits. False: one is
+ * stuck (in dlopen), and the process must leave with _exit, not exit. */
+bool modules_settle(void);
 
 #endif

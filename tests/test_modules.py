@@ -2,9 +2,12 @@
 worker thread (stdlib/modules.c). These tests hold that work to the rules of the rest: a module's
 first use from several parallel() tasks at once, a runbook that requires modules and never uses
 them, and one that stops before its first step all behave as if the modules were opened on the spot."""
+import os
 import re
+import shutil
+import subprocess
 
-from run import expect_eq, expect_in, expect_rc
+from run import check_sanitizer, expect_eq, expect_in, expect_rc, fail
 from servers_http import shared as http_server
 
 REQUIRES = 'local pg = require "pg"\nlocal redis = require "redis"\nlocal http = require "http"\n'
@@ -53,3 +56,47 @@ def test_stopping_before_the_first_step_leaves_cleanly(t):
         rc, out, err = res = t.run(["exec", path, "--auto"])
         expect_rc(res, 2)
         expect_in("url", err)
+
+
+FAKE_HTTP = r'''
+/* An http module built against a function that does not exist anywhere. */
+#include <lua.h>
+void missing_function(void);
+static int get(lua_State *L) { missing_function(); return 0; }
+int luaopen_http(lua_State *L)
+{
+	lua_newtable(L);
+	lua_pushcfunction(L, get);
+	lua_setfield(L, -2, "get");
+	return 1;
+}
+'''
+
+
+def test_a_module_that_cannot_be_linked_fails_the_step_not_the_process(t):
+    # A copy of the binary next to a broken obj/modules/http.so: opening it must fail as an error
+    # of the step that uses it, with the loader's reason, and the transcript must still be closed.
+    name = os.path.basename(t.binary)
+    bindir = t.path("bin")
+    moddir = os.path.join(bindir, "obj-asan" if name.endswith("-asan") else "obj", "modules")
+    os.makedirs(moddir)
+    shutil.copy(t.binary, os.path.join(bindir, name))
+    src = t.write("fake_http.c", FAKE_HTTP)
+    cc = subprocess.run(["cc", "-shared", "-fPIC", "-I/usr/include/lua5.4", "-o",
+                         os.path.join(moddir, "http.so"), src], capture_output=True, text=True, timeout=60)
+    if cc.returncode != 0:
+        fail("cannot build the fake module: " + cc.stderr)
+    path = t.write("broken.lua", '''local http = require "http"
+return runbook { name = "broken", summary = "broken module", severity = "SEV4",
+  step "s" { title = "uses http", run = function(ctx) http.get("http://127.0.0.1:9/") end },
+}
+''')
+    cast = t.path("broken.cast")
+    p = subprocess.run([os.path.join(bindir, name), "exec", path, "--auto", "--transcript", cast],
+                       cwd=t.dir, env=t.environ(None), capture_output=True, text=True, timeout=60)
+    check_sanitizer(p.stderr, "stderr of the copied binary")
+    expect_eq(p.returncode, 1, "exit code (a failed step)\nstdout:\n%s\nstderr:\n%s" % (p.stdout, p.stderr))
+    expect_in("module 'http' cannot be loaded", p.stdout + p.stderr)
+    expect_in("missing_function", p.stdout + p.stderr)
+    _, _, records = t.read_transcript(cast)
+    expect_eq(records[-1]["type"], "session_end", "the transcript's last record")

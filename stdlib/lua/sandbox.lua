@@ -18,8 +18,8 @@ getmetatable("").__metatable = false
 local loading = false
 function M.set_loading(v) loading = v end
 
--- Set by the commands that will run what they load (exec, drill): a runbook's require then starts
--- opening the module's libraries in the background (core.prefetch, see stdlib/modules.c).
+-- Set by `exec`, which will run what it loads: a runbook's require then starts opening the
+-- module's libraries in the background (core.prefetch, see stdlib/modules.c).
 local prefetch = false
 function M.set_prefetch(v) prefetch = v end
 
@@ -79,8 +79,9 @@ local function guarded(modname)
     if loaded then return end
     core.module_wait(modname)   -- a task of parallel() yields here while a prefetch finishes
     if loaded then return end
+    local mod = require(modname)   -- a failure raises here, and the next use tries again
     loaded = true
-    for k, f in pairs(require(modname)) do
+    for k, f in pairs(mod) do
       if type(f) == "function" then
         local qualified = modname .. "." .. k
         fields[k] = function(...)
