@@ -171,6 +171,16 @@ static int core_transcript_dir(lua_State *L)
 	return 1;
 }
 
+/* core.state_dir(sub): runbook_state_path, for lock.lua, history.lua and lab.lua. */
+static int core_state_dir(lua_State *L)
+{
+	char dir[4096];
+	if (runbook_state_path(luaL_checkstring(L, 1), dir, sizeof dir) != 0)
+		return luaL_error(L, "the state directory's path is too long (XDG_STATE_HOME or HOME)");
+	lua_pushstring(L, dir);
+	return 1;
+}
+
 static int core_transcript_ok(lua_State *L) { lua_pushboolean(L, transcript_ok()); return 1; }
 static int core_transcript_step(lua_State *L)
 {
@@ -337,7 +347,7 @@ int luaopen_core(lua_State *L)
 		{ "sha256", core_sha256 }, { "chain", core_chain },
 		{ "control", core_control }, { "is_control", core_is_control },
 		{ "thread_push", core_thread_push }, { "thread_pop", core_thread_pop },
-		{ "distance", core_distance }, { "modules", core_modules },
+		{ "distance", core_distance }, { "modules", core_modules }, { "state_dir", core_state_dir },
 		{ "prefetch", modules_prefetch }, { "module_wait", modules_wait }, { "identity", core_identity },
 		{ "parallel", tasks_parallel },
 		{ "kill", core_kill }, { "free_port", core_free_port }, { "exe", core_exe },

@@ -66,15 +66,20 @@ static int mkdir_p(char *dir, mode_t mode)
 	return (mkdir(dir, mode) == 0 || errno == EEXIST) ? 0 : -1;
 }
 
-int transcript_default_dir(char *out, size_t n)
+int runbook_state_path(const char *sub, char *out, size_t n)
 {
 	const char *state = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
 	int w;
-	if (state && *state == '/')
-		w = snprintf(out, n, "%s/runbook/transcripts", state);
+	if (state && *state == '/')   /* a relative XDG_STATE_HOME is invalid: ignored, as the spec says */
+		w = snprintf(out, n, "%s/runbook/%s", state, sub);
 	else
-		w = snprintf(out, n, "%s/.local/state/runbook/transcripts", home && *home ? home : "/tmp");
-	if (w < 0 || (size_t)w >= n)
+		w = snprintf(out, n, "%s/.local/state/runbook/%s", home && *home ? home : "/tmp", sub);
+	return w < 0 || (size_t)w >= n ? -1 : 0;
+}
+
+int transcript_default_dir(char *out, size_t n)
+{
+	if (runbook_state_path("transcripts", out, n) != 0)
 		return -1;
 	return mkdir_p(out, 0700);
 }

@@ -37,6 +37,9 @@ void transcript_set_step(const char *id);          /* fdatasync: before an actio
 int transcript_close(const char *fields, char head[65]);
 
 /* The default location: $XDG_STATE_HOME/runbook/transcripts (created 0700). */
+/* Where runbook keeps SUB ("transcripts", "locks", "lab"): $XDG_STATE_HOME/runbook/SUB, or
+ * ~/.local/state/runbook/SUB. Not created. -1 if it does not fit in n. */
+int runbook_state_path(const char *sub, char *out, size_t n);
 int transcript_default_dir(char *out, size_t n);
 
 void sha256_hex(const void *data, size_t n, char out[65]);

@@ -52,6 +52,7 @@
 #include "redis.h"
 #include "gate.h"
 #include "host.h"
+#include "jsonw.h"
 #include "luax.h"
 #include "modules.h"
 #include "redact.h"
@@ -116,26 +117,6 @@ static int errno_of(const char *errstr)
 	return 0;
 }
 
-struct sbuf { char *p; size_t len, cap; };
-
-static void sb_add(struct sbuf *b, const char *s, size_t n)
-{
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 128;
-		while (b->len + n + 1 > cap)
-			cap *= 2;
-		char *p = realloc(b->p, cap);
-		if (!p)
-			abort();
-		b->p = p;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = 0;
-}
-
-static void sb_str(struct sbuf *b, const char *s) { sb_add(b, s, strlen(s)); }
 
 /* ------------------------------------------------------------------------------- URLs */
 
@@ -1012,7 +993,7 @@ static void read_args(lua_State *L, const char *fn, struct redis_args *a)
  * shown as *** and registered as secrets. Returns a malloc'd string. */
 static char *display_command(const struct redis_args *a)
 {
-	struct sbuf b = { 0 };
+	struct jbuf b = { 0 };
 	for (int i = 0; i < a->argc; i++) {
 		const char *s = a->argv[i];
 		size_t n = a->lens[i];
@@ -1030,7 +1011,7 @@ static char *display_command(const struct redis_args *a)
 				secret = n > 1 && (s[0] == '>' || s[0] == '#' || s[0] == '<' || s[0] == '!');
 		}
 		if (i)
-			sb_str(&b, " ");
+			jb_rawz(&b, " ");
 		if (secret) {
 			char *copy = malloc(n + 1);
 			if (!copy)
@@ -1042,17 +1023,17 @@ static char *display_command(const struct redis_args *a)
 				redact_add_secret(copy + 1);
 			memset(copy, 0, n);
 			free(copy);
-			sb_str(&b, strcmp(a->name, "acl") == 0 ? (char[]){ s[0], '*', '*', '*', 0 } : REDACTED);
+			jb_rawz(&b, strcmp(a->name, "acl") == 0 ? (char[]){ s[0], '*', '*', '*', 0 } : REDACTED);
 			continue;
 		}
 		bool bare = n > 0;
 		for (size_t j = 0; j < n && bare; j++)
 			bare = s[j] > ' ' && s[j] < 127 && s[j] != '"' && s[j] != '\'' && s[j] != '\\';
 		if (bare) {
-			sb_add(&b, s, n);
+			jb_raw(&b, s, n);
 			continue;
 		}
-		sb_str(&b, "\"");
+		jb_rawz(&b, "\"");
 		for (size_t j = 0; j < n; j++) {
 			unsigned char c = (unsigned char)s[j];
 			char esc[8];
@@ -1068,9 +1049,9 @@ static char *display_command(const struct redis_args *a)
 				snprintf(esc, sizeof esc, "\\x%02x", c);
 			else
 				snprintf(esc, sizeof esc, "%c", c);
-			sb_str(&b, esc);
+			jb_rawz(&b, esc);
 		}
-		sb_str(&b, "\"");
+		jb_rawz(&b, "\"");
 	}
 	return b.p;
 }

@@ -16,14 +16,7 @@ local TAIL, MAX_TAIL = 4096, 65536   -- bytes read from the end of a transcript 
 local DEFAULT_LIMIT = 50
 
 -- The transcript directory, without creating it (list must not write anything).
-function M.dir()
-  local state = os.getenv("XDG_STATE_HOME")
-  if not state or state:sub(1, 1) ~= "/" then
-    local home = os.getenv("HOME")
-    state = (home and home ~= "" and home or "/tmp") .. "/.local/state"
-  end
-  return state .. "/runbook/transcripts"
-end
+function M.dir() return core.state_dir("transcripts") end
 
 local function decode(s)
   local ok, v = pcall(cjson.decode, s)

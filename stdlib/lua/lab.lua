@@ -13,13 +13,7 @@ local M = {}
 local PGBIN = "/usr/lib/postgresql/15/bin"
 local START_TIMEOUT = 30
 
-local function state_home()
-  local x = os.getenv("XDG_STATE_HOME")
-  if x and x ~= "" then return x end
-  return (os.getenv("HOME") or "/tmp") .. "/.local/state"
-end
-
-function M.dir() return state_home() .. "/runbook/lab" end
+function M.dir() return core.state_dir("lab") end
 local function state_file() return M.dir() .. "/lab.json" end
 
 local function fail(fmt, ...) error({ lab = string.format(fmt, ...) }, 0) end

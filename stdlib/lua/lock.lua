@@ -23,14 +23,7 @@ local EXIT = require("engine").EXIT
 local POLL = 0.2                     -- seconds between two tries while waiting
 local TARGET_TYPES = { url = true, path = true, string = true }
 
-function M.dir()
-  local state = os.getenv("XDG_STATE_HOME")
-  if not state or state:sub(1, 1) ~= "/" then
-    local home = os.getenv("HOME")
-    state = (home and home ~= "" and home or "/tmp") .. "/.local/state"
-  end
-  return state .. "/runbook/locks"
-end
+function M.dir() return core.state_dir("locks") end
 
 -- "name=value" of each target input, sorted; the values redacted as everywhere else.
 function M.target(rb, inputs)
