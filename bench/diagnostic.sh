@@ -7,7 +7,9 @@
 # against servers it starts on 127.0.0.1 (postgresql, redis-server, a python HTTP server), then
 # again with all three unreachable (listeners that never answer), where the deadline is 2 s.
 # Commands run in turn, round after round (bench/diagnostic/interleave.py), so that the machine's
-# drifts fall on all three alike.
+# drifts fall on all three alike. Three more rows show where the time goes: the runbook with the
+# servers checked one after another (as the C program does), a runbook that checks nothing (what a
+# session costs by itself) and the C program started with no checks (start and libraries).
 #   bench/diagnostic.sh [BINARY] [RUNS]      needs: postgresql, redis-server, curl, time (apt)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -57,15 +59,20 @@ args_c=("$pg" 127.0.0.1 "$rport" "http://127.0.0.1:$hport/health" jobs)
 # runbook is started directly, as the others are (no wrapper script, whose bash start would count).
 # Its transcripts go to the default place under XDG_STATE_HOME, a fresh name each session.
 export XDG_STATE_HOME="$work/state"
-rb() { # PG_URL REDIS_HOST REDIS_PORT HTTP_URL QUEUE -> the runbook command line
-    rb_cmd=("$bin" exec "$here/diagnostic/diag.lua" --auto pg="$1" redis="redis://$2:$3/0" url="$4" queue="$5")
+rb() { # PG_URL REDIS_HOST REDIS_PORT HTTP_URL QUEUE [MODE] -> the runbook command line
+    rb_cmd=("$bin" exec "$here/diagnostic/diag.lua" --auto pg="$1" redis="redis://$2:$3/0" url="$4" queue="$5" mode="${6:-parallel}")
 }
 
 echo "servers up: postgres :$pgport, redis :$rport, http :$hport; $runs rounds, each command once per round"
+rb "${args_c[@]}" sequential
+seq_cmd=("${rb_cmd[@]}")
 rb "${args_c[@]}"
-python3 "$here/diagnostic/interleave.py" "$runs" "runbook exec diag.lua --auto" -- "${rb_cmd[@]}" \
+python3 "$here/diagnostic/interleave.py" --compare 2 "$runs" "runbook exec diag.lua --auto" -- "${rb_cmd[@]}" \
     -- "bash: psql, redis-cli, curl" -- "$here/diagnostic/diag.sh" "${args_c[@]}" \
-    -- "hand-written C" -- "$work/diag" "${args_c[@]}"
+    -- "hand-written C" -- "$work/diag" "${args_c[@]}" \
+    -- "runbook, mode=sequential" -- "${seq_cmd[@]}" \
+    -- "runbook, no checks (empty.lua)" -- "$bin" exec "$here/diagnostic/empty.lua" --auto \
+    -- "C, no checks (--no-checks)" -- "$work/diag" --no-checks
 
 # Unreachable: listeners whose accept queue is full drop the SYNs, so every connect waits for its deadline.
 python3 - "$work/holes" <<'PY' & pids+=($!)

@@ -1,5 +1,6 @@
 -- diag: the 10-probe diagnostic of the benchmark (bench/diagnostic.sh), as a runbook would do it:
--- the three servers checked at once with parallel(), then the host.
+-- the three servers checked at once with parallel(), then the host. With mode=sequential, the
+-- servers are checked one after another, as the C program does, to measure what parallel() buys.
 local pg    = require "pg"
 local redis = require "redis"
 local http  = require "http"
@@ -33,15 +34,26 @@ return runbook {
     url     = input.url { required = true },
     queue   = input.string { default = "jobs" },
     timeout = input.duration { default = "2s" },
+    mode    = input.string { default = "parallel", help = "parallel or sequential" },
   },
   step "all" {
     title = "Database, cache, API, host",
     run = function(ctx)
-      local r = parallel {
+      local checks = {
         pg = function() return pg_checks(ctx) end,
         redis = function() return redis_checks(ctx) end,
         http = function() return http.get(ctx.url, { timeout = ctx.timeout }) end,
       }
+      local r = {}
+      if ctx.mode ~= "parallel" and ctx.mode ~= "sequential" then error("mode: parallel or sequential", 0) end
+      if ctx.mode == "sequential" then
+        for _, name in ipairs { "pg", "redis", "http" } do
+          local value, err = checks[name]()
+          r[name] = { value = value, err = err }
+        end
+      else
+        r = parallel(checks)
+      end
       for _, name in ipairs { "pg", "redis", "http" } do
         if r[name].err then ctx:finding("%s: %s", name, r[name].err) else ctx:ok("%s answers", name) end
       end

@@ -4,8 +4,9 @@
 median and mean wall-clock time and its peak RSS (one more run, under GNU time), then the ratios of
 the first to the others.
 
-    interleave.py RUNS LABEL -- CMD... [-- LABEL -- CMD...]...
-(With RUNS > 1, a warm-up round comes first and is not counted.)
+    interleave.py [--compare K] RUNS LABEL -- CMD... [-- LABEL -- CMD...]...
+(With RUNS > 1, a warm-up round comes first and is not counted. --compare K: ratios of the first
+command to the next K only; the rest are shown for their times.)
 """
 import statistics
 import subprocess
@@ -15,6 +16,9 @@ import time
 
 
 def parse(argv):
+    compare = None
+    if argv[0] == "--compare":
+        compare, argv = int(argv[1]), argv[2:]
     runs, rest, entries = int(argv[0]), argv[1:], []
     while rest:
         label, sep = rest[0], rest[1]
@@ -22,7 +26,7 @@ def parse(argv):
         end = rest.index("--", 2) if "--" in rest[2:] else len(rest)
         entries.append((label, rest[2:end]))
         rest = rest[end + 1:]
-    return runs, entries
+    return runs, entries, len(entries) - 1 if compare is None else compare
 
 
 def run(cmd):
@@ -41,7 +45,7 @@ def peak_rss(cmd):
 
 
 def main():
-    runs, entries = parse(sys.argv[1:])
+    runs, entries, compare = parse(sys.argv[1:])
     times = {label: [] for label, _ in entries}
     warmup = 1 if runs > 1 else 0
     for round_ in range(runs + warmup):
@@ -54,7 +58,7 @@ def main():
         print("%-34s median %9.1f ms   mean %9.1f ms   peak RSS %6d KiB" % (
             label, statistics.median(v), statistics.mean(v), rss[label]))
     first = entries[0][0]
-    for label, _ in entries[1:]:
+    for label, _ in entries[1:1 + compare]:
         ratio = statistics.median(times[first]) / statistics.median(times[label])
         print("%s takes %.2fx the time of %s (%.1fx %s; medians)" % (
             first, ratio, label, 1 / ratio if ratio < 1 else ratio, "faster" if ratio < 1 else "slower"))
