@@ -19,6 +19,12 @@
  * TCP connect, TLS, authentication and, for ping, the first query. PQconnectPoll is driven on
  * PQsocket, which may change between polls (libpq retries without TLS on a new socket).
  *
+ * Several hosts (postgresql://h1,h2:5433/db, host=h1,h2 port=5432,5433) are tried in turn, as
+ * libpq would, each as a connection of its own: a host that fails for any reason, or does not
+ * match target_session_attrs, hands over to the next. Each gets an equal share of the time that
+ * is left, so that a host that does not answer cannot use up the others' time. prefer-standby is
+ * two rounds: the hosts as standby, then as any.
+ *
  * conn:query runs BEGIN READ ONLY; the statement; ROLLBACK as one libpq pipeline (one round
  * trip; the ROLLBACK comes after its own Sync so that it also ends a transaction that the
  * statement's error left aborted). The statement goes through the extended protocol, which
@@ -61,6 +67,7 @@
 #define DEFAULT_EXEC_TIMEOUT_MS    60000
 #define CANCEL_GRACE_MS            100     /* after a timeout: let the cancel request leave */
 #define MAX_CONNINFO               64
+#define MAX_HOSTS                  8
 
 enum phase {
 	PH_IDLE,          /* nothing queued */
@@ -74,13 +81,25 @@ enum phase {
 	PH_DONE,
 };
 
+/* One server of the connection string. */
+struct pg_endpoint {
+	char host[256];           /* a name we resolve, a socket directory, or "" (libpq's default) */
+	char hostaddr[64];        /* a numeric address given as such, or "" */
+	char port[32];
+};
+
 struct pg_connect {
 	char *keys[MAX_CONNINFO + 1], *vals[MAX_CONNINFO + 1];  /* NULL-terminated, owned */
 	int n;
-	int hostaddr_at;          /* where the resolved address goes; -1: libpq needs no lookup */
-	char host[256], port[32];
+	struct pg_endpoint ep[MAX_HOSTS];
+	int nep, cur;             /* the servers, and the one being tried */
+	int rounds, round;        /* prefer-standby: a round for standbys, then one for any */
+	char db[128];
+	msec_t deadline;          /* the call's; the op's waiter may wait for attempt_deadline */
+	msec_t attempt_start, attempt_deadline;   /* this server's share of the time */
 	struct net_lookup lookup;
 	int next_addr;
+	char tried[400];          /* "host:port: cause; ..." of the servers given up on */
 };
 
 /* ------------------------------------------------------------------------- small helpers */
@@ -166,9 +185,85 @@ static void cx_free(struct pg_connect *cx)
 	free(cx);
 }
 
-static void format_target(char *out, size_t n, const char *host, const char *port, const char *db)
+/* "host:port", "[v6]:port" or "/socket/dir:port": how messages name one server. */
+static void format_endpoint(char *out, size_t n, const struct pg_endpoint *ep)
 {
-	snprintf(out, n, strchr(host, ':') && host[0] != '/' ? "[%s]:%s/%s" : "%s:%s/%s", host, port, db);
+	const char *shown = ep->host[0] ? ep->host : ep->hostaddr[0] ? ep->hostaddr : "/var/run/postgresql";
+	snprintf(out, n, strchr(shown, ':') && shown[0] != '/' ? "[%s]:%s" : "%s:%s", shown, ep->port);
+}
+
+/* "h1:5432,h2:5432/db": the servers this call may use, or the one it connected to. */
+static void format_target(char *out, size_t n, const struct pg_connect *cx, int first, int count)
+{
+	size_t len = 0;
+	out[0] = '\0';
+	for (int i = first; i < first + count && len < n; i++) {
+		char one[300];
+		format_endpoint(one, sizeof one, &cx->ep[i]);
+		len += (size_t)snprintf(out + len, n - len, "%s%s", i > first ? "," : "", one);
+	}
+	if (len < n)
+		snprintf(out + len, n - len, "/%s", cx->db);
+}
+
+/* Item i of a comma-separated list ("" past its end). */
+static void list_item(const char *list, int i, char *out, size_t n)
+{
+	const char *p = list ? list : "";
+	for (; i > 0 && p; i--)
+		if ((p = strchr(p, ',')) != NULL)
+			p++;
+	size_t len = p ? strcspn(p, ",") : 0;
+	snprintf(out, n, "%.*s", (int)len, p ? p : "");
+}
+
+static int list_count(const char *list)
+{
+	if (!list || !*list)
+		return 0;
+	int n = 1;
+	for (const char *p = list; (p = strchr(p, ',')) != NULL; p++)
+		n++;
+	return n;
+}
+
+/* The servers, from the host, hostaddr and port lists, by libpq's rules: host and hostaddr
+ * name the same servers; one port serves all, or there is one a server. */
+static bool cx_endpoints(struct pg_op *op, const char *host, const char *hostaddr, const char *port)
+{
+	struct pg_connect *cx = op->cx;
+	int nh = list_count(host), na = list_count(hostaddr), np = list_count(port);
+	int n = nh > na ? nh : na;
+	if (n == 0)
+		n = 1;
+	if (nh && na && nh != na) {
+		pg_op_fail(op, "error", "invalid connection string: %d hosts but %d hostaddrs", nh, na);
+		return false;
+	}
+	if (np > 1 && np != n) {
+		pg_op_fail(op, "error", "invalid connection string: %d ports for %d hosts (give one, or one a host)", np, n);
+		return false;
+	}
+	if (n > MAX_HOSTS) {
+		pg_op_fail(op, "error", "invalid connection string: more than %d hosts", MAX_HOSTS);
+		return false;
+	}
+	for (int i = 0; i < n; i++) {
+		struct pg_endpoint *ep = &cx->ep[i];
+		list_item(host, i, ep->host, sizeof ep->host);
+		list_item(hostaddr, i, ep->hostaddr, sizeof ep->hostaddr);
+		list_item(port, np > 1 ? i : 0, ep->port, sizeof ep->port);
+		if (!ep->port[0])
+			snprintf(ep->port, sizeof ep->port, "5432");
+	}
+	cx->nep = n;
+	return true;
+}
+
+/* Whether we resolve the server's name (a socket directory or a given address needs none). */
+static bool needs_lookup(const struct pg_endpoint *ep)
+{
+	return ep->host[0] && !ep->hostaddr[0] && ep->host[0] != '/' && ep->host[0] != '@';
 }
 
 /*
@@ -191,7 +286,8 @@ static bool cx_parse(struct pg_op *op, const char *conninfo, const char *app, co
 	if (!cx)
 		abort();
 	op->cx = cx;
-	cx->hostaddr_at = -1;
+	cx->deadline = op->w.deadline;
+	cx->rounds = 1;
 	for (PQconninfoOption *o = opts; o->keyword; o++)
 		if (o->val && o->val[0])
 			cx_set(cx, o->keyword, o->val);
@@ -213,8 +309,6 @@ static bool cx_parse(struct pg_op *op, const char *conninfo, const char *app, co
 		hostaddr = getenv("PGHOSTADDR");
 	if (!port)
 		port = getenv("PGPORT");
-	if (!port || !*port)
-		port = "5432";
 	char user[128];
 	const char *db = cx_get(cx, "dbname");
 	if (!db)
@@ -225,18 +319,17 @@ static bool cx_parse(struct pg_op *op, const char *conninfo, const char *app, co
 		db = getenv("PGUSER");
 	if (!db)
 		db = os_user(user, sizeof user);
-	const char *shown = host && *host ? host : hostaddr && *hostaddr ? hostaddr : "/var/run/postgresql";
-	format_target(op->target, sizeof op->target, shown, port, db);
-	snprintf(cx->port, sizeof cx->port, "%s", port);
-	if ((host && strchr(host, ',')) || (hostaddr && strchr(hostaddr, ',')) || strchr(port, ',')) {
-		pg_op_fail(op, "error", "several hosts in one connection string are not supported: connect to each");
+	snprintf(cx->db, sizeof cx->db, "%s", db);
+	if (!cx_endpoints(op, host, hostaddr, port))
 		return false;
-	}
-	if (host && *host && !(hostaddr && *hostaddr) && host[0] != '/' && host[0] != '@') {
-		snprintf(cx->host, sizeof cx->host, "%s", host);
-		cx_set(cx, "host", host);
-		cx->hostaddr_at = cx_set(cx, "hostaddr", "");
-	}
+	format_target(op->target, sizeof op->target, cx, 0, cx->nep);
+	const char *attrs = cx_get(cx, "target_session_attrs");
+	if (attrs && strcmp(attrs, "prefer-standby") == 0)
+		cx->rounds = 2;
+	/* Each attempt sets these to one server's (empty values are ignored by libpq). */
+	cx_set(cx, "host", "");
+	cx_set(cx, "hostaddr", "");
+	cx_set(cx, "port", "");
 	if (cx->n == MAX_CONNINFO) {
 		pg_op_fail(op, "error", "invalid connection string: too many parameters");
 		return false;
@@ -480,10 +573,50 @@ void pg_op_pipeline(struct pg_op *op, bool read_only, msec_t timeout_ms)
 
 /* ------------------------------------------------------------------------- connecting */
 
+static int attempts_left(const struct pg_connect *cx)
+{
+	return (cx->rounds - cx->round - 1) * cx->nep + cx->nep - cx->cur;
+}
+
+static void endpoint_start(struct pg_op *op);
+
+/*
+ * The server being tried has failed (kind, cause): the next one gets its turn, or the call fails.
+ * With one server the cause is the message; with several, the message lists each one's.
+ */
+static void endpoint_failed(struct pg_op *op, const char *kind, const char *cause)
+{
+	struct pg_connect *cx = op->cx;
+	if (op->own) {
+		PQfinish(op->own);
+		op->own = op->conn = NULL;
+	}
+	net_lookup_cancel(&cx->lookup);
+	op->phase = PH_DONE;
+	if (cx->nep == 1 && cx->rounds == 1) {
+		pg_op_fail(op, kind, "%s", cause);
+		return;
+	}
+	char name[300];
+	format_endpoint(name, sizeof name, &cx->ep[cx->cur]);
+	size_t len = strlen(cx->tried);
+	snprintf(cx->tried + len, sizeof cx->tried - len, "%s%s%s: %s", len ? "; " : "",
+	         cx->rounds == 2 ? (cx->round == 0 ? "as standby, " : "as any, ") : "", name, cause);
+	if (attempts_left(cx) > 1) {
+		if (++cx->cur == cx->nep) {
+			cx->cur = 0;
+			cx->round++;
+		}
+		endpoint_start(op);
+		return;
+	}
+	pg_op_fail(op, kind, "no server could be used: %s", cx->tried);
+}
+
 /* Kind and cause of a failed connection attempt, from libpq's message. A server's refusal
  * (made verbose, it carries its SQLSTATE: "FATAL:  28P01: password authentication failed")
  * wins over the lines libpq adds around it. */
-static void connect_failed(struct pg_op *op)
+static const char *attempt_failure(struct pg_op *op, char *line, size_t n)
 {
 	const char *msg = PQerrorMessage(op->own);
 	const char *sev = NULL;
@@ -492,7 +625,6 @@ static void connect_failed(struct pg_op *op)
 	if (!sev)
 		for (const char *p = msg; (p = strstr(p, "ERROR:  ")) != NULL; p++)
 			sev = p;
-	char line[400];
 	if (sev) {
 		const char *p = sev + 8;
 		char state[6] = "";
@@ -505,18 +637,16 @@ static void connect_failed(struct pg_op *op)
 				p += 7;
 			}
 		}
-		first_line(line, sizeof line, p);
+		first_line(line, n, p);
 		memcpy(op->sqlstate, state, sizeof state);
-		const char *kind = !state[0] ? "error" : op->sqlstate;
 		if (strcmp(state, "28P01") == 0 || strcmp(state, "28000") == 0 || strstr(line, "password authentication failed"))
-			kind = "auth";
-		pg_op_fail(op, kind, "%s", line);
-		return;
+			return "auth";
+		return !state[0] ? "error" : op->sqlstate;
 	}
 	const char *p = msg, *q;
 	while ((q = strstr(p, "failed: ")) != NULL)
 		p = q + 8;
-	first_line(line, sizeof line, p);
+	first_line(line, n, p);
 	int err = 0;
 	const char *kind = "error";
 	if (strstr(msg, "Connection refused") || strstr(msg, "No such file or directory"))
@@ -531,7 +661,7 @@ static void connect_failed(struct pg_op *op)
 		err = ECONNRESET;
 	if (err) {
 		kind = net_errno_kind(err);
-		snprintf(line, sizeof line, "%s", net_errno_cause(err));
+		snprintf(line, n, "%s", net_errno_cause(err));
 	} else if (strstr(msg, "password") || strstr(msg, "fe_sendauth") || strstr(msg, "authentication")) {
 		kind = "auth";
 	} else if (strstr(msg, "server closed the connection unexpectedly")) {
@@ -539,40 +669,79 @@ static void connect_failed(struct pg_op *op)
 	} else if (strstr(msg, "SSL") || strstr(msg, "protocol")) {
 		kind = "protocol";
 	}
-	bool retry = (strcmp(kind, "refused") == 0 || strcmp(kind, "unreachable") == 0)
-	             && op->cx && op->cx->hostaddr_at >= 0 && op->cx->next_addr < op->cx->lookup.addrs.n;
-	if (retry) {
+	return kind;
+}
+
+/* A refused or unreachable address hands over to the server's next address; any other failure
+ * to the next server. */
+static void connect_failed(struct pg_op *op)
+{
+	struct pg_connect *cx = op->cx;
+	char line[400];
+	const char *kind = attempt_failure(op, line, sizeof line);
+	bool next_address = (strcmp(kind, "refused") == 0 || strcmp(kind, "unreachable") == 0)
+	                    && needs_lookup(&cx->ep[cx->cur]) && cx->next_addr < cx->lookup.addrs.n;
+	if (next_address) {
 		PQfinish(op->own);
 		op->own = op->conn = NULL;
 		op->phase = PH_CONNECT_START;
 		return;
 	}
-	pg_op_fail(op, kind, "%s", line);
+	endpoint_failed(op, kind, line);
 }
 
 static void lookup_done(struct pg_op *op)
 {
 	struct pg_connect *cx = op->cx;
 	if (cx->lookup.gai_err) {
-		pg_op_fail(op, "dns", "cannot resolve %s: %s", cx->host, gai_strerror(cx->lookup.gai_err));
-		op->phase = PH_DONE;
+		char cause[400];
+		snprintf(cause, sizeof cause, "cannot resolve %s: %s", cx->ep[cx->cur].host, gai_strerror(cx->lookup.gai_err));
+		endpoint_failed(op, "dns", cause);
 		return;
 	}
 	op->phase = PH_CONNECT_START;
 }
 
+/* Server cx->cur's turn: its share of the time left, and its name looked up if it has one. */
+static void endpoint_start(struct pg_op *op)
+{
+	struct pg_connect *cx = op->cx;
+	msec_t now = sched_now();
+	int left = attempts_left(cx);
+	cx->attempt_start = now;
+	cx->attempt_deadline = left > 1 && cx->deadline > now ? now + (cx->deadline - now) / left : cx->deadline;
+	cx->next_addr = 0;
+	const struct pg_endpoint *ep = &cx->ep[cx->cur];
+	if (!needs_lookup(ep)) {
+		op->phase = PH_CONNECT_START;
+		return;
+	}
+	op->phase = PH_LOOKUP;
+	if (!net_lookup_start(&cx->lookup, ep->host, ep->port)) {
+		pg_op_fail(op, "error", "cannot start the name lookup (out of threads or file descriptors)");
+		op->phase = PH_DONE;
+	} else if (net_lookup_poll(&cx->lookup)) {   /* a numeric address: no wait */
+		lookup_done(op);
+	}
+}
+
 static void connect_attempt(struct pg_op *op)
 {
 	struct pg_connect *cx = op->cx;
-	if (cx->hostaddr_at >= 0) {
+	const struct pg_endpoint *ep = &cx->ep[cx->cur];
+	char ip[INET6_ADDRSTRLEN] = "";
+	if (needs_lookup(ep)) {
 		const struct sockaddr_storage *a = &cx->lookup.addrs.addr[cx->next_addr++];
-		char ip[INET6_ADDRSTRLEN] = "";
 		if (a->ss_family == AF_INET)
 			inet_ntop(AF_INET, &((const struct sockaddr_in *)a)->sin_addr, ip, sizeof ip);
 		else if (a->ss_family == AF_INET6)
 			inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)a)->sin6_addr, ip, sizeof ip);
-		cx_set(cx, "hostaddr", ip);
 	}
+	cx_set(cx, "host", ep->host);
+	cx_set(cx, "hostaddr", ip[0] ? ip : ep->hostaddr);
+	cx_set(cx, "port", ep->port);
+	if (cx->rounds == 2)
+		cx_set(cx, "target_session_attrs", cx->round == 0 ? "standby" : "any");
 	op->own = op->conn = PQconnectStartParams((const char *const *)cx->keys, (const char *const *)cx->vals, 0);
 	if (!op->own) {
 		pg_op_fail(op, "error", "out of memory");
@@ -587,13 +756,14 @@ static void connect_attempt(struct pg_op *op)
 		connect_failed(op);
 		if (op->phase == PH_CONNECT_START)
 			connect_attempt(op);
-		else
-			op->phase = PH_DONE;
 	}
 }
 
 static void connected(struct pg_op *op)
 {
+	struct pg_connect *cx = op->cx;
+	if (cx->nep > 1)
+		format_target(op->target, sizeof op->target, cx, cx->cur, 1);
 	op->connect_ms = pg_elapsed(op);
 	PQsetErrorVerbosity(op->own, PQERRORS_DEFAULT);
 	PQsetnonblocking(op->own, 1);
@@ -612,8 +782,6 @@ static void connect_poll(struct pg_op *op)
 		connect_failed(op);
 		if (op->phase == PH_CONNECT_START)
 			connect_attempt(op);
-		else
-			op->phase = PH_DONE;
 		return;
 	case PGRES_POLLING_READING:
 		op->want = POLLIN;
@@ -624,7 +792,8 @@ static void connect_poll(struct pg_op *op)
 	}
 	if (PQsocket(op->own) < 0) {
 		connect_failed(op);
-		op->phase = PH_DONE;
+		if (op->phase == PH_CONNECT_START)
+			connect_attempt(op);
 	}
 }
 
@@ -770,28 +939,76 @@ static void io(struct pg_op *op)
 		pipeline_end(op);
 }
 
+static bool connecting(const struct pg_op *op)
+{
+	return op->phase == PH_LOOKUP || op->phase == PH_CONNECT_START || op->phase == PH_CONNECT;
+}
+
+/* The share of the time the server being tried had. */
+static msec_t attempt_ms(const struct pg_op *op)
+{
+	return op->cx->attempt_deadline - op->cx->attempt_start;
+}
+
+static void connect_timeout_cause(const struct pg_op *op, char *out, size_t n, msec_t ms)
+{
+	if (op->phase == PH_LOOKUP)
+		snprintf(out, n, "timed out after %lld ms resolving %s", (long long)ms, op->cx->ep[op->cx->cur].host);
+	else if (op->own && PQstatus(op->own) == CONNECTION_STARTED)
+		snprintf(out, n, "timed out after %lld ms connecting (no answer: a firewall dropping packets, "
+		         "or a listener that does not accept)", (long long)ms);
+	else
+		snprintf(out, n, "timed out after %lld ms waiting for the server to let us in (connected, but it "
+		         "does not answer: hung or overloaded)", (long long)ms);
+}
+
+/* The call's deadline. While one of several servers is being tried, the waiter wakes earlier,
+ * at the end of that server's share. */
+static msec_t call_deadline(const struct pg_op *op)
+{
+	return op->cx ? op->cx->deadline : op->w.deadline;
+}
+
+static msec_t wake_at(const struct pg_op *op)
+{
+	msec_t d = call_deadline(op);
+	return op->cx && connecting(op) && op->cx->attempt_deadline < d ? op->cx->attempt_deadline : d;
+}
+
+/* The server being tried has had its share of the time, and another one is waiting. */
+static void attempt_timed_out(struct pg_op *op)
+{
+	char cause[400];
+	connect_timeout_cause(op, cause, sizeof cause, attempt_ms(op));
+	endpoint_failed(op, "timeout", cause);
+	if (op->phase == PH_CONNECT_START)
+		connect_attempt(op);
+}
+
 /* The call ends early: "timeout" (the deadline passed) or "interrupted" (Ctrl-C). */
 static void stop(struct pg_op *op, const char *why)
 {
 	bool intr = strcmp(why, "interrupted") == 0;
+	char cause[400];
 	switch (op->phase) {
 	case PH_LOOKUP:
-		if (intr)
-			pg_op_fail(op, why, "interrupted while resolving %s", op->cx->host);
-		else
-			pg_op_fail(op, why, "timed out after %lld ms resolving %s", (long long)op->timeout_ms, op->cx->host);
-		break;
 	case PH_CONNECT:
 	case PH_CONNECT_START:
-		if (intr)
-			pg_op_fail(op, why, "interrupted while connecting");
-		else if (op->own && PQstatus(op->own) == CONNECTION_STARTED)
-			pg_op_fail(op, why, "timed out after %lld ms connecting (no answer: a firewall dropping packets, "
-			           "or a listener that does not accept)", (long long)op->timeout_ms);
-		else
-			pg_op_fail(op, why, "timed out after %lld ms waiting for the server to let us in (connected, but it "
-			           "does not answer: hung or overloaded)", (long long)op->timeout_ms);
-		break;
+		if (intr) {
+			struct pg_connect *cx = op->cx;
+			if (op->phase == PH_LOOKUP)
+				snprintf(cause, sizeof cause, "interrupted while resolving %s", cx->ep[cx->cur].host);
+			else
+				snprintf(cause, sizeof cause, "interrupted while connecting");
+			pg_op_fail(op, why, cx->tried[0] ? "%s (before: %s)" : "%s", cause, cx->tried);
+			break;
+		}
+		connect_timeout_cause(op, cause, sizeof cause, op->cx->nep > 1 || op->cx->rounds > 1
+		                      ? attempt_ms(op) : op->timeout_ms);
+		op->cx->cur = op->cx->nep - 1;   /* the call's time is over: no server gets a turn */
+		op->cx->round = op->cx->rounds - 1;
+		endpoint_failed(op, why, cause);
+		return;
 	case PH_START:
 	case PH_SEND:
 	case PH_READ:
@@ -837,17 +1054,19 @@ static bool advance(struct pg_op *op)
 		connect_attempt(op);
 	else if (op->phase == PH_CONNECT && ready)
 		connect_poll(op);
+	if (op->cx && connecting(op) && attempts_left(op->cx) > 1 && sched_now() >= op->cx->attempt_deadline)
+		attempt_timed_out(op);
 	if (op->phase == PH_START)
 		pipeline_start(op);
 	else if ((op->phase == PH_SEND || op->phase == PH_READ) && ready)
 		io(op);
 	if (op->phase == PH_DONE)
 		return true;
-	if (sched_now() >= op->w.deadline) {
+	if (sched_now() >= call_deadline(op)) {
 		stop(op, "timeout");
 		return op->phase == PH_DONE;
 	}
-	tasks_wait_init(&op->w, op->w.deadline);
+	tasks_wait_init(&op->w, wake_at(op));
 	if (op->phase == PH_LOOKUP)
 		net_lookup_want(&op->cx->lookup, &op->w);
 	else
@@ -1025,15 +1244,8 @@ static struct pg_op *start_connect(lua_State *L, const char *fn)
 	const char *password = luax_opt_string(L, 2, "password", NULL, fn);
 	lua_settop(L, 2);
 	struct pg_op *op = pg_op_push(L, fn, NULL, timeout);
-	if (!cx_parse(op, conninfo, app, password))
-		return op;
-	if (op->cx->hostaddr_at >= 0) {
-		op->phase = PH_LOOKUP;
-		if (!net_lookup_start(&op->cx->lookup, op->cx->host, op->cx->port))
-			pg_op_fail(op, "error", "cannot start the name lookup (out of threads or file descriptors)");
-	} else {
-		op->phase = PH_CONNECT_START;
-	}
+	if (cx_parse(op, conninfo, app, password))
+		endpoint_start(op);
 	return op;
 }
 

@@ -443,7 +443,9 @@ emit("byname_query", must(c:query("SELECT 1 AS one"))[1].one)''' % {"closed": cl
     expect_eq(v["byname_query"], "1")
     expect_in("pg.connect: invalid connection string", v["badurl"])
     expect_eq(v["badurl"].split("|")[-1], "error")
-    expect_in("several hosts in one connection string are not supported", v["multi"])
+    expect_eq(v["multi"], 'nil|pg.connect 127.0.0.1:%(p)d,127.0.0.2:%(p)d/app: no server could be used: '
+              '127.0.0.1:%(p)d: password authentication failed for user "runbook"; 127.0.0.2:%(p)d: connection '
+              'refused (nothing listens there: is the service up?)|refused' % {"p": pg.port})
     took = {r["target"] + "|" + r["outcome"]: float(r["duration_ms"]) for r in probes(records, "pg.connect")}
     print("    connect failures: %s" % ", ".join("%s %.0f ms" % (k.split("|")[1], ms) for k, ms in sorted(took.items())),
           flush=True)
@@ -817,6 +819,72 @@ emit("terminate", tostring(x.dry_run) .. "|" .. x.sql)''' % (lua_str(db), victim
     expect_eq(out.count("dry run: not executed"), 3)
     expect_eq(pg.psql("SELECT state FROM pg_stat_activity WHERE pid = %d" % victim), "idle", "nothing changed")
     expect_eq([r for r in records if r["type"] == "action_start"], [])
+
+
+def test_several_hosts_are_tried_in_turn(t):
+    primary = server()
+    replica = servers_pg.PgServer(t.dir, primary=primary)
+    t.on_cleanup(replica.stop)
+    primary.wait_for("the replica streaming",
+                     "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'", timeout=30)
+    closed, hole = free_port(), black_hole(t)
+    hosts = {"p": primary.port, "r": replica.port, "x": closed, "h": hole}
+
+    def url(*names, query=""):
+        return "postgresql://%s:%s@%s/app%s" % (servers_pg.USER, CANARY, ",".join(
+            "127.0.0.1:%d" % hosts[n] for n in names), query)
+
+    v, out, err, records = run_rb(t, step('''
+local function try(label, url, opts)
+  local c, e, kind = pg.connect(url, opts)
+  if not c then emit(label, "nil|" .. e .. "|" .. kind) return end
+  emit(label, tostring(c) .. "|" .. tostring(must(c:query("SELECT pg_is_in_recovery() AS r"))[1].r))
+  c:close()
+end
+try("refused_first", %(refused_first)s)
+try("read_write", %(read_write)s)
+try("standby", %(standby)s)
+try("prefer_standby", %(prefer_standby)s)
+try("prefer_standby_none", %(prefer_standby_none)s)
+try("hole_first", %(hole_first)s, { timeout = "1s" })
+try("none", %(none)s, { timeout = "800ms" })
+try("kv", "host=127.0.0.1,127.0.0.1 port=%(x)d,%(p)d dbname=app user=runbook password=" .. %(pw)s)
+try("ports", "host=127.0.0.1,127.0.0.1,127.0.0.1 port=%(x)d,%(p)d dbname=app")
+local p = must(pg.ping(%(refused_first)s))
+emit("ping", tostring(p.in_recovery))''' % {
+        "refused_first": lua_str(url("x", "p")),
+        "read_write": lua_str(url("r", "p", query="?target_session_attrs=read-write")),
+        "standby": lua_str(url("p", "r", query="?target_session_attrs=standby")),
+        "prefer_standby": lua_str(url("p", "r", query="?target_session_attrs=prefer-standby")),
+        "prefer_standby_none": lua_str(url("x", "p", query="?target_session_attrs=prefer-standby")),
+        "hole_first": lua_str(url("h", "p")),
+        "none": lua_str(url("h", "x")),
+        "x": closed, "p": primary.port, "pw": lua_str(CANARY)}))
+    expect_eq(v["refused_first"], "pg.conn 127.0.0.1:%d/app|false" % primary.port, "the refused host is skipped")
+    expect_eq(v["read_write"], "pg.conn 127.0.0.1:%d/app|false" % primary.port, "read-write passes the replica by")
+    expect_eq(v["standby"], "pg.conn 127.0.0.1:%d/app|true" % replica.port, "standby passes the primary by")
+    expect_eq(v["prefer_standby"], "pg.conn 127.0.0.1:%d/app|true" % replica.port, "prefer-standby finds the replica")
+    expect_eq(v["prefer_standby_none"], "pg.conn 127.0.0.1:%d/app|false" % primary.port,
+              "prefer-standby without a standby takes the primary")
+    expect_eq(v["hole_first"], "pg.conn 127.0.0.1:%d/app|false" % primary.port, "a host that does not answer is left")
+    expect_eq(v["none"], "nil|pg.connect 127.0.0.1:%(h)d,127.0.0.1:%(x)d/app: no server could be used: 127.0.0.1:%(h)d: "
+              "timed out after 400 ms connecting (no answer: a firewall dropping packets, or a listener that does not "
+              "accept); 127.0.0.1:%(x)d: connection refused (nothing listens there: is the service up?)|refused"
+              % {"h": hole, "x": closed})
+    expect_eq(v["kv"], "pg.conn 127.0.0.1:%d/app|false" % primary.port, "key=value lists")
+    expect_eq(v["ports"], "nil|pg.connect: invalid connection string: 2 ports for 3 hosts (give one, or one a host)|error")
+    expect_eq(v["ping"], "false")
+    by = {}
+    for r in probes(records, "pg.connect"):
+        by.setdefault(r["outcome"], []).append(r)
+    # Each server has an equal share of the deadline: the black hole gets half of 1 s, then the primary.
+    hole_first = [r for r in by["ok"] if r["deadline_ms"] == 1000][0]
+    expect_eq(hole_first["target"], "127.0.0.1:%d/app" % primary.port, "the record names the server used")
+    expect_within(float(hole_first["duration_ms"]), 500, "a black hole for its 500 ms, then the primary")
+    none = [r for r in by["refused"] if r["deadline_ms"] == 800][0]
+    expect_within(float(none["duration_ms"]), 400, "a black hole, then a refused port")
+    for text in (out, err, open(t.path("pgtest-%d.cast" % _seq[0])).read()):
+        expect_not_in(CANARY, text)
 
 
 def test_replication_primary_and_replica(t):
