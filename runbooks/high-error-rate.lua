@@ -2,6 +2,7 @@
 -- endpoint itself for the status mix, asks Prometheus for the error rate the alert fired on when
 -- one is given, then looks at the dependencies; nothing here changes the system.
 local http = require "http"
+local prometheus = require "prometheus"
 
 local function sample(ctx)
   local tasks = {}
@@ -16,24 +17,6 @@ local function sample(ctx)
     if not (r.value and r.value.status < 500) then failures = failures + 1 end
   end
   return statuses, failures * 100 / math.max(n, 1)
-end
-
--- One instant query to Prometheus' HTTP API: the value of the first series of the answer, or nil
--- and why not (Prometheus' own error, no series, or NaN: 0/0 when nothing was counted).
-local function prometheus(ctx, query)
-  local url = ctx.prometheus .. "/api/v1/query?query=" .. query:gsub("[^%w%-_.~]", function(c)
-    return string.format("%%%02X", c:byte())
-  end)
-  local r, err = http.get(url, { timeout = ctx.timeout, expect = 200 })
-  if not r then return nil, err end
-  if not r.ok then return nil, r.json and r.json.error or r.problem end
-  local result = r.json and r.json.data and r.json.data.result
-  if not (result and result[1]) then return nil, "no data for " .. query end
-  local text = result[1].value[2]    -- [ time, "value" ]: floats travel as strings
-  if text == "NaN" then return nil, "no traffic in the last 5 minutes" end
-  local value = tonumber(text)
-  if not value then return nil, "not a number: " .. tostring(text) end
-  return value
 end
 
 return runbook {
@@ -74,8 +57,10 @@ return runbook {
       if not ctx.prometheus then return ctx:note("prometheus= not given: skipped") end
       -- "or vector(0)": with no 5xx series at all the numerator is empty, and so would be the ratio.
       local q = string.format('(sum(rate(%s{status=~"5.."}[5m])) or vector(0)) / sum(rate(%s[5m]))', ctx.metric, ctx.metric)
-      local rate, err = prometheus(ctx, q)
-      if not rate then return ctx:note("Prometheus: %s", err) end
+      local rate, err, kind = prometheus.query(ctx.prometheus, q, { timeout = ctx.timeout })
+      -- NaN: 0/0, no request at all in the window.
+      if kind == "nan" then return ctx:note("Prometheus: no traffic in the last 5 minutes") end
+      if not rate then return ctx:note("%s", err) end
       ctx:check("error rate over 5 minutes", rate * 100, { warn = "~:" .. ctx.warn, crit = "~:" .. ctx.crit, format = fmt.pct })
     end,
   },

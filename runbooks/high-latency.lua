@@ -1,31 +1,14 @@
 -- high-latency: the service is slow (P95 above 500 ms). Measures where the time goes per phase
 -- (DNS, connect, TLS, first byte, total) on a sample of requests, asks Prometheus for the p95 the
 -- alert saw when one is given, and checks the host's load.
-local http = require "http"
-local sys  = require "sys"
+local http       = require "http"
+local prometheus = require "prometheus"
+local sys        = require "sys"
 
 local function percentile(values, p)
   table.sort(values)
   if #values == 0 then return nil end
   return values[math.max(1, math.ceil(#values * p))]
-end
-
--- One instant query to Prometheus' HTTP API: the value of the first series of the answer, or nil
--- and why not (Prometheus' own error, no series, or NaN: 0/0 when nothing was counted).
-local function prometheus(ctx, query)
-  local url = ctx.prometheus .. "/api/v1/query?query=" .. query:gsub("[^%w%-_.~]", function(c)
-    return string.format("%%%02X", c:byte())
-  end)
-  local r, err = http.get(url, { timeout = ctx.timeout, expect = 200 })
-  if not r then return nil, err end
-  if not r.ok then return nil, r.json and r.json.error or r.problem end
-  local result = r.json and r.json.data and r.json.data.result
-  if not (result and result[1]) then return nil, "no data for " .. query end
-  local text = result[1].value[2]    -- [ time, "value" ]: floats travel as strings
-  if text == "NaN" then return nil, "no traffic in the last 5 minutes" end
-  local value = tonumber(text)
-  if not value then return nil, "not a number: " .. tostring(text) end
-  return value
 end
 
 return runbook {
@@ -76,8 +59,10 @@ return runbook {
     run = function(ctx)
       if not ctx.prometheus then return ctx:note("prometheus= not given: skipped") end
       local q = string.format("histogram_quantile(0.95, sum(rate(%s[5m])) by (le))", ctx.histogram)
-      local p95, err = prometheus(ctx, q)
-      if not p95 then return ctx:note("Prometheus: %s", err) end
+      local p95, err, kind = prometheus.query(ctx.prometheus, q, { timeout = ctx.timeout })
+      -- NaN: a quantile of empty buckets, no request at all in the window.
+      if kind == "nan" then return ctx:note("Prometheus: no traffic in the last 5 minutes") end
+      if not p95 then return ctx:note("%s", err) end
       ctx:check("p95 over 5 minutes", p95 * 1000, { warn = "~:" .. ctx.warn_ms, crit = "~:" .. ctx.crit_ms, format = fmt.ms })
     end,
   },

@@ -1,5 +1,6 @@
--- doc.lua - the Lua API reference of the native modules: one entry per primitive, and the one
--- source of truth for `help(x)` and `:help name` in the REPL, `runbook doc [NAME]`, and the
+-- doc.lua - the Lua API reference of the modules runbooks require (native, or written in Lua like
+-- prometheus.lua): one entry per primitive, and the one source of truth for `help(x)` and
+-- `:help name` in the REPL, `runbook doc [NAME]`, and the
 -- README's "Lua API reference" section (tests/test_repl.py checks the README holds exactly what
 -- `runbook doc` prints: after editing this file, paste that output over the README's section).
 --
@@ -254,13 +255,17 @@ after a timeout; connect again", "closed"`. A query error returns `nil, "pg.quer
       {
         name = "pg.connect",
         call = "pg.connect(url_or_conninfo, { OPTIONS })",
-        summary = "Opens a connection from a `postgresql://` URL or a `key=value` string (libpq's syntax).",
+        summary = "Opens a connection from a `postgresql://` URL or a `key=value` string (libpq's syntax). " ..
+                  "Several hosts (`postgresql://h1,h2:5433/db`, `host=h1,h2 port=5432,5433`) are tried in turn, " ..
+                  "each with an equal share of the time left, and `target_session_attrs` (`read-write`, " ..
+                  "`standby`, `prefer-standby`, ...) picks among them as libpq does; when none can be used, " ..
+                  "the message says why for each.",
         options = {
-          { "timeout", "5", "deadline for lookup, connect, TLS and authentication (" .. DURATION .. ")" },
+          { "timeout", "5", "deadline for lookup, connect, TLS and authentication, all hosts together (" .. DURATION .. ")" },
           { "application_name", "\"runbook\"", "shown in `pg_stat_activity`" },
           { "password", "", "the password, when it is not in the URL (an `input.secret`)" },
         },
-        returns = "a connection: `tostring(conn)` is `pg.conn host:port/db`; `conn:close()`, or " ..
+        returns = "a connection: `tostring(conn)` is `pg.conn host:port/db` (the host it connected to); `conn:close()`, or " ..
                   "`local conn <close> = ...`",
         kinds = { "dns", "refused", "unreachable", "timeout", "auth", "reset", "protocol", "interrupted", "error",
                   "SQLSTATE" },
@@ -694,6 +699,40 @@ print(r and r.ok, r and r.json)]],
         kinds = { "dns", "refused", "unreachable", "timeout", "tls", "protocol", "interrupted" },
         example = [[local c = http.cert("example.com")
 print(c and c.days_left, c and c.valid)]],
+      },
+    },
+  },
+  {
+    name = "prometheus", title = "metrics",
+    intro = [[Instant queries to Prometheus' HTTP API (`GET /api/v1/query`), written in Lua on top of `http.get`:
+one request under one deadline, concurrent inside `parallel`, a probe (it runs under `--dry-run` too). The
+base URL may have a path prefix (`https://host/prometheus`) and credentials (`http://user:***@host:9090`):
+the password and `token=`-like values are redacted everywhere, and errors name the base URL, not the request's.]],
+    notes = [[Errors read `prometheus.query <base url>: <cause>`. Besides the kinds of `http.get` (nothing answered):
+`rejected`, Prometheus, or a proxy in front of it, refused the query (its own error text, e.g. a parse error,
+else the status); `protocol`, the answer is not Prometheus' JSON; `nodata`, no series (no such metric, or no
+labels match); `series`, not one number (several series, or a range vector such as `x[5m]`); `nan`, the
+value is NaN: a ratio or quantile over nothing counted, i.e. no traffic in the query's window (say which in
+the runbook); `inf`, `+Inf` or `-Inf` (a `histogram_quantile` above the last finite bucket). A base URL that
+is not http:// or https://, an empty query or an unknown option raise.]],
+    functions = {
+      {
+        name = "prometheus.query",
+        call = "prometheus.query(base_url, promql, { OPTIONS })",
+        summary = "Evaluates a PromQL expression now and returns its value, a number. The answer must be a " ..
+                  "scalar or an instant vector of exactly one series (aggregate it: `sum(...)`, `max(...)`).",
+        options = {
+          { "timeout", "10", "deadline of the request (" .. DURATION .. ")" },
+          { "headers", "{}", "request headers: `{ Authorization = \"Bearer ...\" }`" },
+          { "insecure", "false", "do not verify the server's certificate" },
+          { "ca", "", "a CA bundle (PEM file) to verify the server against" },
+        },
+        returns = "the value, a number",
+        kinds = { "rejected", "protocol", "nodata", "series", "nan", "inf", "dns", "refused", "unreachable",
+                  "timeout", "reset", "tls", "interrupted" },
+        example = [[local rate, err = prometheus.query("http://127.0.0.1:9090",
+  'sum(rate(http_requests_total{status=~"5.."}[5m])) / sum(rate(http_requests_total[5m]))', { timeout = "5s" })
+print(rate or err)]],
       },
     },
   },

@@ -63,7 +63,7 @@ end
 
 local function help_text(x, names, in_run)
   if x == nil then
-    return string.format(GENERAL_HELP, table.concat(core.modules(), ", ")) .. (in_run and RUN_HELP or "")
+    return string.format(GENERAL_HELP, table.concat(sandbox.modules(), ", ")) .. (in_run and RUN_HELP or "")
   end
   local doc = require "doc"   -- 45 KB of reference text: loaded when help is asked for
   local name = type(x) == "string" and x:gsub("%(%)$", "") or names[x] or handle_module(x)
@@ -78,7 +78,7 @@ end
 function M.env(extra, in_run)
   local env = sandbox.new({ repl = true })
   local names = {}             -- module or function -> "sys" / "sys.fs", for help(sys.fs)
-  for _, name in ipairs(core.modules()) do
+  for _, name in ipairs(sandbox.modules()) do
     local mod = env.require(name)
     rawset(env, name, mod)
     names[mod] = name
@@ -478,7 +478,7 @@ function M.main(args)
   if tty then
     render.print(render.bold("runbook repl") .. (rb and (" · " .. rb.name) or "") .. " · session " .. run.session ..
                  " · transcript " .. path)
-    render.print(render.dim("modules: " .. table.concat(core.modules(), ", ") ..
+    render.print(render.dim("modules: " .. table.concat(sandbox.modules(), ", ") ..
       (ctx and " · ctx holds the runbook's inputs" or "") .. " · help() · Tab completes · Ctrl-D leaves"))
   end
   local ending, counts = M.session { env = M.env(ctx and { ctx = ctx } or nil), debug = opts.debug,

@@ -68,8 +68,18 @@ local function blame_caller(ok, ...)
   error(e, 0)   -- control signals (Ctrl-C, a declined action) travel unchanged
 end
 
--- Wraps a native module: read-only, strict, and its functions refuse to run at load time.
+-- Wraps a module: read-only, strict, and its functions refuse to run at load time.
 local guarded_cache = {}
+
+-- The modules written in Lua on top of the native ones (stdlib/lua/NAME.lua, embedded with the
+-- rest of the library), with the native modules they use: a runbook requires them as it does the
+-- native ones, and gets them wrapped the same way. They run with the host's own modules, not in
+-- the sandbox: like C, they are the library, which the sandbox trusts.
+local LUA_MODULES = { prometheus = { "http" } }
+
+-- The native modules that module `name` is, or uses.
+local function natives(name) return LUA_MODULES[name] or { name } end
+
 -- The real module is required on the first use of one of its fields, not by `require`: loading a
 -- runbook (for list, show, check) then never maps libpq or libcurl (see stdlib/modules.c).
 local function guarded(modname)
@@ -77,7 +87,9 @@ local function guarded(modname)
   local fields, loaded = {}, false
   local function load_module()
     if loaded then return end
-    core.module_wait(modname)   -- a task of parallel() yields here while a prefetch finishes
+    -- A task of parallel() yields here while a prefetch finishes (a Lua module's require opens
+    -- its native ones, which would otherwise wait without yielding).
+    for _, native in ipairs(natives(modname)) do core.module_wait(native) end
     if loaded then return end
     local mod = require(modname)   -- a failure raises here, and the next use tries again
     loaded = true
@@ -99,8 +111,16 @@ local function guarded(modname)
   return guarded_cache[modname]
 end
 
+-- What runbooks may require: the native modules (stdlib/modules.c), then the Lua ones.
+local module_names, lua_names = core.modules(), {}
+for name in pairs(LUA_MODULES) do lua_names[#lua_names + 1] = name end
+table.sort(lua_names)
+table.move(lua_names, 1, #lua_names, #module_names + 1, module_names)
 local allowed_modules = {}
-for _, name in ipairs(core.modules()) do allowed_modules[name] = true end
+for _, name in ipairs(module_names) do allowed_modules[name] = true end
+
+-- Their names, for the REPL (globals, help, the banner).
+function M.modules() return table.move(module_names, 1, #module_names, 1, {}) end
 
 local function sandbox_require(name)
   if type(name) ~= "string" then error("require expects a module name", 2) end
@@ -111,7 +131,9 @@ local function sandbox_require(name)
     error(string.format("module '%s' is not available to runbooks (available: %s)", name,
                         table.concat(names, ", ")), 2)
   end
-  if prefetch then core.prefetch(name) end
+  if prefetch then
+    for _, native in ipairs(natives(name)) do core.prefetch(native) end
+  end
   return guarded(name)
 end
 
