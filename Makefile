@@ -111,4 +111,8 @@ uninstall:
 clean:
 	rm -rf obj obj-asan runbook runbook-asan
 
--include $(OBJ:.o=.d) $(OBJ_ASAN:.o=.d)
+# The modules' objects are kept (make would delete them as intermediate files) and their
+# dependencies read, so that a header change rebuilds the shared objects too.
+NET_OBJ := $(NET_SRC:%.c=obj/%.o) $(NET_SRC:%.c=obj-asan/%.o)
+.SECONDARY: $(NET_OBJ)
+-include $(OBJ:.o=.d) $(OBJ_ASAN:.o=.d) $(NET_OBJ:.o=.d)

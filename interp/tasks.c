@@ -33,6 +33,21 @@ void tasks_want(struct sched_waiter *w, int fd, short events)
 		w->fds[w->nfds++] = (struct pollfd){ .fd = fd, .events = events };
 }
 
+msec_t tasks_wait_start(struct sched_waiter *w, msec_t timeout_ms)
+{
+	tasks_wait_init(w, sched_deadline(timeout_ms));
+	msec_t cap = sched_cap();
+	return cap > 0 && cap < timeout_ms ? cap : timeout_ms;
+}
+
+bool tasks_ready(const struct sched_waiter *w)
+{
+	for (int i = 0; i < w->nfds; i++)
+		if (w->fds[i].revents)
+			return true;
+	return false;
+}
+
 bool tasks_must_yield(lua_State *L)
 {
 	if (!lua_isyieldable(L))
@@ -60,6 +75,44 @@ void tasks_block(struct sched_waiter *w)
 	for (int i = 0; i < w->nfds; i++)
 		w->fds[i].revents = 0;
 	w->result = sched_poll(w->fds, w->nfds, w->deadline);
+}
+
+/* ------------------------------------------------------------------------- running an op */
+
+void *tasks_push_op(lua_State *L, size_t size, const char *mt)
+{
+	void *op = lua_newuserdatauv(L, size, 1);
+	memset(op, 0, size);
+	luaL_setmetatable(L, mt);
+	lua_toclose(L, -1);
+	return op;
+}
+
+static int run_op_k(lua_State *L, int status, lua_KContext ctx)
+{
+	(void)status;
+	struct tasks_op *t = (struct tasks_op *)ctx;
+	for (;;) {
+		if (t->machine->advance(t->op)) {
+			int n = t->machine->done(L, t->op);
+			if (n == TASKS_AGAIN)
+				continue;
+			/* Released here rather than by the op's __close on return: with a Ctrl-C pending, the
+			 * host's call hook raises as Lua calls __close, before its body runs, and the release
+			 * (the connection, the handle's busy mark) would wait for the collector. */
+			if (t->machine->release)
+				t->machine->release(t->op);
+			return n;
+		}
+		if (tasks_must_yield(L))
+			return tasks_yield(L, t->w, ctx, run_op_k);
+		tasks_block(t->w);
+	}
+}
+
+int tasks_run_op(lua_State *L, struct tasks_op *t)
+{
+	return run_op_k(L, LUA_OK, (lua_KContext)t);
 }
 
 /* ------------------------------------------------------------------------------- parallel() */

@@ -19,6 +19,10 @@
  *         }
  *     }
  *
+ * tasks_run_op is that loop, for a primitive that describes its op with a struct tasks_machine
+ * (advance, done, release): a done that starts another stage (the next query of a probe, the
+ * action after its gate) returns TASKS_AGAIN and the loop goes on.
+ *
  * Waits end READY (some fd has revents), TIMEOUT (the deadline passed) or INTERRUPTED (Ctrl-C).
  *
  * Blocking library calls that cannot be made non-blocking (getaddrinfo, PQcancel) run in a worker
@@ -47,9 +51,46 @@ struct sched_waiter {
 void tasks_wait_init(struct sched_waiter *w, msec_t deadline);
 void tasks_want(struct sched_waiter *w, int fd, short events);
 
+/* Resets the waiter for a call that may last timeout_ms from now, under the --timeout cap
+ * (sched_deadline); returns the timeout the call really has, for its messages and audit record. */
+msec_t tasks_wait_start(struct sched_waiter *w, msec_t timeout_ms);
+/* True when some fd of the last wait has revents. */
+bool tasks_ready(const struct sched_waiter *w);
+
 bool tasks_must_yield(lua_State *L);
 int  tasks_yield(lua_State *L, struct sched_waiter *w, lua_KContext ctx, lua_KFunction k);
 void tasks_block(struct sched_waiter *w);
+
+/* --- driving an op to its end --- */
+#define TASKS_AGAIN (-1)
+
+/* A kind of op (one static instance per module): its state machine, as tasks_run_op drives it. */
+struct tasks_machine {
+	/* One non-blocking step after a wait (it reads w->result and the revents): true when the op,
+	 * or its current stage, is over; else it has filled the waiter for the next wait. */
+	bool (*advance)(void *op);
+	/* Pushes the results and returns their number, or TASKS_AGAIN after starting another stage. */
+	int (*done)(lua_State *L, void *op);
+	/* Releases what the op holds; idempotent (the op's __close and __gc call it too). May be NULL. */
+	void (*release)(void *op);
+};
+
+/* One op as tasks_run_op sees it. It is the continuation's context across yields, so it lives in
+ * the op itself (a userdata on L's stack), like the waiter. */
+struct tasks_op {
+	const struct tasks_machine *machine;
+	void *op;
+	struct sched_waiter *w;
+};
+
+/* Pushes a new op: a zeroed userdata of size bytes with one user value and the metatable mt (whose
+ * __close releases it), marked to-be-closed, so that a parallel() task stopped in the middle of a
+ * call releases its op at once rather than when the collector comes. */
+void *tasks_push_op(lua_State *L, size_t size, const char *mt);
+
+/* Advances the op until its done has pushed the results (blocking, or yielding inside parallel());
+ * returns their number. The op is released before that. */
+int tasks_run_op(lua_State *L, struct tasks_op *t);
 
 /* parallel(tasks, { limit = 50 }) as a Lua C function; see README. */
 int tasks_parallel(lua_State *L);

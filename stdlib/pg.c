@@ -102,6 +102,11 @@ struct pg_connect {
 	char tried[400];          /* "host:port: cause; ..." of the servers given up on */
 };
 
+static void finish_conn(void *conn) { PQfinish(conn); }
+
+static const struct handle_type conn_type = { .mt = CONN_MT, .module = "pg", .disconnect = finish_conn };
+_Static_assert(offsetof(struct pg_handle, s) == 0, "handle.c finds the handle_state at the start of the userdata");
+
 /* ------------------------------------------------------------------------- small helpers */
 
 double pg_elapsed(const struct pg_op *op) { return sched_now_precise() - op->t0; }
@@ -402,18 +407,17 @@ static struct offload *close_conn(struct pg_op *op, bool cancel, const char *why
 	PQfinish(c);
 	if (op->own == c)
 		op->own = NULL;
-	if (op->h && op->h->conn == c) {
-		op->h->conn = NULL;
-		op->h->s.broken = why;
-	}
+	if (op->h)
+		handle_mark_broken(&op->h->s, c, why);
 	op->conn = NULL;
 	return job;
 }
 
 /* Releases everything the op holds; idempotent (__close, then __gc). An op abandoned in the
  * middle of a query (its parallel() task was stopped) cancels it and closes the connection. */
-static void op_release(struct pg_op *op)
+static void op_release(void *p)
 {
+	struct pg_op *op = p;
 	if (op->released)
 		return;
 	op->released = true;
@@ -431,10 +435,8 @@ static void op_release(struct pg_op *op)
 	if (op->cancel)
 		tasks_offload_release(op->cancel);
 	op->cancel = NULL;
-	if (op->h && handle_call_ended(&op->h->s, op->h->conn != NULL)) {   /* closed meanwhile */
-		PQfinish(op->h->conn);
-		op->h->conn = NULL;
-	}
+	if (op->h)
+		handle_call_ended(&op->h->s);
 	op->phase = PH_DONE;
 }
 
@@ -446,24 +448,17 @@ static int op_gc(lua_State *L)
 
 struct pg_op *pg_op_push(lua_State *L, const char *fn, struct pg_handle *h, msec_t timeout_ms)
 {
-	struct pg_op *op = lua_newuserdatauv(L, sizeof *op, 1);
-	memset(op, 0, sizeof *op);
-	luaL_setmetatable(L, OP_MT);
+	struct pg_op *op = tasks_push_op(L, sizeof *op, OP_MT);
 	op->fn = fn;
-	msec_t cap = sched_cap();
-	op->timeout_ms = cap > 0 && cap < timeout_ms ? cap : timeout_ms;
+	op->timeout_ms = tasks_wait_start(&op->w, timeout_ms);
 	op->t0 = sched_now_precise();
 	op->phase = PH_IDLE;
-	tasks_wait_init(&op->w, sched_deadline(timeout_ms));
 	if (h) {
-		lua_pushvalue(L, 1);          /* the handle: alive as long as the op */
-		lua_setiuservalue(L, -2, 1);
+		handle_call_start(L, &h->s);
 		op->h = h;
-		op->conn = h->conn;
-		h->s.busy = true;
-		snprintf(op->target, sizeof op->target, "%s", h->target);
+		op->conn = h->s.conn;
+		snprintf(op->target, sizeof op->target, "%s", h->s.target);
 	}
-	lua_toclose(L, -1);
 	return op;
 }
 
@@ -564,8 +559,8 @@ void pg_op_pipeline(struct pg_op *op, bool read_only, msec_t timeout_ms)
 	op->read_only = read_only;
 	op->phase = PH_START;
 	if (timeout_ms > 0) {
+		op->timeout_ms = tasks_wait_start(&op->w, timeout_ms);
 		op->t0 = sched_now_precise();
-		tasks_wait_init(&op->w, sched_deadline(timeout_ms));
 	} else {
 		tasks_wait_init(&op->w, op->w.deadline);
 	}
@@ -1033,8 +1028,9 @@ static void stop(struct pg_op *op, const char *why)
 }
 
 /* One step after a wait; true when the op (or its current pipeline) is over. */
-static bool advance(struct pg_op *op)
+static bool advance(void *p)
 {
+	struct pg_op *op = p;
 	if (op->phase == PH_CANCEL) {
 		op->phase = PH_DONE;
 		return true;
@@ -1045,9 +1041,7 @@ static bool advance(struct pg_op *op)
 		stop(op, "interrupted");
 		return op->phase == PH_DONE;
 	}
-	bool ready = false;
-	for (int i = 0; i < op->w.nfds; i++)
-		ready |= op->w.fds[i].revents != 0;
+	bool ready = tasks_ready(&op->w);
 	if (op->phase == PH_LOOKUP && net_lookup_poll(&op->cx->lookup))
 		lookup_done(op);
 	if (op->phase == PH_CONNECT_START)
@@ -1074,32 +1068,20 @@ static bool advance(struct pg_op *op)
 	return false;
 }
 
-static int op_k(lua_State *L, int status, lua_KContext ctx)
+static int run_done(lua_State *L, void *p)
 {
-	(void)status;
-	struct pg_op *op = (struct pg_op *)ctx;
-	for (;;) {
-		if (advance(op)) {
-			int n = op->done(L, op);
-			if (n == PG_AGAIN)
-				continue;
-			/* Released now rather than by __close: with a Ctrl-C pending, the interrupt hook
-			 * fires as Lua calls __close and the release would wait for the collector. */
-			op_release(op);
-			return n;
-		}
-		if (tasks_must_yield(L))
-			return tasks_yield(L, &op->w, ctx, op_k);
-		tasks_block(&op->w);
-	}
+	struct pg_op *op = p;
+	return op->done(L, op);
 }
 
 int pg_op_run(lua_State *L, struct pg_op *op, pg_done_fn done)
 {
+	static const struct tasks_machine machine = { advance, run_done, op_release };
 	op->done = done;
 	if (op->kind)
-		op->phase = PH_DONE;
-	return op_k(L, LUA_OK, (lua_KContext)op);
+		op->phase = PH_DONE;   /* failed before it started: straight to done */
+	op->task = (struct tasks_op){ .machine = &machine, .op = op, .w = &op->w };
+	return tasks_run_op(L, &op->task);
 }
 
 /* -------------------------------------------------------------------------- results */
@@ -1201,6 +1183,14 @@ int pg_fail_push(lua_State *L, struct pg_op *op)
 	return luax_fail(L, op->kind ? op->kind : "error", "%s %s: %s", op->fn, op->target, op->cause);
 }
 
+int pg_probe_failed(lua_State *L, struct pg_op *op)
+{
+	if (!op->kind)
+		return 0;
+	pg_audit(op, NULL);
+	return pg_fail_push(L, op);
+}
+
 /* ---------------------------------------------------------------------------- the gate */
 
 int pg_gate(lua_State *L, struct pg_op *op, const struct gate_plan *plan, const char *sql)
@@ -1251,18 +1241,13 @@ static struct pg_op *start_connect(lua_State *L, const char *fn)
 
 static int connect_done(lua_State *L, struct pg_op *op)
 {
-	char summary[200];
-	if (op->kind) {
-		pg_audit(op, NULL);
-		return pg_fail_push(L, op);
-	}
-	struct pg_handle *h = lua_newuserdatauv(L, sizeof *h, 0);
-	memset(h, 0, sizeof *h);
-	luaL_setmetatable(L, CONN_MT);
-	h->conn = op->own;
+	int n = pg_probe_failed(L, op);
+	if (n)
+		return n;
+	handle_push(L, &conn_type, sizeof(struct pg_handle), 0, op->own, op->target);
+	const char *v = PQparameterStatus(op->own, "server_version");
 	op->own = op->conn = NULL;
-	snprintf(h->target, sizeof h->target, "%s", op->target);
-	const char *v = PQparameterStatus(h->conn, "server_version");
+	char summary[200];
 	snprintf(summary, sizeof summary, "connected in %.1f ms (PostgreSQL %s)", op->connect_ms, v ? v : "?");
 	pg_audit(op, summary);
 	return 1;
@@ -1276,11 +1261,10 @@ static int pg_connect(lua_State *L)
 
 static int ping_done(lua_State *L, struct pg_op *op)
 {
+	int n = pg_probe_failed(L, op);
+	if (n)
+		return n;
 	char summary[200];
-	if (op->kind) {
-		pg_audit(op, NULL);
-		return pg_fail_push(L, op);
-	}
 	const char *v = PQparameterStatus(op->own, "server_version");
 	bool recovery = pg_bool(op->res[0], 0, "in_recovery");
 	snprintf(summary, sizeof summary, "PostgreSQL %s%s, connected in %.1f ms", v ? v : "?",
@@ -1310,14 +1294,12 @@ static int pg_ping(lua_State *L)
 
 struct pg_handle *pg_check_handle(lua_State *L, int idx, const char *fn)
 {
-	struct pg_handle *h = luaL_testudata(L, idx, CONN_MT);
-	handle_check_open(L, h ? &h->s : NULL, fn, h ? h->target : NULL);
-	return h;
+	return handle_check_open(L, idx, &conn_type, fn);
 }
 
 int pg_handle_unusable(lua_State *L, struct pg_handle *h, const char *fn)
 {
-	return handle_unusable(L, &h->s, h->conn != NULL, fn, h->target);
+	return handle_unusable(L, &h->s, fn);
 }
 
 static const char *const query_options[] = { "timeout", NULL };
@@ -1338,18 +1320,27 @@ static int query_done(lua_State *L, struct pg_op *op)
 	return 1;
 }
 
+/* The op of conn:query or conn:exec, for sql with the params at index 3 (the options at 4 are read
+ * before): NULL after pushing nil, err, "closed" for a broken handle (the caller returns 3). */
+static struct pg_op *statement_op(lua_State *L, const char *fn, struct pg_handle *h, const char *sql, msec_t timeout)
+{
+	lua_settop(L, 4);
+	if (pg_handle_unusable(L, h, fn))
+		return NULL;
+	struct pg_op *op = pg_op_push(L, fn, h, timeout);
+	pg_op_stmt(L, op, sql, 3);
+	return op;
+}
+
 static int conn_query(lua_State *L)
 {
 	struct pg_handle *h = pg_check_handle(L, 1, "pg.query");
 	const char *sql = luaL_checkstring(L, 2);
 	luax_check_options(L, 4, "pg.query", query_options);
 	msec_t timeout = luax_opt_duration(L, 4, "timeout", PG_DEFAULT_QUERY_TIMEOUT_MS, "pg.query");
-	lua_settop(L, 4);
-	int n = pg_handle_unusable(L, h, "pg.query");
-	if (n)
-		return n;
-	struct pg_op *op = pg_op_push(L, "pg.query", h, timeout);
-	pg_op_stmt(L, op, sql, 3);
+	struct pg_op *op = statement_op(L, "pg.query", h, sql, timeout);
+	if (!op)
+		return 3;
 	pg_op_pipeline(op, true, 0);
 	return pg_op_run(L, op, query_done);
 }
@@ -1397,26 +1388,23 @@ static int conn_exec(lua_State *L)
 	const char *summary = luax_opt_string(L, 4, "summary", NULL, "pg.exec");
 	const char *target = luax_opt_string(L, 4, "target", NULL, "pg.exec");
 	bool irreversible = luax_opt_bool(L, 4, "irreversible", false, "pg.exec");
-	lua_settop(L, 4);
-	int n = pg_handle_unusable(L, h, "pg.exec");
-	if (n)
-		return n;
-	struct pg_op *op = pg_op_push(L, "pg.exec", h, timeout);
-	pg_op_stmt(L, op, sql, 3);
+	struct pg_op *op = statement_op(L, "pg.exec", h, sql, timeout);
+	if (!op)
+		return 3;
 	char *detail = describe_sql(&op->stmts[0]);
 	char shown[PG_TARGET_MAX + 40];
-	snprintf(shown, sizeof shown, "run SQL on %s", h->target);
+	snprintf(shown, sizeof shown, "run SQL on %s", h->s.target);
 	struct gate_plan plan = {
 		.primitive = "pg.exec",
 		.summary = summary ? summary : shown,
 		.detail = detail,
-		.target = target ? target : h->target,
+		.target = target ? target : h->s.target,
 		.irreversible = irreversible,
 	};
 	lua_pushstring(L, detail);   /* the C copy is freed now; the gate may raise */
 	free(detail);
 	plan.detail = lua_tostring(L, -1);
-	n = pg_gate(L, op, &plan, sql);
+	int n = pg_gate(L, op, &plan, sql);
 	if (n)
 		return n;
 	lua_pop(L, 1);
@@ -1424,34 +1412,9 @@ static int conn_exec(lua_State *L)
 	return pg_op_run(L, op, exec_done);
 }
 
-static int conn_close(lua_State *L)
-{
-	struct pg_handle *h = luaL_testudata(L, 1, CONN_MT);
-	if (!h)
-		return luaL_error(L, "pg.close: call it on a connection, with a colon: conn:close()");
-	if (handle_mark_closed(&h->s, h->conn != NULL)) {
-		PQfinish(h->conn);
-		h->conn = NULL;
-	}
-	return 0;
-}
-
-static int conn_gc(lua_State *L)
-{
-	struct pg_handle *h = luaL_checkudata(L, 1, CONN_MT);
-	h->s.closed = true;
-	if (h->conn)
-		PQfinish(h->conn);
-	h->conn = NULL;
-	return 0;
-}
-
-static int conn_tostring(lua_State *L)
-{
-	struct pg_handle *h = luaL_checkudata(L, 1, CONN_MT);
-	handle_push_name(L, "pg.conn", &h->s, h->conn != NULL, h->target);
-	return 1;
-}
+static int conn_close(lua_State *L) { return handle_close(L, &conn_type); }
+static int conn_gc(lua_State *L) { return handle_gc(L, &conn_type); }
+static int conn_tostring(lua_State *L) { return handle_tostring(L, &conn_type); }
 
 int luaopen_pg(lua_State *L)
 {

@@ -20,9 +20,9 @@
 #include "handle.h"
 #include "tasks.h"
 
-#define PG_TARGET_MAX 300
+#define PG_TARGET_MAX HANDLE_TARGET_MAX
 #define PG_MAX_STMTS  4
-#define PG_AGAIN      (-1)
+#define PG_AGAIN      TASKS_AGAIN
 #define PG_DEFAULT_QUERY_TIMEOUT_MS 10000
 
 /* Type OIDs (catalog/pg_type.h is a server header). */
@@ -36,9 +36,7 @@
 #define PG_NUMERICOID 1700
 
 struct pg_handle {
-	PGconn *conn;                 /* NULL once closed or broken */
-	char target[PG_TARGET_MAX];   /* host:port/dbname, never a password */
-	struct handle_state s;          /* closed, broken, busy: see handle.h */
+	struct handle_state s;        /* first: its PGconn (s.conn), target, closed, broken, busy (handle.h) */
 };
 
 struct pg_stmt {
@@ -76,6 +74,7 @@ struct pg_op {
 	char sqlstate[6];
 	char cause[600];
 	pg_done_fn done;
+	struct tasks_op task;         /* how pg_op_run drives it (tasks.h) */
 	/* for the callbacks */
 	int stage;
 	int choice;
@@ -106,8 +105,10 @@ int pg_op_run(lua_State *L, struct pg_op *op, pg_done_fn done);
 
 /* The probe audit record for op (outcome "ok" or op->kind). */
 void pg_audit(struct pg_op *op, const char *summary);
-/* Audits the failure and pushes nil, "<fn> <target>: <cause>", kind; returns 3. */
+/* Pushes nil, "<fn> <target>: <cause>", kind; returns 3. */
 int pg_fail_push(lua_State *L, struct pg_op *op);
+/* For a probe: 0, or (the op failed) audits the failure, pushes nil, err, kind and returns 3. */
+int pg_probe_failed(lua_State *L, struct pg_op *op);
 /* Fails op with kind and a printf-style cause (before or instead of running it). */
 void pg_op_fail(struct pg_op *op, const char *kind, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

@@ -76,6 +76,11 @@
 #define MAX_ARGS                  4096
 #define AGAIN                     REDIS_AGAIN
 
+static void free_context(void *c) { redisFree(c); }
+
+static const struct handle_type conn_type = { .mt = CONN_MT, .module = "redis", .disconnect = free_context };
+_Static_assert(offsetof(struct redis_handle, s) == 0, "handle.c finds the handle_state at the start of the userdata");
+
 /* ------------------------------------------------------------------------- small helpers */
 
 double redis_elapsed(const struct redis_op *op) { return sched_now_precise() - op->t0; }
@@ -276,23 +281,22 @@ static void discard(struct redis_op *op, const char *why)
 	redisFree(c);
 	if (op->own == c)
 		op->own = NULL;
-	if (op->h && op->h->c == c) {
-		op->h->c = NULL;
-		op->h->s.broken = why;
-	}
+	if (op->h)
+		handle_mark_broken(&op->h->s, c, why);
 	op->c = NULL;
 }
 
 /* Releases everything the op holds; idempotent (__close, then __gc). An op abandoned in the middle
  * of a batch (its parallel() task was stopped) leaves a context with replies in flight: discarded. */
-static void op_release(struct redis_op *op)
+static void op_release(void *p)
 {
+	struct redis_op *op = p;
 	if (op->released)
 		return;
 	op->released = true;
 	/* Only a context that is still the op's own or its handle's: at exit, finalizers may have
 	 * closed the handle first. */
-	if (op->phase == PH_IO && op->c && (op->c == op->own || (op->h && op->h->c == op->c)))
+	if (op->phase == PH_IO && op->c && (op->c == op->own || (op->h && op->h->s.conn == op->c)))
 		discard(op, "an interrupted call");
 	if (op->own)
 		redisFree(op->own);
@@ -311,10 +315,8 @@ static void op_release(struct redis_op *op)
 	op->display = NULL;
 	free(op->samples);
 	op->samples = NULL;
-	if (op->h && handle_call_ended(&op->h->s, op->h->c != NULL)) {   /* closed meanwhile */
-		redisFree(op->h->c);
-		op->h->c = NULL;
-	}
+	if (op->h)
+		handle_call_ended(&op->h->s);
 	op->phase = PH_DONE;
 }
 
@@ -327,24 +329,17 @@ static int op_gc(lua_State *L)
 /* Pushes a new op (to-be-closed) for a call on h (NULL for connect/ping; h must be at index 1). */
 struct redis_op *redis_op_push(lua_State *L, const char *fn, struct redis_handle *h, msec_t timeout_ms)
 {
-	struct redis_op *op = lua_newuserdatauv(L, sizeof *op, 1);
-	memset(op, 0, sizeof *op);
-	luaL_setmetatable(L, OP_MT);
+	struct redis_op *op = tasks_push_op(L, sizeof *op, OP_MT);
 	op->fn = fn;
-	msec_t cap = sched_cap();
-	op->timeout_ms = cap > 0 && cap < timeout_ms ? cap : timeout_ms;
+	op->timeout_ms = tasks_wait_start(&op->w, timeout_ms);
 	op->t0 = sched_now_precise();
 	op->phase = PH_IDLE;
-	tasks_wait_init(&op->w, sched_deadline(timeout_ms));
 	if (h) {
-		lua_pushvalue(L, 1);          /* the handle lives as long as the op */
-		lua_setiuservalue(L, -2, 1);
+		handle_call_start(L, &h->s);
 		op->h = h;
-		op->c = h->c;
-		h->s.busy = true;
-		snprintf(op->target, sizeof op->target, "%s", h->target);
+		op->c = h->s.conn;
+		snprintf(op->target, sizeof op->target, "%s", h->s.target);
 	}
-	lua_toclose(L, -1);
 	return op;
 }
 
@@ -373,10 +368,8 @@ void redis_batch(struct redis_op *op, msec_t timeout_ms)
 	free_replies(op);
 	op->phase = PH_START;
 	if (timeout_ms > 0) {
-		msec_t cap = sched_cap();
-		op->timeout_ms = cap > 0 && cap < timeout_ms ? cap : timeout_ms;
+		op->timeout_ms = tasks_wait_start(&op->w, timeout_ms);
 		op->t0 = sched_now_precise();
-		tasks_wait_init(&op->w, sched_deadline(timeout_ms));
 	} else {
 		tasks_wait_init(&op->w, op->w.deadline);
 	}
@@ -580,17 +573,16 @@ static void stop(struct redis_op *op, const char *why)
 }
 
 /* One step after a wait; true when the op (or its current batch) is over. */
-static bool advance(struct redis_op *op)
+static bool advance(void *p)
 {
+	struct redis_op *op = p;
 	if (op->phase == PH_DONE)
 		return true;
 	if (op->w.result == SCHED_INTERRUPTED) {
 		stop(op, "interrupted");
 		return true;
 	}
-	bool ready = false;
-	for (int i = 0; i < op->w.nfds; i++)
-		ready |= op->w.fds[i].revents != 0;
+	bool ready = tasks_ready(&op->w);
 	if (op->phase == PH_LOOKUP && net_lookup_poll(&op->lookup))
 		lookup_done(op);
 	if (op->phase == PH_CONNECT && ready)
@@ -617,32 +609,20 @@ static bool advance(struct redis_op *op)
 	return false;
 }
 
-static int op_k(lua_State *L, int status, lua_KContext ctx)
+static int run_done(lua_State *L, void *p)
 {
-	(void)status;
-	struct redis_op *op = (struct redis_op *)ctx;
-	for (;;) {
-		if (advance(op)) {
-			int n = op->done(L, op);
-			if (n == AGAIN)
-				continue;
-			/* Released here rather than by __close on return: with Ctrl-C pressed, the host's
-			 * call hook raises inside the __close call before its body runs. */
-			op_release(op);
-			return n;
-		}
-		if (tasks_must_yield(L))
-			return tasks_yield(L, &op->w, ctx, op_k);
-		tasks_block(&op->w);
-	}
+	struct redis_op *op = p;
+	return op->done(L, op);
 }
 
 int redis_op_run(lua_State *L, struct redis_op *op, redis_done_fn done)
 {
+	static const struct tasks_machine machine = { advance, run_done, op_release };
 	op->done = done;
 	if (op->kind)
-		op->phase = PH_DONE;
-	return op_k(L, LUA_OK, (lua_KContext)op);
+		op->phase = PH_DONE;   /* failed before it started: straight to done */
+	op->task = (struct tasks_op){ .machine = &machine, .op = op, .w = &op->w };
+	return tasks_run_op(L, &op->task);
 }
 
 /* -------------------------------------------------------------------------- replies */
@@ -838,16 +818,12 @@ static int connect_done(lua_State *L, struct redis_op *op)
 		redis_audit(op, NULL);
 		return redis_fail_push(L, op);
 	}
-	struct redis_handle *h = lua_newuserdatauv(L, sizeof *h, 1);
-	memset(h, 0, sizeof *h);
-	luaL_setmetatable(L, CONN_MT);
+	struct redis_handle *h = handle_push(L, &conn_type, sizeof *h, 1, op->own, op->target);
 	lua_newtable(L);                     /* what COMMAND INFO said, per command name */
 	lua_setiuservalue(L, -2, 1);
-	h->c = op->own;
 	op->own = op->c = NULL;
 	h->db = op->db;
 	h->timeout_ms = op->conn_timeout_ms;
-	snprintf(h->target, sizeof h->target, "%s", op->target);
 	char summary[120];
 	snprintf(summary, sizeof summary, "connected in %.1f ms", op->connect_ms);
 	redis_audit(op, summary);
@@ -906,52 +882,26 @@ static int redis_ping(lua_State *L)
 
 struct redis_handle *redis_check_handle(lua_State *L, const char *fn)
 {
-	struct redis_handle *h = luaL_testudata(L, 1, CONN_MT);
-	handle_check_open(L, h ? &h->s : NULL, fn, h ? h->target : NULL);
-	return h;
+	return handle_check_open(L, 1, &conn_type, fn);
 }
 
 /* Pushes nil, "... closed after ...", "closed" when the handle was discarded (returns 3), raises
  * when another task is using it, else returns 0. */
 int redis_handle_unusable(lua_State *L, struct redis_handle *h, const char *fn)
 {
-	return handle_unusable(L, &h->s, h->c != NULL, fn, h->target);
+	return handle_unusable(L, &h->s, fn);
 }
 
-static int conn_close(lua_State *L)
-{
-	struct redis_handle *h = luaL_testudata(L, 1, CONN_MT);
-	if (!h)
-		return luaL_error(L, "redis.close: call it on a connection, with a colon: conn:close()");
-	if (handle_mark_closed(&h->s, h->c != NULL)) {
-		redisFree(h->c);
-		h->c = NULL;
-	}
-	return 0;
-}
-
-static int conn_gc(lua_State *L)
-{
-	struct redis_handle *h = luaL_checkudata(L, 1, CONN_MT);
-	h->s.closed = true;
-	if (h->c)
-		redisFree(h->c);
-	h->c = NULL;
-	return 0;
-}
-
-static int conn_tostring(lua_State *L)
-{
-	struct redis_handle *h = luaL_checkudata(L, 1, CONN_MT);
-	handle_push_name(L, "redis.conn", &h->s, h->c != NULL, h->target);
-	return 1;
-}
+static int conn_close(lua_State *L) { return handle_close(L, &conn_type); }
+static int conn_gc(lua_State *L) { return handle_gc(L, &conn_type); }
+static int conn_tostring(lua_State *L) { return handle_tostring(L, &conn_type); }
 
 /* ------------------------------------------------------------------- commands from Lua */
 
 
-/* Reads cmd, arg... [, options] from index 2 on. Numbers become strings; anything else raises. */
-static void read_args(lua_State *L, const char *fn, struct redis_args *a)
+/* Reads cmd, arg... [, options] from index 2 on. Numbers become strings; anything else raises, as
+ * does an option that is not one of `options`. */
+static void read_args(lua_State *L, const char *fn, const char *const options[], struct redis_args *a)
 {
 	int top = lua_gettop(L);
 	memset(a, 0, sizeof *a);
@@ -986,6 +936,7 @@ static void read_args(lua_State *L, const char *fn, struct redis_args *a)
 		if (word)
 			redis_lower(a->sub, sizeof a->sub, a->argv[1], a->lens[1]);
 	}
+	luax_check_options(L, a->opts, fn, options);
 }
 
 /* The command as the gate shows it, quoted as one would type it in redis-cli; passwords (AUTH,
@@ -1104,7 +1055,7 @@ static int call_done(lua_State *L, struct redis_op *op)
 		lua_pop(L, 1);
 		char msg[TARGET_MAX + 300];
 		if (!redis_allowed(msg, sizeof msg, op->fn, op->target, &a, v, shown_sub)) {
-			op_release(op);   /* see op_k */
+			op_release(op);   /* see tasks_run_op */
 			return luaL_error(L, "%s", msg);
 		}
 		op->stage = 1;
@@ -1122,11 +1073,7 @@ static int call_done(lua_State *L, struct redis_op *op)
 	describe_reply(r, what, sizeof what);
 	snprintf(summary, sizeof summary, "%s: %s", shown, what);
 	redis_audit(op, summary);
-	if (r->type == REDIS_REPLY_NIL) {
-		lua_pushnil(L);
-		return 1;
-	}
-	push_value(L, r, 0);
+	push_value(L, r, 0);   /* nil for a nil reply */
 	return 1;
 }
 
@@ -1134,8 +1081,7 @@ static int conn_call(lua_State *L)
 {
 	struct redis_handle *h = redis_check_handle(L, "redis.call");
 	struct redis_args a;
-	read_args(L, "redis.call", &a);
-	luax_check_options(L, a.opts, "redis.call", call_options);
+	read_args(L, "redis.call", call_options, &a);
 	msec_t timeout = luax_opt_duration(L, a.opts, "timeout", h->timeout_ms, "redis.call");
 	bool anywhere;
 	const char *why = redis_local_refusal(&a, false, &anywhere);
@@ -1143,9 +1089,9 @@ static int conn_call(lua_State *L)
 		char shown[140];
 		redis_upper_words(shown, sizeof shown, a.name, strcmp(a.name, "client") == 0 || strcmp(a.name, "script") == 0 ? a.sub : "");
 		if (anywhere)
-			return luaL_error(L, "redis.call %s: %s is not supported: it %s", h->target, shown, why);
+			return luaL_error(L, "redis.call %s: %s is not supported: it %s", h->s.target, shown, why);
 		return luaL_error(L, "redis.call %s: %s %s; use conn:action(...) to run it through the confirmation gate",
-		                  h->target, shown, why);
+		                  h->s.target, shown, why);
 	}
 	int n = redis_handle_unusable(L, h, "redis.call");
 	if (n)
@@ -1154,7 +1100,7 @@ static int conn_call(lua_State *L)
 	bool shown_sub;
 	const char *v = redis_cached_verdict(L, &a, &shown_sub);
 	char msg[TARGET_MAX + 300];
-	if (v && !redis_allowed(msg, sizeof msg, "redis.call", h->target, &a, v, shown_sub))
+	if (v && !redis_allowed(msg, sizeof msg, "redis.call", h->s.target, &a, v, shown_sub))
 		return luaL_error(L, "%s", msg);
 	lua_pop(L, 1);
 	struct redis_op *op = redis_op_push(L, "redis.call", h, timeout);
@@ -1249,7 +1195,7 @@ static int action_done(lua_State *L, struct redis_op *op)
 		if (ans != GATE_RUN) {
 			char msg[TARGET_MAX + 300];
 			snprintf(msg, sizeof msg, "%s %s: %s declined by the operator", op->fn, op->target, op->display);
-			op_release(op);   /* see op_k */
+			op_release(op);   /* see tasks_run_op */
 			return host_raise_control(L, ans == GATE_ABORT ? "abort" : "skip", msg);
 		}
 		if (!op->c) {   /* cannot happen while the handle is busy with us; belt and braces */
@@ -1271,11 +1217,7 @@ static int action_done(lua_State *L, struct redis_op *op)
 	}
 	describe_reply(r, what, sizeof what);
 	action_result(op, "ok", what);
-	if (r->type == REDIS_REPLY_NIL) {
-		lua_pushnil(L);
-		return 1;
-	}
-	push_value(L, r, 0);
+	push_value(L, r, 0);   /* nil for a nil reply */
 	return 1;
 }
 
@@ -1283,8 +1225,7 @@ static int conn_action(lua_State *L)
 {
 	struct redis_handle *h = redis_check_handle(L, "redis.action");
 	struct redis_args a;
-	read_args(L, "redis.action", &a);
-	luax_check_options(L, a.opts, "redis.action", action_options);
+	read_args(L, "redis.action", action_options, &a);
 	msec_t timeout = luax_opt_duration(L, a.opts, "timeout", DEFAULT_ACTION_TIMEOUT_MS, "redis.action");
 	const char *summary = luax_opt_string(L, a.opts, "summary", NULL, "redis.action");
 	const char *target = luax_opt_string(L, a.opts, "target", NULL, "redis.action");
@@ -1295,7 +1236,7 @@ static int conn_action(lua_State *L)
 	if (why) {
 		char shown[140];
 		redis_upper_words(shown, sizeof shown, a.name, strcmp(a.name, "client") == 0 ? a.sub : "");
-		return luaL_error(L, "redis.action %s: %s is not supported: it %s", h->target, shown, why);
+		return luaL_error(L, "redis.action %s: %s is not supported: it %s", h->s.target, shown, why);
 	}
 	int n = redis_handle_unusable(L, h, "redis.action");
 	if (n)

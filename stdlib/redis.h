@@ -22,16 +22,14 @@
 #include "tasks.h"
 
 #define REDIS_DEFAULT_TIMEOUT_MS 2000
-#define REDIS_TARGET_MAX         300
+#define REDIS_TARGET_MAX         HANDLE_TARGET_MAX
 #define REDIS_MAX_CMDS           6
-#define REDIS_AGAIN              (-1)
+#define REDIS_AGAIN              TASKS_AGAIN
 
 struct redis_handle {
-	redisContext *c;              /* NULL once closed or broken */
-	char target[REDIS_TARGET_MAX]; /* host:port/db, never a password */
+	struct handle_state s;        /* first: its redisContext (s.conn), target, closed, broken, busy (handle.h) */
 	int db;
 	msec_t timeout_ms;            /* the default deadline of its calls */
-	struct handle_state s;        /* closed, broken, busy: see handle.h */
 };
 
 enum redis_phase {
@@ -76,6 +74,7 @@ struct redis_op {
 	char code[32];                /* a server error's code word, kind points here */
 	char cause[600];
 	redis_done_fn done;
+	struct tasks_op task;         /* how redis_op_run drives it (tasks.h) */
 	/* for the callbacks */
 	int stage;
 	char *user;                   /* the user's command, formatted, until it is queued */
