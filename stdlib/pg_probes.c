@@ -44,6 +44,7 @@
 #include "luax.h"
 
 #include <lauxlib.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,23 +53,89 @@
 
 static const char *const timeout_only[] = { "timeout", NULL };
 
-/* Checks the handle and a probe's options (at opts_idx), then pushes its op; NULL after pushing
- * nil, err, "closed" for a broken handle (the caller returns 3). Option values are read by the
- * caller before: they stay valid, the options table stays on the stack. */
-static struct pg_op *probe_op(lua_State *L, const char *fn, int opts_idx, const char *const *options)
+/* A ready-made probe as data: what it is called, the options it takes, the statements it runs (in one
+ * READ ONLY pipeline) and the callback that shapes their results. Each descriptor stands right after
+ * its SQL and callback below, so that a probe reads in one place; a method only reads its own
+ * options, then starts its probe with probe_run (or probe_start when its callback needs more). */
+struct probe {
+	const char *fn;                  /* "pg.locks": messages and audit records */
+	const char *const *options;      /* the options it accepts, "timeout" among them */
+	const char *sql[PG_MAX_STMTS];   /* in pipeline order, NULL after the last */
+	int nparams;                     /* $1..$n of the first statement (a probe with parameters has one) */
+	pg_done_fn done;
+};
+
+/* Checks the handle and the probe's options (at opts_idx), then pushes its op with the statements
+ * queued; NULL after pushing nil, err, "closed" for a broken handle (the caller returns 3). Option
+ * values (and params) the caller read before stay valid: the options table stays on the stack. */
+static struct pg_op *probe_start(lua_State *L, const struct probe *p, int opts_idx, const char *const *params)
 {
-	struct pg_handle *h = pg_check_handle(L, 1, fn);
-	luax_check_options(L, opts_idx, fn, options);
-	msec_t timeout = luax_opt_duration(L, opts_idx, "timeout", PG_DEFAULT_QUERY_TIMEOUT_MS, fn);
+	struct pg_handle *h = pg_check_handle(L, 1, p->fn);
+	luax_check_options(L, opts_idx, p->fn, p->options);
+	msec_t timeout = luax_opt_duration(L, opts_idx, "timeout", PG_DEFAULT_QUERY_TIMEOUT_MS, p->fn);
 	lua_settop(L, opts_idx);
-	if (pg_handle_unusable(L, h, fn))
+	if (pg_handle_unusable(L, h, p->fn))
 		return NULL;
-	return pg_op_push(L, fn, h, timeout);
+	struct pg_op *op = pg_op_push(L, p->fn, h, timeout);
+	for (int i = 0; i < PG_MAX_STMTS && p->sql[i]; i++)
+		pg_op_stmtv(op, p->sql[i], i == 0 ? p->nparams : 0, params);
+	pg_op_pipeline(op, true, 0);
+	return op;
 }
 
-static int probe_failed(lua_State *L, struct pg_op *op)
+/* A probe method whose callback needs nothing from the call but the results. */
+static int probe_run(lua_State *L, const struct probe *p, int opts_idx, const char *const *params)
 {
-	pg_audit(op, NULL);
+	struct pg_op *op = probe_start(L, p, opts_idx, params);
+	return op ? pg_op_run(L, op, p->done) : 3;
+}
+
+/* Writes op's transcript record with a printf-style summary: pg_audit for a probe's outcome,
+ * pg_action_result for an action's. */
+static void summarize(void (*record)(struct pg_op *, const char *), struct pg_op *op, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void summarize(void (*record)(struct pg_op *, const char *), struct pg_op *op, const char *fmt, ...)
+{
+	char summary[300];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(summary, sizeof summary, fmt, ap);
+	va_end(ap);
+	record(op, summary);
+}
+
+/* An action (terminate_idle, cancel, terminate) is a probe (stage 0) that measures what it would
+ * touch, then the gate, then the action's own statement (stage 1).
+ *
+ * Asks the gate for op's action, described by the three strings the caller pushed last: what a
+ * probe measured (-3, the blast radius), the SQL as the prompt shows it (-2) and the one-line
+ * summary (-1). Returns what pg_gate returns (0: run it; the strings stay on the stack). */
+static int action_gate(lua_State *L, struct pg_op *op)
+{
+	struct gate_plan plan = {
+		.primitive = op->fn,
+		.summary = lua_tostring(L, -1),
+		.detail = lua_tostring(L, -2),
+		.target = op->target,
+		.blast = lua_tostring(L, -3),
+	};
+	return pg_gate(L, op, &plan, lua_tostring(L, -2));
+}
+
+/* Queues stage 1, the action's statement: a write (no READ ONLY) with a deadline of its own, the
+ * call's timeout again from now. The callback then returns PG_AGAIN. */
+static void action_stage(struct pg_op *op, const char *sql, int n, const char *const *params)
+{
+	pg_op_reset(op);
+	pg_op_stmtv(op, sql, n, params);
+	op->stage = 1;
+	pg_op_pipeline(op, false, op->timeout_ms);
+}
+
+static int action_failed(lua_State *L, struct pg_op *op)
+{
+	pg_action_result(op, NULL);
 	return pg_fail_push(L, op);
 }
 
@@ -148,7 +215,7 @@ static const char SQL_CONNECTIONS[] =
 static int connections_done(lua_State *L, struct pg_op *op)
 {
 	if (op->kind)
-		return probe_failed(L, op);
+		return pg_probe_failed(L, op);
 	const PGresult *set = op->res[0], *r = op->res[1];
 	lua_Integer max = pg_int(set, 0, "max_connections"), reserved = pg_int(set, 0, "reserved"), total = 0;
 	lua_createtable(L, 0, 12);
@@ -195,26 +262,19 @@ static int connections_done(lua_State *L, struct pg_op *op)
 	double pct = max > 0 ? (double)total * 100.0 / (double)max : 0;
 	luax_setnum(L, "used_pct", pct);
 	luax_setnum(L, "ms", pg_elapsed(op));
-	char summary[200];
 	lua_getfield(L, top, "active");
 	lua_getfield(L, top, "idle_in_transaction");
-	snprintf(summary, sizeof summary, "%lld of %lld connections (%.0f%%): %lld active, %lld idle in transaction",
-	         (long long)total, (long long)max, pct, (long long)lua_tointeger(L, -2), (long long)lua_tointeger(L, -1));
+	summarize(pg_audit, op, "%lld of %lld connections (%.0f%%): %lld active, %lld idle in transaction",
+	          (long long)total, (long long)max, pct, (long long)lua_tointeger(L, -2), (long long)lua_tointeger(L, -1));
 	lua_pop(L, 2);
-	pg_audit(op, summary);
 	return 1;
 }
 
-static int conn_connections(lua_State *L)
-{
-	struct pg_op *op = probe_op(L, "pg.connections", 2, timeout_only);
-	if (!op)
-		return 3;
-	pg_op_stmtv(op, SQL_SETTINGS, 0, NULL);
-	pg_op_stmtv(op, SQL_CONNECTIONS, 0, NULL);
-	pg_op_pipeline(op, true, 0);
-	return pg_op_run(L, op, connections_done);
-}
+static const struct probe CONNECTIONS = {
+	.fn = "pg.connections", .options = timeout_only, .sql = { SQL_SETTINGS, SQL_CONNECTIONS }, .done = connections_done,
+};
+
+static int conn_connections(lua_State *L) { return probe_run(L, &CONNECTIONS, 2, NULL); }
 
 /* ------------------------------------------------ long_running, idle_in_transaction */
 
@@ -244,7 +304,7 @@ static const char SQL_IDLE_IN_TRANSACTION[] =
 static int rows_max_done(lua_State *L, struct pg_op *op, const char *col, const char *what)
 {
 	if (op->kind)
-		return probe_failed(L, op);
+		return pg_probe_failed(L, op);
 	const PGresult *r = op->res[0];
 	lua_Integer max = 0;
 	for (int i = 0; i < PQntuples(r); i++)
@@ -253,11 +313,10 @@ static int rows_max_done(lua_State *L, struct pg_op *op, const char *col, const 
 	pg_push_rows(L, r, pg_elapsed(op));
 	luax_setint(L, "count", PQntuples(r));
 	luax_setint(L, "max_ms", max);
-	char summary[200], longest[32];
+	char longest[32];
 	fmt_ms(longest, sizeof longest, (double)max);
-	snprintf(summary, sizeof summary, "%d %s%s%s", PQntuples(r), what, PQntuples(r) ? ", the longest " : "",
-	         PQntuples(r) ? longest : "");
-	pg_audit(op, summary);
+	summarize(pg_audit, op, "%d %s%s%s", PQntuples(r), what, PQntuples(r) ? ", the longest " : "",
+	          PQntuples(r) ? longest : "");
 	return 1;
 }
 
@@ -273,31 +332,27 @@ static int idle_in_transaction_done(lua_State *L, struct pg_op *op)
 
 static const char *const min_options[] = { "timeout", "min", NULL };
 
-static int conn_long_running(lua_State *L)
+static const struct probe LONG_RUNNING = {
+	.fn = "pg.long_running", .options = min_options, .sql = { SQL_LONG_RUNNING }, .nparams = 1,
+	.done = long_running_done,
+};
+
+static const struct probe IDLE_IN_TRANSACTION = {
+	.fn = "pg.idle_in_transaction", .options = min_options, .sql = { SQL_IDLE_IN_TRANSACTION }, .nparams = 1,
+	.done = idle_in_transaction_done,
+};
+
+/* Runs p with its option { min = <duration> } (default def) as $1, in ms. */
+static int probe_min(lua_State *L, const struct probe *p, msec_t def)
 {
 	char min[32];
-	duration_param(L, 2, "min", 5 * 60 * 1000, "pg.long_running", min, sizeof min);
-	struct pg_op *op = probe_op(L, "pg.long_running", 2, min_options);
-	if (!op)
-		return 3;
+	duration_param(L, 2, "min", def, p->fn, min, sizeof min);
 	const char *params[] = { min };
-	pg_op_stmtv(op, SQL_LONG_RUNNING, 1, params);
-	pg_op_pipeline(op, true, 0);
-	return pg_op_run(L, op, long_running_done);
+	return probe_run(L, p, 2, params);
 }
 
-static int conn_idle_in_transaction(lua_State *L)
-{
-	char min[32];
-	duration_param(L, 2, "min", 60 * 1000, "pg.idle_in_transaction", min, sizeof min);
-	struct pg_op *op = probe_op(L, "pg.idle_in_transaction", 2, min_options);
-	if (!op)
-		return 3;
-	const char *params[] = { min };
-	pg_op_stmtv(op, SQL_IDLE_IN_TRANSACTION, 1, params);
-	pg_op_pipeline(op, true, 0);
-	return pg_op_run(L, op, idle_in_transaction_done);
-}
+static int conn_long_running(lua_State *L) { return probe_min(L, &LONG_RUNNING, 5 * 60 * 1000); }
+static int conn_idle_in_transaction(lua_State *L) { return probe_min(L, &IDLE_IN_TRANSACTION, 60 * 1000); }
 
 /* ------------------------------------------------------------------------------ blocked */
 
@@ -319,7 +374,7 @@ static const char SQL_BLOCKED[] =
 static int blocked_done(lua_State *L, struct pg_op *op)
 {
 	if (op->kind)
-		return probe_failed(L, op);
+		return pg_probe_failed(L, op);
 	const PGresult *r = op->res[0];
 	lua_createtable(L, 8, 5);
 	int top = lua_gettop(L);
@@ -386,22 +441,17 @@ static int blocked_done(lua_State *L, struct pg_op *op)
 	luax_setint(L, "count", count);
 	luax_setint(L, "max_wait_ms", max_wait);
 	luax_setnum(L, "ms", pg_elapsed(op));
-	char summary[200], longest[32];
+	char longest[32];
 	fmt_ms(longest, sizeof longest, (double)max_wait);
-	snprintf(summary, sizeof summary, "%d blocked backends%s%s", count, count ? ", waiting up to " : "", count ? longest : "");
-	pg_audit(op, summary);
+	summarize(pg_audit, op, "%d blocked backends%s%s", count, count ? ", waiting up to " : "", count ? longest : "");
 	return 1;
 }
 
-static int conn_blocked(lua_State *L)
-{
-	struct pg_op *op = probe_op(L, "pg.blocked", 2, timeout_only);
-	if (!op)
-		return 3;
-	pg_op_stmtv(op, SQL_BLOCKED, 0, NULL);
-	pg_op_pipeline(op, true, 0);
-	return pg_op_run(L, op, blocked_done);
-}
+static const struct probe BLOCKED = {
+	.fn = "pg.blocked", .options = timeout_only, .sql = { SQL_BLOCKED }, .done = blocked_done,
+};
+
+static int conn_blocked(lua_State *L) { return probe_run(L, &BLOCKED, 2, NULL); }
 
 /* -------------------------------------------------------------------------------- locks */
 
@@ -414,7 +464,7 @@ static const char SQL_LOCK_WAITERS[] =
 static int locks_done(lua_State *L, struct pg_op *op)
 {
 	if (op->kind)
-		return probe_failed(L, op);
+		return pg_probe_failed(L, op);
 	const PGresult *r = op->res[0];
 	pg_push_rows(L, r, pg_elapsed(op));
 	int top = lua_gettop(L);
@@ -441,22 +491,15 @@ static int locks_done(lua_State *L, struct pg_op *op)
 	luax_setint(L, "granted", granted);
 	luax_setint(L, "waiting", waiting);
 	luax_setint(L, "waiting_backends", pg_int(op->res[1], 0, "waiting_backends"));
-	char summary[200];
-	snprintf(summary, sizeof summary, "%lld locks, %lld waiting", (long long)(granted + waiting), (long long)waiting);
-	pg_audit(op, summary);
+	summarize(pg_audit, op, "%lld locks, %lld waiting", (long long)(granted + waiting), (long long)waiting);
 	return 1;
 }
 
-static int conn_locks(lua_State *L)
-{
-	struct pg_op *op = probe_op(L, "pg.locks", 2, timeout_only);
-	if (!op)
-		return 3;
-	pg_op_stmtv(op, SQL_LOCKS, 0, NULL);
-	pg_op_stmtv(op, SQL_LOCK_WAITERS, 0, NULL);
-	pg_op_pipeline(op, true, 0);
-	return pg_op_run(L, op, locks_done);
-}
+static const struct probe LOCKS = {
+	.fn = "pg.locks", .options = timeout_only, .sql = { SQL_LOCKS, SQL_LOCK_WAITERS }, .done = locks_done,
+};
+
+static int conn_locks(lua_State *L) { return probe_run(L, &LOCKS, 2, NULL); }
 
 /* -------------------------------------------------------------------------- replication */
 
@@ -492,7 +535,7 @@ static const char SQL_RECEIVER[] =
 static int replication_done(lua_State *L, struct pg_op *op)
 {
 	if (op->kind)
-		return probe_failed(L, op);
+		return pg_probe_failed(L, op);
 	const PGresult *rec = op->res[0], *reps = op->res[1], *recv = op->res[2];
 	bool replica = pg_bool(rec, 0, "in_recovery");
 	lua_createtable(L, 0, 12);
@@ -518,29 +561,22 @@ static int replication_done(lua_State *L, struct pg_op *op)
 		lua_setfield(L, -2, "receiver");
 	}
 	luax_setnum(L, "ms", pg_elapsed(op));
-	char summary[200];
 	if (replica)
-		snprintf(summary, sizeof summary, "replica, receiver %s, replay lag %lld bytes",
-		         pg_text(recv, 0, "status") ? pg_text(recv, 0, "status") : "not running",
-		         (long long)pg_int(rec, 0, "replay_lag_bytes"));
+		summarize(pg_audit, op, "replica, receiver %s, replay lag %lld bytes",
+		          pg_text(recv, 0, "status") ? pg_text(recv, 0, "status") : "not running",
+		          (long long)pg_int(rec, 0, "replay_lag_bytes"));
 	else
-		snprintf(summary, sizeof summary, "primary with %d replicas, max replay lag %lld bytes", PQntuples(reps),
-		         (long long)max_lag);
-	pg_audit(op, summary);
+		summarize(pg_audit, op, "primary with %d replicas, max replay lag %lld bytes", PQntuples(reps),
+		          (long long)max_lag);
 	return 1;
 }
 
-static int conn_replication(lua_State *L)
-{
-	struct pg_op *op = probe_op(L, "pg.replication", 2, timeout_only);
-	if (!op)
-		return 3;
-	pg_op_stmtv(op, SQL_RECOVERY, 0, NULL);
-	pg_op_stmtv(op, SQL_REPLICAS, 0, NULL);
-	pg_op_stmtv(op, SQL_RECEIVER, 0, NULL);
-	pg_op_pipeline(op, true, 0);
-	return pg_op_run(L, op, replication_done);
-}
+static const struct probe REPLICATION = {
+	.fn = "pg.replication", .options = timeout_only, .sql = { SQL_RECOVERY, SQL_REPLICAS, SQL_RECEIVER },
+	.done = replication_done,
+};
+
+static int conn_replication(lua_State *L) { return probe_run(L, &REPLICATION, 2, NULL); }
 
 /* ----------------------------------------------------------------------- database_sizes */
 
@@ -552,28 +588,22 @@ static const char SQL_SIZES[] =
 static int sizes_done(lua_State *L, struct pg_op *op)
 {
 	if (op->kind)
-		return probe_failed(L, op);
+		return pg_probe_failed(L, op);
 	const PGresult *r = op->res[0];
 	lua_Integer total = 0;
 	for (int i = 0; i < PQntuples(r); i++)
 		total += pg_int(r, i, "bytes");
 	pg_push_rows(L, r, pg_elapsed(op));
 	luax_setint(L, "total_bytes", total);
-	char summary[200];
-	snprintf(summary, sizeof summary, "%d databases, %lld bytes in all", PQntuples(r), (long long)total);
-	pg_audit(op, summary);
+	summarize(pg_audit, op, "%d databases, %lld bytes in all", PQntuples(r), (long long)total);
 	return 1;
 }
 
-static int conn_database_sizes(lua_State *L)
-{
-	struct pg_op *op = probe_op(L, "pg.database_sizes", 2, timeout_only);
-	if (!op)
-		return 3;
-	pg_op_stmtv(op, SQL_SIZES, 0, NULL);
-	pg_op_pipeline(op, true, 0);
-	return pg_op_run(L, op, sizes_done);
-}
+static const struct probe DATABASE_SIZES = {
+	.fn = "pg.database_sizes", .options = timeout_only, .sql = { SQL_SIZES }, .done = sizes_done,
+};
+
+static int conn_database_sizes(lua_State *L) { return probe_run(L, &DATABASE_SIZES, 2, NULL); }
 
 /* --------------------------------------------------------------------------- migrations */
 
@@ -625,8 +655,7 @@ static void push_found(lua_State *L, lua_Integer mask)
 static int migrations_done(lua_State *L, struct pg_op *op)
 {
 	if (op->kind)
-		return probe_failed(L, op);
-	char summary[300];
+		return pg_probe_failed(L, op);
 	if (op->stage == 0) {
 		const PGresult *r = op->res[0];
 		lua_Integer mask = 0;
@@ -685,15 +714,19 @@ static int migrations_done(lua_State *L, struct pg_op *op)
 	luax_setint(L, "count", PQntuples(r) ? pg_int(r, 0, "count") : 0);
 	luax_setint(L, "failed", PQntuples(r) ? pg_int(r, 0, "failed") : 0);
 	luax_setnum(L, "ms", pg_elapsed(op));
-	snprintf(summary, sizeof summary, "%s: %lld migrations, latest %s%s", f->name,
-	         (long long)(PQntuples(r) ? pg_int(r, 0, "count") : 0),
-	         pg_text(r, 0, "latest") ? pg_text(r, 0, "latest") : "none",
-	         PQntuples(r) && pg_int(r, 0, "failed") ? " (failed migrations recorded)" : "");
-	pg_audit(op, summary);
+	summarize(pg_audit, op, "%s: %lld migrations, latest %s%s", f->name,
+	          (long long)(PQntuples(r) ? pg_int(r, 0, "count") : 0),
+	          pg_text(r, 0, "latest") ? pg_text(r, 0, "latest") : "none",
+	          PQntuples(r) && pg_int(r, 0, "failed") ? " (failed migrations recorded)" : "");
 	return 1;
 }
 
 static const char *const migrations_options[] = { "timeout", "framework", NULL };
+
+/* Stage 0 finds the tables; migrations_done then reads the chosen framework's (op->choice). */
+static const struct probe MIGRATIONS = {
+	.fn = "pg.migrations", .options = migrations_options, .sql = { SQL_DETECT }, .done = migrations_done,
+};
 
 static int conn_migrations(lua_State *L)
 {
@@ -706,13 +739,11 @@ static int conn_migrations(lua_State *L)
 		if (!index)
 			luaL_error(L, "pg.migrations: unknown framework '%s' (alembic, django, rails, migrate, flyway)", want);
 	}
-	struct pg_op *op = probe_op(L, "pg.migrations", 2, migrations_options);
+	struct pg_op *op = probe_start(L, &MIGRATIONS, 2, NULL);
 	if (!op)
 		return 3;
 	op->choice = index;
-	pg_op_stmtv(op, SQL_DETECT, 0, NULL);
-	pg_op_pipeline(op, true, 0);
-	return pg_op_run(L, op, migrations_done);
+	return pg_op_run(L, op, MIGRATIONS.done);
 }
 
 /* ----------------------------------------------------------------------- terminate_idle */
@@ -773,16 +804,14 @@ static const char *const terminate_idle_options[] = { "timeout", "older_than", "
 
 static int terminate_idle_done(lua_State *L, struct pg_op *op)
 {
-	char summary[300];
 	if (op->stage == 0) {
 		if (op->kind)
-			return probe_failed(L, op);
+			return pg_probe_failed(L, op);
 		const PGresult *r = op->res[0];
 		const char *state = op->stmts[0].params[0];
 		const char *older = op->label;
 		int n = PQntuples(r);
-		snprintf(summary, sizeof summary, "%d backends %s for %s or more", n, state, older);
-		pg_audit(op, summary);
+		summarize(pg_audit, op, "%d backends %s for %s or more", n, state, older);
 		if (n == 0) {
 			lua_createtable(L, 0, 5);
 			luax_setint(L, "count", 0);
@@ -812,15 +841,8 @@ static int terminate_idle_done(lua_State *L, struct pg_op *op)
 		                   "WHERE pid = ANY('%s') AND state = '%s'    -- only those still %s",
 		                lua_tostring(L, -2), state, state);
 		lua_pushfstring(L, "terminate %d %s backend%s on %s", n, state, n == 1 ? "" : "s", op->target);
-		struct gate_plan plan = {
-			.primitive = "pg.terminate_idle",
-			.summary = lua_tostring(L, -1),
-			.detail = lua_tostring(L, -2),
-			.target = op->target,
-			.blast = lua_tostring(L, -3),
-		};
 		op->ival = n;
-		int k = pg_gate(L, op, &plan, lua_tostring(L, -2));
+		int k = action_gate(L, op);
 		if (k == 1) {   /* dry run: the pids array literal is below the plan's three strings */
 			luax_setint(L, "count", n);
 			lua_pushvalue(L, -5);
@@ -828,22 +850,17 @@ static int terminate_idle_done(lua_State *L, struct pg_op *op)
 		}
 		if (k)
 			return k;
-		char *st = strdup(state);
+		char *st = strdup(state);   /* state is the probe's $1, which action_stage frees */
 		if (!st)
 			abort();
 		const char *params[] = { lua_tostring(L, -4), st };
-		pg_op_reset(op);
-		pg_op_stmtv(op, SQL_TERMINATE_IDLE, 2, params);
+		action_stage(op, SQL_TERMINATE_IDLE, 2, params);
 		free(st);
 		lua_pop(L, 4);
-		op->stage = 1;
-		pg_op_pipeline(op, false, op->timeout_ms);
 		return PG_AGAIN;
 	}
-	if (op->kind) {
-		pg_action_result(op, NULL);
-		return pg_fail_push(L, op);
-	}
+	if (op->kind)
+		return action_failed(L, op);
 	const PGresult *r = op->res[0];
 	lua_createtable(L, 0, 5);
 	lua_newtable(L);
@@ -861,11 +878,16 @@ static int terminate_idle_done(lua_State *L, struct pg_op *op)
 	luax_setint(L, "count", op->ival);
 	luax_setint(L, "terminated", done);
 	luax_setnum(L, "ms", sched_now_precise() - op->action_t0);
-	snprintf(summary, sizeof summary, "terminated %d of %d backends%s", done, (int)op->ival,
-	         skipped ? " (the others were no longer in that state)" : "");
-	pg_action_result(op, summary);
+	summarize(pg_action_result, op, "terminated %d of %d backends%s", done, (int)op->ival,
+	          skipped ? " (the others were no longer in that state)" : "");
 	return 1;
 }
+
+/* Stage 0 counts the candidates ($1 state, $2 older_than in ms, $3 database or NULL). */
+static const struct probe TERMINATE_IDLE = {
+	.fn = "pg.terminate_idle", .options = terminate_idle_options, .sql = { SQL_IDLE_CANDIDATES }, .nparams = 3,
+	.done = terminate_idle_done,
+};
 
 static int conn_terminate_idle(lua_State *L)
 {
@@ -881,14 +903,12 @@ static int conn_terminate_idle(lua_State *L)
 	if (!known)
 		luaL_error(L, "pg.terminate_idle: state must be \"idle\", \"idle in transaction\" or "
 		              "\"idle in transaction (aborted)\" (got \"%s\")", state);
-	struct pg_op *op = probe_op(L, "pg.terminate_idle", 2, terminate_idle_options);
+	const char *params[] = { state, older, database };
+	struct pg_op *op = probe_start(L, &TERMINATE_IDLE, 2, params);
 	if (!op)
 		return 3;
 	fmt_ms(op->label, sizeof op->label, (double)older_ms);
-	const char *params[] = { state, older, database };
-	pg_op_stmtv(op, SQL_IDLE_CANDIDATES, 3, params);
-	pg_op_pipeline(op, true, 0);
-	return pg_op_run(L, op, terminate_idle_done);
+	return pg_op_run(L, op, TERMINATE_IDLE.done);
 }
 
 /* -------------------------------------------------------------------- cancel, terminate */
@@ -902,21 +922,19 @@ static const char SQL_BACKEND[] =
 static int signal_done(lua_State *L, struct pg_op *op)
 {
 	bool cancel = strcmp(op->fn, "pg.cancel") == 0;
-	char summary[300];
 	if (op->stage == 0) {
 		if (op->kind)
-			return probe_failed(L, op);
+			return pg_probe_failed(L, op);
 		const PGresult *r = op->res[0];
 		if (PQntuples(r) == 0 || pg_bool(r, 0, "self")) {
 			pg_op_fail(op, "error", PQntuples(r) ? "backend %lld is this connection's own"
 			                                      : "no backend with pid %lld", (long long)op->ival);
-			return probe_failed(L, op);
+			return pg_probe_failed(L, op);
 		}
 		char age[32];
 		fmt_ms(age, sizeof age, (double)pg_int(r, 0, "query_ms"));
 		const char *state = pg_text(r, 0, "state"), *q = pg_text(r, 0, "query");
-		snprintf(summary, sizeof summary, "backend %lld: %s", (long long)op->ival, state ? state : "?");
-		pg_audit(op, summary);
+		summarize(pg_audit, op, "backend %lld: %s", (long long)op->ival, state ? state : "?");
 		lua_pushfstring(L, "backend %d: user %s, application %s, database %s, %s for %s%s%s", (int)op->ival,
 		                pg_text(r, 0, "user") ? pg_text(r, 0, "user") : "?",
 		                pg_text(r, 0, "application") && *pg_text(r, 0, "application") ? pg_text(r, 0, "application") : "-",
@@ -925,14 +943,7 @@ static int signal_done(lua_State *L, struct pg_op *op)
 		lua_pushfstring(L, "SELECT %s(%d)", cancel ? "pg_cancel_backend" : "pg_terminate_backend", (int)op->ival);
 		lua_pushfstring(L, cancel ? "cancel the query of backend %d on %s" : "terminate backend %d on %s",
 		                (int)op->ival, op->target);
-		struct gate_plan plan = {
-			.primitive = op->fn,
-			.summary = lua_tostring(L, -1),
-			.detail = lua_tostring(L, -2),
-			.target = op->target,
-			.blast = lua_tostring(L, -3),
-		};
-		int k = pg_gate(L, op, &plan, lua_tostring(L, -2));
+		int k = action_gate(L, op);
 		if (k == 1)
 			luax_setint(L, "pid", op->ival);
 		if (k)
@@ -941,21 +952,15 @@ static int signal_done(lua_State *L, struct pg_op *op)
 		char pid[32];
 		snprintf(pid, sizeof pid, "%lld", (long long)op->ival);
 		const char *params[] = { pid };
-		pg_op_reset(op);
-		pg_op_stmtv(op, cancel ? "SELECT pg_cancel_backend($1::int) AS ok" : "SELECT pg_terminate_backend($1::int) AS ok",
-		            1, params);
-		op->stage = 1;
-		pg_op_pipeline(op, false, op->timeout_ms);
+		action_stage(op, cancel ? "SELECT pg_cancel_backend($1::int) AS ok" : "SELECT pg_terminate_backend($1::int) AS ok",
+		             1, params);
 		return PG_AGAIN;
 	}
-	if (op->kind) {
-		pg_action_result(op, NULL);
-		return pg_fail_push(L, op);
-	}
+	if (op->kind)
+		return action_failed(L, op);
 	bool ok = pg_bool(op->res[0], 0, "ok");
-	snprintf(summary, sizeof summary, "%s backend %lld: %s", cancel ? "cancel" : "terminate", (long long)op->ival,
-	         ok ? "signalled" : "not signalled (it has ended)");
-	pg_action_result(op, summary);
+	summarize(pg_action_result, op, "%s backend %lld: %s", cancel ? "cancel" : "terminate", (long long)op->ival,
+	          ok ? "signalled" : "not signalled (it has ended)");
 	lua_createtable(L, 0, 3);
 	luax_setint(L, "pid", op->ival);
 	luax_setbool(L, cancel ? "cancelled" : "terminated", ok);
@@ -963,25 +968,31 @@ static int signal_done(lua_State *L, struct pg_op *op)
 	return 1;
 }
 
-static int signal_backend(lua_State *L, const char *fn)
+/* Stage 0 looks the backend up ($1, its pid); signal_done tells the two apart by op->fn. */
+static const struct probe CANCEL = {
+	.fn = "pg.cancel", .options = timeout_only, .sql = { SQL_BACKEND }, .nparams = 1, .done = signal_done,
+};
+static const struct probe TERMINATE = {
+	.fn = "pg.terminate", .options = timeout_only, .sql = { SQL_BACKEND }, .nparams = 1, .done = signal_done,
+};
+
+static int signal_backend(lua_State *L, const struct probe *p)
 {
 	lua_Integer pid = luaL_checkinteger(L, 2);
 	if (pid <= 0 || pid > 0x7fffffff)
-		luaL_error(L, "%s: pid must be a positive integer", fn);
-	struct pg_op *op = probe_op(L, fn, 3, timeout_only);
+		luaL_error(L, "%s: pid must be a positive integer", p->fn);
+	char param[32];
+	snprintf(param, sizeof param, "%lld", (long long)pid);
+	const char *params[] = { param };
+	struct pg_op *op = probe_start(L, p, 3, params);
 	if (!op)
 		return 3;
 	op->ival = pid;
-	char p[32];
-	snprintf(p, sizeof p, "%lld", (long long)pid);
-	const char *params[] = { p };
-	pg_op_stmtv(op, SQL_BACKEND, 1, params);
-	pg_op_pipeline(op, true, 0);
-	return pg_op_run(L, op, signal_done);
+	return pg_op_run(L, op, p->done);
 }
 
-static int conn_cancel(lua_State *L) { return signal_backend(L, "pg.cancel"); }
-static int conn_terminate(lua_State *L) { return signal_backend(L, "pg.terminate"); }
+static int conn_cancel(lua_State *L) { return signal_backend(L, &CANCEL); }
+static int conn_terminate(lua_State *L) { return signal_backend(L, &TERMINATE); }
 
 void pg_probes_register(lua_State *L)
 {

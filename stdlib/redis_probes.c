@@ -379,6 +379,41 @@ static int run_probe(lua_State *L, struct redis_op *op, redis_done_fn done)
 	return redis_op_run(L, op, done);
 }
 
+/* The whole of a probe that reads INFO sections and nothing else (options at 2): INFO <section>,
+ * and INFO <more> unless NULL, in one batch; done finds their replies in op->rep[0] and [1]. */
+static int info_probe(lua_State *L, const char *fn, redis_done_fn done, const char *section, const char *more)
+{
+	int n;
+	struct redis_op *op = probe_start(L, fn, 2, probe_options, &n);
+	if (!op)
+		return n;
+	redis_queue(op, "INFO", section, NULL);
+	if (more)
+		redis_queue(op, "INFO", more, NULL);
+	return run_probe(L, op, done);
+}
+
+/* A probe's integer option at 2 that must lie in [lo, hi] (raises otherwise), read after checking
+ * the options' names so that a misspelt one is reported first. */
+static lua_Integer ranged_option(lua_State *L, const char *fn, const char *const opts[], const char *key, lua_Integer def,
+                                 lua_Integer lo, lua_Integer hi)
+{
+	luax_check_options(L, 2, fn, opts);
+	lua_Integer v = luax_opt_integer(L, 2, key, def, fn);
+	if (v < lo || v > hi)
+		luaL_error(L, "%s: option '%s' must be %I-%I", fn, key, lo, hi);
+	return v;
+}
+
+/* Fails a probe whose reply is not of the type its command always answers with (something that
+ * speaks RESP but is not Redis): a protocol error, audited. */
+static int unexpected_reply(lua_State *L, struct redis_op *op, const char *command, const char *expected)
+{
+	redis_op_fail(op, "protocol", "%s answered with something other than %s", command, expected);
+	redis_audit(op, NULL);
+	return redis_fail_push(L, op);
+}
+
 static int info_done(lua_State *L, struct redis_op *op)
 {
 	int n = redis_probe_failed(L, op);
@@ -440,16 +475,7 @@ static int memory_done(lua_State *L, struct redis_op *op)
 	return 1;
 }
 
-static int conn_memory(lua_State *L)
-{
-	int n;
-	struct redis_op *op = probe_start(L, "redis.memory", 2, probe_options, &n);
-	if (!op)
-		return n;
-	redis_queue(op, "INFO", "memory", NULL);
-	redis_queue(op, "INFO", "stats", NULL);
-	return run_probe(L, op, memory_done);
-}
+static int conn_memory(lua_State *L) { return info_probe(L, "redis.memory", memory_done, "memory", "stats"); }
 
 static int clients_done(lua_State *L, struct redis_op *op)
 {
@@ -474,16 +500,7 @@ static int clients_done(lua_State *L, struct redis_op *op)
 	return 1;
 }
 
-static int conn_clients(lua_State *L)
-{
-	int n;
-	struct redis_op *op = probe_start(L, "redis.clients", 2, probe_options, &n);
-	if (!op)
-		return n;
-	redis_queue(op, "INFO", "clients", NULL);
-	redis_queue(op, "INFO", "stats", NULL);
-	return run_probe(L, op, clients_done);
-}
+static int conn_clients(lua_State *L) { return info_probe(L, "redis.clients", clients_done, "clients", "stats"); }
 
 static int replication_done(lua_State *L, struct redis_op *op)
 {
@@ -542,15 +559,7 @@ static int replication_done(lua_State *L, struct redis_op *op)
 	return 1;
 }
 
-static int conn_replication(lua_State *L)
-{
-	int n;
-	struct redis_op *op = probe_start(L, "redis.replication", 2, probe_options, &n);
-	if (!op)
-		return n;
-	redis_queue(op, "INFO", "replication", NULL);
-	return run_probe(L, op, replication_done);
-}
+static int conn_replication(lua_State *L) { return info_probe(L, "redis.replication", replication_done, "replication", NULL); }
 
 static const char *const slowlog_options[] = { "timeout", "limit", NULL };
 
@@ -560,11 +569,8 @@ static int slowlog_done(lua_State *L, struct redis_op *op)
 	if (n)
 		return n;
 	const redisReply *r = op->rep[0], *len = op->rep[1];
-	if (r->type != REDIS_REPLY_ARRAY) {
-		redis_op_fail(op, "protocol", "SLOWLOG GET answered with something other than an array");
-		redis_audit(op, NULL);
-		return redis_fail_push(L, op);
-	}
+	if (r->type != REDIS_REPLY_ARRAY)
+		return unexpected_reply(L, op, "SLOWLOG GET", "an array");
 	char summary[120];
 	snprintf(summary, sizeof summary, "%zu entries (of %lld)", r->elements,
 	         len->type == REDIS_REPLY_INTEGER ? len->integer : -1LL);
@@ -603,10 +609,7 @@ static int slowlog_done(lua_State *L, struct redis_op *op)
 
 static int conn_slowlog(lua_State *L)
 {
-	luax_check_options(L, 2, "redis.slowlog", slowlog_options);
-	lua_Integer limit = luax_opt_integer(L, 2, "limit", 10, "redis.slowlog");
-	if (limit < 0 || limit > 100000)
-		return luaL_error(L, "redis.slowlog: option 'limit' must be 0-100000");
+	lua_Integer limit = ranged_option(L, "redis.slowlog", slowlog_options, "limit", 10, 0, 100000);
 	int n;
 	struct redis_op *op = probe_start(L, "redis.slowlog", 2, slowlog_options, &n);
 	if (!op)
@@ -659,10 +662,7 @@ static int latency_done(lua_State *L, struct redis_op *op)
 
 static int conn_latency(lua_State *L)
 {
-	luax_check_options(L, 2, "redis.latency", latency_options);
-	lua_Integer samples = luax_opt_integer(L, 2, "samples", 20, "redis.latency");
-	if (samples < 1 || samples > 10000)
-		return luaL_error(L, "redis.latency: option 'samples' must be 1-10000");
+	lua_Integer samples = ranged_option(L, "redis.latency", latency_options, "samples", 20, 1, 10000);
 	int n;
 	struct redis_op *op = probe_start(L, "redis.latency", 2, latency_options, &n);
 	if (!op)
@@ -715,15 +715,7 @@ static int keyspace_done(lua_State *L, struct redis_op *op)
 	return 1;
 }
 
-static int conn_keyspace(lua_State *L)
-{
-	int n;
-	struct redis_op *op = probe_start(L, "redis.keyspace", 2, probe_options, &n);
-	if (!op)
-		return n;
-	redis_queue(op, "INFO", "keyspace", NULL);
-	return run_probe(L, op, keyspace_done);
-}
+static int conn_keyspace(lua_State *L) { return info_probe(L, "redis.keyspace", keyspace_done, "keyspace", NULL); }
 
 static int llen_done(lua_State *L, struct redis_op *op)
 {
@@ -731,11 +723,8 @@ static int llen_done(lua_State *L, struct redis_op *op)
 	if (n)
 		return n;
 	const redisReply *r = op->rep[0];
-	if (r->type != REDIS_REPLY_INTEGER) {
-		redis_op_fail(op, "protocol", "LLEN answered with something other than an integer");
-		redis_audit(op, NULL);
-		return redis_fail_push(L, op);
-	}
+	if (r->type != REDIS_REPLY_INTEGER)
+		return unexpected_reply(L, op, "LLEN", "an integer");
 	char summary[120];
 	snprintf(summary, sizeof summary, "LLEN: %lld", r->integer);
 	redis_audit(op, summary);
