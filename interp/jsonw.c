@@ -25,6 +25,21 @@ void jb_raw(struct jbuf *b, const char *s, size_t n)
 
 void jb_rawz(struct jbuf *b, const char *s) { jb_raw(b, s, strlen(s)); }
 
+size_t utf8_seq(const char *s, size_t n)
+{
+	unsigned char c = (unsigned char)s[0];
+	size_t len = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 1;
+	if (len > n)
+		return 1;
+	for (size_t i = 1; i < len; i++)
+		if (((unsigned char)s[i] & 0xc0) != 0x80)
+			return 1;
+	unsigned char d = len > 1 ? (unsigned char)s[1] : 0;   /* no overlong forms, surrogates, > U+10FFFF */
+	if ((c == 0xe0 && d < 0xa0) || (c == 0xed && d > 0x9f) || (c == 0xf0 && d < 0x90) || (c == 0xf4 && d > 0x8f))
+		return 1;
+	return len;
+}
+
 void jb_string(struct jbuf *b, const char *s, size_t n)
 {
 	jb_raw(b, "\"", 1);
@@ -45,6 +60,13 @@ void jb_string(struct jbuf *b, const char *s, size_t n)
 			if (c < 0x20 || c == 0x7f) {
 				snprintf(hex, sizeof hex, "\\u%04x", c);
 				esc = hex;
+			} else if (c >= 0x80) {
+				size_t len = utf8_seq(s + i, n - i);
+				if (len > 1) {
+					i += len - 1;
+					continue;
+				}
+				esc = "\\ufffd";   /* not UTF-8 (a message cut short, a server's other charset) */
 			}
 		}
 		if (esc) {

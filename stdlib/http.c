@@ -35,6 +35,7 @@
  */
 #include "gate.h"
 #include "host.h"
+#include "jsonw.h"
 #include "luax.h"
 #include "modules.h"
 #include "net.h"
@@ -1294,22 +1295,6 @@ static int probe(lua_State *L, const char *fn, const char *method)
 
 static int http_get(lua_State *L) { return probe(L, "http.get", "GET"); }
 static int http_head(lua_State *L) { return probe(L, "http.head", "HEAD"); }
-
-/* The length of the valid UTF-8 sequence at s (at most n bytes), or 1 for a byte that is not one. */
-static size_t utf8_seq(const char *s, size_t n)
-{
-	unsigned char c = (unsigned char)s[0];
-	size_t len = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 1;
-	if (len > n)
-		return 1;
-	for (size_t i = 1; i < len; i++)
-		if (((unsigned char)s[i] & 0xc0) != 0x80)
-			return 1;
-	unsigned char d = len > 1 ? (unsigned char)s[1] : 0;   /* no overlong forms, surrogates, > U+10FFFF */
-	if ((c == 0xe0 && d < 0xa0) || (c == 0xed && d > 0x9f) || (c == 0xf0 && d < 0x90) || (c == 0xf4 && d > 0x8f))
-		return 1;
-	return len;
-}
 
 /* The gate's detail: the request line, headers and the start of the body, escaped. */
 static char *describe_request(const struct http_op *op, const struct buf *hdrs, bool json)

@@ -19,11 +19,13 @@
  * TCP connect, TLS, authentication and, for ping, the first query. PQconnectPoll is driven on
  * PQsocket, which may change between polls (libpq retries without TLS on a new socket).
  *
- * Several hosts (postgresql://h1,h2:5433/db, host=h1,h2 port=5432,5433) are tried in turn, as
- * libpq would, each as a connection of its own: a host that fails for any reason, or does not
- * match target_session_attrs, hands over to the next. Each gets an equal share of the time that
- * is left, so that a host that does not answer cannot use up the others' time. prefer-standby is
- * two rounds: the hosts as standby, then as any.
+ * Several hosts (postgresql://h1,h2:5433/db, host=h1,h2 port=5432,5433) are tried in turn, each
+ * as a connection of its own. As in libpq, a host that cannot be reached, does not answer, or does
+ * not match target_session_attrs hands over to the next, and a server that answers with an error
+ * (a wrong password, a missing database, too many connections; all but 57P03, "starting up") ends
+ * the call: the other hosts would not know the password better. Each host gets an equal share of
+ * the time that is left (at least MIN_SHARE_MS), so that one that does not answer cannot use up
+ * the others' time. prefer-standby is two rounds: the hosts as standby, then as any.
  *
  * conn:query runs BEGIN READ ONLY; the statement; ROLLBACK as one libpq pipeline (one round
  * trip; the ROLLBACK comes after its own Sync so that it also ends a transaction that the
@@ -68,6 +70,7 @@
 #define CANCEL_GRACE_MS            100     /* after a timeout: let the cancel request leave */
 #define MAX_CONNINFO               64
 #define MAX_HOSTS                  8
+#define MIN_SHARE_MS               200     /* of a host's turn, time permitting */
 
 enum phase {
 	PH_IDLE,          /* nothing queued */
@@ -99,7 +102,8 @@ struct pg_connect {
 	msec_t attempt_start, attempt_deadline;   /* this server's share of the time */
 	struct net_lookup lookup;
 	int next_addr;
-	char tried[400];          /* "host:port: cause; ..." of the servers given up on */
+	char tried[480];          /* "host:port: cause; ..." of the servers given up on */
+	int untold;               /* entries that did not fit in tried */
 };
 
 static void finish_conn(void *conn) { PQfinish(conn); }
@@ -190,11 +194,18 @@ static void cx_free(struct pg_connect *cx)
 	free(cx);
 }
 
+/* No port in the string or $PGPORT: libpq's default, unless a service file (service=) says otherwise,
+ * which is why the attempt leaves it to libpq. */
+static const char *port_of(const struct pg_endpoint *ep)
+{
+	return ep->port[0] ? ep->port : "5432";
+}
+
 /* "host:port", "[v6]:port" or "/socket/dir:port": how messages name one server. */
 static void format_endpoint(char *out, size_t n, const struct pg_endpoint *ep)
 {
 	const char *shown = ep->host[0] ? ep->host : ep->hostaddr[0] ? ep->hostaddr : "/var/run/postgresql";
-	snprintf(out, n, strchr(shown, ':') && shown[0] != '/' ? "[%s]:%s" : "%s:%s", shown, ep->port);
+	snprintf(out, n, strchr(shown, ':') && shown[0] != '/' ? "[%s]:%s" : "%s:%s", shown, port_of(ep));
 }
 
 /* "h1:5432,h2:5432/db": the servers this call may use, or the one it connected to. */
@@ -258,8 +269,6 @@ static bool cx_endpoints(struct pg_op *op, const char *host, const char *hostadd
 		list_item(host, i, ep->host, sizeof ep->host);
 		list_item(hostaddr, i, ep->hostaddr, sizeof ep->hostaddr);
 		list_item(port, np > 1 ? i : 0, ep->port, sizeof ep->port);
-		if (!ep->port[0])
-			snprintf(ep->port, sizeof ep->port, "5432");
 	}
 	cx->nep = n;
 	return true;
@@ -269,6 +278,36 @@ static bool cx_endpoints(struct pg_op *op, const char *host, const char *hostadd
 static bool needs_lookup(const struct pg_endpoint *ep)
 {
 	return ep->host[0] && !ep->hostaddr[0] && ep->host[0] != '/' && ep->host[0] != '@';
+}
+
+/* The password of a string libpq could not parse, as it is written there (percent-encoded, quoted):
+ * libpq's message quotes the token it stumbled on, which may be the password. */
+static void register_raw_password(const char *conninfo)
+{
+	char secret[256] = "";
+	const char *p = NULL;
+	if (strncmp(conninfo, "postgresql://", 13) == 0)
+		p = conninfo + 13;
+	else if (strncmp(conninfo, "postgres://", 11) == 0)
+		p = conninfo + 11;
+	if (p) {   /* scheme://user:password@host...: the last '@' before the path */
+		const char *end = p + strcspn(p, "/?#"), *at = NULL, *colon;
+		for (const char *q = p; q < end; q++)
+			if (*q == '@')
+				at = q;
+		if (at && (colon = memchr(p, ':', (size_t)(at - p))) != NULL)
+			snprintf(secret, sizeof secret, "%.*s", (int)(at - colon - 1), colon + 1);
+	} else if ((p = strstr(conninfo, "password")) != NULL) {   /* key=value: password = 'x' or x */
+		p += strspn(p + 8, " \t") + 8;
+		if (*p == '=') {
+			p += 1 + strspn(p + 1, " \t");
+			bool quoted = *p == '\'';
+			p += quoted;
+			snprintf(secret, sizeof secret, "%.*s", (int)(quoted ? strcspn(p, "'") : strcspn(p, " \t")), p);
+		}
+	}
+	if (secret[0])
+		redact_add_secret(secret);
 }
 
 /*
@@ -281,6 +320,7 @@ static bool cx_parse(struct pg_op *op, const char *conninfo, const char *app, co
 	char *err = NULL;
 	PQconninfoOption *opts = PQconninfoParse(conninfo, &err);
 	if (!opts) {
+		register_raw_password(conninfo);   /* libpq's message may quote it */
 		char line[300];
 		first_line(line, sizeof line, err ? err : "out of memory");
 		pg_op_fail(op, "error", "invalid connection string: %s", line);
@@ -292,6 +332,7 @@ static bool cx_parse(struct pg_op *op, const char *conninfo, const char *app, co
 		abort();
 	op->cx = cx;
 	cx->deadline = op->w.deadline;
+	cx->attempt_start = cx->deadline - op->timeout_ms;   /* the call's start: the first share is exact */
 	cx->rounds = 1;
 	for (PQconninfoOption *o = opts; o->keyword; o++)
 		if (o->val && o->val[0])
@@ -575,11 +616,34 @@ static int attempts_left(const struct pg_connect *cx)
 
 static void endpoint_start(struct pg_op *op);
 
+/* Why a host is given up: the next one may be tried; or the call ends, because a server answered
+ * (with an error that another host would repeat) or because its time is over. */
+enum give_up { NEXT_HOST, SERVER_ANSWERED, TIME_IS_UP };
+
+/* Adds "host:port: cause" to the list of hosts given up, whole or not at all. */
+static void note_tried(struct pg_connect *cx, const char *cause)
+{
+	char name[300], entry[800];
+	format_endpoint(name, sizeof name, &cx->ep[cx->cur]);
+	snprintf(entry, sizeof entry, "%s%s: %s",
+	         cx->rounds == 2 ? (cx->round == 0 ? "as standby, " : "as any, ") : "", name, cause);
+	size_t len = strlen(cx->tried), n = strlen(entry);
+	if (len + 2 + n >= sizeof cx->tried) {
+		cx->untold++;
+		return;
+	}
+	if (len) {
+		memcpy(cx->tried + len, "; ", 2);
+		len += 2;
+	}
+	memcpy(cx->tried + len, entry, n + 1);
+}
+
 /*
- * The server being tried has failed (kind, cause): the next one gets its turn, or the call fails.
- * With one server the cause is the message; with several, the message lists each one's.
+ * The host being tried has failed (kind, cause): the next one gets its turn, or the call fails.
+ * With one host the cause is the message; with several, the message lists each one's.
  */
-static void endpoint_failed(struct pg_op *op, const char *kind, const char *cause)
+static void endpoint_failed(struct pg_op *op, const char *kind, const char *cause, enum give_up how)
 {
 	struct pg_connect *cx = op->cx;
 	if (op->own) {
@@ -592,12 +656,11 @@ static void endpoint_failed(struct pg_op *op, const char *kind, const char *caus
 		pg_op_fail(op, kind, "%s", cause);
 		return;
 	}
-	char name[300];
-	format_endpoint(name, sizeof name, &cx->ep[cx->cur]);
-	size_t len = strlen(cx->tried);
-	snprintf(cx->tried + len, sizeof cx->tried - len, "%s%s%s: %s", len ? "; " : "",
-	         cx->rounds == 2 ? (cx->round == 0 ? "as standby, " : "as any, ") : "", name, cause);
-	if (attempts_left(cx) > 1) {
+	note_tried(cx, cause);
+	int others = attempts_left(cx) - 1;
+	if (how == NEXT_HOST && others > 0 && sched_now() >= cx->deadline)
+		how = TIME_IS_UP;
+	if (how == NEXT_HOST && others > 0) {
 		if (++cx->cur == cx->nep) {
 			cx->cur = 0;
 			cx->round++;
@@ -605,21 +668,28 @@ static void endpoint_failed(struct pg_op *op, const char *kind, const char *caus
 		endpoint_start(op);
 		return;
 	}
-	pg_op_fail(op, kind, "no server could be used: %s", cx->tried);
+	char more[32] = "";
+	if (cx->untold)
+		snprintf(more, sizeof more, " (+%d more)", cx->untold);
+	const char *why = others == 0 ? "" : how == SERVER_ANSWERED ? " (the server answered: the other hosts are not tried)"
+	                                                            : "; no time was left for the other hosts";
+	pg_op_fail(op, kind, "no server could be used: %s%s%s", cx->tried, more, why);
 }
 
 /* Kind and cause of a failed connection attempt, from libpq's message. A server's refusal
  * (made verbose, it carries its SQLSTATE: "FATAL:  28P01: password authentication failed")
  * wins over the lines libpq adds around it. */
-static const char *attempt_failure(struct pg_op *op, char *line, size_t n)
+static const char *attempt_failure(struct pg_op *op, char *line, size_t n, bool *answered)
 {
 	const char *msg = PQerrorMessage(op->own);
+	op->sqlstate[0] = '\0';
 	const char *sev = NULL;
 	for (const char *p = msg; (p = strstr(p, "FATAL:  ")) != NULL; p++)
 		sev = p;
 	if (!sev)
 		for (const char *p = msg; (p = strstr(p, "ERROR:  ")) != NULL; p++)
 			sev = p;
+	*answered = sev != NULL;
 	if (sev) {
 		const char *p = sev + 8;
 		char state[6] = "";
@@ -673,7 +743,8 @@ static void connect_failed(struct pg_op *op)
 {
 	struct pg_connect *cx = op->cx;
 	char line[400];
-	const char *kind = attempt_failure(op, line, sizeof line);
+	bool answered;
+	const char *kind = attempt_failure(op, line, sizeof line, &answered);
 	bool next_address = (strcmp(kind, "refused") == 0 || strcmp(kind, "unreachable") == 0)
 	                    && needs_lookup(&cx->ep[cx->cur]) && cx->next_addr < cx->lookup.addrs.n;
 	if (next_address) {
@@ -682,7 +753,8 @@ static void connect_failed(struct pg_op *op)
 		op->phase = PH_CONNECT_START;
 		return;
 	}
-	endpoint_failed(op, kind, line);
+	bool starting_up = strcmp(op->sqlstate, "57P03") == 0;   /* the next host may be up already */
+	endpoint_failed(op, kind, line, answered && !starting_up ? SERVER_ANSWERED : NEXT_HOST);
 }
 
 static void lookup_done(struct pg_op *op)
@@ -691,7 +763,7 @@ static void lookup_done(struct pg_op *op)
 	if (cx->lookup.gai_err) {
 		char cause[400];
 		snprintf(cause, sizeof cause, "cannot resolve %s: %s", cx->ep[cx->cur].host, gai_strerror(cx->lookup.gai_err));
-		endpoint_failed(op, "dns", cause);
+		endpoint_failed(op, "dns", cause, NEXT_HOST);
 		return;
 	}
 	op->phase = PH_CONNECT_START;
@@ -701,10 +773,14 @@ static void lookup_done(struct pg_op *op)
 static void endpoint_start(struct pg_op *op)
 {
 	struct pg_connect *cx = op->cx;
-	msec_t now = sched_now();
+	bool first = cx->cur == 0 && cx->round == 0;
+	msec_t now = first ? cx->attempt_start : sched_now(), time_left = cx->deadline > now ? cx->deadline - now : 0;
 	int left = attempts_left(cx);
+	msec_t share = time_left / left;
+	if (share < MIN_SHARE_MS)
+		share = time_left < MIN_SHARE_MS ? time_left : MIN_SHARE_MS;
 	cx->attempt_start = now;
-	cx->attempt_deadline = left > 1 && cx->deadline > now ? now + (cx->deadline - now) / left : cx->deadline;
+	cx->attempt_deadline = now + share;
 	cx->next_addr = 0;
 	const struct pg_endpoint *ep = &cx->ep[cx->cur];
 	if (!needs_lookup(ep)) {
@@ -712,7 +788,7 @@ static void endpoint_start(struct pg_op *op)
 		return;
 	}
 	op->phase = PH_LOOKUP;
-	if (!net_lookup_start(&cx->lookup, ep->host, ep->port)) {
+	if (!net_lookup_start(&cx->lookup, ep->host, port_of(ep))) {
 		pg_op_fail(op, "error", "cannot start the name lookup (out of threads or file descriptors)");
 		op->phase = PH_DONE;
 	} else if (net_lookup_poll(&cx->lookup)) {   /* a numeric address: no wait */
@@ -975,7 +1051,7 @@ static void attempt_timed_out(struct pg_op *op)
 {
 	char cause[400];
 	connect_timeout_cause(op, cause, sizeof cause, attempt_ms(op));
-	endpoint_failed(op, "timeout", cause);
+	endpoint_failed(op, "timeout", cause, NEXT_HOST);
 	if (op->phase == PH_CONNECT_START)
 		connect_attempt(op);
 }
@@ -991,18 +1067,20 @@ static void stop(struct pg_op *op, const char *why)
 	case PH_CONNECT_START:
 		if (intr) {
 			struct pg_connect *cx = op->cx;
+			bool several = cx->nep > 1 || cx->rounds > 1;
+			char name[300] = "";
+			if (several)
+				format_endpoint(name, sizeof name, &cx->ep[cx->cur]);
 			if (op->phase == PH_LOOKUP)
 				snprintf(cause, sizeof cause, "interrupted while resolving %s", cx->ep[cx->cur].host);
 			else
-				snprintf(cause, sizeof cause, "interrupted while connecting");
+				snprintf(cause, sizeof cause, "interrupted while connecting%s%s", several ? " to " : "", name);
 			pg_op_fail(op, why, cx->tried[0] ? "%s (before: %s)" : "%s", cause, cx->tried);
 			break;
 		}
 		connect_timeout_cause(op, cause, sizeof cause, op->cx->nep > 1 || op->cx->rounds > 1
 		                      ? attempt_ms(op) : op->timeout_ms);
-		op->cx->cur = op->cx->nep - 1;   /* the call's time is over: no server gets a turn */
-		op->cx->round = op->cx->rounds - 1;
-		endpoint_failed(op, why, cause);
+		endpoint_failed(op, why, cause, TIME_IS_UP);
 		return;
 	case PH_START:
 	case PH_SEND:

@@ -59,7 +59,7 @@ struct pg_op {
 	struct pg_connect *cx;        /* pg.connect and pg.ping only */
 	PGconn *own;                  /* a connection the op owns (being made; ping's) */
 	struct pg_handle *h;          /* the handle the op runs on, or NULL */
-	PGconn *conn;                 /* the connection in use: own or h->conn */
+	PGconn *conn;                 /* the connection in use: own or h->s.conn */
 	short want;                   /* poll events wanted on PQsocket(conn) */
 	/* the pipeline */
 	bool read_only;               /* BEGIN READ ONLY ... ROLLBACK around the statements */

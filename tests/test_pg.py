@@ -444,8 +444,8 @@ emit("byname_query", must(c:query("SELECT 1 AS one"))[1].one)''' % {"closed": cl
     expect_in("pg.connect: invalid connection string", v["badurl"])
     expect_eq(v["badurl"].split("|")[-1], "error")
     expect_eq(v["multi"], 'nil|pg.connect 127.0.0.1:%(p)d,127.0.0.2:%(p)d/app: no server could be used: '
-              '127.0.0.1:%(p)d: password authentication failed for user "runbook"; 127.0.0.2:%(p)d: connection '
-              'refused (nothing listens there: is the service up?)|refused' % {"p": pg.port})
+              '127.0.0.1:%(p)d: password authentication failed for user "runbook" (the server answered: the other '
+              'hosts are not tried)|auth' % {"p": pg.port}, "a server's answer ends the call, as in libpq")
     took = {r["target"] + "|" + r["outcome"]: float(r["duration_ms"]) for r in probes(records, "pg.connect")}
     print("    connect failures: %s" % ", ".join("%s %.0f ms" % (k.split("|")[1], ms) for k, ms in sorted(took.items())),
           flush=True)
@@ -848,6 +848,8 @@ try("prefer_standby", %(prefer_standby)s)
 try("prefer_standby_none", %(prefer_standby_none)s)
 try("hole_first", %(hole_first)s, { timeout = "1s" })
 try("none", %(none)s, { timeout = "800ms" })
+try("answered", %(answered)s)
+try("no_time", %(no_time)s, { timeout = "300ms" })
 try("kv", "host=127.0.0.1,127.0.0.1 port=%(x)d,%(p)d dbname=app user=runbook password=" .. %(pw)s)
 try("ports", "host=127.0.0.1,127.0.0.1,127.0.0.1 port=%(x)d,%(p)d dbname=app")
 local p = must(pg.ping(%(refused_first)s))
@@ -859,6 +861,8 @@ emit("ping", tostring(p.in_recovery))''' % {
         "prefer_standby_none": lua_str(url("x", "p", query="?target_session_attrs=prefer-standby")),
         "hole_first": lua_str(url("h", "p")),
         "none": lua_str(url("h", "x")),
+        "answered": lua_str(url("x", "p", "r").replace("/app", "/nope")),
+        "no_time": lua_str(url("h", "h", "h")),
         "x": closed, "p": primary.port, "pw": lua_str(CANARY)}))
     expect_eq(v["refused_first"], "pg.conn 127.0.0.1:%d/app|false" % primary.port, "the refused host is skipped")
     expect_eq(v["read_write"], "pg.conn 127.0.0.1:%d/app|false" % primary.port, "read-write passes the replica by")
@@ -871,6 +875,19 @@ emit("ping", tostring(p.in_recovery))''' % {
               "timed out after 400 ms connecting (no answer: a firewall dropping packets, or a listener that does not "
               "accept); 127.0.0.1:%(x)d: connection refused (nothing listens there: is the service up?)|refused"
               % {"h": hole, "x": closed})
+    expect_eq(v["answered"], 'nil|pg.connect 127.0.0.1:%(x)d,127.0.0.1:%(p)d,127.0.0.1:%(r)d/nope: no server could be '
+              'used: 127.0.0.1:%(x)d: connection refused (nothing listens there: is the service up?); 127.0.0.1:%(p)d: '
+              'database "nope" does not exist (the server answered: the other hosts are not tried)|3D000'
+              % {"x": closed, "p": primary.port, "r": replica.port})
+    # 300 ms for three hosts: each gets at least 200 ms while there is time: the second what is left
+    # (100 ms, less if the first one's end was noticed late), the third none.
+    no_answer = "connecting (no answer: a firewall dropping packets, or a listener that does not accept)"
+    m = re.match(r"^nil\|pg\.connect (\S+): no server could be used: 127\.0\.0\.1:%(h)d: timed out after 200 ms %(na)s; "
+                 r"127\.0\.0\.1:%(h)d: timed out after (\d+) ms %(na)s; no time was left for the other hosts\|timeout$"
+                 % {"h": hole, "na": re.escape(no_answer)}, v["no_time"])
+    if not m or m.group(1) != "127.0.0.1:%(h)d,127.0.0.1:%(h)d,127.0.0.1:%(h)d/app" % {"h": hole} \
+            or not 50 <= int(m.group(2)) <= 100:
+        fail("three hosts in 300 ms: %s" % v["no_time"])
     expect_eq(v["kv"], "pg.conn 127.0.0.1:%d/app|false" % primary.port, "key=value lists")
     expect_eq(v["ports"], "nil|pg.connect: invalid connection string: 2 ports for 3 hosts (give one, or one a host)|error")
     expect_eq(v["ping"], "false")

@@ -502,3 +502,25 @@ end },''', inputs='db = input.url { env = "CANARY_DB" }, token = input.secret { 
     expect_eq(header["runbook"]["inputs"]["token"], "***", "header inputs")
     rc, out, _ = verify(t, tr)
     expect_eq(rc, 0, "verify")
+
+
+def test_bytes_that_are_not_utf8_stay_valid_json(t):
+    # A command's output in another charset, and a note cut in the middle of a character: the
+    # transcript stays UTF-8 JSON (U+FFFD for each stray byte) and its chain verifies.
+    body = r'''
+step "a" { title = "A", run = function(ctx)
+  local r = must(sh.read { "printf", "latin1 caf\\351 | cut \\342\\234 | ok \\342\\234\\224" })
+  ctx:note("%s", r.stdout)
+  ctx:note("%s", ("é"):sub(1, 1) .. " half")
+end },'''
+    path, tr, out, head = make_transcript(t, body=body, name="bytes")
+    with open(tr, "rb") as f:
+        data = f.read()
+    text = data.decode("utf-8")          # raises on a byte that is not UTF-8
+    for line in text.split("\n")[:-1]:
+        json.loads(line)
+    header, events, records = t.read_transcript(tr)
+    shown = t.shown_text(events)
+    expect_in("latin1 caf\ufffd | cut \ufffd\ufffd | ok \u2714", shown)
+    expect_in("\ufffd half", shown)
+    expect_eq(verify(t, tr)[0], 0, "transcript verify")

@@ -47,9 +47,9 @@ return runbook {
       local r = {}
       if ctx.mode ~= "parallel" and ctx.mode ~= "sequential" then error("mode: parallel or sequential", 0) end
       if ctx.mode == "sequential" then
-        for _, name in ipairs { "pg", "redis", "http" } do
-          local value, err = checks[name]()
-          r[name] = { value = value, err = err }
+        for _, name in ipairs { "pg", "redis", "http" } do   -- a raised error counts as parallel() counts it
+          local ok, value, err = pcall(checks[name])
+          r[name] = ok and { value = value, err = err } or { err = tostring(value) }
         end
       else
         r = parallel(checks)

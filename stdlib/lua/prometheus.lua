@@ -76,8 +76,9 @@ function M.query(base, promql, opts)
   if type(base) ~= "string" then argerror(1, "string", base) end
   if type(promql) ~= "string" then argerror(2, "string", promql) end
   opts = check_options(opts)
-  -- The base URL with its password masked, for every message (a raised one included).
-  local target = core.redact(base)
+  -- The base URL with its password masked and without its parameters (a token= would be shown
+  -- before http.get has registered it), for every message, a raised one included.
+  local target = core.redact((base:gsub("[?#].*$", "?...")))
   if not base:match("^[hH][tT][tT][pP][sS]?://[^/?#]") then
     raise("%s: '%s' is not an http:// or https:// URL", FN, target)
   end
