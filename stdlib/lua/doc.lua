@@ -257,9 +257,10 @@ after a timeout; connect again", "closed"`. A query error returns `nil, "pg.quer
         call = "pg.connect(url_or_conninfo, { OPTIONS })",
         summary = "Opens a connection from a `postgresql://` URL or a `key=value` string (libpq's syntax). " ..
                   "Several hosts (`postgresql://h1,h2:5433/db`, `host=h1,h2 port=5432,5433`) are tried in turn, " ..
-                  "each with an equal share of the time left, and `target_session_attrs` (`read-write`, " ..
-                  "`standby`, `prefer-standby`, ...) picks among them as libpq does; when none can be used, " ..
-                  "the message says why for each.",
+                  "each with an equal share of the time left (at least 200 ms), and `target_session_attrs` " ..
+                  "(`read-write`, `standby`, `prefer-standby`, ...) picks among them; as in libpq, a host that " ..
+                  "cannot be reached or does not match hands over to the next, and a server's error (a wrong " ..
+                  "password, a missing database) ends the call. The message says what each host answered.",
         options = {
           { "timeout", "5", "deadline for lookup, connect, TLS and authentication, all hosts together (" .. DURATION .. ")" },
           { "application_name", "\"runbook\"", "shown in `pg_stat_activity`" },
