@@ -134,6 +134,15 @@ static int core_audit(lua_State *L)
 	return 1;
 }
 
+/* core.audit_probe(primitive, target, deadline_ms, duration_ms, outcome, summary): the probe record of
+ * a primitive written in Lua (prometheus.query), as the C ones write theirs. */
+static int core_audit_probe(lua_State *L)
+{
+	luax_audit_probe(luaL_checkstring(L, 1), luaL_checkstring(L, 2), (msec_t)luaL_checkinteger(L, 3),
+	                 luaL_checknumber(L, 4), luaL_checkstring(L, 5), luaL_optstring(L, 6, ""));
+	return 0;
+}
+
 static int core_marker(lua_State *L)
 {
 	size_t n, len;
@@ -340,7 +349,7 @@ int luaopen_core(lua_State *L)
 		{ "terminated", core_terminated }, { "clear_interrupt", core_clear_interrupt },
 		{ "set_cap", core_set_cap }, { "duration", core_duration },
 		{ "gate_configure", core_gate_configure }, { "declined", core_declined },
-		{ "audit", core_audit }, { "marker", core_marker },
+		{ "audit", core_audit }, { "audit_probe", core_audit_probe }, { "marker", core_marker },
 		{ "transcript_open", core_transcript_open }, { "transcript_close", core_transcript_close },
 		{ "transcript_dir", core_transcript_dir }, { "transcript_ok", core_transcript_ok },
 		{ "transcript_step", core_transcript_step }, { "transcript_sync", core_transcript_sync },

@@ -206,10 +206,13 @@ def test_query_returns_the_number(t):
     expect_value(res[1], 0.1, "the error rate (an instant vector of one series)")
     expect_value(res[2], 0.175, "the p95 (a base URL ending in /)")
     expect_value(res[3], 42, "a scalar")
-    # Each is one http.get, audited as a probe like any other.
+    # Each is one http.get, audited as a probe like any other, then its own record: what it meant.
     probes = [r for r in records if r["type"] == "probe"]
-    expect_eq([r["primitive"] for r in probes], ["http.get"] * 3, "probe records")
-    for r in probes:
+    expect_eq(sorted(r["primitive"] for r in probes), ["http.get"] * 3 + ["prometheus.query"] * 3, "probe records")
+    own = sorted((r["outcome"], r["summary"], r["deadline_ms"]) for r in probes if r["primitive"] == "prometheus.query")
+    expect_eq(own[0], ("ok", "2 * 21 = 42", 5000), "the scalar's record (timeout = \"5s\")")
+    expect_eq([o[0] for o in own], ["ok"] * 3, "outcomes")
+    for r in (r for r in probes if r["primitive"] == "http.get"):
         expect_eq(r["outcome"], "ok", "probe outcome")
         if not r["target"].startswith(p.url + "/api/v1/query?query="):
             fail("probe target %r is not the query API of %s" % (r["target"], p.url))
@@ -277,7 +280,9 @@ def test_query_refused_port_names_the_base_url(t):
     expect_eq(err.split(" (")[0], "prometheus.query %s: connection refused" % base, "error")
     expect_not_in("/api/v1/query", err)   # the request's URL, with the query, is the probe record's
     probes = [r for r in records if r["type"] == "probe"]
-    expect_eq([(r["primitive"], r["outcome"]) for r in probes], [("http.get", "refused")], "probe records")
+    expect_eq([(r["primitive"], r["outcome"]) for r in probes], [("http.get", "refused"), ("prometheus.query", "refused")],
+              "probe records")
+    expect_eq(probes[1]["target"], base, "its target is the base URL")
 
 
 test_query_refused_port_names_the_base_url.timeout = TIMEOUT

@@ -4,7 +4,8 @@
 --     -> number | nil, err, kind
 --
 -- One GET of BASE/api/v1/query?query=PROMQL through http.get (so it is a probe: bounded by one
--- deadline, yields inside parallel(), audited, and the URL's password is redacted everywhere).
+-- deadline, yields inside parallel(), audited, and the URL's password is redacted everywhere),
+-- then a probe record of its own with what the answer meant (the value, or nodata, nan, ...).
 -- The answer must be one number: a scalar, or an instant vector of exactly one series. Expected
 -- failures return nil, "prometheus.query <base url, redacted>: <cause>", kind:
 --   the kinds of http.get    nothing answered (dns, refused, timeout, ...)
@@ -83,10 +84,17 @@ function M.query(base, promql, opts)
     raise("%s: '%s' is not an http:// or https:// URL", FN, target)
   end
   if not promql:match("%S") then raise("%s: the query is empty", FN) end
+  -- Its own probe record, after http.get's: that one says the GET worked, this one what it meant.
+  local t0, deadline_ms = core.now(), math.floor((core.duration(opts.timeout or 10) or 10) * 1000)
+  local function audit(outcome, summary)
+    core.audit_probe(FN, target, deadline_ms, core.now() - t0, outcome, summary)
+  end
   local function fail(kind, fmt, ...)
     -- core.redact once more: http.get has registered the URL's secrets (its password, token=
     -- values) by now, so that they are masked wherever they turn up in the cause.
-    return nil, core.redact(FN .. " " .. target .. ": " .. string.format(fmt, ...)), kind
+    local cause = core.redact(string.format(fmt, ...))
+    audit(kind, cause)
+    return nil, core.redact(FN .. " " .. target .. ": ") .. cause, kind
   end
 
   local r, err, kind = get(query_url(base, promql), opts)
@@ -128,6 +136,7 @@ function M.query(base, promql, opts)
   end
   local value = type(text) == "string" and tonumber(text)
   if not value then return fail("protocol", "not a number: %s", tostring(text)) end
+  audit("ok", string.format("%s = %.17g", promql, value))
   return value
 end
 
