@@ -8,7 +8,10 @@ the fixture `t` (class T below): a fresh temporary directory (also the working d
 process it starts) with HOME, XDG_STATE_HOME and XDG_CONFIG_HOME inside it, and helpers to run the
 binary (t.run), drive it through a pseudo-terminal (t.pty), write runbooks, read transcripts.
 
-Test modules import their helpers with `from run import ...` (this module, shared).
+Test modules import their helpers with `from run import ...` (this module, shared). Helpers that
+only some test modules share live beside it, not in the harness: steps.py (runbooks of Lua steps
+that emit `@@ key=value`, timing a call or a Ctrl-C), sessions.py (sessions started with t.spawn),
+and servers.py (what the servers_*.py fixtures have in common).
 
 Each test is bounded (default 60 s, a test may set `test_x.timeout = N`; doubled for a sanitizer
 build): at the deadline a SIGALRM raises inside the test, which fails, and every process the test
@@ -372,23 +375,33 @@ class T:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def processes():
+    """(pid, fields) of every process now: fields are those of /proc/PID/stat after the command
+    name (state, ppid, pgrp, session, ...); a process that ends meanwhile is passed over."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                stat = f.read()
+            fields = stat[stat.rindex(")") + 2:].split()
+        except (OSError, ValueError):
+            continue
+        yield int(entry), fields
+
+
 def sweep_sessions(sessions):
     """SIGKILLs every process whose session id is in `sessions` (each test process we start is a
     session leader, so its session id is its pid)."""
     if not sessions:
         return
     me = os.getpid()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        try:
-            with open("/proc/%s/stat" % entry) as f:
-                stat = f.read()
-            fields = stat[stat.rindex(")") + 2:].split()
-            if int(fields[3]) in sessions:       # state ppid pgrp session ...
-                os.kill(int(entry), signal.SIGKILL)
-        except (OSError, ValueError, IndexError):
-            pass
+    for pid, fields in processes():
+        if pid != me and int(fields[3]) in sessions:       # state ppid pgrp session ...
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
 
 
 def free_port():
@@ -400,13 +413,20 @@ def free_port():
     return port
 
 
+def listener(t, backlog=16):
+    """A socket listening on a free port of 127.0.0.1, closed when the test ends. Until the test
+    accepts, the kernel completes up to backlog handshakes and nobody answers. Returns the socket."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(backlog)
+    t.on_cleanup(s.close)
+    return s
+
+
 def black_hole(t):
     """A listener whose accept queue is full: the kernel drops further SYNs, so a connect hangs
     until its own deadline (what a firewall that drops packets looks like). Returns its port."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen(0)
-    port = s.getsockname()[1]
+    port = listener(t, 0).getsockname()[1]
     fillers = []
     for _ in range(3):
         c = socket.socket()
@@ -431,8 +451,7 @@ def black_hole(t):
     def close():
         for c in fillers:
             c.close()
-        s.close()
-    t.on_cleanup(close)
+    t.on_cleanup(close)       # runs before the listener is closed: cleanups run in reverse order
     return port
 
 

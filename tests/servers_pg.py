@@ -20,14 +20,13 @@ pg_signal_backend, owner of the databases `app` and `other`), `md5user` (an md5 
 import atexit
 import os
 import pwd
-import select
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
-import time
-from run import free_port
+from run import free_port, processes, sweep_sessions
+from servers import ServerError, wait_until
 
 PGBIN = "/usr/lib/postgresql/15/bin"
 USER = "runbook"
@@ -36,10 +35,6 @@ MD5_USER = "md5user"
 MD5_PASSWORD = "md5secret9"
 DATABASE = "app"
 OTHER_DATABASE = "other"
-
-
-class ServerError(Exception):
-    pass
 
 
 def _as_root():
@@ -57,27 +52,6 @@ def _chown_pg(path):
     if _as_root():
         pw = pwd.getpwnam("postgres")
         os.chown(path, pw.pw_uid, pw.pw_gid)
-
-
-def _wait_until(what, fn, timeout, proc=None, log=None):
-    """Polls fn() (bounded) until it returns something true; raises with the server log otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        if proc is not None and proc.poll() is not None:
-            raise ServerError("%s: the server exited (code %s)%s" % (what, proc.returncode, _tail(log)))
-        if time.monotonic() > deadline:
-            raise ServerError("%s: not within %ss%s" % (what, timeout, _tail(log)))
-        select.select([], [], [], 0.02)   # poll interval, not a synchronisation
-
-
-def _tail(log):
-    if not log or not os.path.exists(log):
-        return ""
-    with open(log, errors="replace") as f:
-        return "\n--- server log:\n" + f.read()[-3000:]
 
 
 class PgServer:
@@ -167,7 +141,7 @@ class PgServer:
                                      start_new_session=True)
         logf.close()
         self.pid = self.proc.pid
-        _wait_until("postgres on port %d accepting connections" % self.port, self._ready, 60, self.proc, self.log)
+        wait_until("postgres on port %d accepting connections" % self.port, self._ready, 60, self.proc, self.log)
 
     def _ready(self):
         try:
@@ -212,7 +186,7 @@ CREATE DATABASE %(other)s OWNER %(user)s;
                 os.killpg(self.pid, signal.SIGKILL)
                 self.proc.wait(5)
         # Backends outlive a postmaster killed with SIGKILL: sweep what is left of its session.
-        _kill_session(self.pid)
+        sweep_sessions({self.pid})
         shutil.rmtree(self.base, ignore_errors=True)
 
     def cont(self):
@@ -223,17 +197,7 @@ CREATE DATABASE %(other)s OWNER %(user)s;
                 pass
 
     def children(self):
-        out = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open("/proc/%s/stat" % entry) as f:
-                        stat = f.read()
-                    if int(stat[stat.rindex(")") + 2:].split()[1]) == self.pid:
-                        out.append(int(entry))
-                except (OSError, ValueError, IndexError):
-                    pass
-        return out
+        return [pid for pid, fields in processes() if int(fields[1]) == self.pid]
 
     # ------------------------------------------------------------------ using it
     def url(self, user=USER, password=PASSWORD, database=DATABASE, host="127.0.0.1", port=None, query=""):
@@ -286,21 +250,7 @@ CREATE DATABASE %(other)s OWNER %(user)s;
         def probe():
             out = self.psql(sql, database)
             return out if out not in ("", "f", "0") else None
-        return _wait_until(what, probe, timeout, self.proc, self.log)
-
-
-def _kill_session(sid):
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry) as f:
-                stat = f.read()
-            fields = stat[stat.rindex(")") + 2:].split()
-            if int(fields[3]) == sid:
-                os.kill(int(entry), signal.SIGKILL)
-        except (OSError, ValueError, IndexError):
-            pass
+        return wait_until(what, probe, timeout, self.proc, self.log)
 
 
 _shared = None

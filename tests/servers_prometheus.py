@@ -13,9 +13,7 @@ http_requests_total has a value, i.e. two scrapes are stored: rate() needs two s
 import atexit
 import json
 import os
-import select
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -25,6 +23,7 @@ import urllib.request
 
 import servers_http
 from run import free_port
+from servers import ServerError, kill, wait_until
 
 PROMETHEUS = "/usr/bin/prometheus"
 ERROR_RATE = 'sum(rate(http_requests_total{status=~"5.."}[5m])) / sum(rate(http_requests_total[5m]))'
@@ -37,10 +36,6 @@ scrape_configs:
     static_configs:
       - targets: ["127.0.0.1:%d"]
 """
-
-
-class ServerError(Exception):
-    pass
 
 
 class PrometheusServer:
@@ -80,22 +75,7 @@ class PrometheusServer:
 
     def wait_until(self, what, fn, deadline):
         """Polls fn() until it returns something true, up to deadline (time.monotonic())."""
-        while True:
-            v = fn()
-            if v:
-                return v
-            if self.proc.poll() is not None:
-                raise ServerError("%s: prometheus exited (code %s)%s" % (what, self.proc.returncode, self.tail()))
-            if time.monotonic() > deadline:
-                raise ServerError("%s: not in time%s" % (what, self.tail()))
-            select.select([], [], [], 0.05)   # poll interval, not a synchronisation
-
-    def tail(self):
-        try:
-            with open(self.log, errors="replace") as f:
-                return "\n--- prometheus log:\n" + f.read()[-3000:]
-        except OSError:
-            return ""
+        return wait_until(what, fn, max(0.0, deadline - time.monotonic()), self.proc, self.log, 0.05)
 
     def query(self, promql):
         """The decoded answer of an instant query at the current time."""
@@ -108,15 +88,7 @@ class PrometheusServer:
         if self.stopped:
             return
         self.stopped = True
-        if self.proc.poll() is None:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
+        kill(self.proc)
         shutil.rmtree(self.base, ignore_errors=True)
 
 

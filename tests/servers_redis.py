@@ -13,32 +13,20 @@ test checks the server's state independently of the module under test.
 """
 import atexit
 import os
-import select
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
-import time
 from run import free_port
+from servers import ServerError, kill, wait_until
 
 REDIS = "/usr/bin/redis-server"
 PASSWORD = "CANARYrd55"
 
 
-class ServerError(Exception):
-    pass
-
-
 class ReplyError(Exception):
     pass
-
-
-def _tail(log):
-    if not log or not os.path.exists(log):
-        return ""
-    with open(log, errors="replace") as f:
-        return "\n--- server log:\n" + f.read()[-3000:]
 
 
 class Client:
@@ -137,16 +125,7 @@ class RedisServer:
 
     def wait_until(self, what, fn, timeout=15):
         """Polls fn() (bounded) until it returns something true; raises with the server log otherwise."""
-        deadline = time.monotonic() + timeout
-        while True:
-            v = fn()
-            if v:
-                return v
-            if self.proc.poll() is not None:
-                raise ServerError("%s: the server exited (code %s)%s" % (what, self.proc.returncode, _tail(self.log)))
-            if time.monotonic() > deadline:
-                raise ServerError("%s: not within %ss%s" % (what, timeout, _tail(self.log)))
-            select.select([], [], [], 0.02)   # poll interval, not a synchronisation
+        return wait_until(what, fn, timeout, self.proc, self.log)
 
     # ------------------------------------------------------------------ lifecycle
     def stop(self):
@@ -156,14 +135,7 @@ class RedisServer:
         self.stopped = True
         if self.proc.poll() is None:
             self.cont()
-            try:
-                os.kill(self.pid, signal.SIGKILL)   # a test server keeps nothing
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
+        kill(self.proc)
         shutil.rmtree(self.base, ignore_errors=True)
 
     def pause(self):

@@ -1,11 +1,13 @@
-"""Helpers for the incident tests (test_resume, test_timeline, test_lock): reading a process's
-output up to a marker, and killing a whole session for real. Not a test module."""
+"""Helpers for the tests that drive sessions spawned with t.spawn (test_resume, test_timeline,
+test_lock, test_history, test_transcript, test_pg): reading a process's output up to a marker,
+finishing it, killing a whole session for real, and altering a transcript. Not a test module."""
 import os
+import re
 import select
 import signal
 import time
 
-from run import fail, short, sweep_sessions
+from run import fail, processes, short, sweep_sessions
 
 
 class Reader:
@@ -14,35 +16,42 @@ class Reader:
     def __init__(self, stream):
         self.stream, self.buf = stream, b""
 
-    def until(self, needle, timeout=15):
+    def _read(self, found, what, timeout):
+        """Reads (bounded) until found() is true, or with found None to the end of the stream."""
         deadline = time.monotonic() + timeout
         fd = self.stream.fileno()
-        while needle.encode() not in self.buf:
+        while found is None or not found():
             left = deadline - time.monotonic()
             if left <= 0:
-                fail("timed out waiting for %r:\n%s" % (needle, short(self.buf.decode("utf-8", "replace"))))
+                fail("timed out waiting for %s:\n%s" % (what, short(self.buf.decode("utf-8", "replace"))))
             r, _, _ = select.select([fd], [], [], left)
             if r:
                 chunk = os.read(fd, 65536)
                 if not chunk:
-                    fail("stream closed before %r:\n%s" % (needle, self.buf.decode("utf-8", "replace")))
+                    if found is None:
+                        return
+                    fail("stream closed before %s:\n%s" % (what, self.buf.decode("utf-8", "replace")))
                 self.buf += chunk
+
+    def until(self, needle, timeout=15):
+        """Reads until needle appears; returns everything read so far, as text."""
+        self._read(lambda: needle.encode() in self.buf, repr(needle), timeout)
         return self.buf.decode("utf-8", "replace")
+
+    def match(self, pattern, timeout=15):
+        """Reads until the regex pattern matches what was read so far (as text); returns the match."""
+        rx, m = re.compile(pattern), None
+
+        def found():
+            nonlocal m
+            m = rx.search(self.buf.decode("utf-8", "replace"))
+            return m
+        self._read(found, "/%s/" % pattern, timeout)
+        return m
 
     def rest(self, timeout=15):
         """Reads to the end of the stream (bounded), closes it, returns everything as text."""
-        deadline = time.monotonic() + timeout
-        fd = self.stream.fileno()
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                fail("the stream is still open:\n" + short(self.buf.decode("utf-8", "replace")))
-            r, _, _ = select.select([fd], [], [], left)
-            if r:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    break
-                self.buf += chunk
+        self._read(None, "the end of the stream", timeout)
         self.stream.close()
         return self.buf.decode("utf-8", "replace")
 
@@ -57,18 +66,7 @@ def finish(proc, reader, timeout=15):
 
 
 def _alive_in(session):
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry) as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[3]) == session and fields[0] != "Z":
-            return True
-    return False
+    return any(int(fields[3]) == session and fields[0] != "Z" for _, fields in processes())
 
 
 def kill_9(proc, timeout=10):
@@ -88,3 +86,15 @@ def kill_9(proc, timeout=10):
     for s in (proc.stdout, proc.stderr):
         if s and not s.closed:
             s.close()
+
+
+def altered(t, path, needle, replacement, name="bad.cast"):
+    """A copy of the file at path (in the test's directory, as name) whose first byte of needle is
+    replaced: what an edited transcript looks like. Returns the copy's path."""
+    with open(path, "rb") as f:
+        data = bytearray(f.read())
+    data[data.index(needle)] = ord(replacement)
+    bad = t.path(name)
+    with open(bad, "wb") as f:
+        f.write(bytes(data))
+    return bad

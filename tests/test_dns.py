@@ -9,6 +9,7 @@ import os
 import subprocess
 
 from run import check_sanitizer, expect_eq, expect_in, fail
+from steps import window
 
 DEADLINE_MS = 700
 
@@ -108,7 +109,7 @@ def test_deadlines_cover_a_dns_server_that_never_answers(t):
     _, _, records = t.read_transcript(cast)
     probes = [r for r in records if r.get("type") == "probe"]
     expect_eq(len(probes), 8, "probe records")
-    low, high = DEADLINE_MS - 50, DEADLINE_MS + max(250, DEADLINE_MS // 10)
+    low, high = window(DEADLINE_MS)
     for r in probes:
         if not low <= r["duration_ms"] <= high:
             fail("%s took %.0f ms for a %d ms deadline" % (r["primitive"], r["duration_ms"], DEADLINE_MS))

@@ -5,58 +5,29 @@ import json
 import os
 import re
 import select
-import socket
 import subprocess
 import time
 from datetime import datetime, timezone
 
-from run import expect_eq, expect_in, expect_not_in, expect_rc, fail, free_port
+from run import expect_eq, expect_in, expect_not_in, expect_rc, fail, free_port, listener
 from servers_http import shared
-
-MENU_AFTER_FAILURE = r"Enter: retry · s: skip · (r: repl · )?q: quit > "
-ASK = r"Type yes to run it, or n to skip: "
-
-
-def lua_str(s):
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+from steps import (ASK, MENU_AFTER_FAILURE, expect_fast, expect_within, interrupt, lua_str, on_pty, parse, probes,
+                   run_auto, run_stamped, step, write_runbook)
 
 
-def source(fx, lua, name):
-    return '''local http = require "http"
-local URL, TLS, SILENT = %s, %s, "http://127.0.0.1:%d"
-local function emit(k, v) print("@@ " .. k .. "=" .. tostring(v)) end
-return runbook {
-  name = "%s", summary = "http probe", severity = "SEV4",
-  step "p" { title = "probe", run = function(ctx)
-%s
-  end },
-}
-''' % (lua_str(fx.url), lua_str(fx.tls_url), fx.silent_port, name, lua)
-
-
-def book(t, name, lua):
-    """Writes name.lua (a runbook of one step running lua) in the test's directory; its path."""
-    return t.write(name + ".lua", source(shared(), lua, name))
-
-
-def values_of(out):
-    values = {}
-    for line in out.splitlines():
-        m = re.match(r"^@@ ([^=]+)=(.*)$", line)
-        if m:
-            values[m.group(1)] = m.group(2)
-    return values
+def book(t, name, lua, more_steps=""):
+    """Writes name.lua in the test's directory: a runbook of one step running lua (with http, URL,
+    TLS, SILENT and emit in scope), then more_steps. Returns its path."""
+    fx = shared()
+    prelude = 'local http = require "http"\nlocal URL, TLS, SILENT = %s, %s, "http://127.0.0.1:%d"' % (
+        lua_str(fx.url), lua_str(fx.tls_url), fx.silent_port)
+    return write_runbook(t, name, prelude, step(lua) + more_steps, "http probe")
 
 
 def probe(t, lua, args=(), timeout=60, want_rc=0):
     """Runs `lua` as one step (with http, URL, TLS, SILENT and emit in scope); returns the emitted
     values, stdout and stderr."""
-    fx = shared()
-    path = book(t, "httpt", lua)
-    rc, out, err = t.run(["exec", path, "--auto", "--transcript", t.path("h.cast")] + list(args), timeout=timeout)
-    if want_rc is not None and rc != want_rc:
-        fail("exit code %s, wanted %s\nstdout:\n%s\nstderr:\n%s" % (rc, want_rc, out, err))
-    return values_of(out), out, err
+    return run_auto(t, book(t, "httpt", lua), t.path("h.cast"), args, want_rc, timeout)
 
 
 def records(t, name="h.cast"):
@@ -68,7 +39,6 @@ def timed(t, cases, timeout=60, args=()):
     """Runs each (name, lua expression giving r, err, kind) in turn in one step, printing a marker
     just before and just after each call; times each call between the arrival of its two marker
     lines on time.monotonic(). Returns {name: (elapsed_s, kind, err, r_summary)}."""
-    fx = shared()
     body = []
     for name, expr in cases:
         body.append('print("@@ start=%s")\nlocal r, err, kind = %s\n'
@@ -76,47 +46,20 @@ def timed(t, cases, timeout=60, args=()):
                     '(r and (r.status .. " " .. r.bytes .. " " .. tostring(r.truncated)) or "nil"))'
                     % (name, expr, name))
     path = book(t, "timed", "\n".join("do\n%s\nend" % b for b in body))
-    p = t.spawn(["exec", path, "--auto", "--transcript", t.path("timed.cast")] + list(args))
-    started, results, buf, pending = {}, {}, b"", b""
-    deadline = time.monotonic() + timeout
-    fd = p.stdout.fileno()
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            fail("the timed runbook did not finish in %ss; output so far:\n%s" % (timeout, buf.decode()))
-        r, _, _ = select.select([fd], [], [], left)
-        if not r:
-            continue
-        chunk = os.read(fd, 65536)
-        now = time.monotonic()
-        if not chunk:
-            break
-        buf += chunk
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for line in (l.decode("utf-8", "replace") for l in lines):
-            m = re.match(r"^@@ start=(.*)$", line)
-            if m:
-                started[m.group(1)] = now
-            m = re.match(r"^@@ end=([^|]*)\|([^|]*)\|([^|]*)\|(.*)$", line)
-            if m:
-                results[m.group(1)] = (now - started[m.group(1)], m.group(2), m.group(3), m.group(4))
-    p.wait(10)
-    err = p.stderr.read().decode("utf-8", "replace")
-    if p.returncode != 0:
-        fail("exit code %s\nstdout:\n%s\nstderr:\n%s" % (p.returncode, buf.decode("utf-8", "replace"), err))
+    rc, lines, out, err = run_stamped(t, path, t.path("timed.cast"), args, timeout)
+    started, results = {}, {}
+    for now, line in lines:
+        m = re.match(r"^@@ start=(.*)$", line)
+        if m:
+            started[m.group(1)] = now
+        m = re.match(r"^@@ end=([^|]*)\|([^|]*)\|([^|]*)\|(.*)$", line)
+        if m:
+            results[m.group(1)] = (now - started[m.group(1)], m.group(2), m.group(3), m.group(4))
+    expect_rc((rc, out, err), 0, "the timed runbook")
     missing = [n for n, _ in cases if n not in results]
     if missing:
-        fail("no result for %s; output:\n%s" % (missing, buf.decode("utf-8", "replace")))
+        fail("no result for %s; output:\n%s" % (missing, out))
     return results
-
-
-def in_window(elapsed, deadline, what):
-    print("    %s: %.0f ms for a %.0f ms deadline" % (what, elapsed * 1000, deadline * 1000))
-    lo, hi = deadline - 0.050, deadline + max(0.250, deadline * 0.10)
-    if not lo <= elapsed <= hi:
-        fail("%s took %.0f ms; the window for a %.0f ms deadline is [%.0f, %.0f] ms"
-             % (what, elapsed * 1000, deadline * 1000, lo * 1000, hi * 1000))
 
 
 # ------------------------------------------------------------------------------------- probes
@@ -308,7 +251,7 @@ emit("plain", perr)''' % (fx.tls_port, lua_str(fx.cert), free_port()))
     expect_eq(v["trusted"], "true true nil", "with ca = the certificate, by host name")
     expect_eq(v["refused"], "refused")
     expect_in("is not https://", v["plain"])
-    recs = [r for r in records(t) if r["type"] == "probe" and r["primitive"] == "http.cert"]
+    recs = probes(records(t), "http.cert")
     expect_eq([r["outcome"] for r in recs], ["problem", "ok", "refused"])
 
 
@@ -324,7 +267,7 @@ def test_post_confirmed_through_the_pty(t):
     fx = shared()
     tag = "pty%d" % os.getpid() + str(time.monotonic_ns())
     path = book(t, "post", POST_BOOK % tag)
-    p = t.pty(["exec", path, "--auto", "--transcript", t.path("post.cast")])
+    p, tr = on_pty(t, path, "post.cast")
     p.expect(re.escape("ACTION  POST %s/echo?tag=%s" % (fx.url, tag)))
     p.expect(r"headers: X-Test: one")
     p.expect(r'body: 31 bytes of JSON: \{"[a-z]+":')
@@ -340,7 +283,7 @@ def test_post_confirmed_through_the_pty(t):
     expect_eq(json.loads(got[0]["body"]), {"text": "restart please", "n": 2})
     expect_eq(got[0]["headers"].get("Content-Type"), "application/json")
     expect_eq(got[0]["headers"].get("X-Test"), "one")
-    _, _, recs = t.read_transcript(t.path("post.cast"))
+    _, _, recs = t.read_transcript(tr)
     types = [r["type"] for r in recs]
     i = types.index("plan")
     expect_eq(types[i:i + 4], ["plan", "confirm", "action_start", "action_result"])
@@ -381,7 +324,7 @@ emit("both", err)''' % (tag, tag)
     path = book(t, "req", lua)
     rc, out, err = t.run(["exec", path, "--auto", "--dry-run", "--transcript", t.path("d.cast")])
     expect_rc((rc, out, err), 0, "dry run")
-    v = values_of(out)
+    v = parse(out)
     expect_eq((v["PUT"], v["PATCH"], v["DELETE"], v["nobody"]), ("dry",) * 4)
     expect_eq(fx.log(tag), [], "requests received under --dry-run")
     expect_in("http.request: GET is a probe: use http.get(url, opts)", v["get"])
@@ -390,7 +333,7 @@ emit("both", err)''' % (tag, tag)
 
     rc, out, err = t.run(["exec", path, "--auto", "--yes", "--transcript", t.path("y.cast")])
     expect_rc((rc, out, err), 0, "--yes")
-    v = values_of(out)
+    v = parse(out)
     expect_eq((v["PUT"], v["PATCH"], v["DELETE"]), ("200 PUT payload PUT", "200 PATCH payload PATCH", "200 DELETE payload DELETE"))
     expect_eq(v["nobody"], "DELETE []")
     expect_eq(sorted(r["method"] for r in fx.log(tag)), ["DELETE", "DELETE", "PATCH", "PUT"])
@@ -417,6 +360,16 @@ must(http.post(URL .. "/echo?tag=%s", { body = "\\xff\\xfe\\x00 binary \\xe2\\x8
 
 # -------------------------------------------------------------------------------- fault matrix
 
+def expect_timed_out(res, name, deadline_ms, what, message=None):
+    """The call name of timed() gave up at its deadline: kind timeout, err saying message (if
+    given), and it took about deadline_ms."""
+    el, kind, err, _ = res[name]
+    expect_eq(kind, "timeout")
+    if message is not None:
+        expect_in(message, err)
+    expect_within(el * 1000, deadline_ms, what)
+
+
 def test_fault_refused_and_silent_listener(t):
     fx = shared()
     closed = free_port()
@@ -428,16 +381,10 @@ def test_fault_refused_and_silent_listener(t):
     el, kind, err, _ = res["refused"]
     expect_eq(kind, "refused")
     expect_eq(err, "http.get http://127.0.0.1:%d/health: connection refused (nothing listens there: is the service up?)" % closed)
-    print("    refused port: %.0f ms" % (el * 1000))
-    if el > 0.25:
-        fail("a refused connect took %.0f ms" % (el * 1000))
-    el, kind, err, _ = res["silent"]
-    expect_eq(kind, "timeout")
-    expect_in("timed out after 800 ms waiting for the response", err)
-    in_window(el, 0.8, "GET on a listener that never answers")
-    el, kind, _, _ = res["silent_post"]
-    expect_eq(kind, "timeout")
-    in_window(el, 0.6, "GET on a listener that never answers (600ms)")
+    expect_fast(el * 1000, 250, "refused port")
+    expect_timed_out(res, "silent", 800, "GET on a listener that never answers",
+                     "timed out after 800 ms waiting for the response")
+    expect_timed_out(res, "silent_post", 600, "GET on a listener that never answers (600ms)")
     del fx
 
 
@@ -448,28 +395,17 @@ def test_fault_drip_and_endless(t):
         ("endless_max", 'http.get(URL .. "/endless", { max_body = 65536, timeout = 5 })'),
         ("big_max", 'http.get(URL .. "/big?bytes=300000", { max_body = 1000 })'),
     ])
-    el, kind, err, _ = res["drip"]
-    expect_eq(kind, "timeout")
-    expect_in("timed out after 1500 ms while receiving the body", err)
-    in_window(el, 1.5, "/drip with timeout 1.5 s")
-    el, kind, err, _ = res["endless"]
-    expect_eq(kind, "timeout")
-    expect_in("while receiving the body", err)
-    in_window(el, 1.0, "/endless with timeout 1 s")
+    expect_timed_out(res, "drip", 1500, "/drip with timeout 1.5 s", "timed out after 1500 ms while receiving the body")
+    expect_timed_out(res, "endless", 1000, "/endless with timeout 1 s", "while receiving the body")
     el, kind, _, summary = res["endless_max"]
     expect_eq((kind, summary), ("nil", "200 65536 true"), "an endless body is cut at max_body")
-    print("    /endless cut at max_body = 64 KiB: %.0f ms" % (el * 1000))
-    if el > 1.0:
-        fail("cutting an endless body at 64 KiB took %.0f ms" % (el * 1000))
+    expect_fast(el * 1000, 1000, "/endless cut at max_body = 64 KiB")
     expect_eq(res["big_max"][1:], ("nil", "nil", "200 1000 true"))
 
 
 def test_timeout_capped_by_the_command_line(t):
     res = timed(t, [("capped", 'http.get(SILENT .. "/", { timeout = 60 })')], args=["--timeout", "700ms"])
-    el, kind, err, _ = res["capped"]
-    expect_eq(kind, "timeout")
-    expect_in("timed out after 700 ms", err)
-    in_window(el, 0.7, "GET capped by --timeout 700ms")
+    expect_timed_out(res, "capped", 700, "GET capped by --timeout 700ms", "timed out after 700 ms")
     _, _, recs = t.read_transcript(t.path("timed.cast"))
     expect_eq([r["deadline_ms"] for r in recs if r["type"] == "probe"], [700])
 
@@ -490,9 +426,7 @@ class SilentListener:
     connections, so that a test acts only once the GETs really wait on their sockets."""
 
     def __init__(self, t):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
+        self.sock = listener(t, 64)
         self.port = self.sock.getsockname()[1]
         self.held = []
         t.on_cleanup(self.close)
@@ -522,22 +456,20 @@ class SilentListener:
         self.sock.close()
 
 
+def ctrl_c_then_quit(p, what):
+    """Ctrl-C brings the step menu back within 0.5 s; q there ends the run (exit code 5)."""
+    expect_fast(interrupt(p, MENU_AFTER_FAILURE) * 1000, 500, what)
+    p.sendline("q")
+    expect_eq(p.wait(), 5, "exit code")
+
+
 def test_ctrl_c_stops_a_get(t):
     silent = SilentListener(t)
     path = book(t, "intr", '''
 must(http.get("http://127.0.0.1:%d/never", { timeout = 60 }))''' % silent.port)
-    tr = t.path("i.cast")
-    p = t.pty(["exec", path, "--auto", "--transcript", tr])
+    p, _ = on_pty(t, path, "i.cast")
     silent.accepted(1)
-    start = time.monotonic()
-    p.ctrl_c()
-    p.expect(MENU_AFTER_FAILURE)
-    took = time.monotonic() - start
-    print("    Ctrl-C to the step menu: %.0f ms" % (took * 1000))
-    if took > 0.5:
-        fail("Ctrl-C took %.0f ms to stop the GET" % (took * 1000))
-    p.sendline("q")
-    expect_eq(p.wait(), 5, "exit code")
+    ctrl_c_then_quit(p, "Ctrl-C to the step menu")
     recs = [r for r in records(t, "i.cast") if r["type"] == "probe"]
     expect_eq([(r["primitive"], r["outcome"]) for r in recs], [("http.get", "interrupted")])
 
@@ -550,15 +482,7 @@ for i = 1, 20 do tasks[i] = function() return http.get("http://127.0.0.1:%d/p" .
 parallel(tasks)''' % silent.port)
     p = t.pty(["exec", path, "--auto"])
     silent.accepted(20)
-    start = time.monotonic()
-    p.ctrl_c()
-    p.expect(MENU_AFTER_FAILURE)
-    took = time.monotonic() - start
-    print("    Ctrl-C to the step menu (20 GETs in parallel): %.0f ms" % (took * 1000))
-    if took > 0.5:
-        fail("Ctrl-C took %.0f ms to stop 20 waiting GETs" % (took * 1000))
-    p.sendline("q")
-    expect_eq(p.wait(), 5, "exit code")
+    ctrl_c_then_quit(p, "Ctrl-C to the step menu (20 GETs in parallel)")
 
 
 def test_parallel_200_slow_endpoints(t):
@@ -593,7 +517,7 @@ local r = parallel {
 emit("up", r.up.value.status) emit("down", r.down.kind) emit("hung", r.hung.kind)
 emit("bad", tostring(r.bad.value.ok) .. " " .. r.bad.value.status) emit("hung_ms", r.hung.ms)''' % closed)
     expect_eq((v["up"], v["down"], v["hung"], v["bad"]), ("200", "refused", "timeout", "false 500"))
-    in_window(float(v["hung_ms"]) / 1000, 0.7, "a hung GET inside parallel")
+    expect_within(float(v["hung_ms"]), 700, "a hung GET inside parallel")
 
 
 # ------------------------------------------------------------------------------------- secrets
@@ -639,16 +563,12 @@ def test_parallel_stopped_by_a_declined_action_frees_waiting_gets(t):
     # mid-GET. Its connection must be closed right then (the op is a to-be-closed value), not when
     # the garbage collector gets to it: the server sees EOF while the next step still runs.
     silent = SilentListener(t)
-    src = source(shared(), '''
+    path = book(t, "abandon", '''
 parallel({
   function() return http.get("http://127.0.0.1:%d/", { timeout = 60 }) end,
   function() return http.post(URL .. "/echo?tag=abandon") end,
 }, { limit = 2 })
-print("NOT REACHED")''' % silent.port, "abandon")
-    src = src.replace("  end },\n}", '''  end },
-  step "q" { title = "next", run = function(ctx) must(http.get(URL .. "/slow?ms=3000")) print("NEXT DONE") end },
-}''')
-    path = t.write("abandon.lua", src)
+print("NOT REACHED")''' % silent.port, step('must(http.get(URL .. "/slow?ms=3000")) print("NEXT DONE")', "q", "next"))
     p = t.spawn(["exec", path, "--auto", "--transcript", t.path("a.cast")])
     silent.accepted(1)
     took = silent.wait_eof(silent.held[0], timeout=2.5)

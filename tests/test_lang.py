@@ -7,22 +7,24 @@ import time
 from run import expect_eq, expect_in, expect_not_in, expect_rc, fail
 
 
-def exec_auto(t, name, body, inputs="", args=(), env=None, timeout=30):
+def exec_auto(t, name, body, want_rc=0, inputs="", args=(), env=None, timeout=30):
+    """Writes the runbook name and runs it with --auto; it must exit with want_rc. Returns (stdout,
+    stderr, the transcript's path)."""
     path = t.runbook(name, body, inputs=inputs)
     tr = t.path(name + ".cast")
-    res = t.run(["exec", path, "--auto", "--transcript", tr] + list(args), env=env, timeout=timeout)
-    return res, tr
+    rc, out, err = t.run(["exec", path, "--auto", "--transcript", tr] + list(args), env=env, timeout=timeout)
+    expect_rc((rc, out, err), want_rc)
+    return out, err, tr
 
 
 def test_report_lines(t):
-    (rc, out, err), tr = exec_auto(t, "report", '''
+    out, err, tr = exec_auto(t, "report", '''
 step "a" { title = "Report", run = function(ctx)
   ctx:ok("all %d replicas answer", 3)
   ctx:finding("%s is %s full", "/var", fmt.pct(97.4))
   ctx:note("plain note, no format args: 100%")
   ctx:show(fmt.table({ { name = "x", size = 2048 } }, { { "name", title = "file" }, { "size", format = fmt.bytes, right = true } }))
 end },''')
-    expect_rc((rc, out, err), 0)
     expect_in("[1/1] Report\n", out)
     expect_in("\n  ✔ all 3 replicas answer\n", out)
     expect_in("\n  ✖ /var is 97% full\n", out)
@@ -40,7 +42,7 @@ end },''')
 
 
 def test_jump(t):
-    (rc, out, err), tr = exec_auto(t, "jumps", '''
+    out, err, tr = exec_auto(t, "jumps", '''
 step "a" { title = "A", run = function(ctx) ctx:note("A ran"); return ctx:jump("c") end },
 step "b" { title = "B", run = function(ctx) ctx:note("B MUST NOT RUN") end },
 step "c" { title = "C", run = function(ctx)
@@ -49,7 +51,6 @@ step "c" { title = "C", run = function(ctx)
   if ctx.state.visits < 2 then return ctx:jump(1) end
 end },
 step "d" { title = "D", run = function(ctx) ctx:note("D ran") end },''')
-    expect_rc((rc, out, err), 0)
     expect_not_in("B MUST NOT RUN", out)
     order = re.findall(r"· ([A-D] ran(?: \d)?)", out)
     # a -> c (1) -> jump(1) = a -> c (2) -> d
@@ -57,29 +58,26 @@ step "d" { title = "D", run = function(ctx) ctx:note("D ran") end },''')
 
 
 def test_jump_to_unknown_step_fails(t):
-    (rc, out, err), _ = exec_auto(t, "badjump", '''
+    out, err, _ = exec_auto(t, "badjump", '''
 step "a" { title = "A", run = function(ctx) return ctx:jump("nowhere") end },
-step "b" { title = "B", run = function(ctx) ctx:note("B MUST NOT RUN") end },''')
-    expect_rc((rc, out, err), 1)
+step "b" { title = "B", run = function(ctx) ctx:note("B MUST NOT RUN") end },''', want_rc=1)
     expect_in("ctx:jump: no step 'nowhere'", out)
     expect_not_in("B MUST NOT RUN", out)
 
 
 def test_resolved_and_escalate(t):
-    (rc, out, err), tr = exec_auto(t, "res", '''
+    out, err, tr = exec_auto(t, "res", '''
 step "a" { title = "A", run = function(ctx) return ctx:resolved("the queue drained") end },
 step "b" { title = "B", run = function(ctx) ctx:note("B MUST NOT RUN") end },''')
-    expect_rc((rc, out, err), 0)
     expect_in("  ✔ resolved: the queue drained\n", out)
     expect_in("resolved · 1 ok", out)
     expect_not_in("B MUST NOT RUN", out)
     _, _, records = t.read_transcript(tr)
     expect_eq((records[-1]["outcome"], records[-1]["message"], records[-1]["exit"]),
               ("resolved", "the queue drained", 0), "session_end")
-    (rc, out, err), tr = exec_auto(t, "esc", '''
+    out, err, tr = exec_auto(t, "esc", '''
 step "a" { title = "A", run = function(ctx) ctx:escalate("page the DBA") ctx:note("after escalate") end },
-step "b" { title = "B", run = function(ctx) ctx:note("B MUST NOT RUN") end },''')
-    expect_rc((rc, out, err), 3)
+step "b" { title = "B", run = function(ctx) ctx:note("B MUST NOT RUN") end },''', want_rc=3)
     # Not returned: the outcome is still honoured, and the step itself finishes.
     expect_in("after escalate", out)
     expect_in("  ✖ escalated: page the DBA\n", out)
@@ -89,7 +87,7 @@ step "b" { title = "B", run = function(ctx) ctx:note("B MUST NOT RUN") end },'''
 
 
 def test_wait_until_counter(t):
-    (rc, out, err), _ = exec_auto(t, "waits", '''
+    out, err, _ = exec_auto(t, "waits", '''
 step "a" { title = "A", run = function(ctx)
   local n = 0
   local r, e, k = ctx:wait_until("the counter reaches 4", function()
@@ -98,14 +96,13 @@ step "a" { title = "A", run = function(ctx)
   end, { timeout = 20, every = "10ms" })
   ctx:note("result=%s tries=%d err=%s", tostring(r), n, tostring(e))
 end },''')
-    expect_rc((rc, out, err), 0)
     expect_in("· waiting until the counter reaches 4 (up to 20 s)", out)
     expect_in("✔ the counter reaches 4", out)
     expect_in("result=done at 4 tries=4 err=nil", out)
 
 
 def test_wait_until_timeout(t):
-    (rc, out, err), tr = exec_auto(t, "waitto", '''
+    out, err, tr = exec_auto(t, "waitto", '''
 step "a" { title = "A", run = function(ctx)
   local n = 0
   local r, e, k = ctx:wait_until("pigs fly", function() n = n + 1; return false end, { timeout = "300ms", every = "50ms" })
@@ -113,8 +110,7 @@ step "a" { title = "A", run = function(ctx)
   ctx:note("err=%s", e)
   must(ctx:wait_until("pigs fly again", function() return nil end, { timeout = "100ms", every = "20ms" }))
 end },
-step "b" { title = "B", run = function(ctx) ctx:note("B MUST NOT RUN") end },''')
-    expect_rc((rc, out, err), 1)
+step "b" { title = "B", run = function(ctx) ctx:note("B MUST NOT RUN") end },''', want_rc=1)
     expect_in("r=nil kind=timeout tries>1=true", out)
     expect_in("err=pigs fly: still not true after 0.3 s", out)
     expect_in("! pigs fly again: still not true after 0.1 s", out)
@@ -125,22 +121,20 @@ step "b" { title = "B", run = function(ctx) ctx:note("B MUST NOT RUN") end },'''
 
 
 def test_wait_until_bad_options(t):
-    (rc, out, err), _ = exec_auto(t, "waitopt", '''
-step "a" { title = "A", run = function(ctx) ctx:wait_until("x", function() return true end, { timout = 1 }) end },''')
-    expect_rc((rc, out, err), 1)
+    out, err, _ = exec_auto(t, "waitopt", '''
+step "a" { title = "A", run = function(ctx) ctx:wait_until("x", function() return true end, { timout = 1 }) end },''', want_rc=1)
     expect_in("ctx:wait_until: unknown option 'timout'", out)
 
 
 def test_must(t):
-    (rc, out, err), tr = exec_auto(t, "musts", '''
+    out, err, tr = exec_auto(t, "musts", '''
 step "a" { title = "A", run = function(ctx)
   local v, extra = must(42, "unused")
   ctx:note("must passed %d %s", v, tostring(extra))
   must(nil, "sys.fs /nonexistent: no such file or directory")
   ctx:note("AFTER MUST MUST NOT RUN")
 end },
-step "b" { title = "B", run = function(ctx) ctx:note("B MUST NOT RUN") end },''')
-    expect_rc((rc, out, err), 1)
+step "b" { title = "B", run = function(ctx) ctx:note("B MUST NOT RUN") end },''', want_rc=1)
     expect_in("must passed 42 unused", out)
     expect_in("  ! sys.fs /nonexistent: no such file or directory\n", out)
     expect_in("  ! stopped: a step failed\n", out)
@@ -155,14 +149,12 @@ step "b" { title = "B", run = function(ctx) ctx:note("B MUST NOT RUN") end },'''
 
 
 def test_undefined_ctx_field_and_global(t):
-    (rc, out, err), _ = exec_auto(t, "strict", '''
+    out, err, _ = exec_auto(t, "strict", '''
 step "a" { title = "A", run = function(ctx) return ctx.treshold end },''',
-                                  inputs='threshold = input.int { default = 5 }')
-    expect_rc((rc, out, err), 1)
+                            inputs='threshold = input.int { default = 5 }', want_rc=1)
     expect_in("ctx has no field 'treshold' (inputs: threshold)", out)
-    (rc, out, err), _ = exec_auto(t, "strict2", '''
-step "a" { title = "A", run = function(ctx) return undefined_thing + 1 end },''')
-    expect_rc((rc, out, err), 1)
+    out, err, _ = exec_auto(t, "strict2", '''
+step "a" { title = "A", run = function(ctx) return undefined_thing + 1 end },''', want_rc=1)
     expect_in("undefined global 'undefined_thing'", out)
 
 
@@ -177,8 +169,7 @@ PRECEDENCE_INPUTS = ('level = input.string { env = "RB_LEVEL", default = "from-d
 
 
 def test_input_precedence(t):
-    (rc, out, err), tr = exec_auto(t, "prec", PRECEDENCE, inputs=PRECEDENCE_INPUTS)
-    expect_rc((rc, out, err), 0)
+    out, err, tr = exec_auto(t, "prec", PRECEDENCE, inputs=PRECEDENCE_INPUTS)
     expect_in("level=from-default count=1 wait=120 cmd=systemctl|restart|x", out)
     _, out, _ = t.run(["exec", t.path("runbooks/prec.lua"), "--auto", "--transcript", t.path("2.cast")],
                       env={"RB_LEVEL": "from-env", "RB_COUNT": "7"})
@@ -243,8 +234,7 @@ step "third" { title = "Third", run = function(ctx) ctx:note("third ran") end },
 
 
 def test_start_at(t):
-    (rc, out, err), _ = exec_auto(t, "starts", START_AT, args=["--start-at", "second"])
-    expect_rc((rc, out, err), 0)
+    out, err, _ = exec_auto(t, "starts", START_AT, args=["--start-at", "second"])
     expect_eq(re.findall(r"(\w+) ran", out), ["second", "third"], "steps run with --start-at second")
     expect_in("[2/3] Second", out)
     expect_not_in("[1/3]", out)
@@ -260,7 +250,7 @@ def test_start_at(t):
 
 def test_timeout_caps_sh_read(t):
     start = time.monotonic()
-    (rc, out, err), tr = exec_auto(t, "slow", '''
+    out, err, tr = exec_auto(t, "slow", '''
 step "a" { title = "A", run = function(ctx)
   local r, e, kind = sh.read { "sleep", "5" }
   ctx:note("r=%s kind=%s", tostring(r), tostring(kind))
@@ -268,9 +258,8 @@ step "a" { title = "A", run = function(ctx)
   must(sh.read { "sleep", "5", timeout = "30s" })
 end },
 step "b" { title = "B", run = function(ctx) ctx:note("B MUST NOT RUN") end },''',
-                                   args=["--timeout", "300ms"], timeout=4.5)
+                             args=["--timeout", "300ms"], timeout=4.5, want_rc=1)
     elapsed = time.monotonic() - start
-    expect_rc((rc, out, err), 1)
     expect_in("r=nil kind=timeout", out)
     if not re.search(r"err=sh\.read sleep 5: timed out after \d+ ms \(stopped\)", out):
         fail("no timeout message in:\n" + out)
@@ -285,7 +274,7 @@ step "b" { title = "B", run = function(ctx) ctx:note("B MUST NOT RUN") end },'''
 
 
 def test_sh_read_results(t):
-    (rc, out, err), tr = exec_auto(t, "shread", '''
+    out, err, tr = exec_auto(t, "shread", '''
 step "a" { title = "A", run = function(ctx)
   local r = sh.read { "sh", "-c", "echo out-line; echo err-line >&2; exit 3" }
   ctx:note("code=%s ok=%s stdout=[%s] stderr=[%s]", r.code, tostring(r.ok), r.stdout:gsub("\\n", "|"), (r.stderr:gsub("\\n", "|")))
@@ -298,7 +287,6 @@ step "a" { title = "A", run = function(ctx)
   local ok, raised = pcall(sh.read, { "true", timout = 3 })
   ctx:note("typo raises: %s", tostring(raised))
 end },''')
-    expect_rc((rc, out, err), 0)
     expect_in("    │ out-line\n", out)
     expect_in('code=3 ok=false stdout=[out-line|] stderr=[err-line|]', out)
     expect_not_in("│ quiet-output", out)

@@ -7,7 +7,7 @@ import os
 import re
 import time
 
-from run import expect_eq, expect_in, expect_not_in, expect_rc, fail
+from run import expect_eq, expect_in, expect_rc, fail
 from sessions import Reader, finish, kill_9
 
 HOLD = '''
@@ -28,6 +28,12 @@ def holder(t, fifo_name="hold", args=()):
     rd = Reader(proc.stdout)
     rd.until("holding")
     return proc, rd, fifo, tr
+
+
+def end_holder(t, proc, rd, fifo, what="the holder"):
+    """Releases the holder's FIFO: its session ends, and must exit 0."""
+    t.release(fifo)
+    expect_rc(finish(proc, rd), 0, what)
 
 
 def lock_dir(t):
@@ -63,9 +69,7 @@ def test_second_run_refuses_and_names_the_holder(t):
     expect_rc((rc, out, err), 0, "another runbook")
     header = t.read_transcript(t.transcripts()[0])[0]
     expect_eq(header["runbook"]["lock"].startswith("other-"), True, "the lock id is in the header")
-    t.release(fifo)
-    rc, out, err = finish(proc, rd)
-    expect_rc((rc, out, err), 0, "the holder")
+    end_holder(t, proc, rd, fifo)
     expect_eq(os.listdir(lock_dir(t)), [], "the lock is removed when its session ends")
 
 
@@ -76,9 +80,7 @@ def test_second_run_waits_for_the_lock(t):
     wr.until("waiting up to 30 s for the lock svc-")
     expect_in("held by ", wr.buf.decode())
     expect_in("(pid %d, running)" % proc.pid, wr.buf.decode())
-    t.release(fifo)                   # the holder finishes and releases: the waiter goes on
-    rc, out, err = finish(proc, rd)
-    expect_rc((rc, out, err), 0, "the holder")
+    end_holder(t, proc, rd, fifo)     # the holder finishes and releases: the waiter goes on
     rc, out, err = finish(waiter, wr)
     expect_rc((rc, out, err), 0, "the waiter")
     expect_in("lock svc-", out)
@@ -144,9 +146,7 @@ def test_unlock(t):
     # The lock is gone: a second session runs now, while the first still holds its (unlinked) file.
     rc, out, err = t.run(["exec", "svc", "--auto", "--yes", "--start-at", "act"])
     expect_rc((rc, out, err), 0, "a run after unlock")
-    t.release(fifo)
-    rc, out, err = finish(proc, rd)
-    expect_rc((rc, out, err), 0, "the first session ends normally")
+    end_holder(t, proc, rd, fifo, "the first session ends normally")
     expect_eq(os.listdir(lock_dir(t)), [], "no lock left")
 
 
@@ -156,6 +156,4 @@ def test_dry_run_neither_takes_nor_waits(t):
     expect_rc((rc, out, err), 0, "a dry run while the lock is held")
     expect_in("dry run: not locking; ", out)
     expect_in("(pid %d, running)" % proc.pid, out)
-    t.release(fifo)
-    rc, out, err = finish(proc, rd)
-    expect_rc((rc, out, err), 0, "the holder")
+    end_holder(t, proc, rd, fifo)

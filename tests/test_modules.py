@@ -9,19 +9,13 @@ import subprocess
 
 from run import check_sanitizer, expect_eq, expect_in, expect_rc, fail
 from servers_http import shared as http_server
+from steps import step, write_runbook
 
-REQUIRES = 'local pg = require "pg"\nlocal redis = require "redis"\nlocal http = require "http"\n'
+REQUIRES = 'local pg = require "pg"\nlocal redis = require "redis"\nlocal http = require "http"'
 
 
 def runbook(t, body, inputs=""):
-    return t.write("mods.lua", REQUIRES + '''return runbook {
-  name = "mods", summary = "modules", severity = "SEV4",
-  inputs = { %s },
-  step "s" { title = "step", run = function(ctx)
-%s
-  end },
-}
-''' % (inputs, body))
+    return write_runbook(t, "mods", REQUIRES, step(body, "s", "step"), "modules", inputs)
 
 
 def test_first_use_from_many_parallel_tasks(t):

@@ -5,29 +5,22 @@ canary password that must appear nowhere.
 
 Each runbook step prints `@@ key=value` lines that the test parses. The shared server is started
 once (lazily) for the whole run; fault cases that break a server start their own."""
-import errno
 import os
 import re
-import select
 import signal
-import socket
-import time
 
 import servers_pg
-from run import black_hole, expect_eq, expect_in, expect_not_in, fail, free_port
+from run import black_hole, expect_eq, expect_in, expect_not_in, fail, free_port, listener
+from sessions import Reader, finish
+from steps import (ASK, MENU_AFTER_FAILURE, expect_fast, expect_within, interrupt, lua_str, on_pty, parse, probes,
+                   run_auto, shown_before, step, write_runbook)
 
-MENU_AFTER_FAILURE = r"Enter: retry · s: skip · (?:r: repl · )?q: quit > "
-ASK = r"Type yes to run it, or n to skip: "
 DECLINED_MENU = r"Declined\. s: skip this step · a: ask again · (?:r: repl · )?q: abort the run \[s\]: "
 CANARY = servers_pg.PASSWORD          # "CANARYpg77"
 _seq = [0]
 
 
 # ------------------------------------------------------------------------------------ helpers
-
-def lua_str(s):
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
 
 def server():
     return servers_pg.shared()
@@ -41,33 +34,11 @@ def fresh_db(pg, prefix="t"):
     return name
 
 
-def runbook(t, steps, pg, name="pgtest", url=None, extra_inputs=""):
+def runbook(t, steps, pg, name="pgtest", url=None):
     """Writes a runbook whose steps (Lua source) see pg, sh, URL (a literal URL with the canary
     password, not an input: the module itself must keep it secret) and emit(k, v)."""
-    src = '''local pg = require "pg"
-local sh = require "sh"
-local URL = %s
-local function emit(k, v) print("@@ " .. k .. "=" .. tostring(v)) end
-return runbook {
-  name = "%s", summary = "pg test", severity = "SEV4",
-  inputs = { %s },
-%s
-}
-''' % (lua_str(url or pg.url()), name, extra_inputs, steps)
-    return t.write(name + ".lua", src)
-
-
-def step(lua, sid="p", title="probe"):
-    return 'step "%s" { title = "%s", run = function(ctx)\n%s\n  end },' % (sid, title, lua)
-
-
-def parse(out):
-    values = {}
-    for line in out.splitlines():
-        m = re.match(r"^@@ ([^=]+)=(.*)$", line)
-        if m:
-            values[m.group(1)] = m.group(2)
-    return values
+    prelude = 'local pg = require "pg"\nlocal sh = require "sh"\nlocal URL = %s' % lua_str(url or pg.url())
+    return write_runbook(t, name, prelude, steps, "pg test")
 
 
 def run_rb(t, steps, pg=None, args=(), want_rc=0, timeout=60, url=None, name="pgtest"):
@@ -76,22 +47,9 @@ def run_rb(t, steps, pg=None, args=(), want_rc=0, timeout=60, url=None, name="pg
     path = runbook(t, steps, pg, name=name, url=url)
     _seq[0] += 1
     tr = t.path("%s-%d.cast" % (name, _seq[0]))
-    rc, out, err = t.run(["exec", path, "--auto", "--transcript", tr] + list(args), timeout=timeout)
-    if want_rc is not None and rc != want_rc:
-        fail("exit code %s, wanted %s\nstdout:\n%s\nstderr:\n%s" % (rc, want_rc, out, err))
+    values, out, err = run_auto(t, path, tr, args, want_rc, timeout)
     _, _, records = t.read_transcript(tr)
-    return parse(out), out, err, records
-
-
-def probes(records, primitive):
-    return [r for r in records if r["type"] == "probe" and r["primitive"] == primitive]
-
-
-def expect_within(ms, deadline_ms, what):
-    print("    %s: %.0f ms for a %d ms deadline" % (what, ms, deadline_ms), flush=True)
-    lo, hi = deadline_ms - 50, deadline_ms + max(250, deadline_ms * 0.1)
-    if not lo <= ms <= hi:
-        fail("%s took %.1f ms for a %d ms deadline (allowed %d..%d)" % (what, ms, deadline_ms, lo, hi))
+    return values, out, err, records
 
 
 _known_pids = set()
@@ -116,6 +74,16 @@ def background(t, pg, sql, app, database=servers_pg.DATABASE, user=None):
     return pid
 
 
+def streaming_replica(t, primary, condition=""):
+    """A replica of primary (stopped when the test ends), once primary sees it streaming (and
+    condition, SQL on pg_stat_replication, holds)."""
+    replica = servers_pg.PgServer(t.dir, primary=primary)
+    t.on_cleanup(replica.stop)
+    primary.wait_for("the replica streaming", "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"
+                     + condition, timeout=30)
+    return replica
+
+
 def wait_state(pg, pid, condition, what, timeout=15):
     return pg.wait_for(what, "SELECT 1 FROM pg_stat_activity WHERE pid = %d AND %s" % (pid, condition),
                        timeout=timeout)
@@ -124,39 +92,6 @@ def wait_state(pg, pid, condition, what, timeout=15):
 def wait_gone(pg, pid, what, timeout=10):
     pg.wait_for(what, "SELECT CASE WHEN count(*) = 0 THEN 't' END FROM pg_stat_activity WHERE pid = %d" % pid,
                 timeout=timeout)
-
-
-def read_until(p, pattern, timeout=15):
-    """Reads a spawned process' stdout until pattern matches; returns (match, text so far)."""
-    rx = re.compile(pattern)
-    deadline = time.monotonic() + timeout
-    buf = getattr(p, "_buf", "")
-    while True:
-        m = rx.search(buf)
-        if m:
-            p._buf = buf[m.end():]
-            return m
-        left = deadline - time.monotonic()
-        if left <= 0:
-            fail("timed out waiting for %r; output:\n%s" % (pattern, buf))
-        r, _, _ = select.select([p.stdout], [], [], min(left, 0.5))
-        if r:
-            data = os.read(p.stdout.fileno(), 65536)
-            if not data:
-                fail("the process ended while waiting for %r; output:\n%s\nstderr:\n%s" % (
-                    pattern, buf, p.stderr.read().decode("utf-8", "replace")))
-            buf += data.decode("utf-8", "replace")
-
-
-def finish(p, timeout=30):
-    """Waits for a spawned process; returns (rc, rest of stdout, stderr)."""
-    try:
-        out, err = p.communicate(timeout=timeout)
-    except Exception:
-        p.kill()
-        out, err = p.communicate()
-        fail("the run did not end within %ss:\n%s\n%s" % (timeout, out, err))
-    return p.returncode, getattr(p, "_buf", "") + out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
 
 
 # ------------------------------------------------------------------------ query and results
@@ -287,12 +222,9 @@ emit("deleted_all", "yes")''', "wipe", "Wipe"),
 emit("deleted", r.affected .. "|" .. r[1].v)''', "delete", "Delete"),
         step('emit("after", 1)', "after", "After"),
     ])
-    path = runbook(t, steps, pg, url=pg.url(database=db))
-    tr = t.path("ex.cast")
-    p = t.pty(["exec", path, "--auto", "--transcript", tr])
+    p, tr = on_pty(t, runbook(t, steps, pg, url=pg.url(database=db)), "ex.cast")
     p.expect(r"ACTION  rename item 1\n")
-    m = p.expect(ASK)
-    shown = p.text[:m.start()]
+    shown = shown_before(p, ASK)
     expect_in("UPDATE ex SET v = $1 WHERE id = $2\n", shown)
     expect_in("with $1 = 'new', $2 = '1'\n", shown)
     expect_in("target  %s\n" % pg.target(db), shown)
@@ -470,11 +402,7 @@ emit("kind", kind) emit("err", err)''' % port))
 
 
 def test_fault_listener_that_never_answers_the_startup_packet(t):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen(16)                    # the kernel completes handshakes; nobody ever reads or answers
-    t.on_cleanup(s.close)
-    port = s.getsockname()[1]
+    port = listener(t).getsockname()[1]   # the kernel completes handshakes; nobody ever reads or answers
     v, _, _, records = run_rb(t, step('''
 local r, err, kind = pg.ping("postgresql://runbook:x@127.0.0.1:%d/app", { timeout = "800ms" })
 emit("kind", kind) emit("err", err)''' % port))
@@ -514,11 +442,12 @@ emit("tostring", tostring(c))
 emit("done", 1)'''), pg)
     tr = t.path("stop.cast")
     p = t.spawn(["exec", path, "--auto", "--transcript", tr])
-    pid = int(read_until(p, r"@@ pid=(\d+)\n").group(1))
+    rd = Reader(p.stdout)
+    pid = int(rd.match(r"@@ pid=(\d+)\n").group(1))
     wait_state(pg, pid, "state = 'active' AND query LIKE 'SELECT pg_sleep%'", "the query running")
     os.kill(pid, signal.SIGSTOP)
     t.on_cleanup(lambda: os.kill(pid, signal.SIGCONT) if os.path.exists("/proc/%d" % pid) else None)
-    rc, out, err = finish(p)
+    rc, out, err = finish(p, rd, 30)
     os.kill(pid, signal.SIGCONT)
     v = parse(out)
     expect_eq(rc, 0, "exit code; stderr:\n" + err)
@@ -569,20 +498,14 @@ emit("NOT_INTERRUPTED", kind)''', "wait", "Wait"),
         step('''local r, err, kind = ctx.state.c:query("SELECT 1")
 emit("after", kind)''', "after", "After"),
     ]), pg)
-    tr = t.path("cc.cast")
-    p = t.pty(["exec", path, "--auto", "--transcript", tr])
+    p, tr = on_pty(t, path, "cc.cast")
     pid = int(p.expect(r"@@ pid=(\d+)\n").group(1))
     wait_state(pg, pid, "state = 'active' AND query LIKE 'SELECT pg_sleep%'", "the query running")
     os.kill(pid, signal.SIGSTOP)
     t.on_cleanup(lambda: os.kill(pid, signal.SIGCONT) if os.path.exists("/proc/%d" % pid) else None)
-    t0 = time.monotonic()
-    p.ctrl_c()
-    p.expect(MENU_AFTER_FAILURE)
-    took = time.monotonic() - t0
+    took = interrupt(p, MENU_AFTER_FAILURE)
     os.kill(pid, signal.SIGCONT)
-    print("    Ctrl-C to the step menu (query on a stopped backend): %.0f ms" % (took * 1000), flush=True)
-    if took > 0.5:
-        fail("back at the menu %.0f ms after Ctrl-C" % (took * 1000))
+    expect_fast(took * 1000, 500, "Ctrl-C to the step menu (query on a stopped backend)")
     p.sendline("s")
     p.expect(r"@@ after=closed\n")
     expect_eq(p.wait(), 0, "exit code")
@@ -678,12 +601,9 @@ emit("nosuch", err .. "|" .. kind)
 r, err, kind = ctx.state.c:terminate(must(ctx.state.c:query("SELECT pg_backend_pid() AS p"))[1].p)
 emit("self", err)''', "nosuch", "No such"),
     ])
-    path = runbook(t, steps, pg, url=pg.url(database=db))
-    tr = t.path("lk.cast")
-    p = t.pty(["exec", path, "--auto", "--transcript", tr])
+    p, tr = on_pty(t, runbook(t, steps, pg, url=pg.url(database=db)), "lk.cast")
     p.expect(r"@@ locks=")
-    m = p.expect(ASK)
-    shown = p.text[:m.start()]
+    shown = shown_before(p, ASK)
     expect_in("ACTION  cancel the query of backend %d on %s" % (waiter, pg.target(db)), shown)
     expect_in("SELECT pg_cancel_backend(%d)" % waiter, shown)
     expect_in("impact  backend %d: user runbook, application p_waiter, database %s, active for " % (waiter, db), shown)
@@ -743,11 +663,8 @@ emit("declined_ran", r.terminated)''' % lua_str(db), "iit", "In transaction"),
         step('''local r = must(ctx.state.c:terminate_idle { older_than = "1h", database = %s })
 emit("none", r.count .. "|" .. r.terminated)''' % lua_str(db), "none", "None"),
     ])
-    path = runbook(t, steps, pg, url=pg.url(database=db))
-    tr = t.path("ti.cast")
-    p = t.pty(["exec", path, "--auto", "--transcript", tr])
-    m = p.expect(ASK)
-    shown = p.text[:m.start()]
+    p, tr = on_pty(t, runbook(t, steps, pg, url=pg.url(database=db)), "ti.cast")
+    shown = shown_before(p, ASK)
     expect_in("ACTION  terminate 2 idle backends on %s" % pg.target(db), shown)
     expect_in("impact  2 backends idle for 0 ms or more (the oldest for ", shown)
     expect_in("runbook (victim) x2", shown)
@@ -823,10 +740,7 @@ emit("terminate", tostring(x.dry_run) .. "|" .. x.sql)''' % (lua_str(db), victim
 
 def test_several_hosts_are_tried_in_turn(t):
     primary = server()
-    replica = servers_pg.PgServer(t.dir, primary=primary)
-    t.on_cleanup(replica.stop)
-    primary.wait_for("the replica streaming",
-                     "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'", timeout=30)
+    replica = streaming_replica(t, primary)
     closed, hole = free_port(), black_hole(t)
     hosts = {"p": primary.port, "r": replica.port, "x": closed, "h": hole}
 
@@ -906,10 +820,7 @@ emit("ping", tostring(p.in_recovery))''' % {
 
 def test_replication_primary_and_replica(t):
     primary = server()
-    replica = servers_pg.PgServer(t.dir, primary=primary)
-    t.on_cleanup(replica.stop)
-    primary.wait_for("the replica streaming",
-                     "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' AND replay_lsn IS NOT NULL", timeout=30)
+    replica = streaming_replica(t, primary, " AND replay_lsn IS NOT NULL")
     primary.psql("CREATE TABLE IF NOT EXISTS repl_probe (x int); INSERT INTO repl_probe VALUES (1);", "app")
     v, _, _, records = run_rb(t, step('''
 local p = must(pg.connect(URL))

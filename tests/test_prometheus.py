@@ -45,6 +45,15 @@ def check_record(records, label):
     return found[0]
 
 
+def expect_check(records, label, status, value, why):
+    """The one check record of label has this status and, to within 1e-9, this value (why: where
+    the exact value comes from)."""
+    rec = check_record(records, label)
+    expect_eq(rec["status"], status, "recorded status")
+    if abs(rec["value"] - value) > 1e-9:
+        fail("recorded %s %r, expected %r (%s)" % (label, rec["value"], value, why))
+
+
 def notes(records):
     return [r["text"] for r in records if r["type"] == "note" and r["level"] == "note"]
 
@@ -53,10 +62,7 @@ def test_error_rate_is_exactly_ten_percent_and_critical(t):
     p = prometheus()
     out, records = exec_runbook(t, "high-error-rate", "prometheus=" + p.url)
     expect_in("✖ CRITICAL error rate over 5 minutes: 10% (critical: above 5)\n", out)
-    rec = check_record(records, "error rate over 5 minutes")
-    expect_eq(rec["status"], "CRITICAL", "recorded status")
-    if abs(rec["value"] - 10) > 1e-9:
-        fail("recorded error rate %r, expected 10 (90k answers 200, 10k answers 500)" % rec["value"])
+    expect_check(records, "error rate over 5 minutes", "CRITICAL", 10, "90k answers 200, 10k answers 500")
 
 
 test_error_rate_is_exactly_ten_percent_and_critical.timeout = TIMEOUT
@@ -66,10 +72,7 @@ def test_p95_is_exactly_175_ms(t):
     p = prometheus()
     out, records = exec_runbook(t, "high-latency", "prometheus=" + p.url)
     expect_in("✔ OK p95 over 5 minutes: 175.0 ms\n", out)
-    rec = check_record(records, "p95 over 5 minutes")
-    expect_eq(rec["status"], "OK", "recorded status")
-    if abs(rec["value"] - 175) > 1e-9:
-        fail("recorded p95 %r ms, expected 175 (rank 95 of 100 in the (0.1, 0.25] bucket)" % rec["value"])
+    expect_check(records, "p95 over 5 minutes", "OK", 175, "rank 95 of 100 in the (0.1, 0.25] bucket")
     # The thresholds apply to it: 175 ms is above a critical limit of 150 ms.
     out, _ = exec_runbook(t, "high-latency", "prometheus=" + p.url, "warn_ms=100", "crit_ms=150")
     expect_in("✖ CRITICAL p95 over 5 minutes: 175.0 ms (critical: above 150)\n", out)

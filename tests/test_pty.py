@@ -17,6 +17,11 @@ def records_of(t, tr):
     return records
 
 
+def confirms(records):
+    """(answer, how) of each confirm record."""
+    return [(r["answer"], r["how"]) for r in records if r["type"] == "confirm"]
+
+
 def verify_complete(t, tr):
     rc, out, err = t.run(["transcript", "verify", tr])
     if rc != 0 or not out.startswith("complete: "):
@@ -87,11 +92,24 @@ end },
 step "after" { title = "Afterwards", run = function(ctx) ctx:note("after ran") end },''' % (target_file, extra))
 
 
-def test_action_y_is_not_yes(t):
+def start_action(t, name, cast, irreversible=False):
+    """Runs the action runbook name (its action creates t.path("marker")) with --auto on the pty;
+    returns (the pty, the marker's path, the transcript's path)."""
     f = t.path("marker")
-    action_runbook(t, "act", f)
-    tr = t.path("a.cast")
-    p = t.pty(["exec", "act", "--auto", "--transcript", tr])
+    action_runbook(t, name, f, irreversible)
+    tr = t.path(cast)
+    return t.pty(["exec", name, "--auto", "--transcript", tr]), f, tr
+
+
+def decline(p, answer="n"):
+    """Answers the action's question with answer, a no: the declined menu follows."""
+    p.expect(ASK)
+    p.sendline(answer)
+    p.expect(DECLINED_MENU)
+
+
+def test_action_y_is_not_yes(t):
+    p, f, tr = start_action(t, "act", "a.cast")
     p.expect(r"ACTION  create the marker file\n")
     p.expect(r"\$ touch " + re.escape(f))
     p.expect(ASK)
@@ -124,9 +142,7 @@ def test_action_y_is_not_yes(t):
 
 
 def test_irreversible_needs_target(t):
-    f = t.path("marker")
-    action_runbook(t, "irr", f, irreversible=True)
-    p = t.pty(["exec", "irr", "--auto", "--transcript", t.path("i.cast")])
+    p, f, tr = start_action(t, "irr", "i.cast", irreversible=True)
     p.expect(r"This cannot be undone\.")
     p.expect(r"Type the target \(" + re.escape(f) + r"\) to confirm, or n to skip: ")
     p.sendline("yes")
@@ -140,21 +156,15 @@ def test_irreversible_needs_target(t):
     expect_eq(p.wait(), 0, "exit code")
     if not os.path.exists(f):
         fail("typing the target back did not run the action")
-    recs = records_of(t, t.path("i.cast"))
-    conf = [r for r in recs if r["type"] == "confirm"]
-    expect_eq([(c["answer"], c["how"]) for c in conf], [("yes", "typed the target")], "confirm records")
+    recs = records_of(t, tr)
+    expect_eq(confirms(recs), [("yes", "typed the target")], "confirm records")
     plan = [r for r in recs if r["type"] == "plan"][0]
     expect_eq((plan["irreversible"], plan["target"]), (True, f), "plan record")
 
 
 def test_decline_continues(t):
-    f = t.path("marker")
-    action_runbook(t, "dec", f)
-    tr = t.path("d.cast")
-    p = t.pty(["exec", "dec", "--auto", "--transcript", tr])
-    p.expect(ASK)
-    p.sendline("n")
-    p.expect(DECLINED_MENU)
+    p, f, tr = start_action(t, "dec", "d.cast")
+    decline(p)
     p.sendline("")
     p.expect(r"· step skipped: the action was declined\n")
     p.expect(r"· after ran\n")
@@ -164,8 +174,7 @@ def test_decline_continues(t):
         fail("a declined action ran")
     expect_in("declined · 1 ok · 1 declined", p.text)
     recs = records_of(t, tr)
-    conf = [(r["answer"], r["how"]) for r in recs if r["type"] == "confirm"]
-    expect_eq(conf, [("declined", "typed no")], "confirm records")
+    expect_eq(confirms(recs), [("declined", "typed no")], "confirm records")
     expect_not_in("action_start", [r["type"] for r in recs])
     ends = [(r["step"], r["outcome"]) for r in recs if r["type"] == "step_end"]
     expect_eq(ends, [("act", "declined"), ("after", "ok")], "step_end records")
@@ -174,12 +183,8 @@ def test_decline_continues(t):
 
 
 def test_decline_then_ask_again(t):
-    f = t.path("marker")
-    action_runbook(t, "again", f)
-    p = t.pty(["exec", "again", "--auto", "--transcript", t.path("g.cast")])
-    p.expect(ASK)
-    p.sendline("no")
-    p.expect(DECLINED_MENU)
+    p, f, _ = start_action(t, "again", "g.cast")
+    decline(p, "no")
     p.sendline("a")
     p.expect(ASK)
     p.sendline("yes")
@@ -190,25 +195,18 @@ def test_decline_then_ask_again(t):
 
 
 def test_decline_then_abort(t):
-    f = t.path("marker")
-    action_runbook(t, "abort", f)
-    p = t.pty(["exec", "abort", "--auto", "--transcript", t.path("q.cast")])
-    p.expect(ASK)
-    p.sendline("n")
-    p.expect(DECLINED_MENU)
+    p, f, tr = start_action(t, "abort", "q.cast")
+    decline(p)
     p.sendline("q")
     expect_eq(p.wait(), 5, "exit code after abort at the action")
     expect_not_in("after ran", p.text)
     if os.path.exists(f):
         fail("the action ran")
-    verify_complete(t, t.path("q.cast"))
+    verify_complete(t, tr)
 
 
 def test_ctrl_c_at_action_prompt(t):
-    f = t.path("marker")
-    action_runbook(t, "intr", f)
-    tr = t.path("c.cast")
-    p = t.pty(["exec", "intr", "--auto", "--transcript", tr])
+    p, f, tr = start_action(t, "intr", "c.cast")
     before = p.termios_now()
     p.expect(ASK)
     p.ctrl_c()
@@ -224,8 +222,7 @@ def test_ctrl_c_at_action_prompt(t):
     if not (lflag & termios.ICANON and lflag & termios.ECHO and lflag & termios.ISIG):
         fail("terminal left without ICANON/ECHO/ISIG: lflag=%#x" % lflag)
     recs = records_of(t, tr)
-    conf = [(r["answer"], r["how"]) for r in recs if r["type"] == "confirm"]
-    expect_eq(conf, [("declined", "interrupted")], "confirm records")
+    expect_eq(confirms(recs), [("declined", "interrupted")], "confirm records")
     verify_complete(t, tr)
 
 
@@ -314,8 +311,7 @@ end },''' % (fifo, f))
         fail("the typed-ahead 'yes' confirmed the action")
     expect_not_in("✔ created", p.text)
     recs = records_of(t, tr)
-    conf = [(r["answer"], r["how"]) for r in recs if r["type"] == "confirm"]
-    expect_eq(conf, [("declined", "typed no")], "confirm records")
+    expect_eq(confirms(recs), [("declined", "typed no")], "confirm records")
 
 
 def test_no_terminal_declines(t):
@@ -342,8 +338,7 @@ step "after" { title = "After", run = function(ctx) ctx:note("after ran") end },
     if os.path.exists(f):
         fail("an action ran without a terminal")
     recs = records_of(t, tr)
-    conf = [(r["answer"], r["how"]) for r in recs if r["type"] == "confirm"]
-    expect_eq(conf, [("declined", "no terminal")], "confirm records")
+    expect_eq(confirms(recs), [("declined", "no terminal")], "confirm records")
     expect_not_in("action_start", [r["type"] for r in recs])
     expect_eq((recs[-1]["exit"], recs[-1]["outcome"]), (4, "declined"), "session_end")
     verify_complete(t, tr)
@@ -358,8 +353,7 @@ step "after" { title = "After", run = function(ctx) ctx:note("after ran") end },
         fail("--yes did not run the action")
     header, _, recs = t.read_transcript(tr2)
     expect_eq(header["runbook"]["yes"], True, "header yes")
-    conf = [(r["answer"], r["how"]) for r in recs if r["type"] == "confirm"]
-    expect_eq(conf, [("yes", "--yes")], "confirm records with --yes")
+    expect_eq(confirms(recs), [("yes", "--yes")], "confirm records with --yes")
 
 
 def test_dry_run_never_acts(t):
@@ -376,8 +370,7 @@ def test_dry_run_never_acts(t):
     expect_eq(code, 0, "exit code of a dry run")
     header, _, recs = t.read_transcript(tr)
     expect_eq(header["runbook"]["dry_run"], True, "header dry_run")
-    conf = [(r["answer"], r["how"]) for r in recs if r["type"] == "confirm"]
-    expect_eq(conf, [("dry-run", "--dry-run")], "confirm records")
+    expect_eq(confirms(recs), [("dry-run", "--dry-run")], "confirm records")
 
 
 def test_colour_only_on_a_terminal(t):

@@ -8,112 +8,53 @@ Each runbook step prints `@@ key=value` lines that the test parses; run_live() a
 time.monotonic() at which each line arrived, which brackets a call between two markers. The shared
 servers are started once (lazily) for the whole run; fault cases that break a server start their own.
 """
-import errno
-import os
 import re
 import select
-import signal
-import socket
 import threading
 import time
 
 import servers_redis
-from run import black_hole, check_sanitizer, expect_eq, expect_in, expect_not_in, fail, free_port
+from run import black_hole, expect_eq, expect_in, expect_not_in, expect_rc, fail, free_port, listener
+from steps import (ASK, MENU_AFTER_FAILURE, VALUE, expect_fast, expect_within, interrupt, lua_str, on_pty, parse,
+                   probes, run_auto, run_stamped, step, write_runbook)
 
-MENU_AFTER_FAILURE = r"Enter: retry · s: skip · (r: repl · )?q: quit > "
-ASK = r"Type yes to run it, or n to skip: "
 CANARY = servers_redis.PASSWORD          # "CANARYrd55"
 
 
 # ------------------------------------------------------------------------------------ helpers
 
-def lua_str(s):
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def server(password=False):
     return servers_redis.shared(password)
 
 
-def runbook(t, steps, url=None, name="redistest", inputs="", prelude=""):
+def runbook(t, steps, url=None, name="redistest", prelude=""):
     """Writes a runbook whose steps (Lua source) see redis, sh, URL (a literal URL, not an input:
     the module itself must keep a password in it secret) and emit(k, v)."""
-    src = '''local redis = require "redis"
-local sh = require "sh"
-local URL = %s
-%s
-local function emit(k, v) print("@@ " .. k .. "=" .. tostring(v)) end
-return runbook {
-  name = "%s", summary = "redis test", severity = "SEV4",
-  inputs = { %s },
-%s
-}
-''' % (lua_str(url or server().url()), prelude, name, inputs, steps)
-    return t.write(name + ".lua", src)
-
-
-def step(lua, sid="p", title="probe"):
-    return 'step "%s" { title = "%s", run = function(ctx)\n%s\n  end },' % (sid, title, lua)
-
-
-def parse(out):
-    values = {}
-    for line in out.splitlines():
-        m = re.match(r"^@@ ([^=]+)=(.*)$", line)
-        if m:
-            values[m.group(1)] = m.group(2)
-    return values
+    return write_runbook(t, name, 'local redis = require "redis"\nlocal sh = require "sh"\nlocal URL = %s\n%s'
+                         % (lua_str(url or server().url()), prelude), steps, "redis test")
 
 
 def run_rb(t, steps, url=None, args=(), want_rc=0, timeout=60, name="redistest", stdin=None):
     """Runs the steps with --auto (stdin /dev/null); returns (values, out, err, records)."""
-    path = runbook(t, steps, url=url, name=name)
     tr = t.path(name + ".cast")
-    rc, out, err = t.run(["exec", path, "--auto", "--transcript", tr] + list(args), timeout=timeout, stdin=stdin)
-    if want_rc is not None and rc != want_rc:
-        fail("exit code %s, wanted %s\nstdout:\n%s\nstderr:\n%s" % (rc, want_rc, out, err))
+    values, out, err = run_auto(t, runbook(t, steps, url=url, name=name), tr, args, want_rc, timeout, stdin)
     _, _, records = t.read_transcript(tr)
-    return parse(out), out, err, records
+    return values, out, err, records
 
 
 def run_live(t, steps, url=None, args=(), want_rc=0, timeout=60, name="redislive"):
     """Like run_rb, reading the output as it comes: also returns, for each @@ key, the
     time.monotonic() at which its line arrived."""
-    path = runbook(t, steps, url=url, name=name)
     tr = t.path(name + ".cast")
-    p = t.spawn(["exec", path, "--auto", "--transcript", tr] + list(args))
-    values, times, out, err = {}, {}, b"", b""
-    pending = b""
-    deadline = time.monotonic() + timeout
-    streams = [p.stdout, p.stderr]
-    while streams:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            p.kill()
-            fail("the run did not end within %ss; output:\n%s" % (timeout, out.decode("utf-8", "replace")))
-        ready, _, _ = select.select(streams, [], [], min(left, 0.5))
-        now = time.monotonic()
-        for s in ready:
-            data = os.read(s.fileno(), 65536)
-            if not data:
-                streams.remove(s)
-                continue
-            if s is p.stderr:
-                err += data
-                continue
-            out += data
-            pending += data
-            while b"\n" in pending:
-                line, _, pending = pending.partition(b"\n")
-                m = re.match(r"^@@ ([^=]+)=(.*)$", line.decode("utf-8", "replace"))
-                if m:
-                    values[m.group(1)] = m.group(2)
-                    times[m.group(1)] = now
-    rc = p.wait(10)
-    out, err = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
-    check_sanitizer(err, "stderr of the run")
-    if want_rc is not None and rc != want_rc:
-        fail("exit code %s, wanted %s\nstdout:\n%s\nstderr:\n%s" % (rc, want_rc, out, err))
+    rc, lines, out, err = run_stamped(t, runbook(t, steps, url=url, name=name), tr, args, timeout)
+    if want_rc is not None:
+        expect_rc((rc, out, err), want_rc)
+    values, times = {}, {}
+    for now, line in lines:
+        m = VALUE.match(line)
+        if m:
+            values[m.group(1)] = m.group(2)
+            times[m.group(1)] = now
     _, _, records = t.read_transcript(tr)
     return values, times, out, records
 
@@ -122,30 +63,19 @@ def between(times, a, b):
     return (times[b] - times[a]) * 1000
 
 
-def expect_fast(ms, limit_ms, what):
-    print("    %s: %.0f ms" % (what, ms))
-    if ms > limit_ms:
-        fail("%s took %.0f ms (at most %d ms expected)" % (what, ms, limit_ms))
+def timed_connect(t, target, timeout, url=None):
+    """Runs redis.connect(target, { timeout = timeout }) (both Lua expressions; URL is url) between
+    two markers; returns the emitted kind and err, the ms between the markers, and the records."""
+    v, times, _, records = run_live(t, step('''
+emit("start", 1)
+local c, err, kind = redis.connect(%s, { timeout = %s })
+emit("kind", kind) emit("err", err)''' % (target, timeout)), url=url)
+    return v, between(times, "start", "kind"), records
 
 
-def probes(records, primitive):
-    return [r for r in records if r["type"] == "probe" and r["primitive"] == primitive]
-
-
-def expect_within(ms, deadline_ms, what):
-    print("    %s: %.0f ms for a %d ms deadline" % (what, ms, deadline_ms))
-    lo, hi = deadline_ms - 50, deadline_ms + max(250, deadline_ms * 0.1)
-    if not lo <= ms <= hi:
-        fail("%s took %.1f ms for a %d ms deadline (allowed %d..%d)" % (what, ms, deadline_ms, lo, hi))
-
-
-def mute_listener(t, backlog=128):
+def mute_listener(t):
     """A listener that never accepts: the kernel completes the handshakes, nobody ever answers."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen(backlog)
-    t.on_cleanup(s.close)
-    return s.getsockname()[1]
+    return listener(t, 128).getsockname()[1]
 
 
 def private_server(t, **kw):
@@ -367,8 +297,7 @@ def test_action_asks_first_yes_on_a_terminal(t):
 local c = must(redis.connect(URL))
 emit("result", must(c:action("SET", "rt:act", "changed by the action")))
 emit("n", must(c:action("INCR", "rt:counter", { summary = "bump the counter" })))'''), name="act")
-    tr = t.path("act.cast")
-    p = t.pty(["exec", path, "--auto", "--transcript", tr])
+    p, tr = on_pty(t, path, "act.cast")
     p.expect(r'ACTION  SET rt:act "changed by the action" on %s\n' % re.escape(r.target()))
     p.expect(ASK)
     p.sendline("yes")
@@ -416,8 +345,7 @@ def test_flushdb_needs_the_target_typed_back(t):
     path = runbook(t, step('''
 local c = must(redis.connect(%s))
 emit("flushed", must(c:action("FLUSHDB")))''' % lua_str(r.url(db=7))), name="flush")
-    tr = t.path("flush.cast")
-    p = t.pty(["exec", path, "--auto", "--transcript", tr])
+    p, tr = on_pty(t, path, "flush.cast")
     target = r.target(7)
     p.expect(r"ACTION  FLUSHDB on %s\n" % re.escape(target))
     p.expect(r"impact  3 keys in db 7\n")
@@ -722,23 +650,17 @@ error("step fails with " .. URL)''' % {
 
 def test_fault_refused_port(t):
     closed = free_port()
-    v, times, _, records = run_live(t, step('''
-emit("start", 1)
-local c, err, kind = redis.connect("redis://127.0.0.1:%d", { timeout = 5 })
-emit("kind", kind) emit("err", err)''' % closed))
+    v, ms, _ = timed_connect(t, lua_str("redis://127.0.0.1:%d" % closed), 5)
     expect_eq(v["kind"], "refused")
-    expect_fast(between(times, "start", "kind"), 250, "refused port (5 s deadline)")
+    expect_fast(ms, 250, "refused port (5 s deadline)")
 
 
 def test_fault_listener_that_never_accepts(t):
     port = black_hole(t)
-    v, times, _, records = run_live(t, step('''
-emit("start", 1)
-local c, err, kind = redis.connect("redis://127.0.0.1:%d", { timeout = "700ms" })
-emit("kind", kind) emit("err", err)''' % port))
+    v, ms, records = timed_connect(t, lua_str("redis://127.0.0.1:%d" % port), '"700ms"')
     expect_eq(v["kind"], "timeout")
     expect_in("redis.connect 127.0.0.1:%d/0: timed out after 700 ms connecting (no answer" % port, v["err"])
-    expect_within(between(times, "start", "kind"), 700, "connect to a black hole (time.monotonic)")
+    expect_within(ms, 700, "connect to a black hole (time.monotonic)")
     rec = probes(records, "redis.connect")[0]
     expect_eq((rec["deadline_ms"], rec["outcome"]), (700, "timeout"))
     expect_within(float(rec["duration_ms"]), 700, "connect to a black hole (transcript)")
@@ -746,13 +668,10 @@ emit("kind", kind) emit("err", err)''' % port))
 
 def test_fault_listener_that_never_answers(t):
     port = mute_listener(t)
-    v, times, _, records = run_live(t, step('''
-emit("start", 1)
-local c, err, kind = redis.connect("redis://127.0.0.1:%d", { timeout = "800ms" })
-emit("kind", kind) emit("err", err)''' % port))
+    v, ms, _ = timed_connect(t, lua_str("redis://127.0.0.1:%d" % port), '"800ms"')
     expect_eq(v["kind"], "timeout")
     expect_in("timed out after 800 ms waiting for the server to answer (connected, but it does not answer", v["err"])
-    expect_within(between(times, "start", "kind"), 800, "connect to a mute listener")
+    expect_within(ms, 800, "connect to a mute listener")
 
 
 def test_fault_server_stopped_at_connect(t):
@@ -820,10 +739,7 @@ emit("after", select(3, c:call("PING")))''' % r.pid), url=r.url())
 
 
 def test_fault_garbage_is_a_protocol_error(t):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen(8)
-    t.on_cleanup(s.close)
+    s = listener(t, 8)
     port = s.getsockname()[1]
 
     def serve():
@@ -846,12 +762,9 @@ emit("kind", kind) emit("err", err)''' % port))
 
 def test_fault_wrong_password_is_auth_and_fast(t):
     r = private_server(t, password="right-password")
-    v, times, _, _ = run_live(t, step('''
-emit("start", 1)
-local c, err, kind = redis.connect(URL, { timeout = 5 })
-emit("kind", kind)'''), url=r.url(password="wrong-password"))
+    v, ms, _ = timed_connect(t, "URL", 5, url=r.url(password="wrong-password"))
     expect_eq(v["kind"], "auth")
-    expect_fast(between(times, "start", "kind"), 250, "wrong password, private server (5 s deadline)")
+    expect_fast(ms, 250, "wrong password, private server (5 s deadline)")
 
 
 def test_timeout_is_capped_by_the_command_line(t):
@@ -887,14 +800,10 @@ emit("NOT_INTERRUPTED", kind)''' % r.pid, "wait", "Wait"),
         step('''local x, err, kind = ctx.state.c:call("PING")
 emit("after", kind)''', "after", "After"),
     ]), url=r.url(), name="ctrlc")
-    tr = t.path("cc.cast")
-    p = t.pty(["exec", path, "--auto", "--transcript", tr])
+    p, tr = on_pty(t, path, "cc.cast")
     p.expect(r"@@ waiting=1\n")
     wait_until("the call waiting in poll()", lambda: _waiting_in_poll(p.proc.pid))
-    t0 = time.monotonic()
-    p.ctrl_c()
-    p.expect(MENU_AFTER_FAILURE)
-    took = time.monotonic() - t0
+    took = interrupt(p, MENU_AFTER_FAILURE)
     r.cont()
     expect_fast(took * 1000, 500, "Ctrl-C to the step menu")
     p.sendline("s")

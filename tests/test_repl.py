@@ -33,6 +33,16 @@ def leave(p, prompt=PROMPT_AT):
     expect_eq(p.wait(), 0, "exit code after Ctrl-D")
 
 
+def candidates(p, typed, first):
+    """Types typed and two Tabs: returns the listed candidates (from the one matching first on) and
+    clears the line (Ctrl-U)."""
+    p.send(typed + "\t\t")
+    m = p.expect(first)
+    listed = p.text[m.start():]
+    p.send(b"\x15")
+    return listed
+
+
 def verify_complete(t, tr):
     rc, out, err = t.run(["transcript", "verify", tr])
     if rc != 0 or not out.startswith("complete: "):
@@ -103,11 +113,9 @@ def test_complete_module_fields(t):
     p.sendline("().total > 0")
     p.expect(r"\ntrue\n")
     p.expect(PROMPT_AT)
-    p.send("sys.\t\t")                               # ambiguous: the second Tab lists them
-    m = p.expect(r"sys\.filesystems.*\n")
+    listed = candidates(p, "sys.", r"sys\.filesystems.*\n")    # ambiguous: the second Tab lists them
     for name in ("sys.fs", "sys.largest", "sys.processes", "sys.grep"):
-        expect_in(name, p.text[m.start():], "the listed candidates")
-    p.send(b"\x15")                                  # Ctrl-U: clear the line
+        expect_in(name, listed, "the listed candidates")
     p.send("pri\t")
     p.sendline('("completed")')
     p.expect(r"\ncompleted\n")
@@ -124,10 +132,7 @@ def test_complete_methods(t):
     p.send("conn:q\t")
     p.sendline('("select 1")')
     p.expect(r"\nrows of select 1\n")
-    p.send("conn:\t\t")
-    m = p.expect(r"conn:close.*\n")
-    expect_in("conn:query", p.text[m.start():], "method candidates")
-    p.send(b"\x15")
+    expect_in("conn:query", candidates(p, "conn:", r"conn:close.*\n"), "method candidates")
     # Native handles protect their metatable (__metatable = false): still completed.
     p.sendline('locked = setmetatable({}, { __index = { fetch_rows = function() return "fetched" end }, '
                '__metatable = false })')
@@ -158,10 +163,7 @@ def test_complete_redis_and_a_connection(t):
     p.send("conn:ca\t")                             # -> conn:call
     p.sendline('("PING")')
     p.expect(r"\nPONG\n")
-    p.send("conn:\t\t")
-    m = p.expect(r"conn:call.*\n")
-    expect_in("conn:close", p.text[m.start():], "a connection's methods")
-    p.send(b"\x15")
+    expect_in("conn:close", candidates(p, "conn:", r"conn:call.*\n"), "a connection's methods")
     p.sendline("help(conn)")
     p.expect(r"redis: Redis\n")
     leave(p)

@@ -3,11 +3,9 @@ the steps already done but never repeats a confirmed action; it refuses a change
 altered transcript and a finished session; it writes a new transcript linked to the old one and
 records who took over. Runs are synchronised on FIFOs and on the output they print, never on time."""
 import hashlib
-import json
-import os
 
 from run import expect_eq, expect_in, expect_not_in, expect_rc, fail
-from sessions import Reader, finish, kill_9
+from sessions import Reader, altered, finish, kill_9
 
 # Every probe and action appends a word to a log, so that the test can count what really ran.
 # Step two's action embeds what a probe just measured (the log's size): its text differs when the
@@ -62,15 +60,27 @@ def chain_head(path):
     return h
 
 
-def first_session(t, names, tr, stop_at, extra=()):
-    """Runs the runbook until it waits in the step of stop_at ("two" or "three"), then kill -9."""
-    proc = t.spawn(["exec", "queue", "--auto", "--yes", "--incident", "INC-11", "--transcript", tr] + list(extra), env=ENV)
+def session(t, names, args, stop_at):
+    """Starts `runbook args` and lets it run until it waits in the step of stop_at ("two" or
+    "three"); returns (proc, reader)."""
+    proc = t.spawn(args, env=ENV)
     rd = Reader(proc.stdout)
     rd.until("waiting-two")
     if stop_at == "three":
         t.release(names["f2"])
         rd.until("waiting-three")
+    return proc, rd
+
+
+def first_session(t, names, tr, stop_at):
+    """Runs the runbook until it waits in the step of stop_at ("two" or "three"), then kill -9."""
+    proc, _ = session(t, names, ["exec", "queue", "--auto", "--yes", "--incident", "INC-11", "--transcript", tr], stop_at)
     kill_9(proc)
+
+
+def resumed(t, names, old, new):
+    """Resumes the session of transcript old (new: its own) until it waits in step three."""
+    return session(t, names, ["exec", "--resume", old, "--auto", "--yes", "--transcript", new], "three")
 
 
 def test_resume_after_kill_9_never_repeats_an_action_nor_skips_a_probe(t):
@@ -82,11 +92,7 @@ def test_resume_after_kill_9_never_repeats_an_action_nor_skips_a_probe(t):
     expect_eq(rc, 1, "the killed session's transcript is not complete")
     old_session = records(t, old, "session_start")[0]["session"]
     new = t.path("second.cast")
-    proc = t.spawn(["exec", "--resume", old, "--auto", "--yes", "--transcript", new], env=ENV)
-    rd = Reader(proc.stdout)
-    rd.until("waiting-two")
-    t.release(names["f2"])
-    rd.until("waiting-three")
+    proc, rd = resumed(t, names, old, new)
     t.release(names["f3"])
     rc, out, err = finish(proc, rd)
     expect_rc((rc, out, err), 0, "the resumed session")
@@ -135,17 +141,9 @@ def test_resume_of_a_resumed_session(t):
     names, _ = setup(t)
     a, b, c = t.path("a.cast"), t.path("b.cast"), t.path("c.cast")
     first_session(t, names, a, "two")           # killed after step two's action
-    proc = t.spawn(["exec", "--resume", a, "--auto", "--yes", "--transcript", b], env=ENV)
-    rd = Reader(proc.stdout)
-    rd.until("waiting-two")
-    t.release(names["f2"])
-    rd.until("waiting-three")                   # step three's action ran in b; killed while it waits
+    proc, _ = resumed(t, names, a, b)           # step three's action ran in b; killed while it waits
     kill_9(proc)
-    proc = t.spawn(["exec", "--resume", b, "--auto", "--yes", "--transcript", c], env=ENV)
-    rd = Reader(proc.stdout)
-    rd.until("waiting-two")
-    t.release(names["f2"])
-    rd.until("waiting-three")
+    proc, rd = resumed(t, names, b, c)
     t.release(names["f3"])
     rc, out, err = finish(proc, rd)
     expect_rc((rc, out, err), 0, "the third session")
@@ -179,13 +177,7 @@ def test_resume_refuses_finished_altered_and_foreign_transcripts(t):
     rc, out, err = t.run(["exec", "--resume", tr, "--auto"])
     expect_rc((rc, out, err), 2, "resume of a finished session")
     expect_in("already ended (resolved, exit 0); start a new run: runbook exec done", err)
-    with open(tr, "rb") as f:
-        data = bytearray(f.read())
-    i = data.index(b"step_start")
-    data[i] = ord("S")
-    bad = t.path("bad.cast")
-    with open(bad, "wb") as f:
-        f.write(bytes(data))
+    bad = altered(t, tr, b"step_start", "S")
     rc, out, err = t.run(["exec", "--resume", bad, "--auto"])
     expect_rc((rc, out, err), 2, "resume of an altered transcript")
     expect_in("cannot resume: %s is invalid at line " % bad, err)

@@ -8,7 +8,8 @@ import subprocess
 import sys
 import time
 
-from run import expect_eq, expect_in, expect_rc, fail
+from run import expect_eq, expect_in, fail
+from steps import expect_fast, interrupt, lua_str, run_auto, step, write_runbook
 
 MiB = 1 << 20
 
@@ -16,30 +17,8 @@ MiB = 1 << 20
 def probe(t, lua, args=(), timeout=60, want_rc=0):
     """Runs `lua` as the body of one step (with `sys` and an `emit(key, value)` helper in scope);
     returns the emitted values (strings) and the output."""
-    src = '''local sys = require "sys"
-local function emit(k, v) print("@@ " .. k .. "=" .. tostring(v)) end
-return runbook {
-  name = "probe", summary = "sys probe", severity = "SEV4",
-  step "p" { title = "probe", run = function(ctx)
-%s
-  end },
-}
-''' % lua
-    path = t.write("probe.lua", src)
-    rc, out, err = t.run(["exec", path, "--auto", "--transcript", t.path("probe.cast")] + list(args),
-                         timeout=timeout)
-    if want_rc is not None and rc != want_rc:
-        fail("exit code %s, wanted %s\nstdout:\n%s\nstderr:\n%s" % (rc, want_rc, out, err))
-    values = {}
-    for line in out.splitlines():
-        m = re.match(r"^@@ ([^=]+)=(.*)$", line)
-        if m:
-            values[m.group(1)] = m.group(2)
-    return values, out, err
-
-
-def lua_str(s):
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    path = write_runbook(t, "probe", 'local sys = require "sys"', step(lua), "sys probe")
+    return run_auto(t, path, t.path("probe.cast"), args, want_rc, timeout)
 
 
 def write_bytes(path, n):
@@ -283,11 +262,7 @@ return runbook {
 ''')
     p = t.pty(["exec", path, "--auto"])
     p.expect("sampling now")
-    start = time.monotonic()
-    p.ctrl_c()
-    p.expect(r"interrupted by Ctrl-C")
-    if time.monotonic() - start > 5:
-        fail("Ctrl-C took %.1f s to stop the sample" % (time.monotonic() - start))
+    expect_fast(interrupt(p, r"interrupted by Ctrl-C") * 1000, 5000, "Ctrl-C to stop the sample")
     p.expect(r"Enter: retry")
     p.sendline("q")
     expect_eq(p.wait(), 5, "quit after the failure")

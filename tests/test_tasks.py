@@ -1,45 +1,22 @@
 """parallel() and tcp.connect: tasks run concurrently from one thread, each bounded by its own
 deadline; results keep their keys; errors stay per task; Ctrl-C stops them all."""
-import errno
-import os
-import re
-import select
-import socket
 import time
 
-from run import black_hole, expect_eq, expect_in, expect_rc, fail, free_port
+from run import black_hole, expect_eq, expect_in, fail, free_port, listener
+from steps import expect_fast, expect_within, interrupt, run_auto, step, write_runbook
 
 
 def probe(t, lua, timeout=60, want_rc=0):
-    src = '''local tcp = require "tcp"
-local function emit(k, v) print("@@ " .. k .. "=" .. tostring(v)) end
-return runbook {
-  name = "tasks", summary = "tasks", severity = "SEV4",
-  step "p" { title = "probe", run = function(ctx)
-%s
-  end },
-}
-''' % lua
-    path = t.write("tasks.lua", src)
+    """Runs `lua` as one step (with tcp and emit in scope); returns the emitted values, the
+    output and the seconds the run took."""
+    path = write_runbook(t, "tasks", 'local tcp = require "tcp"', step(lua), "tasks")
     start = time.monotonic()
-    rc, out, err = t.run(["exec", path, "--auto", "--transcript", t.path("tasks.cast")], timeout=timeout)
-    elapsed = time.monotonic() - start
-    if want_rc is not None and rc != want_rc:
-        fail("exit code %s, wanted %s\nstdout:\n%s\nstderr:\n%s" % (rc, want_rc, out, err))
-    values = {}
-    for line in out.splitlines():
-        m = re.match(r"^@@ ([^=]+)=(.*)$", line)
-        if m:
-            values[m.group(1)] = m.group(2)
-    return values, out, elapsed
+    values, out, _ = run_auto(t, path, t.path("tasks.cast"), timeout=timeout, want_rc=want_rc)
+    return values, out, time.monotonic() - start
 
 
 def test_tcp_connect_ok_refused_and_by_name(t):
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    t.on_cleanup(listener.close)
-    port = listener.getsockname()[1]
+    port = listener(t).getsockname()[1]
     closed = free_port()
     v, _, _ = probe(t, '''
 local r = must(tcp.connect("127.0.0.1", %d))
@@ -66,9 +43,7 @@ emit("kind", kind) emit("err", err)''' % port)
     _, _, records = t.read_transcript(t.path("tasks.cast"))
     rec = [r for r in records if r["type"] == "probe"][0]
     expect_eq(rec["deadline_ms"], 700)
-    took = float(rec["duration_ms"])
-    if not 700 - 50 <= took <= 700 + 250:
-        fail("the connect took %.1f ms for a 700 ms deadline" % took)
+    expect_within(float(rec["duration_ms"]), 700, "the connect")
 
 
 def test_parallel_runs_tasks_concurrently(t):
@@ -127,11 +102,6 @@ return runbook {
 ''' % port)
     p = t.pty(["exec", path, "--auto"])
     p.expect("waiting now")
-    start = time.monotonic()
-    p.ctrl_c()
-    p.expect(r"Enter: retry")
-    took = time.monotonic() - start
-    if took > 0.5:
-        fail("Ctrl-C took %.0f ms to stop 20 waiting tasks" % (took * 1000))
+    expect_fast(interrupt(p, r"Enter: retry") * 1000, 500, "Ctrl-C to stop 20 waiting tasks")
     p.sendline("q")
     expect_eq(p.wait(), 5)

@@ -5,8 +5,8 @@ of different incidents are not mixed."""
 import os
 import re
 
-from run import expect_eq, expect_in, expect_not_in, expect_rc, fail
-from sessions import Reader, finish, kill_9
+from run import expect_eq, expect_in, expect_rc, fail
+from sessions import Reader, altered, finish, kill_9
 
 OUTAGE = '''
 step "check" { title = "Does the API answer?", run = function(ctx)
@@ -120,13 +120,7 @@ def test_timeline_refuses_invalid_and_mixed_transcripts(t):
     expect_rc((rc, out, err), 1, "two incidents")
     expect_in("these transcripts belong to different incidents (INC-1 in %s, INC-2 in %s)" % (one, two), err)
     expect_eq(out, "", "nothing drafted")
-    with open(one, "rb") as f:
-        data = bytearray(f.read())
-    i = data.index(b"odd")
-    data[i] = ord("O")
-    bad = t.path("bad.cast")
-    with open(bad, "wb") as f:
-        f.write(bytes(data))
+    bad = altered(t, one, b"odd", "O")
     rc, out, err = t.run(["timeline", bad])
     expect_rc((rc, out, err), 1, "an altered transcript")
     expect_in("cannot draft a timeline: %s is invalid at line " % bad, err)

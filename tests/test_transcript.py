@@ -4,13 +4,12 @@ import hashlib
 import json
 import os
 import re
-import select
 import signal
 import subprocess
-import time
 
-from run import expect_eq, expect_in, expect_not_in, expect_rc, fail, short
+from run import expect_eq, expect_in, expect_not_in, expect_rc, fail
 import run as harness
+from sessions import Reader
 
 SMALL = 'step "a" { title = "A", run = function(ctx) ctx:ok("fine ✔") end },'
 
@@ -44,6 +43,24 @@ def verify(t, path):
     return rc, out.strip(), err
 
 
+def whole_lines(tr, torn="the transcript does not end with a newline"):
+    """The lines of the transcript tr (bytes, without their newlines); fails with torn if its last
+    line has no newline."""
+    with open(tr, "rb") as f:
+        data = f.read()
+    if not data.endswith(b"\n"):
+        fail(torn)
+    return data[:-1].split(b"\n")
+
+
+def verify_lines(t, lines, name):
+    """Writes lines (bytes) as the transcript name and verifies that; returns verify's answer."""
+    p = t.path(name)
+    with open(p, "wb") as f:
+        f.write(b"\n".join(lines) + b"\n")
+    return verify(t, p)
+
+
 def chain(lines):
     h = hashlib.sha256(lines[0]).hexdigest()
     heads = [h]
@@ -55,11 +72,7 @@ def chain(lines):
 
 def test_format_and_chain(t):
     path, tr, out, head = make_transcript(t)
-    with open(tr, "rb") as f:
-        data = f.read()
-    if not data.endswith(b"\n"):
-        fail("the transcript does not end with a newline")
-    lines = data[:-1].split(b"\n")
+    lines = whole_lines(tr)
     objs = []
     for i, l in enumerate(lines, 1):
         try:
@@ -178,9 +191,7 @@ def audit_lines(lines):
 
 def test_flip_one_byte(t):
     _, tr, _, _ = make_transcript(t)
-    with open(tr, "rb") as f:
-        data = f.read()
-    lines = data[:-1].split(b"\n")
+    lines = whole_lines(tr)
     audits = audit_lines(lines)
     problems = []
     for n, line in enumerate(lines, 1):
@@ -207,11 +218,7 @@ def test_flip_one_byte(t):
         broken[-1] = ord("x")
         variants.append(("broken JSON", bytes(broken)))
         for kind, new in variants:
-            edited = b"\n".join(lines[:n - 1] + [new] + lines[n:]) + b"\n"
-            p = t.path("flip.cast")
-            with open(p, "wb") as f:
-                f.write(edited)
-            rc, out, err = verify(t, p)
+            rc, out, err = verify_lines(t, lines[:n - 1] + [new] + lines[n:], "flip.cast")
             m = re.fullmatch(r"invalid at line (\d+): .*", out)
             if rc != 1 or not m:
                 problems.append("line %d (%s): rc=%s %r" % (n, kind, rc, out))
@@ -230,17 +237,11 @@ def test_flip_one_byte(t):
 
 def test_delete_line(t):
     _, tr, _, _ = make_transcript(t)
-    with open(tr, "rb") as f:
-        data = f.read()
-    lines = data[:-1].split(b"\n")
+    lines = whole_lines(tr)
     audits = audit_lines(lines)
     problems = []
     for n in range(1, len(lines) + 1):
-        rest = lines[:n - 1] + lines[n:]
-        p = t.path("del.cast")
-        with open(p, "wb") as f:
-            f.write(b"\n".join(rest) + b"\n")
-        rc, out, err = verify(t, p)
+        rc, out, err = verify_lines(t, lines[:n - 1] + lines[n:], "del.cast")
         if n == len(lines):
             # Dropping the last line (session_end) is a truncation at a line boundary.
             want = "truncated at line %d: no session_end record" % len(lines)
@@ -396,26 +397,6 @@ step "three" { title = "Three", run = function(ctx)
 end },'''
 
 
-class LineReader:
-    def __init__(self, proc):
-        self.proc = proc
-        self.buf = b""
-
-    def until(self, needle, timeout=15):
-        deadline = time.monotonic() + timeout
-        fd = self.proc.stdout.fileno()
-        while needle.encode() not in self.buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                fail("timed out waiting for %r in stdout:\n%s" % (needle, short(self.buf.decode("utf-8", "replace"))))
-            r, _, _ = select.select([fd], [], [], left)
-            if r:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    fail("stdout closed before %r:\n%s" % (needle, self.buf.decode("utf-8", "replace")))
-                self.buf += chunk
-
-
 def test_kill_9_loses_nothing_shown(t):
     for point in (1, 2, 3):
         fifos = [t.mkfifo("k%d-f%d" % (point, i)) for i in (1, 2, 3)]
@@ -424,7 +405,7 @@ def test_kill_9_loses_nothing_shown(t):
         t.runbook(name, KILL % {"f1": fifos[0], "f2": fifos[1], "f3": fifos[2], "marker": marker})
         tr = t.path(name + ".cast")
         proc = t.spawn(["exec", name, "--auto", "--yes", "--transcript", tr])
-        reader = LineReader(proc)
+        reader = Reader(proc.stdout)
         for i in range(1, point):
             reader.until("waiting for fifo %d\n" % i)
             t.release(fifos[i - 1])
@@ -439,11 +420,7 @@ def test_kill_9_loses_nothing_shown(t):
         proc.stderr.close()
         shown = (reader.buf + rest).decode("utf-8")
         expect_eq(err, "", "stderr")
-        with open(tr, "rb") as f:
-            data = f.read()
-        if not data.endswith(b"\n"):
-            fail("kill at point %d: torn last line although every write is one line" % point)
-        lines = data[:-1].split(b"\n")
+        lines = whole_lines(tr, "kill at point %d: torn last line although every write is one line" % point)
         events = [json.loads(l) for l in lines[1:]]
         recorded = "".join(e[2] for e in events if e[1] == "o")
         if not recorded.startswith(shown):
