@@ -2,6 +2,7 @@
 outcome, operator, incident), each runbook's last successful run, and "last run N days ago" in
 runbook list, with "now" moved by the injected incident clock (RUNBOOK_FAKE_CLOCK)."""
 import json
+import os
 import re
 import time
 
@@ -98,3 +99,14 @@ def test_list_shows_when_each_runbook_last_ran(t):
     expect_in("· no successful run (last attempt 94 days ago)", out)
     rc, out, err = t.run(["history", "good"], env=env)
     expect_in("(94 days ago)", out)
+    # A newer session that is not a success (a dry run) does not hide the older success behind it,
+    # and a transcript named otherwise than exec names them is still read.
+    expect_rc(t.run(["exec", "good", "--auto", "--dry-run"]), 0)
+    tdir = t.path("state/runbook/transcripts")
+    good = sorted(f for f in os.listdir(tdir) if f.startswith("good-"))
+    expect_eq(len(good), 2, "two sessions of good")
+    os.rename(os.path.join(tdir, good[0]), os.path.join(tdir, "renamed.cast"))   # the older: the success
+    rc, out, err = t.run(["list"])
+    expect_rc((rc, out, err), 0)
+    lines = {l.split()[0]: l for l in out.splitlines()}
+    expect_eq(lines["good"], "  good  SEV3  works       · last run just now", "good, past its dry run")

@@ -77,16 +77,20 @@ function M.read_session(path, mtime)
   return s
 end
 
--- Every session in the transcript directory, newest first.
-function M.sessions(dir)
-  dir = dir or M.dir()
+-- The transcript files of dir: { {path, mtime}, ... }.
+local function transcript_files(dir)
   local f = io.open(dir, "rb")
   if not f then return {} end
   f:close()
   local sys = require "sys"
   local found = sys.files(dir, { pattern = "*.cast", recursive = false, limit = 100000 })
+  return found and found.files or {}
+end
+
+-- Every session in the transcript directory, newest first.
+function M.sessions(dir)
   local out = {}
-  for _, file in ipairs(found and found.files or {}) do
+  for _, file in ipairs(transcript_files(dir or M.dir())) do
     out[#out + 1] = M.read_session(file.path, file.mtime)
   end
   table.sort(out, function(a, b) return (a.started or 0) > (b.started or 0) end)
@@ -118,17 +122,43 @@ function M.ago(seconds)
   return n(seconds // 86400, "day")
 end
 
+-- A transcript's runbook and start, from the name exec gives it: NAME-YYYYmmddTHHMMSSZ-ID.cast.
+local function name_and_stamp(path)
+  return path:match("([^/]+)%-(%d%d%d%d%d%d%d%dT%d%d%d%d%d%dZ)%-%x+%.cast$")
+end
+
 -- For `runbook list`: a function name -> "last run 94 days ago", or nil when the transcript
--- directory holds no session at all (nothing to say yet).
+-- directory holds no session at all (nothing to say yet). The file names say whose sessions they
+-- are and when they started, so a runbook's transcripts are read newest first and only until its
+-- last successful one: a directory of thousands of sessions costs `list` a few reads a runbook.
+-- A file named otherwise is read to learn its runbook.
 function M.last_run_texts()
-  local sessions = M.sessions()
-  if #sessions == 0 then return nil end
-  local by, now = M.by_runbook(sessions), incident.now()
+  local by = {}   -- name -> { {path, mtime, stamp}, ... }
+  for _, f in ipairs(transcript_files(M.dir())) do
+    local name, stamp = name_and_stamp(f.path)
+    if not name then
+      local s = M.read_session(f.path, f.mtime)
+      if s then name, stamp = s.name, os.date("!%Y%m%dT%H%M%SZ", math.floor(s.started or f.mtime or 0)) end
+    end
+    if name then
+      by[name] = by[name] or {}
+      table.insert(by[name], { path = f.path, mtime = f.mtime, stamp = stamp })
+    end
+  end
+  if next(by) == nil then return nil end
+  local now = incident.now()
   return function(name)
-    local r = by[name]
-    if not r then return "never run" end
-    if r.ok then return "last run " .. M.ago(now - r.ok) end
-    return string.format("no successful run (last attempt %s)", M.ago(now - r.last))
+    local files, last = by[name] or {}, nil
+    table.sort(files, function(a, b) return a.stamp > b.stamp end)
+    for _, f in ipairs(files) do
+      local s = M.read_session(f.path, f.mtime)
+      if s and s.name == name and s.started then
+        if s.ok then return "last run " .. M.ago(now - s.started) end
+        last = last or s.started
+      end
+    end
+    if not last then return "never run" end
+    return string.format("no successful run (last attempt %s)", M.ago(now - last))
   end
 end
 
