@@ -1071,3 +1071,17 @@ error("failing with " .. URL)''' % {"pw": CANARY, "port": pg.port, "closed": clo
     for name, text in (("stdout", out), ("stderr", err), ("transcript", transcript), ("transcript show", shown)):
         expect_not_in(CANARY, text, name)
     expect_in("***", transcript)
+
+
+def test_a_url_libpq_cannot_parse_does_not_show_its_password(t):
+    # libpq's message quotes the token it stumbled on, here the password: it is a secret all the same.
+    fresh = "Fresh" + "Pw93"
+    v, out, err, records = run_rb(t, step('''
+local r, err = pg.connect("postgresql://runbook:%(pw)s%%zz@127.0.0.1/app") emit("url", err)
+r, err = pg.connect("host=127.0.0.1 password='%(pw)s2 dbname=app") emit("kv", err)''' % {"pw": fresh}))
+    expect_eq(v["url"], 'pg.connect: invalid connection string: invalid percent-encoded token: "***"')
+    expect_in("pg.connect: invalid connection string: unterminated quoted string", v["kv"])
+    with open(t.path("pgtest-%d.cast" % _seq[0])) as f:
+        transcript = f.read()
+    for text in (out, err, transcript):
+        expect_not_in(fresh, text)
