@@ -21,8 +21,9 @@
  *   Every method but close takes a trailing options table { timeout = ... }. The probes and the
  *   policy of what conn:call may run are in redis_probes.c; redis.h is the table of contents.
  *
- * URLs: redis://[user:password@]host[:port][/db] (port 6379, db 0 by default). rediss:// is refused
- * (this hiredis has no TLS). The host is resolved here, bounded (net_lookup), and hiredis gets the
+ * URLs: redis://[user:password@]host[:port][/db] (port 6379, db 0 by default), or a unix socket,
+ * unix://[[user]:password@]/path/redis.sock[?db=N] (redis-py's form). rediss:// is refused (this
+ * hiredis has no TLS). The host is resolved here, bounded (net_lookup), and hiredis gets the
  * numeric address: redisConnectNonBlock() then starts a non-blocking connect and, hiredis 0.14 being
  * what it is, reports a connect still in progress as success (err = 0, REDIS_CONNECTED set); we finish
  * it ourselves by waiting for POLLOUT and reading SO_ERROR. AUTH, SELECT and a PING (so that a hung
@@ -58,6 +59,7 @@
 #include "redact.h"
 
 #include <arpa/inet.h>
+#include <sys/un.h>
 #include <ctype.h>
 #include <errno.h>
 #include <lauxlib.h>
@@ -115,7 +117,7 @@ void redis_upper_words(char *out, size_t n, const char *name, const char *sub)
 static int errno_of(const char *errstr)
 {
 	static const int known[] = { ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH, ENETUNREACH, ECONNRESET, EPIPE,
-	                             ECONNABORTED, EADDRNOTAVAIL, ENOTCONN };
+	                             ECONNABORTED, EADDRNOTAVAIL, ENOTCONN, ENOENT };
 	for (size_t i = 0; i < sizeof known / sizeof *known; i++)
 		if (strstr(errstr, strerror(known[i])))
 			return known[i];
@@ -130,6 +132,7 @@ struct url {
 	char *user, *password;        /* percent-decoded, malloc'd, or NULL */
 	int db;
 	bool tls;
+	bool unix_socket;             /* host is the socket's path */
 };
 
 static void url_free(struct url *u)
@@ -164,21 +167,9 @@ static char *decode(const char *s, size_t n)
 	return out;
 }
 
-/* Parses redis://[user:password@]host[:port][/db]. Returns NULL, or what is wrong with it. */
-static const char *parse_url(const char *url, struct url *u)
+/* The user and password before '@' in [user:password@] (p..end); returns where the rest starts. */
+static const char *parse_userinfo(const char *p, const char *end, struct url *u)
 {
-	memset(u, 0, sizeof *u);
-	snprintf(u->port, sizeof u->port, "6379");
-	const char *p = url;
-	if (strncmp(p, "redis://", 8) == 0) {
-		p += 8;
-	} else if (strncmp(p, "rediss://", 9) == 0) {
-		p += 9;
-		u->tls = true;
-	} else if (strstr(p, "://")) {
-		return "not a redis:// URL (redis://[user:password@]host:port[/db])";
-	}
-	const char *end = p + strcspn(p, "/?#");
 	const char *at = NULL;
 	for (const char *s = p; s < end; s++)
 		if (*s == '@')
@@ -194,6 +185,53 @@ static const char *parse_url(const char *url, struct url *u)
 		}
 		p = at + 1;
 	}
+	return p;
+}
+
+/* unix://[[user]:password@]/path[?db=N] after its scheme. */
+static const char *parse_unix_url(const char *p, struct url *u)
+{
+	u->unix_socket = true;
+	const char *slash = strchr(p, '/');
+	if (!slash)
+		return "no socket path (unix:///path/to/redis.sock)";
+	p = parse_userinfo(p, slash, u);
+	if (p != slash)
+		return "bad unix:// URL (unix://[:password@]/path/to/redis.sock[?db=N])";
+	size_t n = strcspn(p, "?#");
+	if (n >= sizeof ((struct sockaddr_un *)0)->sun_path)
+		return "socket path too long";
+	memcpy(u->host, p, n);
+	u->host[n] = 0;
+	p += n;
+	if (*p == '?') {
+		size_t digits = strncmp(p, "?db=", 4) == 0 ? strspn(p + 4, "0123456789") : 0;
+		if (!digits || digits > 9 || p[4 + digits])
+			return "the only parameter is db (unix:///path/to/redis.sock?db=2)";
+		u->db = (int)strtol(p + 4, NULL, 10);
+		p += 4 + digits;
+	}
+	return *p ? "bad unix:// URL" : NULL;
+}
+
+/* Parses redis://[user:password@]host[:port][/db] and unix:// URLs. Returns NULL, or what is wrong. */
+static const char *parse_url(const char *url, struct url *u)
+{
+	memset(u, 0, sizeof *u);
+	snprintf(u->port, sizeof u->port, "6379");
+	const char *p = url;
+	if (strncmp(p, "redis://", 8) == 0) {
+		p += 8;
+	} else if (strncmp(p, "rediss://", 9) == 0) {
+		p += 9;
+		u->tls = true;
+	} else if (strncmp(p, "unix://", 7) == 0) {
+		return parse_unix_url(p + 7, u);
+	} else if (strstr(p, "://")) {
+		return "not a redis:// URL (redis://[user:password@]host:port[/db], or unix:///path/to/redis.sock)";
+	}
+	const char *end = p + strcspn(p, "/?#");
+	p = parse_userinfo(p, end, u);
 	const char *hs = p, *he;
 	if (*p == '[') {
 		const char *rb = memchr(p, ']', (size_t)(end - p));
@@ -244,9 +282,12 @@ static const char *parse_url(const char *url, struct url *u)
 	return NULL;
 }
 
-static void format_target(char *out, size_t n, const char *host, const char *port, int db)
+static void format_target(char *out, size_t n, const struct url *u)
 {
-	snprintf(out, n, strchr(host, ':') ? "[%s]:%s/%d" : "%s:%s/%d", host, port, db);
+	if (u->unix_socket)
+		snprintf(out, n, "unix:%s/%d", u->host, u->db);
+	else
+		snprintf(out, n, strchr(u->host, ':') ? "[%s]:%s/%d" : "%s:%s/%d", u->host, u->port, u->db);
 }
 
 /* ----------------------------------------------------------------------- the op userdata */
@@ -381,6 +422,8 @@ static void connect_failed(struct redis_op *op, int err, const char *errstr)
 {
 	if (!err && errstr)
 		err = errno_of(errstr);
+	if (err == ENOENT)
+		err = ECONNREFUSED;   /* no socket file: nothing listens there */
 	if (op->c) {
 		redisFree(op->c);
 		op->own = op->c = NULL;
@@ -397,17 +440,9 @@ static void connect_failed(struct redis_op *op, int err, const char *errstr)
 	op->phase = PH_DONE;
 }
 
-static void connect_attempt(struct redis_op *op)
+/* A context whose connect is under way (or failed at once). */
+static void connect_started(struct redis_op *op, redisContext *c)
 {
-	const struct sockaddr_storage *a = &op->lookup.addrs.addr[op->next_addr++];
-	char ip[INET6_ADDRSTRLEN] = "";
-	if (a->ss_family == AF_INET)
-		inet_ntop(AF_INET, &((const struct sockaddr_in *)a)->sin_addr, ip, sizeof ip);
-	else if (a->ss_family == AF_INET6)
-		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)a)->sin6_addr, ip, sizeof ip);
-	/* A numeric address: hiredis' own getaddrinfo() cannot block on it. A connect that is still in
-	 * progress comes back as success (err 0, REDIS_CONNECTED); an immediate failure sets err. */
-	redisContext *c = redisConnectNonBlock(ip, (int)strtol(op->port, NULL, 10));
 	if (!c) {
 		redis_op_fail(op, "error", "out of memory");
 		op->phase = PH_DONE;
@@ -421,6 +456,23 @@ static void connect_attempt(struct redis_op *op)
 		return;
 	}
 	op->phase = PH_CONNECT;
+}
+
+static void connect_attempt(struct redis_op *op)
+{
+	if (op->unix_socket) {
+		connect_started(op, redisConnectUnixNonBlock(op->host));
+		return;
+	}
+	const struct sockaddr_storage *a = &op->lookup.addrs.addr[op->next_addr++];
+	char ip[INET6_ADDRSTRLEN] = "";
+	if (a->ss_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)a)->sin_addr, ip, sizeof ip);
+	else if (a->ss_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)a)->sin6_addr, ip, sizeof ip);
+	/* A numeric address: hiredis' own getaddrinfo() cannot block on it. A connect that is still in
+	 * progress comes back as success (err 0, REDIS_CONNECTED); an immediate failure sets err. */
+	connect_started(op, redisConnectNonBlock(ip, (int)strtol(op->port, NULL, 10)));
 }
 
 static void lookup_done(struct redis_op *op)
@@ -755,7 +807,7 @@ static struct redis_op *start_connect(lua_State *L, const char *fn, msec_t *time
 		url_free(&u);
 		return op;
 	}
-	format_target(op->target, sizeof op->target, u.host, u.port, u.db);
+	format_target(op->target, sizeof op->target, &u);
 	if (u.tls) {
 		redis_op_fail(op, "error", "TLS not supported: this build's hiredis (0.14) cannot speak rediss://; "
 		        "reach the server with redis:// (on a trusted network, or through a TLS tunnel such as stunnel)");
@@ -765,6 +817,7 @@ static struct redis_op *start_connect(lua_State *L, const char *fn, msec_t *time
 	snprintf(op->host, sizeof op->host, "%s", u.host);
 	snprintf(op->port, sizeof op->port, "%s", u.port);
 	op->db = u.db;
+	op->unix_socket = u.unix_socket;
 	if (u.password) {
 		op->auth_at = op->nq;
 		if (u.user)
@@ -781,6 +834,10 @@ static struct redis_op *start_connect(lua_State *L, const char *fn, msec_t *time
 	redis_queue(op, "PING", NULL, NULL);
 	op->nsetup = op->nq;
 	url_free(&u);
+	if (op->unix_socket) {   /* nothing to look up */
+		op->phase = PH_CONNECT_START;
+		return op;
+	}
 	op->phase = PH_LOOKUP;
 	op->looking = true;
 	if (!net_lookup_start(&op->lookup, op->host, op->port)) {

@@ -55,7 +55,8 @@ struct redis_op {
 	/* connecting (redis.connect, redis.ping) */
 	struct net_lookup lookup;
 	bool looking;
-	char host[256], port[8];
+	char host[256], port[8];      /* or the socket path, and "" */
+	bool unix_socket;
 	int next_addr, db;
 	redisContext *own;            /* a context the op owns (being made; ping's) */
 	/* running on a handle */

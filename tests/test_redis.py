@@ -8,8 +8,11 @@ Each runbook step prints `@@ key=value` lines that the test parses; run_live() a
 time.monotonic() at which each line arrived, which brackets a call between two markers. The shared
 servers are started once (lazily) for the whole run; fault cases that break a server start their own.
 """
+import os
 import re
 import select
+import shutil
+import tempfile
 import threading
 import time
 
@@ -858,3 +861,34 @@ emit("busy", tostring(busy[2].err))''' % port), timeout=90)
         fail("50 pings of 600 ms each took %.0f ms: they did not run concurrently" % took)
     expect_eq((v["oks"], v["work"]), ("50", "10"))
     expect_in("the connection is busy with another task's call", v["busy"])
+
+
+def test_a_unix_socket(t):
+    sock_dir = tempfile.mkdtemp(prefix="rs-")   # short: a socket path has at most 107 bytes
+    t.on_cleanup(lambda: shutil.rmtree(sock_dir, ignore_errors=True))
+    sock, password = os.path.join(sock_dir, "redis.sock"), "Sock" + "Pw51"
+    r = private_server(t, password=password, args=["--unixsocket", sock, "--unixsocketperm", "700"])
+    r.cmd("RPUSH", "jobs", "a", "b", "c", db=3)
+    v, out, err, records = run_rb(t, step('''
+local c = must(redis.connect(%(url)s))
+emit("conn", tostring(c))
+emit("llen", must(c:llen("jobs")))
+emit("ping", must(redis.ping(%(url)s)).ok)
+local _, e, kind = redis.connect("unix://%(missing)s")
+emit("missing", e .. "|" .. kind)
+_, e, kind = redis.connect("unix://%(sock)s?timeout=1")
+emit("param", e .. "|" .. kind)
+_, e, kind = redis.connect("unix://%(sock)s")
+emit("noauth", kind)''' % {"url": lua_str("unix://:%s@%s?db=3" % (password, sock)), "sock": sock,
+                           "missing": os.path.join(sock_dir, "nope.sock")}))
+    expect_eq(v["conn"], "redis.conn unix:%s/3" % sock, "the target names the socket and the db")
+    expect_eq(v["llen"], "3", "SELECT 3 happened over the socket")
+    expect_eq(v["ping"], "true")
+    expect_eq(v["missing"], "redis.connect unix:%s/0: connection refused (nothing listens there: is the service up?)"
+              "|refused" % os.path.join(sock_dir, "nope.sock"))
+    expect_in("invalid URL: the only parameter is db", v["param"])
+    expect_eq(v["noauth"], "auth")
+    targets = {rec["target"] for rec in probes(records, "redis.connect")}
+    expect_in("unix:%s/3" % sock, targets)
+    for text in (out, err, open(t.path("redistest.cast")).read()):
+        expect_not_in(password, text)

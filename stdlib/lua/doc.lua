@@ -473,7 +473,8 @@ connection's own.]],
       {
         name = "redis.connect",
         call = "redis.connect(url, { OPTIONS })",
-        summary = "Opens a connection from a `redis://` URL (port 6379 and db 0 by default).",
+        summary = "Opens a connection from a `redis://` URL (port 6379 and db 0 by default), or to a unix " ..
+                  "socket: `unix://[:password@]/path/to/redis.sock[?db=N]`.",
         options = {
           { "timeout", "2", "deadline for lookup, connect and login; also the default of its calls (" .. DURATION .. ")" },
           { "password", "", "the password, when it is not in the URL (an `input.secret`)" },
