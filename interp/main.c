@@ -10,12 +10,16 @@
 #include "modules.h"
 #include "runbook.h"
 #include "sched.h"
+#include "tasks.h"
 #include "term.h"
 
 #include <lauxlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+
+/* At exit, how long the worker threads still running (cancel requests on their way) are waited for. */
+#define OFFLOADS_SETTLE_MS 500
 
 static const char usage[] =
 	"usage: runbook <command> [options]\n"
@@ -181,7 +185,12 @@ static int run_lua(int argc, char **argv)
 		fflush(NULL);
 		_exit(code);
 	}
-	host_close(L);
+	host_close(L);   /* its __gc may send cancel requests, from worker threads */
+	if (!tasks_offloads_settle(OFFLOADS_SETTLE_MS)) {
+		term_restore();
+		fflush(NULL);
+		_exit(code);
+	}
 	return code;
 }
 

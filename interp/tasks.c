@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -379,6 +380,52 @@ struct offload {
 	void (*free_arg)(void *);
 };
 
+/* Worker threads still running, for tasks_offloads_settle: a process that exits under one (a cancel
+ * request on its way, a lookup nobody waits for any more) would cut it short, or run the libraries'
+ * exit handlers beneath it. */
+static pthread_mutex_t running_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t running_done;
+static pthread_once_t running_once = PTHREAD_ONCE_INIT;
+static int running;
+
+static void running_init(void)
+{
+	pthread_condattr_t a;
+	pthread_condattr_init(&a);
+	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+	pthread_cond_init(&running_done, &a);
+	pthread_condattr_destroy(&a);
+}
+
+static void running_add(int n)
+{
+	pthread_once(&running_once, running_init);
+	pthread_mutex_lock(&running_lock);
+	running += n;
+	if (running == 0)
+		pthread_cond_broadcast(&running_done);
+	pthread_mutex_unlock(&running_lock);
+}
+
+bool tasks_offloads_settle(msec_t limit_ms)
+{
+	pthread_once(&running_once, running_init);
+	struct timespec until;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += limit_ms / 1000;
+	until.tv_nsec += (limit_ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&running_lock);
+	while (running > 0 && pthread_cond_timedwait(&running_done, &running_lock, &until) == 0)
+		;
+	bool settled = running == 0;
+	pthread_mutex_unlock(&running_lock);
+	return settled;
+}
+
 static void offload_unref(struct offload *o)
 {
 	if (atomic_fetch_sub(&o->refs, 1) != 1)
@@ -400,6 +447,7 @@ static void *offload_main(void *p)
 		n = write(o->pipe[1], "", 1);
 	while (n < 0 && errno == EINTR);
 	offload_unref(o);
+	running_add(-1);
 	return NULL;
 }
 
@@ -426,10 +474,12 @@ struct offload *tasks_offload(void (*work)(void *), void *arg, void (*free_arg)(
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	pthread_t t;
+	running_add(1);
 	int rc = pthread_create(&t, &attr, offload_main, o);
 	pthread_attr_destroy(&attr);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc != 0) {
+		running_add(-1);
 		o->free_arg = NULL;   /* the caller still owns arg */
 		close(o->pipe[0]);
 		close(o->pipe[1]);

@@ -104,5 +104,9 @@ int   tasks_offload_fd(const struct offload *o);
 bool  tasks_offload_done(const struct offload *o);
 void *tasks_offload_arg(const struct offload *o);
 void  tasks_offload_release(struct offload *o);   /* the caller's side is finished with it */
+/* Before the process exits: waits up to limit_ms for the worker threads still running (a cancel
+ * request being sent, say); false if some are still there, stuck: then exit without the exit
+ * handlers (_exit), which must not run beneath them. */
+bool  tasks_offloads_settle(msec_t limit_ms);
 
 #endif

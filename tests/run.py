@@ -228,6 +228,7 @@ class T:
         })
         if self.sanitized:
             env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+            env.setdefault("LSAN_OPTIONS", "use_tls=0")   # see the Makefile's asan target
             env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
         for k, v in (extra or {}).items():
             if v is None:
