@@ -332,7 +332,6 @@ static bool cx_parse(struct pg_op *op, const char *conninfo, const char *app, co
 		abort();
 	op->cx = cx;
 	cx->deadline = op->w.deadline;
-	cx->attempt_start = cx->deadline - op->timeout_ms;   /* the call's start: the first share is exact */
 	cx->rounds = 1;
 	for (PQconninfoOption *o = opts; o->keyword; o++)
 		if (o->val && o->val[0])
@@ -773,8 +772,9 @@ static void lookup_done(struct pg_op *op)
 static void endpoint_start(struct pg_op *op)
 {
 	struct pg_connect *cx = op->cx;
-	bool first = cx->cur == 0 && cx->round == 0;
-	msec_t now = first ? cx->attempt_start : sched_now(), time_left = cx->deadline > now ? cx->deadline - now : 0;
+	bool first = cx->cur == 0 && cx->round == 0;   /* from the call's start: the first share is exact */
+	msec_t now = first ? cx->deadline - op->timeout_ms : sched_now();
+	msec_t time_left = cx->deadline > now ? cx->deadline - now : 0;
 	int left = attempts_left(cx);
 	msec_t share = time_left / left;
 	if (share < MIN_SHARE_MS)

@@ -7,14 +7,16 @@ local M = {}
 
 local DECL = setmetatable({}, { __mode = "k" })   -- declaration -> kind ("step", "input", "runbook")
 
+-- " (did you mean 'x'?)" for the allowed word nearest a typo, or "": for every "unknown ..." message.
 local function suggest(word, allowed)
   local best, bestd = nil, 3
   for _, a in ipairs(allowed) do
-    local d = core.distance(word, a)
+    local d = core.distance(tostring(word), a)
     if d < bestd then best, bestd = a, d end
   end
   return best and (" (did you mean '" .. best .. "'?)") or ""
 end
+M.suggest = suggest
 
 local function check_keys(t, allowed, what)
   local set = {}

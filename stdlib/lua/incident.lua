@@ -22,6 +22,7 @@
 local core   = require "core"
 local cjson  = require "cjson"
 local render = require "render"
+local suggest = require("dsl").suggest
 
 local M = {}
 
@@ -127,15 +128,6 @@ end
 -- Validation raises { config = message }; load_config turns it into nil, message.
 local function bad(where, fmt, ...) error({ config = where .. ": " .. string.format(fmt, ...) }, 0) end
 M.config_error = bad
-
-local function suggest(word, allowed)
-  local best, bestd = nil, 3
-  for _, a in ipairs(allowed) do
-    local d = core.distance(tostring(word), a)
-    if d < bestd then best, bestd = a, d end
-  end
-  return best and (" (did you mean '" .. best .. "'?)") or ""
-end
 
 function M.check_keys(t, allowed, where)
   if type(t) ~= "table" then bad(where, "must be a table, got %s", type(t)) end

@@ -20,7 +20,8 @@
 -- Mistakes in the call (a base URL that is not http(s)://, an empty query, an unknown option)
 -- raise. Written in Lua on top of http.get: sandbox.lua lets runbooks require it and opens http
 -- in the background for it.
-local core = require "core"
+local core    = require "core"
+local suggest = require("dsl").suggest
 
 local M = {}
 
@@ -40,13 +41,7 @@ local function check_options(opts)
   for k in pairs(opts) do
     local known = false
     for _, o in ipairs(OPTIONS) do known = known or o == k end
-    if not known then
-      local hint
-      for _, o in ipairs(OPTIONS) do
-        if type(k) == "string" and core.distance(k, o) <= 2 then hint = o end
-      end
-      raise("%s: unknown option '%s'%s", FN, tostring(k), hint and (" (did you mean '" .. hint .. "'?)") or "")
-    end
+    if not known then raise("%s: unknown option '%s'%s", FN, tostring(k), suggest(k, OPTIONS)) end
   end
   return opts
 end
