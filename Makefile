@@ -12,8 +12,11 @@ DEPS_TEST  := python3 util-linux postgresql redis-server openssl prometheus
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wformat=2 -Wno-format-nonliteral -Wpointer-arith -Wvla
 CFLAGS  ?= -O2 -g
+# Where libpq looks for pg_service.conf when $PGSYSCONFDIR is not set (stdlib/pg_service.c).
+PG_SYSCONFDIR := $(or $(shell pg_config --sysconfdir 2>/dev/null),/etc/postgresql-common)
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -iquote interp -iquote stdlib -iquote lab \
              -fPIC -DRUNBOOK_SHARE='"$(SHARE)"' -DRUNBOOK_LIBDIR='"$(LIBDIR)"' \
+             -DPG_SYSCONFDIR='"$(PG_SYSCONFDIR)"' \
              $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 # The network modules are shared objects loaded on first `require` (stdlib/modules.c): libpq,
 # hiredis and libcurl bring some forty libraries that every start would otherwise map, even `list`.
@@ -22,7 +25,7 @@ LDLIBS  = $(shell pkg-config --libs $(CORE_PKGS) 2>/dev/null) -lm
 LIBDIR  := $(PREFIX)/lib/runbook
 ASAN    := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-NET_SRC := stdlib/pg.c stdlib/pg_probes.c stdlib/redis.c stdlib/redis_probes.c stdlib/http.c
+NET_SRC := stdlib/pg.c stdlib/pg_probes.c stdlib/pg_service.c stdlib/redis.c stdlib/redis_probes.c stdlib/http.c
 SRC     := $(filter-out $(NET_SRC),$(wildcard interp/*.c) $(wildcard stdlib/*.c) $(wildcard lab/*.c))
 LUA     := $(sort $(wildcard stdlib/lua/*.lua))
 OBJ     := $(SRC:%.c=obj/%.o) obj/embedded.o
@@ -40,7 +43,7 @@ runbook: $(OBJ) $(MODS)
 runbook-asan: $(OBJ_ASAN) $(MODS_ASAN)
 	$(CC) $(ALL_CFLAGS) $(ASAN) -rdynamic -o $@ $(OBJ_ASAN) $(LDLIBS)
 
-mod_objs = $(patsubst %.c,$(1)/%.o,$(filter stdlib/$(2).c stdlib/$(2)_probes.c,$(NET_SRC)))
+mod_objs = $(patsubst %.c,$(1)/%.o,$(filter stdlib/$(2).c stdlib/$(2)_%.c,$(NET_SRC)))
 mod_libs = $(shell pkg-config --libs $(if $(filter pg,$(1)),libpq,$(if $(filter redis,$(1)),hiredis,libcurl)) 2>/dev/null)
 
 .SECONDEXPANSION:

@@ -14,7 +14,8 @@
  *   in pg_probes.c.
  *
  * URLs (postgresql://user:password@host:port/db?sslmode=...) and key=value strings are parsed by
- * libpq (PQconninfoParse); the host is resolved here, bounded (net_lookup), and handed to libpq
+ * libpq (PQconninfoParse), a service (service=name, $PGSERVICE) is read by pg_service.c; the
+ * host is resolved here, bounded (net_lookup), and handed to libpq
  * as `hostaddr`, so libpq never calls the blocking resolver. One deadline covers the lookup, the
  * TCP connect, TLS, authentication and, for ping, the first query. PQconnectPoll is driven on
  * PQsocket, which may change between polls (libpq retries without TLS on a new socket).
@@ -194,8 +195,7 @@ static void cx_free(struct pg_connect *cx)
 	free(cx);
 }
 
-/* No port in the string or $PGPORT: libpq's default, unless a service file (service=) says otherwise,
- * which is why the attempt leaves it to libpq. */
+/* No port in the string, its service or $PGPORT: libpq's default, which the attempt leaves to it. */
 static const char *port_of(const struct pg_endpoint *ep)
 {
 	return ep->port[0] ? ep->port : "5432";
@@ -243,6 +243,14 @@ static int list_count(const char *list)
 	return n;
 }
 
+static bool valid_port(const char *port)
+{
+	char *end;
+	errno = 0;
+	long n = strtol(port, &end, 10);
+	return isdigit((unsigned char)port[0]) && !*end && errno == 0 && n >= 1 && n <= 65535;
+}
+
 /* The servers, from the host, hostaddr and port lists, by libpq's rules: host and hostaddr
  * name the same servers; one port serves all, or there is one a server. */
 static bool cx_endpoints(struct pg_op *op, const char *host, const char *hostaddr, const char *port)
@@ -269,6 +277,10 @@ static bool cx_endpoints(struct pg_op *op, const char *host, const char *hostadd
 		list_item(host, i, ep->host, sizeof ep->host);
 		list_item(hostaddr, i, ep->hostaddr, sizeof ep->hostaddr);
 		list_item(port, np > 1 ? i : 0, ep->port, sizeof ep->port);
+		if (ep->port[0] && !valid_port(ep->port)) {
+			pg_op_fail(op, "error", "invalid connection string: invalid port number: \"%s\"", ep->port);
+			return false;
+		}
 	}
 	cx->nep = n;
 	return true;
@@ -310,6 +322,14 @@ static void register_raw_password(const char *conninfo)
 		redact_add_secret(secret);
 }
 
+/* A service's option, unless the string gave it. */
+static void fill_unset(void *ud, const char *key, const char *value)
+{
+	struct pg_connect *cx = ud;
+	if (!cx_get(cx, key))
+		cx_set(cx, key, value);
+}
+
 /*
  * Parses the connection string into op->cx: libpq's own parser, then our defaults
  * (application_name, no GSSAPI negotiation, UTF8), the password registered as a secret, and
@@ -339,6 +359,12 @@ static bool cx_parse(struct pg_op *op, const char *conninfo, const char *app, co
 	PQconninfoFree(opts);
 	if (password)
 		cx_set(cx, "password", password);
+	const char *service = cx_get(cx, "service");
+	char bad[400];
+	if (!pg_service_apply(service ? service : getenv("PGSERVICE"), fill_unset, cx, bad, sizeof bad)) {
+		pg_op_fail(op, "error", "%s", bad);
+		return false;
+	}
 	redact_add_secret(cx_get(cx, "password"));
 	if (app || !cx_get(cx, "application_name"))
 		cx_set(cx, "application_name", app ? app : "runbook");
@@ -616,8 +642,9 @@ static int attempts_left(const struct pg_connect *cx)
 static void endpoint_start(struct pg_op *op);
 
 /* Why a host is given up: the next one may be tried; or the call ends, because a server answered
- * (with an error that another host would repeat) or because its time is over. */
-enum give_up { NEXT_HOST, SERVER_ANSWERED, TIME_IS_UP };
+ * (with an error that another host would repeat), because libpq refused an option of the string
+ * (as it would for every host), or because its time is over. */
+enum give_up { NEXT_HOST, SERVER_ANSWERED, BAD_OPTION, TIME_IS_UP };
 
 /* Adds "host:port: cause" to the list of hosts given up, whole or not at all. */
 static void note_tried(struct pg_connect *cx, const char *cause)
@@ -651,7 +678,7 @@ static void endpoint_failed(struct pg_op *op, const char *kind, const char *caus
 	}
 	net_lookup_cancel(&cx->lookup);
 	op->phase = PH_DONE;
-	if (cx->nep == 1 && cx->rounds == 1) {
+	if ((cx->nep == 1 && cx->rounds == 1) || how == BAD_OPTION) {
 		pg_op_fail(op, kind, "%s", cause);
 		return;
 	}
@@ -737,13 +764,18 @@ static const char *attempt_failure(struct pg_op *op, char *line, size_t n, bool 
 }
 
 /* A refused or unreachable address hands over to the server's next address; any other failure
- * to the next server. */
-static void connect_failed(struct pg_op *op)
+ * to the next server. at_start: libpq gave up before it connected anywhere, and a failure that is
+ * not the network's is then an option it rejected (sslmode=requir). */
+static void connect_failed(struct pg_op *op, bool at_start)
 {
 	struct pg_connect *cx = op->cx;
 	char line[400];
 	bool answered;
 	const char *kind = attempt_failure(op, line, sizeof line, &answered);
+	if (at_start && !answered && strcmp(kind, "error") == 0) {
+		endpoint_failed(op, kind, line, BAD_OPTION);
+		return;
+	}
 	bool next_address = (strcmp(kind, "refused") == 0 || strcmp(kind, "unreachable") == 0)
 	                    && needs_lookup(&cx->ep[cx->cur]) && cx->next_addr < cx->lookup.addrs.n;
 	if (next_address) {
@@ -824,7 +856,7 @@ static void connect_attempt(struct pg_op *op)
 	op->phase = PH_CONNECT;
 	op->want = POLLOUT;
 	if (PQstatus(op->own) == CONNECTION_BAD || PQsocket(op->own) < 0) {
-		connect_failed(op);
+		connect_failed(op, true);
 		if (op->phase == PH_CONNECT_START)
 			connect_attempt(op);
 	}
@@ -850,7 +882,7 @@ static void connect_poll(struct pg_op *op)
 		connected(op);
 		return;
 	case PGRES_POLLING_FAILED:
-		connect_failed(op);
+		connect_failed(op, false);
 		if (op->phase == PH_CONNECT_START)
 			connect_attempt(op);
 		return;
@@ -862,7 +894,7 @@ static void connect_poll(struct pg_op *op)
 		break;
 	}
 	if (PQsocket(op->own) < 0) {
-		connect_failed(op);
+		connect_failed(op, false);
 		if (op->phase == PH_CONNECT_START)
 			connect_attempt(op);
 	}

@@ -133,4 +133,10 @@ void pg_action_result(struct pg_op *op, const char *summary);
 /* Adds the probe and action methods (connections, ..., terminate_idle) to the table on top. */
 void pg_probes_register(lua_State *L);
 
+/* pg_service.c: applies the options of a connection service (service=name) through set, which
+ * must not override options already given. True when there is none, or it was found and applied;
+ * false with err set (not found, a bad file). */
+typedef void (*pg_service_set)(void *ud, const char *key, const char *value);
+bool pg_service_apply(const char *service, pg_service_set set, void *ud, char *err, size_t errn);
+
 #endif

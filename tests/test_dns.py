@@ -4,7 +4,8 @@ The binary runs in network and mount namespaces of its own (`unshare`, util-linu
 namespace when not root), where /etc/resolv.conf names a server on 127.0.0.1:53 that reads every
 query and answers none, and /etc/nsswitch.conf sends host names to files, then DNS. The resolver
 would wait 30 s a try; tcp, pg, redis and http must each give up at their own deadline, one after
-another, and all four at once inside parallel()."""
+another, and all five at once inside parallel(). The fifth is pg through a service file
+(service=name), whose host libpq would otherwise look up itself, with the blocking resolver."""
 import os
 import subprocess
 
@@ -45,10 +46,11 @@ local T = "%dms"
 local probes = {
   tcp   = function() return tcp.connect("db.runbook.invalid", 5432, { timeout = T }) end,
   pg    = function() return pg.connect("postgresql://u@db.runbook.invalid/x", { timeout = T }) end,
+  pg_service = function() return pg.connect("service=main dbname=x", { timeout = T }) end,
   redis = function() return redis.connect("redis://cache.runbook.invalid:6379", { timeout = T }) end,
   http  = function() return http.get("http://api.runbook.invalid/health", { timeout = T }) end,
 }
-local order = { "tcp", "pg", "redis", "http" }
+local order = { "tcp", "pg", "pg_service", "redis", "http" }
 return runbook { name = "dns", summary = "a mute DNS server", severity = "SEV4",
   step "one_by_one" { title = "one after another", run = function(ctx)
     for _, name in ipairs(order) do
@@ -81,10 +83,11 @@ def test_deadlines_cover_a_dns_server_that_never_answers(t):
     t.write("resolv.conf", "nameserver 127.0.0.1\noptions timeout:30 attempts:2\n")
     t.write("nsswitch.conf", "hosts: files dns\n")
     t.write("dns.lua", RUNBOOK)
+    t.write("pg_service.conf", "[main]\nhost=replica.runbook.invalid\nuser=u\n")
     cast = t.path("dns.cast")
     argv = namespaces(t) + ["sh", "-c", INNER, "sh", t.binary, "exec", "dns.lua", "--auto", "--transcript", cast]
     try:
-        p = subprocess.run(argv, cwd=t.dir, env=t.environ(None), capture_output=True, text=True,
+        p = subprocess.run(argv, cwd=t.dir, env=t.environ({"PGSERVICEFILE": t.path("pg_service.conf")}), capture_output=True, text=True,
                            timeout=30, start_new_session=True)
     except subprocess.TimeoutExpired:
         fail("the runbook hung on a DNS server that never answers (30 s)")
@@ -97,10 +100,12 @@ def test_deadlines_cover_a_dns_server_that_never_answers(t):
         if line.startswith("@@ "):
             name, kind, err = line[3:].split(" ", 2)
             one_by_one[name] = (kind, err)
-    expect_eq(sorted(one_by_one), ["http", "pg", "redis", "tcp"], "probes reported")
+    expect_eq(sorted(one_by_one), ["http", "pg", "pg_service", "redis", "tcp"], "probes reported")
     for name, (kind, err) in one_by_one.items():
         expect_eq(kind, "timeout", "%s: %s" % (name, err))
     expect_in("resolving db.runbook.invalid", one_by_one["pg"][1])
+    expect_in("pg.connect replica.runbook.invalid:5432/x: timed out after %d ms resolving replica.runbook.invalid"
+              % DEADLINE_MS, one_by_one["pg_service"][1])
     expect_in("resolving cache.runbook.invalid", one_by_one["redis"][1])
     expect_in("name lookup timed out", one_by_one["tcp"][1])
     expect_in("resolving the host name", one_by_one["http"][1])
@@ -108,13 +113,13 @@ def test_deadlines_cover_a_dns_server_that_never_answers(t):
     # The deadline, measured by the transcript's monotonic durations: each probe alone, and the four at once.
     _, _, records = t.read_transcript(cast)
     probes = [r for r in records if r.get("type") == "probe"]
-    expect_eq(len(probes), 8, "probe records")
+    expect_eq(len(probes), 10, "probe records")
     low, high = window(DEADLINE_MS)
     for r in probes:
         if not low <= r["duration_ms"] <= high:
             fail("%s took %.0f ms for a %d ms deadline" % (r["primitive"], r["duration_ms"], DEADLINE_MS))
     steps = {r["step"]: r["duration_ms"] for r in records if r.get("type") == "step_end"}
     if not steps["at_once"] <= high:
-        fail("four lookups in parallel took %d ms, not one deadline (%d ms)" % (steps["at_once"], DEADLINE_MS))
+        fail("five lookups in parallel took %d ms, not one deadline (%d ms)" % (steps["at_once"], DEADLINE_MS))
     print("    one after another: %s ms; at once: %d ms" % (
-        ", ".join("%.0f" % r["duration_ms"] for r in probes[:4]), steps["at_once"]))
+        ", ".join("%.0f" % r["duration_ms"] for r in probes[:5]), steps["at_once"]))

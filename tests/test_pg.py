@@ -766,6 +766,8 @@ try("answered", %(answered)s)
 try("no_time", %(no_time)s, { timeout = "300ms" })
 try("kv", "host=127.0.0.1,127.0.0.1 port=%(x)d,%(p)d dbname=app user=runbook password=" .. %(pw)s)
 try("ports", "host=127.0.0.1,127.0.0.1,127.0.0.1 port=%(x)d,%(p)d dbname=app")
+try("bad_option", %(bad_option)s)
+try("bad_port", "host=127.0.0.1,127.0.0.1 port=%(p)d,54x2 dbname=app")
 local p = must(pg.ping(%(refused_first)s))
 emit("ping", tostring(p.in_recovery))''' % {
         "refused_first": lua_str(url("x", "p")),
@@ -777,6 +779,7 @@ emit("ping", tostring(p.in_recovery))''' % {
         "none": lua_str(url("h", "x")),
         "answered": lua_str(url("x", "p", "r").replace("/app", "/nope")),
         "no_time": lua_str(url("h", "h", "h")),
+        "bad_option": lua_str(url("x", "p", query="?sslmode=requir")),
         "x": closed, "p": primary.port, "pw": lua_str(CANARY)}))
     expect_eq(v["refused_first"], "pg.conn 127.0.0.1:%d/app|false" % primary.port, "the refused host is skipped")
     expect_eq(v["read_write"], "pg.conn 127.0.0.1:%d/app|false" % primary.port, "read-write passes the replica by")
@@ -804,6 +807,10 @@ emit("ping", tostring(p.in_recovery))''' % {
         fail("three hosts in 300 ms: %s" % v["no_time"])
     expect_eq(v["kv"], "pg.conn 127.0.0.1:%d/app|false" % primary.port, "key=value lists")
     expect_eq(v["ports"], "nil|pg.connect: invalid connection string: 2 ports for 3 hosts (give one, or one a host)|error")
+    # An option libpq rejects would be rejected for each host: said once, no host tried.
+    expect_eq(v["bad_option"], 'nil|pg.connect 127.0.0.1:%d,127.0.0.1:%d/app: invalid sslmode value: "requir"|error'
+              % (closed, primary.port))
+    expect_eq(v["bad_port"], 'nil|pg.connect: invalid connection string: invalid port number: "54x2"|error')
     expect_eq(v["ping"], "false")
     by = {}
     for r in probes(records, "pg.connect"):
@@ -815,6 +822,76 @@ emit("ping", tostring(p.in_recovery))''' % {
     none = [r for r in by["refused"] if r["deadline_ms"] == 800][0]
     expect_within(float(none["duration_ms"]), 400, "a black hole, then a refused port")
     for text in (out, err, open(t.path("pgtest-%d.cast" % _seq[0])).read()):
+        expect_not_in(CANARY, text)
+
+
+def test_a_service_file_names_the_server(t):
+    """service=name (or $PGSERVICE) is read as libpq reads it: the user's file first, then the
+    system one; the string's own options win; the server named there is the one shown and used.
+    (test_dns: the host of a service is looked up within the deadline.)"""
+    pg, closed = server(), free_port()
+    t.write("home/.pg_service.conf", """# the user's services
+[main]
+host=127.0.0.1
+port=%(p)d
+user=%(u)s
+password=%(pw)s
+dbname=app
+
+  [broken]
+host=127.0.0.1
+port %(p)d
+[nested]
+service=main
+[directory]
+ldap://ldap.runbook.invalid/dc=example?uniqueMember?one?(cn=main)
+""" % {"p": pg.port, "u": servers_pg.USER, "pw": CANARY})
+    t.write("etc/pg_service.conf", """[main]
+port=%(x)d
+[from_system]
+host=127.0.0.1
+port=%(p)d
+user=%(u)s
+password=%(pw)s
+dbname=app
+""" % {"p": pg.port, "x": closed, "u": servers_pg.USER, "pw": CANARY})
+    path = runbook(t, step('''
+local function try(label, conninfo)
+  local c, e, kind = pg.connect(conninfo, { timeout = "2s" })
+  if not c then emit(label, "nil|" .. e .. "|" .. kind) return end
+  local r = must(c:query("SELECT current_user AS u, current_database() AS d"))[1]
+  emit(label, tostring(c) .. "|" .. r.u .. "|" .. r.d)
+  c:close()
+end
+try("user_file", "service=main")
+try("string_wins", "service=main port=%(x)d")
+try("url", "postgresql:///postgres?service=main")
+try("system_file", "service=from_system")
+try("env", "connect_timeout=3")
+try("missing", "service=nope")
+try("syntax", "service=broken")
+try("nested", "service=nested")
+try("ldap", "service=directory")''' % {"x": closed}), pg, name="pgsvc")
+    cast = t.path("pgsvc.cast")
+    rc, out, err = t.run(["exec", path, "--auto", "--transcript", cast], timeout=60,
+                         env={"PGSYSCONFDIR": t.path("etc"), "PGSERVICE": "from_system"})
+    expect_eq(rc, 0, "exit code\n" + out + err)
+    v = parse(out)
+    expect_eq(v["user_file"], "pg.conn 127.0.0.1:%d/app|runbook|app" % pg.port, "the user's file")
+    expect_eq(v["string_wins"], "nil|pg.connect 127.0.0.1:%d/app: connection refused (nothing listens there: is "
+              "the service up?)|refused" % closed, "the string's port wins over the service's")
+    expect_eq(v["url"], "pg.conn 127.0.0.1:%d/postgres|runbook|postgres" % pg.port, "a URL's service")
+    expect_eq(v["system_file"], "pg.conn 127.0.0.1:%d/app|runbook|app" % pg.port, "the system file")
+    expect_eq(v["env"], "pg.conn 127.0.0.1:%d/app|runbook|app" % pg.port, "$PGSERVICE")
+    expect_eq(v["missing"], 'nil|pg.connect: definition of service "nope" not found|error')
+    home = t.path("home/.pg_service.conf")
+    expect_eq(v["syntax"], 'nil|pg.connect: syntax error in service file "%s", line 11 (expected keyword=value)|error'
+              % home)
+    expect_eq(v["nested"], 'nil|pg.connect: service file "%s", line 13: nested service specifications are not '
+              'supported|error' % home)
+    expect_eq(v["ldap"], 'nil|pg.connect: service file "%s", line 15: LDAP lookups of services are not supported '
+              '(they would block); put the connection parameters in the file|error' % home)
+    for text in (out, err, open(cast).read()):
         expect_not_in(CANARY, text)
 
 

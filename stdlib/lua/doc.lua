@@ -260,7 +260,10 @@ after a timeout; connect again", "closed"`. A query error returns `nil, "pg.quer
                   "each with an equal share of the time left (at least 200 ms), and `target_session_attrs` " ..
                   "(`read-write`, `standby`, `prefer-standby`, ...) picks among them; as in libpq, a host that " ..
                   "cannot be reached or does not match hands over to the next, and a server's error (a wrong " ..
-                  "password, a missing database) ends the call. The message says what each host answered.",
+                  "password, a missing database) ends the call. The message says what each host answered. " ..
+                  "`service=name` (or `$PGSERVICE`) takes the options the string leaves out from that section of " ..
+                  "`$PGSERVICEFILE` or `~/.pg_service.conf`, else `$PGSYSCONFDIR/pg_service.conf`, as libpq " ..
+                  "does; its host is resolved within the deadline too (an LDAP lookup is refused).",
         options = {
           { "timeout", "5", "deadline for lookup, connect, TLS and authentication, all hosts together (" .. DURATION .. ")" },
           { "application_name", "\"runbook\"", "shown in `pg_stat_activity`" },
