@@ -1,10 +1,12 @@
 /* net.c - see net.h. */
 #include "net.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -121,6 +123,29 @@ int net_connect_result(int fd)
 	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
 		return errno;
 	return err;
+}
+
+void net_address_string(const struct sockaddr_storage *a, char *out, size_t n)
+{
+	out[0] = '\0';
+	if (a->ss_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)a)->sin_addr, out, (socklen_t)n);
+	else if (a->ss_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)a)->sin6_addr, out, (socklen_t)n);
+}
+
+msec_t net_share_end(msec_t now, msec_t until, int left)
+{
+	msec_t time_left = until > now ? until - now : 0;
+	msec_t share = left > 1 ? time_left / left : time_left;
+	if (share < NET_MIN_SHARE_MS)
+		share = time_left < NET_MIN_SHARE_MS ? time_left : NET_MIN_SHARE_MS;
+	return now + share;
+}
+
+void net_tried_note(char *out, size_t n, int tried)
+{
+	snprintf(out, n, tried > 1 ? "; %d addresses tried" : "", tried);
 }
 
 const char *net_errno_kind(int err)

@@ -42,6 +42,21 @@ void net_lookup_cancel(struct net_lookup *l);
 int net_connect_start(const struct sockaddr_storage *addr, socklen_t len);
 int net_connect_result(int fd);
 
+/* The numeric address of a (IPv4 or IPv6), or "" for another family. */
+void net_address_string(const struct sockaddr_storage *a, char *out, size_t n);
+
+/*
+ * When an attempt starting now on one of `left` candidates (a name's addresses, a list's hosts)
+ * should give way to the next: an equal share of the time until `until`, at least
+ * NET_MIN_SHARE_MS while there is that much, so that one that does not answer (a dead node of a
+ * DNS round robin, an IPv6 route that drops packets) cannot use up the others' time. The last
+ * candidate gets all that is left.
+ */
+#define NET_MIN_SHARE_MS 200
+msec_t net_share_end(msec_t now, msec_t until, int left);
+/* "; 3 addresses tried" for a timeout's message when more than one was, else "". */
+void net_tried_note(char *out, size_t n, int tried);
+
 /* The error kind for a connect/IO errno: refused, timeout, unreachable, reset, error. */
 const char *net_errno_kind(int err);
 /* "connection refused", ... : lowercase causes for messages. */

@@ -25,8 +25,9 @@
  * not match target_session_attrs hands over to the next, and a server that answers with an error
  * (a wrong password, a missing database, too many connections; all but 57P03, "starting up") ends
  * the call: the other hosts would not know the password better. Each host gets an equal share of
- * the time that is left (at least MIN_SHARE_MS), so that one that does not answer cannot use up
- * the others' time. prefer-standby is two rounds: the hosts as standby, then as any.
+ * the time that is left, and each address of a host's name an equal share of the host's
+ * (net_share_end), so that one that does not answer cannot use up the others' time.
+ * prefer-standby is two rounds: the hosts as standby, then as any.
  *
  * conn:query runs BEGIN READ ONLY; the statement; ROLLBACK as one libpq pipeline (one round
  * trip; the ROLLBACK comes after its own Sync so that it also ends a transaction that the
@@ -52,7 +53,6 @@
 #include "net.h"
 #include "redact.h"
 
-#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <lauxlib.h>
@@ -71,7 +71,6 @@
 #define CANCEL_GRACE_MS            100     /* after a timeout: let the cancel request leave */
 #define MAX_CONNINFO               64
 #define MAX_HOSTS                  8
-#define MIN_SHARE_MS               200     /* of a host's turn, time permitting */
 
 enum phase {
 	PH_IDLE,          /* nothing queued */
@@ -99,8 +98,9 @@ struct pg_connect {
 	int nep, cur;             /* the servers, and the one being tried */
 	int rounds, round;        /* prefer-standby: a round for standbys, then one for any */
 	char db[128];
-	msec_t deadline;          /* the call's; the op's waiter may wait for attempt_deadline */
+	msec_t deadline;          /* the call's; the op's waiter may wake earlier, at turn_end */
 	msec_t attempt_start, attempt_deadline;   /* this server's share of the time */
+	msec_t turn_end;          /* the end of the share of the server's address being tried */
 	struct net_lookup lookup;
 	int next_addr;
 	char tried[480];          /* "host:port: cause; ..." of the servers given up on */
@@ -806,13 +806,8 @@ static void endpoint_start(struct pg_op *op)
 	struct pg_connect *cx = op->cx;
 	bool first = cx->cur == 0 && cx->round == 0;   /* from the call's start: the first share is exact */
 	msec_t now = first ? cx->deadline - op->timeout_ms : sched_now();
-	msec_t time_left = cx->deadline > now ? cx->deadline - now : 0;
-	int left = attempts_left(cx);
-	msec_t share = time_left / left;
-	if (share < MIN_SHARE_MS)
-		share = time_left < MIN_SHARE_MS ? time_left : MIN_SHARE_MS;
 	cx->attempt_start = now;
-	cx->attempt_deadline = now + share;
+	cx->attempt_deadline = cx->turn_end = net_share_end(now, cx->deadline, attempts_left(cx));
 	cx->next_addr = 0;
 	const struct pg_endpoint *ep = &cx->ep[cx->cur];
 	if (!needs_lookup(ep)) {
@@ -833,12 +828,10 @@ static void connect_attempt(struct pg_op *op)
 	struct pg_connect *cx = op->cx;
 	const struct pg_endpoint *ep = &cx->ep[cx->cur];
 	char ip[INET6_ADDRSTRLEN] = "";
-	if (needs_lookup(ep)) {
-		const struct sockaddr_storage *a = &cx->lookup.addrs.addr[cx->next_addr++];
-		if (a->ss_family == AF_INET)
-			inet_ntop(AF_INET, &((const struct sockaddr_in *)a)->sin_addr, ip, sizeof ip);
-		else if (a->ss_family == AF_INET6)
-			inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)a)->sin6_addr, ip, sizeof ip);
+	if (needs_lookup(ep)) {   /* an address of a name: a share of the server's time */
+		int i = cx->next_addr++;
+		net_address_string(&cx->lookup.addrs.addr[i], ip, sizeof ip);
+		cx->turn_end = net_share_end(sched_now(), cx->attempt_deadline, cx->lookup.addrs.n - i);
 	}
 	cx_set(cx, "host", ep->host);
 	cx_set(cx, "hostaddr", ip[0] ? ip : ep->hostaddr);
@@ -1055,11 +1048,13 @@ static msec_t attempt_ms(const struct pg_op *op)
 
 static void connect_timeout_cause(const struct pg_op *op, char *out, size_t n, msec_t ms)
 {
+	char tried[32];
+	net_tried_note(tried, sizeof tried, needs_lookup(&op->cx->ep[op->cx->cur]) ? op->cx->next_addr : 1);
 	if (op->phase == PH_LOOKUP)
 		snprintf(out, n, "timed out after %lld ms resolving %s", (long long)ms, op->cx->ep[op->cx->cur].host);
 	else if (op->own && PQstatus(op->own) == CONNECTION_STARTED)
 		snprintf(out, n, "timed out after %lld ms connecting (no answer: a firewall dropping packets, "
-		         "or a listener that does not accept)", (long long)ms);
+		         "or a listener that does not accept%s)", (long long)ms, tried);
 	else
 		snprintf(out, n, "timed out after %lld ms waiting for the server to let us in (connected, but it "
 		         "does not answer: hung or overloaded)", (long long)ms);
@@ -1075,7 +1070,16 @@ static msec_t call_deadline(const struct pg_op *op)
 static msec_t wake_at(const struct pg_op *op)
 {
 	msec_t d = call_deadline(op);
-	return op->cx && connecting(op) && op->cx->attempt_deadline < d ? op->cx->attempt_deadline : d;
+	return op->cx && connecting(op) && op->cx->turn_end < d ? op->cx->turn_end : d;
+}
+
+/* The address being tried has had its share of the server's time, and another one is waiting. */
+static bool address_share_over(const struct pg_op *op)
+{
+	const struct pg_connect *cx = op->cx;
+	msec_t now = sched_now();
+	return op->phase == PH_CONNECT && needs_lookup(&cx->ep[cx->cur]) && cx->next_addr < cx->lookup.addrs.n
+	       && now >= cx->turn_end && now < cx->attempt_deadline;
 }
 
 /* The server being tried has had its share of the time, and another one is waiting. */
@@ -1158,6 +1162,11 @@ static bool advance(void *p)
 		connect_attempt(op);
 	else if (op->phase == PH_CONNECT && ready)
 		connect_poll(op);
+	if (op->cx && address_share_over(op)) {
+		PQfinish(op->own);
+		op->own = op->conn = NULL;
+		connect_attempt(op);
+	}
 	if (op->cx && connecting(op) && attempts_left(op->cx) > 1 && sched_now() >= op->cx->attempt_deadline)
 		attempt_timed_out(op);
 	if (op->phase == PH_START)

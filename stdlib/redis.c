@@ -23,8 +23,8 @@
  *
  * URLs: redis://[user:password@]host[:port][/db] (port 6379, db 0 by default), or a unix socket,
  * unix://[[user]:password@]/path/redis.sock[?db=N] (redis-py's form). rediss:// is refused (this
- * hiredis has no TLS). The host is resolved here, bounded (net_lookup), and hiredis gets the
- * numeric address: redisConnectNonBlock() then starts a non-blocking connect and, hiredis 0.14 being
+ * hiredis has no TLS). The host is resolved here, bounded (net_lookup), and hiredis gets a
+ * numeric address (each of a name's addresses in turn, for an equal share of the time left): redisConnectNonBlock() then starts a non-blocking connect and, hiredis 0.14 being
  * what it is, reports a connect still in progress as success (err = 0, REDIS_CONNECTED set); we finish
  * it ourselves by waiting for POLLOUT and reading SO_ERROR. AUTH, SELECT and a PING (so that a hung
  * server is caught at connect) then go as one pipelined batch. All I/O is ours, on the context's fd:
@@ -58,7 +58,6 @@
 #include "modules.h"
 #include "redact.h"
 
-#include <arpa/inet.h>
 #include <sys/un.h>
 #include <ctype.h>
 #include <errno.h>
@@ -373,6 +372,7 @@ struct redis_op *redis_op_push(lua_State *L, const char *fn, struct redis_handle
 	struct redis_op *op = tasks_push_op(L, sizeof *op, OP_MT);
 	op->fn = fn;
 	op->timeout_ms = tasks_wait_start(&op->w, timeout_ms);
+	op->deadline = op->w.deadline;
 	op->t0 = sched_now_precise();
 	op->phase = PH_IDLE;
 	if (h) {
@@ -410,9 +410,10 @@ void redis_batch(struct redis_op *op, msec_t timeout_ms)
 	op->phase = PH_START;
 	if (timeout_ms > 0) {
 		op->timeout_ms = tasks_wait_start(&op->w, timeout_ms);
+		op->deadline = op->w.deadline;
 		op->t0 = sched_now_precise();
 	} else {
-		tasks_wait_init(&op->w, op->w.deadline);
+		tasks_wait_init(&op->w, op->deadline);
 	}
 }
 
@@ -464,12 +465,10 @@ static void connect_attempt(struct redis_op *op)
 		connect_started(op, redisConnectUnixNonBlock(op->host));
 		return;
 	}
-	const struct sockaddr_storage *a = &op->lookup.addrs.addr[op->next_addr++];
-	char ip[INET6_ADDRSTRLEN] = "";
-	if (a->ss_family == AF_INET)
-		inet_ntop(AF_INET, &((const struct sockaddr_in *)a)->sin_addr, ip, sizeof ip);
-	else if (a->ss_family == AF_INET6)
-		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)a)->sin6_addr, ip, sizeof ip);
+	int i = op->next_addr++;
+	char ip[INET6_ADDRSTRLEN];
+	net_address_string(&op->lookup.addrs.addr[i], ip, sizeof ip);
+	op->turn_end = net_share_end(sched_now(), op->deadline, op->lookup.addrs.n - i);
 	/* A numeric address: hiredis' own getaddrinfo() cannot block on it. A connect that is still in
 	 * progress comes back as success (err 0, REDIS_CONNECTED); an immediate failure sets err. */
 	connect_started(op, redisConnectNonBlock(ip, (int)strtol(op->port, NULL, 10)));
@@ -590,6 +589,8 @@ static void stop(struct redis_op *op, const char *why)
 {
 	bool intr = strcmp(why, "interrupted") == 0;
 	long long ms = (long long)op->timeout_ms;
+	char tried[32];
+	net_tried_note(tried, sizeof tried, op->unix_socket ? 1 : op->next_addr);
 	switch (op->phase) {
 	case PH_LOOKUP:
 		if (intr)
@@ -603,7 +604,7 @@ static void stop(struct redis_op *op, const char *why)
 			redis_op_fail(op, why, "interrupted while connecting");
 		else
 			redis_op_fail(op, why, "timed out after %lld ms connecting (no answer: a firewall dropping packets, "
-			        "or a listener that does not accept)", ms);
+			        "or a listener that does not accept%s)", ms, tried);
 		discard(op, intr ? "an interrupted call" : "a timeout");
 		break;
 	case PH_START:
@@ -624,6 +625,13 @@ static void stop(struct redis_op *op, const char *why)
 	op->phase = PH_DONE;
 }
 
+/* The address being connected to has had its share of the time, and another one is waiting. */
+static bool share_over(const struct redis_op *op)
+{
+	msec_t now = sched_now();
+	return !op->unix_socket && op->next_addr < op->lookup.addrs.n && now >= op->turn_end && now < op->deadline;
+}
+
 /* One step after a wait; true when the op (or its current batch) is over. */
 static bool advance(void *p)
 {
@@ -639,6 +647,11 @@ static bool advance(void *p)
 		lookup_done(op);
 	if (op->phase == PH_CONNECT && ready)
 		connect_poll(op);
+	if (op->phase == PH_CONNECT && share_over(op)) {
+		redisFree(op->c);
+		op->own = op->c = NULL;
+		op->phase = PH_CONNECT_START;
+	}
 	while (op->phase == PH_CONNECT_START)
 		connect_attempt(op);
 	if (op->phase == PH_START)
@@ -647,11 +660,12 @@ static bool advance(void *p)
 		io(op);
 	if (op->phase == PH_DONE)
 		return true;
-	if (sched_now() >= op->w.deadline) {
+	if (sched_now() >= op->deadline) {
 		stop(op, "timeout");
 		return true;
 	}
-	tasks_wait_init(&op->w, op->w.deadline);
+	bool turns = op->phase == PH_CONNECT && op->next_addr < op->lookup.addrs.n && op->turn_end < op->deadline;
+	tasks_wait_init(&op->w, turns ? op->turn_end : op->deadline);
 	if (op->phase == PH_LOOKUP)
 		net_lookup_want(&op->lookup, &op->w);
 	else if (op->phase == PH_CONNECT)

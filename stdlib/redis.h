@@ -47,6 +47,7 @@ typedef int (*redis_done_fn)(lua_State *L, struct redis_op *op);
 
 struct redis_op {
 	struct sched_waiter w;
+	msec_t deadline;              /* the call's (the waiter may wake earlier, at turn_end) */
 	enum redis_phase phase;
 	const char *fn;               /* "redis.call": messages and audit records */
 	char target[REDIS_TARGET_MAX];
@@ -58,6 +59,7 @@ struct redis_op {
 	char host[256], port[8];      /* or the socket path, and "" */
 	bool unix_socket;
 	int next_addr, db;
+	msec_t turn_end;              /* the end of this address's share of the time (net_share_end) */
 	redisContext *own;            /* a context the op owns (being made; ping's) */
 	/* running on a handle */
 	struct redis_handle *h;

@@ -4,6 +4,8 @@
  *   tcp.connect(host, port, { timeout = 2 }) -> { host, port, address, ms } | nil, err, kind
  *
  * A TCP handshake and nothing else, bounded as a whole (name lookup included) by one deadline.
+ * A name's addresses are tried in turn, each for an equal share of the time left (net_share_end);
+ * a refused one hands over at once.
  * Kinds: dns, refused, timeout, unreachable, interrupted, error. It is also the smallest example
  * of a primitive written as a state machine over a sched_waiter (see interp/tasks.h), so it runs
  * concurrently inside parallel().
@@ -13,7 +15,6 @@
 #include "net.h"
 #include "tasks.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <lauxlib.h>
 #include <stdio.h>
@@ -30,6 +31,7 @@ struct connect_op {
 	struct net_lookup lookup;
 	enum state state;
 	int fd, next_addr;
+	msec_t until, turn_end;    /* the call's deadline; the end of this address's share */
 	char target[300], address[INET6_ADDRSTRLEN + 8];
 	const char *kind;          /* NULL on success */
 	char cause[160];
@@ -44,24 +46,15 @@ static void fail(struct connect_op *op, const char *kind, const char *cause)
 	op->state = DONE;
 }
 
-static void format_address(struct connect_op *op, const struct sockaddr_storage *a)
-{
-	char ip[INET6_ADDRSTRLEN] = "?";
-	if (a->ss_family == AF_INET)
-		inet_ntop(AF_INET, &((const struct sockaddr_in *)a)->sin_addr, ip, sizeof ip);
-	else if (a->ss_family == AF_INET6)
-		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)a)->sin6_addr, ip, sizeof ip);
-	snprintf(op->address, sizeof op->address, "%s", ip);
-}
-
-/* Starts connecting to the next address; false when there is none left. */
+/* Starts connecting to the next address, for its share of the time; false when there is none left. */
 static bool try_next_address(struct connect_op *op, int last_err)
 {
 	while (op->next_addr < op->lookup.addrs.n) {
 		int i = op->next_addr++;
 		op->fd = net_connect_start(&op->lookup.addrs.addr[i], op->lookup.addrs.len[i]);
 		if (op->fd >= 0) {
-			format_address(op, &op->lookup.addrs.addr[i]);
+			net_address_string(&op->lookup.addrs.addr[i], op->address, sizeof op->address);
+			op->turn_end = net_share_end(sched_now(), op->until, op->lookup.addrs.n - i);
 			return true;
 		}
 		last_err = errno;
@@ -77,14 +70,15 @@ static bool advance(struct connect_op *op)
 		fail(op, "interrupted", "interrupted");
 		return true;
 	}
-	bool late = op->w.result == SCHED_TIMEOUT || sched_now() >= op->w.deadline;
+	msec_t now = sched_now();
+	bool late = now >= op->until;
 	if (op->state == LOOKING_UP) {
 		if (!net_lookup_poll(&op->lookup)) {
 			if (late) {
 				fail(op, "timeout", "name lookup timed out");
 				return true;
 			}
-			tasks_wait_init(&op->w, op->w.deadline);
+			tasks_wait_init(&op->w, op->until);
 			net_lookup_want(&op->lookup, &op->w);
 			return false;
 		}
@@ -105,12 +99,20 @@ static bool advance(struct connect_op *op)
 		op->fd = -1;
 		if (!try_next_address(op, err))
 			return true;
+	} else if (op->state == CONNECTING && !late && now >= op->turn_end) {   /* its share is over */
+		close(op->fd);
+		op->fd = -1;
+		if (!try_next_address(op, ETIMEDOUT))
+			return true;
 	}
 	if (late) {
-		fail(op, "timeout", "timed out (a firewall dropping packets, or an overloaded listener)");
+		char cause[160], tried[32];
+		net_tried_note(tried, sizeof tried, op->next_addr);
+		snprintf(cause, sizeof cause, "timed out (a firewall dropping packets, or an overloaded listener%s)", tried);
+		fail(op, "timeout", cause);
 		return true;
 	}
-	tasks_wait_init(&op->w, op->w.deadline);
+	tasks_wait_init(&op->w, op->turn_end < op->until ? op->turn_end : op->until);
 	tasks_want(&op->w, op->fd, POLLOUT);
 	return false;
 }
@@ -180,7 +182,8 @@ static int tcp_connect(lua_State *L)
 	snprintf(op->target, sizeof op->target, strchr(host, ':') ? "[%s]:%lld" : "%s:%lld", host, (long long)port);
 	op->timeout_ms = timeout;
 	op->t0 = sched_now_precise();
-	tasks_wait_init(&op->w, sched_deadline(timeout));
+	op->until = sched_deadline(timeout);
+	tasks_wait_init(&op->w, op->until);
 	char portstr[8];
 	snprintf(portstr, sizeof portstr, "%lld", (long long)port);
 	if (!net_lookup_start(&op->lookup, host, portstr))

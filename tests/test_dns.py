@@ -14,14 +14,17 @@ from steps import window
 
 DEADLINE_MS = 700
 
-# Runs as root in the new namespaces: loopback up, the mute server, the resolver pointed at it.
-INNER = r'''
-set -e
+# The loopback interface of a new network namespace is down: bring it up.
+LOOPBACK_UP = r'''
 python3 -c '
 import fcntl, socket, struct
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 flags = struct.unpack("16sH", fcntl.ioctl(s, 0x8913, struct.pack("16sH", b"lo", 0)))[1]  # SIOCGIFFLAGS
 fcntl.ioctl(s, 0x8914, struct.pack("16sH", b"lo", flags | 1))                          # IFF_UP'
+'''
+
+# Runs as root in the new namespaces: loopback up, the mute server, the resolver pointed at it.
+INNER = "set -e\n" + LOOPBACK_UP + r'''
 mount --bind resolv.conf /etc/resolv.conf
 mount --bind nsswitch.conf /etc/nsswitch.conf
 mkfifo ready
@@ -79,21 +82,29 @@ def namespaces(t):
          "user namespaces (sysctl kernel.unprivileged_userns_clone=1)." % r.stderr.strip())
 
 
+def run_inside(t, inner, script, cast, what, env=None):
+    """Runs `runbook exec script` under the inner shell script, in namespaces of its own; fails
+    unless it exits 0 within 30 s. Returns the CompletedProcess."""
+    argv = namespaces(t) + ["sh", "-c", inner, "sh", t.binary, "exec", script, "--auto", "--transcript", cast]
+    try:
+        p = subprocess.run(argv, cwd=t.dir, env=t.environ(env), capture_output=True, text=True,
+                           timeout=30, start_new_session=True)
+    except subprocess.TimeoutExpired:
+        fail("the runbook hung on %s (30 s)" % what)
+    check_sanitizer(p.stderr, "stderr of runbook exec " + script)
+    if p.returncode != 0:
+        fail("exit code %d\nstdout:\n%s\nstderr:\n%s" % (p.returncode, p.stdout, p.stderr))
+    return p
+
+
 def test_deadlines_cover_a_dns_server_that_never_answers(t):
     t.write("resolv.conf", "nameserver 127.0.0.1\noptions timeout:30 attempts:2\n")
     t.write("nsswitch.conf", "hosts: files dns\n")
     t.write("dns.lua", RUNBOOK)
     t.write("pg_service.conf", "[main]\nhost=replica.runbook.invalid\nuser=u\n")
     cast = t.path("dns.cast")
-    argv = namespaces(t) + ["sh", "-c", INNER, "sh", t.binary, "exec", "dns.lua", "--auto", "--transcript", cast]
-    try:
-        p = subprocess.run(argv, cwd=t.dir, env=t.environ({"PGSERVICEFILE": t.path("pg_service.conf")}), capture_output=True, text=True,
-                           timeout=30, start_new_session=True)
-    except subprocess.TimeoutExpired:
-        fail("the runbook hung on a DNS server that never answers (30 s)")
-    check_sanitizer(p.stderr, "stderr of runbook exec dns.lua")
-    if p.returncode != 0:
-        fail("exit code %d\nstdout:\n%s\nstderr:\n%s" % (p.returncode, p.stdout, p.stderr))
+    p = run_inside(t, INNER, "dns.lua", cast, "a DNS server that never answers",
+                   {"PGSERVICEFILE": t.path("pg_service.conf")})
 
     one_by_one = {}
     for line in p.stdout.splitlines():
@@ -123,3 +134,76 @@ def test_deadlines_cover_a_dns_server_that_never_answers(t):
         fail("five lookups in parallel took %d ms, not one deadline (%d ms)" % (steps["at_once"], DEADLINE_MS))
     print("    one after another: %s ms; at once: %d ms" % (
         ", ".join("%.0f" % r["duration_ms"] for r in probes[:5]), steps["at_once"]))
+
+
+# A name with two addresses, both a listener whose accept queue is full (SYNs dropped): the
+# addresses share the deadline, so the second is tried before it runs out.
+INNER_TWICE = "set -e\n" + LOOPBACK_UP + r'''
+mount --bind hosts /etc/hosts
+mount --bind nsswitch.conf /etc/nsswitch.conf
+mkfifo ready
+python3 -c '
+import signal, socket, sys
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(0)
+fillers = []
+for _ in range(4):
+    c = socket.socket()
+    c.setblocking(False)
+    c.connect_ex(s.getsockname())
+    fillers.append(c)
+open(sys.argv[1], "w").write("%d\n" % s.getsockname()[1])
+signal.pause()' ready &
+hole=$!
+read port < ready
+set +e
+"$@" port=$port
+rc=$?
+kill $hole
+exit $rc
+'''
+
+TWICE = '''local tcp, pg, redis = require "tcp", require "pg", require "redis"
+local T = "%dms"
+return runbook { name = "twice", summary = "a name with two addresses that do not answer", severity = "SEV4",
+  inputs = { port = input.string { required = true } },
+  step "each" { title = "each module", run = function(ctx)
+    local host = "twice.runbook.test"
+    local calls = {
+      tcp   = function() return tcp.connect(host, tonumber(ctx.port), { timeout = T }) end,
+      pg    = function() return pg.connect("postgresql://u@" .. host .. ":" .. ctx.port .. "/x", { timeout = T }) end,
+      redis = function() return redis.connect("redis://" .. host .. ":" .. ctx.port, { timeout = T }) end,
+    }
+    for _, name in ipairs { "tcp", "pg", "redis" } do
+      local ok, err, kind = calls[name]()
+      print(string.format("@@ %%s %%s %%s", name, tostring(kind), err))
+    end
+  end },
+}
+''' % DEADLINE_MS
+
+
+def test_a_name_s_addresses_share_the_deadline(t):
+    t.write("hosts", "127.0.0.1 twice.runbook.test\n127.0.0.1 twice.runbook.test\n")
+    t.write("nsswitch.conf", "hosts: files\n")
+    t.write("twice.lua", TWICE)
+    cast = t.path("twice.cast")
+    p = run_inside(t, INNER_TWICE, "twice.lua", cast, "addresses that never answer")
+    said = {}
+    for line in p.stdout.splitlines():
+        if line.startswith("@@ "):
+            name, kind, err = line[3:].split(" ", 2)
+            said[name] = (kind, err)
+    expect_eq(sorted(said), ["pg", "redis", "tcp"], "calls reported")
+    for name, (kind, err) in said.items():
+        expect_eq(kind, "timeout", "%s: %s" % (name, err))
+        expect_in("; 2 addresses tried)", err)
+    _, _, records = t.read_transcript(cast)
+    probes = [r for r in records if r.get("type") == "probe"]
+    expect_eq(len(probes), 3, "probe records")
+    low, high = window(DEADLINE_MS)
+    for r in probes:
+        if not low <= r["duration_ms"] <= high:
+            fail("%s took %.0f ms for a %d ms deadline" % (r["primitive"], r["duration_ms"], DEADLINE_MS))
+    print("    two silent addresses: %s ms" % ", ".join("%.0f" % r["duration_ms"] for r in probes))

@@ -228,7 +228,8 @@ kernel where no signal reaches them. Ctrl-C ends any of them with `nil, err, "in
       {
         name = "tcp.connect",
         call = "tcp.connect(host, port, { OPTIONS })",
-        summary = "A TCP handshake, name lookup included, under one deadline; the connection is closed at once.",
+        summary = "A TCP handshake, name lookup included, under one deadline; the connection is closed at once. " ..
+                  "A name's addresses are tried in turn, each with an equal share of the time left.",
         options = {
           { "timeout", "2", "deadline for lookup and handshake together (" .. DURATION .. ")" },
         },
