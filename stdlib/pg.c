@@ -88,7 +88,8 @@ enum phase {
 struct pg_endpoint {
 	char host[256];           /* a name we resolve, a socket directory, or "" (libpq's default) */
 	char hostaddr[64];        /* a numeric address given as such, or "" */
-	char port[32];
+	char port[32];            /* a number, or "" (libpq's default), or one out of range: */
+	bool bad_port;            /* that server fails, as in libpq, and the next one is tried */
 };
 
 struct pg_connect {
@@ -243,12 +244,21 @@ static int list_count(const char *list)
 	return n;
 }
 
-static bool valid_port(const char *port)
+/* A port as libpq reads it: an int, white space around it allowed, written back as a plain
+ * number ("+05432 " -> "5432"); false for something else, which fails the whole call. */
+static bool read_port(struct pg_endpoint *ep)
 {
 	char *end;
 	errno = 0;
-	long n = strtol(port, &end, 10);
-	return isdigit((unsigned char)port[0]) && !*end && errno == 0 && n >= 1 && n <= 65535;
+	long n = strtol(ep->port, &end, 10);
+	while (isspace((unsigned char)*end))
+		end++;
+	if (end == ep->port || *end || errno != 0 || n != (int)n)
+		return false;
+	ep->bad_port = n < 1 || n > 65535;
+	if (!ep->bad_port)
+		snprintf(ep->port, sizeof ep->port, "%ld", n);
+	return true;
 }
 
 /* The servers, from the host, hostaddr and port lists, by libpq's rules: host and hostaddr
@@ -277,8 +287,9 @@ static bool cx_endpoints(struct pg_op *op, const char *host, const char *hostadd
 		list_item(host, i, ep->host, sizeof ep->host);
 		list_item(hostaddr, i, ep->hostaddr, sizeof ep->hostaddr);
 		list_item(port, np > 1 ? i : 0, ep->port, sizeof ep->port);
-		if (ep->port[0] && !valid_port(ep->port)) {
-			pg_op_fail(op, "error", "invalid connection string: invalid port number: \"%s\"", ep->port);
+		if (ep->port[0] && !read_port(ep)) {
+			pg_op_fail(op, "error", "invalid connection string: invalid integer value \"%s\" for connection "
+			           "option \"port\"", ep->port);
 			return false;
 		}
 	}
@@ -326,6 +337,8 @@ static void register_raw_password(const char *conninfo)
 static void fill_unset(void *ud, const char *key, const char *value)
 {
 	struct pg_connect *cx = ud;
+	if (strcmp(key, "password") == 0)
+		redact_add_secret(value);   /* at once: a later line's error must not show it */
 	if (!cx_get(cx, key))
 		cx_set(cx, key, value);
 }
@@ -763,17 +776,25 @@ static const char *attempt_failure(struct pg_op *op, char *line, size_t n, bool 
 	return kind;
 }
 
+/* libpq's words for an option of the string it rejects before it connects anywhere (invalid
+ * sslmode value: "requir", invalid integer value ..., invalid SSL protocol version range, sslmode
+ * value "require" invalid when SSL support is not compiled in): every host would fail the same. */
+static bool rejected_option(const char *msg)
+{
+	return strncmp(msg, "invalid ", 8) == 0 || strstr(msg, " invalid when ") != NULL;
+}
+
 /* A refused or unreachable address hands over to the server's next address; any other failure
- * to the next server. at_start: libpq gave up before it connected anywhere, and a failure that is
- * not the network's is then an option it rejected (sslmode=requir). */
+ * to the next server. at_start: libpq gave up before it connected anywhere, which may be an
+ * option it rejected. */
 static void connect_failed(struct pg_op *op, bool at_start)
 {
 	struct pg_connect *cx = op->cx;
 	char line[400];
 	bool answered;
 	const char *kind = attempt_failure(op, line, sizeof line, &answered);
-	if (at_start && !answered && strcmp(kind, "error") == 0) {
-		endpoint_failed(op, kind, line, BAD_OPTION);
+	if (at_start && !answered && rejected_option(PQerrorMessage(op->own))) {
+		endpoint_failed(op, "error", line, BAD_OPTION);
 		return;
 	}
 	bool next_address = (strcmp(kind, "refused") == 0 || strcmp(kind, "unreachable") == 0)
@@ -810,6 +831,12 @@ static void endpoint_start(struct pg_op *op)
 	cx->attempt_deadline = cx->turn_end = net_share_end(now, cx->deadline, attempts_left(cx));
 	cx->next_addr = 0;
 	const struct pg_endpoint *ep = &cx->ep[cx->cur];
+	if (ep->bad_port) {
+		char cause[80];
+		snprintf(cause, sizeof cause, "invalid port number: \"%s\"", ep->port);
+		endpoint_failed(op, "error", cause, NEXT_HOST);
+		return;
+	}
 	if (!needs_lookup(ep)) {
 		op->phase = PH_CONNECT_START;
 		return;

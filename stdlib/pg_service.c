@@ -4,9 +4,9 @@
  * that host name itself, with the blocking resolver, past our deadline and deaf to Ctrl-C; and
  * messages would name the default socket instead of the server.
  *
- * The files, first match wins: $PGSERVICEFILE or ~/.pg_service.conf, then
- * $PGSYSCONFDIR/pg_service.conf (by default the directory `pg_config --sysconfdir` gave at build
- * time). A file is `[name]` sections of `keyword=value` lines; blank lines and lines starting
+ * The files, first match wins: $PGSERVICEFILE (which must exist) or ~/.pg_service.conf (if it
+ * does), then $PGSYSCONFDIR/pg_service.conf (by default the directory `pg_config --sysconfdir`
+ * gave at build time). A FIFO is refused rather than waited on. A file is `[name]` sections of `keyword=value` lines; blank lines and lines starting
  * with # are skipped, leading and trailing white space is dropped, nothing else (`host =x` is an
  * error, `host= x` the name " x", as libpq has them). A service's values fill only the options
  * the connection string left unset. An LDAP line is refused: the lookup would block.
@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -64,9 +65,10 @@ static bool section_line(char *line, const char *file, int lineno, const PQconni
 		         lineno);
 		return false;
 	}
-	if (!is_keyword(known, line)) {
-		snprintf(err, errn, "syntax error in service file \"%s\", line %d (no connection option \"%.60s\")", file,
-		         lineno, line);
+	if (!is_keyword(known, line)) {   /* quoted only if it looks like a keyword: it may be a password */
+		bool word = line[0] && strspn(line, "abcdefghijklmnopqrstuvwxyz_") == strlen(line) && strlen(line) <= 40;
+		snprintf(err, errn, "syntax error in service file \"%s\", line %d (%s%s%s)", file, lineno,
+		         word ? "no connection option \"" : "not a connection option", word ? line : "", word ? "\"" : "");
 		return false;
 	}
 	set(ud, line, eq + 1);
@@ -75,20 +77,43 @@ static bool section_line(char *line, const char *file, int lineno, const PQconni
 
 enum scan { NOT_FOUND, FOUND, FAILED };
 
+/* The file, opened without waiting on a FIFO; NULL with err set, or NULL and no error for a
+ * directory (which libpq reads as a file without the service). */
+static FILE *open_file(const char *file, char *err, size_t errn)
+{
+	err[0] = '\0';
+	int fd = open(file, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) != 0) {
+		if (errno == ENOENT)
+			snprintf(err, errn, "service file \"%s\" not found", file);
+		else
+			snprintf(err, errn, "cannot read service file \"%s\": %s", file, strerror(errno));
+	} else if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
+		snprintf(err, errn, "service file \"%s\" is not a regular file", file);
+	} else if (S_ISREG(st.st_mode)) {
+		FILE *f = fdopen(fd, "r");
+		if (f)
+			return f;
+		snprintf(err, errn, "cannot read service file \"%s\": %s", file, strerror(errno));
+	}
+	if (fd >= 0)
+		close(fd);
+	return NULL;
+}
+
 /* Applies section [service] of file, if it has one. */
 static enum scan scan_file(const char *file, const char *service, const PQconninfoOption *known,
                            pg_service_set set, void *ud, char *err, size_t errn)
 {
-	FILE *f = fopen(file, "re");
-	if (!f) {
-		snprintf(err, errn, "cannot read service file \"%s\": %s", file, strerror(errno));
-		return FAILED;
-	}
+	FILE *f = open_file(file, err, errn);
+	if (!f)
+		return err[0] ? FAILED : NOT_FOUND;
 	enum scan result = NOT_FOUND;
 	bool inside = false;
 	char buf[1024];
 	for (int lineno = 1; fgets(buf, sizeof buf, f); lineno++) {
-		if (!strchr(buf, '\n') && !feof(f)) {
+		if (strlen(buf) >= sizeof buf - 1) {   /* as libpq counts: the newline included */
 			snprintf(err, errn, "service file \"%s\", line %d is too long", file, lineno);
 			result = FAILED;
 			break;
@@ -118,27 +143,29 @@ static bool exists(const char *path)
 	return stat(path, &st) == 0;
 }
 
-/* $PGSERVICEFILE, or .pg_service.conf in $HOME (the account's home directory without it). */
-static bool user_file(char *file, size_t n)
+/* ~/.pg_service.conf, $HOME or else the account's home directory. */
+static bool home_file(char *file, size_t n)
 {
-	const char *env = getenv("PGSERVICEFILE"), *home = getenv("HOME");
-	if (env)
-		return (size_t)snprintf(file, n, "%s", env) < n;
-	if (!home || !home[0]) {
-		const struct passwd *pw = getpwuid(geteuid());
-		home = pw ? pw->pw_dir : NULL;
-	}
-	return home && (size_t)snprintf(file, n, "%s/.pg_service.conf", home) < n;
+	const char *home = getenv("HOME");
+	struct passwd pw, *found = NULL;
+	char buf[4096];
+	if ((!home || !home[0]) && getpwuid_r(geteuid(), &pw, buf, sizeof buf, &found) == 0 && found)
+		home = found->pw_dir;
+	return home && home[0] && (size_t)snprintf(file, n, "%s/.pg_service.conf", home) < n;
 }
 
 bool pg_service_apply(const char *service, pg_service_set set, void *ud, char *err, size_t errn)
 {
-	if (!service || !service[0])
+	if (!service)
 		return true;
 	PQconninfoOption *known = PQconninfoParse("", NULL);   /* every keyword, no values */
 	char file[4096];
-	enum scan r = user_file(file, sizeof file) && exists(file)
-	              ? scan_file(file, service, known, set, ud, err, errn) : NOT_FOUND;
+	const char *named = getenv("PGSERVICEFILE");   /* must be there, where ~/.pg_service.conf may not */
+	enum scan r = NOT_FOUND;
+	if (named)
+		r = scan_file(named, service, known, set, ud, err, errn);
+	else if (home_file(file, sizeof file) && exists(file))
+		r = scan_file(file, service, known, set, ud, err, errn);
 	if (r == NOT_FOUND) {
 		const char *dir = getenv("PGSYSCONFDIR");
 		snprintf(file, sizeof file, "%s/pg_service.conf", dir ? dir : PG_SYSCONFDIR);

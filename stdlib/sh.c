@@ -11,7 +11,7 @@
  * argv is an array, never a shell string, unless shell = true (then argv[1] is run by /bin/sh -c).
  * The child gets its own process group, stdin from /dev/null and the default signal dispositions.
  * At the deadline the group gets SIGTERM, then SIGKILL after `grace`. Ctrl-C does the same at
- * once. Output is streamed live (unless quiet) and captured up to max_output per stream.
+ * once. A leader still there a second after SIGKILL is stuck in the kernel and left behind. Output is streamed live (unless quiet) and captured up to max_output per stream.
  * sh.read returns the result even when the command exits non-zero (ok = false) unless check =
  * true; sh.action fails with kind "exit" then. A declined action ends the step (the engine
  * records it as declined); under --dry-run it is only shown.
@@ -41,6 +41,7 @@ extern char **environ;
 #define DEFAULT_ACTION_TIMEOUT_MS 120000
 #define DEFAULT_GRACE_MS          1000
 #define INTERRUPT_GRACE_MS        200
+#define STUCK_WAIT_MS             1000    /* after SIGKILL: longer, and the process is stuck in the kernel */
 #define DEFAULT_MAX_OUTPUT        (1 << 20)
 
 static const char *const read_options[] = {
@@ -72,6 +73,7 @@ struct command {
 struct outcome {
 	int code, signal;          /* code -1 when killed by a signal */
 	bool timed_out, interrupted;
+	pid_t stuck;               /* did not exit after SIGKILL (in the kernel: a hung disk or mount) */
 	int spawn_errno;
 	double ms;
 	struct capture out, err;
@@ -315,9 +317,27 @@ static void stop_group(pid_t pid, int pidfd, msec_t grace)
 	killpg(pid, SIGTERM);
 	if (!wait_exit(pidfd, grace)) {
 		killpg(pid, SIGKILL);
-		wait_exit(pidfd, 5000);
+		wait_exit(pidfd, STUCK_WAIT_MS);
 	}
 	killpg(pid, SIGKILL); /* whatever the leader left behind in its group */
+}
+
+/* Reaps the child. A stopped one that SIGKILL did not end is waiting in the kernel (I/O on a dead
+ * disk or a hard NFS mount), where no signal reaches it: it is left there, not waited for. */
+static void reap(pid_t pid, bool stopped, struct outcome *o)
+{
+	int status = 0;
+	pid_t r;
+	while ((r = waitpid(pid, &status, stopped ? WNOHANG : 0)) < 0 && errno == EINTR)
+		;
+	if (r == 0) {
+		o->stuck = pid;
+		o->code = -1;
+		o->signal = SIGKILL;
+		return;
+	}
+	o->code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+	o->signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
 }
 
 static int spawn(const struct command *c, pid_t *pid, int *out_fd, int *err_fd)
@@ -414,11 +434,7 @@ static void run_command(const struct command *c, struct outcome *o)
 			close(fds[i]);
 	if (pidfd >= 0)
 		close(pidfd);
-	int status = 0;
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
-	o->code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-	o->signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+	reap(pid, o->timed_out || o->interrupted, o);
 	o->ms = sched_now_precise() - t0;
 	if (o->out.line_len)
 		show_line(&o->out);
@@ -493,10 +509,14 @@ static int push_returns(lua_State *L, const struct command *c, const struct outc
 		return luax_fail(L, "permission", "%s %s: permission denied", c->fn, c->argv[0]);
 	if (o->spawn_errno)
 		return luax_fail(L, "error", "%s %s: %s", c->fn, c->display, strerror(o->spawn_errno));
+	char left[160] = "";
+	if (o->stuck)
+		snprintf(left, sizeof left, "; it did not exit after SIGKILL (stuck in the kernel: a hung disk or NFS "
+		         "mount?) and is left behind as pid %d", (int)o->stuck);
 	if (o->timed_out)
-		return luax_fail(L, "timeout", "%s %s: timed out after %.0f ms (stopped)", c->fn, c->display, o->ms);
+		return luax_fail(L, "timeout", "%s %s: timed out after %.0f ms (stopped%s)", c->fn, c->display, o->ms, left);
 	if (o->interrupted)
-		return luax_fail(L, "interrupted", "%s %s: interrupted", c->fn, c->display);
+		return luax_fail(L, "interrupted", "%s %s: interrupted%s", c->fn, c->display, left);
 	if (c->check && (o->signal || o->code != 0)) {
 		const char *why = first_line(o->err.len ? &o->err : &o->out, line, sizeof line);
 		if (o->signal)

@@ -5,6 +5,7 @@ import re
 import time
 
 from run import expect_eq, expect_in, expect_not_in, expect_rc, fail
+from servers import wait_until
 
 
 def exec_auto(t, name, body, want_rc=0, inputs="", args=(), env=None, timeout=30):
@@ -309,3 +310,39 @@ return runbook { name = "eager", summary = "s", severity = "SEV3", step "a" { ti
     expect_in("sh.action: cannot run while the runbook is loading", err)
     if os.path.exists(marker):
         fail("sh.action ran at load time")
+
+
+def test_a_command_that_survives_sigkill_is_left_behind(t):
+    """A command stuck in the kernel (I/O on a dead disk: here a cgroup-v1 freezer, whose frozen
+    tasks ignore SIGKILL until thawed) must not hang the run: sh.read gives up a second after
+    SIGKILL, says so, and leaves the process behind."""
+    freezer = "/sys/fs/cgroup/freezer"
+    if not os.access(freezer, os.W_OK):
+        fail("this test needs a writable cgroup-v1 freezer at %s (run the suite as root)" % freezer)
+    group = os.path.join(freezer, "runbook-test-%d" % os.getpid())
+    os.mkdir(group)
+
+    def thaw_and_remove():
+        with open(os.path.join(group, "freezer.state"), "w") as f:
+            f.write("THAWED")
+        wait_until("the stuck command gone", lambda: not open(os.path.join(group, "cgroup.procs")).read().strip(), 10)
+        os.rmdir(group)
+    t.on_cleanup(thaw_and_remove)
+    start = time.monotonic()
+    out, err, tr = exec_auto(t, "stuck", '''
+step "a" { title = "A", run = function(ctx)
+  local r, e, kind = sh.read { "sh", "-c", "echo $$ > %(g)s/cgroup.procs && echo FROZEN > %(g)s/freezer.state; sleep 60",
+                               timeout = "300ms", grace = "100ms" }
+  ctx:note("kind=%%s", tostring(kind))
+  ctx:note("err=%%s", tostring(e))
+end },''' % {"g": group}, timeout=20)
+    elapsed = time.monotonic() - start
+    expect_in("kind=timeout", out)
+    m = re.search(r"err=sh\.read sh -c .*: timed out after (\d+) ms \(stopped; it did not exit after SIGKILL \(stuck "
+                  r"in the kernel: a hung disk or NFS mount\?\) and is left behind as pid (\d+)\)", out)
+    if not m:
+        fail("no 'left behind' message in:\n" + out)
+    if not 300 + 100 + 1000 - 50 <= int(m.group(1)) <= 300 + 100 + 1000 + 500:
+        fail("gave up after %s ms: expected the deadline, the grace and a second after SIGKILL" % m.group(1))
+    expect_eq(open(os.path.join(group, "cgroup.procs")).read().split(), [m.group(2)], "the process left behind")
+    print("    a command that survives SIGKILL: given up after %s ms, run %.1f s" % (m.group(1), elapsed))

@@ -768,6 +768,8 @@ try("kv", "host=127.0.0.1,127.0.0.1 port=%(x)d,%(p)d dbname=app user=runbook pas
 try("ports", "host=127.0.0.1,127.0.0.1,127.0.0.1 port=%(x)d,%(p)d dbname=app")
 try("bad_option", %(bad_option)s)
 try("bad_port", "host=127.0.0.1,127.0.0.1 port=%(p)d,54x2 dbname=app")
+try("port_forms", "host=127.0.0.1,127.0.0.1 port='0, +0%(p)d ' dbname=app user=runbook password=" .. %(pw)s)
+try("long_socket_dir", "host=/%(long)s,127.0.0.1 port=%(p)d dbname=app user=runbook password=" .. %(pw)s)
 local p = must(pg.ping(%(refused_first)s))
 emit("ping", tostring(p.in_recovery))''' % {
         "refused_first": lua_str(url("x", "p")),
@@ -780,6 +782,7 @@ emit("ping", tostring(p.in_recovery))''' % {
         "answered": lua_str(url("x", "p", "r").replace("/app", "/nope")),
         "no_time": lua_str(url("h", "h", "h")),
         "bad_option": lua_str(url("x", "p", query="?sslmode=requir")),
+        "long": "d" * 120,
         "x": closed, "p": primary.port, "pw": lua_str(CANARY)}))
     expect_eq(v["refused_first"], "pg.conn 127.0.0.1:%d/app|false" % primary.port, "the refused host is skipped")
     expect_eq(v["read_write"], "pg.conn 127.0.0.1:%d/app|false" % primary.port, "read-write passes the replica by")
@@ -810,7 +813,12 @@ emit("ping", tostring(p.in_recovery))''' % {
     # An option libpq rejects would be rejected for each host: said once, no host tried.
     expect_eq(v["bad_option"], 'nil|pg.connect 127.0.0.1:%d,127.0.0.1:%d/app: invalid sslmode value: "requir"|error'
               % (closed, primary.port))
-    expect_eq(v["bad_port"], 'nil|pg.connect: invalid connection string: invalid port number: "54x2"|error')
+    expect_eq(v["bad_port"], 'nil|pg.connect: invalid connection string: invalid integer value "54x2" for connection '
+              'option "port"|error')
+    # As libpq reads ports: white space and a sign around an int; one out of range fails its host only.
+    expect_eq(v["port_forms"], "pg.conn 127.0.0.1:%d/app|false" % primary.port)
+    # A failure of one host before it connects (a socket path too long) is that host's, not the call's.
+    expect_eq(v["long_socket_dir"], "pg.conn 127.0.0.1:%d/app|false" % primary.port)
     expect_eq(v["ping"], "false")
     by = {}
     for r in probes(records, "pg.connect"):
@@ -845,6 +853,8 @@ port %(p)d
 service=main
 [directory]
 ldap://ldap.runbook.invalid/dc=example?uniqueMember?one?(cn=main)
+[leaky]
+password: %(pw)s=1
 """ % {"p": pg.port, "u": servers_pg.USER, "pw": CANARY})
     t.write("etc/pg_service.conf", """[main]
 port=%(x)d
@@ -871,7 +881,8 @@ try("env", "connect_timeout=3")
 try("missing", "service=nope")
 try("syntax", "service=broken")
 try("nested", "service=nested")
-try("ldap", "service=directory")''' % {"x": closed}), pg, name="pgsvc")
+try("ldap", "service=directory")
+try("leaky", "service=leaky")''' % {"x": closed}), pg, name="pgsvc")
     cast = t.path("pgsvc.cast")
     rc, out, err = t.run(["exec", path, "--auto", "--transcript", cast], timeout=60,
                          env={"PGSYSCONFDIR": t.path("etc"), "PGSERVICE": "from_system"})
@@ -891,8 +902,15 @@ try("ldap", "service=directory")''' % {"x": closed}), pg, name="pgsvc")
               'supported|error' % home)
     expect_eq(v["ldap"], 'nil|pg.connect: service file "%s", line 15: LDAP lookups of services are not supported '
               '(they would block); put the connection parameters in the file|error' % home)
+    expect_eq(v["leaky"], 'nil|pg.connect: syntax error in service file "%s", line 17 (not a connection option)|error'
+              % home, "a line that is no keyword=value is not quoted: it may hold a password")
     for text in (out, err, open(cast).read()):
         expect_not_in(CANARY, text)
+    # $PGSERVICEFILE must exist (libpq fails too); an empty $PGSERVICE names the service "".
+    rc, out, err = t.run(["exec", path, "--auto"], timeout=60, env={"PGSERVICEFILE": t.path("nope.conf")})
+    expect_eq(parse(out)["user_file"], 'nil|pg.connect: service file "%s" not found|error' % t.path("nope.conf"))
+    rc, out, err = t.run(["exec", path, "--auto"], timeout=60, env={"PGSERVICE": ""})
+    expect_eq(parse(out)["env"], 'nil|pg.connect: definition of service "" not found|error')
 
 
 def test_replication_primary_and_replica(t):

@@ -32,8 +32,9 @@ M.modules = {
     name = "sh", title = "commands",
     intro = [[argv is an array, never a shell string, unless `shell = true` (then the one string is run by
 `/bin/sh -c`). The command runs in its own process group with stdin from `/dev/null`; at the deadline
-the group gets SIGTERM, then SIGKILL after `grace`; Ctrl-C stops it at once. Output is streamed live and
-captured.]],
+the group gets SIGTERM, then SIGKILL after `grace`; Ctrl-C stops it at once. A process that SIGKILL does
+not end within a second is stuck in the kernel (I/O on a dead disk): it is left behind, and the message
+gives its pid. Output is streamed live and captured.]],
     functions = {
       {
         name = "sh.read",
