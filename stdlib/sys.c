@@ -47,6 +47,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
@@ -538,7 +539,60 @@ struct walk {
 	int stop;                /* 0, ETIMEDOUT (partial) or EINTR */
 	char **unvisited;        /* at a deadline: the root's subdirectories the walk never reached */
 	size_t nunvisited, unvisited_cap;
+	size_t rootlen;          /* of the root's path in w->path */
+	struct mounts below;     /* the mounts under the root, their dir relative to it */
+	char **skipped;          /* mount points not walked: network or FUSE file systems */
+	size_t nskipped, skipped_cap;
 };
+
+static void add_path(char ***v, size_t *n, size_t *cap, const char *path)
+{
+	grow((void **)v, cap, *n + 1, sizeof **v);
+	(*v)[(*n)++] = xstrdup(path);
+}
+
+/*
+ * The mounts under the root, from /proc/self/mountinfo: a mount point is recognised by its path,
+ * without a stat() that a network file system whose server is gone would never answer.
+ */
+static void find_mounts_below(struct walk *w, const char *root)
+{
+	struct mounts all = { 0 };
+	char *real = realpath(root, NULL);
+	if (real && read_mounts(&all) == 0) {
+		size_t rl = strcmp(real, "/") == 0 ? 0 : strlen(real);
+		for (size_t i = 0; i < all.n; i++) {
+			const struct mount *m = &all.v[i];
+			if (strncmp(m->dir, real, rl) != 0 || m->dir[rl] != '/' || !m->dir[rl + 1])
+				continue;
+			grow((void **)&w->below.v, &w->below.cap, w->below.n + 1, sizeof *w->below.v);
+			w->below.v[w->below.n++] = (struct mount){ .dir = xstrdup(m->dir + rl + 1), .fstype = xstrdup(m->fstype),
+			                                           .source = xstrdup(m->source), .devmajor = m->devmajor,
+			                                           .devminor = m->devminor };
+		}
+	}
+	free(real);
+	free_mounts(&all);
+}
+
+/* Whether to leave out the current entry, a mount point: a network or FUSE file system is never
+ * walked (its server may be gone, and every stat() with it), and with xdev another device is not. */
+static bool leave_mount(struct walk *w)
+{
+	const char *rel = w->path + w->rootlen + (w->path[w->rootlen] == '/');
+	const struct mount *m = NULL;
+	for (size_t i = 0; i < w->below.n; i++)
+		if (strcmp(w->below.v[i].dir, rel) == 0)
+			m = &w->below.v[i];   /* the last one: mounted over the others */
+	if (!m)
+		return false;
+	if (is_network_fs(m->fstype) || strncmp(m->fstype, "fuse", 4) == 0 || strcmp(m->fstype, "autofs") == 0) {
+		if (w->nskipped < 64)
+			add_path(&w->skipped, &w->nskipped, &w->skipped_cap, w->path);
+		return true;
+	}
+	return w->xdev && makedev(m->devmajor, m->devminor) != w->dev;
+}
 
 static void path_put(struct walk *w, size_t base, const char *name)
 {
@@ -576,12 +630,14 @@ static void walk_descend(struct walk *w, int node)
 		w->unreadable++;
 }
 
-static void walk_entry(struct walk *w, const struct frame *f, const char *name)
+static void walk_entry(struct walk *w, const struct frame *f, const char *name, unsigned char type)
 {
 	struct stat st;
 	path_put(w, f->len, name);
 	w->at = dirfd(f->dir);
 	w->name = name;
+	if (w->below.n && (type == DT_DIR || type == DT_UNKNOWN) && leave_mount(w))
+		return;
 	if (fstatat(w->at, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
 		w->unreadable++;
 		return;
@@ -614,8 +670,7 @@ static void note_unvisited(struct walk *w)
 		    fstatat(dirfd(root->dir), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode)))
 			continue;
 		path_put(w, root->len, de->d_name);
-		grow((void **)&w->unvisited, &w->unvisited_cap, w->nunvisited + 1, sizeof *w->unvisited);
-		w->unvisited[w->nunvisited++] = xstrdup(w->path);
+		add_path(&w->unvisited, &w->nunvisited, &w->unvisited_cap, w->path);
 	}
 }
 
@@ -635,6 +690,8 @@ static int walk_run(struct walk *w, const char *root, int root_node)
 	path_put(w, 0, root);
 	while (w->len > 1 && w->path[w->len - 1] == '/')
 		w->path[--w->len] = '\0';
+	w->rootlen = w->len;
+	find_mounts_below(w, root);
 	int e = walk_push(w, fd, root_node);
 	if (e)
 		return e;
@@ -652,7 +709,7 @@ static int walk_run(struct walk *w, const char *root, int root_node)
 			continue;
 		}
 		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
-			walk_entry(w, f, de->d_name);
+			walk_entry(w, f, de->d_name, de->d_type);
 	}
 	if (w->stop == ETIMEDOUT)
 		note_unvisited(w);
@@ -666,8 +723,23 @@ static void walk_free(struct walk *w)
 	for (size_t i = 0; i < w->nunvisited; i++)
 		free(w->unvisited[i]);
 	free(w->unvisited);
+	for (size_t i = 0; i < w->nskipped; i++)
+		free(w->skipped[i]);
+	free(w->skipped);
+	free_mounts(&w->below);
 	free(w->path);
 	free(w->stack);
+}
+
+/* t[field] = { paths... } on the table on top of the stack. */
+static void push_paths(lua_State *L, const char *field, char **v, size_t n)
+{
+	lua_createtable(L, (int)n, 0);
+	for (size_t i = 0; i < n; i++) {
+		lua_pushstring(L, v[i]);
+		lua_rawseti(L, -2, (lua_Integer)i + 1);
+	}
+	lua_setfield(L, -2, field);
 }
 
 static int walk_fail(lua_State *L, const struct probe *p, int err)
@@ -838,12 +910,8 @@ static int sys_largest(lua_State *L)
 	luax_setint(L, "total_files", (lua_Integer)g.total_files);
 	luax_setint(L, "unreadable", w.unreadable);
 	luax_setbool(L, "partial", w.stop != 0);
-	lua_createtable(L, (int)w.nunvisited, 0);
-	for (size_t i = 0; i < w.nunvisited; i++) {
-		lua_pushstring(L, w.unvisited[i]);
-		lua_rawseti(L, -2, (lua_Integer)i + 1);
-	}
-	lua_setfield(L, -2, "unvisited");
+	push_paths(L, "unvisited", w.unvisited, w.nunvisited);
+	push_paths(L, "skipped", w.skipped, w.nskipped);
 	walk_free(&w);
 	free_nodes(g.v, g.n);
 	free_nodes(g.top, g.ntop);
@@ -961,6 +1029,7 @@ static int sys_files(lua_State *L)
 	luax_setbool(L, "truncated", q.count > q.n);
 	luax_setint(L, "unreadable", w.unreadable);
 	luax_setbool(L, "partial", w.stop != 0);
+	push_paths(L, "skipped", w.skipped, w.nskipped);
 	walk_free(&w);
 	free_matches(q.v, q.n);
 	return 1;

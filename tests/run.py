@@ -424,6 +424,19 @@ def listener(t, backlog=16):
     return s
 
 
+def namespaces(t):
+    """The unshare prefix that works here, or a failed test saying what to allow."""
+    for prefix in (["unshare", "--net", "--mount"],
+                   ["unshare", "--user", "--map-root-user", "--net", "--mount"]):
+        if prefix[1] != "--user" and os.geteuid() != 0:
+            continue
+        r = subprocess.run(prefix + ["true"], capture_output=True, text=True, timeout=20)
+        if r.returncode == 0:
+            return prefix
+    fail("cannot create network and mount namespaces (%s). Run the suite as root, or allow unprivileged "
+         "user namespaces (sysctl kernel.unprivileged_userns_clone=1)." % r.stderr.strip())
+
+
 def black_hole(t):
     """A listener whose accept queue is full: the kernel drops further SYNs, so a connect hangs
     until its own deadline (what a firewall that drops packets looks like). Returns its port."""

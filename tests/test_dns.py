@@ -9,7 +9,7 @@ another, and all five at once inside parallel(). The fifth is pg through a servi
 import os
 import subprocess
 
-from run import check_sanitizer, expect_eq, expect_in, fail
+from run import check_sanitizer, expect_eq, expect_in, fail, namespaces
 from steps import window
 
 DEADLINE_MS = 700
@@ -67,19 +67,6 @@ return runbook { name = "dns", summary = "a mute DNS server", severity = "SEV4",
   end },
 }
 ''' % DEADLINE_MS
-
-
-def namespaces(t):
-    """The unshare prefix that works here, or a failed test saying what to allow."""
-    for prefix in (["unshare", "--net", "--mount"],
-                   ["unshare", "--user", "--map-root-user", "--net", "--mount"]):
-        if prefix[1] != "--user" and os.geteuid() != 0:
-            continue
-        r = subprocess.run(prefix + ["true"], capture_output=True, text=True, timeout=20)
-        if r.returncode == 0:
-            return prefix
-    fail("cannot create network and mount namespaces (%s). Run the suite as root, or allow unprivileged "
-         "user namespaces (sysctl kernel.unprivileged_userns_clone=1)." % r.stderr.strip())
 
 
 def run_inside(t, inner, script, cast, what, env=None):

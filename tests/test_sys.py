@@ -8,8 +8,8 @@ import subprocess
 import sys
 import time
 
-from run import expect_eq, expect_in, fail
-from steps import expect_fast, interrupt, lua_str, run_auto, step, write_runbook
+from run import expect_eq, expect_in, fail, namespaces
+from steps import expect_fast, interrupt, lua_str, parse, run_auto, step, write_runbook
 
 MiB = 1 << 20
 
@@ -345,3 +345,50 @@ def test_sys_probes_are_recorded(t):
     expect_eq(probes[0]["target"], t.dir)
     expect_eq(probes[0]["outcome"], "ok")
     expect_in("% used", probes[0]["summary"])
+
+
+# Mounts a FUSE file system at argv[1] whose server never answers (nobody reads /dev/fuse: every
+# request on it waits, as on an NFS mount whose server is gone), then runs argv[2:].
+HUNG_MOUNT = r'''
+import ctypes, os, subprocess, sys
+libc = ctypes.CDLL(None, use_errno=True)
+fd = os.open("/dev/fuse", os.O_RDWR)
+opts = "fd=%d,rootmode=40000,user_id=0,group_id=0,subtype=runbooktest" % fd
+if libc.mount(b"runbooktest", sys.argv[1].encode(), b"fuse", 0, opts.encode()) != 0:
+    sys.exit("mounting the FUSE file system: " + os.strerror(ctypes.get_errno()))
+sys.exit(subprocess.run(sys.argv[2:]).returncode)
+'''
+
+
+def test_walks_leave_a_hung_mount_alone(t):
+    """A mount point under the walked tree whose server never answers: sys.largest and sys.files
+    know it from /proc/self/mountinfo, never stat() it, and name it among the skipped."""
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        fail("this test needs /dev/fuse (run the suite as root)")
+    root = t.path("tree")
+    write_bytes(os.path.join(root, "a", "data.bin"), MiB)
+    os.makedirs(os.path.join(root, "a", "hung"))
+    path = write_runbook(t, "walks", 'local sys = require "sys"', step('''
+for _, xdev in ipairs { true, false } do
+  local r = must(sys.largest(%(root)s, { depth = 2, xdev = xdev, timeout = "5s" }))
+  emit("largest_" .. tostring(xdev), r.total_files .. "|" .. table.concat(r.skipped, ",") .. "|" .. tostring(r.partial))
+  local f = must(sys.files(%(root)s, { xdev = xdev, timeout = "5s" }))
+  emit("files_" .. tostring(xdev), f.count .. "|" .. table.concat(f.skipped, ",") .. "|" .. tostring(f.partial))
+end''' % {"root": lua_str(root)}), "walks")
+    cast = t.path("walks.cast")
+    argv = namespaces(t) + [sys.executable, "-c", HUNG_MOUNT, os.path.join(root, "a", "hung"),
+                            t.binary, "exec", path, "--auto", "--transcript", cast]
+    start = time.monotonic()
+    try:
+        p = subprocess.run(argv, cwd=t.dir, env=t.environ(None), capture_output=True, text=True, timeout=30,
+                           start_new_session=True)
+    except subprocess.TimeoutExpired:
+        fail("a walk hung on a mount whose server never answers (30 s)")
+    elapsed = time.monotonic() - start
+    if p.returncode != 0:
+        fail("exit code %d\nstdout:\n%s\nstderr:\n%s" % (p.returncode, p.stdout, p.stderr))
+    v = parse(p.stdout)
+    hung = os.path.join(root, "a", "hung")
+    for key in ("largest_true", "largest_false", "files_true", "files_false"):
+        expect_eq(v[key], "1|%s|false" % hung, key)
+    print("    four walks past a hung mount: %.1f s" % elapsed)

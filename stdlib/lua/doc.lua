@@ -121,7 +121,7 @@ print(r.ok, r.stdout)]],
           { "files", "false", "also list the largest files anywhere below" },
         },
         returns = "`{ entries = { {path, bytes, files} }, files?, total_bytes, total_files, unreadable, " ..
-                  "partial, unvisited }`",
+                  "partial, unvisited, skipped }`",
         kinds = { "notfound", "permission", "interrupted" },
         example = [[sys.largest("/var", { depth = 2, limit = 5 }).entries]],
       },
@@ -141,7 +141,8 @@ print(r.ok, r.stdout)]],
           { "limit", "1000", "files returned (counting goes on)" },
           { "timeout", "10", "deadline of the walk (" .. DURATION .. ")" },
         },
-        returns = "`{ files = { {path, bytes, mtime, age} }, count, total_bytes, truncated, unreadable, partial }`",
+        returns = "`{ files = { {path, bytes, mtime, age} }, count, total_bytes, truncated, unreadable, partial, " ..
+                  "skipped }`",
         kinds = { "notfound", "permission", "interrupted" },
         example = [[sys.files("/var/log", { pattern = "*.gz", older_than = "7d" }).total_bytes]],
       },
@@ -219,7 +220,9 @@ print(r.ok, r.stdout)]],
       },
     },
     notes = [[Walks are bounded in time: at the deadline they return what they found with `partial = true` (and
-`sys.largest` names the directories it never reached in `unvisited`). `stat`/`statvfs` of a path run in a
+`sys.largest` names the directories it never reached in `unvisited`). A mount point below `path` of a
+network or FUSE file system is never walked, nor even looked at, whatever `xdev` says: it is known from the
+mount table and named in `skipped`, since one whose server is gone would hang the walk. `stat`/`statvfs` of a path run in a
 worker thread the probe stops waiting for at its deadline, because on a dead NFS server they block in the
 kernel where no signal reaches them. Ctrl-C ends any of them with `nil, err, "interrupted"`.]],
   },
