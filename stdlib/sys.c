@@ -199,29 +199,71 @@ static ssize_t read_small(const char *path, char *buf, size_t size)
  * signal reaches them. They run in a worker thread (tasks_offload) that the caller stops
  * waiting for at the deadline: a stuck worker costs one small job and one thread, not the run.
  */
+enum fsjob_kind { FS_STATVFS, FS_STAT, FS_OPEN };   /* -> vfs (and real); st; fd and st */
+
 struct fsjob {
 	char *path;
+	enum fsjob_kind kind;
 	bool want_realpath;
 	int err;
 	struct statvfs vfs;
 	char *real;
+	int fd;                   /* handed over, or closed with the job when nobody waits any more */
+	struct stat st;
 };
 
 static void fsjob_run(void *arg)
 {
 	struct fsjob *j = arg;
-	if (j->want_realpath && !(j->real = realpath(j->path, NULL)))
+	if (j->kind == FS_OPEN) {
+		j->fd = open(j->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+		if (j->fd < 0)
+			j->err = errno;
+		else if (fstat(j->fd, &j->st) != 0 || !S_ISREG(j->st.st_mode))
+			j->err = EINVAL;
+	} else if (j->kind == FS_STAT) {
+		if (stat(j->path, &j->st) != 0)
+			j->err = errno;
+	} else if (j->want_realpath && !(j->real = realpath(j->path, NULL))) {
 		j->err = errno;
-	else if (statvfs(j->real ? j->real : j->path, &j->vfs) != 0)
+	} else if (statvfs(j->real ? j->real : j->path, &j->vfs) != 0) {
 		j->err = errno;
+	}
 }
 
 static void fsjob_free(void *arg)
 {
 	struct fsjob *j = arg;
+	if (j->fd >= 0)
+		close(j->fd);
 	free(j->path);
 	free(j->real);
 	free(j);
+}
+
+static struct fsjob *fsjob_new(const char *path, enum fsjob_kind kind)
+{
+	struct fsjob *j = calloc(1, sizeof *j);
+	if (!j)
+		abort();
+	j->path = xstrdup(path);
+	j->kind = kind;
+	j->fd = -1;
+	return j;
+}
+
+/* Runs j in a worker and waits for it until the deadline: 0 (then *o holds it: read the results,
+ * then release it), the job's errno, ETIMEDOUT or EINTR (Ctrl-C). */
+static int fsjob_wait(struct fsjob *j, msec_t deadline, struct offload **o)
+{
+	*o = tasks_offload(fsjob_run, j, fsjob_free);
+	if (!*o) {
+		fsjob_free(j);
+		return EAGAIN;
+	}
+	struct pollfd pfd = { .fd = tasks_offload_fd(*o), .events = POLLIN };
+	enum sched_wait w = sched_poll(&pfd, 1, deadline);
+	return w == SCHED_READY ? j->err : w == SCHED_TIMEOUT ? ETIMEDOUT : EINTR;
 }
 
 /*
@@ -230,27 +272,51 @@ static void fsjob_free(void *arg)
  */
 static int bounded_statvfs(const char *path, msec_t deadline, struct statvfs *out, char **real)
 {
-	struct fsjob *j = calloc(1, sizeof *j);
-	if (!j)
-		return ENOMEM;
-	j->path = xstrdup(path);
+	struct fsjob *j = fsjob_new(path, FS_STATVFS);
 	j->want_realpath = real != NULL;
-	struct offload *o = tasks_offload(fsjob_run, j, fsjob_free);
-	if (!o) {
-		fsjob_free(j);
-		return EAGAIN;
-	}
-	struct pollfd pfd = { .fd = tasks_offload_fd(o), .events = POLLIN };
-	enum sched_wait w = sched_poll(&pfd, 1, deadline);
-	int err = w == SCHED_READY ? j->err : w == SCHED_TIMEOUT ? ETIMEDOUT : EINTR;
-	if (w == SCHED_READY && !err) {
+	struct offload *o;
+	int err = fsjob_wait(j, deadline, &o);
+	if (!err) {
 		*out = j->vfs;
 		if (real) {
 			*real = j->real;
 			j->real = NULL;
 		}
 	}
-	tasks_offload_release(o);
+	if (o)
+		tasks_offload_release(o);
+	return err;
+}
+
+/* A regular file opened (and fstat'ed) by a worker the caller stops waiting for at the deadline:
+ * open() of a path on a network file system whose server is gone does not return. The fd, or
+ * -errno (ETIMEDOUT, EINTR; EINVAL: not a regular file). */
+static int bounded_open(const char *path, msec_t deadline, struct stat *st)
+{
+	struct fsjob *j = fsjob_new(path, FS_OPEN);
+	struct offload *o;
+	int err = fsjob_wait(j, deadline, &o);
+	int fd = -err;
+	if (!err) {
+		fd = j->fd;
+		*st = j->st;
+		j->fd = -1;
+	}
+	if (o)
+		tasks_offload_release(o);
+	return fd;
+}
+
+/* stat() by a worker, as bounded_open: 0 or an errno value (ETIMEDOUT, EINTR). */
+static int bounded_stat(const char *path, msec_t deadline, struct stat *st)
+{
+	struct fsjob *j = fsjob_new(path, FS_STAT);
+	struct offload *o;
+	int err = fsjob_wait(j, deadline, &o);
+	if (!err)
+		*st = j->st;
+	if (o)
+		tasks_offload_release(o);
 	return err;
 }
 
@@ -1140,8 +1206,9 @@ static int sys_deleted_open(lua_State *L)
 	            luax_opt_duration(L, 1, "timeout", DEFAULT_PROC_TIMEOUT_MS, "sys.deleted_open"));
 
 	struct stat fsst = { 0 };
-	if (path && stat(path, &fsst) != 0)
-		return probe_fail_errno(L, &p, errno);
+	int err = path ? bounded_stat(path, p.deadline, &fsst) : 0;
+	if (err)
+		return probe_fail_errno(L, &p, err);
 	DIR *proc = opendir("/proc");
 	if (!proc)
 		return probe_fail_errno(L, &p, errno);
@@ -1520,18 +1587,6 @@ static int sys_processes(lua_State *L)
 /* ------------------------------------------------------------------------- sys.tail, sys.grep */
 
 /* Opens a log for reading without ever blocking on a FIFO someone put in its place. */
-static int open_log(const char *path, struct stat *st)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-	if (fd < 0)
-		return -errno;
-	if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode)) {
-		close(fd);
-		return -EINVAL;
-	}
-	return fd;
-}
-
 static int log_fail(lua_State *L, const struct probe *p, int err)
 {
 	if (err != EINVAL)
@@ -1545,7 +1600,7 @@ static void push_line(lua_State *L, const char *s, size_t len)
 	lua_pushlstring(L, s, len > MAX_TEXT_LINE ? MAX_TEXT_LINE : len);
 }
 
-static const char *const tail_options[] = { "lines", NULL };
+static const char *const tail_options[] = { "lines", "timeout", NULL };
 
 /* Reads backwards from the end until it holds `want` whole lines (or the start, or the cap). */
 static char *read_tail(int fd, off_t size, lua_Integer want, size_t *len, bool *cut)
@@ -1579,9 +1634,9 @@ static int sys_tail(lua_State *L)
 	luax_check_options(L, 2, "sys.tail", tail_options);
 	lua_Integer want = opt_count(L, 2, "lines", 50, 1, "sys.tail");
 	struct probe p;
-	probe_begin(&p, "sys.tail", path, 0);
+	probe_begin(&p, "sys.tail", path, luax_opt_duration(L, 2, "timeout", DEFAULT_FS_TIMEOUT_MS, "sys.tail"));
 	struct stat st;
-	int fd = open_log(path, &st);
+	int fd = bounded_open(path, p.deadline, &st);
 	if (fd < 0)
 		return log_fail(L, &p, -fd);
 	size_t len;
@@ -1647,7 +1702,7 @@ static int sys_grep(lua_State *L)
 	struct probe p;
 	probe_begin(&p, "sys.grep", path, timeout);
 	struct stat st;
-	int fd = open_log(path, &st);
+	int fd = bounded_open(path, p.deadline, &st);
 	FILE *f = fd < 0 ? NULL : fdopen(fd, "r");
 	if (!f) {
 		int err = fd < 0 ? -fd : errno;

@@ -9,7 +9,7 @@ import sys
 import time
 
 from run import expect_eq, expect_in, fail, namespaces
-from steps import expect_fast, interrupt, lua_str, parse, run_auto, step, write_runbook
+from steps import expect_fast, expect_within, interrupt, lua_str, parse, run_auto, step, write_runbook
 
 MiB = 1 << 20
 
@@ -360,7 +360,7 @@ sys.exit(subprocess.run(sys.argv[2:]).returncode)
 '''
 
 
-def test_walks_leave_a_hung_mount_alone(t):
+def test_a_hung_mount_hangs_no_probe(t):
     """A mount point under the walked tree whose server never answers: sys.largest and sys.files
     know it from /proc/self/mountinfo, never stat() it, and name it among the skipped."""
     if not os.access("/dev/fuse", os.R_OK | os.W_OK):
@@ -374,6 +374,17 @@ for _, xdev in ipairs { true, false } do
   emit("largest_" .. tostring(xdev), r.total_files .. "|" .. table.concat(r.skipped, ",") .. "|" .. tostring(r.partial))
   local f = must(sys.files(%(root)s, { xdev = xdev, timeout = "5s" }))
   emit("files_" .. tostring(xdev), f.count .. "|" .. table.concat(f.skipped, ",") .. "|" .. tostring(f.partial))
+end
+local inside = %(root)s .. "/a/hung/app.log"
+local calls = {
+  tail = function() return sys.tail(inside, { timeout = "500ms" }) end,
+  grep = function() return sys.grep(inside, "error", { timeout = "500ms" }) end,
+  deleted_open = function() return sys.deleted_open { path = inside, timeout = "500ms" } end,
+  fs = function() return sys.fs(inside, { timeout = "500ms" }) end,
+}
+for _, name in ipairs { "tail", "grep", "deleted_open", "fs" } do
+  local r, err, kind = calls[name]()
+  emit(name, tostring(kind) .. "|" .. tostring(err))
 end''' % {"root": lua_str(root)}), "walks")
     cast = t.path("walks.cast")
     argv = namespaces(t) + [sys.executable, "-c", HUNG_MOUNT, os.path.join(root, "a", "hung"),
@@ -391,4 +402,11 @@ end''' % {"root": lua_str(root)}), "walks")
     hung = os.path.join(root, "a", "hung")
     for key in ("largest_true", "largest_false", "files_true", "files_false"):
         expect_eq(v[key], "1|%s|false" % hung, key)
-    print("    four walks past a hung mount: %.1f s" % elapsed)
+    # A file inside it: the open (or stat) is left to a worker that the probe stops waiting for.
+    for name in ("tail", "grep", "deleted_open", "fs"):
+        expect_eq(v[name], "timeout|sys.%s %s/app.log: timed out (is a network filesystem hanging?)" % (name, hung), name)
+    _, _, records = t.read_transcript(cast)
+    for r in records:
+        if r.get("type") == "probe" and r["primitive"] in ("sys.tail", "sys.grep", "sys.deleted_open", "sys.fs"):
+            expect_within(r["duration_ms"], 500, r["primitive"] + " of a file on a hung mount")
+    print("    four walks past a hung mount, four probes of a file in it: %.1f s" % elapsed)

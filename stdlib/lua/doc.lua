@@ -199,9 +199,10 @@ print(r.ok, r.stdout)]],
         summary = "The end of a log file.",
         options = {
           { "lines", "50", "lines returned" },
+          { "timeout", "5", "deadline for opening the file (" .. DURATION .. ")" },
         },
         returns = "`{ lines, text, size, mtime, truncated }`",
-        kinds = { "notfound", "permission" },
+        kinds = { "notfound", "permission", "timeout", "interrupted" },
         example = [[sys.tail("/var/log/syslog", { lines = 20 }).text]],
       },
       {
@@ -222,9 +223,9 @@ print(r.ok, r.stdout)]],
     notes = [[Walks are bounded in time: at the deadline they return what they found with `partial = true` (and
 `sys.largest` names the directories it never reached in `unvisited`). A mount point below `path` of a
 network or FUSE file system is never walked, nor even looked at, whatever `xdev` says: it is known from the
-mount table and named in `skipped`, since one whose server is gone would hang the walk. `stat`/`statvfs` of a path run in a
-worker thread the probe stops waiting for at its deadline, because on a dead NFS server they block in the
-kernel where no signal reaches them. Ctrl-C ends any of them with `nil, err, "interrupted"`.]],
+mount table and named in `skipped`, since one whose server is gone would hang the walk. `stat`/`statvfs` of
+a path, and opening the file of `sys.tail` and `sys.grep`, run in a worker thread the probe stops waiting
+for at its deadline, because on a dead NFS server they block in the kernel where no signal reaches them. Ctrl-C ends any of them with `nil, err, "interrupted"`.]],
   },
   {
     name = "tcp", title = "reachability",
