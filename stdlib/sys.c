@@ -199,7 +199,7 @@ static ssize_t read_small(const char *path, char *buf, size_t size)
  * signal reaches them. They run in a worker thread (tasks_offload) that the caller stops
  * waiting for at the deadline: a stuck worker costs one small job and one thread, not the run.
  */
-enum fsjob_kind { FS_STATVFS, FS_STAT, FS_OPEN };   /* -> vfs (and real); st; fd and st */
+enum fsjob_kind { FS_STATVFS, FS_STAT, FS_OPEN, FS_OPENDIR };   /* -> vfs (and real); st; fd and st; fd, st, real */
 
 struct fsjob {
 	char *path;
@@ -221,6 +221,10 @@ static void fsjob_run(void *arg)
 			j->err = errno;
 		else if (fstat(j->fd, &j->st) != 0 || !S_ISREG(j->st.st_mode))
 			j->err = EINVAL;
+	} else if (j->kind == FS_OPENDIR) {
+		j->fd = open(j->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (j->fd < 0 || fstat(j->fd, &j->st) != 0 || !(j->real = realpath(j->path, NULL)))
+			j->err = errno;
 	} else if (j->kind == FS_STAT) {
 		if (stat(j->path, &j->st) != 0)
 			j->err = errno;
@@ -252,17 +256,74 @@ static struct fsjob *fsjob_new(const char *path, enum fsjob_kind kind)
 	return j;
 }
 
-/* Runs j in a worker and waits for it until the deadline: 0 (then *o holds it: read the results,
- * then release it), the job's errno, ETIMEDOUT or EINTR (Ctrl-C). */
+static bool may_hang(const char *path);
+
+/*
+ * Jobs given up on while still blocked, by path. A later call on the same path does not start
+ * another: a probe polled every few seconds on a dead NFS mount (wait_until) would otherwise leave
+ * a thread and its pipe behind each time, until the process runs out of file descriptors.
+ */
+#define MAX_STUCK 16
+static struct stuck { char *path; struct offload *o; } stuck[MAX_STUCK];
+static int nstuck;
+
+/* Forgets the stuck jobs that have finished since; the one still blocked on path, or NULL. */
+static struct offload *still_stuck(const char *path)
+{
+	struct offload *found = NULL;
+	for (int i = 0; i < nstuck;) {
+		if (tasks_offload_done(stuck[i].o)) {
+			tasks_offload_release(stuck[i].o);
+			free(stuck[i].path);
+			stuck[i] = stuck[--nstuck];
+			continue;
+		}
+		if (strcmp(stuck[i].path, path) == 0)
+			found = stuck[i].o;
+		i++;
+	}
+	return found;
+}
+
+/* Waits for o until the deadline: READY, TIMEOUT or INTERRUPTED. */
+static enum sched_wait wait_offload(struct offload *o, msec_t deadline)
+{
+	struct pollfd pfd = { .fd = tasks_offload_fd(o), .events = POLLIN };
+	return sched_poll(&pfd, 1, deadline > 0 ? deadline : INT64_MAX);
+}
+
+/* Done with the job of *o: released, or kept among the stuck while its worker is still blocked. */
+static void fsjob_done(struct offload *o, struct fsjob *j)
+{
+	if (!o) {
+		fsjob_free(j);
+	} else if (!tasks_offload_done(o) && nstuck < MAX_STUCK) {
+		stuck[nstuck++] = (struct stuck){ .path = xstrdup(j->path), .o = o };
+	} else {
+		tasks_offload_release(o);
+	}
+}
+
+/*
+ * Runs j in a worker and waits for it until the deadline (0: none): 0 (read the results), the
+ * job's errno, ETIMEDOUT or EINTR (Ctrl-C). Without a thread to be had (a pids limit reached), j
+ * runs here, unbounded, as before there were workers. Either way, fsjob_done(*o, j) afterwards.
+ */
 static int fsjob_wait(struct fsjob *j, msec_t deadline, struct offload **o)
 {
+	*o = NULL;
+	struct offload *earlier = still_stuck(j->path);   /* its end, if it comes, is this one's start */
+	enum sched_wait w = earlier ? wait_offload(earlier, deadline) : SCHED_READY;
+	if (w != SCHED_READY)
+		return w == SCHED_TIMEOUT ? ETIMEDOUT : EINTR;
 	*o = tasks_offload(fsjob_run, j, fsjob_free);
-	if (!*o) {
-		fsjob_free(j);
-		return EAGAIN;
+	if (!*o) {   /* no thread to be had (a pids limit reached): here, unless that may hang */
+		if (may_hang(j->path))
+			return EAGAIN;
+		fsjob_run(j);
+		return j->err;
 	}
-	struct pollfd pfd = { .fd = tasks_offload_fd(*o), .events = POLLIN };
-	enum sched_wait w = sched_poll(&pfd, 1, deadline);
+	w = wait_offload(*o, deadline);
 	return w == SCHED_READY ? j->err : w == SCHED_TIMEOUT ? ETIMEDOUT : EINTR;
 }
 
@@ -283,8 +344,7 @@ static int bounded_statvfs(const char *path, msec_t deadline, struct statvfs *ou
 			j->real = NULL;
 		}
 	}
-	if (o)
-		tasks_offload_release(o);
+	fsjob_done(o, j);
 	return err;
 }
 
@@ -302,8 +362,25 @@ static int bounded_open(const char *path, msec_t deadline, struct stat *st)
 		*st = j->st;
 		j->fd = -1;
 	}
-	if (o)
-		tasks_offload_release(o);
+	fsjob_done(o, j);
+	return fd;
+}
+
+/* A directory opened, fstat'ed and resolved (*real, malloc'd) by a worker, as bounded_open. */
+static int bounded_opendir(const char *path, msec_t deadline, struct stat *st, char **real)
+{
+	struct fsjob *j = fsjob_new(path, FS_OPENDIR);
+	struct offload *o;
+	int err = fsjob_wait(j, deadline, &o);
+	int fd = -err;
+	if (!err) {
+		fd = j->fd;
+		*st = j->st;
+		*real = j->real;
+		j->fd = -1;
+		j->real = NULL;
+	}
+	fsjob_done(o, j);
 	return fd;
 }
 
@@ -315,8 +392,7 @@ static int bounded_stat(const char *path, msec_t deadline, struct stat *st)
 	int err = fsjob_wait(j, deadline, &o);
 	if (!err)
 		*st = j->st;
-	if (o)
-		tasks_offload_release(o);
+	fsjob_done(o, j);
 	return err;
 }
 
@@ -325,6 +401,7 @@ static int bounded_stat(const char *path, msec_t deadline, struct stat *st)
 struct mount {
 	char *dir, *fstype, *source;
 	unsigned devmajor, devminor;
+	size_t order;             /* its line in mountinfo: a later mount is on top of an earlier one */
 };
 
 struct mounts {
@@ -384,6 +461,7 @@ static int read_mounts(struct mounts *ms)
 		if (!parse_mountinfo_line(line, &m))
 			continue;
 		grow((void **)&ms->v, &ms->cap, ms->n + 1, sizeof *ms->v);
+		m.order = ms->n;
 		ms->v[ms->n++] = m;
 	}
 	free(line);
@@ -412,6 +490,13 @@ static bool is_network_fs(const char *type)
 		if (strcmp(type, *t) == 0)
 			return true;
 	return strncmp(type, "fuse.", 5) == 0;
+}
+
+/* A file system whose answers come from a server or a daemon (network, FUSE but fuseblk, autofs):
+ * a stat() on it hangs when that is gone, so walks never step into one. */
+static bool served_fs(const char *type)
+{
+	return is_network_fs(type) || strcmp(type, "fuse") == 0 || strcmp(type, "autofs") == 0;
 }
 
 /* Kernel bookkeeping, and images that are full by construction (snaps, CDs): not disks to watch. */
@@ -445,6 +530,21 @@ static const struct mount *mount_of(const struct mounts *ms, const char *real)
 		}
 	}
 	return best;
+}
+
+/* Whether path (as given: no realpath, which could hang itself) lies on a served file system. */
+static bool may_hang(const char *path)
+{
+	char abs[2 * PATH_MAX + 2], cwd[PATH_MAX];
+	if (path[0] != '/' && getcwd(cwd, sizeof cwd))
+		snprintf(abs, sizeof abs, "%s/%.*s", cwd, PATH_MAX, path);
+	else
+		snprintf(abs, sizeof abs, "%.*s", PATH_MAX, path);
+	struct mounts ms = { 0 };
+	const struct mount *m = read_mounts(&ms) == 0 ? mount_of(&ms, abs) : NULL;
+	bool served = !m || served_fs(m->fstype);
+	free_mounts(&ms);
+	return served;
 }
 
 static void push_fs(lua_State *L, const struct mount *m, const struct statvfs *v)
@@ -617,42 +717,68 @@ static void add_path(char ***v, size_t *n, size_t *cap, const char *path)
 	(*v)[(*n)++] = xstrdup(path);
 }
 
-/*
- * The mounts under the root, from /proc/self/mountinfo: a mount point is recognised by its path,
- * without a stat() that a network file system whose server is gone would never answer.
- */
-static void find_mounts_below(struct walk *w, const char *root)
+/* By directory, then by order: the last of a run of equal directories is the one on top. */
+static int by_dir(const void *a, const void *b)
 {
-	struct mounts all = { 0 };
-	char *real = realpath(root, NULL);
-	if (real && read_mounts(&all) == 0) {
-		size_t rl = strcmp(real, "/") == 0 ? 0 : strlen(real);
-		for (size_t i = 0; i < all.n; i++) {
-			const struct mount *m = &all.v[i];
-			if (strncmp(m->dir, real, rl) != 0 || m->dir[rl] != '/' || !m->dir[rl + 1])
-				continue;
-			grow((void **)&w->below.v, &w->below.cap, w->below.n + 1, sizeof *w->below.v);
-			w->below.v[w->below.n++] = (struct mount){ .dir = xstrdup(m->dir + rl + 1), .fstype = xstrdup(m->fstype),
-			                                           .source = xstrdup(m->source), .devmajor = m->devmajor,
-			                                           .devminor = m->devminor };
-		}
-	}
-	free(real);
-	free_mounts(&all);
+	const struct mount *x = a, *y = b;
+	int c = strcmp(x->dir, y->dir);
+	return c ? c : (x->order > y->order) - (x->order < y->order);
 }
 
-/* Whether to leave out the current entry, a mount point: a network or FUSE file system is never
- * walked (its server may be gone, and every stat() with it), and with xdev another device is not. */
+/*
+ * The mounts under the root (real: its canonical path), from /proc/self/mountinfo, their dir made
+ * relative to the root, sorted, one a directory (the one on top): a mount point is then known by
+ * its path, without a stat() that a file system whose server is gone would never answer.
+ */
+static void find_mounts_below(struct walk *w, const char *real)
+{
+	struct mounts all = { 0 };
+	if (!real || read_mounts(&all) != 0) {
+		free_mounts(&all);
+		return;
+	}
+	size_t rl = strcmp(real, "/") == 0 ? 0 : strlen(real);
+	for (size_t i = 0; i < all.n; i++) {
+		struct mount *m = &all.v[i];
+		if (strncmp(m->dir, real, rl) != 0 || m->dir[rl] != '/' || !m->dir[rl + 1])
+			continue;
+		grow((void **)&w->below.v, &w->below.cap, w->below.n + 1, sizeof *w->below.v);
+		struct mount *b = &w->below.v[w->below.n++];
+		*b = *m;
+		b->dir = xstrdup(m->dir + rl + 1);
+		m->fstype = m->source = NULL;   /* moved */
+	}
+	free_mounts(&all);
+	qsort(w->below.v, w->below.n, sizeof *w->below.v, by_dir);
+	size_t kept = 0;
+	for (size_t i = 0; i < w->below.n; i++) {
+		struct mount *m = &w->below.v[i];
+		if (i + 1 < w->below.n && strcmp(m->dir, w->below.v[i + 1].dir) == 0) {
+			free(m->dir);
+			free(m->fstype);
+			free(m->source);
+			continue;
+		}
+		w->below.v[kept++] = *m;
+	}
+	w->below.n = kept;
+}
+
+static int dir_is(const void *key, const void *elem)
+{
+	return strcmp(key, ((const struct mount *)elem)->dir);
+}
+
+/* Whether to leave out the current entry, if it is a mount point (a directory, or a file bound
+ * over one): a network or FUSE file system is never walked (its server may be gone, and every
+ * stat() with it), and with xdev another device is not. */
 static bool leave_mount(struct walk *w)
 {
 	const char *rel = w->path + w->rootlen + (w->path[w->rootlen] == '/');
-	const struct mount *m = NULL;
-	for (size_t i = 0; i < w->below.n; i++)
-		if (strcmp(w->below.v[i].dir, rel) == 0)
-			m = &w->below.v[i];   /* the last one: mounted over the others */
+	const struct mount *m = bsearch(rel, w->below.v, w->below.n, sizeof *w->below.v, dir_is);
 	if (!m)
 		return false;
-	if (is_network_fs(m->fstype) || strncmp(m->fstype, "fuse", 4) == 0 || strcmp(m->fstype, "autofs") == 0) {
+	if (served_fs(m->fstype)) {
 		if (w->nskipped < 64)
 			add_path(&w->skipped, &w->nskipped, &w->skipped_cap, w->path);
 		return true;
@@ -696,13 +822,13 @@ static void walk_descend(struct walk *w, int node)
 		w->unreadable++;
 }
 
-static void walk_entry(struct walk *w, const struct frame *f, const char *name, unsigned char type)
+static void walk_entry(struct walk *w, const struct frame *f, const char *name)
 {
 	struct stat st;
 	path_put(w, f->len, name);
 	w->at = dirfd(f->dir);
 	w->name = name;
-	if (w->below.n && (type == DT_DIR || type == DT_UNKNOWN) && leave_mount(w))
+	if (w->below.n && leave_mount(w))
 		return;
 	if (fstatat(w->at, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
 		w->unreadable++;
@@ -740,24 +866,22 @@ static void note_unvisited(struct walk *w)
 	}
 }
 
-/* Walks root; returns 0 (w->stop tells whether it ended early) or an errno for the root itself. */
+/* Walks root; returns 0 (w->stop tells whether it ended early) or an errno for the root itself
+ * (ETIMEDOUT: the root did not open by the deadline, on a file system whose server is gone). */
 static int walk_run(struct walk *w, const char *root, int root_node)
 {
-	int fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	struct stat st = { 0 };
+	char *real = NULL;
+	int fd = bounded_opendir(root, w->probe->deadline, &st, &real);
 	if (fd < 0)
-		return errno;
-	struct stat st;
-	if (fstat(fd, &st) != 0) {
-		int e = errno;
-		close(fd);
-		return e;
-	}
+		return -fd;
 	w->dev = st.st_dev;
 	path_put(w, 0, root);
 	while (w->len > 1 && w->path[w->len - 1] == '/')
 		w->path[--w->len] = '\0';
 	w->rootlen = w->len;
-	find_mounts_below(w, root);
+	find_mounts_below(w, real);
+	free(real);
 	int e = walk_push(w, fd, root_node);
 	if (e)
 		return e;
@@ -775,7 +899,7 @@ static int walk_run(struct walk *w, const char *root, int root_node)
 			continue;
 		}
 		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
-			walk_entry(w, f, de->d_name, de->d_type);
+			walk_entry(w, f, de->d_name);
 	}
 	if (w->stop == ETIMEDOUT)
 		note_unvisited(w);

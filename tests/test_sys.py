@@ -347,27 +347,37 @@ def test_sys_probes_are_recorded(t):
     expect_in("% used", probes[0]["summary"])
 
 
-# Mounts a FUSE file system at argv[1] whose server never answers (nobody reads /dev/fuse: every
-# request on it waits, as on an NFS mount whose server is gone), then runs argv[2:].
-HUNG_MOUNT = r'''
-import ctypes, os, subprocess, sys
+# Mounts a FUSE file system whose server never answers (nobody reads /dev/fuse: every request on
+# it waits, as on an NFS mount whose server is gone) on each path before "--" (a directory, or a
+# file: a file bound over a file, as a container's subPath is), then runs what follows "--" with
+# at most 64 file descriptors.
+HUNG_MOUNT = r"""
+import ctypes, os, resource, subprocess, sys
 libc = ctypes.CDLL(None, use_errno=True)
-fd = os.open("/dev/fuse", os.O_RDWR)
-opts = "fd=%d,rootmode=40000,user_id=0,group_id=0,subtype=runbooktest" % fd
-if libc.mount(b"runbooktest", sys.argv[1].encode(), b"fuse", 0, opts.encode()) != 0:
-    sys.exit("mounting the FUSE file system: " + os.strerror(ctypes.get_errno()))
-sys.exit(subprocess.run(sys.argv[2:]).returncode)
-'''
+sep = sys.argv.index("--")
+for target in sys.argv[1:sep]:
+    fd = os.open("/dev/fuse", os.O_RDWR)
+    mode = "40000" if os.path.isdir(target) else "100644"
+    opts = "fd=%d,rootmode=%s,user_id=0,group_id=0,subtype=runbooktest" % (fd, mode)
+    if libc.mount(b"runbooktest", target.encode(), b"fuse", 0, opts.encode()) != 0:
+        sys.exit("mounting the FUSE file system: " + os.strerror(ctypes.get_errno()))
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+sys.exit(subprocess.run(sys.argv[sep + 1:]).returncode)
+"""
 
 
 def test_a_hung_mount_hangs_no_probe(t):
-    """A mount point under the walked tree whose server never answers: sys.largest and sys.files
-    know it from /proc/self/mountinfo, never stat() it, and name it among the skipped."""
+    """Mount points whose server never answers, under a walked tree (a directory and a file) and as
+    the root of a walk: sys.largest and sys.files know them from /proc/self/mountinfo and never
+    stat() them; the probes that must touch a path there give up at their deadline, and polling
+    one again and again does not pile up threads and file descriptors."""
     if not os.access("/dev/fuse", os.R_OK | os.W_OK):
         fail("this test needs /dev/fuse (run the suite as root)")
     root = t.path("tree")
     write_bytes(os.path.join(root, "a", "data.bin"), MiB)
-    os.makedirs(os.path.join(root, "a", "hung"))
+    hung, hung_file = os.path.join(root, "a", "hung"), os.path.join(root, "a", "bound.conf")
+    os.makedirs(hung)
+    t.write(hung_file, "")
     path = write_runbook(t, "walks", 'local sys = require "sys"', step('''
 for _, xdev in ipairs { true, false } do
   local r = must(sys.largest(%(root)s, { depth = 2, xdev = xdev, timeout = "5s" }))
@@ -375,38 +385,51 @@ for _, xdev in ipairs { true, false } do
   local f = must(sys.files(%(root)s, { xdev = xdev, timeout = "5s" }))
   emit("files_" .. tostring(xdev), f.count .. "|" .. table.concat(f.skipped, ",") .. "|" .. tostring(f.partial))
 end
-local inside = %(root)s .. "/a/hung/app.log"
+local inside = %(hung)s .. "/app.log"
 local calls = {
   tail = function() return sys.tail(inside, { timeout = "500ms" }) end,
   grep = function() return sys.grep(inside, "error", { timeout = "500ms" }) end,
   deleted_open = function() return sys.deleted_open { path = inside, timeout = "500ms" } end,
   fs = function() return sys.fs(inside, { timeout = "500ms" }) end,
+  largest = function() return sys.largest(%(hung)s, { timeout = "500ms" }) end,
 }
-for _, name in ipairs { "tail", "grep", "deleted_open", "fs" } do
+for _, name in ipairs { "tail", "grep", "deleted_open", "fs", "largest" } do
   local r, err, kind = calls[name]()
   emit(name, tostring(kind) .. "|" .. tostring(err))
-end''' % {"root": lua_str(root)}), "walks")
+end
+local kinds = {}
+for _ = 1, 60 do
+  local r, err, kind = sys.tail(inside, { timeout = "5ms" })
+  kinds[tostring(kind)] = (kinds[tostring(kind)] or 0) + 1
+end
+for k, n in pairs(kinds) do emit("polled_" .. k, n) end
+emit("no_limit", must(sys.grep(%(data)s, "x", { timeout = 0 })).lines)''' % {
+        "root": lua_str(root), "hung": lua_str(hung), "data": lua_str(os.path.join(root, "a", "data.bin"))}), "walks")
     cast = t.path("walks.cast")
-    argv = namespaces(t) + [sys.executable, "-c", HUNG_MOUNT, os.path.join(root, "a", "hung"),
+    argv = namespaces(t) + [sys.executable, "-c", HUNG_MOUNT, hung, hung_file, "--",
                             t.binary, "exec", path, "--auto", "--transcript", cast]
     start = time.monotonic()
     try:
         p = subprocess.run(argv, cwd=t.dir, env=t.environ(None), capture_output=True, text=True, timeout=30,
                            start_new_session=True)
     except subprocess.TimeoutExpired:
-        fail("a walk hung on a mount whose server never answers (30 s)")
+        fail("a probe hung on a mount whose server never answers (30 s)")
     elapsed = time.monotonic() - start
     if p.returncode != 0:
         fail("exit code %d\nstdout:\n%s\nstderr:\n%s" % (p.returncode, p.stdout, p.stderr))
     v = parse(p.stdout)
-    hung = os.path.join(root, "a", "hung")
     for key in ("largest_true", "largest_false", "files_true", "files_false"):
-        expect_eq(v[key], "1|%s|false" % hung, key)
-    # A file inside it: the open (or stat) is left to a worker that the probe stops waiting for.
+        files, skipped, partial = v[key].split("|")
+        expect_eq((files, sorted(skipped.split(",")), partial), ("1", sorted([hung, hung_file]), "false"), key)
+    # A path inside it: the open (or stat) is left to a worker that the probe stops waiting for.
     for name in ("tail", "grep", "deleted_open", "fs"):
         expect_eq(v[name], "timeout|sys.%s %s/app.log: timed out (is a network filesystem hanging?)" % (name, hung), name)
+    expect_eq(v["largest"], "timeout|sys.largest %s: timed out (is a network filesystem hanging?)" % hung, "its root")
+    # 60 polls with 64 file descriptors: each waits for the call still blocked there, none starts another.
+    expect_eq({k: n for k, n in v.items() if k.startswith("polled_")}, {"polled_timeout": "60"}, "polling")
+    expect_eq(v["no_limit"], str(sum(1 for _ in open(os.path.join(root, "a", "data.bin"), "rb"))), "timeout = 0")
     _, _, records = t.read_transcript(cast)
     for r in records:
-        if r.get("type") == "probe" and r["primitive"] in ("sys.tail", "sys.grep", "sys.deleted_open", "sys.fs"):
-            expect_within(r["duration_ms"], 500, r["primitive"] + " of a file on a hung mount")
-    print("    four walks past a hung mount, four probes of a file in it: %.1f s" % elapsed)
+        if r.get("type") == "probe" and r.get("deadline_ms") == 500:
+            expect_within(r["duration_ms"], 500, r["primitive"] + " on a hung mount")
+    print("    walks past hung mounts, probes in one, 60 polls: %.1f s" % elapsed)
