@@ -148,6 +148,15 @@ void net_tried_note(char *out, size_t n, int tried)
 	snprintf(out, n, tried > 1 ? "; %d addresses tried" : "", tried);
 }
 
+void net_silent_note(char *out, size_t n, int silent)
+{
+	if (silent > 0)
+		snprintf(out, n, " (before it, %d address%s did not answer in %s share of the time)", silent,
+		         silent > 1 ? "es" : "", silent > 1 ? "their" : "its");
+	else
+		out[0] = '\0';
+}
+
 const char *net_errno_kind(int err)
 {
 	switch (err) {

@@ -56,6 +56,9 @@ void net_address_string(const struct sockaddr_storage *a, char *out, size_t n);
 msec_t net_share_end(msec_t now, msec_t until, int left);
 /* "; 3 addresses tried" for a timeout's message when more than one was, else "". */
 void net_tried_note(char *out, size_t n, int tried);
+/* " (before it, 2 addresses did not answer in their share of the time)" for another failure of the
+ * last address when earlier ones timed out, else "": the kind is the last address's, not the story. */
+void net_silent_note(char *out, size_t n, int silent);
 
 /* The error kind for a connect/IO errno: refused, timeout, unreachable, reset, error. */
 const char *net_errno_kind(int err);

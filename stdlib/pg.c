@@ -103,8 +103,8 @@ struct pg_connect {
 	msec_t attempt_start, attempt_deadline;   /* this server's share of the time */
 	msec_t turn_end;          /* the end of the share of the server's address being tried */
 	struct net_lookup lookup;
-	int next_addr;
-	char tried[480];          /* "host:port: cause; ..." of the servers given up on */
+	int next_addr, silent;     /* silent: the server's addresses left at the end of their share */
+	char tried[700];          /* "host:port: cause; ..." of the servers given up on */
 	int untold;               /* entries that did not fit in tried */
 };
 
@@ -806,6 +806,10 @@ static void connect_failed(struct pg_op *op, bool at_start)
 		return;
 	}
 	bool starting_up = strcmp(op->sqlstate, "57P03") == 0;   /* the next host may be up already */
+	char note[96];
+	net_silent_note(note, sizeof note, cx->silent);
+	size_t len = strlen(line);
+	snprintf(line + len, sizeof line - len, "%s", note);
 	endpoint_failed(op, kind, line, answered && !starting_up ? SERVER_ANSWERED : NEXT_HOST);
 }
 
@@ -829,7 +833,7 @@ static void endpoint_start(struct pg_op *op)
 	msec_t now = first ? cx->deadline - op->timeout_ms : sched_now();
 	cx->attempt_start = now;
 	cx->attempt_deadline = cx->turn_end = net_share_end(now, cx->deadline, attempts_left(cx));
-	cx->next_addr = 0;
+	cx->next_addr = cx->silent = 0;
 	const struct pg_endpoint *ep = &cx->ep[cx->cur];
 	if (ep->bad_port) {
 		char cause[80];
@@ -1094,19 +1098,29 @@ static msec_t call_deadline(const struct pg_op *op)
 	return op->cx ? op->cx->deadline : op->w.deadline;
 }
 
+/* Whether an address of the server's name is in its TCP handshake, with another one waiting. An
+ * address's share covers that only: one that has answered keeps the server's time for the rest. */
+static bool address_in_turn(const struct pg_op *op)
+{
+	const struct pg_connect *cx = op->cx;
+	return op->phase == PH_CONNECT && needs_lookup(&cx->ep[cx->cur]) && cx->next_addr < cx->lookup.addrs.n
+	       && op->own && PQstatus(op->own) == CONNECTION_STARTED;
+}
+
 static msec_t wake_at(const struct pg_op *op)
 {
 	msec_t d = call_deadline(op);
-	return op->cx && connecting(op) && op->cx->turn_end < d ? op->cx->turn_end : d;
+	if (!op->cx || !connecting(op))
+		return d;
+	msec_t turn = address_in_turn(op) ? op->cx->turn_end : op->cx->attempt_deadline;
+	return turn < d ? turn : d;
 }
 
 /* The address being tried has had its share of the server's time, and another one is waiting. */
 static bool address_share_over(const struct pg_op *op)
 {
-	const struct pg_connect *cx = op->cx;
 	msec_t now = sched_now();
-	return op->phase == PH_CONNECT && needs_lookup(&cx->ep[cx->cur]) && cx->next_addr < cx->lookup.addrs.n
-	       && now >= cx->turn_end && now < cx->attempt_deadline;
+	return address_in_turn(op) && now >= op->cx->turn_end && now < op->cx->attempt_deadline;
 }
 
 /* The server being tried has had its share of the time, and another one is waiting. */
@@ -1192,6 +1206,7 @@ static bool advance(void *p)
 	if (op->cx && address_share_over(op)) {
 		PQfinish(op->own);
 		op->own = op->conn = NULL;
+		op->cx->silent++;
 		connect_attempt(op);
 	}
 	if (op->cx && connecting(op) && attempts_left(op->cx) > 1 && sched_now() >= op->cx->attempt_deadline)
@@ -1456,7 +1471,7 @@ static int query_done(lua_State *L, struct pg_op *op)
 	char summary[800], line[160];
 	first_line(line, sizeof line, op->stmts[0].sql ? op->stmts[0].sql : "");
 	if (op->kind) {
-		snprintf(summary, sizeof summary, "%s (%s)", op->cause, line);
+		snprintf(summary, sizeof summary, "%.600s (%s)", op->cause, line);
 		pg_audit(op, summary);
 		return pg_fail_push(L, op);
 	}

@@ -72,7 +72,7 @@ struct pg_op {
 	/* the outcome */
 	const char *kind;             /* NULL while all is well: "timeout", "refused", ..., or sqlstate */
 	char sqlstate[6];
-	char cause[600];
+	char cause[1024];
 	pg_done_fn done;
 	struct tasks_op task;         /* how pg_op_run drives it (tasks.h) */
 	/* for the callbacks */

@@ -434,10 +434,12 @@ static void connect_failed(struct redis_op *op, int err, const char *errstr)
 		op->phase = PH_CONNECT_START;
 		return;
 	}
+	char note[96];
+	net_silent_note(note, sizeof note, op->silent);
 	if (err)
-		redis_op_fail(op, net_errno_kind(err), "%s", net_errno_cause(err));
+		redis_op_fail(op, net_errno_kind(err), "%s%s", net_errno_cause(err), note);
 	else
-		redis_op_fail(op, "error", "cannot connect: %s", errstr ? errstr : "unknown error");
+		redis_op_fail(op, "error", "cannot connect: %s%s", errstr ? errstr : "unknown error", note);
 	op->phase = PH_DONE;
 }
 
@@ -650,6 +652,7 @@ static bool advance(void *p)
 	if (op->phase == PH_CONNECT && share_over(op)) {
 		redisFree(op->c);
 		op->own = op->c = NULL;
+		op->silent++;
 		op->phase = PH_CONNECT_START;
 	}
 	while (op->phase == PH_CONNECT_START)

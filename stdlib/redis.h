@@ -59,6 +59,7 @@ struct redis_op {
 	char host[256], port[8];      /* or the socket path, and "" */
 	bool unix_socket;
 	int next_addr, db;
+	int silent;                   /* addresses left at the end of their share */
 	msec_t turn_end;              /* the end of this address's share of the time (net_share_end) */
 	redisContext *own;            /* a context the op owns (being made; ping's) */
 	/* running on a handle */

@@ -30,7 +30,7 @@ struct connect_op {
 	struct sched_waiter w;
 	struct net_lookup lookup;
 	enum state state;
-	int fd, next_addr;
+	int fd, next_addr, silent;   /* silent: addresses left at the end of their share */
 	msec_t until, turn_end;    /* the call's deadline; the end of this address's share */
 	char target[300], address[INET6_ADDRSTRLEN + 8];
 	const char *kind;          /* NULL on success */
@@ -59,7 +59,10 @@ static bool try_next_address(struct connect_op *op, int last_err)
 		}
 		last_err = errno;
 	}
-	fail(op, net_errno_kind(last_err), net_errno_cause(last_err));
+	char cause[160], note[96];
+	net_silent_note(note, sizeof note, op->silent);
+	snprintf(cause, sizeof cause, "%s%s", net_errno_cause(last_err), note);
+	fail(op, net_errno_kind(last_err), cause);
 	return false;
 }
 
@@ -102,6 +105,7 @@ static bool advance(struct connect_op *op)
 	} else if (op->state == CONNECTING && !late && now >= op->turn_end) {   /* its share is over */
 		close(op->fd);
 		op->fd = -1;
+		op->silent++;
 		if (!try_next_address(op, ETIMEDOUT))
 			return true;
 	}

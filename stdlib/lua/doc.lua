@@ -122,7 +122,7 @@ print(r.ok, r.stdout)]],
         },
         returns = "`{ entries = { {path, bytes, files} }, files?, total_bytes, total_files, unreadable, " ..
                   "partial, unvisited, skipped }`",
-        kinds = { "notfound", "permission", "interrupted" },
+        kinds = { "notfound", "permission", "timeout", "interrupted" },
         example = [[sys.largest("/var", { depth = 2, limit = 5 }).entries]],
       },
       {
@@ -143,7 +143,7 @@ print(r.ok, r.stdout)]],
         },
         returns = "`{ files = { {path, bytes, mtime, age} }, count, total_bytes, truncated, unreadable, partial, " ..
                   "skipped }`",
-        kinds = { "notfound", "permission", "interrupted" },
+        kinds = { "notfound", "permission", "timeout", "interrupted" },
         example = [[sys.files("/var/log", { pattern = "*.gz", older_than = "7d" }).total_bytes]],
       },
       {
@@ -156,7 +156,7 @@ print(r.ok, r.stdout)]],
           { "limit", "50", "files returned" },
         },
         returns = "`{ {pid, command, fd, path, bytes}, ..., count, total_bytes, unreadable, partial }`",
-        kinds = { "notfound", "permission", "interrupted" },
+        kinds = { "notfound", "permission", "timeout", "interrupted" },
         example = [[sys.deleted_open { path = "/var" }]],
       },
       {
@@ -216,14 +216,15 @@ print(r.ok, r.stdout)]],
           { "timeout", "10", "deadline of the scan (" .. DURATION .. ")" },
         },
         returns = "`{ matches = { {line, text} }, count, lines, partial }`",
-        kinds = { "notfound", "permission", "interrupted" },
+        kinds = { "notfound", "permission", "timeout", "interrupted" },
         example = [[sys.grep("/var/log/syslog", "out of memory", { icase = true }).count]],
       },
     },
     notes = [[Walks are bounded in time: at the deadline they return what they found with `partial = true` (and
 `sys.largest` names the directories it never reached in `unvisited`). A mount point below `path` of a
-network or FUSE file system is never walked, nor even looked at, whatever `xdev` says: it is known from the
-mount table and named in `skipped`, since one whose server is gone would hang the walk. `stat`/`statvfs` of
+network, FUSE (not `fuseblk`) or autofs file system is never walked, nor even looked at, whatever `xdev`
+says: it is known from the mount table and named in `skipped` (the first 64), since one whose server is
+gone would hang the walk; nor is a walk's root waited for past the deadline. `stat`/`statvfs` of
 a path, and opening the file of `sys.tail` and `sys.grep`, run in a worker thread the probe stops waiting
 for at its deadline, because on a dead NFS server they block in the kernel where no signal reaches them. Ctrl-C ends any of them with `nil, err, "interrupted"`.]],
   },
