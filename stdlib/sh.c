@@ -11,7 +11,9 @@
  * argv is an array, never a shell string, unless shell = true (then argv[1] is run by /bin/sh -c).
  * The child gets its own process group, stdin from /dev/null and the default signal dispositions.
  * At the deadline the group gets SIGTERM, then SIGKILL after `grace`. Ctrl-C does the same at
- * once. A leader still there a second after SIGKILL is stuck in the kernel and left behind. Output is streamed live (unless quiet) and captured up to max_output per stream.
+ * once. A leader still there a second after SIGKILL is stuck in the kernel and left behind.
+ * Output is streamed live (unless quiet) and captured up to max_output per stream. The command is a
+ * state machine (interp/tasks.h): inside parallel() its task yields while it runs.
  * sh.read returns the result even when the command exits non-zero (ok = false) unless check =
  * true; sh.action fails with kind "exit" then. A declined action ends the step (the engine
  * records it as declined); under --dry-run it is only shown.
@@ -22,6 +24,7 @@
 #include "luax.h"
 #include "modules.h"
 #include "sched.h"
+#include "tasks.h"
 #include "term.h"
 
 #include <errno.h>
@@ -388,58 +391,117 @@ static int spawn(const struct command *c, pid_t *pid, int *out_fd, int *err_fd)
 	return 0;
 }
 
-/* Runs the command to completion, deadline or Ctrl-C. Always reaps the child. */
-static void run_command(const struct command *c, struct outcome *o)
+/*
+ * A running command as a state machine (interp/tasks.h), so that inside parallel() its task yields
+ * while the command runs and the other tasks go on. RUNNING reads its output until it exits (then
+ * DRAINING reads a little longer: a backgrounded grandchild may hold the pipes); at the deadline
+ * STOPPING gives it its grace after SIGTERM, KILLING a second after SIGKILL. Ctrl-C stops it at
+ * once, here and now: every wait ends at once while an interrupt is pending.
+ */
+enum phase { RUNNING, DRAINING, STOPPING, KILLING, OVER };
+
+struct run_op {
+	struct sched_waiter w;
+	struct tasks_op task;
+	struct command c;
+	struct outcome o;
+	enum phase phase;
+	pid_t pid;                 /* 0 once reaped or left behind */
+	int pidfd, fds[2];
+	msec_t deadline;
+	double t0;
+	bool action, released;
+};
+
+#define RUN_OP_MT "runbook.sh.run"
+
+static void close_fd(int *fd)
 {
-	double t0 = sched_now_precise();
-	memset(o, 0, sizeof *o);
-	o->out = (struct capture){ .max = c->max_output };
-	o->err = (struct capture){ .max = c->max_output };
-	pid_t pid;
-	int fds[2] = { -1, -1 };
-	if ((o->spawn_errno = spawn(c, &pid, &fds[0], &fds[1])) != 0) {
-		o->ms = sched_now_precise() - t0;
-		return;
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+/* The end of the command: pipes closed, the child reaped (or left behind, stuck). */
+static bool run_over(struct run_op *op)
+{
+	close_fd(&op->fds[0]);
+	close_fd(&op->fds[1]);
+	close_fd(&op->pidfd);
+	if (op->pid > 0)
+		reap(op->pid, op->o.timed_out || op->o.interrupted, &op->o);
+	op->pid = 0;
+	op->o.ms = sched_now_precise() - op->t0;
+	if (op->o.out.line_len)
+		show_line(&op->o.out);
+	if (op->o.err.line_len)
+		show_line(&op->o.err);
+	op->phase = OVER;
+	return true;
+}
+
+static bool wait_for_exit(struct run_op *op, msec_t until)
+{
+	tasks_wait_init(&op->w, until);
+	tasks_want(&op->w, op->pidfd, POLLIN);
+	return false;
+}
+
+static bool run_advance(void *p)
+{
+	struct run_op *op = p;
+	if (op->phase == OVER)
+		return true;
+	if (op->w.result == SCHED_INTERRUPTED) {
+		op->o.interrupted = true;
+		if (op->phase == STOPPING || op->phase == KILLING)
+			stop_group(op->pid, op->pidfd, 0);
+		else if (op->phase == RUNNING)
+			stop_group(op->pid, op->pidfd, INTERRUPT_GRACE_MS);
+		return run_over(op);
 	}
-	int pidfd = pidfd_open(pid);
-	msec_t deadline = sched_deadline(c->timeout_ms);
-	bool exited = false;
-	msec_t drain_until = 0;
-	while (fds[0] >= 0 || fds[1] >= 0 || !exited) {
-		struct pollfd p[3] = {
-			{ .fd = fds[0], .events = POLLIN }, { .fd = fds[1], .events = POLLIN },
-			{ .fd = exited ? -1 : pidfd, .events = POLLIN },
-		};
-		/* A backgrounded grandchild may hold the pipes open: after the exit, read briefly. */
-		enum sched_wait w = sched_poll(p, 3, exited ? drain_until : deadline);
-		if (w == SCHED_TIMEOUT && exited)
-			break;
-		if (w != SCHED_READY) {
-			o->timed_out = w == SCHED_TIMEOUT;
-			o->interrupted = w == SCHED_INTERRUPTED;
-			stop_group(pid, pidfd, o->interrupted ? INTERRUPT_GRACE_MS : c->grace_ms);
-			break;
+	if (op->phase == STOPPING || op->phase == KILLING) {
+		bool exited = op->w.result == SCHED_READY;   /* the pidfd is all they wait on */
+		if (!exited && op->phase == STOPPING) {
+			killpg(op->pid, SIGKILL);
+			op->phase = KILLING;
+			return wait_for_exit(op, sched_now() + STUCK_WAIT_MS);
 		}
-		if (p[0].revents)
-			drain(&fds[0], &o->out, c->quiet);
-		if (p[1].revents)
-			drain(&fds[1], &o->err, c->quiet);
-		if (p[2].revents && !exited) {
-			exited = true;
-			drain_until = sched_now() + 250;
+		killpg(op->pid, SIGKILL);   /* whatever the leader left behind in its group */
+		return run_over(op);
+	}
+	bool ready = op->w.result == SCHED_READY;
+	for (int i = 0; ready && i < op->w.nfds; i++) {
+		struct pollfd *f = &op->w.fds[i];
+		if (!f->revents)
+			continue;
+		if (f->fd == op->pidfd && op->phase == RUNNING) {
+			op->phase = DRAINING;
+			op->deadline = sched_now() + 250;
+		} else if (f->fd == op->fds[0]) {
+			drain(&op->fds[0], &op->o.out, op->c.quiet);
+		} else if (f->fd == op->fds[1]) {
+			drain(&op->fds[1], &op->o.err, op->c.quiet);
 		}
 	}
+	if (op->w.result == SCHED_TIMEOUT && op->phase == RUNNING) {
+		op->o.timed_out = true;
+		killpg(op->pid, SIGTERM);
+		op->phase = STOPPING;
+		return wait_for_exit(op, sched_now() + op->c.grace_ms);
+	}
+	bool pipes_closed = op->fds[0] < 0 && op->fds[1] < 0;
+	if ((op->w.result == SCHED_TIMEOUT && op->phase == DRAINING) || (op->phase == DRAINING && pipes_closed))
+		return run_over(op);
+	if (op->phase == RUNNING && op->pidfd < 0 && pipes_closed)   /* no pidfd: the pipes' end tells */
+		return run_over(op);
+	tasks_wait_init(&op->w, op->deadline);
 	for (int i = 0; i < 2; i++)
-		if (fds[i] >= 0)
-			close(fds[i]);
-	if (pidfd >= 0)
-		close(pidfd);
-	reap(pid, o->timed_out || o->interrupted, o);
-	o->ms = sched_now_precise() - t0;
-	if (o->out.line_len)
-		show_line(&o->out);
-	if (o->err.line_len)
-		show_line(&o->err);
+		if (op->fds[i] >= 0)
+			tasks_want(&op->w, op->fds[i], POLLIN);
+	if (op->phase == RUNNING && op->pidfd >= 0)
+		tasks_want(&op->w, op->pidfd, POLLIN);
+	return false;
 }
 
 static void free_outcome(struct outcome *o)
@@ -533,22 +595,84 @@ static void summarize(const struct outcome *o, char *buf, size_t n)
 	first_line(failed && o->err.len ? &o->err : &o->out, buf, n);
 }
 
+static void run_audit(const struct run_op *op)
+{
+	char word[32], line[200];
+	outcome_word(&op->o, word, sizeof word);
+	summarize(&op->o, line, sizeof line);
+	if (op->action)
+		gate_action_result("sh.action", word, op->o.ms, line);
+	else
+		luax_audit_probe("sh.read", op->c.display, op->c.timeout_ms, op->o.ms, word, line);
+}
+
+static int run_done(lua_State *L, void *p)
+{
+	struct run_op *op = p;
+	run_audit(op);
+	return push_returns(L, &op->c, &op->o);
+}
+
+/* Also when a parallel() task is stopped in the middle (its op is closed): the command with it. */
+static void run_release(void *p)
+{
+	struct run_op *op = p;
+	if (op->released)
+		return;
+	op->released = true;
+	if (op->pid > 0) {   /* stopped in the middle: the transcript still says how it ended */
+		stop_group(op->pid, op->pidfd, INTERRUPT_GRACE_MS);
+		op->o.interrupted = true;
+		run_over(op);
+		run_audit(op);
+	}
+	close_fd(&op->fds[0]);
+	close_fd(&op->fds[1]);
+	close_fd(&op->pidfd);
+	free_outcome(&op->o);
+	free_command(&op->c);
+}
+
+static const struct tasks_machine run_machine = { run_advance, run_done, run_release };
+
+/* Starts the command; from here its op owns the child, the pipes and the command. */
+static void run_start(struct run_op *op)
+{
+	op->t0 = sched_now_precise();
+	op->o.out = (struct capture){ .max = op->c.max_output };
+	op->o.err = (struct capture){ .max = op->c.max_output };
+	op->fds[0] = op->fds[1] = op->pidfd = -1;
+	op->task = (struct tasks_op){ .machine = &run_machine, .op = op, .w = &op->w };
+	if ((op->o.spawn_errno = spawn(&op->c, &op->pid, &op->fds[0], &op->fds[1])) != 0) {
+		op->pid = 0;
+		op->o.ms = sched_now_precise() - op->t0;
+		op->phase = OVER;
+		return;
+	}
+	op->pidfd = pidfd_open(op->pid);
+	op->deadline = sched_deadline(op->c.timeout_ms);
+	op->phase = RUNNING;
+	tasks_wait_init(&op->w, op->deadline);
+}
+
 /* ------------------------------------------------------------------------------- the functions */
+
+/* Runs c (its strings anchored by the argument table at index 1) to its end, yielding inside
+ * parallel(); returns the results of sh.read or sh.action. */
+static int run(lua_State *L, const struct command *c, bool action)
+{
+	struct run_op *op = tasks_push_op(L, sizeof *op, RUN_OP_MT);
+	op->c = *c;
+	op->action = action;
+	run_start(op);
+	return tasks_run_op(L, &op->task);
+}
 
 static int sh_read(lua_State *L)
 {
 	struct command c = { 0 };
 	parse_command(L, &c, false);
-	struct outcome o;
-	run_command(&c, &o);
-	char word[32], summary[200];
-	outcome_word(&o, word, sizeof word);
-	summarize(&o, summary, sizeof summary);
-	luax_audit_probe("sh.read", c.display, c.timeout_ms, o.ms, word, summary);
-	int n = push_returns(L, &c, &o);
-	free_outcome(&o);
-	free_command(&c);
-	return n;
+	return run(L, &c, false);
 }
 
 static int sh_action(lua_State *L)
@@ -594,16 +718,13 @@ static int sh_action(lua_State *L)
 		return host_raise_control(L, a == GATE_ABORT ? "abort" : "skip", msg);
 	}
 	gate_action_start("sh.action", c.display);
-	struct outcome o;
-	run_command(&c, &o);
-	char word[32], line[200];
-	outcome_word(&o, word, sizeof word);
-	summarize(&o, line, sizeof line);
-	gate_action_result("sh.action", word, o.ms, line);
-	int n = push_returns(L, &c, &o);
-	free_outcome(&o);
-	free_command(&c);
-	return n;
+	return run(L, &c, true);
+}
+
+static int run_op_gc(lua_State *L)
+{
+	run_release(luaL_checkudata(L, 1, RUN_OP_MT));
+	return 0;
 }
 
 int luaopen_sh(lua_State *L)
@@ -613,6 +734,8 @@ int luaopen_sh(lua_State *L)
 		{ "action", sh_action },
 		{ NULL, NULL },
 	};
+	static const luaL_Reg run_meta[] = { { "__gc", run_op_gc }, { "__close", run_op_gc }, { NULL, NULL } };
+	luax_class(L, RUN_OP_MT, run_meta, NULL, NULL);
 	luaL_newlib(L, fns);
 	return 1;
 }

@@ -1,8 +1,9 @@
 """parallel() and tcp.connect: tasks run concurrently from one thread, each bounded by its own
 deadline; results keep their keys; errors stay per task; Ctrl-C stops them all."""
+import os
 import time
 
-from run import black_hole, expect_eq, expect_in, fail, free_port, listener
+from run import black_hole, expect_eq, expect_in, fail, free_port, listener, processes
 from steps import expect_fast, expect_within, interrupt, run_auto, step, write_runbook
 
 
@@ -58,6 +59,93 @@ emit("timeouts", kinds.timeout) emit("n", #r)''' % port)
     expect_eq((v["n"], v["timeouts"]), ("40", "40"))
     if elapsed > 6:
         fail("40 tasks of 600 ms each took %.1f s: they did not run concurrently" % elapsed)
+
+
+def test_parallel_runs_commands_concurrently(t):
+    # Ten half-second commands and one that ignores SIGTERM (300 ms deadline, then 1 s of grace
+    # before SIGKILL): one after another they would take over 6 s; as tasks, about the slowest.
+    path = write_runbook(t, "cmds", 'local sh = require "sh"', step('''
+local tasks = {}
+for i = 1, 10 do
+  tasks[i] = function() return sh.read { "sleep 0.5; echo task-" .. i, shell = true, quiet = true } end
+end
+tasks.stubborn = function()
+  return sh.read { "trap '' TERM; sleep 30", shell = true, timeout = "300ms", grace = "1s", quiet = true }
+end
+local r = parallel(tasks)
+for i = 1, 10 do emit("out" .. i, r[i].value and r[i].value.stdout:gsub("\\n", "")) end
+emit("stubborn", r.stubborn.kind) emit("stubborn_ms", math.floor(r.stubborn.ms))'''), "cmds")
+    start = time.monotonic()
+    v, _, _ = run_auto(t, path, t.path("cmds.cast"))
+    elapsed = time.monotonic() - start
+    for i in range(1, 11):
+        expect_eq(v.get("out%d" % i), "task-%d" % i, "the output of task %d" % i)
+    expect_eq(v["stubborn"], "timeout")
+    expect_within(int(v["stubborn_ms"]), 1300, "a command that ignores SIGTERM, 300 ms + 1 s of grace")
+    print("    10 x 0.5 s and 1.3 s in parallel: %.2f s" % elapsed, flush=True)
+    if elapsed > 3:
+        fail("commands in parallel took %.1f s: they ran one after another" % elapsed)
+
+
+def test_ctrl_c_stops_parallel_commands(t):
+    marker = "61.%d" % (os.getpid() % 10000)     # `sleep 61.N`: ours, to look for afterwards
+    path = t.write("cmdpar.lua", '''local sh = require "sh"
+return runbook {
+  name = "cmdpar", summary = "s", severity = "SEV4",
+  step "p" { title = "wait on commands", run = function(ctx)
+    local tasks = {}
+    for i = 1, 5 do tasks[i] = function() return sh.read { "sleep", "%s", quiet = true } end end
+    tasks.probe = function() return sh.read { "sh", "-c", "echo waiting now; sleep %s" } end
+    parallel(tasks)
+  end },
+}
+''' % (marker, marker))
+    p = t.pty(["exec", path, "--auto"])
+    p.expect("waiting now")
+    expect_fast(interrupt(p, r"Enter: retry") * 1000, 500, "Ctrl-C to stop 6 commands in parallel")
+    left = [pid for pid, _ in processes() if marker in cmdline(pid)]
+    if left:
+        fail("the commands are still running after Ctrl-C: pids %s" % left)
+    p.sendline("q")
+    expect_eq(p.wait(), 5)
+
+
+def test_a_task_that_ends_the_step_stops_the_others_commands(t):
+    # Task 2's action is declined (no terminal), which skips the step, while task 1's command still
+    # runs: parallel() stops task 1 on the spot, and with it the command (its op is closed), rather
+    # than waiting for it or leaving it running.
+    marker = "62.%d" % (os.getpid() % 10000)
+    path = t.write("esc.lua", '''local sh = require "sh"
+return runbook {
+  name = "esc", summary = "s", severity = "SEV4",
+  step "p" { title = "one task escalates", run = function(ctx)
+    parallel {
+      function() return sh.read { "sleep", "%s", quiet = true } end,
+      function() sh.read { "true" } sh.action { "true" } end,
+    }
+  end },
+}
+''' % marker)
+    start = time.monotonic()
+    rc, out, err = t.run(["exec", path, "--auto", "--transcript", t.path("esc.cast")], timeout=20)
+    elapsed = time.monotonic() - start
+    expect_eq(rc, 4, "the exit code of a run whose action was declined\n" + out + err)
+    expect_in("step skipped: the action was declined", out)
+    expect_fast(elapsed * 1000, 3000, "a run whose step was skipped while a task's command ran")
+    left = [pid for pid, _ in processes() if marker in cmdline(pid)]
+    if left:
+        fail("the other task's command is still running: pids %s" % left)
+    _, _, records = t.read_transcript(t.path("esc.cast"))
+    stopped = [r for r in records if r.get("type") == "probe" and r.get("target") == "sleep " + marker]
+    expect_eq([r["outcome"] for r in stopped], ["interrupted"], "the stopped command's record")
+
+
+def cmdline(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return ""
 
 
 def test_parallel_keeps_keys_and_per_task_errors(t):
