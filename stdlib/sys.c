@@ -19,15 +19,16 @@
  *   sys.processes { sort = "memory" | "cpu", limit = 10, sample = "250ms", match }
  *       -> { {pid, ppid, user, state, command, cmdline, rss, mem_pct, cpu_pct, threads, age}, ...,
  *            count = n }
- *   sys.tail(path, { lines = 50 })                     -> { lines = {...}, size, mtime }
+ *   sys.tail(path, { lines = 50, timeout = 5 })        -> { lines = {...}, text, size, mtime, truncated }
  *   sys.grep(path, regex, { icase = false, limit = 100, timeout = 10 })
  *       -> { matches = { {line, text} }, count, lines, partial }
  *
  * A disk that is full is often a disk that is also slow, and a dead NFS server makes stat()
  * block in the kernel for minutes: everything that touches a path the operator named is bounded.
- * stat/statvfs of a possibly remote filesystem run in a worker thread the caller stops waiting
- * for at the deadline; tree walks stop at their deadline and say partial = true. Ctrl-C ends a
- * walk or a sample at once with nil, "...: interrupted", "interrupted".
+ * stat/statvfs/open of a path run in a worker thread the caller stops waiting for at the deadline
+ * (inside parallel(), sys.fs, tail, grep and deleted_open yield meanwhile); tree walks stop at
+ * their deadline and say partial = true. Ctrl-C ends a walk or a sample at once with
+ * nil, "...: interrupted", "interrupted".
  */
 #include "luax.h"
 #include "modules.h"
@@ -199,12 +200,12 @@ static ssize_t read_small(const char *path, char *buf, size_t size)
  * signal reaches them. They run in a worker thread (tasks_offload) that the caller stops
  * waiting for at the deadline: a stuck worker costs one small job and one thread, not the run.
  */
-enum fsjob_kind { FS_STATVFS, FS_STAT, FS_OPEN, FS_OPENDIR };   /* -> vfs (and real); st; fd and st; fd, st, real */
+/* -> vfs; vfs and real; st; fd and st; fd, st and real */
+enum fsjob_kind { FS_STATVFS, FS_STATVFS_REAL, FS_STAT, FS_OPEN, FS_OPENDIR };
 
 struct fsjob {
 	char *path;
 	enum fsjob_kind kind;
-	bool want_realpath;
 	int err;
 	struct statvfs vfs;
 	char *real;
@@ -228,7 +229,7 @@ static void fsjob_run(void *arg)
 	} else if (j->kind == FS_STAT) {
 		if (stat(j->path, &j->st) != 0)
 			j->err = errno;
-	} else if (j->want_realpath && !(j->real = realpath(j->path, NULL))) {
+	} else if (j->kind == FS_STATVFS_REAL && !(j->real = realpath(j->path, NULL))) {
 		j->err = errno;
 	} else if (statvfs(j->real ? j->real : j->path, &j->vfs) != 0) {
 		j->err = errno;
@@ -327,46 +328,8 @@ static int fsjob_wait(struct fsjob *j, msec_t deadline, struct offload **o)
 	return w == SCHED_READY ? j->err : w == SCHED_TIMEOUT ? ETIMEDOUT : EINTR;
 }
 
-/*
- * statvfs (and realpath, when real is not NULL) of path, giving up at the deadline.
- * Returns 0 or an errno value (ETIMEDOUT, EINTR for Ctrl-C). *real is malloc'd.
- */
-static int bounded_statvfs(const char *path, msec_t deadline, struct statvfs *out, char **real)
-{
-	struct fsjob *j = fsjob_new(path, FS_STATVFS);
-	j->want_realpath = real != NULL;
-	struct offload *o;
-	int err = fsjob_wait(j, deadline, &o);
-	if (!err) {
-		*out = j->vfs;
-		if (real) {
-			*real = j->real;
-			j->real = NULL;
-		}
-	}
-	fsjob_done(o, j);
-	return err;
-}
-
-/* A regular file opened (and fstat'ed) by a worker the caller stops waiting for at the deadline:
- * open() of a path on a network file system whose server is gone does not return. The fd, or
- * -errno (ETIMEDOUT, EINTR; EINVAL: not a regular file). */
-static int bounded_open(const char *path, msec_t deadline, struct stat *st)
-{
-	struct fsjob *j = fsjob_new(path, FS_OPEN);
-	struct offload *o;
-	int err = fsjob_wait(j, deadline, &o);
-	int fd = -err;
-	if (!err) {
-		fd = j->fd;
-		*st = j->st;
-		j->fd = -1;
-	}
-	fsjob_done(o, j);
-	return fd;
-}
-
-/* A directory opened, fstat'ed and resolved (*real, malloc'd) by a worker, as bounded_open. */
+/* A directory opened, fstat'ed and resolved (*real, malloc'd) by a worker: the fd, or -errno
+ * (ETIMEDOUT, EINTR). */
 static int bounded_opendir(const char *path, msec_t deadline, struct stat *st, char **real)
 {
 	struct fsjob *j = fsjob_new(path, FS_OPENDIR);
@@ -384,16 +347,107 @@ static int bounded_opendir(const char *path, msec_t deadline, struct stat *st, c
 	return fd;
 }
 
-/* stat() by a worker, as bounded_open: 0 or an errno value (ETIMEDOUT, EINTR). */
-static int bounded_stat(const char *path, msec_t deadline, struct stat *st)
-{
-	struct fsjob *j = fsjob_new(path, FS_STAT);
+/*
+ * The probes on one path (sys.fs, sys.tail, sys.grep, sys.deleted_open) wait for their fsjob as an
+ * op (interp/tasks.h): inside parallel() the task yields while the worker works, so a path on a hung
+ * mount costs its own task the deadline, not the other tasks theirs. The rest of the probe (reading
+ * the file the worker opened) is its finish, which reads its options again from the stack.
+ */
+struct fs_op {
+	struct sched_waiter w;
+	struct tasks_op task;
+	struct probe p;
+	struct fsjob *j;           /* NULL: nothing to wait for */
 	struct offload *o;
-	int err = fsjob_wait(j, deadline, &o);
-	if (!err)
-		*st = j->st;
-	fsjob_done(o, j);
-	return err;
+	int err;                   /* -1 while waiting; then 0 (read j), the job's errno, ETIMEDOUT, EINTR */
+	int (*finish)(lua_State *L, struct fs_op *op);
+};
+
+#define FS_OP_MT "runbook.sys.fsjob"
+
+static bool fs_op_over(struct fs_op *op, int err)
+{
+	op->err = err;
+	return true;
+}
+
+static bool fs_op_wait(struct fs_op *op, const struct offload *o)
+{
+	tasks_wait_init(&op->w, op->p.deadline > 0 ? op->p.deadline : INT64_MAX);
+	tasks_want(&op->w, tasks_offload_fd(o), POLLIN);
+	return false;
+}
+
+static bool fs_op_advance(void *p)
+{
+	struct fs_op *op = p;
+	if (op->err >= 0 || !op->j)
+		return fs_op_over(op, op->err >= 0 ? op->err : 0);
+	if (op->w.result != SCHED_READY)
+		return fs_op_over(op, op->w.result == SCHED_TIMEOUT ? ETIMEDOUT : EINTR);
+	if (!op->o) {
+		/* Looked up again after every wait: another call may have forgotten it meanwhile. */
+		const struct offload *earlier = still_stuck(op->j->path);
+		if (earlier)   /* its end, if it comes, is this one's start */
+			return fs_op_wait(op, earlier);
+		op->o = tasks_offload(fsjob_run, op->j, fsjob_free);
+		if (!op->o) {   /* no thread to be had (a pids limit reached): here, unless that may hang */
+			if (may_hang(op->j->path))
+				return fs_op_over(op, EAGAIN);
+			fsjob_run(op->j);
+			return fs_op_over(op, op->j->err);
+		}
+	}
+	if (tasks_offload_done(op->o))
+		return fs_op_over(op, op->j->err);
+	return fs_op_wait(op, op->o);
+}
+
+static int fs_op_done(lua_State *L, void *p)
+{
+	struct fs_op *op = p;
+	return op->finish(L, op);
+}
+
+static void fs_op_release(void *p)
+{
+	struct fs_op *op = p;
+	if (op->j)
+		fsjob_done(op->o, op->j);
+	op->j = NULL;
+	op->o = NULL;
+}
+
+static const struct tasks_machine fs_op_machine = { fs_op_advance, fs_op_done, fs_op_release };
+
+static int fs_op_gc(lua_State *L)
+{
+	fs_op_release(luaL_checkudata(L, 1, FS_OP_MT));
+	return 0;
+}
+
+/* Runs the probe fn on target: a job of kind on path (NULL: none), then finish, which finds the
+ * probe's nargs arguments where they were (the op goes above them). */
+static int fs_probe(lua_State *L, int nargs, const char *fn, const char *target, msec_t timeout_ms,
+                    const char *path, enum fsjob_kind kind, int (*finish)(lua_State *L, struct fs_op *op))
+{
+	lua_settop(L, nargs);
+	struct fs_op *op = tasks_push_op(L, sizeof *op, FS_OP_MT);
+	probe_begin(&op->p, fn, target, timeout_ms);
+	op->j = path ? fsjob_new(path, kind) : NULL;
+	op->err = -1;
+	op->finish = finish;
+	op->task = (struct tasks_op){ .machine = &fs_op_machine, .op = op, .w = &op->w };
+	tasks_wait_init(&op->w, op->p.deadline);
+	return tasks_run_op(L, &op->task);
+}
+
+/* The fd the job opened, now the caller's. */
+static int fs_op_take_fd(struct fs_op *op)
+{
+	int fd = op->j->fd;
+	op->j->fd = -1;
+	return fd;
 }
 
 /* ------------------------------------------------------------------------------------ mounts */
@@ -579,32 +633,31 @@ static void summarize_fs(char *buf, size_t n, const struct mount *m, const struc
 
 static const char *const fs_options[] = { "timeout", NULL };
 
+static int fs_finish(lua_State *L, struct fs_op *op)
+{
+	if (op->err)
+		return probe_fail_errno(L, &op->p, op->err);
+	struct mounts ms = { 0 };
+	int err = read_mounts(&ms);
+	const struct mount *m = err ? NULL : mount_of(&ms, op->j->real);
+	if (!m) {
+		free_mounts(&ms);
+		return probe_fail_errno(L, &op->p, err ? err : ENOENT);
+	}
+	char summary[PATH_MAX + 64];
+	summarize_fs(summary, sizeof summary, m, &op->j->vfs);
+	probe_end(&op->p, "ok", summary);
+	push_fs(L, m, &op->j->vfs);
+	free_mounts(&ms);
+	return 1;
+}
+
 static int sys_fs(lua_State *L)
 {
 	const char *path = luaL_checkstring(L, 1);
 	luax_check_options(L, 2, "sys.fs", fs_options);
-	struct probe p;
-	probe_begin(&p, "sys.fs", path, luax_opt_duration(L, 2, "timeout", DEFAULT_FS_TIMEOUT_MS, "sys.fs"));
-
-	struct statvfs v;
-	char *real = NULL;
-	int err = bounded_statvfs(path, p.deadline, &v, &real);
-	if (err)
-		return probe_fail_errno(L, &p, err);
-	struct mounts ms = { 0 };
-	err = read_mounts(&ms);
-	const struct mount *m = err ? NULL : mount_of(&ms, real);
-	free(real);
-	if (!m) {
-		free_mounts(&ms);
-		return probe_fail_errno(L, &p, err ? err : ENOENT);
-	}
-	char summary[PATH_MAX + 64];
-	summarize_fs(summary, sizeof summary, m, &v);
-	probe_end(&p, "ok", summary);
-	push_fs(L, m, &v);
-	free_mounts(&ms);
-	return 1;
+	msec_t timeout = luax_opt_duration(L, 2, "timeout", DEFAULT_FS_TIMEOUT_MS, "sys.fs");
+	return fs_probe(L, 2, "sys.fs", path, timeout, path, FS_STATVFS_REAL, fs_finish);
 }
 
 static const char *const filesystems_options[] = { "all", "network", "timeout", NULL };
@@ -617,6 +670,47 @@ static bool seen_device(const struct mounts *ms, size_t upto, const struct mount
 	return false;
 }
 
+/* A filesystem to report, and the worker asking its server when it has one. */
+struct fs_ask {
+	const struct mount *m;
+	struct fsjob *j;
+	struct offload *o;
+	bool served, unanswered;
+};
+
+/* Starts a worker on the served filesystem of a: unanswered at once if one is still blocked there. */
+static void ask_server(struct fs_ask *a)
+{
+	if (still_stuck(a->m->dir)) {
+		a->unanswered = true;
+		return;
+	}
+	a->j = fsjob_new(a->m->dir, FS_STATVFS);
+	if (!(a->o = tasks_offload(fsjob_run, a->j, fsjob_free))) {
+		fsjob_free(a->j);
+		a->j = NULL;
+		a->unanswered = true;
+	}
+}
+
+/* The answer of a's server by the deadline: false when there is none. */
+static bool server_answer(struct fs_ask *a, msec_t deadline, struct statvfs *v)
+{
+	if (!a->j)
+		return false;
+	bool answered = wait_offload(a->o, deadline) == SCHED_READY && a->j->err == 0;
+	if (answered)
+		*v = a->j->vfs;
+	fsjob_done(a->o, a->j);
+	a->j = NULL;
+	return answered;
+}
+
+/*
+ * Local filesystems are asked here; the served ones (network, FUSE) by workers started all at once
+ * and waited for until the one deadline, so that a server that is gone costs the deadline once and
+ * does not leave the filesystems after it unanswered too.
+ */
 static int sys_filesystems(lua_State *L)
 {
 	luax_check_options(L, 1, "sys.filesystems", filesystems_options);
@@ -630,33 +724,40 @@ static int sys_filesystems(lua_State *L)
 	int err = read_mounts(&ms);
 	if (err)
 		return probe_fail_errno(L, &p, err);
-	lua_createtable(L, (int)ms.n, 0);
-	int n = 0, slow = 0;
+	struct fs_ask *asks = calloc(ms.n ? ms.n : 1, sizeof *asks);
+	if (!asks)
+		abort();
+	size_t nasks = 0;
 	for (size_t i = 0; i < ms.n; i++) {
 		const struct mount *m = &ms.v[i];
-		bool net = is_network_fs(m->fstype);
-		if ((net && !network) || (!all && (is_pseudo_fs(m->fstype) || seen_device(&ms, i, m))))
+		if ((is_network_fs(m->fstype) && !network) ||
+		    (!all && (is_pseudo_fs(m->fstype) || seen_device(&ms, i, m))))
 			continue;
+		struct fs_ask *a = &asks[nasks++];
+		*a = (struct fs_ask){ .m = m, .served = served_fs(m->fstype) };
+		if (a->served)
+			ask_server(a);
+	}
+	lua_createtable(L, (int)nasks, 0);
+	int n = 0, slow = 0;
+	for (size_t i = 0; i < nasks; i++) {
+		struct fs_ask *a = &asks[i];
 		struct statvfs v;
-		if (net) {
-			if (bounded_statvfs(m->dir, p.deadline, &v, NULL) != 0) {
-				slow++;    /* a hung server: listed by name, without numbers, rather than waited for */
-				continue;
-			}
-		} else if (statvfs(m->dir, &v) != 0) {
+		if (a->served ? !server_answer(a, p.deadline, &v) : statvfs(a->m->dir, &v) != 0) {
+			slow += a->served;   /* a hung server: counted, rather than waited for */
 			continue;
 		}
 		if (!all && v.f_blocks == 0)
 			continue;
-		push_fs(L, m, &v);
+		push_fs(L, a->m, &v);
 		lua_rawseti(L, -2, ++n);
-		if (probe_check(&p) == EINTR) {
-			free_mounts(&ms);
-			lua_pop(L, 1);
-			return probe_fail_errno(L, &p, EINTR);
-		}
 	}
+	free(asks);
 	free_mounts(&ms);
+	if (probe_check(&p) == EINTR) {
+		lua_pop(L, 1);
+		return probe_fail_errno(L, &p, EINTR);
+	}
 	char summary[96];
 	snprintf(summary, sizeof summary, "%d filesystems%s", n, slow ? ", some network filesystems did not answer" : "");
 	probe_end(&p, slow ? "partial" : "ok", summary);
@@ -749,7 +850,7 @@ static void find_mounts_below(struct walk *w, const char *real)
 		m->fstype = m->source = NULL;   /* moved */
 	}
 	free_mounts(&all);
-	qsort(w->below.v, w->below.n, sizeof *w->below.v, by_dir);
+	sort_array(w->below.v, w->below.n, sizeof *w->below.v, by_dir);
 	size_t kept = 0;
 	for (size_t i = 0; i < w->below.n; i++) {
 		struct mount *m = &w->below.v[i];
@@ -775,7 +876,7 @@ static int dir_is(const void *key, const void *elem)
 static bool leave_mount(struct walk *w)
 {
 	const char *rel = w->path + w->rootlen + (w->path[w->rootlen] == '/');
-	const struct mount *m = bsearch(rel, w->below.v, w->below.n, sizeof *w->below.v, dir_is);
+	const struct mount *m = w->below.n ? bsearch(rel, w->below.v, w->below.n, sizeof *w->below.v, dir_is) : NULL;
 	if (!m)
 		return false;
 	if (served_fs(m->fstype)) {
@@ -1320,19 +1421,26 @@ static void free_helds(struct helds *h)
 
 static const char *const deleted_options[] = { "path", "timeout", "limit", NULL };
 
+static int deleted_open_finish(lua_State *L, struct fs_op *op);
+
 static int sys_deleted_open(lua_State *L)
 {
 	luax_check_options(L, 1, "sys.deleted_open", deleted_options);
 	const char *path = luax_opt_string(L, 1, "path", NULL, "sys.deleted_open");
-	size_t limit = (size_t)opt_count(L, 1, "limit", 50, 1, "sys.deleted_open");
-	struct probe p;
-	probe_begin(&p, "sys.deleted_open", path ? path : "all filesystems",
-	            luax_opt_duration(L, 1, "timeout", DEFAULT_PROC_TIMEOUT_MS, "sys.deleted_open"));
+	opt_count(L, 1, "limit", 50, 1, "sys.deleted_open");
+	msec_t timeout = luax_opt_duration(L, 1, "timeout", DEFAULT_PROC_TIMEOUT_MS, "sys.deleted_open");
+	return fs_probe(L, 1, "sys.deleted_open", path ? path : "all filesystems", timeout, path, FS_STAT,
+	                deleted_open_finish);
+}
 
-	struct stat fsst = { 0 };
-	int err = path ? bounded_stat(path, p.deadline, &fsst) : 0;
-	if (err)
-		return probe_fail_errno(L, &p, err);
+static int deleted_open_finish(lua_State *L, struct fs_op *op)
+{
+	const struct probe p = op->p;
+	if (op->err)
+		return probe_fail_errno(L, &p, op->err);
+	bool on_path = op->j != NULL;
+	dev_t dev = on_path ? op->j->st.st_dev : 0;
+	size_t limit = (size_t)opt_count(L, 1, "limit", 50, 1, "sys.deleted_open");
 	DIR *proc = opendir("/proc");
 	if (!proc)
 		return probe_fail_errno(L, &p, errno);
@@ -1340,7 +1448,7 @@ static int sys_deleted_open(lua_State *L)
 	int stop = 0;
 	for (struct dirent *de; !stop && (de = readdir(proc));)
 		if (is_pid(de->d_name) && !(stop = probe_check(&p)))
-			scan_fds(&h, atoi(de->d_name), path != NULL, fsst.st_dev);
+			scan_fds(&h, atoi(de->d_name), on_path, dev);
 	closedir(proc);
 	if (stop == EINTR) {
 		free_helds(&h);
@@ -1752,17 +1860,25 @@ static char *read_tail(int fd, off_t size, lua_Integer want, size_t *len, bool *
 	return buf;
 }
 
+static int tail_finish(lua_State *L, struct fs_op *op);
+
 static int sys_tail(lua_State *L)
 {
 	const char *path = luaL_checkstring(L, 1);
 	luax_check_options(L, 2, "sys.tail", tail_options);
+	opt_count(L, 2, "lines", 50, 1, "sys.tail");
+	msec_t timeout = luax_opt_duration(L, 2, "timeout", DEFAULT_FS_TIMEOUT_MS, "sys.tail");
+	return fs_probe(L, 2, "sys.tail", path, timeout, path, FS_OPEN, tail_finish);
+}
+
+static int tail_finish(lua_State *L, struct fs_op *op)
+{
+	const struct probe p = op->p;
+	if (op->err)
+		return log_fail(L, &p, op->err);
 	lua_Integer want = opt_count(L, 2, "lines", 50, 1, "sys.tail");
-	struct probe p;
-	probe_begin(&p, "sys.tail", path, luax_opt_duration(L, 2, "timeout", DEFAULT_FS_TIMEOUT_MS, "sys.tail"));
-	struct stat st;
-	int fd = bounded_open(path, p.deadline, &st);
-	if (fd < 0)
-		return log_fail(L, &p, -fd);
+	struct stat st = op->j->st;
+	int fd = fs_op_take_fd(op);
 	size_t len;
 	bool cut;
 	char *buf = read_tail(fd, st.st_size, want, &len, &cut);
@@ -1808,30 +1924,47 @@ struct hit {
 
 static const char *const grep_options[] = { "icase", "limit", "timeout", NULL };
 
+/* The pattern of sys.grep compiled; raises on a bad one. */
+static void grep_compile(lua_State *L, regex_t *re)
+{
+	const char *pattern = luaL_checkstring(L, 2);
+	bool icase = luax_opt_bool(L, 3, "icase", false, "sys.grep");
+	int rc = regcomp(re, pattern, REG_EXTENDED | REG_NOSUB | (icase ? REG_ICASE : 0));
+	if (rc != 0) {
+		char why[160];
+		regerror(rc, re, why, sizeof why);
+		luaL_error(L, "sys.grep: bad regular expression '%s': %s", pattern, why);
+	}
+}
+
+static int grep_finish(lua_State *L, struct fs_op *op);
+
 static int sys_grep(lua_State *L)
 {
 	const char *path = luaL_checkstring(L, 1);
-	const char *pattern = luaL_checkstring(L, 2);
+	luaL_checkstring(L, 2);
 	luax_check_options(L, 3, "sys.grep", grep_options);
-	bool icase = luax_opt_bool(L, 3, "icase", false, "sys.grep");
-	size_t limit = (size_t)opt_count(L, 3, "limit", 100, 1, "sys.grep");
+	opt_count(L, 3, "limit", 100, 1, "sys.grep");
 	msec_t timeout = luax_opt_duration(L, 3, "timeout", DEFAULT_WALK_TIMEOUT_MS, "sys.grep");
 	regex_t re;
-	int rc = regcomp(&re, pattern, REG_EXTENDED | REG_NOSUB | (icase ? REG_ICASE : 0));
-	if (rc != 0) {
-		char why[160];
-		regerror(rc, &re, why, sizeof why);
-		return luaL_error(L, "sys.grep: bad regular expression '%s': %s", pattern, why);
-	}
-	struct probe p;
-	probe_begin(&p, "sys.grep", path, timeout);
-	struct stat st;
-	int fd = bounded_open(path, p.deadline, &st);
-	FILE *f = fd < 0 ? NULL : fdopen(fd, "r");
+	grep_compile(L, &re);   /* a bad pattern raises before anything starts */
+	regfree(&re);
+	return fs_probe(L, 3, "sys.grep", path, timeout, path, FS_OPEN, grep_finish);
+}
+
+static int grep_finish(lua_State *L, struct fs_op *op)
+{
+	const struct probe p = op->p;
+	if (op->err)
+		return log_fail(L, &p, op->err);
+	size_t limit = (size_t)opt_count(L, 3, "limit", 100, 1, "sys.grep");
+	regex_t re;
+	grep_compile(L, &re);
+	int fd = fs_op_take_fd(op);
+	FILE *f = fdopen(fd, "r");
 	if (!f) {
-		int err = fd < 0 ? -fd : errno;
-		if (fd >= 0)
-			close(fd);
+		int err = errno;
+		close(fd);
 		regfree(&re);
 		return log_fail(L, &p, err);
 	}
@@ -1896,6 +2029,8 @@ static int sys_grep(lua_State *L)
 
 int luaopen_sys(lua_State *L)
 {
+	static const luaL_Reg fs_op_meta[] = { { "__gc", fs_op_gc }, { "__close", fs_op_gc }, { NULL, NULL } };
+	luax_class(L, FS_OP_MT, fs_op_meta, NULL, NULL);
 	static const luaL_Reg fns[] = {
 		{ "filesystems", sys_filesystems },
 		{ "fs", sys_fs },

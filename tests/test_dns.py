@@ -11,7 +11,7 @@ import signal
 import subprocess
 
 from run import check_sanitizer, expect_eq, expect_in, fail, namespaces
-from steps import window
+from steps import expect_within, window
 
 DEADLINE_MS = 700
 
@@ -174,8 +174,12 @@ return runbook { name = "twice", summary = "a name with two addresses that do no
       redis = function() return redis.connect("redis://" .. host .. ":" .. ctx.port, { timeout = T }) end,
       -- a listener that accepts and says nothing: the first address answered, and keeps the time
       pg_mute = function() return pg.connect("postgresql://u@" .. host .. ":" .. ctx.mute .. "/x", { timeout = T }) end,
+      -- 127.0.0.1 does not answer, then 127.0.0.2 (nothing bound there) refuses
+      tcp_mixed = function() return tcp.connect("mixed.runbook.test", tonumber(ctx.port), { timeout = T }) end,
+      pg_mixed = function() return pg.connect("postgresql://u@mixed.runbook.test:" .. ctx.port .. "/x", { timeout = T }) end,
+      redis_mixed = function() return redis.connect("redis://mixed.runbook.test:" .. ctx.port, { timeout = T }) end,
     }
-    for _, name in ipairs { "tcp", "pg", "redis", "pg_mute" } do
+    for _, name in ipairs { "tcp", "pg", "redis", "pg_mute", "tcp_mixed", "pg_mixed", "redis_mixed" } do
       local ok, err, kind = calls[name]()
       print(string.format("@@ %%s %%s %%s", name, tostring(kind), err))
     end
@@ -185,7 +189,8 @@ return runbook { name = "twice", summary = "a name with two addresses that do no
 
 
 def test_a_name_s_addresses_share_the_deadline(t):
-    t.write("hosts", "127.0.0.1 twice.runbook.test\n127.0.0.1 twice.runbook.test\n")
+    t.write("hosts", "127.0.0.1 twice.runbook.test\n127.0.0.1 twice.runbook.test\n"
+                     "127.0.0.1 mixed.runbook.test\n127.0.0.2 mixed.runbook.test\n")
     t.write("nsswitch.conf", "hosts: files\n")
     t.write("twice.lua", TWICE)
     cast = t.path("twice.cast")
@@ -195,8 +200,13 @@ def test_a_name_s_addresses_share_the_deadline(t):
         if line.startswith("@@ "):
             name, kind, err = line[3:].split(" ", 2)
             said[name] = (kind, err)
-    expect_eq(sorted(said), ["pg", "pg_mute", "redis", "tcp"], "calls reported")
+    expect_eq(sorted(said), ["pg", "pg_mixed", "pg_mute", "redis", "redis_mixed", "tcp", "tcp_mixed"],
+              "calls reported")
     for name, (kind, err) in said.items():
+        if name.endswith("_mixed"):   # the refusal is the answer, and the silence before it is told
+            expect_eq(kind, "refused", "%s: %s" % (name, err))
+            expect_in("(before it, 1 address did not answer in its share of the time)", err)
+            continue
         expect_eq(kind, "timeout", "%s: %s" % (name, err))
         if name != "pg_mute":
             expect_in("; 2 addresses tried)", err)
@@ -205,9 +215,8 @@ def test_a_name_s_addresses_share_the_deadline(t):
     expect_eq(open(t.path("accepted")).read().count("\n"), 1, "connections the mute listener saw")
     _, _, records = t.read_transcript(cast)
     probes = [r for r in records if r.get("type") == "probe"]
-    expect_eq(len(probes), 4, "probe records")
-    low, high = window(DEADLINE_MS)
-    for r in probes:
-        if not low <= r["duration_ms"] <= high:
-            fail("%s took %.0f ms for a %d ms deadline" % (r["primitive"], r["duration_ms"], DEADLINE_MS))
+    expect_eq(len(probes), 7, "probe records")
+    for r in probes:   # the mixed name: its first address's share, half the time, then the refusal
+        expect_within(r["duration_ms"], DEADLINE_MS // 2 if "mixed" in r["target"] else DEADLINE_MS,
+                      "%s %s" % (r["primitive"], r["target"]))
     print("    two silent addresses: %s ms" % ", ".join("%.0f" % r["duration_ms"] for r in probes))

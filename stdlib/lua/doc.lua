@@ -40,7 +40,8 @@ gives its pid. Output is streamed live and captured.]],
         name = "sh.read",
         call = "sh.read { argv..., OPTIONS }",
         summary = "Runs a read-only command and captures its output. A non-zero exit is a result " ..
-                  "(`ok = false`), not an error, unless `check = true`.",
+                  "(`ok = false`), not an error, unless `check = true`. Inside `parallel` commands run " ..
+                  "side by side.",
         options = {
           { "timeout", "10", "deadline (" .. DURATION .. ")" },
           { "grace", "1", "between SIGTERM and SIGKILL at the deadline" },
@@ -93,7 +94,8 @@ print(r.ok, r.stdout)]],
         },
         returns = "`{ fs, ..., unanswered }`, each fs `{ mount, device, fstype, size, used, avail, used_pct, " ..
                   "inodes, inodes_used, inodes_free, inodes_pct, readonly }` (bytes); `unanswered` counts " ..
-                  "network filesystems that did not answer in time",
+                  "the filesystems with a server (network, FUSE) that did not answer in time: all are asked " ..
+                  "at once, so one that hangs costs the deadline once",
         kinds = { "timeout", "interrupted" },
         example = [[sys.filesystems()]],
       },
