@@ -493,3 +493,4 @@ int   tasks_offload_fd(const struct offload *o) { return o->pipe[0]; }
 bool  tasks_offload_done(const struct offload *o) { return atomic_load(&o->done); }
 void *tasks_offload_arg(const struct offload *o) { return o->arg; }
 void  tasks_offload_release(struct offload *o) { offload_unref(o); }
+struct offload *tasks_offload_retain(struct offload *o) { atomic_fetch_add(&o->refs, 1); return o; }

@@ -104,6 +104,8 @@ int   tasks_offload_fd(const struct offload *o);
 bool  tasks_offload_done(const struct offload *o);
 void *tasks_offload_arg(const struct offload *o);
 void  tasks_offload_release(struct offload *o);   /* the caller's side is finished with it */
+/* Another reference to o, released with tasks_offload_release too; returns o. */
+struct offload *tasks_offload_retain(struct offload *o);
 /* Before the process exits: waits up to limit_ms for the worker threads still running (a cancel
  * request being sent, say); false if some are still there, stuck: then exit without the exit
  * handlers (_exit), which must not run beneath them. */

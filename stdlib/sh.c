@@ -298,33 +298,6 @@ static void drain(int *fd, struct capture *cap, bool quiet)
 	}
 }
 
-/* Waits for the pidfd up to ms, ignoring Ctrl-C: we are already stopping the child. */
-static bool wait_exit(int pidfd, msec_t ms)
-{
-	msec_t end = sched_now() + ms;
-	for (;;) {
-		struct pollfd p = { .fd = pidfd, .events = POLLIN };
-		msec_t left = end - sched_now();
-		if (left < 0)
-			left = 0;
-		int r = poll(&p, 1, (int)left);
-		if (r > 0)
-			return true;
-		if (r == 0 || (r < 0 && errno != EINTR))
-			return false;
-	}
-}
-
-static void stop_group(pid_t pid, int pidfd, msec_t grace)
-{
-	killpg(pid, SIGTERM);
-	if (!wait_exit(pidfd, grace)) {
-		killpg(pid, SIGKILL);
-		wait_exit(pidfd, STUCK_WAIT_MS);
-	}
-	killpg(pid, SIGKILL); /* whatever the leader left behind in its group */
-}
-
 /* Reaps the child. A stopped one that SIGKILL did not end is waiting in the kernel (I/O on a dead
  * disk or a hard NFS mount), where no signal reaches it: it is left there, not waited for. */
 static void reap(pid_t pid, bool stopped, struct outcome *o)
@@ -393,12 +366,14 @@ static int spawn(const struct command *c, pid_t *pid, int *out_fd, int *err_fd)
 
 /*
  * A running command as a state machine (interp/tasks.h), so that inside parallel() its task yields
- * while the command runs and the other tasks go on. RUNNING reads its output until it exits (then
- * DRAINING reads a little longer: a backgrounded grandchild may hold the pipes); at the deadline
- * STOPPING gives it its grace after SIGTERM, KILLING a second after SIGKILL. Ctrl-C stops it at
- * once, here and now: every wait ends at once while an interrupt is pending.
+ * while the command runs and the other tasks go on. RUNNING reads its output until it exits;
+ * DRAINING reads a little longer (a backgrounded grandchild may hold the pipes); at the deadline
+ * STOPPING gives it its grace after SIGTERM, KILLING a second after SIGKILL.
  */
 enum phase { RUNNING, DRAINING, STOPPING, KILLING, OVER };
+
+#define DRAIN_MS         250
+#define NO_PIDFD_TICK_MS 10      /* without a pidfd, waitpid is asked this often */
 
 struct run_op {
 	struct sched_waiter w;
@@ -406,9 +381,10 @@ struct run_op {
 	struct command c;
 	struct outcome o;
 	enum phase phase;
-	pid_t pid;                 /* 0 once reaped or left behind */
-	int pidfd, fds[2];
-	msec_t deadline;
+	pid_t pgid;                /* the child's pid, which is its process group's id; 0: none */
+	int pidfd, fds[2];         /* pidfd -1: none to be had (EMFILE, a kernel before 5.3) */
+	msec_t deadline;           /* the command's */
+	msec_t phase_end;          /* the end of DRAINING, STOPPING or KILLING */
 	double t0;
 	bool action, released;
 };
@@ -422,15 +398,73 @@ static void close_fd(int *fd)
 	*fd = -1;
 }
 
+/* Whether the child has exited. It is not reaped: until then its pid, the group's id, cannot be
+ * given to another process, so killpg cannot reach a stranger. */
+static bool exited_now(const struct run_op *op)
+{
+	if (op->pidfd >= 0) {
+		struct pollfd p = { .fd = op->pidfd, .events = POLLIN };
+		return poll(&p, 1, 0) > 0;
+	}
+	siginfo_t si = { 0 };
+	return waitid(P_PID, (id_t)op->pgid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == op->pgid;
+}
+
+/* Blocks up to ms for the child to exit, ignoring Ctrl-C: it is being stopped. */
+static bool wait_exit(const struct run_op *op, msec_t ms)
+{
+	msec_t end = sched_now() + ms;
+	while (!exited_now(op)) {
+		msec_t left = end - sched_now();
+		if (left <= 0)
+			return false;
+		struct pollfd p = { .fd = op->pidfd, .events = POLLIN };
+		poll(&p, 1, (int)(op->pidfd < 0 && left > NO_PIDFD_TICK_MS ? NO_PIDFD_TICK_MS : left));
+	}
+	return true;
+}
+
+/*
+ * Stopping a command at once (Ctrl-C, or its task closed with parallel()'s others) blocks: every
+ * wait ends at once while an interrupt is pending. Commands stopped one after another share the
+ * grace and the wait after SIGKILL of the first, so that thirty commands stuck in the kernel cost
+ * about a second and a half, not thirty-six.
+ */
+#define STOP_MIN_WAIT_MS 20
+static msec_t stop_grace_end, stop_wait_end;
+
+/* ms, or what is left of the shared time until end, but at least STOP_MIN_WAIT_MS. */
+static msec_t shared_wait(msec_t ms, msec_t end)
+{
+	msec_t left = end - sched_now();
+	if (left < STOP_MIN_WAIT_MS)
+		left = STOP_MIN_WAIT_MS;
+	return ms < left ? ms : left;
+}
+
+static void stop_now(struct run_op *op)
+{
+	msec_t now = sched_now();
+	if (now > stop_wait_end + 1000) {   /* not one more of the commands of the same stop */
+		stop_grace_end = now + INTERRUPT_GRACE_MS;
+		stop_wait_end = stop_grace_end + STUCK_WAIT_MS;
+	}
+	bool signalled = op->phase == STOPPING || op->phase == KILLING;   /* its grace is over */
+	killpg(op->pgid, SIGTERM);
+	if (!wait_exit(op, signalled ? 0 : shared_wait(INTERRUPT_GRACE_MS, stop_grace_end))) {
+		killpg(op->pgid, SIGKILL);
+		wait_exit(op, shared_wait(STUCK_WAIT_MS, stop_wait_end));
+	}
+	killpg(op->pgid, SIGKILL);   /* whatever the leader left behind in its group */
+}
+
 /* The end of the command: pipes closed, the child reaped (or left behind, stuck). */
 static bool run_over(struct run_op *op)
 {
 	close_fd(&op->fds[0]);
 	close_fd(&op->fds[1]);
 	close_fd(&op->pidfd);
-	if (op->pid > 0)
-		reap(op->pid, op->o.timed_out || op->o.interrupted, &op->o);
-	op->pid = 0;
+	reap(op->pgid, op->o.timed_out || op->o.interrupted, &op->o);
 	op->o.ms = sched_now_precise() - op->t0;
 	if (op->o.out.line_len)
 		show_line(&op->o.out);
@@ -440,11 +474,59 @@ static bool run_over(struct run_op *op)
 	return true;
 }
 
-static bool wait_for_exit(struct run_op *op, msec_t until)
+/* Arms the next wait, until `until`: on the pipes when asked, and on the exit unless it is known;
+ * without a pidfd, only for a tick, to ask waitpid again. */
+static bool arm(struct run_op *op, bool pipes, msec_t until)
 {
+	if (op->pidfd < 0 && op->phase != DRAINING && until > sched_now() + NO_PIDFD_TICK_MS)
+		until = sched_now() + NO_PIDFD_TICK_MS;
 	tasks_wait_init(&op->w, until);
-	tasks_want(&op->w, op->pidfd, POLLIN);
+	for (int i = 0; pipes && i < 2; i++)
+		tasks_want(&op->w, op->fds[i], POLLIN);
+	if (op->phase != DRAINING)
+		tasks_want(&op->w, op->pidfd, POLLIN);
 	return false;
+}
+
+static bool advance_stopping(struct run_op *op)
+{
+	bool exited = exited_now(op);
+	if (!exited && sched_now() < op->phase_end)
+		return arm(op, false, op->phase_end);
+	if (!exited && op->phase == STOPPING) {
+		killpg(op->pgid, SIGKILL);
+		op->phase = KILLING;
+		op->phase_end = sched_now() + STUCK_WAIT_MS;
+		return arm(op, false, op->phase_end);
+	}
+	killpg(op->pgid, SIGKILL);   /* whatever the leader left behind in its group */
+	return run_over(op);
+}
+
+static bool advance_running(struct run_op *op)
+{
+	for (int k = 0; k < op->w.nfds; k++) {
+		const struct pollfd *f = &op->w.fds[k];
+		if (f->revents && f->fd == op->fds[0])
+			drain(&op->fds[0], &op->o.out, op->c.quiet);
+		else if (f->revents && f->fd == op->fds[1])
+			drain(&op->fds[1], &op->o.err, op->c.quiet);
+	}
+	msec_t now = sched_now();
+	if (op->phase == RUNNING && exited_now(op)) {
+		op->phase = DRAINING;
+		op->phase_end = now + DRAIN_MS;
+	}
+	if (op->phase == DRAINING && ((op->fds[0] < 0 && op->fds[1] < 0) || now >= op->phase_end))
+		return run_over(op);
+	if (op->phase == RUNNING && now >= op->deadline) {
+		op->o.timed_out = true;
+		killpg(op->pgid, SIGTERM);
+		op->phase = STOPPING;
+		op->phase_end = now + op->c.grace_ms;
+		return arm(op, false, op->phase_end);
+	}
+	return arm(op, true, op->phase == DRAINING ? op->phase_end : op->deadline);
 }
 
 static bool run_advance(void *p)
@@ -454,54 +536,12 @@ static bool run_advance(void *p)
 		return true;
 	if (op->w.result == SCHED_INTERRUPTED) {
 		op->o.interrupted = true;
-		if (op->phase == STOPPING || op->phase == KILLING)
-			stop_group(op->pid, op->pidfd, 0);
-		else if (op->phase == RUNNING)
-			stop_group(op->pid, op->pidfd, INTERRUPT_GRACE_MS);
+		stop_now(op);
 		return run_over(op);
 	}
-	if (op->phase == STOPPING || op->phase == KILLING) {
-		bool exited = op->w.result == SCHED_READY;   /* the pidfd is all they wait on */
-		if (!exited && op->phase == STOPPING) {
-			killpg(op->pid, SIGKILL);
-			op->phase = KILLING;
-			return wait_for_exit(op, sched_now() + STUCK_WAIT_MS);
-		}
-		killpg(op->pid, SIGKILL);   /* whatever the leader left behind in its group */
-		return run_over(op);
-	}
-	bool ready = op->w.result == SCHED_READY;
-	for (int i = 0; ready && i < op->w.nfds; i++) {
-		struct pollfd *f = &op->w.fds[i];
-		if (!f->revents)
-			continue;
-		if (f->fd == op->pidfd && op->phase == RUNNING) {
-			op->phase = DRAINING;
-			op->deadline = sched_now() + 250;
-		} else if (f->fd == op->fds[0]) {
-			drain(&op->fds[0], &op->o.out, op->c.quiet);
-		} else if (f->fd == op->fds[1]) {
-			drain(&op->fds[1], &op->o.err, op->c.quiet);
-		}
-	}
-	if (op->w.result == SCHED_TIMEOUT && op->phase == RUNNING) {
-		op->o.timed_out = true;
-		killpg(op->pid, SIGTERM);
-		op->phase = STOPPING;
-		return wait_for_exit(op, sched_now() + op->c.grace_ms);
-	}
-	bool pipes_closed = op->fds[0] < 0 && op->fds[1] < 0;
-	if ((op->w.result == SCHED_TIMEOUT && op->phase == DRAINING) || (op->phase == DRAINING && pipes_closed))
-		return run_over(op);
-	if (op->phase == RUNNING && op->pidfd < 0 && pipes_closed)   /* no pidfd: the pipes' end tells */
-		return run_over(op);
-	tasks_wait_init(&op->w, op->deadline);
-	for (int i = 0; i < 2; i++)
-		if (op->fds[i] >= 0)
-			tasks_want(&op->w, op->fds[i], POLLIN);
-	if (op->phase == RUNNING && op->pidfd >= 0)
-		tasks_want(&op->w, op->pidfd, POLLIN);
-	return false;
+	if (op->phase == STOPPING || op->phase == KILLING)
+		return advance_stopping(op);
+	return advance_running(op);
 }
 
 static void free_outcome(struct outcome *o)
@@ -620,15 +660,12 @@ static void run_release(void *p)
 	if (op->released)
 		return;
 	op->released = true;
-	if (op->pid > 0) {   /* stopped in the middle: the transcript still says how it ended */
-		stop_group(op->pid, op->pidfd, INTERRUPT_GRACE_MS);
+	if (op->phase != OVER) {   /* stopped in the middle: the transcript still says how it ended */
 		op->o.interrupted = true;
+		stop_now(op);
 		run_over(op);
 		run_audit(op);
 	}
-	close_fd(&op->fds[0]);
-	close_fd(&op->fds[1]);
-	close_fd(&op->pidfd);
 	free_outcome(&op->o);
 	free_command(&op->c);
 }
@@ -643,16 +680,15 @@ static void run_start(struct run_op *op)
 	op->o.err = (struct capture){ .max = op->c.max_output };
 	op->fds[0] = op->fds[1] = op->pidfd = -1;
 	op->task = (struct tasks_op){ .machine = &run_machine, .op = op, .w = &op->w };
-	if ((op->o.spawn_errno = spawn(&op->c, &op->pid, &op->fds[0], &op->fds[1])) != 0) {
-		op->pid = 0;
+	op->phase = OVER;
+	if ((op->o.spawn_errno = spawn(&op->c, &op->pgid, &op->fds[0], &op->fds[1])) != 0) {
+		op->pgid = 0;
 		op->o.ms = sched_now_precise() - op->t0;
-		op->phase = OVER;
 		return;
 	}
-	op->pidfd = pidfd_open(op->pid);
+	op->pidfd = pidfd_open(op->pgid);
 	op->deadline = sched_deadline(op->c.timeout_ms);
 	op->phase = RUNNING;
-	tasks_wait_init(&op->w, op->deadline);
 }
 
 /* ------------------------------------------------------------------------------- the functions */

@@ -74,8 +74,9 @@ static void probe_begin(struct probe *p, const char *fn, const char *target, mse
 {
 	p->fn = fn;
 	p->target = target;
-	p->timeout_ms = timeout_ms;
-	p->deadline = timeout_ms > 0 ? sched_deadline(timeout_ms) : 0;
+	/* timeout = 0: no deadline of its own, but --timeout still caps it */
+	p->timeout_ms = timeout_ms > 0 || sched_cap() == 0 ? timeout_ms : sched_cap();
+	p->deadline = p->timeout_ms > 0 ? sched_deadline(p->timeout_ms) : 0;
 	p->t0 = sched_now_precise();
 }
 
@@ -260,30 +261,46 @@ static struct fsjob *fsjob_new(const char *path, enum fsjob_kind kind)
 static bool may_hang(const char *path);
 
 /*
- * Jobs given up on while still blocked, by path. A later call on the same path does not start
- * another: a probe polled every few seconds on a dead NFS mount (wait_until) would otherwise leave
- * a thread and its pipe behind each time, until the process runs out of file descriptors.
+ * The jobs running, by path. A call on a path where one still runs waits for it before it starts
+ * its own: a probe polled every few seconds on a dead NFS mount (wait_until), or twenty parallel()
+ * tasks on one path, would otherwise each leave a thread and its pipe blocked there, until the
+ * process runs out of file descriptors. Each entry holds a reference to its job.
  */
-#define MAX_STUCK 16
-static struct stuck { char *path; struct offload *o; } stuck[MAX_STUCK];
-static int nstuck;
+#define MAX_BUSY 16
+static struct busy { char *path; struct offload *o; } busy[MAX_BUSY];
+static int nbusy;
 
-/* Forgets the stuck jobs that have finished since; the one still blocked on path, or NULL. */
-static struct offload *still_stuck(const char *path)
+static void forget_finished_jobs(void)
 {
-	struct offload *found = NULL;
-	for (int i = 0; i < nstuck;) {
-		if (tasks_offload_done(stuck[i].o)) {
-			tasks_offload_release(stuck[i].o);
-			free(stuck[i].path);
-			stuck[i] = stuck[--nstuck];
-			continue;
+	for (int i = 0; i < nbusy;) {
+		if (tasks_offload_done(busy[i].o)) {
+			tasks_offload_release(busy[i].o);
+			free(busy[i].path);
+			busy[i] = busy[--nbusy];
+		} else {
+			i++;
 		}
-		if (strcmp(stuck[i].path, path) == 0)
-			found = stuck[i].o;
-		i++;
 	}
-	return found;
+}
+
+/* The job still running on path, or NULL. */
+static struct offload *busy_on(const char *path)
+{
+	forget_finished_jobs();
+	for (int i = 0; i < nbusy; i++)
+		if (strcmp(busy[i].path, path) == 0)
+			return busy[i].o;
+	return NULL;
+}
+
+/* Runs j in a worker, known by its path while it runs; NULL when no thread is to be had. */
+static struct offload *fsjob_start(struct fsjob *j)
+{
+	struct offload *o = tasks_offload(fsjob_run, j, fsjob_free);
+	forget_finished_jobs();
+	if (o && nbusy < MAX_BUSY)
+		busy[nbusy++] = (struct busy){ .path = xstrdup(j->path), .o = tasks_offload_retain(o) };
+	return o;
 }
 
 /* Waits for o until the deadline: READY, TIMEOUT or INTERRUPTED. */
@@ -293,16 +310,13 @@ static enum sched_wait wait_offload(struct offload *o, msec_t deadline)
 	return sched_poll(&pfd, 1, deadline > 0 ? deadline : INT64_MAX);
 }
 
-/* Done with the job of *o: released, or kept among the stuck while its worker is still blocked. */
+/* The caller is done with j, run by o (NULL: it ran here, or never). */
 static void fsjob_done(struct offload *o, struct fsjob *j)
 {
-	if (!o) {
+	if (o)
+		tasks_offload_release(o);   /* the worker frees j when it is done too */
+	else
 		fsjob_free(j);
-	} else if (!tasks_offload_done(o) && nstuck < MAX_STUCK) {
-		stuck[nstuck++] = (struct stuck){ .path = xstrdup(j->path), .o = o };
-	} else {
-		tasks_offload_release(o);
-	}
 }
 
 /*
@@ -313,11 +327,11 @@ static void fsjob_done(struct offload *o, struct fsjob *j)
 static int fsjob_wait(struct fsjob *j, msec_t deadline, struct offload **o)
 {
 	*o = NULL;
-	struct offload *earlier = still_stuck(j->path);   /* its end, if it comes, is this one's start */
+	struct offload *earlier = busy_on(j->path);   /* its end, if it comes, is this one's start */
 	enum sched_wait w = earlier ? wait_offload(earlier, deadline) : SCHED_READY;
 	if (w != SCHED_READY)
 		return w == SCHED_TIMEOUT ? ETIMEDOUT : EINTR;
-	*o = tasks_offload(fsjob_run, j, fsjob_free);
+	*o = fsjob_start(j);
 	if (!*o) {   /* no thread to be had (a pids limit reached): here, unless that may hang */
 		if (may_hang(j->path))
 			return EAGAIN;
@@ -351,16 +365,21 @@ static int bounded_opendir(const char *path, msec_t deadline, struct stat *st, c
  * The probes on one path (sys.fs, sys.tail, sys.grep, sys.deleted_open) wait for their fsjob as an
  * op (interp/tasks.h): inside parallel() the task yields while the worker works, so a path on a hung
  * mount costs its own task the deadline, not the other tasks theirs. The rest of the probe (reading
- * the file the worker opened) is its finish, which reads its options again from the stack.
+ * the file the worker opened) is its finish.
  */
 struct fs_op {
 	struct sched_waiter w;
 	struct tasks_op task;
 	struct probe p;
 	struct fsjob *j;           /* NULL: nothing to wait for */
-	struct offload *o;
-	int err;                   /* -1 while waiting; then 0 (read j), the job's errno, ETIMEDOUT, EINTR */
+	struct offload *o;         /* j's worker, once started */
+	struct offload *earlier;   /* a job still running on the same path, waited for first */
+	int err;                   /* 0 (read j), the job's errno, ETIMEDOUT, EINTR, EAGAIN */
 	int (*finish)(lua_State *L, struct fs_op *op);
+	/* the probe's own options */
+	lua_Integer count;         /* tail: lines; grep, deleted_open: limit */
+	regex_t re;                /* grep */
+	bool compiled;
 };
 
 #define FS_OP_MT "runbook.sys.fsjob"
@@ -378,29 +397,39 @@ static bool fs_op_wait(struct fs_op *op, const struct offload *o)
 	return false;
 }
 
+/* Starts the job, after the one still running on its path, if any, has ended. */
+static bool fs_op_start(struct fs_op *op)
+{
+	if (op->earlier) {
+		if (!tasks_offload_done(op->earlier))
+			return fs_op_wait(op, op->earlier);
+		tasks_offload_release(op->earlier);
+		op->earlier = NULL;
+	}
+	struct offload *earlier = busy_on(op->j->path);
+	if (earlier) {   /* held: until this op looks again, another call may forget it */
+		op->earlier = tasks_offload_retain(earlier);
+		return fs_op_wait(op, op->earlier);
+	}
+	op->o = fsjob_start(op->j);
+	if (op->o)
+		return tasks_offload_done(op->o) ? fs_op_over(op, op->j->err) : fs_op_wait(op, op->o);
+	if (may_hang(op->j->path))   /* no thread to be had (a pids limit reached) */
+		return fs_op_over(op, EAGAIN);
+	fsjob_run(op->j);
+	return fs_op_over(op, op->j->err);
+}
+
 static bool fs_op_advance(void *p)
 {
 	struct fs_op *op = p;
-	if (op->err >= 0 || !op->j)
-		return fs_op_over(op, op->err >= 0 ? op->err : 0);
+	if (!op->j)
+		return fs_op_over(op, 0);
 	if (op->w.result != SCHED_READY)
 		return fs_op_over(op, op->w.result == SCHED_TIMEOUT ? ETIMEDOUT : EINTR);
-	if (!op->o) {
-		/* Looked up again after every wait: another call may have forgotten it meanwhile. */
-		const struct offload *earlier = still_stuck(op->j->path);
-		if (earlier)   /* its end, if it comes, is this one's start */
-			return fs_op_wait(op, earlier);
-		op->o = tasks_offload(fsjob_run, op->j, fsjob_free);
-		if (!op->o) {   /* no thread to be had (a pids limit reached): here, unless that may hang */
-			if (may_hang(op->j->path))
-				return fs_op_over(op, EAGAIN);
-			fsjob_run(op->j);
-			return fs_op_over(op, op->j->err);
-		}
-	}
-	if (tasks_offload_done(op->o))
-		return fs_op_over(op, op->j->err);
-	return fs_op_wait(op, op->o);
+	if (!op->o)
+		return fs_op_start(op);
+	return tasks_offload_done(op->o) ? fs_op_over(op, op->j->err) : fs_op_wait(op, op->o);
 }
 
 static int fs_op_done(lua_State *L, void *p)
@@ -412,10 +441,15 @@ static int fs_op_done(lua_State *L, void *p)
 static void fs_op_release(void *p)
 {
 	struct fs_op *op = p;
+	if (op->earlier)
+		tasks_offload_release(op->earlier);
 	if (op->j)
 		fsjob_done(op->o, op->j);
+	if (op->compiled)
+		regfree(&op->re);
+	op->earlier = op->o = NULL;
 	op->j = NULL;
-	op->o = NULL;
+	op->compiled = false;
 }
 
 static const struct tasks_machine fs_op_machine = { fs_op_advance, fs_op_done, fs_op_release };
@@ -426,20 +460,17 @@ static int fs_op_gc(lua_State *L)
 	return 0;
 }
 
-/* Runs the probe fn on target: a job of kind on path (NULL: none), then finish, which finds the
- * probe's nargs arguments where they were (the op goes above them). */
-static int fs_probe(lua_State *L, int nargs, const char *fn, const char *target, msec_t timeout_ms,
-                    const char *path, enum fsjob_kind kind, int (*finish)(lua_State *L, struct fs_op *op))
+/* Pushes the op of the probe fn on target: a job of kind on path (NULL: none), then finish. The
+ * caller sets the probe's own options and runs it (tasks_run_op). */
+static struct fs_op *fs_op_push(lua_State *L, const char *fn, const char *target, msec_t timeout_ms,
+                                const char *path, enum fsjob_kind kind, int (*finish)(lua_State *L, struct fs_op *op))
 {
-	lua_settop(L, nargs);
 	struct fs_op *op = tasks_push_op(L, sizeof *op, FS_OP_MT);
 	probe_begin(&op->p, fn, target, timeout_ms);
 	op->j = path ? fsjob_new(path, kind) : NULL;
-	op->err = -1;
 	op->finish = finish;
 	op->task = (struct tasks_op){ .machine = &fs_op_machine, .op = op, .w = &op->w };
-	tasks_wait_init(&op->w, op->p.deadline);
-	return tasks_run_op(L, &op->task);
+	return op;
 }
 
 /* The fd the job opened, now the caller's. */
@@ -657,7 +688,8 @@ static int sys_fs(lua_State *L)
 	const char *path = luaL_checkstring(L, 1);
 	luax_check_options(L, 2, "sys.fs", fs_options);
 	msec_t timeout = luax_opt_duration(L, 2, "timeout", DEFAULT_FS_TIMEOUT_MS, "sys.fs");
-	return fs_probe(L, 2, "sys.fs", path, timeout, path, FS_STATVFS_REAL, fs_finish);
+	struct fs_op *op = fs_op_push(L, "sys.fs", path, timeout, path, FS_STATVFS_REAL, fs_finish);
+	return tasks_run_op(L, &op->task);
 }
 
 static const char *const filesystems_options[] = { "all", "network", "timeout", NULL };
@@ -673,43 +705,45 @@ static bool seen_device(const struct mounts *ms, size_t upto, const struct mount
 /* A filesystem to report, and the worker asking its server when it has one. */
 struct fs_ask {
 	const struct mount *m;
+	bool served;
 	struct fsjob *j;
 	struct offload *o;
-	bool served, unanswered;
 };
 
-/* Starts a worker on the served filesystem of a: unanswered at once if one is still blocked there. */
+enum answer { ANSWERED, FAILED, SILENT };
+
+/* Starts a worker asking the server of a's filesystem, unless one still waits for it there. */
 static void ask_server(struct fs_ask *a)
 {
-	if (still_stuck(a->m->dir)) {
-		a->unanswered = true;
+	if (busy_on(a->m->dir))
 		return;
-	}
 	a->j = fsjob_new(a->m->dir, FS_STATVFS);
-	if (!(a->o = tasks_offload(fsjob_run, a->j, fsjob_free))) {
+	if (!(a->o = fsjob_start(a->j))) {
 		fsjob_free(a->j);
 		a->j = NULL;
-		a->unanswered = true;
 	}
 }
 
-/* The answer of a's server by the deadline: false when there is none. */
-static bool server_answer(struct fs_ask *a, msec_t deadline, struct statvfs *v)
+/* The answer of a's server by the deadline. */
+static enum answer server_answer(struct fs_ask *a, msec_t deadline, struct statvfs *v)
 {
 	if (!a->j)
-		return false;
-	bool answered = wait_offload(a->o, deadline) == SCHED_READY && a->j->err == 0;
-	if (answered)
+		return SILENT;
+	enum answer got = wait_offload(a->o, deadline) != SCHED_READY ? SILENT : a->j->err ? FAILED : ANSWERED;
+	if (got == ANSWERED)
 		*v = a->j->vfs;
 	fsjob_done(a->o, a->j);
 	a->j = NULL;
-	return answered;
+	return got;
 }
 
+/* Servers asked at once, at most: each ask is a thread and a pipe. */
+#define MAX_ASKING 32
+
 /*
- * Local filesystems are asked here; the served ones (network, FUSE) by workers started all at once
- * and waited for until the one deadline, so that a server that is gone costs the deadline once and
- * does not leave the filesystems after it unanswered too.
+ * Local filesystems are asked here; the served ones (network, FUSE) by workers, up to MAX_ASKING
+ * at once and all until the one deadline, so that a server that is gone costs the deadline once
+ * and does not leave the filesystems after it unanswered too.
  */
 static int sys_filesystems(lua_State *L)
 {
@@ -733,21 +767,20 @@ static int sys_filesystems(lua_State *L)
 		if ((is_network_fs(m->fstype) && !network) ||
 		    (!all && (is_pseudo_fs(m->fstype) || seen_device(&ms, i, m))))
 			continue;
-		struct fs_ask *a = &asks[nasks++];
-		*a = (struct fs_ask){ .m = m, .served = served_fs(m->fstype) };
-		if (a->served)
-			ask_server(a);
+		asks[nasks++] = (struct fs_ask){ .m = m, .served = served_fs(m->fstype) };
 	}
 	lua_createtable(L, (int)nasks, 0);
-	int n = 0, slow = 0;
-	for (size_t i = 0; i < nasks; i++) {
+	int n = 0, silent = 0;
+	for (size_t i = 0, asked = 0; i < nasks; i++) {
+		for (; asked < nasks && asked < i + MAX_ASKING; asked++)
+			if (asks[asked].served)
+				ask_server(&asks[asked]);
 		struct fs_ask *a = &asks[i];
 		struct statvfs v;
-		if (a->served ? !server_answer(a, p.deadline, &v) : statvfs(a->m->dir, &v) != 0) {
-			slow += a->served;   /* a hung server: counted, rather than waited for */
-			continue;
-		}
-		if (!all && v.f_blocks == 0)
+		enum answer got = !a->served ? (statvfs(a->m->dir, &v) == 0 ? ANSWERED : FAILED)
+		                             : server_answer(a, p.deadline, &v);
+		silent += got == SILENT;   /* a hung server: counted, rather than waited for */
+		if (got != ANSWERED || (!all && v.f_blocks == 0))
 			continue;
 		push_fs(L, a->m, &v);
 		lua_rawseti(L, -2, ++n);
@@ -759,10 +792,10 @@ static int sys_filesystems(lua_State *L)
 		return probe_fail_errno(L, &p, EINTR);
 	}
 	char summary[96];
-	snprintf(summary, sizeof summary, "%d filesystems%s", n, slow ? ", some network filesystems did not answer" : "");
-	probe_end(&p, slow ? "partial" : "ok", summary);
-	if (slow) {
-		lua_pushinteger(L, slow);
+	snprintf(summary, sizeof summary, "%d filesystems%s", n, silent ? ", some with a server did not answer" : "");
+	probe_end(&p, silent ? "partial" : "ok", summary);
+	if (silent) {
+		lua_pushinteger(L, silent);
 		lua_setfield(L, -2, "unanswered");
 	}
 	return 1;
@@ -1427,32 +1460,34 @@ static int sys_deleted_open(lua_State *L)
 {
 	luax_check_options(L, 1, "sys.deleted_open", deleted_options);
 	const char *path = luax_opt_string(L, 1, "path", NULL, "sys.deleted_open");
-	opt_count(L, 1, "limit", 50, 1, "sys.deleted_open");
+	lua_Integer limit = opt_count(L, 1, "limit", 50, 1, "sys.deleted_open");
 	msec_t timeout = luax_opt_duration(L, 1, "timeout", DEFAULT_PROC_TIMEOUT_MS, "sys.deleted_open");
-	return fs_probe(L, 1, "sys.deleted_open", path ? path : "all filesystems", timeout, path, FS_STAT,
-	                deleted_open_finish);
+	struct fs_op *op = fs_op_push(L, "sys.deleted_open", path ? path : "all filesystems", timeout, path,
+	                              FS_STAT, deleted_open_finish);
+	op->count = limit;
+	return tasks_run_op(L, &op->task);
 }
 
 static int deleted_open_finish(lua_State *L, struct fs_op *op)
 {
-	const struct probe p = op->p;
+	const struct probe *p = &op->p;
 	if (op->err)
-		return probe_fail_errno(L, &p, op->err);
+		return probe_fail_errno(L, p, op->err);
 	bool on_path = op->j != NULL;
 	dev_t dev = on_path ? op->j->st.st_dev : 0;
-	size_t limit = (size_t)opt_count(L, 1, "limit", 50, 1, "sys.deleted_open");
+	size_t limit = (size_t)op->count;
 	DIR *proc = opendir("/proc");
 	if (!proc)
-		return probe_fail_errno(L, &p, errno);
+		return probe_fail_errno(L, p, errno);
 	struct helds h = { 0 };
 	int stop = 0;
 	for (struct dirent *de; !stop && (de = readdir(proc));)
-		if (is_pid(de->d_name) && !(stop = probe_check(&p)))
+		if (is_pid(de->d_name) && !(stop = probe_check(p)))
 			scan_fds(&h, atoi(de->d_name), on_path, dev);
 	closedir(proc);
 	if (stop == EINTR) {
 		free_helds(&h);
-		return probe_fail_errno(L, &p, EINTR);
+		return probe_fail_errno(L, p, EINTR);
 	}
 	sort_array(h.v, h.n, sizeof *h.v, by_held_bytes);
 	int64_t total = 0;
@@ -1461,7 +1496,7 @@ static int deleted_open_finish(lua_State *L, struct fs_op *op)
 	char summary[128];
 	snprintf(summary, sizeof summary, "%zu deleted files held open, %lld bytes%s", h.n, (long long)total,
 	         h.unreadable ? " (some processes unreadable)" : "");
-	probe_end(&p, stop ? "partial" : "ok", summary);
+	probe_end(p, stop ? "partial" : "ok", summary);
 
 	size_t n = h.n < limit ? h.n : limit;
 	lua_createtable(L, (int)n, 4);
@@ -1866,17 +1901,19 @@ static int sys_tail(lua_State *L)
 {
 	const char *path = luaL_checkstring(L, 1);
 	luax_check_options(L, 2, "sys.tail", tail_options);
-	opt_count(L, 2, "lines", 50, 1, "sys.tail");
+	lua_Integer lines = opt_count(L, 2, "lines", 50, 1, "sys.tail");
 	msec_t timeout = luax_opt_duration(L, 2, "timeout", DEFAULT_FS_TIMEOUT_MS, "sys.tail");
-	return fs_probe(L, 2, "sys.tail", path, timeout, path, FS_OPEN, tail_finish);
+	struct fs_op *op = fs_op_push(L, "sys.tail", path, timeout, path, FS_OPEN, tail_finish);
+	op->count = lines;
+	return tasks_run_op(L, &op->task);
 }
 
 static int tail_finish(lua_State *L, struct fs_op *op)
 {
-	const struct probe p = op->p;
+	const struct probe *p = &op->p;
 	if (op->err)
-		return log_fail(L, &p, op->err);
-	lua_Integer want = opt_count(L, 2, "lines", 50, 1, "sys.tail");
+		return log_fail(L, p, op->err);
+	lua_Integer want = op->count;
 	struct stat st = op->j->st;
 	int fd = fs_op_take_fd(op);
 	size_t len;
@@ -1894,7 +1931,7 @@ static int tail_finish(lua_State *L, struct fs_op *op)
 		n = want;
 	char summary[96];
 	snprintf(summary, sizeof summary, "%lld lines of %lld bytes", (long long)n, (long long)st.st_size);
-	probe_end(&p, "ok", summary);
+	probe_end(p, "ok", summary);
 
 	lua_createtable(L, 0, 5);
 	lua_createtable(L, (int)n, 0);
@@ -1924,49 +1961,40 @@ struct hit {
 
 static const char *const grep_options[] = { "icase", "limit", "timeout", NULL };
 
-/* The pattern of sys.grep compiled; raises on a bad one. */
-static void grep_compile(lua_State *L, regex_t *re)
-{
-	const char *pattern = luaL_checkstring(L, 2);
-	bool icase = luax_opt_bool(L, 3, "icase", false, "sys.grep");
-	int rc = regcomp(re, pattern, REG_EXTENDED | REG_NOSUB | (icase ? REG_ICASE : 0));
-	if (rc != 0) {
-		char why[160];
-		regerror(rc, re, why, sizeof why);
-		luaL_error(L, "sys.grep: bad regular expression '%s': %s", pattern, why);
-	}
-}
-
 static int grep_finish(lua_State *L, struct fs_op *op);
 
 static int sys_grep(lua_State *L)
 {
 	const char *path = luaL_checkstring(L, 1);
-	luaL_checkstring(L, 2);
+	const char *pattern = luaL_checkstring(L, 2);
 	luax_check_options(L, 3, "sys.grep", grep_options);
-	opt_count(L, 3, "limit", 100, 1, "sys.grep");
+	bool icase = luax_opt_bool(L, 3, "icase", false, "sys.grep");
+	lua_Integer limit = opt_count(L, 3, "limit", 100, 1, "sys.grep");
 	msec_t timeout = luax_opt_duration(L, 3, "timeout", DEFAULT_WALK_TIMEOUT_MS, "sys.grep");
-	regex_t re;
-	grep_compile(L, &re);   /* a bad pattern raises before anything starts */
-	regfree(&re);
-	return fs_probe(L, 3, "sys.grep", path, timeout, path, FS_OPEN, grep_finish);
+	struct fs_op *op = fs_op_push(L, "sys.grep", path, timeout, path, FS_OPEN, grep_finish);
+	op->count = limit;
+	int rc = regcomp(&op->re, pattern, REG_EXTENDED | REG_NOSUB | (icase ? REG_ICASE : 0));
+	if (rc != 0) {   /* the op, to be closed, frees its job */
+		char why[160];
+		regerror(rc, &op->re, why, sizeof why);
+		return luaL_error(L, "sys.grep: bad regular expression '%s': %s", pattern, why);
+	}
+	op->compiled = true;
+	return tasks_run_op(L, &op->task);
 }
 
 static int grep_finish(lua_State *L, struct fs_op *op)
 {
-	const struct probe p = op->p;
+	const struct probe *p = &op->p;
 	if (op->err)
-		return log_fail(L, &p, op->err);
-	size_t limit = (size_t)opt_count(L, 3, "limit", 100, 1, "sys.grep");
-	regex_t re;
-	grep_compile(L, &re);
+		return log_fail(L, p, op->err);
+	size_t limit = (size_t)op->count;
 	int fd = fs_op_take_fd(op);
 	FILE *f = fdopen(fd, "r");
 	if (!f) {
 		int err = errno;
 		close(fd);
-		regfree(&re);
-		return log_fail(L, &p, err);
+		return log_fail(L, p, err);
 	}
 	/* The last `limit` matches: in a log the recent ones are the ones that matter. */
 	struct hit *ring = calloc(limit, sizeof *ring);
@@ -1981,7 +2009,7 @@ static int grep_finish(lua_State *L, struct fs_op *op)
 		lineno++;
 		if (len > 0 && line[len - 1] == '\n')
 			line[--len] = '\0';
-		if (regexec(&re, line, 0, NULL, 0) == 0) {
+		if (regexec(&op->re, line, 0, NULL, 0) == 0) {
 			struct hit *h = &ring[(size_t)count % limit];
 			free(h->text);
 			if ((size_t)len > MAX_TEXT_LINE)
@@ -1990,21 +2018,20 @@ static int grep_finish(lua_State *L, struct fs_op *op)
 			count++;
 		}
 		if (lineno % 1024 == 0)
-			stop = probe_check(&p);
+			stop = probe_check(p);
 	}
 	free(line);
 	fclose(f);
-	regfree(&re);
 	if (stop == EINTR) {
 		for (size_t i = 0; i < limit; i++)
 			free(ring[i].text);
 		free(ring);
-		return probe_fail_errno(L, &p, EINTR);
+		return probe_fail_errno(L, p, EINTR);
 	}
 	char summary[96];
 	snprintf(summary, sizeof summary, "%lld matching lines of %lld%s", (long long)count, (long long)lineno,
 	         stop ? " (partial)" : "");
-	probe_end(&p, stop ? "partial" : "ok", summary);
+	probe_end(p, stop ? "partial" : "ok", summary);
 
 	size_t kept = (size_t)count < limit ? (size_t)count : limit;
 	size_t oldest = (size_t)count < limit ? 0 : (size_t)count % limit;

@@ -410,6 +410,11 @@ local r = parallel {
   function() return sh.read { "true" } end,
 }
 emit("beside", string.format("%%s|%%s|%%s", r[1].kind, r[2].kind, tostring(r[3].value and r[3].value.ok)))
+local many = {}
+for i = 1, 40 do many[i] = function() return sys.tail(%(hung)s .. "/many.log", { timeout = "300ms" }) end end
+local counts = {}
+for _, x in ipairs(parallel(many)) do counts[tostring(x.kind)] = (counts[tostring(x.kind)] or 0) + 1 end
+for k, n in pairs(counts) do emit("many_" .. k, n) end
 local kinds = {}
 for _ = 1, 60 do
   local r, err, kind = sys.tail(inside, { timeout = "5ms" })
@@ -441,6 +446,9 @@ emit("no_limit", must(sys.grep(%(data)s, "x", { timeout = 0 })).lines)''' % {
         expect_eq(v[name], "timeout|sys.%s %s/app.log: timed out (is a network filesystem hanging?)" % (name, hung), name)
     expect_eq(v["largest"], "timeout|sys.largest %s: timed out (is a network filesystem hanging?)" % hung, "its root")
     expect_eq(v["beside"], "timeout|timeout|true", "parallel beside a hung mount")
+    # Forty tasks on one hung path, with 64 file descriptors: one worker is blocked there, the
+    # others wait for it rather than each start their own (which would run out of descriptors).
+    expect_eq({k: n for k, n in v.items() if k.startswith("many_")}, {"many_timeout": "40"}, "40 tasks, one path")
     # All three unanswered with network = true, the plain FUSE one without: it is not a network
     # filesystem, but it has a server, so it is asked by a worker too; the local ones are listed.
     expect_eq(v["filesystems"], "3|1|true", "sys.filesystems beside hung mounts")

@@ -95,14 +95,18 @@ return runbook {
   step "p" { title = "wait on commands", run = function(ctx)
     local tasks = {}
     for i = 1, 5 do tasks[i] = function() return sh.read { "sleep", "%s", quiet = true } end end
+    -- these ignore SIGTERM: each is killed after a grace, which they share (one after another, 1.2 s)
+    for i = 6, 10 do
+      tasks[i] = function() return sh.read { "trap '' TERM; sleep %s", shell = true, quiet = true } end
+    end
     tasks.probe = function() return sh.read { "sh", "-c", "echo waiting now; sleep %s" } end
     parallel(tasks)
   end },
 }
-''' % (marker, marker))
+''' % (marker, marker, marker))
     p = t.pty(["exec", path, "--auto"])
     p.expect("waiting now")
-    expect_fast(interrupt(p, r"Enter: retry") * 1000, 500, "Ctrl-C to stop 6 commands in parallel")
+    expect_fast(interrupt(p, r"Enter: retry") * 1000, 500, "Ctrl-C to stop 11 commands in parallel, 5 ignoring SIGTERM")
     left = [pid for pid, _ in processes() if marker in cmdline(pid)]
     if left:
         fail("the commands are still running after Ctrl-C: pids %s" % left)

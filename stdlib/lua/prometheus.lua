@@ -27,6 +27,7 @@ local M = {}
 
 local FN = "prometheus.query"
 local OPTIONS = { "timeout", "headers", "insecure", "ca" }
+local DEFAULT_TIMEOUT = 10   -- seconds; handed to http.get, so that its record and ours agree
 
 -- Mistakes raise without a position of their own: the sandbox's wrapper adds the runbook's line.
 local function raise(fmt, ...) error(string.format(fmt, ...), 0) end
@@ -64,7 +65,7 @@ local function get(url, opts)
   end
   local http = require "http"   -- the shared module, opened on first use
   return renamed(pcall(http.get, url, {
-    timeout = opts.timeout, headers = opts.headers, ca = opts.ca, insecure = opts.insecure,
+    timeout = opts.timeout or DEFAULT_TIMEOUT, headers = opts.headers, ca = opts.ca, insecure = opts.insecure,
   }))
 end
 
@@ -80,7 +81,7 @@ function M.query(base, promql, opts)
   end
   if not promql:match("%S") then raise("%s: the query is empty", FN) end
   -- Its own probe record, after http.get's: that one says the GET worked, this one what it meant.
-  local t0, deadline_ms = core.now(), math.floor((core.duration(opts.timeout or 10) or 10) * 1000)
+  local t0, deadline_ms = core.now(), math.floor((core.duration(opts.timeout or DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT) * 1000)
   local function audit(outcome, summary)
     core.audit_probe(FN, target, deadline_ms, core.now() - t0, outcome, summary)
   end
