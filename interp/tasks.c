@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 #include <string.h>
@@ -59,9 +60,25 @@ bool tasks_must_yield(lua_State *L)
 		return false;
 	}
 	lua_pushthread(L);
-	bool mine = lua_rawget(L, -2) == LUA_TBOOLEAN;
+	bool mine = lua_rawget(L, -2) != LUA_TNIL;
 	lua_pop(L, 2);
 	return mine;
+}
+
+bool tasks_key(lua_State *L, char *buf, size_t size)
+{
+	bool found = false;
+	if (lua_rawgetp(L, LUA_REGISTRYINDEX, &task_threads) == LUA_TTABLE) {
+		lua_pushthread(L);
+		int t = lua_rawget(L, -2);
+		if (t == LUA_TSTRING || t == LUA_TNUMBER) {
+			snprintf(buf, size, "%s", lua_tostring(L, -1));   /* converts the stack's copy only */
+			found = true;
+		}
+		lua_pop(L, 1);
+	}
+	lua_pop(L, 1);
+	return found;
 }
 
 int tasks_yield(lua_State *L, struct sched_waiter *w, lua_KContext ctx, lua_KFunction k)
@@ -134,7 +151,8 @@ struct run {
 	int control_ref;            /* a control signal (Ctrl-C, abort) raised by a task, or LUA_NOREF */
 };
 
-static void mark_task_thread(lua_State *L, lua_State *co, bool on)
+/* task_threads[co] = the task's key (key_ref), or nil (LUA_NOREF). */
+static void mark_task_thread(lua_State *L, lua_State *co, int key_ref)
 {
 	if (lua_rawgetp(L, LUA_REGISTRYINDEX, &task_threads) != LUA_TTABLE) {
 		lua_pop(L, 1);
@@ -148,10 +166,10 @@ static void mark_task_thread(lua_State *L, lua_State *co, bool on)
 	}
 	lua_pushthread(co);
 	lua_xmove(co, L, 1);
-	if (on)
-		lua_pushboolean(L, 1);
-	else
+	if (key_ref == LUA_NOREF)
 		lua_pushnil(L);
+	else
+		lua_rawgeti(L, LUA_REGISTRYINDEX, key_ref);
 	lua_rawset(L, -3);
 	lua_pop(L, 1);
 }
@@ -202,7 +220,7 @@ static void finish(struct run *r, struct task *t)
 	t->finished = true;
 	t->w = NULL;
 	r->running--;
-	mark_task_thread(r->L, t->co, false);
+	mark_task_thread(r->L, t->co, LUA_NOREF);
 }
 
 /* Resumes a task and files what came of it: a wait, its results, or its error. */
@@ -243,7 +261,7 @@ static void start(struct run *r, struct task *t)
 	lua_rawgeti(L, LUA_REGISTRYINDEX, t->key_ref);
 	lua_gettable(L, 1);
 	lua_xmove(L, t->co, 1);
-	mark_task_thread(L, t->co, true);
+	mark_task_thread(L, t->co, t->key_ref);
 	t->started = true;
 	t->t0 = sched_now_precise();
 	r->running++;
@@ -322,7 +340,7 @@ static void release_tasks(struct run *r)
 	for (size_t i = 0; i < r->n; i++) {
 		struct task *t = &r->tasks[i];
 		if (t->started && !t->finished) {
-			mark_task_thread(r->L, t->co, false);
+			mark_task_thread(r->L, t->co, LUA_NOREF);
 			lua_resetthread(t->co);   /* runs the task's pending __close handlers */
 		}
 		luaL_unref(r->L, LUA_REGISTRYINDEX, t->thread_ref);

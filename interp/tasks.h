@@ -58,6 +58,8 @@ msec_t tasks_wait_start(struct sched_waiter *w, msec_t timeout_ms);
 bool tasks_ready(const struct sched_waiter *w);
 
 bool tasks_must_yield(lua_State *L);
+/* The key of the parallel() task L runs, as text (truncated to size), when it runs one. */
+bool tasks_key(lua_State *L, char *buf, size_t size);
 int  tasks_yield(lua_State *L, struct sched_waiter *w, lua_KContext ctx, lua_KFunction k);
 void tasks_block(struct sched_waiter *w);
 

@@ -57,7 +57,7 @@ static const char *const action_options[] = {
 
 /* line: the live output's unfinished line, held back until its newline so that redaction sees a
  * secret whole even when the command writes it in pieces. */
-struct capture { char *data; size_t len, max; bool truncated; char *line; size_t line_len; };
+struct capture { char *data; size_t len, max; bool truncated; char *line; size_t line_len; const char *label; };
 
 #define LIVE_LINE_MAX 8192
 
@@ -238,10 +238,13 @@ static void hold(struct capture *cap, const char *s, size_t n)
 	cap->line_len += n;
 }
 
-/* Shows the held line (prefix, text, newline) in one write, and empties it. */
+/* Shows the held line (prefix, text, newline) in one write, and empties it. Inside parallel(),
+ * where the lines of several commands mix, the prefix names the task's key. */
 static void show_line(struct capture *cap)
 {
-	const char *prefix = term_color() ? "    \033[2m│\033[0m " : "    │ ";
+	char prefix[96];
+	snprintf(prefix, sizeof prefix, "%s%s%s%s", term_color() ? "    \033[2m│\033[0m " : "    │ ",
+	         cap->label ? "[" : "", cap->label ? cap->label : "", cap->label ? "] " : "");
 	size_t plen = strlen(prefix);
 	char *out = malloc(plen + cap->line_len + 1);
 	if (!out)
@@ -387,6 +390,7 @@ struct run_op {
 	msec_t phase_end;          /* the end of DRAINING, STOPPING or KILLING */
 	double t0;
 	bool action, released;
+	char task_key[40];         /* the parallel() task's key, for the live output */
 };
 
 #define RUN_OP_MT "runbook.sh.run"
@@ -701,6 +705,8 @@ static int run(lua_State *L, const struct command *c, bool action)
 	op->c = *c;
 	op->action = action;
 	run_start(op);
+	if (tasks_key(L, op->task_key, sizeof op->task_key))
+		op->o.out.label = op->o.err.label = op->task_key;
 	return tasks_run_op(L, &op->task);
 }
 

@@ -87,6 +87,18 @@ emit("stubborn", r.stubborn.kind) emit("stubborn_ms", math.floor(r.stubborn.ms))
         fail("commands in parallel took %.1f s: they ran one after another" % elapsed)
 
 
+def test_parallel_commands_output_names_its_task(t):
+    # Lines of commands running side by side mix: inside parallel() each is prefixed with its
+    # task's key; outside, as before, with nothing.
+    path = write_runbook(t, "named", 'local sh = require "sh"', step('''
+parallel { disk = function() return sh.read { "echo", "from disk" } end,
+           function() return sh.read { "echo", "from the first" } end }
+sh.read { "echo", "from no task" }'''), "named")
+    _, out, _ = run_auto(t, path, t.path("named.cast"))
+    for line in ("    │ [disk] from disk\n", "    │ [1] from the first\n", "    │ from no task\n"):
+        expect_in(line, out)
+
+
 def test_ctrl_c_stops_parallel_commands(t):
     marker = "61.%d" % (os.getpid() % 10000)     # `sleep 61.N`: ours, to look for afterwards
     path = t.write("cmdpar.lua", '''local sh = require "sh"
