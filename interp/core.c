@@ -16,13 +16,13 @@
 #include "term.h"
 #include "transcript.h"
 #include "modules.h"
+#include "users.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <lauxlib.h>
 #include <limits.h>
 #include <netinet/in.h>
-#include <pwd.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -263,13 +263,11 @@ static int core_identity(lua_State *L)
 {
 	char host[256] = "";
 	gethostname(host, sizeof host - 1);
-	struct passwd pw, *res = NULL;
-	char buf[1024];
+	char user[80];
+	users_name(getuid(), user, sizeof user);   /* "uid N" when NSS knows no name or does not answer */
 	lua_newtable(L);
-	if (getpwuid_r(getuid(), &pw, buf, sizeof buf, &res) == 0 && res)
-		luax_setstr(L, "user", pw.pw_name);
-	else
-		luax_setstr(L, "user", "unknown");
+	luax_setstr(L, "user", user);
+	luax_setint(L, "uid", getuid());
 	luax_setstr(L, "host", host);
 	luax_setstr(L, "tty", term_tty_name());
 	luax_setint(L, "pid", getpid());

@@ -11,8 +11,8 @@
 #include "sched.h"
 #include "term.h"
 #include "transcript.h"
+#include "users.h"
 
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,15 +44,9 @@ const char *gate_answer_name(enum gate_answer a)
 
 static const char *operator_name(void)
 {
-	static char name[64];
-	if (!name[0]) {
-		struct passwd pw, *res = NULL;
-		char buf[1024];
-		if (getpwuid_r(getuid(), &pw, buf, sizeof buf, &res) == 0 && res)
-			snprintf(name, sizeof name, "%s", pw.pw_name);
-		else
-			snprintf(name, sizeof name, "uid %u", (unsigned)getuid());
-	}
+	static char name[80];
+	if (!name[0])
+		users_name(getuid(), name, sizeof name);
 	return name;
 }
 

@@ -52,11 +52,11 @@
 #include "modules.h"
 #include "net.h"
 #include "redact.h"
+#include "users.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <lauxlib.h>
-#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -143,16 +143,6 @@ static void ignore_notice(void *arg, const PGresult *r)
 	(void)r;   /* libpq would print notices on stderr, past redaction and the transcript */
 }
 
-static const char *os_user(char *buf, size_t n)
-{
-	struct passwd pw, *res = NULL;
-	char tmp[1024];
-	if (getpwuid_r(geteuid(), &pw, tmp, sizeof tmp, &res) == 0 && res)
-		snprintf(buf, n, "%s", pw.pw_name);
-	else
-		snprintf(buf, n, "%u", (unsigned)geteuid());
-	return buf;
-}
 
 /* --------------------------------------------------------------- connection parameters */
 
@@ -182,6 +172,20 @@ static int cx_set(struct pg_connect *cx, const char *key, const char *val)
 	if (!cx->keys[cx->n] || !cx->vals[cx->n])
 		abort();
 	return cx->n++;
+}
+
+/* libpq would ask NSS for the user's name itself, without a bound: it is given the name, looked up
+ * in bounded time, or $USER or $LOGNAME when the system does not answer. */
+static bool set_os_user(struct pg_connect *cx)
+{
+	char name[80];
+	const char *user = users_name(geteuid(), name, sizeof name) ? name : getenv("USER");
+	if (!user || !*user)
+		user = getenv("LOGNAME");
+	if (!user || !*user)
+		return false;
+	cx_set(cx, "user", user);
+	return true;
 }
 
 static void cx_free(struct pg_connect *cx)
@@ -385,6 +389,11 @@ static bool cx_parse(struct pg_op *op, const char *conninfo, const char *app, co
 		cx_set(cx, "gssencmode", "disable");   /* Kerberos would look names up, blocking */
 	if (!cx_get(cx, "client_encoding"))
 		cx_set(cx, "client_encoding", "UTF8");
+	if (!cx_get(cx, "user") && !getenv("PGUSER") && !set_os_user(cx)) {
+		pg_op_fail(op, "error", "no user given, and the system did not tell this user's name within %d ms "
+		           "(is sssd or LDAP down?): give user= in the URL, or set PGUSER", USERS_WAIT_MS);
+		return false;
+	}
 
 	const char *host = cx_get(cx, "host"), *hostaddr = cx_get(cx, "hostaddr"), *port = cx_get(cx, "port");
 	if (!host)
@@ -393,7 +402,6 @@ static bool cx_parse(struct pg_op *op, const char *conninfo, const char *app, co
 		hostaddr = getenv("PGHOSTADDR");
 	if (!port)
 		port = getenv("PGPORT");
-	char user[128];
 	const char *db = cx_get(cx, "dbname");
 	if (!db)
 		db = getenv("PGDATABASE");
@@ -401,9 +409,7 @@ static bool cx_parse(struct pg_op *op, const char *conninfo, const char *app, co
 		db = cx_get(cx, "user");
 	if (!db)
 		db = getenv("PGUSER");
-	if (!db)
-		db = os_user(user, sizeof user);
-	snprintf(cx->db, sizeof cx->db, "%s", db);
+	snprintf(cx->db, sizeof cx->db, "%s", db ? db : "");
 	if (!cx_endpoints(op, host, hostaddr, port))
 		return false;
 	format_target(op->target, sizeof op->target, cx, 0, cx->nep);

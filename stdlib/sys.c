@@ -34,6 +34,7 @@
 #include "modules.h"
 #include "sched.h"
 #include "tasks.h"
+#include "users.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -41,7 +42,6 @@
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <limits.h>
-#include <pwd.h>
 #include <regex.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -1750,12 +1750,10 @@ static void compute_cpu(struct procs *now, const struct procs *before, double sa
 
 static const char *user_name(uid_t uid, char *buf, size_t size)
 {
-	struct passwd pw, *res = NULL;
-	char scratch[1024];
-	if (uid != (uid_t)-1 && getpwuid_r(uid, &pw, scratch, sizeof scratch, &res) == 0 && res)
-		snprintf(buf, size, "%s", res->pw_name);
+	if (uid == (uid_t)-1)
+		snprintf(buf, size, "?");
 	else
-		snprintf(buf, size, "%d", (int)uid);
+		users_name(uid, buf, size);
 	return buf;
 }
 

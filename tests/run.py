@@ -437,6 +437,24 @@ def namespaces(t):
          "user namespaces (sysctl kernel.unprivileged_userns_clone=1)." % r.stderr.strip())
 
 
+def run_inside(t, inner, script, cast, what, env=None):
+    """Runs `runbook exec script` under the inner shell script, in namespaces of its own; fails
+    unless it exits 0 within 30 s. Returns the CompletedProcess."""
+    argv = namespaces(t) + ["sh", "-c", inner, "sh", t.binary, "exec", script, "--auto", "--transcript", cast]
+    child = subprocess.Popen(argv, cwd=t.dir, env=t.environ(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, start_new_session=True)
+    try:
+        out, err = child.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)   # the servers inside too
+        child.communicate()
+        fail("the runbook hung on %s (30 s)" % what)
+    check_sanitizer(err, "stderr of runbook exec " + script)
+    if child.returncode != 0:
+        fail("exit code %d\nstdout:\n%s\nstderr:\n%s" % (child.returncode, out, err))
+    return subprocess.CompletedProcess(argv, child.returncode, out, err)
+
+
 def black_hole(t):
     """A listener whose accept queue is full: the kernel drops further SYNs, so a connect hangs
     until its own deadline (what a firewall that drops packets looks like). Returns its port."""

@@ -6,11 +6,7 @@ query and answers none, and /etc/nsswitch.conf sends host names to files, then D
 would wait 30 s a try; tcp, pg, redis and http must each give up at their own deadline, one after
 another, and all five at once inside parallel(). The fifth is pg through a service file
 (service=name), whose host libpq would otherwise look up itself, with the blocking resolver."""
-import os
-import signal
-import subprocess
-
-from run import check_sanitizer, expect_eq, expect_in, fail, namespaces
+from run import expect_eq, expect_in, fail, run_inside
 from steps import expect_within, window
 
 DEADLINE_MS = 700
@@ -68,24 +64,6 @@ return runbook { name = "dns", summary = "a mute DNS server", severity = "SEV4",
   end },
 }
 ''' % DEADLINE_MS
-
-
-def run_inside(t, inner, script, cast, what, env=None):
-    """Runs `runbook exec script` under the inner shell script, in namespaces of its own; fails
-    unless it exits 0 within 30 s. Returns the CompletedProcess."""
-    argv = namespaces(t) + ["sh", "-c", inner, "sh", t.binary, "exec", script, "--auto", "--transcript", cast]
-    child = subprocess.Popen(argv, cwd=t.dir, env=t.environ(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, start_new_session=True)
-    try:
-        out, err = child.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(child.pid, signal.SIGKILL)   # the servers inside too
-        child.communicate()
-        fail("the runbook hung on %s (30 s)" % what)
-    check_sanitizer(err, "stderr of runbook exec " + script)
-    if child.returncode != 0:
-        fail("exit code %d\nstdout:\n%s\nstderr:\n%s" % (child.returncode, out, err))
-    return subprocess.CompletedProcess(argv, child.returncode, out, err)
 
 
 def test_deadlines_cover_a_dns_server_that_never_answers(t):

@@ -32,7 +32,7 @@ end
 
 -- PostgreSQL refuses to run as root: as root, its commands run as the postgres user.
 local function as_pg(argv)
-  if core.identity().user ~= "root" then return argv end
+  if core.identity().uid ~= 0 then return argv end
   local wrapped = { "runuser", "-u", "postgres", "--" }
   for _, a in ipairs(argv) do wrapped[#wrapped + 1] = a end
   return wrapped
@@ -90,7 +90,7 @@ end
 
 local function init_postgres(state)
   local pg = { port = core.free_port(), user = "lab", database = "postgres" }
-  if core.identity().user == "root" then
+  if core.identity().uid == 0 then
     -- The postgres user cannot enter root's home: its data lives in a private directory under /tmp.
     pg.data = run({ "mktemp", "-d", "/tmp/runbook-lab-pg.XXXXXX" }).stdout:gsub("%s+$", "")
     run { "chown", "postgres:", pg.data }
