@@ -232,12 +232,15 @@ void gate_action_start(const char *primitive, const char *target)
 	jb_free(&b);
 }
 
-void gate_action_result(const char *primitive, const char *outcome, double duration_ms, const char *summary)
+/* The target again, as action_start has it: actions of parallel() tasks can end in any order. */
+void gate_action_result(const char *primitive, const char *target, const char *outcome, double duration_ms,
+                        const char *summary)
 {
 	struct jbuf b = { 0 };
 	char num[32];
 	jb_open(&b);
 	jb_kstr(&b, "primitive", primitive);
+	jb_kstr_redacted(&b, "target", target);
 	jb_kstr(&b, "outcome", outcome);
 	snprintf(num, sizeof num, "%.3f", duration_ms);
 	jb_key(&b, "duration_ms");

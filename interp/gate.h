@@ -41,6 +41,7 @@ void gate_set_repl(enum gate_repl (*open)(void));
 
 /* Audit helpers for the acting primitive: before it starts and once it has a result. */
 void gate_action_start(const char *primitive, const char *target);
-void gate_action_result(const char *primitive, const char *outcome, double duration_ms, const char *summary);
+void gate_action_result(const char *primitive, const char *target, const char *outcome, double duration_ms,
+                        const char *summary);
 
 #endif

@@ -968,14 +968,22 @@ static int finish_cert(lua_State *L, struct http_op *op, double ms)
 	return 1;
 }
 
+/* "METHOD url" (the URL redacted): what an action's records name. */
+static const char *action_target(const struct http_op *op, char *buf, size_t n)
+{
+	snprintf(buf, n, "%s %s", op->method, op->shown);
+	return buf;
+}
+
 /* The call is over: audit it, push its Lua results, free the handles. */
 static int finish(lua_State *L, struct http_op *op)
 {
 	double ms = sched_now_precise() - op->t0;
+	char target[700];
 	if (op->kind) {
 		op_stop(op);
 		if (op->type == OP_ACTION)
-			gate_action_result(op->fn, op->kind, ms, op->cause);
+			gate_action_result(op->fn, action_target(op, target, sizeof target), op->kind, ms, op->cause);
 		else
 			luax_audit_probe(op->fn, op->shown, op->timeout_ms, ms, op->kind, op->cause);
 		return luax_fail(L, op->kind, "%s %s: %s", op->fn, op->shown, op->cause);
@@ -1032,7 +1040,7 @@ static int finish(lua_State *L, struct http_op *op)
 	if (op->type == OP_ACTION) {
 		char outcome[32];
 		snprintf(outcome, sizeof outcome, "status %ld", status);
-		gate_action_result(op->fn, outcome, ms, summary);
+		gate_action_result(op->fn, action_target(op, target, sizeof target), outcome, ms, summary);
 	} else {
 		luax_audit_probe(op->fn, op->shown, op->timeout_ms, ms, problem[0] ? "problem" : "ok", summary);
 	}
@@ -1355,7 +1363,7 @@ static int action(lua_State *L, const char *fn, const char *method, const char *
 
 	/* Shown: the summary (by default the request line), then the request in full. */
 	char first[700];
-	snprintf(first, sizeof first, "%s %s", op->method, op->shown);
+	action_target(op, first, sizeof first);
 	char *detail = describe_request(op, &op->hdrs, json);
 	const char *rest = strchr(detail, '\n');
 	struct gate_plan plan = {

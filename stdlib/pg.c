@@ -1384,7 +1384,7 @@ int pg_gate(lua_State *L, struct pg_op *op, const struct gate_plan *plan, const 
 
 void pg_action_result(struct pg_op *op, const char *summary)
 {
-	gate_action_result(op->fn, op->kind ? op->kind : "ok", sched_now_precise() - op->action_t0,
+	gate_action_result(op->fn, op->target, op->kind ? op->kind : "ok", sched_now_precise() - op->action_t0,
 	                   summary ? summary : op->cause);
 }
 

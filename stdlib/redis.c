@@ -1198,7 +1198,7 @@ static const char *const action_options[] = { "timeout", "summary", "target", "i
 
 static void action_result(struct redis_op *op, const char *outcome, const char *summary)
 {
-	gate_action_result(op->fn, outcome, sched_now_precise() - op->action_t0, summary);
+	gate_action_result(op->fn, op->target, outcome, sched_now_precise() - op->action_t0, summary);
 }
 
 /* FLUSHDB / FLUSHALL: how many keys it will take with it, from the DBSIZE / INFO keyspace just read. */

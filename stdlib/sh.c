@@ -645,7 +645,7 @@ static void run_audit(const struct run_op *op)
 	outcome_word(&op->o, word, sizeof word);
 	summarize(&op->o, line, sizeof line);
 	if (op->action)
-		gate_action_result("sh.action", word, op->o.ms, line);
+		gate_action_result("sh.action", op->c.display, word, op->o.ms, line);
 	else
 		luax_audit_probe("sh.read", op->c.display, op->c.timeout_ms, op->o.ms, word, line);
 }

@@ -341,6 +341,9 @@ emit("both", err)''' % (tag, tag)
     expect_eq(sorted(r["method"] for r in fx.log(tag)), ["DELETE", "DELETE", "PATCH", "PUT"])
     recs = records(t, "y.cast")
     expect_eq([r["outcome"] for r in recs if r["type"] == "action_result"], ["status 200"] * 4)
+    expect_eq([r["target"].split(" ")[0] for r in recs if r["type"] == "action_result"], ["PUT", "PATCH", "DELETE", "DELETE"])
+    expect_eq([r["target"] for r in recs if r["type"] == "action_result"],
+              [r["target"] for r in recs if r["type"] == "action_start"], "the results' targets")
 
 
 def test_body_preview_stays_valid_utf8(t):

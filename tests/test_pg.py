@@ -250,6 +250,8 @@ emit("deleted", r.affected .. "|" .. r[1].v)''', "delete", "Delete"),
     expect_eq(conf, [("yes", "typed yes"), ("declined", "typed no"), ("yes", "typed the target")])
     results = [(r["primitive"], r["outcome"], r["summary"]) for r in records if r["type"] == "action_result"]
     expect_eq(results, [("pg.exec", "ok", "UPDATE 1"), ("pg.exec", "ok", "DELETE 1")])
+    expect_eq([r["target"] for r in records if r["type"] == "action_result"],
+              [r["target"] for r in records if r["type"] == "action_start"], "the results' targets")
 
 
 def test_exec_dry_run_and_failure(t):

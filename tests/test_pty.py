@@ -138,6 +138,8 @@ def test_action_y_is_not_yes(t):
     expect_eq(types[types.index("plan"):types.index("plan") + 4], ["plan", "confirm", "action_start", "action_result"],
               "record order")
     expect_eq(recs[types.index("action_result")]["outcome"], "exit 0", "action_result outcome")
+    expect_eq(recs[types.index("action_result")]["target"], recs[types.index("action_start")]["target"],
+              "the result names the action, as its start does")
     verify_complete(t, tr)
 
 

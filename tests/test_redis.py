@@ -320,6 +320,7 @@ emit("n", must(c:action("INCR", "rt:counter", { summary = "bump the counter" }))
     expect_eq((plan["primitive"], plan["target"], plan["irreversible"]), ("redis.action", r.target(), False))
     result = [x for x in records if x["type"] == "action_result"][0]
     expect_eq((result["primitive"], result["outcome"], result["summary"]), ("redis.action", "ok", "OK"))
+    expect_eq(result["target"], [x for x in records if x["type"] == "action_start"][0]["target"], "result's target")
 
 
 def test_action_without_a_terminal_is_declined_and_changes_nothing(t):
