@@ -263,10 +263,8 @@ static int core_identity(lua_State *L)
 {
 	char host[256] = "";
 	gethostname(host, sizeof host - 1);
-	char user[80];
-	users_name(getuid(), user, sizeof user);   /* "uid N" when NSS knows no name or does not answer */
 	lua_newtable(L);
-	luax_setstr(L, "user", user);
+	luax_setstr(L, "user", users_self());   /* "uid N" when the system knows no name or does not answer */
 	luax_setint(L, "uid", getuid());
 	luax_setstr(L, "host", host);
 	luax_setstr(L, "tty", term_tty_name());

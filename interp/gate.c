@@ -42,14 +42,6 @@ const char *gate_answer_name(enum gate_answer a)
 	return "?";
 }
 
-static const char *operator_name(void)
-{
-	static char name[80];
-	if (!name[0])
-		users_name(getuid(), name, sizeof name);
-	return name;
-}
-
 static void audit_plan(const struct gate_plan *p)
 {
 	struct jbuf b = { 0 };
@@ -72,7 +64,7 @@ static int audit_confirm(const char *answer, const char *how)
 	jb_open(&b);
 	jb_kstr(&b, "answer", answer);
 	jb_kstr(&b, "how", how);
-	jb_kstr(&b, "user", operator_name());
+	jb_kstr(&b, "user", users_self());
 	jb_kstr(&b, "tty", term_tty_name());
 	jb_close(&b);
 	int r = transcript_audit("confirm", b.p);

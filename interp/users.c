@@ -1,13 +1,13 @@
 /*
- * users.c - user names for uids, looked up by a worker; see users.h.
+ * users.c - user names for uids; see users.h.
  */
 #include "users.h"
-#include "sched.h"
 #include "tasks.h"
 
 #include <fcntl.h>
 #include <poll.h>
 #include <pwd.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,13 +20,18 @@ struct lookup {
 	char name[64];
 };
 
-static void look_up(void *arg)
+static void take_name(struct lookup *l, const struct passwd *pw)
+{
+	l->found = (size_t)snprintf(l->name, sizeof l->name, "%s", pw->pw_name) < sizeof l->name;
+}
+
+static void ask_nss(void *arg)
 {
 	struct lookup *l = arg;
 	struct passwd pw, *res = NULL;
 	char scratch[2048];
 	if (getpwuid_r(l->uid, &pw, scratch, sizeof scratch, &res) == 0 && res)
-		l->found = (size_t)snprintf(l->name, sizeof l->name, "%s", pw.pw_name) < sizeof l->name;
+		take_name(l, &pw);
 }
 
 #define CACHED 64
@@ -42,15 +47,34 @@ static const struct lookup *cached(uid_t uid)
 	return NULL;
 }
 
-/* Whether passwd's first source in nsswitch.conf is "files", as on Debian: NSS then answers a
- * user of /etc/passwd from that file, and so can this process, without a thread. */
+static const struct lookup *keep(const struct lookup *answer)
+{
+	static struct lookup overflow;     /* the cache is full: the latest answer only */
+	struct lookup *slot = ncached < CACHED ? &cache[ncached++] : &overflow;
+	*slot = *answer;
+	return slot;
+}
+
+/* path opened for reading if it is a regular file; opened without blocking, so not a FIFO. */
+static FILE *open_regular(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	struct stat st;
+	FILE *f = fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? fdopen(fd, "r") : NULL;
+	if (!f && fd >= 0)
+		close(fd);
+	return f;
+}
+
+/* Whether passwd's first source in nsswitch.conf is "files": NSS then answers a user of /etc/passwd
+ * from that file, and so can this process, without a thread. */
 static bool files_first(void)
 {
 	static int first = -1;
 	if (first >= 0)
 		return first;
 	first = 0;
-	FILE *f = fopen("/etc/nsswitch.conf", "re");
+	FILE *f = open_regular("/etc/nsswitch.conf");
 	char line[512];
 	while (f && fgets(line, sizeof line, f)) {
 		char *p = line + strspn(line, " \t");
@@ -65,75 +89,77 @@ static bool files_first(void)
 	return first;
 }
 
-/* uid's entry in /etc/passwd, if that is a regular file (opened without blocking: not a FIFO). */
 static bool from_etc_passwd(uid_t uid, struct lookup *l)
 {
-	int fd = open("/etc/passwd", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-	struct stat st;
-	FILE *f = fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? fdopen(fd, "r") : NULL;
-	if (!f) {
-		if (fd >= 0)
-			close(fd);
+	FILE *f = open_regular("/etc/passwd");
+	if (!f)
 		return false;
-	}
 	struct passwd pw, *res = NULL;
 	char scratch[2048];
 	while (!l->found && fgetpwent_r(f, &pw, scratch, sizeof scratch, &res) == 0)
 		if (pw.pw_uid == uid)
-			l->found = (size_t)snprintf(l->name, sizeof l->name, "%s", pw.pw_name) < sizeof l->name;
+			take_name(l, &pw);
 	fclose(f);
 	return l->found;
 }
 
-static const struct lookup *keep(const struct lookup *answer)
+/* Forgets the lookup NSS had not answered once it has ended, keeping its answer. */
+static void collect_late_answer(void)
 {
-	static struct lookup overflow;     /* the cache is full: the latest answer only */
-	struct lookup *slot = ncached < CACHED ? &cache[ncached++] : &overflow;
-	*slot = *answer;
-	return slot;
+	if (!unanswered || !tasks_offload_done(unanswered))
+		return;
+	const struct lookup *late = tasks_offload_arg(unanswered);
+	if (!cached(late->uid))
+		keep(late);
+	tasks_offload_release(unanswered);
+	unanswered = NULL;
 }
 
-/* Asks NSS in a worker, for at most USERS_WAIT_MS; NULL if it did not answer. */
-static const struct lookup *ask(uid_t uid)
+/* Asks NSS in a worker until the deadline; NULL if it did not answer by then. */
+static const struct lookup *ask(uid_t uid, msec_t deadline)
 {
 	struct lookup *l = calloc(1, sizeof *l);
 	if (!l)
 		abort();
 	l->uid = uid;
-	struct offload *o = tasks_offload(look_up, l, free);
+	struct offload *o = tasks_offload(ask_nss, l, free);
 	if (!o) {   /* no thread to be had: no name either, rather than a wait without an end */
 		free(l);
 		return NULL;
 	}
 	struct pollfd p = { .fd = tasks_offload_fd(o), .events = POLLIN };
-	msec_t end = sched_now() + USERS_WAIT_MS;
-	while (!tasks_offload_done(o) && sched_now() < end)
-		poll(&p, 1, (int)(end - sched_now()));
+	sched_poll(&p, 1, deadline);   /* ends early on Ctrl-C: the name is not worth the wait */
 	if (!tasks_offload_done(o)) {
 		unanswered = o;
 		return NULL;
 	}
-	struct lookup answer = *l;
-	tasks_offload_release(o);          /* l goes with it */
-	return keep(&answer);
+	const struct lookup *answer = keep(l);
+	tasks_offload_release(o);      /* l goes with it */
+	return answer;
 }
 
-bool users_name(uid_t uid, char *buf, size_t size)
+enum user_lookup users_name(uid_t uid, char *buf, size_t size, msec_t deadline)
 {
-	if (unanswered && tasks_offload_done(unanswered)) {
-		tasks_offload_release(unanswered);
-		unanswered = NULL;
-	}
+	msec_t latest = sched_now() + USERS_WAIT_MS;
+	collect_late_answer();
 	const struct lookup *l = cached(uid);
 	struct lookup local = { .uid = uid };
 	if (!l && files_first() && from_etc_passwd(uid, &local))
 		l = keep(&local);
 	if (!l && !unanswered)
-		l = ask(uid);
+		l = ask(uid, deadline > 0 && deadline < latest ? deadline : latest);
 	if (l && l->found) {
 		snprintf(buf, size, "%s", l->name);
-		return true;
+		return USER_FOUND;
 	}
 	snprintf(buf, size, "uid %u", (unsigned)uid);
-	return false;
+	return l ? USER_UNKNOWN : USER_SILENT;
+}
+
+const char *users_self(void)
+{
+	static char name[80];
+	if (!name[0])
+		users_name(getuid(), name, sizeof name, 0);
+	return name;
 }

@@ -175,17 +175,24 @@ static int cx_set(struct pg_connect *cx, const char *key, const char *val)
 }
 
 /* libpq would ask NSS for the user's name itself, without a bound: it is given the name, looked up
- * in bounded time, or $USER or $LOGNAME when the system does not answer. */
-static bool set_os_user(struct pg_connect *cx)
+ * within the call's deadline, or $USER or $LOGNAME when the system does not tell it. */
+static bool set_os_user(struct pg_op *op, struct pg_connect *cx)
 {
 	char name[80];
-	const char *user = users_name(geteuid(), name, sizeof name) ? name : getenv("USER");
+	enum user_lookup got = users_name(geteuid(), name, sizeof name, cx->deadline);
+	const char *user = got == USER_FOUND ? name : getenv("USER");
 	if (!user || !*user)
 		user = getenv("LOGNAME");
-	if (!user || !*user)
-		return false;
-	cx_set(cx, "user", user);
-	return true;
+	if (user && *user) {
+		cx_set(cx, "user", user);
+		return true;
+	}
+	if (got == USER_SILENT)
+		pg_op_fail(op, "error", "no user given, and the system did not tell this user's name in time (is sssd "
+		           "or LDAP down?): give user= in the URL, or set PGUSER");
+	else
+		pg_op_fail(op, "error", "no user given, and %s has no name here: give user= in the URL, or set PGUSER", name);
+	return false;
 }
 
 static void cx_free(struct pg_connect *cx)
@@ -389,11 +396,9 @@ static bool cx_parse(struct pg_op *op, const char *conninfo, const char *app, co
 		cx_set(cx, "gssencmode", "disable");   /* Kerberos would look names up, blocking */
 	if (!cx_get(cx, "client_encoding"))
 		cx_set(cx, "client_encoding", "UTF8");
-	if (!cx_get(cx, "user") && !getenv("PGUSER") && !set_os_user(cx)) {
-		pg_op_fail(op, "error", "no user given, and the system did not tell this user's name within %d ms "
-		           "(is sssd or LDAP down?): give user= in the URL, or set PGUSER", USERS_WAIT_MS);
+	const char *pguser = getenv("PGUSER");
+	if (!cx_get(cx, "user") && !(pguser && *pguser) && !set_os_user(op, cx))
 		return false;
-	}
 
 	const char *host = cx_get(cx, "host"), *hostaddr = cx_get(cx, "hostaddr"), *port = cx_get(cx, "port");
 	if (!host)

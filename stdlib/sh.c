@@ -676,12 +676,13 @@ static void run_release(void *p)
 
 static const struct tasks_machine run_machine = { run_advance, run_done, run_release };
 
-/* Starts the command; from here its op owns the child, the pipes and the command. */
-static void run_start(struct run_op *op)
+/* Starts the command; from here its op owns the child, the pipes and the command. Its live lines
+ * name label (the parallel() task's key) unless it is NULL. */
+static void run_start(struct run_op *op, const char *label)
 {
 	op->t0 = sched_now_precise();
-	op->o.out = (struct capture){ .max = op->c.max_output };
-	op->o.err = (struct capture){ .max = op->c.max_output };
+	op->o.out = (struct capture){ .max = op->c.max_output, .label = label };
+	op->o.err = (struct capture){ .max = op->c.max_output, .label = label };
 	op->fds[0] = op->fds[1] = op->pidfd = -1;
 	op->task = (struct tasks_op){ .machine = &run_machine, .op = op, .w = &op->w };
 	op->phase = OVER;
@@ -704,9 +705,7 @@ static int run(lua_State *L, const struct command *c, bool action)
 	struct run_op *op = tasks_push_op(L, sizeof *op, RUN_OP_MT);
 	op->c = *c;
 	op->action = action;
-	run_start(op);
-	if (tasks_key(L, op->task_key, sizeof op->task_key))
-		op->o.out.label = op->o.err.label = op->task_key;
+	run_start(op, tasks_key(L, op->task_key, sizeof op->task_key) ? op->task_key : NULL);
 	return tasks_run_op(L, &op->task);
 }
 

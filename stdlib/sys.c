@@ -1748,12 +1748,13 @@ static void compute_cpu(struct procs *now, const struct procs *before, double sa
 	}
 }
 
-static const char *user_name(uid_t uid, char *buf, size_t size)
+/* The name of uid, "uid N" when the system knows none or does not tell in time. */
+static const char *user_name(uid_t uid, char *buf, size_t size, msec_t deadline)
 {
 	if (uid == (uid_t)-1)
 		snprintf(buf, size, "?");
 	else
-		users_name(uid, buf, size);
+		users_name(uid, buf, size, deadline);
 	return buf;
 }
 
@@ -1770,7 +1771,7 @@ static size_t keep_matching(struct procs *ps, const char *match)
 	return ps->n = kept;
 }
 
-static void push_proc(lua_State *L, struct proc *pr, double memtotal)
+static void push_proc(lua_State *L, struct proc *pr, double memtotal, msec_t deadline)
 {
 	char user[64];
 	char state[2] = { pr->state, '\0' };
@@ -1779,7 +1780,7 @@ static void push_proc(lua_State *L, struct proc *pr, double memtotal)
 	lua_createtable(L, 0, 11);
 	luax_setint(L, "pid", pr->pid);
 	luax_setint(L, "ppid", pr->ppid);
-	luax_setstr(L, "user", user_name(pr->uid, user, sizeof user));
+	luax_setstr(L, "user", user_name(pr->uid, user, sizeof user, deadline));
 	luax_setstr(L, "state", state);
 	luax_setstr(L, "command", pr->comm);
 	luax_setstr(L, "cmdline", pr->cmdline);
@@ -1841,7 +1842,7 @@ static int sys_processes(lua_State *L)
 	double memtotal = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
 	lua_createtable(L, (int)n, 1);
 	for (size_t i = 0; i < n; i++) {
-		push_proc(L, &now.v[i], memtotal);
+		push_proc(L, &now.v[i], memtotal, p.deadline);
 		lua_rawseti(L, -2, (lua_Integer)i + 1);
 	}
 	luax_setint(L, "count", (lua_Integer)now.n);
