@@ -18,11 +18,13 @@ struct lookup {
 	uid_t uid;
 	bool found;
 	char name[64];
+	char home[256];
 };
 
-static void take_name(struct lookup *l, const struct passwd *pw)
+static void take_entry(struct lookup *l, const struct passwd *pw)
 {
-	l->found = (size_t)snprintf(l->name, sizeof l->name, "%s", pw->pw_name) < sizeof l->name;
+	l->found = (size_t)snprintf(l->name, sizeof l->name, "%s", pw->pw_name) < sizeof l->name &&
+	           (size_t)snprintf(l->home, sizeof l->home, "%s", pw->pw_dir) < sizeof l->home;
 }
 
 static void ask_nss(void *arg)
@@ -31,7 +33,7 @@ static void ask_nss(void *arg)
 	struct passwd pw, *res = NULL;
 	char scratch[2048];
 	if (getpwuid_r(l->uid, &pw, scratch, sizeof scratch, &res) == 0 && res)
-		take_name(l, &pw);
+		take_entry(l, &pw);
 }
 
 #define CACHED 64
@@ -98,7 +100,7 @@ static bool from_etc_passwd(uid_t uid, struct lookup *l)
 	char scratch[2048];
 	while (!l->found && fgetpwent_r(f, &pw, scratch, sizeof scratch, &res) == 0)
 		if (pw.pw_uid == uid)
-			take_name(l, &pw);
+			take_entry(l, &pw);
 	fclose(f);
 	return l->found;
 }
@@ -138,7 +140,8 @@ static const struct lookup *ask(uid_t uid, msec_t deadline)
 	return answer;
 }
 
-enum user_lookup users_name(uid_t uid, char *buf, size_t size, msec_t deadline)
+/* uid's entry (cached, from /etc/passwd or NSS), or NULL when NSS did not answer by the deadline. */
+static const struct lookup *entry(uid_t uid, msec_t deadline)
 {
 	msec_t latest = sched_now() + USERS_WAIT_MS;
 	collect_late_answer();
@@ -148,12 +151,27 @@ enum user_lookup users_name(uid_t uid, char *buf, size_t size, msec_t deadline)
 		l = keep(&local);
 	if (!l && !unanswered)
 		l = ask(uid, deadline > 0 && deadline < latest ? deadline : latest);
+	return l;
+}
+
+enum user_lookup users_name(uid_t uid, char *buf, size_t size, msec_t deadline)
+{
+	const struct lookup *l = entry(uid, deadline);
 	if (l && l->found) {
 		snprintf(buf, size, "%s", l->name);
 		return USER_FOUND;
 	}
 	snprintf(buf, size, "uid %u", (unsigned)uid);
 	return l ? USER_UNKNOWN : USER_SILENT;
+}
+
+enum user_lookup users_home(uid_t uid, char *buf, size_t size, msec_t deadline)
+{
+	const struct lookup *l = entry(uid, deadline);
+	buf[0] = '\0';
+	if (l && l->found)
+		snprintf(buf, size, "%s", l->home);
+	return l && l->found ? USER_FOUND : l ? USER_UNKNOWN : USER_SILENT;
 }
 
 const char *users_self(void)

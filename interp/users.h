@@ -24,6 +24,9 @@ enum user_lookup { USER_FOUND, USER_UNKNOWN, USER_SILENT };   /* SILENT: NSS did
  * has ended (its answer, when it comes, is kept). Names are cached. */
 enum user_lookup users_name(uid_t uid, char *buf, size_t size, msec_t deadline);
 
+/* The same for uid's home directory ("" unless FOUND). */
+enum user_lookup users_home(uid_t uid, char *buf, size_t size, msec_t deadline);
+
 /* The name of this process's user (getuid()), looked up once: the transcript's header, its locks
  * and the gate's records name the same user, whatever NSS answers later. */
 const char *users_self(void);

@@ -174,6 +174,49 @@ static int cx_set(struct pg_connect *cx, const char *key, const char *val)
 	return cx->n++;
 }
 
+/* A parameter that neither the call nor the environment sets. */
+static bool unset(const struct pg_connect *cx, const char *key, const char *env)
+{
+	const char *v = getenv(env);
+	return !cx_get(cx, key) && !(v && *v);
+}
+
+/*
+ * Without HOME, libpq looks the home directory up itself (getpwuid, without a bound) for ~/.pgpass
+ * and ~/.postgresql/: it is given those files, under the home directory looked up here within the
+ * call's deadline. The same files, so the same behaviour: a file that is not there is not used.
+ */
+static bool set_home_files(struct pg_op *op, struct pg_connect *cx)
+{
+	const char *env_home = getenv("HOME");
+	if (env_home && *env_home)
+		return true;
+	char home[256], path[300];
+	enum user_lookup got = users_home(geteuid(), home, sizeof home, cx->deadline);
+	if (got == USER_UNKNOWN)   /* libpq's own lookup will find none either, at once */
+		return true;
+	if (got == USER_SILENT) {
+		pg_op_fail(op, "error", "HOME is not set, and the system did not tell this user's home directory in "
+		           "time (is sssd or LDAP down?): set HOME");
+		return false;
+	}
+	static const char *const files[][3] = {
+		{ "passfile", "PGPASSFILE", ".pgpass" },
+		{ "sslcert", "PGSSLCERT", ".postgresql/postgresql.crt" },
+		{ "sslkey", "PGSSLKEY", ".postgresql/postgresql.key" },
+		{ "sslrootcert", "PGSSLROOTCERT", ".postgresql/root.crt" },
+		{ "sslcrl", "PGSSLCRL", ".postgresql/root.crl" },
+	};
+	for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+		bool crl = strcmp(files[i][0], "sslcrl") == 0;
+		if (!unset(cx, files[i][0], files[i][1]) || (crl && !unset(cx, "sslcrldir", "PGSSLCRLDIR")))
+			continue;
+		snprintf(path, sizeof path, "%s/%s", home, files[i][2]);
+		cx_set(cx, files[i][0], path);
+	}
+	return true;
+}
+
 /* libpq would ask NSS for the user's name itself, without a bound: it is given the name, looked up
  * within the call's deadline, or $USER or $LOGNAME when the system does not tell it. */
 static bool set_os_user(struct pg_op *op, struct pg_connect *cx)
@@ -398,6 +441,8 @@ static bool cx_parse(struct pg_op *op, const char *conninfo, const char *app, co
 		cx_set(cx, "client_encoding", "UTF8");
 	const char *pguser = getenv("PGUSER");
 	if (!cx_get(cx, "user") && !(pguser && *pguser) && !set_os_user(op, cx))
+		return false;
+	if (!set_home_files(op, cx))
 		return false;
 
 	const char *host = cx_get(cx, "host"), *hostaddr = cx_get(cx, "hostaddr"), *port = cx_get(cx, "port");

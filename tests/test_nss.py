@@ -1,7 +1,8 @@
 """A user database that never answers (sssd or LDAP down): /etc/passwd replaced by a FIFO nobody
 writes, so that getpwuid_r blocks for ever. The session still starts, its transcript names the user
 by number, sys.processes lists processes with numbers for users, and pg.connect without a user
-either takes $USER or says what to give, each within the wait for a name (0.5 s), not for ever.
+either takes $USER or says what to give, each within the wait for a name (0.5 s), not for ever;
+without HOME, pg.connect gives libpq the files under the home directory, or says to set HOME.
 
 The binary runs in mount and network namespaces of its own (`unshare`, util-linux)."""
 import time
@@ -10,6 +11,7 @@ from run import expect_eq, expect_in, fail, run_inside
 
 # $PASSWD: "fifo", or the text of a passwd file; $NSSWITCH: the text of nsswitch.conf.
 INNER = "set -e\n" + r'''
+rm -f passwd nsswitch.conf   # a FIFO left by an earlier run would block the printf
 if [ "$PASSWD" = fifo ]; then mkfifo passwd; else printf '%s\n' "$PASSWD" > passwd; fi
 mount --bind passwd /etc/passwd
 printf '%s\n' "$NSSWITCH" > nsswitch.conf
@@ -78,3 +80,14 @@ def test_users_of_etc_passwd_are_read_from_it(t):
     expect_eq(header["runbook"]["user"], "operator0", "the transcript's user")
     expect_eq(said["users"], "operator0", "the user of this run's process")
     expect_in("pg.connect 127.0.0.1:1/x", said["pg"])   # as operator0: it went on to connect
+
+
+def test_without_home_libpq_is_given_its_files(t):
+    # HOME unset: libpq would look the home directory up itself, without a bound, for ~/.pgpass.
+    t.write("nss.lua", RUNBOOK)
+    p = run_inside(t, INNER, "nss.lua", t.path("nss.cast"), "a user database that never answers, without HOME",
+                   env("fifo", "passwd: files", USER="alice", HOME=None))
+    expect_in("HOME is not set, and the system did not tell this user's home directory in time", said_by(p)["pg"])
+    p = run_inside(t, INNER, "nss.lua", t.path("nss2.cast"), "a passwd file, without HOME",
+                   env("operator0:x:0:0:on call:/root:/bin/sh", "passwd: files", HOME=None))
+    expect_eq(said_by(p)["pg"].split(" ")[0], "unreachable", "pg.connect without HOME, the home directory known")
