@@ -12,10 +12,10 @@
  * the connection string left unset. An LDAP line is refused: the lookup would block.
  */
 #include "pg.h"
+#include "users.h"
 
 #include <ctype.h>
 #include <errno.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -143,14 +143,13 @@ static bool exists(const char *path)
 	return stat(path, &st) == 0;
 }
 
-/* ~/.pg_service.conf, $HOME or else the account's home directory. */
+/* ~/.pg_service.conf, $HOME or else the account's home directory (looked up in bounded time). */
 static bool home_file(char *file, size_t n)
 {
 	const char *home = getenv("HOME");
-	struct passwd pw, *found = NULL;
-	char buf[4096];
-	if ((!home || !home[0]) && getpwuid_r(geteuid(), &pw, buf, sizeof buf, &found) == 0 && found)
-		home = found->pw_dir;
+	char account[256];
+	if ((!home || !home[0]) && users_home(geteuid(), account, sizeof account, 0) == USER_FOUND)
+		home = account;
 	return home && home[0] && (size_t)snprintf(file, n, "%s/.pg_service.conf", home) < n;
 }
 
