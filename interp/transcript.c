@@ -6,6 +6,7 @@
  * most one torn line, which `runbook transcript verify` reports as truncation.
  */
 #include "transcript.h"
+#include "users.h"
 #include "sha256.h"
 #include "jsonw.h"
 #include "sched.h"
@@ -69,11 +70,14 @@ static int mkdir_p(char *dir, mode_t mode)
 int runbook_state_path(const char *sub, char *out, size_t n)
 {
 	const char *state = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
+	char account[256];
+	if (!(home && *home))   /* cron, a service: the account's home rather than a shared /tmp */
+		home = users_home(getuid(), account, sizeof account, 0) == USER_FOUND && account[0] == '/' ? account : "/tmp";
 	int w;
 	if (state && *state == '/')   /* a relative XDG_STATE_HOME is invalid: ignored, as the spec says */
 		w = snprintf(out, n, "%s/runbook/%s", state, sub);
 	else
-		w = snprintf(out, n, "%s/.local/state/runbook/%s", home && *home ? home : "/tmp", sub);
+		w = snprintf(out, n, "%s/.local/state/runbook/%s", home, sub);
 	return w < 0 || (size_t)w >= n ? -1 : 0;
 }
 
