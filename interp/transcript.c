@@ -12,6 +12,7 @@
 #include "sched.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,15 +70,18 @@ static int mkdir_p(char *dir, mode_t mode)
 
 int runbook_state_path(const char *sub, char *out, size_t n)
 {
-	const char *state = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
-	char account[256];
-	if (!(home && *home))   /* cron, a service: the account's home rather than a shared /tmp */
-		home = users_home(getuid(), account, sizeof account, 0) == USER_FOUND && account[0] == '/' ? account : "/tmp";
-	int w;
-	if (state && *state == '/')   /* a relative XDG_STATE_HOME is invalid: ignored, as the spec says */
-		w = snprintf(out, n, "%s/runbook/%s", state, sub);
-	else
-		w = snprintf(out, n, "%s/.local/state/runbook/%s", home, sub);
+	/* Decided once: the transcript, the locks and the history must not part ways in mid-run. */
+	static char base[PATH_MAX];
+	if (!base[0]) {
+		const char *state = getenv("XDG_STATE_HOME"), *home;
+		if (state && *state == '/')   /* a relative XDG_STATE_HOME is invalid: ignored, as the spec says */
+			snprintf(base, sizeof base, "%s", state);
+		else if ((home = users_home_dir(0)))   /* without HOME (cron), the account's home */
+			snprintf(base, sizeof base, "%s/.local/state", home);
+		else
+			snprintf(base, sizeof base, "/tmp/.local/state");
+	}
+	int w = snprintf(out, n, "%s/runbook/%s", base, sub);
 	return w < 0 || (size_t)w >= n ? -1 : 0;
 }
 

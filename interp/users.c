@@ -4,6 +4,7 @@
 #include "users.h"
 #include "tasks.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pwd.h>
@@ -31,9 +32,17 @@ static void ask_nss(void *arg)
 {
 	struct lookup *l = arg;
 	struct passwd pw, *res = NULL;
-	char scratch[2048];
-	if (getpwuid_r(l->uid, &pw, scratch, sizeof scratch, &res) == 0 && res)
-		take_entry(l, &pw);
+	for (size_t size = 2048; size <= 65536; size *= 4) {   /* ERANGE: an entry longer than the buffer */
+		char *scratch = malloc(size);
+		if (!scratch)
+			abort();
+		int rc = getpwuid_r(l->uid, &pw, scratch, size, &res);
+		if (rc == 0 && res)
+			take_entry(l, &pw);
+		free(scratch);
+		if (rc != ERANGE)
+			return;
+	}
 }
 
 #define CACHED 64
@@ -51,8 +60,8 @@ static const struct lookup *cached(uid_t uid)
 
 static const struct lookup *keep(const struct lookup *answer)
 {
-	static struct lookup overflow;     /* the cache is full: the latest answer only */
-	struct lookup *slot = ncached < CACHED ? &cache[ncached++] : &overflow;
+	static int evict;                  /* the cache is full: the oldest answer goes */
+	struct lookup *slot = ncached < CACHED ? &cache[ncached++] : &cache[evict++ % CACHED];
 	*slot = *answer;
 	return slot;
 }
@@ -120,6 +129,8 @@ static void collect_late_answer(void)
 /* Asks NSS in a worker until the deadline; NULL if it did not answer by then. */
 static const struct lookup *ask(uid_t uid, msec_t deadline)
 {
+	if (deadline <= sched_now())   /* no time left: no thread either */
+		return NULL;
 	struct lookup *l = calloc(1, sizeof *l);
 	if (!l)
 		abort();
@@ -172,6 +183,18 @@ enum user_lookup users_home(uid_t uid, char *buf, size_t size, msec_t deadline)
 	if (l && l->found)
 		snprintf(buf, size, "%s", l->home);
 	return l && l->found ? USER_FOUND : l ? USER_UNKNOWN : USER_SILENT;
+}
+
+const char *users_home_dir(msec_t deadline)
+{
+	static char account[256];
+	static enum user_lookup got = USER_SILENT;
+	const char *home = getenv("HOME");
+	if (home && *home)
+		return home;
+	if (got == USER_SILENT)   /* asked again only while the system has not answered */
+		got = users_home(geteuid(), account, sizeof account, deadline);
+	return got == USER_FOUND && account[0] == '/' ? account : NULL;
 }
 
 const char *users_self(void)

@@ -27,6 +27,10 @@ enum user_lookup users_name(uid_t uid, char *buf, size_t size, msec_t deadline);
 /* The same for uid's home directory ("" unless FOUND). */
 enum user_lookup users_home(uid_t uid, char *buf, size_t size, msec_t deadline);
 
+/* $HOME, else the home directory of this process's user (looked up until the deadline, and then
+ * kept for the process); NULL when neither is known. */
+const char *users_home_dir(msec_t deadline);
+
 /* The name of this process's user (getuid()), looked up once: the transcript's header, its locks
  * and the gate's records name the same user, whatever NSS answers later. */
 const char *users_self(void);

@@ -143,7 +143,6 @@ static void ignore_notice(void *arg, const PGresult *r)
 	(void)r;   /* libpq would print notices on stderr, past redaction and the transcript */
 }
 
-
 /* --------------------------------------------------------------- connection parameters */
 
 static const char *cx_get(const struct pg_connect *cx, const char *key)
@@ -175,21 +174,34 @@ static int cx_set(struct pg_connect *cx, const char *key, const char *val)
 }
 
 /* A parameter that neither the call nor the environment sets. */
-static bool unset(const struct pg_connect *cx, const char *key, const char *env)
+/* Whether neither the call nor its environment variable gives the parameter key. */
+static bool param_unset(const struct pg_connect *cx, const char *key, const char *env)
 {
 	const char *v = getenv(env);
 	return !cx_get(cx, key) && !(v && *v);
 }
 
+/* Whether libpq will look for files in the home directory: ~/.pgpass without a password, the
+ * ~/.postgresql/ files unless SSL is off, ~/.pg_service.conf for a service without a service file. */
+static bool libpq_needs_home(const struct pg_connect *cx)
+{
+	const char *sslmode = cx_get(cx, "sslmode") ? cx_get(cx, "sslmode") : getenv("PGSSLMODE");
+	const char *service_file = getenv("PGSERVICEFILE");
+	bool service = !param_unset(cx, "service", "PGSERVICE");
+	return param_unset(cx, "password", "PGPASSWORD") || !(sslmode && strcmp(sslmode, "disable") == 0) ||
+	       (service && !(service_file && *service_file));
+}
+
 /*
- * Without HOME, libpq looks the home directory up itself (getpwuid, without a bound) for ~/.pgpass
- * and ~/.postgresql/: it is given those files, under the home directory looked up here within the
- * call's deadline. The same files, so the same behaviour: a file that is not there is not used.
+ * Without HOME, libpq looks the home directory up itself (getpwuid, without a bound) for those
+ * files: it is given them, under the home directory looked up here within the call's deadline. The
+ * same files, so the same behaviour: a file that is not there is not used. (For a service file it
+ * looks again itself; by then the system has answered here, so it answers there too.)
  */
 static bool set_home_files(struct pg_op *op, struct pg_connect *cx)
 {
 	const char *env_home = getenv("HOME");
-	if (env_home && *env_home)
+	if ((env_home && *env_home) || !libpq_needs_home(cx))
 		return true;
 	char home[256], path[300];
 	enum user_lookup got = users_home(geteuid(), home, sizeof home, cx->deadline);
@@ -200,19 +212,19 @@ static bool set_home_files(struct pg_op *op, struct pg_connect *cx)
 		           "time (is sssd or LDAP down?): set HOME");
 		return false;
 	}
-	static const char *const files[][3] = {
-		{ "passfile", "PGPASSFILE", ".pgpass" },
-		{ "sslcert", "PGSSLCERT", ".postgresql/postgresql.crt" },
-		{ "sslkey", "PGSSLKEY", ".postgresql/postgresql.key" },
-		{ "sslrootcert", "PGSSLROOTCERT", ".postgresql/root.crt" },
-		{ "sslcrl", "PGSSLCRL", ".postgresql/root.crl" },
+	static const struct { const char *key, *env, *file, *unless_key, *unless_env; } files[] = {
+		{ "passfile", "PGPASSFILE", ".pgpass", NULL, NULL },
+		{ "sslcert", "PGSSLCERT", ".postgresql/postgresql.crt", NULL, NULL },
+		{ "sslkey", "PGSSLKEY", ".postgresql/postgresql.key", NULL, NULL },
+		{ "sslrootcert", "PGSSLROOTCERT", ".postgresql/root.crt", NULL, NULL },
+		{ "sslcrl", "PGSSLCRL", ".postgresql/root.crl", "sslcrldir", "PGSSLCRLDIR" },   /* as libpq: one or the other */
 	};
 	for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-		bool crl = strcmp(files[i][0], "sslcrl") == 0;
-		if (!unset(cx, files[i][0], files[i][1]) || (crl && !unset(cx, "sslcrldir", "PGSSLCRLDIR")))
+		if (!param_unset(cx, files[i].key, files[i].env) ||
+		    (files[i].unless_key && !param_unset(cx, files[i].unless_key, files[i].unless_env)))
 			continue;
-		snprintf(path, sizeof path, "%s/%s", home, files[i][2]);
-		cx_set(cx, files[i][0], path);
+		snprintf(path, sizeof path, "%s/%s", home, files[i].file);
+		cx_set(cx, files[i].key, path);
 	}
 	return true;
 }

@@ -143,14 +143,11 @@ static bool exists(const char *path)
 	return stat(path, &st) == 0;
 }
 
-/* ~/.pg_service.conf, $HOME or else the account's home directory (looked up in bounded time). */
+/* ~/.pg_service.conf, under $HOME or else the account's home directory (looked up in bounded time). */
 static bool home_file(char *file, size_t n)
 {
-	const char *home = getenv("HOME");
-	char account[256];
-	if ((!home || !home[0]) && users_home(geteuid(), account, sizeof account, 0) == USER_FOUND)
-		home = account;
-	return home && home[0] && (size_t)snprintf(file, n, "%s/.pg_service.conf", home) < n;
+	const char *home = users_home_dir(0);
+	return home && (size_t)snprintf(file, n, "%s/.pg_service.conf", home) < n;
 }
 
 bool pg_service_apply(const char *service, pg_service_set set, void *ud, char *err, size_t errn)
