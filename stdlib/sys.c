@@ -26,7 +26,8 @@
  * A disk that is full is often a disk that is also slow, and a dead NFS server makes stat()
  * block in the kernel for minutes: everything that touches a path the operator named is bounded.
  * stat/statvfs/open of a path run in a worker thread the caller stops waiting for at the deadline
- * (inside parallel(), sys.fs, tail, grep and deleted_open yield meanwhile); tree walks stop at
+ * (inside parallel(), sys.fs, tail, grep and deleted_open yield meanwhile, and sys.processes during
+ * its sample); tree walks stop at
  * their deadline and say partial = true. Ctrl-C ends a walk or a sample at once with
  * nil, "...: interrupted", "interrupted".
  */
@@ -1793,6 +1794,81 @@ static void push_proc(lua_State *L, struct proc *pr, double memtotal, msec_t dea
 
 static const char *const processes_options[] = { "sort", "limit", "sample", "match", "timeout", NULL };
 
+/*
+ * sys.processes as an op (interp/tasks.h): the wait between the two scans, the sample, is a wait
+ * on nothing until its end, so that inside parallel() the other tasks go on meanwhile.
+ */
+struct procs_op {
+	struct sched_waiter w;
+	struct tasks_op task;
+	struct probe p;
+	struct procs before;
+	double t0;                 /* the first scan's end */
+	msec_t sample_end;
+	bool by_cpu, sampled, interrupted;
+	size_t limit;
+	const char *match;         /* anchored by the options table */
+};
+
+#define PROCS_OP_MT "runbook.sys.processes"
+
+static bool procs_advance(void *p)
+{
+	struct procs_op *op = p;
+	op->interrupted = op->w.result == SCHED_INTERRUPTED;
+	if (op->interrupted || sched_now() >= op->sample_end)
+		return true;
+	tasks_wait_init(&op->w, op->sample_end);
+	return false;
+}
+
+static int procs_done(lua_State *L, void *p)
+{
+	struct procs_op *op = p;
+	double sample_s = op->sampled ? (sched_now_precise() - op->t0) / 1000.0 : 0;
+	struct procs now = { 0 };
+	int err = op->interrupted ? EINTR : scan_procs(&now, &op->p, op->match != NULL);
+	if (err) {
+		free_procs(&now);
+		return probe_fail_errno(L, &op->p, err);
+	}
+	compute_cpu(&now, &op->before, sample_s, sysconf(_SC_CLK_TCK));
+	if (op->match)
+		keep_matching(&now, op->match);
+	sort_array(now.v, now.n, sizeof *now.v, op->by_cpu ? by_cpu : by_rss);
+
+	size_t n = now.n < op->limit ? now.n : op->limit;
+	char summary[160];
+	if (n)
+		snprintf(summary, sizeof summary, "%zu processes; top: %s (pid %d, %.1f%% cpu, %lld MiB)", now.n,
+		         now.v[0].comm, now.v[0].pid, now.v[0].cpu_pct, (long long)(now.v[0].rss >> 20));
+	else
+		snprintf(summary, sizeof summary, "no process matches");
+	probe_end(&op->p, "ok", summary);
+	double memtotal = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+	lua_createtable(L, (int)n, 1);
+	for (size_t i = 0; i < n; i++) {
+		push_proc(L, &now.v[i], memtotal, op->p.deadline);
+		lua_rawseti(L, -2, (lua_Integer)i + 1);
+	}
+	luax_setint(L, "count", (lua_Integer)now.n);
+	free_procs(&now);
+	return 1;
+}
+
+static void procs_release(void *p)
+{
+	free_procs(&((struct procs_op *)p)->before);
+}
+
+static const struct tasks_machine procs_machine = { procs_advance, procs_done, procs_release };
+
+static int procs_op_gc(lua_State *L)
+{
+	procs_release(luaL_checkudata(L, 1, PROCS_OP_MT));
+	return 0;
+}
+
 static int sys_processes(lua_State *L)
 {
 	luax_check_options(L, 1, "sys.processes", processes_options);
@@ -1803,51 +1879,23 @@ static int sys_processes(lua_State *L)
 	msec_t sample = luax_opt_duration(L, 1, "sample", DEFAULT_SAMPLE_MS, "sys.processes");
 	const char *match = luax_opt_string(L, 1, "match", NULL, "sys.processes");
 	msec_t timeout = luax_opt_duration(L, 1, "timeout", DEFAULT_PROC_TIMEOUT_MS, "sys.processes");
-	struct probe p;
-	probe_begin(&p, "sys.processes", match ? match : "all processes", timeout + sample);
-	long tck = sysconf(_SC_CLK_TCK);
 
-	struct procs before = { 0 }, now = { 0 };
-	int err = 0;
-	double sample_s = 0;
+	struct procs_op *op = tasks_push_op(L, sizeof *op, PROCS_OP_MT);
+	probe_begin(&op->p, "sys.processes", match ? match : "all processes", timeout + sample);
+	op->by_cpu = strcmp(sort, "cpu") == 0;
+	op->limit = limit;
+	op->match = match;
+	op->task = (struct tasks_op){ .machine = &procs_machine, .op = op, .w = &op->w };
 	if (sample > 0) {
-		err = scan_procs(&before, &p, false);
-		sort_array(before.v, before.n, sizeof *before.v, by_pid);
-		double t0 = sched_now_precise();
-		if (!err && sched_sleep_until(sched_deadline(sample)) == SCHED_INTERRUPTED)
-			err = EINTR;
-		sample_s = (sched_now_precise() - t0) / 1000.0;
+		int err = scan_procs(&op->before, &op->p, false);
+		if (err)
+			return probe_fail_errno(L, &op->p, err);   /* the op, to be closed, frees the scan */
+		sort_array(op->before.v, op->before.n, sizeof *op->before.v, by_pid);
+		op->sampled = true;
+		op->t0 = sched_now_precise();
+		op->sample_end = sched_deadline(sample);
 	}
-	if (!err)
-		err = scan_procs(&now, &p, match != NULL);
-	if (err) {
-		free_procs(&before);
-		free_procs(&now);
-		return probe_fail_errno(L, &p, err);
-	}
-	compute_cpu(&now, &before, sample_s, tck);
-	free_procs(&before);
-	if (match)
-		keep_matching(&now, match);
-	sort_array(now.v, now.n, sizeof *now.v, strcmp(sort, "cpu") == 0 ? by_cpu : by_rss);
-
-	size_t n = now.n < limit ? now.n : limit;
-	char summary[160];
-	if (n)
-		snprintf(summary, sizeof summary, "%zu processes; top: %s (pid %d, %.1f%% cpu, %lld MiB)", now.n,
-		         now.v[0].comm, now.v[0].pid, now.v[0].cpu_pct, (long long)(now.v[0].rss >> 20));
-	else
-		snprintf(summary, sizeof summary, "no process matches");
-	probe_end(&p, "ok", summary);
-	double memtotal = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
-	lua_createtable(L, (int)n, 1);
-	for (size_t i = 0; i < n; i++) {
-		push_proc(L, &now.v[i], memtotal, p.deadline);
-		lua_rawseti(L, -2, (lua_Integer)i + 1);
-	}
-	luax_setint(L, "count", (lua_Integer)now.n);
-	free_procs(&now);
-	return 1;
+	return tasks_run_op(L, &op->task);
 }
 
 /* ------------------------------------------------------------------------- sys.tail, sys.grep */
@@ -2057,6 +2105,8 @@ int luaopen_sys(lua_State *L)
 {
 	static const luaL_Reg fs_op_meta[] = { { "__gc", fs_op_gc }, { "__close", fs_op_gc }, { NULL, NULL } };
 	luax_class(L, FS_OP_MT, fs_op_meta, NULL, NULL);
+	static const luaL_Reg procs_op_meta[] = { { "__gc", procs_op_gc }, { "__close", procs_op_gc }, { NULL, NULL } };
+	luax_class(L, PROCS_OP_MT, procs_op_meta, NULL, NULL);
 	static const luaL_Reg fns[] = {
 		{ "filesystems", sys_filesystems },
 		{ "fs", sys_fs },

@@ -99,6 +99,20 @@ sh.read { "echo", "from no task" }'''), "named")
         expect_in(line, out)
 
 
+def test_parallel_goes_on_during_a_process_sample(t):
+    # sys.processes waits between its two scans (the sample): inside parallel() that wait yields, so
+    # the command beside it, started after it, ends first.
+    path = write_runbook(t, "sample", 'local sh, sys = require "sh", require "sys"', step('''
+local r = parallel { function() return sys.processes { sample = "1s", limit = 1 } end,
+                     function() return sh.read { "sleep", "0.3" } end }
+emit("both", tostring(r[1].value ~= nil) .. "|" .. tostring(r[2].value and r[2].value.ok))'''), "sample")
+    v, _, _ = run_auto(t, path, t.path("sample.cast"))
+    expect_eq(v["both"], "true|true")
+    _, _, records = t.read_transcript(t.path("sample.cast"))
+    ended = [r["primitive"] for r in records if r.get("type") == "probe"]
+    expect_eq(ended, ["sh.read", "sys.processes"], "the order in which the probes ended")
+
+
 def test_ctrl_c_stops_parallel_commands(t):
     marker = "61.%d" % (os.getpid() % 10000)     # `sleep 61.N`: ours, to look for afterwards
     path = t.write("cmdpar.lua", '''local sh = require "sh"
