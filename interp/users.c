@@ -187,14 +187,11 @@ enum user_lookup users_home(uid_t uid, char *buf, size_t size, msec_t deadline)
 
 const char *users_home_dir(msec_t deadline)
 {
-	static char account[256];
-	static enum user_lookup got = USER_SILENT;
+	static char account[256];   /* the answers are cached: asking again costs nothing */
 	const char *home = getenv("HOME");
 	if (home && *home)
 		return home;
-	if (got == USER_SILENT)   /* asked again only while the system has not answered */
-		got = users_home(geteuid(), account, sizeof account, deadline);
-	return got == USER_FOUND && account[0] == '/' ? account : NULL;
+	return users_home(geteuid(), account, sizeof account, deadline) == USER_FOUND && account[0] == '/' ? account : NULL;
 }
 
 const char *users_self(void)

@@ -321,48 +321,6 @@ static void fsjob_done(struct offload *o, struct fsjob *j)
 }
 
 /*
- * Runs j in a worker and waits for it until the deadline (0: none): 0 (read the results), the
- * job's errno, ETIMEDOUT or EINTR (Ctrl-C). Without a thread to be had (a pids limit reached), j
- * runs here, unbounded, as before there were workers. Either way, fsjob_done(*o, j) afterwards.
- */
-static int fsjob_wait(struct fsjob *j, msec_t deadline, struct offload **o)
-{
-	*o = NULL;
-	struct offload *earlier = busy_on(j->path);   /* its end, if it comes, is this one's start */
-	enum sched_wait w = earlier ? wait_offload(earlier, deadline) : SCHED_READY;
-	if (w != SCHED_READY)
-		return w == SCHED_TIMEOUT ? ETIMEDOUT : EINTR;
-	*o = fsjob_start(j);
-	if (!*o) {   /* no thread to be had (a pids limit reached): here, unless that may hang */
-		if (may_hang(j->path))
-			return EAGAIN;
-		fsjob_run(j);
-		return j->err;
-	}
-	w = wait_offload(*o, deadline);
-	return w == SCHED_READY ? j->err : w == SCHED_TIMEOUT ? ETIMEDOUT : EINTR;
-}
-
-/* A directory opened, fstat'ed and resolved (*real, malloc'd) by a worker: the fd, or -errno
- * (ETIMEDOUT, EINTR). */
-static int bounded_opendir(const char *path, msec_t deadline, struct stat *st, char **real)
-{
-	struct fsjob *j = fsjob_new(path, FS_OPENDIR);
-	struct offload *o;
-	int err = fsjob_wait(j, deadline, &o);
-	int fd = -err;
-	if (!err) {
-		fd = j->fd;
-		*st = j->st;
-		*real = j->real;
-		j->fd = -1;
-		j->real = NULL;
-	}
-	fsjob_done(o, j);
-	return fd;
-}
-
-/*
  * The probes on one path (sys.fs, sys.tail, sys.grep, sys.deleted_open) wait for their fsjob as an
  * op (interp/tasks.h): inside parallel() the task yields while the worker works, so a path on a hung
  * mount costs its own task the deadline, not the other tasks theirs. The rest of the probe (reading
@@ -431,6 +389,41 @@ static bool fs_op_advance(void *p)
 	if (!op->o)
 		return fs_op_start(op);
 	return tasks_offload_done(op->o) ? fs_op_over(op, op->j->err) : fs_op_wait(op, op->o);
+}
+
+/*
+ * Runs j in a worker and waits for it until the deadline (0: none), blocking: the op's machine
+ * driven here, for the walks, which open their root deep in C. 0 (read the results), the job's
+ * errno, ETIMEDOUT or EINTR (Ctrl-C). Either way, fsjob_done(*o, j) afterwards.
+ */
+static int fsjob_wait(struct fsjob *j, msec_t deadline, struct offload **o)
+{
+	struct fs_op op = { .j = j, .p = { .deadline = deadline } };
+	while (!fs_op_advance(&op))
+		tasks_block(&op.w);
+	if (op.earlier)
+		tasks_offload_release(op.earlier);
+	*o = op.o;
+	return op.err;
+}
+
+/* A directory opened, fstat'ed and resolved (*real, malloc'd) by a worker: the fd, or -errno
+ * (ETIMEDOUT, EINTR). */
+static int bounded_opendir(const char *path, msec_t deadline, struct stat *st, char **real)
+{
+	struct fsjob *j = fsjob_new(path, FS_OPENDIR);
+	struct offload *o;
+	int err = fsjob_wait(j, deadline, &o);
+	int fd = -err;
+	if (!err) {
+		fd = j->fd;
+		*st = j->st;
+		*real = j->real;
+		j->fd = -1;
+		j->real = NULL;
+	}
+	fsjob_done(o, j);
+	return fd;
 }
 
 static int fs_op_done(lua_State *L, void *p)
