@@ -18,19 +18,21 @@ ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -iquote interp -iquote std
              -fPIC -DRUNBOOK_SHARE='"$(SHARE)"' -DRUNBOOK_LIBDIR='"$(LIBDIR)"' \
              -DPG_SYSCONFDIR='"$(PG_SYSCONFDIR)"' \
              $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-# The network modules are shared objects loaded on first `require` (stdlib/modules.c): libpq,
-# hiredis and libcurl bring some forty libraries that every start would otherwise map, even `list`.
-CORE_PKGS := lua5.4 lua5.4-cjson libedit
+# The network modules and the REPL's line editor are shared objects loaded on first `require`
+# (stdlib/modules.c): libpq, hiredis and libcurl bring some forty libraries that every start would
+# otherwise map, even `list`, and libedit four, which only a terminal session uses.
+CORE_PKGS := lua5.4 lua5.4-cjson
 LDLIBS  = $(shell pkg-config --libs $(CORE_PKGS) 2>/dev/null) -lm
 LIBDIR  := $(PREFIX)/lib/runbook
 ASAN    := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-NET_SRC := stdlib/pg.c stdlib/pg_probes.c stdlib/pg_service.c stdlib/redis.c stdlib/redis_probes.c stdlib/http.c
-SRC     := $(filter-out $(NET_SRC),$(wildcard interp/*.c) $(wildcard stdlib/*.c) $(wildcard lab/*.c))
+MOD_SRC := stdlib/pg.c stdlib/pg_probes.c stdlib/pg_service.c stdlib/redis.c stdlib/redis_probes.c stdlib/http.c \
+           interp/lineedit.c
+SRC     := $(filter-out $(MOD_SRC),$(wildcard interp/*.c) $(wildcard stdlib/*.c) $(wildcard lab/*.c))
 LUA     := $(sort $(wildcard stdlib/lua/*.lua))
 OBJ     := $(SRC:%.c=obj/%.o) obj/embedded.o
 OBJ_ASAN:= $(SRC:%.c=obj-asan/%.o) obj-asan/embedded.o
-MODS    := obj/modules/pg.so obj/modules/redis.so obj/modules/http.so
+MODS    := obj/modules/pg.so obj/modules/redis.so obj/modules/http.so obj/modules/lineedit.so
 MODS_ASAN := $(MODS:obj/%=obj-asan/%)
 
 .PHONY: all asan test test-asan demo deps install uninstall clean
@@ -43,8 +45,10 @@ runbook: $(OBJ) $(MODS)
 runbook-asan: $(OBJ_ASAN) $(MODS_ASAN)
 	$(CC) $(ALL_CFLAGS) $(ASAN) -rdynamic -o $@ $(OBJ_ASAN) $(LDLIBS)
 
-mod_objs = $(patsubst %.c,$(1)/%.o,$(filter stdlib/$(2).c stdlib/$(2)_%.c,$(NET_SRC)))
-mod_libs = $(shell pkg-config --libs $(if $(filter pg,$(1)),libpq,$(if $(filter redis,$(1)),hiredis,libcurl)) 2>/dev/null)
+# A module NAME is NAME.c and NAME_*.c, linked with its library.
+mod_objs = $(patsubst %.c,$(1)/%.o,$(foreach f,$(MOD_SRC),$(if $(filter $(2) $(2)_%,$(basename $(notdir $(f)))),$(f))))
+mod_pkg  = $(or $(word 2,$(subst :, ,$(filter $(1):%,pg:libpq redis:hiredis http:libcurl lineedit:libedit))),$(error no library for module $(1)))
+mod_libs = $(shell pkg-config --libs $(call mod_pkg,$(1)) 2>/dev/null)
 
 .SECONDEXPANSION:
 obj/modules/%.so: $$(call mod_objs,obj,$$*)
@@ -119,6 +123,6 @@ clean:
 
 # The modules' objects are kept (make would delete them as intermediate files) and their
 # dependencies read, so that a header change rebuilds the shared objects too.
-NET_OBJ := $(NET_SRC:%.c=obj/%.o) $(NET_SRC:%.c=obj-asan/%.o)
-.SECONDARY: $(NET_OBJ)
--include $(OBJ:.o=.d) $(OBJ_ASAN:.o=.d) $(NET_OBJ:.o=.d)
+MOD_OBJ := $(MOD_SRC:%.c=obj/%.o) $(MOD_SRC:%.c=obj-asan/%.o)
+.SECONDARY: $(MOD_OBJ)
+-include $(OBJ:.o=.d) $(OBJ_ASAN:.o=.d) $(MOD_OBJ:.o=.d)

@@ -1,7 +1,6 @@
 /* host.c - the lua_State; see host.h. */
 #include "host.h"
 #include "embedded.h"
-#include "lineedit.h"
 #include "lockfile.h"
 #include "replay.h"
 #include "sched.h"
@@ -139,7 +138,7 @@ static void register_preloads(lua_State *L)
 	lua_setfield(L, -2, "cjson");
 	lua_pushcfunction(L, luaopen_core);
 	lua_setfield(L, -2, "core");
-	lua_pushcfunction(L, luaopen_lineedit);
+	lua_pushcfunction(L, modules_open_lineedit);
 	lua_setfield(L, -2, "lineedit");
 	lua_pushcfunction(L, luaopen_lockfile);   /* incidents: session locks (stdlib/lua/lock.lua) */
 	lua_setfield(L, -2, "lockfile");

@@ -1,7 +1,8 @@
 /*
  * lineedit.h - the REPL's terminal: line editing (libedit), completion, history without secrets,
  * and the action gate's way into the REPL. Exposed to the library's Lua half only, as
- * require "lineedit" (registered in package.preload by host.c); runbooks never see it.
+ * require "lineedit" (registered in package.preload by host.c, opened from the shared object
+ * lineedit.so by stdlib/modules.c, so that only terminal sessions map libedit); runbooks never see it.
  *
  *   lineedit.open { history = PATH, complete = function(before_cursor, word) -> { word, ... } }
  *       -> editor [, warning]      (stdin must be a terminal; one editor at a time)

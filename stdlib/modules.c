@@ -3,7 +3,9 @@
  *
  * sh, sys and tcp are linked in. pg, redis and http are shared objects opened on their first
  * `require`: libpq, hiredis and libcurl bring some forty libraries with them, and mapping them on
- * every start tripled the time of `runbook list`. They are looked for next to the binary:
+ * every start tripled the time of `runbook list`. The REPL's line editor (interp/lineedit.c, with
+ * libedit and the three libraries it brings) is one too, for the sessions that have a terminal.
+ * They are looked for next to the binary:
  * PREFIX/lib/runbook when installed, obj/modules (obj-asan/modules for runbook-asan) in the
  * source tree.
  *
@@ -282,6 +284,8 @@ static int load_shared(lua_State *L, const char *name)
 		return luaL_error(L, "module '%s' is broken: %s has no %s", name, path, sym);
 	return open(L);   /* the handle stays open for the life of the process, as Lua's own C loader does */
 }
+
+int modules_open_lineedit(lua_State *L) { return load_shared(L, "lineedit"); }
 
 static int open_pg(lua_State *L) { return load_shared(L, "pg"); }
 static int open_redis(lua_State *L) { return load_shared(L, "redis"); }

@@ -1,7 +1,7 @@
 /*
  * modules.h - the native modules a runbook may require. One file per module under stdlib/;
  * file name = require name = luaopen_<name>. Adding a module is one line in modules.c (and, for
- * one that links a large library, a line in the Makefile's NET_SRC: it becomes a shared object).
+ * one that links a large library, a line in the Makefile's MOD_SRC: it becomes a shared object).
  */
 #ifndef MODULES_H
 #define MODULES_H
@@ -17,6 +17,9 @@ int luaopen_tcp(lua_State *L);
 int luaopen_http(lua_State *L);
 int luaopen_pg(lua_State *L);
 int luaopen_redis(lua_State *L);
+
+/* require "lineedit" (the library's Lua half only, see interp/lineedit.h), from its shared object. */
+int modules_open_lineedit(lua_State *L);
 
 /* core.prefetch(name) and core.module_wait(name): see modules.c */
 int modules_prefetch(lua_State *L);

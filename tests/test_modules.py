@@ -9,7 +9,7 @@ import subprocess
 
 from run import check_sanitizer, expect_eq, expect_in, expect_rc, fail
 from servers_http import shared as http_server
-from steps import step, write_runbook
+from steps import run_auto, step, write_runbook
 
 REQUIRES = 'local pg = require "pg"\nlocal redis = require "redis"\nlocal http = require "http"'
 
@@ -50,6 +50,30 @@ def test_stopping_before_the_first_step_leaves_cleanly(t):
         rc, out, err = res = t.run(["exec", path, "--auto"])
         expect_rc(res, 2)
         expect_in("url", err)
+
+
+LIBS_MAPPED = r"""%s
+    local r = sh.read { "awk '/lib(edit|pq|curl|hiredis)[.]so/ { sub(/.*[/]/, \"\", $6); print $6 }' /proc/$PPID/maps | sort -u",
+                        shell = true, quiet = true, check = true }
+    print("@@ mapped=" .. r.stdout:gsub("\n", " "))"""
+
+
+def mapped_libraries(t, name, prelude, use=""):
+    # The step's shell is the runbook's child: /proc/$PPID/maps is the runbook's own map.
+    path = write_runbook(t, name, 'local sh = require "sh"\n' + prelude, step(LIBS_MAPPED % use, "s", "step"), "maps")
+    values, out, err = run_auto(t, path, t.path(name + ".cast"))
+    return sorted(values["mapped"].split())
+
+
+def test_a_run_maps_only_the_libraries_it_uses(t):
+    # libedit is the REPL's (a terminal session's), libpq, libcurl and hiredis their modules': a
+    # run without a terminal that requires none of them maps none of them (startup stays small).
+    expect_eq(mapped_libraries(t, "bare", ""), [], "libraries mapped by a run that needs none")
+    # One that uses pg has libpq, and still no libedit.
+    got = mapped_libraries(t, "withpg", 'local pg = require "pg"', "\n    assert(pg.ping)")
+    expect_eq([lib for lib in got if not lib.startswith("libpq.")], [], "besides libpq")
+    if not any(lib.startswith("libpq.") for lib in got):
+        fail("a run that requires pg has no libpq mapped: %r" % got)
 
 
 FAKE_HTTP = r'''
