@@ -91,7 +91,7 @@ class Pty:
         self.master, self.slave = os.openpty()
         # A roomy window, so that nothing wraps.
         fcntl.ioctl(self.slave, termios.TIOCSWINSZ, bytes([40, 0, 200, 0, 0, 0, 0, 0]))
-        argv = [BINARY] + list(args) if binary else list(args)
+        argv = t.launcher + [BINARY] + list(args) if binary else list(args)
         slave = self.slave
 
         def child_setup():
@@ -203,6 +203,7 @@ class T:
         self.name = name
         self.dir = tempfile.mkdtemp(prefix="rbtest-")
         self.binary = BINARY
+        self.launcher = []     # a command that runs the binary: argv prefix of run, spawn and pty
         self.repo = REPO
         self.sanitized = SANITIZED
         self._groups = []
@@ -282,7 +283,7 @@ class T:
     def run(self, args, stdin=None, env=None, timeout=30, cwd=None, check_sanitizer_output=True):
         """Runs the binary; returns (rc, stdout, stderr) as text. stdin: None (= /dev/null),
         bytes/str (fed), or a file object."""
-        argv = [BINARY] + [str(a) for a in args]
+        argv = self.launcher + [BINARY] + [str(a) for a in args]
         if stdin is None:
             stdin_arg, data = subprocess.DEVNULL, None
         elif isinstance(stdin, (bytes, str)):
@@ -308,7 +309,7 @@ class T:
     def spawn(self, args, env=None, stdin=None, cwd=None):
         """Starts the binary with stdout/stderr as pipes, in its own process group; for tests
         that read output while it runs (kill -9)."""
-        p = subprocess.Popen([BINARY] + [str(a) for a in args],
+        p = subprocess.Popen(self.launcher + [BINARY] + [str(a) for a in args],
                              stdin=stdin if stdin is not None else subprocess.DEVNULL,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.environ(env),
                              cwd=cwd or self.dir, start_new_session=True)

@@ -1,6 +1,7 @@
 """parallel() and tcp.connect: tasks run concurrently from one thread, each bounded by its own
 deadline; results keep their keys; errors stay per task; Ctrl-C stops them all."""
 import os
+import subprocess
 import time
 
 from run import black_hole, expect_eq, expect_in, fail, free_port, listener, processes
@@ -168,6 +169,61 @@ return runbook {
     _, _, records = t.read_transcript(t.path("esc.cast"))
     stopped = [r for r in records if r.get("type") == "probe" and r.get("target") == "sleep " + marker]
     expect_eq([r["outcome"] for r in stopped], ["interrupted"], "the stopped command's record")
+
+
+NO_PIDFD = r"""
+/* Runs argv[1..] where pidfd_open(2) fails with ENOSYS, as on a kernel before 5.3: a seccomp
+ * filter, inherited across exec, answers that one system call and lets every other through. */
+#include <errno.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+int main(int argc, char **argv)
+{
+	struct sock_filter code[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_pidfd_open, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = { sizeof code / sizeof *code, code };
+	if (argc < 2 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+	    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) {
+		perror("no-pidfd: seccomp");
+		return 99;
+	}
+	if (syscall(SYS_pidfd_open, getpid(), 0) != -1 || errno != ENOSYS) {
+		fprintf(stderr, "no-pidfd: pidfd_open still works\n");
+		return 99;
+	}
+	execv(argv[1], argv + 1);
+	perror(argv[1]);
+	return 127;
+}
+"""
+
+
+def without_pidfd(t):
+    """From here on, t runs the binary where pidfd_open fails: sh waits for a command's exit by
+    asking waitid every 10 ms instead of polling a pidfd (stdlib/sh.c)."""
+    src = t.write("no_pidfd.c", NO_PIDFD)
+    exe = t.path("no_pidfd")
+    cc = subprocess.run(["cc", "-O2", "-o", exe, src], capture_output=True, text=True, timeout=60)
+    if cc.returncode != 0:
+        fail("cannot build the no-pidfd launcher:\n" + cc.stderr)
+    t.launcher = [exe]
+
+
+def test_commands_without_pidfd(t):
+    # The same two tests, on the path of kernels before 5.3 (or a process out of descriptors).
+    without_pidfd(t)
+    test_parallel_runs_commands_concurrently(t)
+    test_ctrl_c_stops_parallel_commands(t)
 
 
 def cmdline(pid):
