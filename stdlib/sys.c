@@ -44,6 +44,7 @@
 #include <fnmatch.h>
 #include <limits.h>
 #include <regex.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -202,8 +203,14 @@ static ssize_t read_small(const char *path, char *buf, size_t size)
  * signal reaches them. They run in a worker thread (tasks_offload) that the caller stops
  * waiting for at the deadline: a stuck worker costs one small job and one thread, not the run.
  */
-/* -> vfs; vfs and real; st; fd and st; fd, st and real */
-enum fsjob_kind { FS_STATVFS, FS_STATVFS_REAL, FS_STAT, FS_OPEN, FS_OPENDIR };
+/* -> vfs; vfs and real; st; fd and st; fd, st and real; walk (given an FS_OPENDIR's fd, st, real) */
+enum fsjob_kind { FS_STATVFS, FS_STATVFS_REAL, FS_STAT, FS_OPEN, FS_OPENDIR, FS_WALK };
+
+struct walk;
+static int walk_run(struct walk *w, const char *root, int fd, const struct stat *st, const char *real);
+static void walk_in_caller(struct walk *w);
+static void walk_cancel(struct walk *w);
+static void walk_free(struct walk *w);
 
 struct fsjob {
 	char *path;
@@ -213,6 +220,7 @@ struct fsjob {
 	char *real;
 	int fd;                   /* handed over, or closed with the job when nobody waits any more */
 	struct stat st;
+	struct walk *walk;        /* FS_WALK: the walk, its results, and the flag that stops it */
 };
 
 static void fsjob_run(void *arg)
@@ -228,6 +236,9 @@ static void fsjob_run(void *arg)
 		j->fd = open(j->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (j->fd < 0 || fstat(j->fd, &j->st) != 0 || !(j->real = realpath(j->path, NULL)))
 			j->err = errno;
+	} else if (j->kind == FS_WALK) {
+		j->err = walk_run(j->walk, j->path, j->fd, &j->st, j->real);
+		j->fd = -1;   /* the walk's now, closed by it */
 	} else if (j->kind == FS_STAT) {
 		if (stat(j->path, &j->st) != 0)
 			j->err = errno;
@@ -243,6 +254,8 @@ static void fsjob_free(void *arg)
 	struct fsjob *j = arg;
 	if (j->fd >= 0)
 		close(j->fd);
+	if (j->walk)
+		walk_free(j->walk);
 	free(j->path);
 	free(j->real);
 	free(j);
@@ -294,12 +307,14 @@ static struct offload *busy_on(const char *path)
 	return NULL;
 }
 
-/* Runs j in a worker, known by its path while it runs; NULL when no thread is to be had. */
+/* Runs j in a worker, known by its path while it runs; NULL when no thread is to be had. A walk
+ * is not: its root has opened (the walk's first stage, an FS_OPENDIR job, is), and a walk taking
+ * its time must not hold up the probes that come after it on the same path. */
 static struct offload *fsjob_start(struct fsjob *j)
 {
 	struct offload *o = tasks_offload(fsjob_run, j, fsjob_free);
 	forget_finished_jobs();
-	if (o && nbusy < MAX_BUSY)
+	if (o && nbusy < MAX_BUSY && j->kind != FS_WALK)
 		busy[nbusy++] = (struct busy){ .path = xstrdup(j->path), .o = tasks_offload_retain(o) };
 	return o;
 }
@@ -336,6 +351,8 @@ struct fs_op {
 	int err;                   /* 0 (read j), the job's errno, ETIMEDOUT, EINTR, EAGAIN */
 	int (*finish)(lua_State *L, struct fs_op *op);
 	/* the probe's own options */
+	struct walk *walk;         /* largest, files: the walk to run once its root is open */
+	int (*walked)(lua_State *L, struct fs_op *op);   /* its finish */
 	lua_Integer count;         /* tail: lines; grep, deleted_open: limit */
 	regex_t re;                /* grep */
 	bool compiled;
@@ -349,9 +366,14 @@ static bool fs_op_over(struct fs_op *op, int err)
 	return true;
 }
 
+/* A walk stops at its deadline on its own and reports what it has seen: it is waited for a little
+ * longer, and only a walk stuck in the kernel (a disk that does not answer) ends in a timeout. */
+#define WALK_GRACE_MS 150
+
 static bool fs_op_wait(struct fs_op *op, const struct offload *o)
 {
-	tasks_wait_init(&op->w, op->p.deadline > 0 ? op->p.deadline : INT64_MAX);
+	msec_t grace = op->j->kind == FS_WALK ? WALK_GRACE_MS : 0;
+	tasks_wait_init(&op->w, op->p.deadline > 0 ? op->p.deadline + grace : INT64_MAX);
 	tasks_want(&op->w, tasks_offload_fd(o), POLLIN);
 	return false;
 }
@@ -365,7 +387,7 @@ static bool fs_op_start(struct fs_op *op)
 		tasks_offload_release(op->earlier);
 		op->earlier = NULL;
 	}
-	struct offload *earlier = busy_on(op->j->path);
+	struct offload *earlier = op->j->kind == FS_WALK ? NULL : busy_on(op->j->path);
 	if (earlier) {   /* held: until this op looks again, another call may forget it */
 		op->earlier = tasks_offload_retain(earlier);
 		return fs_op_wait(op, op->earlier);
@@ -375,6 +397,8 @@ static bool fs_op_start(struct fs_op *op)
 		return tasks_offload_done(op->o) ? fs_op_over(op, op->j->err) : fs_op_wait(op, op->o);
 	if (may_hang(op->j->path))   /* no thread to be had (a pids limit reached) */
 		return fs_op_over(op, EAGAIN);
+	if (op->j->walk)
+		walk_in_caller(op->j->walk);
 	fsjob_run(op->j);
 	return fs_op_over(op, op->j->err);
 }
@@ -391,41 +415,6 @@ static bool fs_op_advance(void *p)
 	return tasks_offload_done(op->o) ? fs_op_over(op, op->j->err) : fs_op_wait(op, op->o);
 }
 
-/*
- * Runs j in a worker and waits for it until the deadline (0: none), blocking: the op's machine
- * driven here, for the walks, which open their root deep in C. 0 (read the results), the job's
- * errno, ETIMEDOUT or EINTR (Ctrl-C). Either way, fsjob_done(*o, j) afterwards.
- */
-static int fsjob_wait(struct fsjob *j, msec_t deadline, struct offload **o)
-{
-	struct fs_op op = { .j = j, .p = { .deadline = deadline } };
-	while (!fs_op_advance(&op))
-		tasks_block(&op.w);
-	if (op.earlier)
-		tasks_offload_release(op.earlier);
-	*o = op.o;
-	return op.err;
-}
-
-/* A directory opened, fstat'ed and resolved (*real, malloc'd) by a worker: the fd, or -errno
- * (ETIMEDOUT, EINTR). */
-static int bounded_opendir(const char *path, msec_t deadline, struct stat *st, char **real)
-{
-	struct fsjob *j = fsjob_new(path, FS_OPENDIR);
-	struct offload *o;
-	int err = fsjob_wait(j, deadline, &o);
-	int fd = -err;
-	if (!err) {
-		fd = j->fd;
-		*st = j->st;
-		*real = j->real;
-		j->fd = -1;
-		j->real = NULL;
-	}
-	fsjob_done(o, j);
-	return fd;
-}
-
 static int fs_op_done(lua_State *L, void *p)
 {
 	struct fs_op *op = p;
@@ -437,8 +426,13 @@ static void fs_op_release(void *p)
 	struct fs_op *op = p;
 	if (op->earlier)
 		tasks_offload_release(op->earlier);
+	if (op->j && op->j->walk)
+		walk_cancel(op->j->walk);   /* a walk nobody waits for any more stops */
 	if (op->j)
 		fsjob_done(op->o, op->j);
+	if (op->walk)
+		walk_free(op->walk);
+	op->walk = NULL;
 	if (op->compiled)
 		regfree(&op->re);
 	op->earlier = op->o = NULL;
@@ -802,8 +796,12 @@ static int sys_filesystems(lua_State *L)
  * and looks at entries with fstatat relative to it, so paths never have to be re-resolved and a
  * symlink is never followed into another tree. The callbacks see the entry's full path in
  * w->path and its depth below the root (the root's entries have depth 1).
+ *
+ * It runs in a worker (an FS_WALK job, after an FS_OPENDIR job opened its root): inside parallel()
+ * the task yields meanwhile, and a stat() that never returns (a disk that stopped answering, a
+ * symlink followed onto a hung mount) holds the worker, not the run. It stops by itself at its
+ * deadline, and when its caller stops waiting (Ctrl-C) at the next check.
  */
-struct walk;
 typedef int (*walk_dir_fn)(struct walk *w, const struct stat *st, int depth);
 typedef void (*walk_file_fn)(struct walk *w, const struct stat *st, int depth);
 
@@ -816,11 +814,14 @@ struct frame {
 #define WALK_MAX_DEPTH 256   /* one fd per level: stay far from RLIMIT_NOFILE */
 
 struct walk {
-	const struct probe *probe;
 	bool xdev, recursive;
 	walk_dir_fn on_dir;
 	walk_file_fn on_file;
-	void *ctx;
+	void *ctx;                 /* the probe's results, freed by free_ctx with the walk */
+	void (*free_ctx)(void *ctx);
+	msec_t deadline;           /* 0: none */
+	atomic_bool cancelled;     /* set by the caller that stops waiting */
+	bool interruptible;        /* run in the caller's thread (no worker to be had): Ctrl-C stops it */
 	/* state */
 	dev_t dev;
 	char *path;
@@ -994,27 +995,29 @@ static void note_unvisited(struct walk *w)
 	}
 }
 
-/* Walks root; returns 0 (w->stop tells whether it ended early) or an errno for the root itself
- * (ETIMEDOUT: the root did not open by the deadline, on a file system whose server is gone). */
-static int walk_run(struct walk *w, const char *root, int root_node)
+/* 0, or ETIMEDOUT / EINTR when the walk must stop. */
+static int walk_check(struct walk *w)
 {
-	struct stat st = { 0 };
-	char *real = NULL;
-	int fd = bounded_opendir(root, w->probe->deadline, &st, &real);
-	if (fd < 0)
-		return -fd;
-	w->dev = st.st_dev;
+	if (atomic_load(&w->cancelled) || (w->interruptible && sched_interrupted()))
+		return EINTR;
+	return w->deadline && sched_now() >= w->deadline ? ETIMEDOUT : 0;
+}
+
+/* Walks root, whose directory fd (the walk's now), stat and canonical path are given; returns 0
+ * (w->stop tells whether it ended early) or an errno. */
+static int walk_run(struct walk *w, const char *root, int fd, const struct stat *st, const char *real)
+{
+	w->dev = st->st_dev;
 	path_put(w, 0, root);
 	while (w->len > 1 && w->path[w->len - 1] == '/')
 		w->path[--w->len] = '\0';
 	w->rootlen = w->len;
 	find_mounts_below(w, real);
-	free(real);
-	int e = walk_push(w, fd, root_node);
+	int e = walk_push(w, fd, -1);
 	if (e)
 		return e;
 	for (unsigned tick = 1; w->depth > 0; tick++) {
-		if ((tick % 64 == 0 || sched_interrupted()) && (w->stop = probe_check(w->probe)))
+		if (tick % 64 == 0 && (w->stop = walk_check(w)))
 			break;
 		struct frame *f = &w->stack[w->depth - 1];
 		errno = 0;
@@ -1036,8 +1039,21 @@ static int walk_run(struct walk *w, const char *root, int root_node)
 	return 0;
 }
 
+static void walk_cancel(struct walk *w)
+{
+	atomic_store(&w->cancelled, true);
+}
+
+/* Without a worker to be had, the walk runs in the caller's thread, where Ctrl-C is seen. */
+static void walk_in_caller(struct walk *w)
+{
+	w->interruptible = true;
+}
+
 static void walk_free(struct walk *w)
 {
+	if (w->free_ctx)
+		w->free_ctx(w->ctx);
 	for (size_t i = 0; i < w->nunvisited; i++)
 		free(w->unvisited[i]);
 	free(w->unvisited);
@@ -1047,6 +1063,7 @@ static void walk_free(struct walk *w)
 	free_mounts(&w->below);
 	free(w->path);
 	free(w->stack);
+	free(w);
 }
 
 /* t[field] = { paths... } on the table on top of the stack. */
@@ -1060,9 +1077,47 @@ static void push_paths(lua_State *L, const char *field, char **v, size_t n)
 	lua_setfield(L, -2, field);
 }
 
-static int walk_fail(lua_State *L, const struct probe *p, int err)
+/* The walk's second stage, once an FS_OPENDIR job has opened its root: the walk, in its own job. */
+static int walk_start(lua_State *L, struct fs_op *op)
 {
-	return probe_fail_errno(L, p, err);
+	if (op->err)
+		return probe_fail_errno(L, &op->p, op->err);
+	struct fsjob *j = fsjob_new(op->j->path, FS_WALK);
+	j->st = op->j->st;
+	j->real = op->j->real;
+	op->j->real = NULL;
+	j->fd = fs_op_take_fd(op);
+	fsjob_done(op->o, op->j);
+	j->walk = op->walk;
+	j->walk->deadline = op->p.deadline;
+	op->walk = NULL;
+	op->j = j;
+	op->o = NULL;
+	op->finish = op->walked;
+	return TASKS_AGAIN;
+}
+
+/* Pushes the op of a walk of path by the probe fn, whose results walked(L, op) pushes: the caller
+ * sets the walk's callbacks and results (ctx, free_ctx) and runs it (tasks_run_op). */
+static struct fs_op *walk_op_push(lua_State *L, const char *fn, const char *path, msec_t timeout_ms,
+                                  int (*walked)(lua_State *L, struct fs_op *op))
+{
+	struct fs_op *op = fs_op_push(L, fn, path, timeout_ms, path, FS_OPENDIR, walk_start);
+	op->walk = calloc(1, sizeof *op->walk);
+	if (!op->walk)
+		abort();
+	atomic_init(&op->walk->cancelled, false);
+	op->walked = walked;
+	return op;
+}
+
+/* 0 when the walk has ended and op->j->walk holds its results; else pushes the failure and returns
+ * the number of values: the walk's, or the wait's (the walk is then still the worker's, stuck in the
+ * kernel or stopping after Ctrl-C, and must not be touched). */
+static int walk_failed(lua_State *L, struct fs_op *op)
+{
+	int err = op->err ? op->err : op->j->walk->stop == EINTR ? EINTR : 0;
+	return err ? probe_fail_errno(L, &op->p, err) : 0;
 }
 
 /* ----------------------------------------------------------------------------- sys.largest */
@@ -1184,55 +1239,67 @@ static const char *walk_outcome(const struct walk *w)
 	return w->stop == ETIMEDOUT ? "partial" : "ok";
 }
 
+static void free_largest(void *ctx)
+{
+	struct largest *g = ctx;
+	free_nodes(g->v, g->n);
+	free_nodes(g->top, g->ntop);
+	free(g);
+}
+
+static int largest_walked(lua_State *L, struct fs_op *op);
+
 static int sys_largest(lua_State *L)
 {
 	const char *path = luaL_checkstring(L, 1);
 	luax_check_options(L, 2, "sys.largest", largest_options);
-	struct largest g = {
+	struct largest opts = {
 		.maxdepth = (int)opt_count(L, 2, "depth", 1, 1, "sys.largest"),
 		.limit = (size_t)opt_count(L, 2, "limit", 10, 1, "sys.largest"),
 		.want_files = luax_opt_bool(L, 2, "files", false, "sys.largest"),
 	};
-	struct walk w = {
-		.xdev = luax_opt_bool(L, 2, "xdev", true, "sys.largest"),
-		.recursive = true, .on_dir = largest_dir, .on_file = largest_file, .ctx = &g,
-	};
-	struct probe p;
-	probe_begin(&p, "sys.largest", path, luax_opt_duration(L, 2, "timeout", DEFAULT_WALK_TIMEOUT_MS, "sys.largest"));
-	w.probe = &p;
-	if (g.want_files)
-		g.top = xrealloc(NULL, g.limit * sizeof *g.top);
+	bool xdev = luax_opt_bool(L, 2, "xdev", true, "sys.largest");
+	msec_t timeout = luax_opt_duration(L, 2, "timeout", DEFAULT_WALK_TIMEOUT_MS, "sys.largest");
+	struct fs_op *op = walk_op_push(L, "sys.largest", path, timeout, largest_walked);
+	struct largest *g = xrealloc(NULL, sizeof *g);
+	*g = opts;
+	if (g->want_files)
+		g->top = xrealloc(NULL, g->limit * sizeof *g->top);
+	struct walk *w = op->walk;
+	w->xdev = xdev;
+	w->recursive = true;
+	w->on_dir = largest_dir;
+	w->on_file = largest_file;
+	w->ctx = g;
+	w->free_ctx = free_largest;
+	return tasks_run_op(L, &op->task);
+}
 
-	int err = walk_run(&w, path, -1);
-	if (!err)
-		err = w.stop == EINTR ? EINTR : 0;
-	if (err) {
-		walk_free(&w);
-		free_nodes(g.v, g.n);
-		free_nodes(g.top, g.ntop);
-		return walk_fail(L, &p, err);
-	}
+static int largest_walked(lua_State *L, struct fs_op *op)
+{
+	int failed = walk_failed(L, op);
+	if (failed)
+		return failed;
+	const struct walk *w = op->j->walk;
+	struct largest *g = w->ctx;
 	char summary[128];
-	snprintf(summary, sizeof summary, "%zu directories, %llu bytes in %llu files%s", g.n,
-	         (unsigned long long)g.total, (unsigned long long)g.total_files, w.stop ? " (partial)" : "");
-	probe_end(&p, walk_outcome(&w), summary);
+	snprintf(summary, sizeof summary, "%zu directories, %llu bytes in %llu files%s", g->n,
+	         (unsigned long long)g->total, (unsigned long long)g->total_files, w->stop ? " (partial)" : "");
+	probe_end(&op->p, walk_outcome(w), summary);
 
 	lua_createtable(L, 0, 6);
-	push_nodes(L, g.v, g.n, g.limit, true);
+	push_nodes(L, g->v, g->n, g->limit, true);
 	lua_setfield(L, -2, "entries");
-	if (g.want_files) {
-		push_nodes(L, g.top, g.ntop, g.limit, false);
+	if (g->want_files) {
+		push_nodes(L, g->top, g->ntop, g->limit, false);
 		lua_setfield(L, -2, "files");
 	}
-	luax_setint(L, "total_bytes", (lua_Integer)g.total);
-	luax_setint(L, "total_files", (lua_Integer)g.total_files);
-	luax_setint(L, "unreadable", w.unreadable);
-	luax_setbool(L, "partial", w.stop != 0);
-	push_paths(L, "unvisited", w.unvisited, w.nunvisited);
-	push_paths(L, "skipped", w.skipped, w.nskipped);
-	walk_free(&w);
-	free_nodes(g.v, g.n);
-	free_nodes(g.top, g.ntop);
+	luax_setint(L, "total_bytes", (lua_Integer)g->total);
+	luax_setint(L, "total_files", (lua_Integer)g->total_files);
+	luax_setint(L, "unreadable", w->unreadable);
+	luax_setbool(L, "partial", w->stop != 0);
+	push_paths(L, "unvisited", w->unvisited, w->nunvisited);
+	push_paths(L, "skipped", w->skipped, w->nskipped);
 	return 1;
 }
 
@@ -1245,9 +1312,9 @@ struct match {
 };
 
 struct files {
-	const char *pattern;
+	char *pattern;
 	bool follow, has_cutoff;
-	time_t cutoff;
+	time_t now, cutoff;
 	int64_t min_size;
 	struct match *v;
 	size_t n, cap, limit;
@@ -1294,62 +1361,76 @@ static const char *const files_options[] = {
 	"pattern", "older_than", "min_size", "recursive", "xdev", "follow", "limit", "timeout", NULL,
 };
 
+static void free_files(void *ctx)
+{
+	struct files *q = ctx;
+	free_matches(q->v, q->n);
+	free(q->pattern);
+	free(q);
+}
+
+static int files_walked(lua_State *L, struct fs_op *op);
+
 static int sys_files(lua_State *L)
 {
 	const char *path = luaL_checkstring(L, 1);
 	luax_check_options(L, 2, "sys.files", files_options);
 	msec_t older = luax_opt_duration(L, 2, "older_than", -1, "sys.files");
-	time_t now = time(NULL);
-	struct files q = {
-		.pattern = luax_opt_string(L, 2, "pattern", NULL, "sys.files"),
+	const char *pattern = luax_opt_string(L, 2, "pattern", NULL, "sys.files");
+	struct files opts = {
 		.follow = luax_opt_bool(L, 2, "follow", false, "sys.files"),
 		.has_cutoff = older >= 0,
-		.cutoff = now - (time_t)(older / 1000),
+		.now = time(NULL),
 		.min_size = luax_opt_integer(L, 2, "min_size", 0, "sys.files"),
 		.limit = (size_t)opt_count(L, 2, "limit", 1000, 0, "sys.files"),
 	};
-	struct walk w = {
-		.xdev = luax_opt_bool(L, 2, "xdev", true, "sys.files"),
-		.recursive = luax_opt_bool(L, 2, "recursive", true, "sys.files"),
-		.on_file = files_file, .ctx = &q,
-	};
-	struct probe p;
-	probe_begin(&p, "sys.files", path, luax_opt_duration(L, 2, "timeout", DEFAULT_WALK_TIMEOUT_MS, "sys.files"));
-	w.probe = &p;
+	opts.cutoff = opts.now - (time_t)(older / 1000);
+	bool xdev = luax_opt_bool(L, 2, "xdev", true, "sys.files");
+	bool recursive = luax_opt_bool(L, 2, "recursive", true, "sys.files");
+	msec_t timeout = luax_opt_duration(L, 2, "timeout", DEFAULT_WALK_TIMEOUT_MS, "sys.files");
+	struct fs_op *op = walk_op_push(L, "sys.files", path, timeout, files_walked);
+	struct files *q = xrealloc(NULL, sizeof *q);
+	*q = opts;
+	q->pattern = pattern ? xstrdup(pattern) : NULL;   /* the worker's: it may outlive the call */
+	struct walk *w = op->walk;
+	w->xdev = xdev;
+	w->recursive = recursive;
+	w->on_file = files_file;
+	w->ctx = q;
+	w->free_ctx = free_files;
+	return tasks_run_op(L, &op->task);
+}
 
-	int err = walk_run(&w, path, -1);
-	if (!err && w.stop == EINTR)
-		err = EINTR;
-	if (err) {
-		walk_free(&w);
-		free_matches(q.v, q.n);
-		return walk_fail(L, &p, err);
-	}
+static int files_walked(lua_State *L, struct fs_op *op)
+{
+	int failed = walk_failed(L, op);
+	if (failed)
+		return failed;
+	const struct walk *w = op->j->walk;
+	struct files *q = w->ctx;
 	char summary[128];
-	snprintf(summary, sizeof summary, "%llu files, %llu bytes%s", (unsigned long long)q.count,
-	         (unsigned long long)q.total, w.stop ? " (partial)" : "");
-	probe_end(&p, walk_outcome(&w), summary);
+	snprintf(summary, sizeof summary, "%llu files, %llu bytes%s", (unsigned long long)q->count,
+	         (unsigned long long)q->total, w->stop ? " (partial)" : "");
+	probe_end(&op->p, walk_outcome(w), summary);
 
-	sort_array(q.v, q.n, sizeof *q.v, by_path);
+	sort_array(q->v, q->n, sizeof *q->v, by_path);
 	lua_createtable(L, 0, 6);
-	lua_createtable(L, (int)q.n, 0);
-	for (size_t i = 0; i < q.n; i++) {
+	lua_createtable(L, (int)q->n, 0);
+	for (size_t i = 0; i < q->n; i++) {
 		lua_createtable(L, 0, 4);
-		luax_setstr(L, "path", q.v[i].path);
-		luax_setint(L, "bytes", q.v[i].bytes);
-		luax_setint(L, "mtime", (lua_Integer)q.v[i].mtime);
-		luax_setint(L, "age", (lua_Integer)(now - q.v[i].mtime));
+		luax_setstr(L, "path", q->v[i].path);
+		luax_setint(L, "bytes", q->v[i].bytes);
+		luax_setint(L, "mtime", (lua_Integer)q->v[i].mtime);
+		luax_setint(L, "age", (lua_Integer)(q->now - q->v[i].mtime));
 		lua_rawseti(L, -2, (lua_Integer)i + 1);
 	}
 	lua_setfield(L, -2, "files");
-	luax_setint(L, "count", (lua_Integer)q.count);
-	luax_setint(L, "total_bytes", (lua_Integer)q.total);
-	luax_setbool(L, "truncated", q.count > q.n);
-	luax_setint(L, "unreadable", w.unreadable);
-	luax_setbool(L, "partial", w.stop != 0);
-	push_paths(L, "skipped", w.skipped, w.nskipped);
-	walk_free(&w);
-	free_matches(q.v, q.n);
+	luax_setint(L, "count", (lua_Integer)q->count);
+	luax_setint(L, "total_bytes", (lua_Integer)q->total);
+	luax_setbool(L, "truncated", q->count > q->n);
+	luax_setint(L, "unreadable", w->unreadable);
+	luax_setbool(L, "partial", w->stop != 0);
+	push_paths(L, "skipped", w->skipped, w->nskipped);
 	return 1;
 }
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from run import expect_eq, expect_in, fail, namespaces
+from run import expect_eq, expect_in, fail, namespaces, processes
 from steps import expect_fast, expect_within, interrupt, lua_str, parse, run_auto, step, write_runbook
 
 MiB = 1 << 20
@@ -355,7 +355,7 @@ def test_sys_probes_are_recorded(t):
 # file: a file bound over a file, as a container's subPath is), then runs what follows "--" with
 # at most 64 file descriptors.
 HUNG_MOUNT = r"""
-import ctypes, os, resource, subprocess, sys
+import ctypes, os, resource, signal, subprocess, sys
 libc = ctypes.CDLL(None, use_errno=True)
 sep = sys.argv.index("--")
 for target in sys.argv[1:sep]:
@@ -365,8 +365,12 @@ for target in sys.argv[1:sep]:
     opts = "fd=%d,rootmode=%s,user_id=0,group_id=0%s" % (fd, mode, subtype)
     if libc.mount(b"runbooktest", target.encode(), b"fuse", 0, opts.encode()) != 0:
         sys.exit("mounting the FUSE file system: " + os.strerror(ctypes.get_errno()))
+    # The server takes the kernel's first request (INIT) and never answers: every call there then
+    # waits for the server in the kernel, and only SIGKILL ends the wait (as on a hard NFS mount).
+    os.read(fd, 1 << 20)
 resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
-sys.exit(subprocess.run(sys.argv[sep + 1:]).returncode)
+signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C on a terminal is for the command, not for us
+sys.exit(subprocess.run(sys.argv[sep + 1:], preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)).returncode)
 """
 
 
@@ -382,6 +386,9 @@ def test_a_hung_mount_hangs_no_probe(t):
     hung, hung_file = os.path.join(root, "a", "hung"), os.path.join(root, "a", "bound.conf")
     os.makedirs(hung)
     t.write(hung_file, "")
+    linked = t.path("linked")   # a symlink into the hung mount, which follow = true must stat
+    os.makedirs(linked)
+    os.symlink(os.path.join(hung, "app.log"), os.path.join(linked, "app.log"))
     path = write_runbook(t, "walks", 'local sys, sh = require "sys", require "sh"', step('''
 for _, xdev in ipairs { true, false } do
   local r = must(sys.largest(%(root)s, { depth = 2, xdev = xdev, timeout = "5s" }))
@@ -410,6 +417,11 @@ local r = parallel {
   function() return sh.read { "true" } end,
 }
 emit("beside", string.format("%%s|%%s|%%s", r[1].kind, r[2].kind, tostring(r[3].value and r[3].value.ok)))
+local stuck = parallel {
+  function() return sys.files(%(linked)s, { follow = true, timeout = "1500ms" }) end,
+  function() return sh.read { "echo", "beside-the-walk" } end,
+}
+emit("stuck_walk", string.format("%%s|%%s|%%s", stuck[1].kind, stuck[1].err, tostring(stuck[2].value and stuck[2].value.ok)))
 local many = {}
 for i = 1, 40 do many[i] = function() return sys.tail(%(hung)s .. "/many.log", { timeout = "300ms" }) end end
 local counts = {}
@@ -422,7 +434,8 @@ for _ = 1, 60 do
 end
 for k, n in pairs(kinds) do emit("polled_" .. k, n) end
 emit("no_limit", must(sys.grep(%(data)s, "x", { timeout = 0 })).lines)''' % {
-        "root": lua_str(root), "hung": lua_str(hung), "data": lua_str(os.path.join(root, "a", "data.bin"))}), "walks")
+        "root": lua_str(root), "hung": lua_str(hung), "data": lua_str(os.path.join(root, "a", "data.bin")),
+        "linked": lua_str(linked)}), "walks")
     cast = t.path("walks.cast")
     plain = t.path("plain")    # outside the walked tree; a FUSE mount without a subtype
     os.makedirs(plain)
@@ -446,6 +459,11 @@ emit("no_limit", must(sys.grep(%(data)s, "x", { timeout = 0 })).lines)''' % {
         expect_eq(v[name], "timeout|sys.%s %s/app.log: timed out (is a network filesystem hanging?)" % (name, hung), name)
     expect_eq(v["largest"], "timeout|sys.largest %s: timed out (is a network filesystem hanging?)" % hung, "its root")
     expect_eq(v["beside"], "timeout|timeout|true", "parallel beside a hung mount")
+    # The walk runs in a worker: stuck in the kernel on the symlink's target, it costs its deadline
+    # (and a little grace, in which a walk that stopped by itself would report what it saw), and the
+    # command beside it in parallel() goes on meanwhile.
+    expect_eq(v["stuck_walk"], "timeout|sys.files %s: timed out (is a network filesystem hanging?)|true" % linked,
+              "a walk stuck on a symlink's target")
     # Forty tasks on one hung path, with 64 file descriptors: one worker is blocked there, the
     # others wait for it rather than each start their own (which would run out of descriptors).
     expect_eq({k: n for k, n in v.items() if k.startswith("many_")}, {"many_timeout": "40"}, "40 tasks, one path")
@@ -459,6 +477,8 @@ emit("no_limit", must(sys.grep(%(data)s, "x", { timeout = 0 })).lines)''' % {
     for r in records:
         if r.get("type") == "probe" and r.get("deadline_ms") == 500:
             expect_within(r["duration_ms"], 500, r["primitive"] + " on a hung mount")
+        if r.get("type") == "probe" and r.get("deadline_ms") == 1500:
+            expect_within(r["duration_ms"], 1500, "sys.files stuck on a symlink into a hung mount")
         if r.get("type") == "probe" and r.get("deadline_ms") == 800 and r["target"] == "local+network":
             expect_within(r["duration_ms"], 800, "sys.filesystems beside three hung mounts")
         elif r.get("type") == "probe" and r.get("deadline_ms") == 800:   # the mount still blocked: not asked again
@@ -474,4 +494,59 @@ emit("no_limit", must(sys.grep(%(data)s, "x", { timeout = 0 })).lines)''' % {
     expect_fast(abs(ends["sys.fs"] - ends["sys.tail"]), 300, "between the ends of two 1 s probes in parallel")
     if ends["sh.read"] > min(ends["sys.fs"], ends["sys.tail"]):
         fail("the command in parallel ended after the probes on the hung mount: they held it up")
+    walk_ends = {}
+    for e in events:
+        r = json.loads(e[2]) if e[1] == "a" else {}
+        if r.get("type") == "probe" and (r.get("deadline_ms") == 1500 or r.get("target") == "echo beside-the-walk"):
+            walk_ends[r["primitive"]] = e[0] * 1000
+    expect_eq(sorted(walk_ends), ["sh.read", "sys.files"], "the probes of the parallel() with a stuck walk")
+    if walk_ends["sh.read"] > walk_ends["sys.files"]:
+        fail("the command in parallel ended after the stuck walk: the walk held it up")
     print("    walks past hung mounts, probes in one, 60 polls: %.1f s" % elapsed)
+
+
+def wait_in_fuse(marker, limit_s=10):
+    """Returns once a thread of the process whose command line holds marker waits in the kernel
+    for a FUSE server (its wchan), looking every 10 ms; fails after limit_s."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        for pid, _ in processes():
+            try:
+                with open("/proc/%d/cmdline" % pid, "rb") as f:
+                    if marker.encode() not in f.read():
+                        continue
+                for tid in os.listdir("/proc/%d/task" % pid):
+                    with open("/proc/%d/task/%s/wchan" % (pid, tid)) as f:
+                        if f.read().startswith("fuse"):
+                            return
+            except OSError:
+                continue
+        time.sleep(0.01)
+    fail("no thread of %s came to wait on the FUSE mount within %d s" % (marker, limit_s))
+
+
+def test_ctrl_c_stops_a_walk_stuck_in_the_kernel(t):
+    """A walk's stat() that never returns is its worker's: Ctrl-C brings the run back at once."""
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        fail("this test needs /dev/fuse (run the suite as root)")
+    hung, linked = t.path("hung"), t.path("linked")
+    os.makedirs(hung)
+    os.makedirs(linked)
+    os.symlink(os.path.join(hung, "app.log"), os.path.join(linked, "app.log"))
+    path = t.write("stuck.lua", '''local sys = require "sys"
+return runbook {
+  name = "stuck", summary = "s", severity = "SEV4",
+  step "w" { title = "walk", run = function(ctx)
+    print("walking now")
+    must(sys.files(%s, { follow = true, timeout = "60s" }))
+  end },
+}
+''' % lua_str(linked))
+    p = t.pty(namespaces(t) + [sys.executable, "-c", HUNG_MOUNT, hung, "--", t.binary, "exec", path, "--auto"],
+              binary=False)
+    p.expect("walking now")
+    wait_in_fuse("stuck.lua")
+    expect_fast(interrupt(p, r"interrupted") * 1000, 500, "Ctrl-C to stop a walk stuck in the kernel")
+    p.expect(r"Enter: retry")
+    p.sendline("q")
+    expect_eq(p.wait(), 5, "quit after the failure")
