@@ -319,13 +319,6 @@ static struct offload *fsjob_start(struct fsjob *j)
 	return o;
 }
 
-/* Waits for o until the deadline: READY, TIMEOUT or INTERRUPTED. */
-static enum sched_wait wait_offload(struct offload *o, msec_t deadline)
-{
-	struct pollfd pfd = { .fd = tasks_offload_fd(o), .events = POLLIN };
-	return sched_poll(&pfd, 1, deadline > 0 ? deadline : INT64_MAX);
-}
-
 /* The caller is done with j, run by o (NULL: it ran here, or never). */
 static void fsjob_done(struct offload *o, struct fsjob *j)
 {
@@ -550,6 +543,7 @@ static void free_mounts(struct mounts *ms)
 		free(ms->v[i].source);
 	}
 	free(ms->v);
+	*ms = (struct mounts){ 0 };
 }
 
 /* A filesystem whose server can vanish, making stat() hang: only looked at when asked. */
@@ -691,14 +685,16 @@ static bool seen_device(const struct mounts *ms, size_t upto, const struct mount
 }
 
 /* A filesystem to report, and the worker asking its server when it has one. */
+enum answer { ANSWERED, FAILED, SILENT };
+
 struct fs_ask {
 	const struct mount *m;
 	bool served;
 	struct fsjob *j;
 	struct offload *o;
+	enum answer got;
+	struct statvfs v;
 };
-
-enum answer { ANSWERED, FAILED, SILENT };
 
 /* Starts a worker asking the server of a's filesystem, unless one still waits for it there. */
 static void ask_server(struct fs_ask *a)
@@ -712,81 +708,137 @@ static void ask_server(struct fs_ask *a)
 	}
 }
 
-/* The answer of a's server by the deadline. */
-static enum answer server_answer(struct fs_ask *a, msec_t deadline, struct statvfs *v)
+/* a's answer is got; its worker, if any, is left to end on its own. */
+static void answered(struct fs_ask *a, enum answer got)
 {
-	if (!a->j)
-		return SILENT;
-	enum answer got = wait_offload(a->o, deadline) != SCHED_READY ? SILENT : a->j->err ? FAILED : ANSWERED;
-	if (got == ANSWERED)
-		*v = a->j->vfs;
-	fsjob_done(a->o, a->j);
+	a->got = got;
+	if (got == ANSWERED && a->j)
+		a->v = a->j->vfs;
+	if (a->j)
+		fsjob_done(a->o, a->j);
 	a->j = NULL;
-	return got;
 }
 
 /* Servers asked at once, at most: each ask is a thread and a pipe. */
 #define MAX_ASKING 32
 
 /*
- * Local filesystems are asked here; the served ones (network, FUSE) by workers, up to MAX_ASKING
- * at once and all until the one deadline, so that a server that is gone costs the deadline once
- * and does not leave the filesystems after it unanswered too.
+ * Local filesystems are asked in the caller's thread; the served ones (network, FUSE) by workers,
+ * up to MAX_ASKING at once and all until the one deadline, so that a server that is gone costs the
+ * deadline once and does not leave the filesystems after it unanswered too. The answers are waited
+ * for in order, as an op: inside parallel() the task yields meanwhile.
  */
+struct filesystems_op {
+	struct sched_waiter w;
+	struct tasks_op task;
+	struct probe p;
+	bool all;
+	struct mounts ms;
+	struct fs_ask *asks;
+	size_t n, next, asked;     /* next: the first without its answer; asked: the workers started */
+	bool interrupted;
+};
+
+#define FILESYSTEMS_OP_MT "runbook.sys.filesystems"
+
+static bool filesystems_advance(void *p)
+{
+	struct filesystems_op *op = p;
+	if (op->w.result == SCHED_INTERRUPTED) {
+		op->interrupted = true;
+		return true;
+	}
+	for (; op->next < op->n; op->next++) {
+		for (; op->asked < op->n && op->asked < op->next + MAX_ASKING; op->asked++)
+			if (op->asks[op->asked].served)
+				ask_server(&op->asks[op->asked]);
+		struct fs_ask *a = &op->asks[op->next];
+		if (!a->served)
+			a->got = statvfs(a->m->dir, &a->v) == 0 ? ANSWERED : FAILED;
+		else if (!a->j)   /* a worker still waits there from before, or none was to be had */
+			a->got = SILENT;
+		else if (tasks_offload_done(a->o))
+			answered(a, a->j->err ? FAILED : ANSWERED);
+		else if (op->p.deadline && sched_now() >= op->p.deadline)
+			answered(a, SILENT);   /* a hung server: counted, rather than waited for */
+		else {
+			tasks_wait_init(&op->w, op->p.deadline ? op->p.deadline : INT64_MAX);
+			tasks_want(&op->w, tasks_offload_fd(a->o), POLLIN);
+			return false;
+		}
+	}
+	return true;
+}
+
+static int filesystems_done(lua_State *L, void *p)
+{
+	struct filesystems_op *op = p;
+	if (op->interrupted)
+		return probe_fail_errno(L, &op->p, EINTR);
+	lua_createtable(L, (int)op->n, 0);
+	int n = 0, silent = 0;
+	for (size_t i = 0; i < op->n; i++) {
+		const struct fs_ask *a = &op->asks[i];
+		silent += a->got == SILENT;
+		if (a->got != ANSWERED || (!op->all && a->v.f_blocks == 0))
+			continue;
+		push_fs(L, a->m, &a->v);
+		lua_rawseti(L, -2, ++n);
+	}
+	char summary[96];
+	snprintf(summary, sizeof summary, "%d filesystems%s", n, silent ? ", some with a server did not answer" : "");
+	probe_end(&op->p, silent ? "partial" : "ok", summary);
+	if (silent) {
+		lua_pushinteger(L, silent);
+		lua_setfield(L, -2, "unanswered");
+	}
+	return 1;
+}
+
+static void filesystems_release(void *p)
+{
+	struct filesystems_op *op = p;
+	for (size_t i = 0; op->asks && i < op->n; i++)
+		if (op->asks[i].j)
+			fsjob_done(op->asks[i].o, op->asks[i].j);
+	free(op->asks);
+	op->asks = NULL;
+	op->n = 0;
+	free_mounts(&op->ms);
+}
+
+static const struct tasks_machine filesystems_machine = { filesystems_advance, filesystems_done, filesystems_release };
+
+static int filesystems_op_gc(lua_State *L)
+{
+	filesystems_release(luaL_checkudata(L, 1, FILESYSTEMS_OP_MT));
+	return 0;
+}
+
 static int sys_filesystems(lua_State *L)
 {
 	luax_check_options(L, 1, "sys.filesystems", filesystems_options);
 	bool all = luax_opt_bool(L, 1, "all", false, "sys.filesystems");
 	bool network = luax_opt_bool(L, 1, "network", false, "sys.filesystems") || all;
 	msec_t timeout = luax_opt_duration(L, 1, "timeout", DEFAULT_FS_TIMEOUT_MS, "sys.filesystems");
-	struct probe p;
-	probe_begin(&p, "sys.filesystems", all ? "all" : network ? "local+network" : "local", timeout);
-
-	struct mounts ms = { 0 };
-	int err = read_mounts(&ms);
+	struct filesystems_op *op = tasks_push_op(L, sizeof *op, FILESYSTEMS_OP_MT);
+	op->task = (struct tasks_op){ .machine = &filesystems_machine, .op = op, .w = &op->w };
+	op->all = all;
+	probe_begin(&op->p, "sys.filesystems", all ? "all" : network ? "local+network" : "local", timeout);
+	int err = read_mounts(&op->ms);
 	if (err)
-		return probe_fail_errno(L, &p, err);
-	struct fs_ask *asks = calloc(ms.n ? ms.n : 1, sizeof *asks);
-	if (!asks)
+		return probe_fail_errno(L, &op->p, err);
+	op->asks = calloc(op->ms.n ? op->ms.n : 1, sizeof *op->asks);
+	if (!op->asks)
 		abort();
-	size_t nasks = 0;
-	for (size_t i = 0; i < ms.n; i++) {
-		const struct mount *m = &ms.v[i];
+	for (size_t i = 0; i < op->ms.n; i++) {
+		const struct mount *m = &op->ms.v[i];
 		if ((is_network_fs(m->fstype) && !network) ||
-		    (!all && (is_pseudo_fs(m->fstype) || seen_device(&ms, i, m))))
+		    (!all && (is_pseudo_fs(m->fstype) || seen_device(&op->ms, i, m))))
 			continue;
-		asks[nasks++] = (struct fs_ask){ .m = m, .served = served_fs(m->fstype) };
+		op->asks[op->n++] = (struct fs_ask){ .m = m, .served = served_fs(m->fstype) };
 	}
-	lua_createtable(L, (int)nasks, 0);
-	int n = 0, silent = 0;
-	for (size_t i = 0, asked = 0; i < nasks; i++) {
-		for (; asked < nasks && asked < i + MAX_ASKING; asked++)
-			if (asks[asked].served)
-				ask_server(&asks[asked]);
-		struct fs_ask *a = &asks[i];
-		struct statvfs v;
-		enum answer got = !a->served ? (statvfs(a->m->dir, &v) == 0 ? ANSWERED : FAILED)
-		                             : server_answer(a, p.deadline, &v);
-		silent += got == SILENT;   /* a hung server: counted, rather than waited for */
-		if (got != ANSWERED || (!all && v.f_blocks == 0))
-			continue;
-		push_fs(L, a->m, &v);
-		lua_rawseti(L, -2, ++n);
-	}
-	free(asks);
-	free_mounts(&ms);
-	if (probe_check(&p) == EINTR) {
-		lua_pop(L, 1);
-		return probe_fail_errno(L, &p, EINTR);
-	}
-	char summary[96];
-	snprintf(summary, sizeof summary, "%d filesystems%s", n, silent ? ", some with a server did not answer" : "");
-	probe_end(&p, silent ? "partial" : "ok", summary);
-	if (silent) {
-		lua_pushinteger(L, silent);
-		lua_setfield(L, -2, "unanswered");
-	}
-	return 1;
+	return tasks_run_op(L, &op->task);
 }
 
 /* -------------------------------------------------------------------------------- tree walks */
@@ -2181,6 +2233,10 @@ int luaopen_sys(lua_State *L)
 	luax_class(L, FS_OP_MT, fs_op_meta, NULL, NULL);
 	static const luaL_Reg procs_op_meta[] = { { "__gc", procs_op_gc }, { "__close", procs_op_gc }, { NULL, NULL } };
 	luax_class(L, PROCS_OP_MT, procs_op_meta, NULL, NULL);
+	static const luaL_Reg filesystems_op_meta[] = {
+		{ "__gc", filesystems_op_gc }, { "__close", filesystems_op_gc }, { NULL, NULL },
+	};
+	luax_class(L, FILESYSTEMS_OP_MT, filesystems_op_meta, NULL, NULL);
 	static const luaL_Reg fns[] = {
 		{ "filesystems", sys_filesystems },
 		{ "fs", sys_fs },
