@@ -336,6 +336,82 @@ static void push_share_dir(lua_State *L)
 	lua_pushstring(L, RUNBOOK_SHARE);
 }
 
+/* ------------------------------------------------------------------ the gate's way into the REPL */
+
+#define GATE_HOOK_MT "runbook.core.gate_repl"
+
+/* The opener lives in a userdata anchored in the registry: user value 1 is the thread it runs on
+ * (the gate is reached from whichever thread called the acting primitive, so the REPL gets a
+ * thread of its own), user value 2 the Lua function. Its __gc unregisters it from the gate. */
+static const char gate_key = 'g';
+
+struct gate_hook { lua_State *T; };
+
+static struct gate_hook *gate_hook;
+
+static enum gate_repl open_repl_from_gate(void)
+{
+	struct gate_hook *h = gate_hook;
+	if (!h)
+		return GATE_REPL_BACK;
+	lua_State *T = h->T;
+	lua_settop(T, 0);
+	lua_rawgetp(T, LUA_REGISTRYINDEX, &gate_key);
+	lua_getiuservalue(T, 1, 2);
+	lua_remove(T, 1);
+	enum gate_repl choice = GATE_REPL_BACK;
+	if (host_call(T, 0, 1) != LUA_OK) {
+		err_printf("  the REPL failed: %s\n", luaL_tolstring(T, -1, NULL));
+	} else {
+		const char *s = lua_tostring(T, -1);
+		if (s && strcmp(s, "retry") == 0)
+			choice = GATE_REPL_RETRY;
+		else if (s && strcmp(s, "skip") == 0)
+			choice = GATE_REPL_SKIP;
+		else if (s && strcmp(s, "quit") == 0)
+			choice = GATE_REPL_QUIT;
+	}
+	lua_settop(T, 0);
+	return choice;
+}
+
+static void gate_hook_unregister(struct gate_hook *h)
+{
+	if (gate_hook == h) {
+		gate_hook = NULL;
+		gate_set_repl(NULL);
+	}
+}
+
+static int gate_hook_gc(lua_State *L)
+{
+	gate_hook_unregister(luaL_checkudata(L, 1, GATE_HOOK_MT));
+	return 0;
+}
+
+/* core.set_gate_repl(fn | nil): fn() -> "back" | "retry" | "skip" | "quit", the gate's "r" answer. */
+static int core_set_gate_repl(lua_State *L)
+{
+	if (gate_hook)
+		gate_hook_unregister(gate_hook);
+	lua_pushnil(L);
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &gate_key);
+	if (lua_isnoneornil(L, 1))
+		return 0;
+	luaL_checktype(L, 1, LUA_TFUNCTION);
+	struct gate_hook *h = lua_newuserdatauv(L, sizeof *h, 2);
+	h->T = NULL;
+	luaL_setmetatable(L, GATE_HOOK_MT);
+	h->T = lua_newthread(L);
+	lua_setiuservalue(L, -2, 1);
+	lua_pushvalue(L, 1);
+	lua_setiuservalue(L, -2, 2);
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &gate_key);
+	gate_hook = h;
+	gate_set_repl(open_repl_from_gate);
+	return 0;
+}
+
 int luaopen_core(lua_State *L)
 {
 	static const luaL_Reg fns[] = {
@@ -345,6 +421,7 @@ int luaopen_core(lua_State *L)
 		{ "terminated", core_terminated }, { "clear_interrupt", core_clear_interrupt },
 		{ "set_cap", core_set_cap }, { "duration", core_duration },
 		{ "gate_configure", core_gate_configure }, { "declined", core_declined },
+		{ "set_gate_repl", core_set_gate_repl },
 		{ "audit", core_audit }, { "audit_probe", core_audit_probe }, { "marker", core_marker },
 		{ "transcript_open", core_transcript_open }, { "transcript_close", core_transcript_close },
 		{ "transcript_dir", core_transcript_dir }, { "transcript_ok", core_transcript_ok },
@@ -358,6 +435,8 @@ int luaopen_core(lua_State *L)
 		{ "kill", core_kill }, { "free_port", core_free_port }, { "exe", core_exe },
 		{ NULL, NULL },
 	};
+	static const luaL_Reg gate_hook_meta[] = { { "__gc", gate_hook_gc }, { "__close", gate_hook_gc }, { NULL, NULL } };
+	luax_class(L, GATE_HOOK_MT, gate_hook_meta, NULL, NULL);
 	luaL_newlib(L, fns);
 	lua_pushstring(L, RUNBOOK_VERSION);
 	lua_setfield(L, -2, "version");

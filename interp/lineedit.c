@@ -10,8 +10,6 @@
  * a secret is kept neither in the file nor in memory, so that arrow-up cannot bring it back either.
  */
 #include "lineedit.h"
-#include "gate.h"
-#include "host.h"
 #include "redact.h"
 #include "sched.h"
 #include "term.h"
@@ -33,7 +31,6 @@
 #include <editline/readline.h>
 
 #define EDITOR_MT     "runbook.lineedit.editor"
-#define GATE_HOOK_MT  "runbook.lineedit.gate"
 #define HISTORY_MAX   1000            /* entries kept; the file is compacted past twice that */
 #define HISTORY_SCAN  (1 << 20)       /* bytes read from the end of the file at start */
 #define WAIT_SLICE_MS (3600 * 1000)
@@ -516,79 +513,6 @@ static int lineedit_transcribe(lua_State *L)
 	return 0;
 }
 
-/* ------------------------------------------------------------------- the gate's way into the REPL */
-
-/* The opener lives in a userdata anchored in the registry: user value 1 is the thread it runs on
- * (the gate is reached from whichever thread called the acting primitive, so the REPL gets a
- * thread of its own), user value 2 the Lua function. Its __gc unregisters it from the gate. */
-static const char gate_key = 'g';
-
-struct gate_hook { lua_State *T; };
-
-static struct gate_hook *gate_hook;
-
-static enum gate_repl open_repl_from_gate(void)
-{
-	struct gate_hook *h = gate_hook;
-	if (!h)
-		return GATE_REPL_BACK;
-	lua_State *T = h->T;
-	lua_settop(T, 0);
-	lua_rawgetp(T, LUA_REGISTRYINDEX, &gate_key);
-	lua_getiuservalue(T, 1, 2);
-	lua_remove(T, 1);
-	enum gate_repl choice = GATE_REPL_BACK;
-	if (host_call(T, 0, 1) != LUA_OK) {
-		err_printf("  the REPL failed: %s\n", luaL_tolstring(T, -1, NULL));
-	} else {
-		const char *s = lua_tostring(T, -1);
-		if (s && strcmp(s, "retry") == 0)
-			choice = GATE_REPL_RETRY;
-		else if (s && strcmp(s, "skip") == 0)
-			choice = GATE_REPL_SKIP;
-		else if (s && strcmp(s, "quit") == 0)
-			choice = GATE_REPL_QUIT;
-	}
-	lua_settop(T, 0);
-	return choice;
-}
-
-static void gate_hook_unregister(struct gate_hook *h)
-{
-	if (gate_hook == h) {
-		gate_hook = NULL;
-		gate_set_repl(NULL);
-	}
-}
-
-static int gate_hook_gc(lua_State *L)
-{
-	gate_hook_unregister(luaL_checkudata(L, 1, GATE_HOOK_MT));
-	return 0;
-}
-
-static int lineedit_set_gate_repl(lua_State *L)
-{
-	if (gate_hook)
-		gate_hook_unregister(gate_hook);
-	lua_pushnil(L);
-	lua_rawsetp(L, LUA_REGISTRYINDEX, &gate_key);
-	if (lua_isnoneornil(L, 1))
-		return 0;
-	luaL_checktype(L, 1, LUA_TFUNCTION);
-	struct gate_hook *h = lua_newuserdatauv(L, sizeof *h, 2);
-	h->T = NULL;
-	luaL_setmetatable(L, GATE_HOOK_MT);
-	h->T = lua_newthread(L);
-	lua_setiuservalue(L, -2, 1);
-	lua_pushvalue(L, 1);
-	lua_setiuservalue(L, -2, 2);
-	lua_rawsetp(L, LUA_REGISTRYINDEX, &gate_key);
-	gate_hook = h;
-	gate_set_repl(open_repl_from_gate);
-	return 0;
-}
-
 int luaopen_lineedit(lua_State *L)
 {
 	static const luaL_Reg editor_methods[] = {
@@ -598,7 +522,6 @@ int luaopen_lineedit(lua_State *L)
 	static const luaL_Reg fns[] = {
 		{ "open", lineedit_open }, { "secret_in", lineedit_secret_in },
 		{ "history_path", lineedit_history_path }, { "transcribe", lineedit_transcribe },
-		{ "set_gate_repl", lineedit_set_gate_repl },
 		{ NULL, NULL },
 	};
 	luaL_newmetatable(L, EDITOR_MT);
@@ -610,12 +533,6 @@ int luaopen_lineedit(lua_State *L)
 	lua_setfield(L, -2, "__close");
 	lua_pushcfunction(L, editor_tostring);
 	lua_setfield(L, -2, "__tostring");
-	lua_pop(L, 1);
-	luaL_newmetatable(L, GATE_HOOK_MT);
-	lua_pushcfunction(L, gate_hook_gc);
-	lua_setfield(L, -2, "__gc");
-	lua_pushcfunction(L, gate_hook_gc);
-	lua_setfield(L, -2, "__close");
 	lua_pop(L, 1);
 	luaL_newlib(L, fns);
 	return 1;

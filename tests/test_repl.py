@@ -3,6 +3,7 @@ expressions, continuation lines, completion, Ctrl-C, history without secrets, th
 in-run REPL; the same REPL fed from a pipe; and the API reference generated from doc.lua."""
 import os
 import re
+import shutil
 import stat
 import time
 
@@ -435,6 +436,33 @@ step "last" { title = "Last", run = function(ctx) ctx:note("last ran") end },'''
     expect_in(("flaky", "ctx.state.fixed = true"), inputs, "repl records")
     notes = [r["text"] for r in recs if r["type"] == "note" and "REPL" in r.get("text", "")]
     expect_in("operator opened the REPL at the declined action", notes, "notes")
+
+
+def test_without_the_line_editor(t):
+    # A copy of the binary whose modules lack lineedit.so (a broken install): a run on a terminal
+    # still runs, and its REPL reads plain lines, saying why there is no editing.
+    name = os.path.basename(t.binary)
+    objdir = "obj-asan" if name.endswith("-asan") else "obj"
+    bindir = t.path("bin")
+    shutil.copytree(os.path.join(os.path.dirname(t.binary), objdir, "modules"), os.path.join(bindir, objdir, "modules"),
+                    ignore=shutil.ignore_patterns("lineedit.so"))
+    shutil.copy(t.binary, os.path.join(bindir, name))
+    t.runbook("noedit", '''
+step "one" { title = "One", run = function(ctx) ctx:note("one ran") end },''')
+    argv = [os.path.join(bindir, name), "exec", "noedit", "--transcript", t.path("ne.cast")]
+    p = t.pty(argv, binary=False)
+    p.expect(MENU)
+    p.sendline("r")
+    p.expect(r"no line editing, history or completion: module 'lineedit' is not installed")
+    p.expect(r"(?m)^one> ")
+    p.sendline("1 + 41")
+    p.expect(r"\n42\n")
+    p.sendline(":continue")
+    p.expect(MENU)
+    p.sendline("")
+    p.expect(r"· one ran\n")
+    expect_eq(p.wait(), 0, "exit code")
+    verify_complete(t, t.path("ne.cast"))
 
 
 def test_in_run_repl_skip_and_quit(t):

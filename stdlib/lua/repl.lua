@@ -14,7 +14,6 @@
 local core     = require "core"
 local cjson    = require "cjson"
 local engine   = require "engine"
-local lineedit = require "lineedit"
 local loader   = require "loader"
 local render   = require "render"
 local sandbox  = require "sandbox"
@@ -157,11 +156,19 @@ end
 
 ------------------------------------------------------------------------------------ the terminal
 -- One line editor for the process (libedit's state is global): opened at the first REPL on a
--- terminal, its completion following whichever environment is in use.
-local editor, editor_env
+-- terminal, its completion following whichever environment is in use. The module is a shared
+-- object (interp/lineedit.h) loaded then: a run that never opens the REPL does not map libedit,
+-- and one that cannot load it reads plain lines rather than failing.
+local editor, editor_env, lineedit
 
 local function open_editor()
   if editor or not core.interactive() then return editor end
+  local ok, mod = pcall(require, "lineedit")
+  if not ok then
+    render.outcome("note", "no line editing, history or completion: " .. tostring(mod))
+    return nil
+  end
+  lineedit = mod
   local path, err = lineedit.history_path()
   if not path then render.outcome("note", "no history this session: " .. err) end
   local ed, warning = lineedit.open { history = path, complete = function(_, word)
@@ -172,9 +179,10 @@ local function open_editor()
   return editor
 end
 
--- A reader: prompt -> line | nil, "eof" | nil, "interrupted". On a terminal the typed line is also
--- put in the transcript (the terminal echoed it, not core.out) and, unless it holds a secret,
--- in the history. Without one, lines are read plainly: no prompt, no history.
+-- A reader: prompt -> line | nil, "eof" | nil, "interrupted". With the editor the typed line is
+-- also put in the transcript (the terminal echoed it, not core.out) and, unless it holds a secret,
+-- in the history. Without one, lines are read plainly: no history, and no prompt unless on a
+-- terminal.
 local function reader(ed)
   if ed then
     return function(prompt)
@@ -186,7 +194,8 @@ local function reader(ed)
       return line, why
     end
   end
-  return function()
+  return function(prompt)
+    if core.interactive() then core.out(prompt) end
     local line = io.stdin:read("l")
     if line == nil then return nil, "eof" end
     return line
@@ -363,7 +372,7 @@ end
 -- What the action gate's decline menu calls for "r" (see interp/gate.h); nil: not offered.
 function M.offer_at_gate(fn)
   M.gate_opener = fn
-  lineedit.set_gate_repl(fn)
+  core.set_gate_repl(fn)
 end
 
 -- The REPL at one of the engine's menus, with ctx in scope. Returns "back", "retry", "skip" or "quit".
