@@ -278,10 +278,12 @@ static bool may_hang(const char *path);
  * The jobs running, by path. A call on a path where one still runs waits for it before it starts
  * its own: a probe polled every few seconds on a dead NFS mount (wait_until), or twenty parallel()
  * tasks on one path, would otherwise each leave a thread and its pipe blocked there, until the
- * process runs out of file descriptors. Each entry holds a reference to its job.
+ * process runs out of file descriptors. Each entry holds a reference to its job. A walk is known
+ * only once its caller has stopped waiting for it (stuck past its deadline, say), by its root, and
+ * only to the walks that come after it: a walk taking its time holds up no other probe.
  */
 #define MAX_BUSY 16
-static struct busy { char *path; struct offload *o; } busy[MAX_BUSY];
+static struct busy { char *path; struct offload *o; bool walk; msec_t since; } busy[MAX_BUSY];
 static int nbusy;
 
 static void forget_finished_jobs(void)
@@ -297,25 +299,37 @@ static void forget_finished_jobs(void)
 	}
 }
 
-/* The job still running on path, or NULL. */
-static struct offload *busy_on(const char *path)
+/* The job still running on path (a walk's too, for a walk), or NULL. */
+static const struct busy *busy_find(const char *path, bool for_walk)
 {
 	forget_finished_jobs();
 	for (int i = 0; i < nbusy; i++)
-		if (strcmp(busy[i].path, path) == 0)
-			return busy[i].o;
+		if (strcmp(busy[i].path, path) == 0 && (!busy[i].walk || for_walk))
+			return &busy[i];
 	return NULL;
 }
 
-/* Runs j in a worker, known by its path while it runs; NULL when no thread is to be had. A walk
- * is not: its root has opened (the walk's first stage, an FS_OPENDIR job, is), and a walk taking
- * its time must not hold up the probes that come after it on the same path. */
+static struct offload *busy_on(const char *path, bool for_walk)
+{
+	const struct busy *b = busy_find(path, for_walk);
+	return b ? b->o : NULL;
+}
+
+static void busy_add(const char *path, struct offload *o, bool walk)
+{
+	forget_finished_jobs();
+	if (nbusy < MAX_BUSY)
+		busy[nbusy++] = (struct busy){ .path = xstrdup(path), .o = tasks_offload_retain(o), .walk = walk,
+		                               .since = sched_now() };
+}
+
+/* Runs j in a worker, known by its path while it runs (a walk: see busy); NULL when no thread is
+ * to be had. */
 static struct offload *fsjob_start(struct fsjob *j)
 {
 	struct offload *o = tasks_offload(fsjob_run, j, fsjob_free);
-	forget_finished_jobs();
-	if (o && nbusy < MAX_BUSY && j->kind != FS_WALK)
-		busy[nbusy++] = (struct busy){ .path = xstrdup(j->path), .o = tasks_offload_retain(o) };
+	if (o && j->kind != FS_WALK)
+		busy_add(j->path, o, false);
 	return o;
 }
 
@@ -380,7 +394,8 @@ static bool fs_op_start(struct fs_op *op)
 		tasks_offload_release(op->earlier);
 		op->earlier = NULL;
 	}
-	struct offload *earlier = op->j->kind == FS_WALK ? NULL : busy_on(op->j->path);
+	/* A walk's root is opened after any job on it, a walk left stuck there included. */
+	struct offload *earlier = op->j->kind == FS_WALK ? NULL : busy_on(op->j->path, op->walk != NULL);
 	if (earlier) {   /* held: until this op looks again, another call may forget it */
 		op->earlier = tasks_offload_retain(earlier);
 		return fs_op_wait(op, op->earlier);
@@ -401,6 +416,8 @@ static bool fs_op_advance(void *p)
 	struct fs_op *op = p;
 	if (!op->j)
 		return fs_op_over(op, 0);
+	if (op->w.result == SCHED_TIMEOUT && op->o && tasks_offload_done(op->o))
+		return fs_op_over(op, op->j->err);   /* done as the wait ended */
 	if (op->w.result != SCHED_READY)
 		return fs_op_over(op, op->w.result == SCHED_TIMEOUT ? ETIMEDOUT : EINTR);
 	if (!op->o)
@@ -419,8 +436,11 @@ static void fs_op_release(void *p)
 	struct fs_op *op = p;
 	if (op->earlier)
 		tasks_offload_release(op->earlier);
-	if (op->j && op->j->walk)
-		walk_cancel(op->j->walk);   /* a walk nobody waits for any more stops */
+	if (op->j && op->j->walk) {
+		walk_cancel(op->j->walk);   /* a walk nobody waits for any more stops, unless stuck */
+		if (op->o && !tasks_offload_done(op->o))
+			busy_add(op->j->path, op->o, true);
+	}
 	if (op->j)
 		fsjob_done(op->o, op->j);
 	if (op->walk)
@@ -692,15 +712,23 @@ struct fs_ask {
 	bool served;
 	struct fsjob *j;
 	struct offload *o;
+	struct offload *earlier;   /* a job still running on the mount point, waited for first */
 	enum answer got;
 	struct statvfs v;
 };
 
-/* Starts a worker asking the server of a's filesystem, unless one still waits for it there. */
-static void ask_server(struct fs_ask *a)
+/* Starts a worker asking the server of a's filesystem, after the job still running there, if any,
+ * unless that one has been at it for longer than timeout_ms (0: no limit) already: then the server
+ * is taken for hung, rather than waited for again. */
+static void ask_server(struct fs_ask *a, msec_t timeout_ms)
 {
-	if (busy_on(a->m->dir))
+	const struct busy *b = busy_find(a->m->dir, false);
+	if (b && timeout_ms > 0 && sched_now() - b->since >= timeout_ms)
+		return;   /* neither a job nor one to wait for: unanswered */
+	if (b) {
+		a->earlier = tasks_offload_retain(b->o);
 		return;
+	}
 	a->j = fsjob_new(a->m->dir, FS_STATVFS);
 	if (!(a->o = fsjob_start(a->j))) {
 		fsjob_free(a->j);
@@ -708,15 +736,23 @@ static void ask_server(struct fs_ask *a)
 	}
 }
 
-/* a's answer is got; its worker, if any, is left to end on its own. */
+/* The jobs a waits for, if any, are left to end on their own. */
+static void forget_ask(struct fs_ask *a)
+{
+	if (a->j)
+		fsjob_done(a->o, a->j);
+	if (a->earlier)
+		tasks_offload_release(a->earlier);
+	a->j = NULL;
+	a->earlier = NULL;
+}
+
 static void answered(struct fs_ask *a, enum answer got)
 {
 	a->got = got;
 	if (got == ANSWERED && a->j)
 		a->v = a->j->vfs;
-	if (a->j)
-		fsjob_done(a->o, a->j);
-	a->j = NULL;
+	forget_ask(a);
 }
 
 /* Servers asked at once, at most: each ask is a thread and a pipe. */
@@ -741,6 +777,33 @@ struct filesystems_op {
 
 #define FILESYSTEMS_OP_MT "runbook.sys.filesystems"
 
+/* True when a has its answer; else the waiter is set for the job it waits for. */
+static bool ask_answered(struct filesystems_op *op, struct fs_ask *a)
+{
+	if (!a->served) {
+		a->got = statvfs(a->m->dir, &a->v) == 0 ? ANSWERED : FAILED;
+		return true;
+	}
+	if (a->earlier && tasks_offload_done(a->earlier)) {
+		tasks_offload_release(a->earlier);
+		a->earlier = NULL;
+		ask_server(a, op->p.timeout_ms);
+	}
+	struct offload *on = a->earlier ? a->earlier : a->o;
+	if (!on)
+		answered(a, SILENT);   /* hung from before, or no thread was to be had */
+	else if (on == a->o && tasks_offload_done(a->o))
+		answered(a, a->j->err ? FAILED : ANSWERED);
+	else if (op->p.deadline && sched_now() >= op->p.deadline)
+		answered(a, SILENT);   /* a hung server: counted, rather than waited for */
+	else {
+		tasks_wait_init(&op->w, op->p.deadline ? op->p.deadline : INT64_MAX);
+		tasks_want(&op->w, tasks_offload_fd(on), POLLIN);
+		return false;
+	}
+	return true;
+}
+
 static bool filesystems_advance(void *p)
 {
 	struct filesystems_op *op = p;
@@ -751,21 +814,9 @@ static bool filesystems_advance(void *p)
 	for (; op->next < op->n; op->next++) {
 		for (; op->asked < op->n && op->asked < op->next + MAX_ASKING; op->asked++)
 			if (op->asks[op->asked].served)
-				ask_server(&op->asks[op->asked]);
-		struct fs_ask *a = &op->asks[op->next];
-		if (!a->served)
-			a->got = statvfs(a->m->dir, &a->v) == 0 ? ANSWERED : FAILED;
-		else if (!a->j)   /* a worker still waits there from before, or none was to be had */
-			a->got = SILENT;
-		else if (tasks_offload_done(a->o))
-			answered(a, a->j->err ? FAILED : ANSWERED);
-		else if (op->p.deadline && sched_now() >= op->p.deadline)
-			answered(a, SILENT);   /* a hung server: counted, rather than waited for */
-		else {
-			tasks_wait_init(&op->w, op->p.deadline ? op->p.deadline : INT64_MAX);
-			tasks_want(&op->w, tasks_offload_fd(a->o), POLLIN);
+				ask_server(&op->asks[op->asked], op->p.timeout_ms);
+		if (!ask_answered(op, &op->asks[op->next]))
 			return false;
-		}
 	}
 	return true;
 }
@@ -799,8 +850,7 @@ static void filesystems_release(void *p)
 {
 	struct filesystems_op *op = p;
 	for (size_t i = 0; op->asks && i < op->n; i++)
-		if (op->asks[i].j)
-			fsjob_done(op->asks[i].o, op->asks[i].j);
+		forget_ask(&op->asks[i]);
 	free(op->asks);
 	op->asks = NULL;
 	op->n = 0;
@@ -1035,7 +1085,10 @@ static void walk_entry(struct walk *w, const struct frame *f, const char *name)
 static void note_unvisited(struct walk *w)
 {
 	const struct frame *root = &w->stack[0];
-	for (struct dirent *de; w->nunvisited < 64 && (de = readdir(root->dir));) {
+	/* Within half the grace, so that the caller, still waiting, gets what the walk saw. */
+	msec_t end = w->deadline ? w->deadline + WALK_GRACE_MS / 2 : INT64_MAX;
+	for (struct dirent *de; w->nunvisited < 64 && !atomic_load(&w->cancelled) && sched_now() < end &&
+	                        (de = readdir(root->dir));) {
 		struct stat st;
 		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
 			continue;
@@ -1068,8 +1121,8 @@ static int walk_run(struct walk *w, const char *root, int fd, const struct stat 
 	int e = walk_push(w, fd, -1);
 	if (e)
 		return e;
-	for (unsigned tick = 1; w->depth > 0; tick++) {
-		if (tick % 64 == 0 && (w->stop = walk_check(w)))
+	while (w->depth > 0) {
+		if ((w->stop = walk_check(w)))
 			break;
 		struct frame *f = &w->stack[w->depth - 1];
 		errno = 0;
@@ -1146,6 +1199,7 @@ static int walk_start(lua_State *L, struct fs_op *op)
 	op->j = j;
 	op->o = NULL;
 	op->finish = op->walked;
+	op->w.result = SCHED_READY;   /* the first stage's wait ended so; fs_op_advance starts the job */
 	return TASKS_AGAIN;
 }
 
