@@ -118,7 +118,9 @@ print(r.ok, r.stdout)]],
         options = {
           { "depth", "1", "how many levels below `path` are listed" },
           { "limit", "10", "entries returned" },
-          { "timeout", "10", "deadline of the walk (" .. DURATION .. "); what was found by then is returned" },
+          { "timeout", "10", "deadline of the walk (" .. DURATION .. "); what was found by then is " ..
+            "returned, unless the walk is stuck in the kernel (a disk that does not answer): then 150 ms later, " ..
+            "a timeout" },
           { "xdev", "true", "stay on the filesystem of `path`" },
           { "files", "false", "also list the largest files anywhere below" },
         },
@@ -141,7 +143,8 @@ print(r.ok, r.stdout)]],
           { "xdev", "true", "stay on the filesystem of `path`" },
           { "follow", "false", "follow symbolic links" },
           { "limit", "1000", "files returned (counting goes on)" },
-          { "timeout", "10", "deadline of the walk (" .. DURATION .. ")" },
+          { "timeout", "10", "deadline of the walk (" .. DURATION .. "), as for `sys.largest`: partial " ..
+            "results, or a timeout when a stat is stuck (a link followed onto a hung mount)" },
         },
         returns = "`{ files = { {path, bytes, mtime, age} }, count, total_bytes, truncated, unreadable, partial, " ..
                   "skipped }`",
