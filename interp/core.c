@@ -336,6 +336,17 @@ static void push_share_dir(lua_State *L)
 	lua_pushstring(L, RUNBOOK_SHARE);
 }
 
+/* core.transcribe(text): what the terminal echoed (a typed line), redacted, into the transcript. */
+static int core_transcribe(lua_State *L)
+{
+	size_t n, len;
+	const char *s = luaL_checklstring(L, 1, &n);
+	char *clean = redact(s, n, &len);
+	transcript_output(clean, len);
+	free(clean);
+	return 0;
+}
+
 /* ------------------------------------------------------------------ the gate's way into the REPL */
 
 #define GATE_HOOK_MT "runbook.core.gate_repl"
@@ -356,6 +367,10 @@ static enum gate_repl open_repl_from_gate(void)
 		return GATE_REPL_BACK;
 	lua_State *T = h->T;
 	lua_settop(T, 0);
+	/* T's only anchor is the hook, which the REPL itself may unregister (offer_at_gate(nil)):
+	 * held here until the call is over, or the collector could free the thread running it. */
+	lua_pushthread(T);
+	int anchor = luaL_ref(T, LUA_REGISTRYINDEX);
 	lua_rawgetp(T, LUA_REGISTRYINDEX, &gate_key);
 	lua_getiuservalue(T, 1, 2);
 	lua_remove(T, 1);
@@ -372,6 +387,7 @@ static enum gate_repl open_repl_from_gate(void)
 			choice = GATE_REPL_QUIT;
 	}
 	lua_settop(T, 0);
+	luaL_unref(T, LUA_REGISTRYINDEX, anchor);
 	return choice;
 }
 
@@ -421,7 +437,7 @@ int luaopen_core(lua_State *L)
 		{ "terminated", core_terminated }, { "clear_interrupt", core_clear_interrupt },
 		{ "set_cap", core_set_cap }, { "duration", core_duration },
 		{ "gate_configure", core_gate_configure }, { "declined", core_declined },
-		{ "set_gate_repl", core_set_gate_repl },
+		{ "set_gate_repl", core_set_gate_repl }, { "transcribe", core_transcribe },
 		{ "audit", core_audit }, { "audit_probe", core_audit_probe }, { "marker", core_marker },
 		{ "transcript_open", core_transcript_open }, { "transcript_close", core_transcript_close },
 		{ "transcript_dir", core_transcript_dir }, { "transcript_ok", core_transcript_ok },

@@ -503,16 +503,6 @@ static int lineedit_open(lua_State *L)
 
 /* ----------------------------------------------------------------------------------- transcript */
 
-static int lineedit_transcribe(lua_State *L)
-{
-	size_t n, len;
-	const char *s = luaL_checklstring(L, 1, &n);
-	char *clean = redact(s, n, &len);
-	transcript_output(clean, len);
-	free(clean);
-	return 0;
-}
-
 int luaopen_lineedit(lua_State *L)
 {
 	static const luaL_Reg editor_methods[] = {
@@ -521,7 +511,7 @@ int luaopen_lineedit(lua_State *L)
 	};
 	static const luaL_Reg fns[] = {
 		{ "open", lineedit_open }, { "secret_in", lineedit_secret_in },
-		{ "history_path", lineedit_history_path }, { "transcribe", lineedit_transcribe },
+		{ "history_path", lineedit_history_path },
 		{ NULL, NULL },
 	};
 	luaL_newmetatable(L, EDITOR_MT);

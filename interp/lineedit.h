@@ -11,7 +11,6 @@
  *   editor:close()                 also __close and __gc
  *   lineedit.secret_in(line)       -> why | nil: the reason a line must never reach the history
  *   lineedit.history_path()        -> $XDG_STATE_HOME/runbook/history (directory created 0700)
- *   lineedit.transcribe(text)      what the terminal echoed (a typed line), redacted, into the transcript
  */
 #ifndef LINEEDIT_H
 #define LINEEDIT_H

@@ -57,9 +57,13 @@ static bool module_path(const char *name, char *path, size_t size)
 	bool asan = blen > 5 && strcmp(base + blen - 5, "-asan") == 0;
 	if (slash)
 		*slash = '\0';
-	snprintf(path, size, "%s/%s/modules/%s.so", exe, asan ? "obj-asan" : "obj", name);
-	if (exists(path))
-		return true;
+	/* A binary in a build tree uses that tree's modules only: one from an installed runbook is
+	 * another build, whose calls into this binary need not match. */
+	snprintf(path, size, "%s/%s/modules", exe, asan ? "obj-asan" : "obj");
+	if (exists(path)) {
+		snprintf(path, size, "%s/%s/modules/%s.so", exe, asan ? "obj-asan" : "obj", name);
+		return exists(path);
+	}
 	snprintf(path, size, "%s/../lib/runbook/%s.so", exe, name);
 	if (exists(path))
 		return true;

@@ -457,12 +457,20 @@ step "one" { title = "One", run = function(ctx) ctx:note("one ran") end },''')
     p.expect(r"(?m)^one> ")
     p.sendline("1 + 41")
     p.expect(r"\n42\n")
+    p.expect(r"(?m)^one> ")
+    p.send("2 + ")
+    p.ctrl_c()                                      # drops the line, as with the editor
+    p.expect(r"(?m)^one> ")
+    p.sendline("2 + 40")
+    p.expect(r"\n42\n")
     p.sendline(":continue")
     p.expect(MENU)
     p.sendline("")
     p.expect(r"· one ran\n")
     expect_eq(p.wait(), 0, "exit code")
     verify_complete(t, t.path("ne.cast"))
+    _, _, recs = t.read_transcript(t.path("ne.cast"))
+    expect_eq([r["input"] for r in recs if r["type"] == "repl"], ["1 + 41", "2 + 40"], "the REPL's inputs")
 
 
 def test_in_run_repl_skip_and_quit(t):

@@ -159,16 +159,16 @@ end
 -- terminal, its completion following whichever environment is in use. The module is a shared
 -- object (interp/lineedit.h) loaded then: a run that never opens the REPL does not map libedit,
 -- and one that cannot load it reads plain lines rather than failing.
-local editor, editor_env, lineedit
+local editor, editor_env, no_editor
 
 local function open_editor()
-  if editor or not core.interactive() then return editor end
-  local ok, mod = pcall(require, "lineedit")
+  if editor or no_editor or not core.interactive() then return editor end
+  local ok, lineedit = pcall(require, "lineedit")
   if not ok then
-    render.outcome("note", "no line editing, history or completion: " .. tostring(mod))
+    no_editor = true   -- said once
+    render.outcome("note", "no line editing, history or completion: " .. tostring(lineedit))
     return nil
   end
-  lineedit = mod
   local path, err = lineedit.history_path()
   if not path then render.outcome("note", "no history this session: " .. err) end
   local ed, warning = lineedit.open { history = path, complete = function(_, word)
@@ -179,23 +179,28 @@ local function open_editor()
   return editor
 end
 
--- A reader: prompt -> line | nil, "eof" | nil, "interrupted". With the editor the typed line is
--- also put in the transcript (the terminal echoed it, not core.out) and, unless it holds a secret,
--- in the history. Without one, lines are read plainly: no history, and no prompt unless on a
--- terminal.
+-- A reader: prompt -> line | nil, "eof" | nil, "interrupted". The typed line is also put in the
+-- transcript (the terminal echoed it, not core.out) and, with the editor, unless it holds a
+-- secret, in the history. Without a terminal, lines are read plainly: no prompt, no history.
 local function reader(ed)
   if ed then
     return function(prompt)
       local line, why = ed:read(prompt)
       if line then
-        lineedit.transcribe(prompt .. line .. "\r\n")
+        core.transcribe(prompt .. line .. "\r\n")
         ed:remember(line)
       end
       return line, why
     end
   end
-  return function(prompt)
-    if core.interactive() then core.out(prompt) end
+  if core.interactive() then   -- the editor could not be loaded: the gate's own prompt
+    return function(prompt)
+      local line, why = core.prompt(prompt)
+      if why == "interrupted" then core.clear_interrupt() end   -- the press dropped the line
+      return line, why
+    end
+  end
+  return function()
     local line = io.stdin:read("l")
     if line == nil then return nil, "eof" end
     return line
