@@ -208,7 +208,7 @@ enum fsjob_kind { FS_STATVFS, FS_STATVFS_REAL, FS_STAT, FS_OPEN, FS_OPENDIR, FS_
 
 struct walk;
 static int walk_run(struct walk *w, const char *root, int fd, const struct stat *st, const char *real);
-static void walk_in_caller(struct walk *w);
+static enum busy_kind walk_busy_kind(const struct walk *w);
 static void walk_cancel(struct walk *w);
 static void walk_free(struct walk *w);
 
@@ -282,13 +282,13 @@ static bool may_hang(const char *path);
  * only once its caller has stopped waiting for it (stuck past its deadline, say), by its root, and
  * only to the walks that come after it: a walk taking its time holds up no other probe.
  */
-#define MAX_BUSY 16
-static struct busy { char *path; struct offload *o; bool walk; msec_t since; } busy[MAX_BUSY];
-static int nbusy;
+enum busy_kind { BUSY_JOB, BUSY_WALK, BUSY_WALK_FOLLOWING };   /* the walks: by whether they follow links */
+static struct busy { char *path; struct offload *o; enum busy_kind kind; msec_t since; } *busy;
+static size_t nbusy, busy_cap;
 
 static void forget_finished_jobs(void)
 {
-	for (int i = 0; i < nbusy;) {
+	for (size_t i = 0; i < nbusy;) {
 		if (tasks_offload_done(busy[i].o)) {
 			tasks_offload_release(busy[i].o);
 			free(busy[i].path);
@@ -299,28 +299,29 @@ static void forget_finished_jobs(void)
 	}
 }
 
-/* The job still running on path (a walk's too, for a walk), or NULL. */
-static const struct busy *busy_find(const char *path, bool for_walk)
+/* The job still running on path that a call of that kind waits for (any job; a walk, only for a
+ * walk of the same kind), or NULL. */
+static const struct busy *busy_find(const char *path, enum busy_kind kind)
 {
 	forget_finished_jobs();
-	for (int i = 0; i < nbusy; i++)
-		if (strcmp(busy[i].path, path) == 0 && (!busy[i].walk || for_walk))
+	for (size_t i = 0; i < nbusy; i++)
+		if (strcmp(busy[i].path, path) == 0 && (busy[i].kind == BUSY_JOB || busy[i].kind == kind))
 			return &busy[i];
 	return NULL;
 }
 
-static struct offload *busy_on(const char *path, bool for_walk)
+static struct offload *busy_on(const char *path, enum busy_kind kind)
 {
-	const struct busy *b = busy_find(path, for_walk);
+	const struct busy *b = busy_find(path, kind);
 	return b ? b->o : NULL;
 }
 
-static void busy_add(const char *path, struct offload *o, bool walk)
+static void busy_add(const char *path, struct offload *o, enum busy_kind kind)
 {
 	forget_finished_jobs();
-	if (nbusy < MAX_BUSY)
-		busy[nbusy++] = (struct busy){ .path = xstrdup(path), .o = tasks_offload_retain(o), .walk = walk,
-		                               .since = sched_now() };
+	grow((void **)&busy, &busy_cap, nbusy + 1, sizeof *busy);
+	busy[nbusy++] = (struct busy){ .path = xstrdup(path), .o = tasks_offload_retain(o), .kind = kind,
+	                               .since = sched_now() };
 }
 
 /* Runs j in a worker, known by its path while it runs (a walk: see busy); NULL when no thread is
@@ -329,7 +330,7 @@ static struct offload *fsjob_start(struct fsjob *j)
 {
 	struct offload *o = tasks_offload(fsjob_run, j, fsjob_free);
 	if (o && j->kind != FS_WALK)
-		busy_add(j->path, o, false);
+		busy_add(j->path, o, BUSY_JOB);
 	return o;
 }
 
@@ -394,8 +395,9 @@ static bool fs_op_start(struct fs_op *op)
 		tasks_offload_release(op->earlier);
 		op->earlier = NULL;
 	}
-	/* A walk's root is opened after any job on it, a walk left stuck there included. */
-	struct offload *earlier = op->j->kind == FS_WALK ? NULL : busy_on(op->j->path, op->walk != NULL);
+	/* A walk's root is opened after any job on it, a walk of its kind left stuck there included. */
+	struct offload *earlier = op->j->kind == FS_WALK ? NULL
+	                        : busy_on(op->j->path, op->walk ? walk_busy_kind(op->walk) : BUSY_JOB);
 	if (earlier) {   /* held: until this op looks again, another call may forget it */
 		op->earlier = tasks_offload_retain(earlier);
 		return fs_op_wait(op, op->earlier);
@@ -403,10 +405,9 @@ static bool fs_op_start(struct fs_op *op)
 	op->o = fsjob_start(op->j);
 	if (op->o)
 		return tasks_offload_done(op->o) ? fs_op_over(op, op->j->err) : fs_op_wait(op, op->o);
-	if (may_hang(op->j->path))   /* no thread to be had (a pids limit reached) */
+	/* No thread to be had (a pids limit reached): a walk can meet a hung mount anywhere below. */
+	if (op->j->walk || may_hang(op->j->path))
 		return fs_op_over(op, EAGAIN);
-	if (op->j->walk)
-		walk_in_caller(op->j->walk);
 	fsjob_run(op->j);
 	return fs_op_over(op, op->j->err);
 }
@@ -416,8 +417,8 @@ static bool fs_op_advance(void *p)
 	struct fs_op *op = p;
 	if (!op->j)
 		return fs_op_over(op, 0);
-	if (op->w.result == SCHED_TIMEOUT && op->o && tasks_offload_done(op->o))
-		return fs_op_over(op, op->j->err);   /* done as the wait ended */
+	if (op->w.result == SCHED_TIMEOUT && op->j->walk && op->o && tasks_offload_done(op->o))
+		return fs_op_over(op, op->j->err);   /* a walk done as its grace ended: what it saw */
 	if (op->w.result != SCHED_READY)
 		return fs_op_over(op, op->w.result == SCHED_TIMEOUT ? ETIMEDOUT : EINTR);
 	if (!op->o)
@@ -439,7 +440,7 @@ static void fs_op_release(void *p)
 	if (op->j && op->j->walk) {
 		walk_cancel(op->j->walk);   /* a walk nobody waits for any more stops, unless stuck */
 		if (op->o && !tasks_offload_done(op->o))
-			busy_add(op->j->path, op->o, true);
+			busy_add(op->j->path, op->o, walk_busy_kind(op->j->walk));
 	}
 	if (op->j)
 		fsjob_done(op->o, op->j);
@@ -722,7 +723,7 @@ struct fs_ask {
  * is taken for hung, rather than waited for again. */
 static void ask_server(struct fs_ask *a, msec_t timeout_ms)
 {
-	const struct busy *b = busy_find(a->m->dir, false);
+	const struct busy *b = busy_find(a->m->dir, BUSY_JOB);
 	if (b && timeout_ms > 0 && sched_now() - b->since >= timeout_ms)
 		return;   /* neither a job nor one to wait for: unanswered */
 	if (b) {
@@ -744,7 +745,7 @@ static void forget_ask(struct fs_ask *a)
 	if (a->earlier)
 		tasks_offload_release(a->earlier);
 	a->j = NULL;
-	a->earlier = NULL;
+	a->o = a->earlier = NULL;
 }
 
 static void answered(struct fs_ask *a, enum answer got)
@@ -784,17 +785,26 @@ static bool ask_answered(struct filesystems_op *op, struct fs_ask *a)
 		a->got = statvfs(a->m->dir, &a->v) == 0 ? ANSWERED : FAILED;
 		return true;
 	}
+	bool late = op->p.deadline && sched_now() >= op->p.deadline;
 	if (a->earlier && tasks_offload_done(a->earlier)) {
+		const struct fsjob *e = tasks_offload_arg(a->earlier);
+		if (e->kind == FS_STATVFS && strcmp(e->path, a->m->dir) == 0) {   /* the same question */
+			a->got = e->err ? FAILED : ANSWERED;
+			a->v = e->vfs;
+			forget_ask(a);
+			return true;
+		}
 		tasks_offload_release(a->earlier);
 		a->earlier = NULL;
-		ask_server(a, op->p.timeout_ms);
+		if (!late)
+			ask_server(a, op->p.timeout_ms);
 	}
 	struct offload *on = a->earlier ? a->earlier : a->o;
 	if (!on)
 		answered(a, SILENT);   /* hung from before, or no thread was to be had */
 	else if (on == a->o && tasks_offload_done(a->o))
 		answered(a, a->j->err ? FAILED : ANSWERED);
-	else if (op->p.deadline && sched_now() >= op->p.deadline)
+	else if (late)
 		answered(a, SILENT);   /* a hung server: counted, rather than waited for */
 	else {
 		tasks_wait_init(&op->w, op->p.deadline ? op->p.deadline : INT64_MAX);
@@ -923,7 +933,7 @@ struct walk {
 	void (*free_ctx)(void *ctx);
 	msec_t deadline;           /* 0: none */
 	atomic_bool cancelled;     /* set by the caller that stops waiting */
-	bool interruptible;        /* run in the caller's thread (no worker to be had): Ctrl-C stops it */
+	bool follows;              /* sys.files follow = true: stats symlinks' targets */
 	/* state */
 	dev_t dev;
 	char *path;
@@ -1103,7 +1113,7 @@ static void note_unvisited(struct walk *w)
 /* 0, or ETIMEDOUT / EINTR when the walk must stop. */
 static int walk_check(struct walk *w)
 {
-	if (atomic_load(&w->cancelled) || (w->interruptible && sched_interrupted()))
+	if (atomic_load(&w->cancelled))
 		return EINTR;
 	return w->deadline && sched_now() >= w->deadline ? ETIMEDOUT : 0;
 }
@@ -1149,10 +1159,10 @@ static void walk_cancel(struct walk *w)
 	atomic_store(&w->cancelled, true);
 }
 
-/* Without a worker to be had, the walk runs in the caller's thread, where Ctrl-C is seen. */
-static void walk_in_caller(struct walk *w)
+/* A walk stuck on a symlink's target says nothing of walks that follow none. */
+static enum busy_kind walk_busy_kind(const struct walk *w)
 {
-	w->interruptible = true;
+	return w->follows ? BUSY_WALK_FOLLOWING : BUSY_WALK;
 }
 
 static void walk_free(struct walk *w)
@@ -1502,6 +1512,7 @@ static int sys_files(lua_State *L)
 	w->xdev = xdev;
 	w->recursive = recursive;
 	w->on_file = files_file;
+	w->follows = q->follow;
 	w->ctx = q;
 	w->free_ctx = free_files;
 	return tasks_run_op(L, &op->task);

@@ -399,7 +399,7 @@ end
 local asked = parallel {
   function() return sys.filesystems { network = true, timeout = "800ms" } end,
   function() return sh.read { "echo", "beside-filesystems" } end,
-  -- started at the same time: waits for the first one's questions rather than asking again
+  -- started at the same time: waits for the first one's questions (which never get an answer)
   function() return sys.filesystems { network = true, timeout = "800ms" } end,
 }
 local everywhere = asked[1].value
@@ -435,6 +435,8 @@ for _ = 1, 30 do
   walks[tostring(kind)] = (walks[tostring(kind)] or 0) + 1
 end
 for k, n in pairs(walks) do emit("walk_polled_" .. k, n) end
+-- a walk that follows no link is not held up by the one stuck on a link's target
+emit("not_following", must(sys.files(%(linked)s, { timeout = "2s" })).count)
 local many = {}
 for i = 1, 40 do many[i] = function() return sys.tail(%(hung)s .. "/many.log", { timeout = "300ms" }) end end
 local counts = {}
@@ -483,12 +485,13 @@ emit("no_limit", must(sys.grep(%(data)s, "x", { timeout = 0 })).lines)''' % {
     # All three unanswered with network = true, the plain FUSE one without: it is not a network
     # filesystem, but it has a server, so it is asked by a worker too; the local ones are listed.
     expect_eq(v["filesystems"], "3|1|true", "sys.filesystems beside hung mounts")
-    expect_eq(v["filesystems_twice"], "3", "sys.filesystems beside the same call")
+    expect_eq(v["filesystems_twice"], "3", "sys.filesystems beside the same call")   # and its duration, below
     # 60 polls with 64 file descriptors: each waits for the call still blocked there, none starts another.
     expect_eq({k: n for k, n in v.items() if k.startswith("polled_")}, {"polled_timeout": "60"}, "polling")
     # The same for a walk stuck on a symlink's target: the next walks of that root wait for it.
     expect_eq({k: n for k, n in v.items() if k.startswith("walk_polled_")}, {"walk_polled_timeout": "30"},
               "polling a walk stuck in the kernel")
+    expect_eq(v["not_following"], "0", "a walk of the same root that follows no link")
     expect_eq(v["no_limit"], str(sum(1 for _ in open(os.path.join(root, "a", "data.bin"), "rb"))), "timeout = 0")
     _, events, records = t.read_transcript(cast)
     for r in records:
