@@ -107,6 +107,9 @@ static const char *errno_cause(int err)
 	case EPERM:     return "operation not permitted";
 	case ETIMEDOUT: return "timed out (is a network filesystem hanging?)";
 	case EINTR:     return "interrupted";
+	/* only from fs_op_start: the worker that would bound the call could not be started */
+	case EAGAIN:    return "no thread could be started to run it safely (the process or user limit on "
+	                       "threads reached? see ulimit -u and the pids cgroup)";
 	default:        return strerror(err);
 	}
 }

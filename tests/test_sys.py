@@ -530,6 +530,34 @@ emit("no_limit", must(sys.grep(%(data)s, "x", { timeout = 0 })).lines)''' % {
     print("    walks past hung mounts, probes in one, 60 polls: %.1f s" % elapsed)
 
 
+def test_a_walk_without_a_thread_to_bound_it_is_refused(t):
+    """With no thread to be had (a pids cgroup at its limit), a walk is refused, saying why: run in
+    the caller's thread, one stat() on a hung mount below would hang the run."""
+    pids = "/sys/fs/cgroup/pids"
+    if not os.access(pids, os.W_OK):
+        fail("this test needs a writable cgroup-v1 pids controller at %s (run the suite as root)" % pids)
+    group = os.path.join(pids, "runbook-test-%d" % os.getpid())
+    os.mkdir(group)
+    t.on_cleanup(lambda: os.rmdir(group))
+    with open(os.path.join(group, "pids.max"), "w") as f:
+        f.write("1")   # the runbook itself: no thread, no child
+    tree = t.path("tree")
+    write_bytes(os.path.join(tree, "a", "x.bin"), 4096)
+    path = write_runbook(t, "nothread", 'local sys = require "sys"', step('''
+local r, err, kind = sys.largest(%s)
+emit("largest", tostring(kind) .. "|" .. tostring(err))''' % lua_str(tree)), "walks")
+    inner = 'echo $$ > %s/cgroup.procs && exec "$@"' % group
+    # LeakSanitizer needs a thread of its own at exit, which this cgroup does not allow.
+    env = t.environ({"ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0"} if t.sanitized else None)
+    p = subprocess.run(["sh", "-c", inner, "sh", t.binary, "exec", path, "--auto", "--transcript", t.path("n.cast")],
+                       cwd=t.dir, env=env, capture_output=True, text=True, timeout=30)
+    if p.returncode != 0:
+        fail("exit code %d\nstdout:\n%s\nstderr:\n%s" % (p.returncode, p.stdout, p.stderr))
+    expect_eq(parse(p.stdout)["largest"], "error|sys.largest %s: no thread could be started to run it safely "
+              "(the process or user limit on threads reached? see ulimit -u and the pids cgroup)" % tree,
+              "a walk with no thread to run it")
+
+
 def wait_in_fuse(marker, limit_s=10):
     """Returns once a thread of the process whose command line holds marker waits in the kernel
     for a FUSE server (its wchan), looking every 10 ms; fails after limit_s."""
