@@ -18,7 +18,8 @@
 #include <string.h>
 #include <unistd.h>
 
-/* At exit, how long the worker threads still running (cancel requests on their way) are waited for. */
+/* At exit, how long the awaited worker threads still running (cancel requests on their way) are
+ * waited for; other workers still running (stuck in the kernel) make it exit without the exit handlers. */
 #define OFFLOADS_SETTLE_MS 500
 
 static const char usage[] =

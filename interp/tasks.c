@@ -396,15 +396,16 @@ struct offload {
 	void (*work)(void *);
 	void *arg;
 	void (*free_arg)(void *);
+	bool awaited;              /* the exit waits for it (tasks_offload_awaited) */
 };
 
-/* Worker threads still running, for tasks_offloads_settle: a process that exits under one (a cancel
- * request on its way, a lookup nobody waits for any more) would cut it short, or run the libraries'
- * exit handlers beneath it. */
+/* Worker threads still running, for tasks_offloads_settle: a process that exits under one would cut
+ * an awaited one short (a cancel request on its way), or run the libraries' exit handlers beneath
+ * any other (a lookup nobody waits for any more). */
 static pthread_mutex_t running_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t running_done;
 static pthread_once_t running_once = PTHREAD_ONCE_INIT;
-static int running;
+static int running, awaited;
 
 static void running_init(void)
 {
@@ -415,12 +416,14 @@ static void running_init(void)
 	pthread_condattr_destroy(&a);
 }
 
-static void running_add(int n)
+static void running_add(int n, bool is_awaited)
 {
 	pthread_once(&running_once, running_init);
 	pthread_mutex_lock(&running_lock);
 	running += n;
-	if (running == 0)
+	if (is_awaited)
+		awaited += n;
+	if (awaited == 0)
 		pthread_cond_broadcast(&running_done);
 	pthread_mutex_unlock(&running_lock);
 }
@@ -437,7 +440,7 @@ bool tasks_offloads_settle(msec_t limit_ms)
 		until.tv_nsec -= 1000000000L;
 	}
 	pthread_mutex_lock(&running_lock);
-	while (running > 0 && pthread_cond_timedwait(&running_done, &running_lock, &until) == 0)
+	while (awaited > 0 && pthread_cond_timedwait(&running_done, &running_lock, &until) == 0)
 		;
 	bool settled = running == 0;
 	pthread_mutex_unlock(&running_lock);
@@ -464,12 +467,13 @@ static void *offload_main(void *p)
 	do
 		n = write(o->pipe[1], "", 1);
 	while (n < 0 && errno == EINTR);
+	bool was_awaited = o->awaited;
 	offload_unref(o);
-	running_add(-1);
+	running_add(-1, was_awaited);
 	return NULL;
 }
 
-struct offload *tasks_offload(void (*work)(void *), void *arg, void (*free_arg)(void *))
+static struct offload *offload_start(void (*work)(void *), void *arg, void (*free_arg)(void *), bool is_awaited)
 {
 	struct offload *o = calloc(1, sizeof *o);
 	if (!o)
@@ -481,6 +485,7 @@ struct offload *tasks_offload(void (*work)(void *), void *arg, void (*free_arg)(
 	o->work = work;
 	o->arg = arg;
 	o->free_arg = free_arg;
+	o->awaited = is_awaited;
 	atomic_init(&o->refs, 2);
 	atomic_init(&o->done, false);
 
@@ -492,12 +497,12 @@ struct offload *tasks_offload(void (*work)(void *), void *arg, void (*free_arg)(
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	pthread_t t;
-	running_add(1);
+	running_add(1, is_awaited);
 	int rc = pthread_create(&t, &attr, offload_main, o);
 	pthread_attr_destroy(&attr);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc != 0) {
-		running_add(-1);
+		running_add(-1, is_awaited);
 		o->free_arg = NULL;   /* the caller still owns arg */
 		close(o->pipe[0]);
 		close(o->pipe[1]);
@@ -505,6 +510,16 @@ struct offload *tasks_offload(void (*work)(void *), void *arg, void (*free_arg)(
 		return NULL;
 	}
 	return o;
+}
+
+struct offload *tasks_offload(void (*work)(void *), void *arg, void (*free_arg)(void *))
+{
+	return offload_start(work, arg, free_arg, false);
+}
+
+struct offload *tasks_offload_awaited(void (*work)(void *), void *arg, void (*free_arg)(void *))
+{
+	return offload_start(work, arg, free_arg, true);
 }
 
 int   tasks_offload_fd(const struct offload *o) { return o->pipe[0]; }

@@ -537,7 +537,7 @@ static struct offload *cancel_start(PGconn *c)
 	if (!j)
 		abort();
 	j->cancel = pc;
-	struct offload *o = tasks_offload(cancel_work, j, cancel_free);
+	struct offload *o = tasks_offload_awaited(cancel_work, j, cancel_free);
 	if (!o)
 		cancel_free(j);
 	return o;

@@ -58,10 +58,10 @@ def run_auto(t, path, cast, args=(), want_rc=0, timeout=60, stdin=None):
     return parse(out), out, err
 
 
-def run_stamped(t, path, cast, args=(), timeout=60):
+def run_stamped(t, path, cast, args=(), timeout=60, env=None):
     """Like run_auto, reading stdout as it comes: returns (exit code, [(time.monotonic() at which
     the line arrived, line) for each line of stdout], stdout, stderr)."""
-    p = t.spawn(["exec", path, "--auto", "--transcript", cast] + list(args))
+    p = t.spawn(["exec", path, "--auto", "--transcript", cast] + list(args), env=env)
     lines, out, err, pending = [], b"", b"", b""
     deadline = time.monotonic() + timeout
     streams = [p.stdout, p.stderr]

@@ -8,7 +8,8 @@ The binary runs in mount and network namespaces of its own (`unshare`, util-linu
 import os
 import time
 
-from run import expect_eq, expect_in, fail, run_inside
+from run import expect_eq, expect_in, fail, namespaces, run_inside
+from steps import expect_fast, run_stamped
 
 # $PASSWD: "fifo", or the text of a passwd file; $NSSWITCH: the text of nsswitch.conf.
 INNER = "set -e\n" + r'''
@@ -77,6 +78,18 @@ def test_user_from_the_environment_when_the_database_does_not_answer(t):
     said = said_by(p)
     # Port 1 of a network namespace whose loopback is down: with $USER, it went on to connect.
     expect_eq(said["pg"].split(" ")[0], "unreachable", "pg.connect as $USER (%s)" % said["pg"])
+
+
+def test_a_lookup_stuck_at_the_exit_does_not_delay_it(t):
+    # The session's own lookup (NSS first, in a worker) never returns. The exit waits only for
+    # the workers that must finish (a cancel request on its way); this one it leaves at once.
+    t.write("nss.lua", RUNBOOK)
+    t.launcher = namespaces(t) + ["sh", "-c", INNER, "sh"]
+    rc, lines, out, err = run_stamped(t, "nss.lua", t.path("nss.cast"), timeout=30,
+                                      env=env("fifo", "passwd: sss files", USER="alice"))
+    ended = time.monotonic()
+    expect_eq(rc, 0, "exit code\n" + out + err)
+    expect_fast((ended - lines[-1][0]) * 1000, 350, "from the run's last line to its exit, a lookup stuck")
 
 
 def test_users_of_etc_passwd_are_read_from_it(t):
