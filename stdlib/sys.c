@@ -363,7 +363,7 @@ struct fs_op {
 	int (*finish)(lua_State *L, struct fs_op *op);
 	/* the probe's own options */
 	struct walk *walk;         /* largest, files: the walk to run once its root is open */
-	int (*walked)(lua_State *L, struct fs_op *op);   /* its finish */
+	int (*walked)(lua_State *L, struct fs_op *op, const struct walk *w);   /* its results */
 	lua_Integer count;         /* tail: lines; grep, deleted_open: limit */
 	regex_t re;                /* grep */
 	bool compiled;
@@ -1196,6 +1196,8 @@ static void push_paths(lua_State *L, const char *field, char **v, size_t n)
 }
 
 /* The walk's second stage, once an FS_OPENDIR job has opened its root: the walk, in its own job. */
+static int walk_finish(lua_State *L, struct fs_op *op);
+
 static int walk_start(lua_State *L, struct fs_op *op)
 {
 	if (op->err)
@@ -1211,32 +1213,38 @@ static int walk_start(lua_State *L, struct fs_op *op)
 	op->walk = NULL;
 	op->j = j;
 	op->o = NULL;
-	op->finish = op->walked;
+	op->finish = walk_finish;
 	op->w.result = SCHED_READY;   /* the first stage's wait ended so; fs_op_advance starts the job */
 	return TASKS_AGAIN;
 }
 
-/* Pushes the op of a walk of path by the probe fn, whose results walked(L, op) pushes: the caller
- * sets the walk's callbacks and results (ctx, free_ctx) and runs it (tasks_run_op). */
-static struct fs_op *walk_op_push(lua_State *L, const char *fn, const char *path, msec_t timeout_ms,
-                                  int (*walked)(lua_State *L, struct fs_op *op))
+/* The walk's end: its failure, or the wait's (the walk is then still the worker's, stuck in the
+ * kernel or stopping after Ctrl-C, and must not be touched); else its results, by op->walked. */
+static int walk_finish(lua_State *L, struct fs_op *op)
+{
+	int err = op->err ? op->err : op->j->walk->stop == EINTR ? EINTR : 0;
+	return err ? probe_fail_errno(L, &op->p, err) : op->walked(L, op, op->j->walk);
+}
+
+/* Runs a walk of path for the probe fn: how gives its callbacks and results (ctx, which free_ctx
+ * frees with the walk), walked pushes what it found. */
+static int walk_run_op(lua_State *L, const char *fn, const char *path, msec_t timeout_ms, const struct walk *how,
+                       int (*walked)(lua_State *L, struct fs_op *op, const struct walk *w))
 {
 	struct fs_op *op = fs_op_push(L, fn, path, timeout_ms, path, FS_OPENDIR, walk_start);
 	op->walk = calloc(1, sizeof *op->walk);
 	if (!op->walk)
 		abort();
+	op->walk->xdev = how->xdev;
+	op->walk->recursive = how->recursive;
+	op->walk->follows = how->follows;
+	op->walk->on_dir = how->on_dir;
+	op->walk->on_file = how->on_file;
+	op->walk->ctx = how->ctx;
+	op->walk->free_ctx = how->free_ctx;
 	atomic_init(&op->walk->cancelled, false);
 	op->walked = walked;
-	return op;
-}
-
-/* 0 when the walk has ended and op->j->walk holds its results; else pushes the failure and returns
- * the number of values: the walk's, or the wait's (the walk is then still the worker's, stuck in the
- * kernel or stopping after Ctrl-C, and must not be touched). */
-static int walk_failed(lua_State *L, struct fs_op *op)
-{
-	int err = op->err ? op->err : op->j->walk->stop == EINTR ? EINTR : 0;
-	return err ? probe_fail_errno(L, &op->p, err) : 0;
+	return tasks_run_op(L, &op->task);
 }
 
 /* ----------------------------------------------------------------------------- sys.largest */
@@ -1366,7 +1374,7 @@ static void free_largest(void *ctx)
 	free(g);
 }
 
-static int largest_walked(lua_State *L, struct fs_op *op);
+static int largest_walked(lua_State *L, struct fs_op *op, const struct walk *w);
 
 static int sys_largest(lua_State *L)
 {
@@ -1379,27 +1387,17 @@ static int sys_largest(lua_State *L)
 	};
 	bool xdev = luax_opt_bool(L, 2, "xdev", true, "sys.largest");
 	msec_t timeout = luax_opt_duration(L, 2, "timeout", DEFAULT_WALK_TIMEOUT_MS, "sys.largest");
-	struct fs_op *op = walk_op_push(L, "sys.largest", path, timeout, largest_walked);
 	struct largest *g = xrealloc(NULL, sizeof *g);
 	*g = opts;
 	if (g->want_files)
 		g->top = xrealloc(NULL, g->limit * sizeof *g->top);
-	struct walk *w = op->walk;
-	w->xdev = xdev;
-	w->recursive = true;
-	w->on_dir = largest_dir;
-	w->on_file = largest_file;
-	w->ctx = g;
-	w->free_ctx = free_largest;
-	return tasks_run_op(L, &op->task);
+	const struct walk how = { .xdev = xdev, .recursive = true, .on_dir = largest_dir, .on_file = largest_file,
+	                          .ctx = g, .free_ctx = free_largest };
+	return walk_run_op(L, "sys.largest", path, timeout, &how, largest_walked);
 }
 
-static int largest_walked(lua_State *L, struct fs_op *op)
+static int largest_walked(lua_State *L, struct fs_op *op, const struct walk *w)
 {
-	int failed = walk_failed(L, op);
-	if (failed)
-		return failed;
-	const struct walk *w = op->j->walk;
 	struct largest *g = w->ctx;
 	char summary[128];
 	snprintf(summary, sizeof summary, "%zu directories, %llu bytes in %llu files%s", g->n,
@@ -1488,7 +1486,7 @@ static void free_files(void *ctx)
 	free(q);
 }
 
-static int files_walked(lua_State *L, struct fs_op *op);
+static int files_walked(lua_State *L, struct fs_op *op, const struct walk *w);
 
 static int sys_files(lua_State *L)
 {
@@ -1507,26 +1505,16 @@ static int sys_files(lua_State *L)
 	bool xdev = luax_opt_bool(L, 2, "xdev", true, "sys.files");
 	bool recursive = luax_opt_bool(L, 2, "recursive", true, "sys.files");
 	msec_t timeout = luax_opt_duration(L, 2, "timeout", DEFAULT_WALK_TIMEOUT_MS, "sys.files");
-	struct fs_op *op = walk_op_push(L, "sys.files", path, timeout, files_walked);
 	struct files *q = xrealloc(NULL, sizeof *q);
 	*q = opts;
 	q->pattern = pattern ? xstrdup(pattern) : NULL;   /* the worker's: it may outlive the call */
-	struct walk *w = op->walk;
-	w->xdev = xdev;
-	w->recursive = recursive;
-	w->on_file = files_file;
-	w->follows = q->follow;
-	w->ctx = q;
-	w->free_ctx = free_files;
-	return tasks_run_op(L, &op->task);
+	const struct walk how = { .xdev = xdev, .recursive = recursive, .follows = q->follow, .on_file = files_file,
+	                          .ctx = q, .free_ctx = free_files };
+	return walk_run_op(L, "sys.files", path, timeout, &how, files_walked);
 }
 
-static int files_walked(lua_State *L, struct fs_op *op)
+static int files_walked(lua_State *L, struct fs_op *op, const struct walk *w)
 {
-	int failed = walk_failed(L, op);
-	if (failed)
-		return failed;
-	const struct walk *w = op->j->walk;
 	struct files *q = w->ctx;
 	char summary[128];
 	snprintf(summary, sizeof summary, "%llu files, %llu bytes%s", (unsigned long long)q->count,
