@@ -401,11 +401,14 @@ struct offload {
 
 /* Worker threads still running, for tasks_offloads_settle: a process that exits under one would cut
  * an awaited one short (a cancel request on its way), or run the libraries' exit handlers beneath
- * any other (a lookup nobody waits for any more). */
+ * any other (a lookup nobody waits for any more). A worker that has ended is joined (ended[]), so
+ * that its thread's own cleanup (the libraries' thread-local destructors) is over too. */
 static pthread_mutex_t running_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t running_done;
 static pthread_once_t running_once = PTHREAD_ONCE_INIT;
 static int running, awaited;
+static pthread_t *ended;
+static size_t nended, ended_cap;
 
 static void running_init(void)
 {
@@ -416,34 +419,72 @@ static void running_init(void)
 	pthread_condattr_destroy(&a);
 }
 
-static void running_add(int n, bool is_awaited)
+/* n workers more (or fewer); a worker that ends passes its own thread, to be joined. */
+static void running_add(int n, bool is_awaited, const pthread_t *self)
 {
 	pthread_once(&running_once, running_init);
 	pthread_mutex_lock(&running_lock);
+	if (self) {
+		if (nended == ended_cap) {
+			ended_cap = ended_cap ? 2 * ended_cap : 16;
+			ended = realloc(ended, ended_cap * sizeof *ended);
+			if (!ended)
+				abort();
+		}
+		ended[nended++] = *self;
+	}
 	running += n;
 	if (is_awaited)
 		awaited += n;
-	if (awaited == 0)
-		pthread_cond_broadcast(&running_done);
+	pthread_cond_broadcast(&running_done);
 	pthread_mutex_unlock(&running_lock);
 }
+
+/* Joins the workers that have ended: at most the time their threads take to finish exiting. */
+static void join_ended(void)
+{
+	pthread_once(&running_once, running_init);
+	pthread_mutex_lock(&running_lock);
+	pthread_t *v = ended;
+	size_t n = nended;
+	ended = NULL;
+	nended = ended_cap = 0;
+	pthread_mutex_unlock(&running_lock);
+	for (size_t i = 0; i < n; i++)
+		pthread_join(v[i], NULL);
+	free(v);
+}
+
+static struct timespec monotonic_in(msec_t ms)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	t.tv_sec += ms / 1000;
+	t.tv_nsec += (ms % 1000) * 1000000L;
+	if (t.tv_nsec >= 1000000000L) {
+		t.tv_sec++;
+		t.tv_nsec -= 1000000000L;
+	}
+	return t;
+}
+
+/* After the awaited workers, the others get this long to end: one whose work has just returned
+ * is on its way out; one still inside its work is stuck (a kernel call that does not return). */
+#define ENDING_WAIT_MS 50
 
 bool tasks_offloads_settle(msec_t limit_ms)
 {
 	pthread_once(&running_once, running_init);
-	struct timespec until;
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	until.tv_sec += limit_ms / 1000;
-	until.tv_nsec += (limit_ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	struct timespec until = monotonic_in(limit_ms);
 	pthread_mutex_lock(&running_lock);
 	while (awaited > 0 && pthread_cond_timedwait(&running_done, &running_lock, &until) == 0)
 		;
+	until = monotonic_in(ENDING_WAIT_MS);
+	while (running > 0 && pthread_cond_timedwait(&running_done, &running_lock, &until) == 0)
+		;
 	bool settled = running == 0;
 	pthread_mutex_unlock(&running_lock);
+	join_ended();
 	return settled;
 }
 
@@ -469,7 +510,8 @@ static void *offload_main(void *p)
 	while (n < 0 && errno == EINTR);
 	bool was_awaited = o->awaited;
 	offload_unref(o);
-	running_add(-1, was_awaited);
+	pthread_t self = pthread_self();
+	running_add(-1, was_awaited, &self);
 	return NULL;
 }
 
@@ -493,16 +535,13 @@ static struct offload *offload_start(void (*work)(void *), void *arg, void (*fre
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
-	pthread_attr_t attr;
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	join_ended();   /* joinable, so that the exit can wait for a thread's end (tasks_offloads_settle) */
 	pthread_t t;
-	running_add(1, is_awaited);
-	int rc = pthread_create(&t, &attr, offload_main, o);
-	pthread_attr_destroy(&attr);
+	running_add(1, is_awaited, NULL);
+	int rc = pthread_create(&t, NULL, offload_main, o);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc != 0) {
-		running_add(-1, is_awaited);
+		running_add(-1, is_awaited, NULL);
 		o->free_arg = NULL;   /* the caller still owns arg */
 		close(o->pipe[0]);
 		close(o->pipe[1]);

@@ -99,8 +99,9 @@ int tasks_parallel(lua_State *L);
 
 /* --- offloading one blocking call to a worker thread --- */
 struct offload;
-/* Runs work(arg) in a detached thread with every signal blocked. done_fd() becomes readable when
- * it has finished. free_arg (may be NULL) frees arg once both sides are finished with it. */
+/* Runs work(arg) in a thread of its own with every signal blocked (joined once it has ended, by the
+ * next call or at exit). done_fd() becomes readable when it has finished. free_arg (may be NULL)
+ * frees arg once both sides are finished with it. */
 struct offload *tasks_offload(void (*work)(void *arg), void *arg, void (*free_arg)(void *arg));
 /* The same, for work the process must not exit before (a cancel request on its way): the exit
  * waits for it, up to a limit (tasks_offloads_settle). */
@@ -112,8 +113,9 @@ void  tasks_offload_release(struct offload *o);   /* the caller's side is finish
 /* Another reference to o, released with tasks_offload_release too; returns o. */
 struct offload *tasks_offload_retain(struct offload *o);
 /* Before the process exits: waits up to limit_ms for the awaited workers still running (a cancel
- * request being sent); false if any worker is still there (stuck in the kernel, a lookup nobody
- * waits for): then exit without the exit handlers (_exit), which must not run beneath it. */
+ * request being sent), then briefly for the others, and joins those that ended; false if a worker
+ * is still there (stuck in the kernel, a lookup nobody waits for): then exit without the exit
+ * handlers (_exit), which must not run beneath it. */
 bool  tasks_offloads_settle(msec_t limit_ms);
 
 #endif
