@@ -87,6 +87,9 @@ static void probe_end(const struct probe *p, const char *outcome, const char *su
 	luax_audit_probe(p->fn, p->target, p->timeout_ms, sched_now_precise() - p->t0, outcome, summary);
 }
 
+/* Not an errno: the worker that would bound a call could not be started (fs_op_start). */
+#define NO_WORKER (-1)
+
 static const char *errno_kind(int err)
 {
 	switch (err) {
@@ -107,8 +110,7 @@ static const char *errno_cause(int err)
 	case EPERM:     return "operation not permitted";
 	case ETIMEDOUT: return "timed out (is a network filesystem hanging?)";
 	case EINTR:     return "interrupted";
-	/* only from fs_op_start: the worker that would bound the call could not be started */
-	case EAGAIN:    return "no thread could be started to run it safely (the process or user limit on "
+	case NO_WORKER: return "no thread could be started to run it safely (the process or user limit on "
 	                       "threads reached? see ulimit -u and the pids cgroup)";
 	default:        return strerror(err);
 	}
@@ -183,6 +185,7 @@ static ssize_t read_small(const char *path, char *buf, size_t size)
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -1;
+	errno = 0;   /* an empty file leaves it so, not with an earlier call's */
 	size_t len = 0;
 	while (len + 1 < size) {
 		ssize_t n = read(fd, buf + len, size - 1 - len);
@@ -359,7 +362,7 @@ struct fs_op {
 	struct fsjob *j;           /* NULL: nothing to wait for */
 	struct offload *o;         /* j's worker, once started */
 	struct offload *earlier;   /* a job still running on the same path, waited for first */
-	int err;                   /* 0 (read j), the job's errno, ETIMEDOUT, EINTR, EAGAIN */
+	int err;                   /* 0 (read j), the job's errno, ETIMEDOUT, EINTR, NO_WORKER */
 	int (*finish)(lua_State *L, struct fs_op *op);
 	/* the probe's own options */
 	struct walk *walk;         /* largest, files: the walk to run once its root is open */
@@ -410,7 +413,7 @@ static bool fs_op_start(struct fs_op *op)
 		return tasks_offload_done(op->o) ? fs_op_over(op, op->j->err) : fs_op_wait(op, op->o);
 	/* No thread to be had (a pids limit reached): a walk can meet a hung mount anywhere below. */
 	if (op->j->walk || may_hang(op->j->path))
-		return fs_op_over(op, EAGAIN);
+		return fs_op_over(op, NO_WORKER);
 	fsjob_run(op->j);
 	return fs_op_over(op, op->j->err);
 }
@@ -928,15 +931,20 @@ struct frame {
 
 #define WALK_MAX_DEPTH 256   /* one fd per level: stay far from RLIMIT_NOFILE */
 
-struct walk {
+/* What a walk does: given by its probe (walk_run_op). */
+struct walk_how {
 	bool xdev, recursive;
+	bool follows;              /* sys.files follow = true: stats symlinks' targets */
 	walk_dir_fn on_dir;
 	walk_file_fn on_file;
 	void *ctx;                 /* the probe's results, freed by free_ctx with the walk */
 	void (*free_ctx)(void *ctx);
+};
+
+struct walk {
+	struct walk_how how;
 	msec_t deadline;           /* 0: none */
 	atomic_bool cancelled;     /* set by the caller that stops waiting */
-	bool follows;              /* sys.files follow = true: stats symlinks' targets */
 	/* state */
 	dev_t dev;
 	char *path;
@@ -1027,7 +1035,7 @@ static bool leave_mount(struct walk *w)
 			add_path(&w->skipped, &w->nskipped, &w->skipped_cap, w->path);
 		return true;
 	}
-	return w->xdev && makedev(m->devmajor, m->devminor) != w->dev;
+	return w->how.xdev && makedev(m->devmajor, m->devminor) != w->dev;
 }
 
 static void path_put(struct walk *w, size_t base, const char *name)
@@ -1080,14 +1088,14 @@ static void walk_entry(struct walk *w, const struct frame *f, const char *name)
 	}
 	int depth = (int)w->depth;
 	if (!S_ISDIR(st.st_mode)) {
-		if (w->on_file)
-			w->on_file(w, &st, depth);
+		if (w->how.on_file)
+			w->how.on_file(w, &st, depth);
 		return;
 	}
-	if (w->xdev && st.st_dev != w->dev)
+	if (w->how.xdev && st.st_dev != w->dev)
 		return;
-	int node = w->on_dir ? w->on_dir(w, &st, depth) : -1;
-	if (w->recursive)
+	int node = w->how.on_dir ? w->how.on_dir(w, &st, depth) : -1;
+	if (w->how.recursive)
 		walk_descend(w, node);
 }
 
@@ -1165,13 +1173,13 @@ static void walk_cancel(struct walk *w)
 /* A walk stuck on a symlink's target says nothing of walks that follow none. */
 static enum busy_kind walk_busy_kind(const struct walk *w)
 {
-	return w->follows ? BUSY_WALK_FOLLOWING : BUSY_WALK;
+	return w->how.follows ? BUSY_WALK_FOLLOWING : BUSY_WALK;
 }
 
 static void walk_free(struct walk *w)
 {
-	if (w->free_ctx)
-		w->free_ctx(w->ctx);
+	if (w->how.free_ctx)
+		w->how.free_ctx(w->how.ctx);
 	for (size_t i = 0; i < w->nunvisited; i++)
 		free(w->unvisited[i]);
 	free(w->unvisited);
@@ -1226,25 +1234,19 @@ static int walk_finish(lua_State *L, struct fs_op *op)
 	return err ? probe_fail_errno(L, &op->p, err) : op->walked(L, op, op->j->walk);
 }
 
-/* Runs a walk of path for the probe fn: how gives its callbacks and results (ctx, which free_ctx
- * frees with the walk), walked pushes what it found. */
-static int walk_run_op(lua_State *L, const char *fn, const char *path, msec_t timeout_ms, const struct walk *how,
-                       int (*walked)(lua_State *L, struct fs_op *op, const struct walk *w))
+/* Pushes the op of a walk of path by the probe fn; walked pushes what it found. The caller then
+ * says what the walk does (op->walk->how: its callbacks, and results which free_ctx frees with the
+ * walk; allocated after the push, so that nothing is lost if the push raises) and runs it. */
+static struct fs_op *walk_op_push(lua_State *L, const char *fn, const char *path, msec_t timeout_ms,
+                                  int (*walked)(lua_State *L, struct fs_op *op, const struct walk *w))
 {
 	struct fs_op *op = fs_op_push(L, fn, path, timeout_ms, path, FS_OPENDIR, walk_start);
 	op->walk = calloc(1, sizeof *op->walk);
 	if (!op->walk)
 		abort();
-	op->walk->xdev = how->xdev;
-	op->walk->recursive = how->recursive;
-	op->walk->follows = how->follows;
-	op->walk->on_dir = how->on_dir;
-	op->walk->on_file = how->on_file;
-	op->walk->ctx = how->ctx;
-	op->walk->free_ctx = how->free_ctx;
 	atomic_init(&op->walk->cancelled, false);
 	op->walked = walked;
-	return tasks_run_op(L, &op->task);
+	return op;
 }
 
 /* ----------------------------------------------------------------------------- sys.largest */
@@ -1285,7 +1287,7 @@ static void add_to_ancestors(struct walk *w, struct largest *g, uint64_t bytes, 
 
 static int largest_dir(struct walk *w, const struct stat *st, int depth)
 {
-	struct largest *g = w->ctx;
+	struct largest *g = w->how.ctx;
 	add_to_ancestors(w, g, usage(st), 0);
 	if (depth > g->maxdepth)
 		return -1;
@@ -1314,7 +1316,7 @@ static void keep_if_top(struct largest *g, const char *path, uint64_t bytes)
 static void largest_file(struct walk *w, const struct stat *st, int depth)
 {
 	(void)depth;
-	struct largest *g = w->ctx;
+	struct largest *g = w->how.ctx;
 	add_to_ancestors(w, g, usage(st), 1);
 	if (g->want_files && S_ISREG(st->st_mode) && g->limit > 0)
 		keep_if_top(g, w->path, usage(st));
@@ -1387,18 +1389,19 @@ static int sys_largest(lua_State *L)
 	};
 	bool xdev = luax_opt_bool(L, 2, "xdev", true, "sys.largest");
 	msec_t timeout = luax_opt_duration(L, 2, "timeout", DEFAULT_WALK_TIMEOUT_MS, "sys.largest");
+	struct fs_op *op = walk_op_push(L, "sys.largest", path, timeout, largest_walked);
 	struct largest *g = xrealloc(NULL, sizeof *g);
 	*g = opts;
 	if (g->want_files)
 		g->top = xrealloc(NULL, g->limit * sizeof *g->top);
-	const struct walk how = { .xdev = xdev, .recursive = true, .on_dir = largest_dir, .on_file = largest_file,
-	                          .ctx = g, .free_ctx = free_largest };
-	return walk_run_op(L, "sys.largest", path, timeout, &how, largest_walked);
+	op->walk->how = (struct walk_how){ .xdev = xdev, .recursive = true, .on_dir = largest_dir,
+	                                   .on_file = largest_file, .ctx = g, .free_ctx = free_largest };
+	return tasks_run_op(L, &op->task);
 }
 
 static int largest_walked(lua_State *L, struct fs_op *op, const struct walk *w)
 {
-	struct largest *g = w->ctx;
+	struct largest *g = w->how.ctx;
 	char summary[128];
 	snprintf(summary, sizeof summary, "%zu directories, %llu bytes in %llu files%s", g->n,
 	         (unsigned long long)g->total, (unsigned long long)g->total_files, w->stop ? " (partial)" : "");
@@ -1441,7 +1444,7 @@ struct files {
 static void files_file(struct walk *w, const struct stat *lst, int depth)
 {
 	(void)depth;
-	struct files *q = w->ctx;
+	struct files *q = w->how.ctx;
 	struct stat target;
 	const struct stat *st = lst;
 	if (S_ISLNK(lst->st_mode) && q->follow && fstatat(w->at, w->name, &target, 0) == 0)
@@ -1505,17 +1508,18 @@ static int sys_files(lua_State *L)
 	bool xdev = luax_opt_bool(L, 2, "xdev", true, "sys.files");
 	bool recursive = luax_opt_bool(L, 2, "recursive", true, "sys.files");
 	msec_t timeout = luax_opt_duration(L, 2, "timeout", DEFAULT_WALK_TIMEOUT_MS, "sys.files");
+	struct fs_op *op = walk_op_push(L, "sys.files", path, timeout, files_walked);
 	struct files *q = xrealloc(NULL, sizeof *q);
 	*q = opts;
 	q->pattern = pattern ? xstrdup(pattern) : NULL;   /* the worker's: it may outlive the call */
-	const struct walk how = { .xdev = xdev, .recursive = recursive, .follows = q->follow, .on_file = files_file,
-	                          .ctx = q, .free_ctx = free_files };
-	return walk_run_op(L, "sys.files", path, timeout, &how, files_walked);
+	op->walk->how = (struct walk_how){ .xdev = xdev, .recursive = recursive, .follows = q->follow,
+	                                   .on_file = files_file, .ctx = q, .free_ctx = free_files };
+	return tasks_run_op(L, &op->task);
 }
 
 static int files_walked(lua_State *L, struct fs_op *op, const struct walk *w)
 {
-	struct files *q = w->ctx;
+	struct files *q = w->how.ctx;
 	char summary[128];
 	snprintf(summary, sizeof summary, "%llu files, %llu bytes%s", (unsigned long long)q->count,
 	         (unsigned long long)q->total, w->stop ? " (partial)" : "");
