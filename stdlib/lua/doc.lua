@@ -231,8 +231,10 @@ print(r.ok, r.stdout)]],
 network, FUSE (not `fuseblk`) or autofs file system is never walked, nor even looked at, whatever `xdev`
 says: it is known from the mount table and named in `skipped` (the first 64), since one whose server is
 gone would hang the walk; nor is a walk's root waited for past the deadline. `stat`/`statvfs` of
-a path, and opening the file of `sys.tail` and `sys.grep`, run in a worker thread the probe stops waiting
-for at its deadline, because on a dead NFS server they block in the kernel where no signal reaches them. Ctrl-C ends any of them with `nil, err, "interrupted"`.]],
+a path, opening the file of `sys.tail` and `sys.grep`, and the walks themselves run in a worker thread
+the probe stops waiting for at its deadline (a walk: 150 ms later), because on a dead NFS server or disk
+they block in the kernel where no signal reaches them; inside `parallel()` the task yields meanwhile.
+Ctrl-C ends any of them with `nil, err, "interrupted"`.]],
   },
   {
     name = "tcp", title = "reachability",
