@@ -97,13 +97,39 @@ void tasks_block(struct sched_waiter *w)
 
 /* ------------------------------------------------------------------------- running an op */
 
-void *tasks_push_op(lua_State *L, size_t size, const char *mt)
+/* Every op's userdata: its machine, then the op itself, aligned as Lua aligns a userdata's memory
+ * (LUAI_MAXALIGN: a number, a pointer, an integer, a long). */
+#define OP_MT "runbook.tasks.op"
+union op_header {
+	const struct tasks_machine *machine;
+	lua_Number n;
+	lua_Integer i;
+	void *p;
+	long l;
+};
+
+static int op_gc(lua_State *L)
 {
-	void *op = lua_newuserdatauv(L, size, 1);
-	memset(op, 0, size);
-	luaL_setmetatable(L, mt);
+	union op_header *h = lua_touserdata(L, 1);
+	if (h->machine->release)
+		h->machine->release(h + 1);
+	return 0;
+}
+
+void *tasks_push_op(lua_State *L, size_t size, const struct tasks_machine *m)
+{
+	union op_header *h = lua_newuserdatauv(L, sizeof *h + size, 1);
+	memset(h, 0, sizeof *h + size);
+	h->machine = m;
+	if (luaL_newmetatable(L, OP_MT)) {
+		lua_pushcfunction(L, op_gc);
+		lua_setfield(L, -2, "__gc");
+		lua_pushcfunction(L, op_gc);
+		lua_setfield(L, -2, "__close");
+	}
+	lua_setmetatable(L, -2);
 	lua_toclose(L, -1);
-	return op;
+	return h + 1;
 }
 
 static int run_op_k(lua_State *L, int status, lua_KContext ctx)

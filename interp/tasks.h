@@ -85,10 +85,10 @@ struct tasks_op {
 	struct sched_waiter *w;
 };
 
-/* Pushes a new op: a zeroed userdata of size bytes with one user value and the metatable mt (whose
- * __close releases it), marked to-be-closed, so that a parallel() task stopped in the middle of a
- * call releases its op at once rather than when the collector comes. */
-void *tasks_push_op(lua_State *L, size_t size, const char *mt);
+/* Pushes a new op of the kind m: a zeroed userdata of size bytes with one user value, whose __close
+ * and __gc call m->release, marked to-be-closed, so that a parallel() task stopped in the middle of
+ * a call releases its op at once rather than when the collector comes. */
+void *tasks_push_op(lua_State *L, size_t size, const struct tasks_machine *m);
 
 /* Advances the op until its done has pushed the results (blocking, or yielding inside parallel());
  * returns their number. The op is released before that. */

@@ -64,7 +64,6 @@
 #include <unistd.h>
 
 #define CONN_MT "runbook.pg.conn"
-#define OP_MT   "runbook.pg.op"
 
 #define DEFAULT_CONNECT_TIMEOUT_MS 5000
 #define DEFAULT_EXEC_TIMEOUT_MS    60000
@@ -587,15 +586,13 @@ static void op_release(void *p)
 	op->phase = PH_DONE;
 }
 
-static int op_gc(lua_State *L)
-{
-	op_release(luaL_checkudata(L, 1, OP_MT));
-	return 0;
-}
+static bool advance(void *p);
+static int run_done(lua_State *L, void *p);
+static const struct tasks_machine machine = { advance, run_done, op_release };
 
 struct pg_op *pg_op_push(lua_State *L, const char *fn, struct pg_handle *h, msec_t timeout_ms)
 {
-	struct pg_op *op = tasks_push_op(L, sizeof *op, OP_MT);
+	struct pg_op *op = tasks_push_op(L, sizeof *op, &machine);
 	op->fn = fn;
 	op->timeout_ms = tasks_wait_start(&op->w, timeout_ms);
 	op->t0 = sched_now_precise();
@@ -1305,7 +1302,6 @@ static int run_done(lua_State *L, void *p)
 
 int pg_op_run(lua_State *L, struct pg_op *op, pg_done_fn done)
 {
-	static const struct tasks_machine machine = { advance, run_done, op_release };
 	op->done = done;
 	if (op->kind)
 		op->phase = PH_DONE;   /* failed before it started: straight to done */
@@ -1651,11 +1647,9 @@ int luaopen_pg(lua_State *L)
 	static const luaL_Reg methods[] = {
 		{ "query", conn_query }, { "exec", conn_exec }, { "close", conn_close }, { NULL, NULL },
 	};
-	static const luaL_Reg op_meta[] = { { "__gc", op_gc }, { "__close", op_gc }, { NULL, NULL } };
 	static const luaL_Reg conn_meta[] = {
 		{ "__gc", conn_gc }, { "__close", conn_close }, { "__tostring", conn_tostring }, { NULL, NULL },
 	};
-	luax_class(L, OP_MT, op_meta, NULL, NULL);
 	luax_class(L, CONN_MT, conn_meta, methods, pg_probes_register);
 	luaL_newlib(L, fns);
 	return 1;

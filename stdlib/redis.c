@@ -68,7 +68,6 @@
 #include <string.h>
 
 #define CONN_MT "runbook.redis.conn"
-#define OP_MT   "runbook.redis.op"
 
 #define DEFAULT_TIMEOUT_MS        REDIS_DEFAULT_TIMEOUT_MS
 #define DEFAULT_ACTION_TIMEOUT_MS 60000
@@ -360,16 +359,14 @@ static void op_release(void *p)
 	op->phase = PH_DONE;
 }
 
-static int op_gc(lua_State *L)
-{
-	op_release(luaL_checkudata(L, 1, OP_MT));
-	return 0;
-}
+static bool advance(void *p);
+static int run_done(lua_State *L, void *p);
+static const struct tasks_machine machine = { advance, run_done, op_release };
 
 /* Pushes a new op (to-be-closed) for a call on h (NULL for connect/ping; h must be at index 1). */
 struct redis_op *redis_op_push(lua_State *L, const char *fn, struct redis_handle *h, msec_t timeout_ms)
 {
-	struct redis_op *op = tasks_push_op(L, sizeof *op, OP_MT);
+	struct redis_op *op = tasks_push_op(L, sizeof *op, &machine);
 	op->fn = fn;
 	op->timeout_ms = tasks_wait_start(&op->w, timeout_ms);
 	op->deadline = op->w.deadline;
@@ -686,7 +683,6 @@ static int run_done(lua_State *L, void *p)
 
 int redis_op_run(lua_State *L, struct redis_op *op, redis_done_fn done)
 {
-	static const struct tasks_machine machine = { advance, run_done, op_release };
 	op->done = done;
 	if (op->kind)
 		op->phase = PH_DONE;   /* failed before it started: straight to done */
@@ -1346,11 +1342,9 @@ int luaopen_redis(lua_State *L)
 	static const luaL_Reg methods[] = {
 		{ "call", conn_call }, { "action", conn_action }, { "close", conn_close }, { NULL, NULL },
 	};
-	static const luaL_Reg op_meta[] = { { "__gc", op_gc }, { "__close", op_gc }, { NULL, NULL } };
 	static const luaL_Reg conn_meta[] = {
 		{ "__gc", conn_gc }, { "__close", conn_close }, { "__tostring", conn_tostring }, { NULL, NULL },
 	};
-	luax_class(L, OP_MT, op_meta, NULL, NULL);
 	luax_class(L, CONN_MT, conn_meta, methods, redis_probes_register);
 	luaL_newlib(L, fns);
 	return 1;

@@ -393,7 +393,6 @@ struct run_op {
 	char task_key[40];         /* the parallel() task's key, for the live output */
 };
 
-#define RUN_OP_MT "runbook.sh.run"
 
 static void close_fd(int *fd)
 {
@@ -702,7 +701,7 @@ static void run_start(struct run_op *op, const char *label)
  * parallel(); returns the results of sh.read or sh.action. */
 static int run(lua_State *L, const struct command *c, bool action)
 {
-	struct run_op *op = tasks_push_op(L, sizeof *op, RUN_OP_MT);
+	struct run_op *op = tasks_push_op(L, sizeof *op, &run_machine);
 	op->c = *c;
 	op->action = action;
 	run_start(op, tasks_key(L, op->task_key, sizeof op->task_key) ? op->task_key : NULL);
@@ -762,12 +761,6 @@ static int sh_action(lua_State *L)
 	return run(L, &c, true);
 }
 
-static int run_op_gc(lua_State *L)
-{
-	run_release(luaL_checkudata(L, 1, RUN_OP_MT));
-	return 0;
-}
-
 int luaopen_sh(lua_State *L)
 {
 	static const luaL_Reg fns[] = {
@@ -775,8 +768,6 @@ int luaopen_sh(lua_State *L)
 		{ "action", sh_action },
 		{ NULL, NULL },
 	};
-	static const luaL_Reg run_meta[] = { { "__gc", run_op_gc }, { "__close", run_op_gc }, { NULL, NULL } };
-	luax_class(L, RUN_OP_MT, run_meta, NULL, NULL);
 	luaL_newlib(L, fns);
 	return 1;
 }

@@ -372,7 +372,6 @@ struct fs_op {
 	bool compiled;
 };
 
-#define FS_OP_MT "runbook.sys.fsjob"
 
 static bool fs_op_over(struct fs_op *op, int err)
 {
@@ -462,18 +461,13 @@ static void fs_op_release(void *p)
 
 static const struct tasks_machine fs_op_machine = { fs_op_advance, fs_op_done, fs_op_release };
 
-static int fs_op_gc(lua_State *L)
-{
-	fs_op_release(luaL_checkudata(L, 1, FS_OP_MT));
-	return 0;
-}
 
 /* Pushes the op of the probe fn on target: a job of kind on path (NULL: none), then finish. The
  * caller sets the probe's own options and runs it (tasks_run_op). */
 static struct fs_op *fs_op_push(lua_State *L, const char *fn, const char *target, msec_t timeout_ms,
                                 const char *path, enum fsjob_kind kind, int (*finish)(lua_State *L, struct fs_op *op))
 {
-	struct fs_op *op = tasks_push_op(L, sizeof *op, FS_OP_MT);
+	struct fs_op *op = tasks_push_op(L, sizeof *op, &fs_op_machine);
 	probe_begin(&op->p, fn, target, timeout_ms);
 	op->j = path ? fsjob_new(path, kind) : NULL;
 	op->finish = finish;
@@ -782,7 +776,6 @@ struct filesystems_op {
 	bool interrupted;
 };
 
-#define FILESYSTEMS_OP_MT "runbook.sys.filesystems"
 
 /* True when a has its answer; else the waiter is set for the job it waits for. */
 static bool ask_answered(struct filesystems_op *op, struct fs_ask *a)
@@ -875,11 +868,6 @@ static void filesystems_release(void *p)
 
 static const struct tasks_machine filesystems_machine = { filesystems_advance, filesystems_done, filesystems_release };
 
-static int filesystems_op_gc(lua_State *L)
-{
-	filesystems_release(luaL_checkudata(L, 1, FILESYSTEMS_OP_MT));
-	return 0;
-}
 
 static int sys_filesystems(lua_State *L)
 {
@@ -887,7 +875,7 @@ static int sys_filesystems(lua_State *L)
 	bool all = luax_opt_bool(L, 1, "all", false, "sys.filesystems");
 	bool network = luax_opt_bool(L, 1, "network", false, "sys.filesystems") || all;
 	msec_t timeout = luax_opt_duration(L, 1, "timeout", DEFAULT_FS_TIMEOUT_MS, "sys.filesystems");
-	struct filesystems_op *op = tasks_push_op(L, sizeof *op, FILESYSTEMS_OP_MT);
+	struct filesystems_op *op = tasks_push_op(L, sizeof *op, &filesystems_machine);
 	op->task = (struct tasks_op){ .machine = &filesystems_machine, .op = op, .w = &op->w };
 	op->all = all;
 	probe_begin(&op->p, "sys.filesystems", all ? "all" : network ? "local+network" : "local", timeout);
@@ -1433,7 +1421,7 @@ struct match {
 
 struct files {
 	char *pattern;
-	bool follow, has_cutoff;
+	bool has_cutoff;
 	time_t now, cutoff;
 	int64_t min_size;
 	struct match *v;
@@ -1447,7 +1435,7 @@ static void files_file(struct walk *w, const struct stat *lst, int depth)
 	struct files *q = w->how.ctx;
 	struct stat target;
 	const struct stat *st = lst;
-	if (S_ISLNK(lst->st_mode) && q->follow && fstatat(w->at, w->name, &target, 0) == 0)
+	if (S_ISLNK(lst->st_mode) && w->how.follows && fstatat(w->at, w->name, &target, 0) == 0)
 		st = &target;
 	if (!S_ISREG(st->st_mode))
 		return;
@@ -1498,7 +1486,6 @@ static int sys_files(lua_State *L)
 	msec_t older = luax_opt_duration(L, 2, "older_than", -1, "sys.files");
 	const char *pattern = luax_opt_string(L, 2, "pattern", NULL, "sys.files");
 	struct files opts = {
-		.follow = luax_opt_bool(L, 2, "follow", false, "sys.files"),
 		.has_cutoff = older >= 0,
 		.now = time(NULL),
 		.min_size = luax_opt_integer(L, 2, "min_size", 0, "sys.files"),
@@ -1507,12 +1494,13 @@ static int sys_files(lua_State *L)
 	opts.cutoff = opts.now - (time_t)(older / 1000);
 	bool xdev = luax_opt_bool(L, 2, "xdev", true, "sys.files");
 	bool recursive = luax_opt_bool(L, 2, "recursive", true, "sys.files");
+	bool follow = luax_opt_bool(L, 2, "follow", false, "sys.files");
 	msec_t timeout = luax_opt_duration(L, 2, "timeout", DEFAULT_WALK_TIMEOUT_MS, "sys.files");
 	struct fs_op *op = walk_op_push(L, "sys.files", path, timeout, files_walked);
 	struct files *q = xrealloc(NULL, sizeof *q);
 	*q = opts;
 	q->pattern = pattern ? xstrdup(pattern) : NULL;   /* the worker's: it may outlive the call */
-	op->walk->how = (struct walk_how){ .xdev = xdev, .recursive = recursive, .follows = q->follow,
+	op->walk->how = (struct walk_how){ .xdev = xdev, .recursive = recursive, .follows = follow,
 	                                   .on_file = files_file, .ctx = q, .free_ctx = free_files };
 	return tasks_run_op(L, &op->task);
 }
@@ -1996,7 +1984,6 @@ struct procs_op {
 	const char *match;         /* anchored by the options table */
 };
 
-#define PROCS_OP_MT "runbook.sys.processes"
 
 static bool procs_advance(void *p)
 {
@@ -2049,11 +2036,6 @@ static void procs_release(void *p)
 
 static const struct tasks_machine procs_machine = { procs_advance, procs_done, procs_release };
 
-static int procs_op_gc(lua_State *L)
-{
-	procs_release(luaL_checkudata(L, 1, PROCS_OP_MT));
-	return 0;
-}
 
 static int sys_processes(lua_State *L)
 {
@@ -2066,7 +2048,7 @@ static int sys_processes(lua_State *L)
 	const char *match = luax_opt_string(L, 1, "match", NULL, "sys.processes");
 	msec_t timeout = luax_opt_duration(L, 1, "timeout", DEFAULT_PROC_TIMEOUT_MS, "sys.processes");
 
-	struct procs_op *op = tasks_push_op(L, sizeof *op, PROCS_OP_MT);
+	struct procs_op *op = tasks_push_op(L, sizeof *op, &procs_machine);
 	probe_begin(&op->p, "sys.processes", match ? match : "all processes", timeout + sample);
 	op->by_cpu = strcmp(sort, "cpu") == 0;
 	op->limit = limit;
@@ -2289,14 +2271,6 @@ static int grep_finish(lua_State *L, struct fs_op *op)
 
 int luaopen_sys(lua_State *L)
 {
-	static const luaL_Reg fs_op_meta[] = { { "__gc", fs_op_gc }, { "__close", fs_op_gc }, { NULL, NULL } };
-	luax_class(L, FS_OP_MT, fs_op_meta, NULL, NULL);
-	static const luaL_Reg procs_op_meta[] = { { "__gc", procs_op_gc }, { "__close", procs_op_gc }, { NULL, NULL } };
-	luax_class(L, PROCS_OP_MT, procs_op_meta, NULL, NULL);
-	static const luaL_Reg filesystems_op_meta[] = {
-		{ "__gc", filesystems_op_gc }, { "__close", filesystems_op_gc }, { NULL, NULL },
-	};
-	luax_class(L, FILESYSTEMS_OP_MT, filesystems_op_meta, NULL, NULL);
 	static const luaL_Reg fns[] = {
 		{ "filesystems", sys_filesystems },
 		{ "fs", sys_fs },
