@@ -29,7 +29,8 @@ ASAN    := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sani
 MOD_SRC := stdlib/pg.c stdlib/pg_probes.c stdlib/pg_service.c stdlib/redis.c stdlib/redis_probes.c stdlib/http.c \
            interp/lineedit.c
 SRC     := $(filter-out $(MOD_SRC),$(wildcard interp/*.c) $(wildcard stdlib/*.c) $(wildcard lab/*.c))
-LUA     := $(sort $(wildcard stdlib/lua/*.lua))
+# The Lua halves of every part: the interpreter, its incident tools, the lab, the Lua modules of stdlib.
+LUA     := $(sort $(wildcard interp/*.lua interp/incident/*.lua lab/*.lua stdlib/*.lua))
 OBJ     := $(SRC:%.c=obj/%.o) obj/embedded.o
 OBJ_ASAN:= $(SRC:%.c=obj-asan/%.o) obj-asan/embedded.o
 MODS    := obj/modules/pg.so obj/modules/redis.so obj/modules/http.so obj/modules/lineedit.so

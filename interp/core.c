@@ -1,7 +1,7 @@
 /*
  * core.c - the host's services for the Lua half of the library (require "core").
  *
- * Not visible to runbooks: the sandbox only exposes what stdlib/lua/sandbox.lua hands over.
+ * Not visible to runbooks: the sandbox only exposes what interp/sandbox.lua hands over.
  * Every function here is a thin binding over term, transcript, gate, sched and redact, so that
  * the invariants (redaction, write-before-show, the gate) stay in C.
  */

@@ -140,9 +140,9 @@ static void register_preloads(lua_State *L)
 	lua_setfield(L, -2, "core");
 	lua_pushcfunction(L, modules_open_lineedit);
 	lua_setfield(L, -2, "lineedit");
-	lua_pushcfunction(L, luaopen_lockfile);   /* incidents: session locks (stdlib/lua/lock.lua) */
+	lua_pushcfunction(L, luaopen_lockfile);   /* incidents: session locks (interp/lock.lua) */
 	lua_setfield(L, -2, "lockfile");
-	lua_pushcfunction(L, luaopen_replay);     /* incidents: exec --resume (stdlib/lua/resume.lua) */
+	lua_pushcfunction(L, luaopen_replay);     /* incidents: exec --resume (interp/resume.lua) */
 	lua_setfield(L, -2, "replay");
 	for (const struct embedded_file *f = embedded_files; f->name; f++) {
 		lua_pushlightuserdata(L, (void *)f);

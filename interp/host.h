@@ -5,7 +5,7 @@
  * native modules (stdlib/modules.c) and the embedded Lua sources in package.preload, and arms
  * Ctrl-C: a press sets a hook on every running Lua thread that raises the "interrupt" control
  * signal, so even `while true do end` stops. Runbooks never see this state's globals: they run
- * in the sandbox built by stdlib/lua/sandbox.lua.
+ * in the sandbox built by interp/sandbox.lua.
  *
  * Control signals (interrupt, skip, abort) are error values with the metatable
  * "runbook.control"; the sandbox's pcall rethrows them so a runbook cannot swallow them.

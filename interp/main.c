@@ -2,7 +2,7 @@
  * main.c - the command line: subcommands, --help, --version, exit codes.
  *
  * Help and version are answered here without starting Lua. Each subcommand's own options are
- * parsed by stdlib/lua/cli.lua, which returns the exit code (see runbook.h).
+ * parsed by interp/cli.lua, which returns the exit code (see runbook.h).
  */
 #include "host.h"
 #include "labd.h"

@@ -17,7 +17,7 @@ enum exit_code {
 	EXIT_ESCALATED = 3,  /* the runbook escalated */
 	EXIT_DECLINED  = 4,  /* the run finished but at least one action was declined or not asked */
 	EXIT_ABORTED   = 5,  /* the operator quit or pressed Ctrl-C twice */
-	EXIT_LOCKED    = 6,  /* another session holds the runbook's lock (stdlib/lua/lock.lua) */
+	EXIT_LOCKED    = 6,  /* another session holds the runbook's lock (interp/lock.lua) */
 	EXIT_INTERNAL  = 70, /* a bug in runbook itself, or the transcript could not be written */
 };
 

@@ -1,4 +1,4 @@
-"""The primitive prometheus.query (stdlib/lua/prometheus.lua) and the Prometheus steps of
+"""The primitive prometheus.query (stdlib/prometheus.lua) and the Prometheus steps of
 high-error-rate and high-latency that use it, against a real Prometheus (tests/servers_prometheus.py,
 shared by this module) scraping the HTTP fixture's /metrics (tests/servers_http.py), whose counters
 make the answers exact: a 10% error rate, a p95 of 0.175 s. Also what an operator sees when

@@ -1,5 +1,5 @@
 /*
- * embed.c - build tool: compiles the Lua files of stdlib/lua and writes their bytecode as C arrays,
+ * embed.c - build tool: compiles the Lua halves of the program (interp/, lab/, stdlib/) and writes their bytecode as C arrays,
  * so that the binary carries the Lua half of the library, works from any directory, and does not
  * parse 1,500 lines of Lua on every start. A syntax error in the library fails the build here.
  * usage: embed OUT.c FILE.lua...   (module name = file name without .lua)

@@ -71,7 +71,7 @@ end
 -- Wraps a module: read-only, strict, and its functions refuse to run at load time.
 local guarded_cache = {}
 
--- The modules written in Lua on top of the native ones (stdlib/lua/NAME.lua, embedded with the
+-- The modules written in Lua on top of the native ones (stdlib/NAME.lua, embedded with the
 -- rest of the library), with the native modules they use: a runbook requires them as it does the
 -- native ones, and gets them wrapped the same way. They run with the host's own modules, not in
 -- the sandbox: like C, they are the library, which the sandbox trusts.
