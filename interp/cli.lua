@@ -167,7 +167,7 @@ end
 function M.lab(args) return require("lab").main(args) end
 function M.repl(args) return require("repl").main(args) end
 
--- runbook doc: the README's Lua API reference; runbook doc NAME: one entry, as help(NAME) shows it.
+-- runbook doc: the Lua API reference (doc/lua-api.md); runbook doc NAME: one entry, as help(NAME) shows it.
 function M.doc(args)
   local doc = require "doc"
   if #args == 0 then core.out(doc.markdown()) return EXIT.ok end
