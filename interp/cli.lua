@@ -222,6 +222,8 @@ function M.timeline(args) return require("timeline").main(args) end
 function M.history(args) return require("history").main(args) end
 function M.unlock(args) return require("lock").unlock(args) end
 function M.drill(args) return require("drill").main(args) end
+function M.new(args) return require("authoring").new(args) end
+function M.test(args) return require("authoring").test(args) end
 
 function M.main(argv)
   local cmd = argv[1]

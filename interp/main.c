@@ -41,6 +41,8 @@ static const char usage[] =
 	"  unlock ID                 remove a session lock (the id is printed when a run is refused)\n"
 	"  lab up|status|down        a local PostgreSQL, Redis and HTTP service to rehearse on\n"
 	"  drill NAME                break the lab the way a runbook is about, run the runbook, check\n"
+	"  new NAME [--from RUNBOOK] start a runbook: a commented template, or a copy of another\n"
+	"  test [NAME...]            check --strict and every drill of the runbooks: N passed, N failed\n"
 	"  help [COMMAND]            this text, or a command's\n"
 	"\n"
 	"options: --help, --version\n"
@@ -145,6 +147,17 @@ static const struct { const char *name, *help; } commands[] = {
 	         "\"Lua API reference\" section is this output). With NAME (sys, sys.fs), prints that entry as the\n"
 	         "REPL's help(NAME) shows it.\n"
 	         "exit codes: 0, 2 no such name\n" },
+	{ "new", "usage: runbook new NAME [--from RUNBOOK] [PATH]\n\n"
+	         "Writes runbooks/NAME.lua (or PATH: a file named NAME.lua, or a directory to put it in): a\n"
+	         "runbook with inputs, a probe step, an action step and a drill section, every part commented\n"
+	         "in a line; it passes 'runbook check --strict' as written. --from copies a runbook found on\n"
+	         "the search path (or a file) under the new name. An existing file is never overwritten.\n"
+	         "exit codes: 0 written, 2 usage error or the file exists\n" },
+	{ "test", "usage: runbook test [NAME|FILE...]\n\n"
+	          "For each runbook named (default: every runbook on the search path): 'runbook check --strict',\n"
+	          "then 'runbook drill NAME --mode MODE --auto --yes' for each drill mode it has. One PASS or FAIL\n"
+	          "line each, and last exactly \"N passed, N failed\". For a team's CI.\n"
+	          "exit codes: 0 all passed, 1 any failed, 2 usage error\n" },
 	{ "help", "usage: runbook help [COMMAND]\n" },
 };
 
