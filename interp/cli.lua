@@ -210,6 +210,17 @@ function M.repl(args) return require("repl").main(args) end
 function M.doc(args)
   local doc = require "doc"
   if #args == 0 then core.out(doc.markdown()) return EXIT.ok end
+  if args[1] == "--luals" then
+    local dir, as = args[2], nil
+    if args[3] == "--as" and args[4] and not args[5] then as = args[4]
+    elseif args[3] then dir = nil end
+    if not dir then return usage("usage: runbook doc --luals DIR [--as PATH]") end
+    local written, err = require("luals").write(dir, as)
+    if not written then core.err("runbook doc: " .. err .. "\n") return EXIT.failed end
+    core.out(string.format("wrote %d files to %s: point your editor's Lua language server at %s/.luarc.json " ..
+                           "(copy it to your runbooks' directory)\n", #written, dir, dir))
+    return EXIT.ok
+  end
   if #args > 1 then return usage("doc takes at most one name (see 'runbook doc --help')") end
   local entry = doc.find(args[1])
   if not entry then

@@ -142,11 +142,15 @@ static const struct { const char *name, *help; } commands[] = {
 	          "Inside a run, r at the step menu, a failed step or a declined action opens the same REPL with ctx;\n"
 	          ":continue goes back to the menu, :retry, :skip and :quit answer it.\n"
 	          "exit codes: 0, or 1 when input came from a pipe and an evaluation failed; 2 usage error\n" },
-	{ "doc", "usage: runbook doc [NAME]\n\n"
+	{ "doc", "usage: runbook doc [NAME]\n       runbook doc --luals DIR [--as PATH]\n\n"
 	         "Without NAME, prints the Lua API reference of the native modules as Markdown (the README's\n"
-	         "\"Lua API reference\" section is this output). With NAME (sys, sys.fs), prints that entry as the\n"
-	         "REPL's help(NAME) shows it.\n"
-	         "exit codes: 0, 2 no such name\n" },
+	         "\"Lua API reference\" section is this output). With NAME (sys, sys.fs, ctx:jump, input.url),\n"
+	         "prints that entry as the REPL's help(NAME) shows it.\n"
+	         "--luals writes Lua language server definitions (---@meta files: every module, ctx, input.*,\n"
+	         "runbook and step fields, with types and docs) and a .luarc.json naming DIR (or PATH) into DIR,\n"
+	         "for completion and checking in VS Code, Neovim or Emacs; 'make install' puts them under\n"
+	         "PREFIX/share/runbook/luals. Copy that .luarc.json beside your runbooks.\n"
+	         "exit codes: 0, 1 DIR cannot be written, 2 no such name or usage error\n" },
 	{ "new", "usage: runbook new NAME [--from RUNBOOK] [PATH]\n\n"
 	         "Writes runbooks/NAME.lua (or PATH: a file named NAME.lua, or a directory to put it in): a\n"
 	         "runbook with inputs, a probe step, an action step and a drill section, every part commented\n"
