@@ -142,16 +142,20 @@ local function emit_function(out, mod, fn, by_name)
   local names = {}
   local params = fn.params or sh.params or {}
   if sh.table_arg and not fn.params then params = { { "args", opts_class or "table" } } end
+  local vararg = false
   for _, p in ipairs(params) do
     local pname, ptype = p[1], p[2]
-    if ptype == "opts" then
+    if ptype == "opts" and vararg then   -- conn:call(cmd, arg..., { OPTIONS }): Lua has no parameter after ...
+      if opts_class then out[#out] = out[#out] .. ", then an optional " .. opts_class .. " table" end
+    elseif ptype == "opts" then
       if opts_class then out[#out + 1] = "---@param opts? " .. opts_class .. " options" end
     else
+      vararg = vararg or pname == "..."
       local optional = ptype:sub(-1) == "?" and "?" or ""
       out[#out + 1] = string.format("---@param %s%s %s", pname, pname == "..." and "" or optional,
                                     (ptype:gsub("%?$", "")))
     end
-    if ptype ~= "opts" or opts_class then names[#names + 1] = pname end
+    if (ptype ~= "opts" or opts_class) and not (vararg and pname ~= "...") then names[#names + 1] = pname end
   end
   if rtype ~= "nil" then
     local fail = #fn.kinds > 0
@@ -222,7 +226,10 @@ local function language_file(by_name)
   for _, mod in ipairs(doc.language) do
     local global = { global = mod.name == "language" }
     setmetatable(global, { __index = mod })
-    if mod.name ~= "language" then
+    if mod.name == "language" then
+      out[#out + 1] = "---language: " .. mod.title .. ". " .. oneline(mod.intro)
+      out[#out + 1] = ""
+    else
       out[#out + 1] = "---" .. mod.name .. ": " .. mod.title .. (mod.intro and (". " .. oneline(mod.intro)) or "")
       out[#out + 1] = "---@class " .. mod.name
       for _, f in ipairs(mod.fields or {}) do
@@ -268,15 +275,14 @@ end
 -- runbook doc --luals DIR [--as PATH]: writes the files into DIR; .luarc.json names PATH (default
 -- DIR made absolute), for a staged install (DESTDIR) whose files will live elsewhere.
 function M.write(dir, as)
-  if not as then
-    as = dir
-    if dir:sub(1, 1) ~= "/" then
-      local pwd = os.getenv("PWD")
-      as = (pwd or ".") .. "/" .. dir
-    end
-  end
   local q = "'" .. dir:gsub("'", "'\\''") .. "'"
   if not os.execute("mkdir -p -- " .. q) then return nil, "cannot create the directory " .. dir end
+  if not as then   -- DIR, absolute: Lua has no getcwd
+    local p = io.popen("cd -- " .. q .. " && pwd -P")
+    as = p and p:read("l")
+    if p then p:close() end
+    if not as then return nil, "cannot find the absolute path of " .. dir end
+  end
   local written = {}
   for _, f in ipairs(M.files(as)) do
     local path = dir .. "/" .. f[1]
