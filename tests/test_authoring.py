@@ -366,3 +366,14 @@ def test_luals_definitions_are_valid_and_complete(t):
         expect_in(needle, everything, "the definitions")
     rc, out, err = t.run(["doc", "--luals"])
     expect_rc((rc, out, err), 2, "doc --luals without DIR")
+
+
+def test_runbook_test_runs_the_drills(t):
+    # cert-expiry's drill is standalone (an openssl s_server on 127.0.0.1): no lab to bring up
+    env = {"RUNBOOK_PATH": os.path.join(t.repo, "runbooks")}
+    rc, out, err = t.run(["test", "cert-expiry"], env=env, timeout=60)
+    expect_rc((rc, out, err), 0, "runbook test cert-expiry")
+    expect_in("PASS  check --strict cert-expiry\n", out)
+    expect_in("drill cert-expiry (expiring)", out)
+    expect_in("PASS  drill cert-expiry --mode expiring\n", out)
+    expect_eq(out.splitlines()[-1], "2 passed, 0 failed", "the last line")
