@@ -12,7 +12,9 @@ local function usage(msg)
   return 2
 end
 
+-- A word for /bin/sh, single-quoted (also luals.lua's).
 local function shq(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+M.shq = shq
 
 -- The template. Every part carries a one-line comment; it passes `check --strict` as written.
 local TEMPLATE = [=[
@@ -74,11 +76,7 @@ return runbook {
 }
 ]=]
 
-local function readable(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
-end
+local readable = loader.readable
 
 -- The file `runbook new NAME [PATH]` writes: PATH, PATH/NAME.lua when PATH is a directory, or
 -- runbooks/NAME.lua. The file's stem must be NAME (the loader requires it).

@@ -92,7 +92,11 @@ local function check_one(arg, strict)
     core.out("FAIL  " .. err .. "\n")
     return false
   end
-  local findings = require("lint").run(rb)
+  local lok, findings = pcall(require("lint").run, rb)
+  if not lok then   -- a bug of the linter's, not the runbook's: say so, without a traceback
+    core.out("FAIL  " .. rb.file .. ": the linter could not read it (" .. tostring(findings) .. "); please report this\n")
+    return false
+  end
   local errors, warnings = 0, 0
   for _, f in ipairs(findings) do
     if f.level == "error" then errors = errors + 1 else warnings = warnings + 1 end

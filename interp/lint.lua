@@ -179,19 +179,31 @@ local function finding(out, rule, line, msg) out[#out + 1] = { rule = rule, leve
 
 local CTX_FIELDS = { state = true, dry_run = true, inputs = true, runbook = true }
 
-local function check_jumps(a, out)
-  local ids = {}
-  for _, s in ipairs(a.rb.steps) do ids[#ids + 1] = s.id end
+-- Every ctx:jump(...): { token = the literal id or number (nil: computed), step = the step it names }.
+local function jumps(a)
+  local out = {}
   for i = 1, #a.toks - 2 do
     if tok(a, i, ":") and tok(a, i + 1, "name", "jump") then
       local j = tok(a, i + 2, "(") and i + 3 or i + 2
       local t = a.toks[j]
-      if t and t.type == "string" and not a.rb.by_id[t.value] then
-        finding(out, "unknown-step", t.line, string.format("ctx:jump(%q): no step '%s'%s", t.value, t.value,
-                dsl.suggest(t.value, ids)))
-      elseif t and t.type == "number" and not a.rb.steps[math.tointeger(tonumber(t.value)) or 0] then
-        finding(out, "unknown-step", t.line, string.format("ctx:jump(%s): the runbook has %d steps", t.value, #a.rb.steps))
-      end
+      local literal = t and (t.type == "string" or t.type == "number") and (j == i + 2 or tok(a, j + 1, ")"))
+      local st = literal and (t.type == "string" and a.rb.by_id[t.value] or a.rb.steps[math.tointeger(tonumber(t.value)) or 0])
+      out[#out + 1] = { token = literal and t or nil, step = st or nil }
+    end
+  end
+  return out
+end
+
+local function check_jumps(a, out)
+  local ids = {}
+  for _, s in ipairs(a.rb.steps) do ids[#ids + 1] = s.id end
+  for _, jump in ipairs(a.jumps) do
+    local t = jump.token
+    if t and not jump.step then
+      local msg = t.type == "string"
+        and string.format("ctx:jump(%q): no step '%s'%s", t.value, t.value, dsl.suggest(t.value, ids))
+        or string.format("ctx:jump(%s): the runbook has %d steps", t.value, #a.rb.steps)
+      finding(out, "unknown-step", t.line, msg)
     end
   end
 end
@@ -328,15 +340,9 @@ end
 
 local function check_reachable(a, out)
   local targets = {}
-  for i = 1, #a.toks - 2 do
-    if tok(a, i, ":") and tok(a, i + 1, "name", "jump") then
-      local j = tok(a, i + 2, "(") and i + 3 or i + 2
-      local t = a.toks[j]
-      local literal = t and (t.type == "string" or t.type == "number") and (j == i + 2 or tok(a, j + 1, ")"))
-      if not literal then return end    -- a computed id: any step may be next
-      local st = t.type == "string" and a.rb.by_id[t.value] or a.rb.steps[math.tointeger(tonumber(t.value)) or 0]
-      if st then targets[st.index] = true end
-    end
+  for _, jump in ipairs(a.jumps) do
+    if not jump.token then return end    -- a computed id: any step may be next
+    if jump.step then targets[jump.step.index] = true end
   end
   local reach = {}
   for i, s in ipairs(a.rb.steps) do
@@ -374,6 +380,7 @@ end
 -- The findings of a loaded runbook, by line: { {rule, level, line, message}, ... }.
 function M.run(rb)
   local a = analyse(rb)
+  a.jumps = jumps(a)
   local all, out = {}, {}
   check_jumps(a, all)
   check_ctx_fields(a, all)

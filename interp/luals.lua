@@ -275,7 +275,7 @@ end
 -- runbook doc --luals DIR [--as PATH]: writes the files into DIR; .luarc.json names PATH (default
 -- DIR made absolute), for a staged install (DESTDIR) whose files will live elsewhere.
 function M.write(dir, as)
-  local q = "'" .. dir:gsub("'", "'\\''") .. "'"
+  local q = require("authoring").shq(dir)
   if not os.execute("mkdir -p -- " .. q) then return nil, "cannot create the directory " .. dir end
   if not as then   -- DIR, absolute: Lua has no getcwd
     local p = io.popen("cd -- " .. q .. " && pwd -P")
