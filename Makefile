@@ -114,6 +114,7 @@ install: runbook
 	install -m 0755 runbook $(DESTDIR)$(PREFIX)/bin/runbook
 	install -m 0644 $(MODS) $(DESTDIR)$(LIBDIR)/
 	install -m 0644 runbooks/*.lua $(DESTDIR)$(SHARE)/runbooks/
+	./runbook doc --luals $(DESTDIR)$(SHARE)/luals --as $(SHARE)/luals >/dev/null
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/runbook

@@ -269,6 +269,7 @@ after a timeout; connect again", "closed"`. A query error returns `nil, "pg.quer
     functions = {
       {
         name = "pg.connect",
+        rtype = "pg.conn",
         call = "pg.connect(url_or_conninfo, { OPTIONS })",
         summary = "Opens a connection from a `postgresql://` URL or a `key=value` string (libpq's syntax). " ..
                   "Several hosts (`postgresql://h1,h2:5433/db`, `host=h1,h2 port=5432,5433`) are tried in turn, " ..
@@ -490,6 +491,7 @@ connection's own.]],
     functions = {
       {
         name = "redis.connect",
+        rtype = "redis.conn",
         call = "redis.connect(url, { OPTIONS })",
         summary = "Opens a connection from a `redis://` URL (port 6379 and db 0 by default), or to a unix " ..
                   "socket: `unix://[:password@]/path/to/redis.sock[?db=N]`.",
@@ -516,6 +518,7 @@ connection's own.]],
       },
       {
         name = "redis.call",
+        rtype = "any",
         call = "conn:call(cmd, arg..., { OPTIONS })",
         summary = "Runs a command that the server says cannot write; any other raises an error naming " ..
                   "`conn:action(...)` (`help(redis)` says which commands a probe may run).",
@@ -526,6 +529,7 @@ connection's own.]],
       },
       {
         name = "redis.action",
+        rtype = "any",
         call = "conn:action(cmd, arg..., { OPTIONS })",
         summary = "Runs any command through the action gate: shown (passwords as `***`) and confirmed first. " ..
                   "`FLUSHDB` and `FLUSHALL` are irreversible: their keys are counted and shown, and the target " ..
@@ -616,6 +620,7 @@ connection's own.]],
       },
       {
         name = "redis.llen",
+        rtype = "integer",
         call = "conn:llen(key, { OPTIONS })",
         summary = "The length of a list: how many jobs wait in a queue.",
         options = { { "timeout", "", "deadline" } },
@@ -738,6 +743,7 @@ is not http:// or https://, an empty query or an unknown option raise.]],
     functions = {
       {
         name = "prometheus.query",
+        rtype = "number",
         call = "prometheus.query(base_url, promql, { OPTIONS })",
         summary = "Evaluates a PromQL expression now and returns its value, a number. The answer must be a " ..
                   "scalar or an instant vector of exactly one series (aggregate it: `sum(...)`, `max(...)`).",
@@ -812,11 +818,37 @@ through the gate and wait until it answers; check that it is back, with its heal
   },
 }
 
+------------------------------------------------------------------------------------------ types
+-- For editors (`runbook doc --luals`, luals.lua): the Lua type of each parameter name used in the
+-- `call`s above and of the options whose default does not say it (a default `10` is a number,
+-- `false` a boolean, `"memory"` a string, `{}` a table; a deadline is `number|string`). An entry's
+-- `rtype` is the type of its first result when that is not the table its `returns` describes.
+M.types = {
+  params = { path = "string", regex = "string", host = "string", port = "integer", url = "string",
+             url_or_conninfo = "string", url_or_host = "string", sql = "string", params = "any[]?",
+             pid = "integer", cmd = "string", section = "string?", key = "string", base_url = "string",
+             promql = "string" },
+  options = { summary = "string", target = "string", blast = "string", cwd = "string", pattern = "string",
+              older_than = "number|string", path = "string", match = "string", ca = "string",
+              contains = "string", body = "string", url = "string", method = "string", state = "string",
+              expect = "integer|integer[]|string", json = "table", env = "table<string, string>",
+              headers = "table<string, string>", application_name = "string", connect_timeout = "number|string",
+              sslmode = "string", db = "integer", password = "string", user = "string", role = "string",
+              columns = "string[]", table = "string", framework = "string", expected = "string",
+              min = "number|string", older = "number|string", database = "string", samples = "integer",
+              count = "integer", limit = "integer" },
+}
+
+-- The runbook language's own entries: runbook, step, input.*, must, parallel, ctx, fmt, check.
+M.language = require "doc_lang"
+
 ----------------------------------------------------------------------------------------- lookup
 local by_name = {}
-for _, mod in ipairs(M.modules) do
-  by_name[mod.name] = mod
-  for _, fn in ipairs(mod.functions) do by_name[fn.name] = fn end
+for _, list in ipairs({ M.modules, M.language }) do
+  for _, mod in ipairs(list) do
+    by_name[mod.name] = mod
+    for _, fn in ipairs(mod.functions) do by_name[fn.name] = fn end
+  end
 end
 
 -- The entry of "sys.fs" (a function) or "sys" (a module), or nil.
