@@ -769,7 +769,7 @@ through the gate and wait until it answers; check that it is back, with its heal
     functions = {
       {
         name = "recipe.restart",
-        call = "recipe.restart(ctx, { argv, summary, target, ready, ready_what, wait = 60, every = 0.5, timeout })",
+        call = "recipe.restart(ctx, { OPTIONS })",
         summary = "Runs `argv` as an action (shown and confirmed at the gate, like `sh.action`), then polls " ..
                   "`ready()` until it returns a true value, as `ctx:wait_until` does.",
         options = {
@@ -798,7 +798,7 @@ through the gate and wait until it answers; check that it is back, with its heal
       },
       {
         name = "recipe.verify",
-        call = "recipe.verify(ctx, { probe, failed, ok, health, timeout, resolved })",
+        call = "recipe.verify(ctx, { OPTIONS })",
         summary = "Ends the run: escalates with the error when `probe()` returns `nil, err` (prefixed by " ..
                   "`failed`) or the health endpoint fails; otherwise reports both and resolves.",
         options = {
