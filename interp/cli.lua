@@ -167,10 +167,21 @@ end
 function M.lab(args) return require("lab").main(args) end
 function M.repl(args) return require("repl").main(args) end
 
--- runbook doc: the README's Lua API reference; runbook doc NAME: one entry, as help(NAME) shows it.
+-- runbook doc: the README's Lua API reference; runbook doc NAME: one entry, as help(NAME) shows it;
+-- --markdown: doc/lua-api.md; --man 1|7: the man pages (man.lua).
+local MAN_PAGES = { ["1"] = "runbook1", ["7"] = "runbook_lua7" }
+
 function M.doc(args)
   local doc = require "doc"
   if #args == 0 then core.out(doc.markdown()) return EXIT.ok end
+  if args[1] == "--markdown" and #args == 1 then core.out(doc.document()) return EXIT.ok end
+  if args[1] == "--man" then
+    local page = #args == 2 and MAN_PAGES[args[2]]
+    if not page then return usage("doc --man takes 1 (runbook(1)) or 7 (runbook-lua(7))") end
+    core.out(require("man")[page]())
+    return EXIT.ok
+  end
+  if args[1]:find("^%-") then return usage("unknown option " .. args[1] .. " (see 'runbook doc --help')") end
   if #args > 1 then return usage("doc takes at most one name (see 'runbook doc --help')") end
   local entry = doc.find(args[1])
   if not entry then
