@@ -210,10 +210,19 @@ end
 function M.lab(args) return require("lab").main(args) end
 function M.repl(args) return require("repl").main(args) end
 
--- runbook doc: the Lua API reference (doc/lua-api.md); runbook doc NAME: one entry, as help(NAME) shows it.
+-- runbook doc: the whole reference (doc/lua-api.md); runbook doc NAME: one entry, as help(NAME) shows it;
+-- --man 1|7: the man pages (man.lua); --luals DIR: editor definitions (luals.lua).
+local MAN_PAGES = { ["1"] = "runbook1", ["7"] = "runbook_lua7" }
+
 function M.doc(args)
   local doc = require "doc"
-  if #args == 0 then core.out(doc.markdown()) return EXIT.ok end
+  if #args == 0 or (args[1] == "--markdown" and #args == 1) then core.out(doc.document()) return EXIT.ok end
+  if args[1] == "--man" then
+    local page = #args == 2 and MAN_PAGES[args[2]]
+    if not page then return usage("doc --man takes 1 (runbook(1)) or 7 (runbook-lua(7))") end
+    core.out(require("man")[page]())
+    return EXIT.ok
+  end
   if args[1] == "--luals" then
     local dir, as = args[2], nil
     if args[3] == "--as" and args[4] and not args[5] then as = args[4]
@@ -225,6 +234,7 @@ function M.doc(args)
                            "(copy it to your runbooks' directory)\n", #written, dir, dir))
     return EXIT.ok
   end
+  if args[1]:find("^%-") then return usage("unknown option " .. args[1] .. " (see 'runbook doc --help')") end
   if #args > 1 then return usage("doc takes at most one name (see 'runbook doc --help')") end
   local entry = doc.find(args[1])
   if not entry then

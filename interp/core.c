@@ -6,6 +6,7 @@
  * the invariants (redaction, write-before-show, the gate) stay in C.
  */
 #include "gate.h"
+#include "help.h"
 #include "host.h"
 #include "luax.h"
 #include "redact.h"
@@ -177,6 +178,30 @@ static int core_transcript_dir(lua_State *L)
 	if (transcript_default_dir(dir, sizeof dir) != 0)
 		return luax_fail(L, "transcript", "cannot create the transcript directory %s", dir);
 	lua_pushstring(L, dir);
+	return 1;
+}
+
+static void push_help_texts(lua_State *L, const struct help_text *v)
+{
+	lua_newtable(L);
+	for (int i = 0; v[i].name; i++) {
+		lua_createtable(L, 0, 2);
+		luax_setstr(L, "name", v[i].name);
+		luax_setstr(L, "text", v[i].text);
+		lua_rawseti(L, -2, i + 1);
+	}
+}
+
+/* core.help() -> { usage, commands = { {name, text}, ... }, topics = {...} }: the texts of help.c,
+ * for the man page runbook(1) (man.lua). */
+static int core_help(lua_State *L)
+{
+	lua_createtable(L, 0, 3);
+	luax_setstr(L, "usage", help_usage);
+	push_help_texts(L, help_commands);
+	lua_setfield(L, -2, "commands");
+	push_help_texts(L, help_topics);
+	lua_setfield(L, -2, "topics");
 	return 1;
 }
 
@@ -448,7 +473,7 @@ int luaopen_core(lua_State *L)
 		{ "distance", core_distance }, { "modules", core_modules }, { "state_dir", core_state_dir },
 		{ "prefetch", modules_prefetch }, { "module_wait", modules_wait }, { "identity", core_identity },
 		{ "parallel", tasks_parallel },
-		{ "kill", core_kill }, { "free_port", core_free_port }, { "exe", core_exe },
+		{ "kill", core_kill }, { "free_port", core_free_port }, { "exe", core_exe }, { "help", core_help },
 		{ NULL, NULL },
 	};
 	static const luaL_Reg gate_hook_meta[] = { { "__gc", gate_hook_gc }, { "__close", gate_hook_gc }, { NULL, NULL } };

@@ -1,8 +1,8 @@
 -- doc.lua - the Lua API reference of the modules runbooks require (native, or written in Lua like
 -- prometheus.lua): one entry per primitive, and the one source of truth for `help(x)` and
--- `:help name` in the REPL, `runbook doc [NAME]`, and the
--- reference doc/lua-api.md (tests/test_repl.py checks it holds exactly what `runbook doc` prints:
--- after editing this file, run `./runbook doc > doc/lua-api.md`).
+-- `:help name` in the REPL, `runbook doc [NAME]`, doc/lua-api.md and the man page runbook-lua(7)
+-- (man.lua; `make docs` regenerates both, tests/test_docs.py fails while they are stale). It also
+-- holds the guide to writing a runbook (M.guide) that the last two show before the API.
 --
 -- Format. M.modules is a list, in the order the reference shows them, of
 --   { name = "sh",                      -- the require name, also the REPL global
@@ -842,6 +842,124 @@ M.types = {
 -- The runbook language's own entries: runbook, step, input.*, must, parallel, ctx, fmt, check.
 M.language = require "doc_lang"
 
+-------------------------------------------------------------------------------------- the guide
+-- Writing a runbook, before the API in doc/lua-api.md and runbook-lua(7): sections of Markdown (paragraphs,
+-- `code`, ```lua blocks) and, for the step context, rows of a two-column table.
+M.guide = {
+  {
+    title = "Writing a runbook",
+    text = [[A runbook is a Lua file that returns `runbook { ... }`. The top level only declares: loading a runbook
+(for `list`, `show`, `check`) touches nothing, and primitives refuse to run at load time. Probes look and
+run freely, bounded in time; actions change things and run only once the operator has confirmed them at
+the gate. Runbooks are found by name on the search path (see `runbook help files`), or given as a file.
+
+```lua
+-- runbooks/example.lua
+local sh  = require "sh"
+local sys = require "sys"
+
+return runbook {
+  name     = "example",                       -- must match the file name
+  summary  = "What this runbook is for",
+  severity = "SEV3",                          -- SEV1..SEV4 or P0..P3
+  inputs = {
+    path    = input.path     { default = "/", help = "filesystem to look at" },
+    limit   = input.int      { default = 90, min = 1, max = 100 },
+    restart = input.argv     { default = { "systemctl", "restart", "myapp" } },
+    api     = input.url      { env = "API_URL", default = "http://127.0.0.1:8080" },
+    token   = input.secret   { env = "API_TOKEN" },
+    wait    = input.duration { default = "30s" },       -- the value is seconds
+  },
+
+  step "space" {
+    title   = "How full is the filesystem?",
+    explain = "Shown under the title, before the step runs.",
+    run = function(ctx)
+      local fs = must(sys.fs(ctx.path))        -- must() turns nil, err into a step failure
+      if fs.used_pct >= ctx.limit then
+        ctx:finding("%s is %s full", fs.mount, fmt.pct(fs.used_pct))
+        return ctx:jump("restart")
+      end
+      ctx:ok("%s free", fmt.bytes(fs.avail))
+    end,
+  },
+
+  step "restart" {
+    title = "Restart the service",
+    run = function(ctx)
+      must(sh.action(ctx.restart))             -- asks first; a declined action skips the step
+      must(ctx:wait_until("the service answers", function()
+        local r = sh.read { "curl", "-fsS", ctx.api, quiet = true }
+        return r and r.ok
+      end, { timeout = ctx.wait, every = 1 }))
+      return ctx:resolved("restarted")
+    end,
+  },
+}
+```
+
+Rules: unknown keys are errors (`titel`, `timout`), reading or assigning an undefined global raises,
+and validation names the file and the field (`example.lua: step 2 ('restart') has no title`).
+Inputs are set as `name=value` on the command line, else from their `env` variable, else the default.
+`input.secret` values and passwords inside `input.url` values are redacted everywhere (terminal,
+transcript, error messages), as is the password in any URL or after `password=`.
+
+Runbooks run in a sandbox: no `io`, `os.execute`, `package`, `debug`, `loadfile`/`dofile`,
+`string.dump`, binary chunks or C modules. `require` gives only the modules of the API below.]],
+  },
+  {
+    title = "The step context `ctx`",
+    text = [[Each step's `run` gets the context of the run, and the sandbox has a few helpers besides the modules:]],
+    rows = {
+      { "`ctx.<input>`", "the input's value" },
+      { "`ctx.state`", "a table shared by all steps of the run" },
+      { "`ctx.dry_run`", "true under `--dry-run`" },
+      { "`ctx:ok(fmt, ...)` / `ctx:finding(fmt, ...)` / `ctx:note(fmt, ...)`",
+        "report (✔ / ✖ / ·), recorded in the transcript" },
+      { "`ctx:show(text)`", "print a block, e.g. `fmt.table(...)`" },
+      { "`ctx:jump(id)`", "continue at step `id` after this one (`return ctx:jump(\"x\")`)" },
+      { "`ctx:resolved(msg)` / `ctx:escalate(msg)`", "end the run with that outcome (exit 0 / 3)" },
+      { "`ctx:update(status, text)`", "a status update (`investigating`, `identified`, `monitoring`, " ..
+        "`resolved`): shown, recorded, posted to the sinks configured in config.lua" },
+      { "`ctx:wait_until(desc, fn, { timeout = 60, every = 1 })`", "poll `fn` until truthy; `nil, err, \"timeout\"` otherwise" },
+      { "`ctx:check(label, value, { warn, crit, format })`", "judge a measurement against thresholds: shows " ..
+        "`OK` / `WARNING` / `CRITICAL` / `UNKNOWN` in colour, records a `check` audit record, returns the status" },
+      { "`check.judge(value, { warn, crit })`", "the same judgement without output: status, reason" },
+      { "`parallel(tasks, { limit = 50 })`", "run a table of functions at once (see below)" },
+      { "`must(v, err)`", "`v`, or a step failure with `err`" },
+      { "`fmt.bytes(n)`, `fmt.pct(n)`, `fmt.ms(n)`, `fmt.duration(s)`, `fmt.count(n)`, `fmt.table(rows, cols)`",
+        "formatting" },
+    },
+  },
+  {
+    title = "Thresholds",
+    text = [[Thresholds use the range syntax of the monitoring plugins (Nagios, Icinga, check_postgres), so that a
+runbook's numbers read like the alert's: `10` alerts outside 0..10, `10:` below 10, `~:10` above 10,
+`10:20` outside 10..20, `@10:20` inside 10..20 (bounds inclusive). Critical wins over warning; a value
+that is not a number is `UNKNOWN`.]],
+  },
+  {
+    title = "Parallel tasks",
+    text = [[`parallel { name = function() ... end, ... }` runs its tasks from one thread: whenever a primitive
+waits on a socket or a command, its task yields and the others run, so checking 200 endpoints costs
+about the slowest one. `sys.fs`, `sys.tail`, `sys.grep`, `sys.deleted_open`, the walks
+(`sys.largest`, `sys.files`) and `sys.filesystems` yield too while a worker does their file system
+calls, so a hung mount costs only its own task the deadline, and `sys.processes` while it waits out
+its `sample`. The result has the task's keys, each `{ value = first result }` or `{ err, kind }` (a task
+that returned `nil, err, kind` or raised), with `ms`. One task's failure does not stop the others;
+Ctrl-C stops them all.]],
+  },
+  {
+    title = "Durations, patterns and errors",
+    text = [[Durations everywhere are seconds as a number, or a string with a unit: `500ms`, `2s`, `5m`, `1h`, `7d`.
+The regular expressions of `sys.grep` are POSIX extended ones written in Lua strings, where a backslash is
+doubled: `"\\[error\\]"` is the regex `\[error\]`, a literal `[error]` as in nginx's error log.
+Expected failures return `nil, "<what> <target>: <cause>", kind`; mistakes (wrong types, unknown
+options) raise. Every primitive has a deadline (its `timeout`, capped by `--timeout`), and Ctrl-C stops
+the call in progress.]],
+  },
+}
+
 ----------------------------------------------------------------------------------------- lookup
 local by_name = {}
 for _, list in ipairs({ M.modules, M.language }) do
@@ -907,8 +1025,6 @@ function M.text(entry)
 end
 
 ------------------------------------------------------------------------- doc/lua-api.md
-M.BEGIN = "<!-- Generated by `runbook doc` from interp/doc.lua: edit that file, not this section. -->"
-M.END = "<!-- End of the generated API reference. -->"
 
 local function md_cell(s) return (s:gsub("|", "\\|")) end
 
@@ -936,10 +1052,7 @@ local function md_function(fn, out)
   out[#out + 1] = ""
 end
 
--- The reference in Markdown (doc/lua-api.md), markers included.
-function M.markdown()
-  local out = { "## Lua API reference", "", M.BEGIN, "",
-    "Every primitive below is also documented in the REPL: `help(sh.read)` or `:help sh.read`.", "" }
+local function md_modules(out)
   for _, mod in ipairs(M.modules) do
     out[#out + 1] = "### `" .. mod.name .. "`: " .. mod.title
     out[#out + 1] = ""
@@ -947,8 +1060,31 @@ function M.markdown()
     for _, fn in ipairs(mod.functions) do md_function(fn, out) end
     if mod.notes then out[#out + 1] = mod.notes; out[#out + 1] = "" end
   end
-  out[#out + 1] = M.END
-  return table.concat(out, "\n") .. "\n"
+end
+
+-- doc/lua-api.md (`runbook doc`): the guide, then the reference.
+function M.document()
+  local out = { "# runbook: writing runbooks, and the Lua API", "",
+    "<!-- Generated by `runbook doc` from interp/doc.lua: edit that file, then run `make docs`. -->", "",
+    "Also as a man page, `man runbook-lua`, and in the REPL: `help(sh.read)` or `:help sh.read`.", "" }
+  for _, section in ipairs(M.guide) do
+    out[#out + 1] = "## " .. section.title
+    out[#out + 1] = ""
+    out[#out + 1] = section.text
+    out[#out + 1] = ""
+    if section.rows then
+      out[#out + 1] = "| | |"
+      out[#out + 1] = "|---|---|"
+      for _, row in ipairs(section.rows) do
+        out[#out + 1] = "| " .. md_cell(row[1]) .. " | " .. md_cell(row[2]) .. " |"
+      end
+      out[#out + 1] = ""
+    end
+  end
+  out[#out + 1] = "## Lua API reference"
+  out[#out + 1] = ""
+  md_modules(out)
+  return (table.concat(out, "\n"):gsub("\n+$", "")) .. "\n"
 end
 
 return M
