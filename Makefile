@@ -26,7 +26,7 @@ LDLIBS  = $(shell pkg-config --libs $(CORE_PKGS) 2>/dev/null) -lm
 LIBDIR  := $(PREFIX)/lib/runbook
 ASAN    := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-MOD_SRC := stdlib/pg.c stdlib/pg_conninfo.c stdlib/pg_engine.c stdlib/pg_probes.c stdlib/pg_service.c \
+MOD_SRC := stdlib/pg.c stdlib/pg_conninfo.c stdlib/pg_engine.c stdlib/pg_probes.c stdlib/pg_actions.c stdlib/pg_service.c \
            stdlib/redis.c stdlib/redis_engine.c stdlib/redis_commands.c stdlib/redis_probes.c \
            stdlib/http.c stdlib/http_request.c stdlib/http_transfer.c stdlib/http_result.c \
            interp/lineedit.c
