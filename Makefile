@@ -27,7 +27,7 @@ LIBDIR  := $(PREFIX)/lib/runbook
 ASAN    := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 MOD_SRC := stdlib/pg.c stdlib/pg_probes.c stdlib/pg_service.c stdlib/redis.c stdlib/redis_probes.c stdlib/http.c \
-           stdlib/pg_readonly.c \
+           stdlib/pg_readonly.c stdlib/redis_guard.c stdlib/redis_scan.c \
            interp/lineedit.c
 SRC     := $(filter-out $(MOD_SRC),$(wildcard interp/*.c) $(wildcard stdlib/*.c) $(wildcard lab/*.c))
 # The Lua halves of every part: the interpreter, its incident tools, the lab, the Lua modules of stdlib.
