@@ -135,9 +135,10 @@ static void check_sql(struct check *c, const char *sql, bool top);
 static void judge(struct check *c, char kind, const char *schema, const char *name)
 {
 	lua_State *L = c->L;
+	int entry = lua_gettop(L);
 	bool found = false;
 	lua_pushnil(L);
-	while (!c->kind && lua_next(L, -2)) {
+	while (!c->kind && lua_next(L, entry)) {
 		const char *nsp = lua_tostring(L, -2);
 		if (nsp && (!schema || strcmp(schema, nsp) == 0)) {
 			found = true;
@@ -161,8 +162,9 @@ static void judge(struct check *c, char kind, const char *schema, const char *na
 					       nsp, name);
 			}
 		}
-		lua_pop(L, 1);
+		lua_settop(L, entry + 1);   /* the key, for lua_next */
 	}
+	lua_settop(L, entry);
 	if (!found && kind == 'f' && !c->kind)
 		refuse(c, "42883", "function %s%s%s() does not exist (pg_proc has no function of that name)",
 		       schema ? schema : "", schema ? "." : "", name);
@@ -183,23 +185,21 @@ static void use_name(struct check *c, char kind, const char *schema, const char 
 		refuse(c, "refused", "%s() assigns the transaction an ID, which is not a read", name);
 		return;
 	}
+	int top = lua_gettop(L);
 	char key[NAME_MAX_LEN + 2];
 	snprintf(key, sizeof key, "%c:%s", kind, name);
+	luaL_checkstack(L, 8, "checking a query");
 	if (lua_getfield(L, c->cache, key) == LUA_TTABLE) {
-		luaL_checkstack(L, 8, "checking a query");
 		judge(c, kind, schema, name);
 	} else if (lua_getfield(L, c->wanted, key) == LUA_TNIL) {
-		lua_pop(L, 1);
 		if (++c->nwanted > MAX_WANTED) {
 			refuse(c, "refused", "the query uses more than %d different names", MAX_WANTED);
-			lua_pushnil(L);
 		} else {
 			lua_pushboolean(L, 1);
 			lua_setfield(L, c->wanted, key);
-			lua_pushnil(L);
 		}
 	}
-	lua_pop(L, 1);
+	lua_settop(L, top);
 }
 
 /* A qualified name given as a list of String nodes at idx: [catalog.][schema.]name. */
