@@ -7,6 +7,8 @@
 
 #include "pg.h"
 
+#pragma GCC visibility push(hidden)   /* shared by the parts of pg only: not visible to other objects */
+
 /* conn:query, with the handle at index 1, the SQL at 2 and its parameters at 3, its op pushed with
  * that statement: refuses the op (op->kind set: "refused", "42601", "42883") when the SQL is not a
  * read; else queues the catalogue look-up the check still needs, or the statement itself. */
@@ -20,5 +22,7 @@ int pg_readonly_stage(lua_State *L, struct pg_op *op);
 /* conn:exec may have created or changed functions and views: the handle at idx forgets what it
  * learned of them. */
 void pg_readonly_forget(lua_State *L, int idx);
+
+#pragma GCC visibility pop
 
 #endif

@@ -7,6 +7,8 @@
 
 #include "redis.h"
 
+#pragma GCC visibility push(hidden)   /* shared by the parts of redis only: not visible to other objects */
+
 /* A probe's refusal that needs no server: scripts and functions (actions), KEYS (conn:scan). The
  * reason, or NULL. */
 const char *redis_guard_refusal(const struct redis_args *a);
@@ -17,5 +19,7 @@ const char *redis_guard_verdict(const redisReply *info);
 
 /* Adds conn:scan to the table of methods on top. */
 void redis_scan_register(lua_State *L);
+
+#pragma GCC visibility pop
 
 #endif
