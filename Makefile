@@ -6,7 +6,7 @@ CC      ?= cc
 PKGS    := lua5.4 lua5.4-cjson libpq hiredis libcurl libedit
 
 # Debian packages: what building needs, and what the tests need on top.
-DEPS_BUILD := gcc make pkg-config liblua5.4-dev lua-cjson-dev libpq-dev libhiredis-dev libcurl4-openssl-dev libedit-dev
+DEPS_BUILD := gcc make pkg-config liblua5.4-dev lua-cjson-dev libpq-dev libhiredis-dev libcurl4-openssl-dev libedit-dev libpg-query-dev
 DEPS_TEST  := python3 util-linux postgresql redis-server openssl prometheus man-db groff-base
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
@@ -27,7 +27,9 @@ LIBDIR  := $(PREFIX)/lib/runbook
 ASAN    := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 MOD_SRC := stdlib/pg.c stdlib/pg_conninfo.c stdlib/pg_engine.c stdlib/pg_probes.c stdlib/pg_actions.c stdlib/pg_service.c \
+           stdlib/pg_readonly.c \
            stdlib/redis.c stdlib/redis_engine.c stdlib/redis_commands.c stdlib/redis_probes.c \
+           stdlib/redis_guard.c stdlib/redis_scan.c \
            stdlib/http.c stdlib/http_request.c stdlib/http_transfer.c stdlib/http_result.c \
            interp/lineedit.c
 SRC     := $(filter-out $(MOD_SRC),$(wildcard interp/*.c) $(wildcard stdlib/*.c) $(wildcard lab/*.c))
@@ -51,7 +53,8 @@ runbook-asan: $(OBJ_ASAN) $(MODS_ASAN)
 # A module NAME is NAME.c and NAME_*.c, linked with its library.
 mod_objs = $(patsubst %.c,$(1)/%.o,$(foreach f,$(MOD_SRC),$(if $(filter $(2) $(2)_%,$(basename $(notdir $(f)))),$(f))))
 mod_pkg  = $(or $(word 2,$(subst :, ,$(filter $(1):%,pg:libpq redis:hiredis http:libcurl lineedit:libedit))),$(error no library for module $(1)))
-mod_libs = $(shell pkg-config --libs $(call mod_pkg,$(1)) 2>/dev/null)
+# libpg_query (PostgreSQL's parser, which checks conn:query's SQL) has no pkg-config file in Debian 12.
+mod_libs = $(shell pkg-config --libs $(call mod_pkg,$(1)) 2>/dev/null) $(if $(filter pg,$(1)),-lpg_query)
 
 .SECONDEXPANSION:
 obj/modules/%.so: $$(call mod_objs,obj,$$*)

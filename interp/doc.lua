@@ -307,13 +307,24 @@ after a timeout; connect again", "closed"`. A query error returns `nil, "pg.quer
       {
         name = "pg.query",
         call = "conn:query(sql, params, { OPTIONS })",
-        summary = "Runs one statement in a READ ONLY transaction. `params` is an array for `$1, $2, ...` " ..
-                  "(`params.n` when it ends with nils).",
+        summary = "Runs one read in a READ ONLY transaction. `params` is an array for `$1, $2, ...` " ..
+                  "(`params.n` when it ends with nils). Before anything is sent, PostgreSQL's own parser " ..
+                  "(libpg_query) checks the SQL: one `SELECT`/`WITH`/`VALUES`/`TABLE`/`SHOW`, or `EXPLAIN` " ..
+                  "without `ANALYZE`; no data-modifying `WITH`, `SELECT INTO` or `FOR UPDATE/SHARE`; every " ..
+                  "function and operator it names, and every view it reads (followed to its definition), " ..
+                  "non-volatile in `pg_proc` (looked up on the connection within the deadline, kept for its " ..
+                  "later calls until a `conn:exec`) or one of the read-only volatile functions: clocks and " ..
+                  "`random`, `pg_sleep`, WAL positions (`pg_current_wal_lsn`, ...), `pg_blocking_pids` and " ..
+                  "`pg_lock_status`, sizes (`pg_database_size`, `pg_relation_size`, ...), statistics, the " ..
+                  "server's own directories (`pg_ls_waldir`, ...). Anything else (`pg_terminate_backend`, " ..
+                  "`pg_advisory_lock`, `set_config`, `nextval`, `pg_read_file`, `dblink`, `COPY`, a VOLATILE " ..
+                  "function of yours, ...) returns `nil, \"... refused before sending: <what>; to run it, use " ..
+                  "conn:exec(...)\", \"refused\"`. doc/probes.md has the list and what is not checked.",
         options = {
-          { "timeout", "10", "deadline (" .. DURATION .. ")" },
+          { "timeout", "10", "deadline, the check's catalogue look-up included (" .. DURATION .. ")" },
         },
         returns = "`{ {column = value, ...}, ..., columns = {names}, rows = n, ms }`",
-        kinds = { "timeout", "interrupted", "reset", "closed", "SQLSTATE" },
+        kinds = { "refused", "timeout", "interrupted", "reset", "closed", "SQLSTATE (42601 syntax, 42883 no such function)" },
         example = [[conn:query("SELECT datname, numbackends FROM pg_stat_database WHERE numbackends > $1", { 0 })]],
       },
       {
@@ -479,10 +490,13 @@ concurrently inside `parallel`. URLs are `redis://[user:password@]host:port[/db]
 arrays as tables (with `n`), an error reply as `nil, "<what> host:port/db: <message>", <its code word>`
 (`WRONGTYPE`, `ERR`, ...). Targets read `host:port/db`; the password is redacted everywhere (the gate shows
 `AUTH ***`). The methods of a connection are documented under `redis.<method>` (`help("redis.call")`).]],
-    notes = [[A probe cannot write: `conn:call` asks the server (`COMMAND INFO`, once per command and connection;
-`config|get` for a subcommand) and raises, naming `conn:action(...)`, for a command flagged `write`, `pubsub`
-or `admin` (except reads such as `CONFIG GET`, `SLOWLOG GET`, `CLIENT LIST`, `LATENCY LATEST`, `MEMORY STATS`,
-`INFO`) and for scripts the server cannot vouch for (`EVAL`, `FCALL`; `EVAL_RO` is fine). Commands that change
+    notes = [[A probe cannot write nor hold the server: `conn:call` asks the server (`COMMAND INFO`, once per command
+and connection; `config|get` for a subcommand) and raises, naming `conn:action(...)`, for a command flagged
+`write`, `pubsub` or `admin`, or filed under `@dangerous` (its ACL categories; Redis 7.0's list when the server
+reports none), except reads such as `INFO`, `CONFIG GET`, `SLOWLOG GET/LEN`, `CLIENT LIST/INFO`, `LATENCY ...`,
+`MEMORY STATS/USAGE`, `LASTSAVE`, `ROLE`, `MODULE LIST`. Scripts and functions (`EVAL`, `EVAL_RO`, `EVALSHA*`,
+`FCALL*`, `FUNCTION ...`, `SCRIPT ...`) are actions: a script runs to its end whatever the deadline. `KEYS` is
+refused: `conn:scan` is the bounded walk (doc/probes.md). Commands that change
 what the connection is (`SELECT`, `SUBSCRIBE`, `MONITOR`, `HELLO`, `QUIT`, ...) are refused by both forms. After
 a timeout, Ctrl-C, an I/O or a protocol error the connection is dropped and later calls return `nil, "...
 connection was closed after a timeout; connect again", "closed"`. A handle serves one task at a time: inside
@@ -520,8 +534,9 @@ connection's own.]],
         name = "redis.call",
         rtype = "any",
         call = "conn:call(cmd, arg..., { OPTIONS })",
-        summary = "Runs a command that the server says cannot write; any other raises an error naming " ..
-                  "`conn:action(...)` (`help(redis)` says which commands a probe may run).",
+        summary = "Runs a command that the server says cannot write and that is not `@dangerous` (but for the " ..
+                  "allowlisted reads) nor a script; any other raises an error naming `conn:action(...)` " ..
+                  "(`help(redis)` says which commands a probe may run).",
         options = { { "timeout", "", "deadline (default: the connection's)" } },
         returns = "the reply: string, integer, nil or table; an error reply is `nil, err, code`",
         kinds = { "timeout", "interrupted", "reset", "protocol", "closed", "auth", "CODE" },
@@ -617,6 +632,23 @@ connection's own.]],
         returns = "`{ {db, keys, expires, avg_ttl}, ..., keys, expires }` (the totals)",
         kinds = { "timeout", "interrupted", "reset", "closed", "CODE" },
         example = [[conn:keyspace().keys]],
+      },
+      {
+        name = "redis.scan",
+        call = "conn:scan({ OPTIONS })",
+        summary = "The keys matching a pattern, by a SCAN walk that replaces `KEYS` (refused in a probe): the " ..
+                  "server serves others between its calls, and the walk stops at `limit` keys or before a call " ..
+                  "would outlast the deadline (the connection stays usable). Each key is listed once.",
+        options = {
+          { "match", "", "a glob pattern (`session:*`)" },
+          { "type", "", "only keys of this type (`string`, `list`, `hash`, ...)" },
+          { "count", "1000", "SCAN's COUNT: how much of the keyspace one call visits (1..100000)" },
+          { "limit", "10000", "stop after this many keys (1..1000000)" },
+          { "timeout", "", "deadline of the whole walk (default: the connection's)" },
+        },
+        returns = "`{ \"key\", ..., n, truncated, stopped = \"limit\" | \"deadline\" | nil, scans, ms }`",
+        kinds = { "timeout", "interrupted", "reset", "closed", "protocol", "CODE" },
+        example = [[conn:scan { match = "session:*", limit = 1000, timeout = 5 }]],
       },
       {
         name = "redis.llen",
