@@ -14,7 +14,9 @@
 #include "sched.h"
 #include "tasks.h"
 #include "term.h"
+#include "tool.h"
 #include "transcript.h"
+#include "witness.h"
 #include "modules.h"
 #include "users.h"
 
@@ -168,6 +170,24 @@ static int core_transcript_close(lua_State *L)
 	if (transcript_close(luaL_optstring(L, 1, "{}"), head) != 0)
 		return luax_fail(L, "transcript", "cannot finish transcript %s", transcript_path());
 	lua_pushstring(L, head);
+	return 1;
+}
+
+/* core.sign_key(FILE or nil): the key that signs the transcript's checkpoints (witness.h). */
+static int core_sign_key(lua_State *L)
+{
+	witness_set_key(luaL_optstring(L, 1, NULL));
+	return 0;
+}
+
+/* core.witness_statement(id, lines, head): the text a checkpoint's signature covers. */
+static int core_witness_statement(lua_State *L)
+{
+	char buf[256];
+	if (witness_statement(buf, sizeof buf, luaL_checkstring(L, 1), (long)luaL_checkinteger(L, 2),
+	                      luaL_checkstring(L, 3)) < 0)
+		return luaL_error(L, "witness_statement: too long");
+	lua_pushstring(L, buf);
 	return 1;
 }
 
@@ -449,6 +469,7 @@ int luaopen_core(lua_State *L)
 		{ "prefetch", modules_prefetch }, { "module_wait", modules_wait }, { "identity", core_identity },
 		{ "parallel", tasks_parallel },
 		{ "kill", core_kill }, { "free_port", core_free_port }, { "exe", core_exe },
+		{ "tool", tool_lua }, { "sign_key", core_sign_key }, { "witness_statement", core_witness_statement },
 		{ NULL, NULL },
 	};
 	static const luaL_Reg gate_hook_meta[] = { { "__gc", gate_hook_gc }, { "__close", gate_hook_gc }, { NULL, NULL } };
