@@ -218,6 +218,9 @@ function M.unlock(args) return require("lock").unlock(args) end
 function M.drill(args) return require("drill").main(args) end
 
 function M.main(argv)
+  -- A secret on the command line (token=..., a URL with a password) is masked from the start;
+  -- main.c has already blanked it out of /proc/PID/cmdline.
+  for _, a in ipairs(argv) do core.learn_secrets(a) end
   local cmd = argv[1]
   local rest = table.move(argv, 2, #argv, 1, {})
   local fn = M[cmd]

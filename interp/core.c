@@ -62,6 +62,15 @@ static int core_secret(lua_State *L)
 	return 0;
 }
 
+/* core.learn_secrets(text): registers the secrets recognised by their form in text (redact.h). */
+static int core_learn_secrets(lua_State *L)
+{
+	size_t n;
+	const char *s = luaL_checklstring(L, 1, &n);
+	redact_learn(s, n);
+	return 0;
+}
+
 static int core_prompt(lua_State *L)
 {
 	char line[1024];
@@ -452,6 +461,7 @@ int luaopen_core(lua_State *L)
 {
 	static const luaL_Reg fns[] = {
 		{ "out", core_out }, { "err", core_err }, { "redact", core_redact }, { "secret", core_secret },
+		{ "learn_secrets", core_learn_secrets },
 		{ "prompt", core_prompt }, { "interactive", core_interactive }, { "color", core_color },
 		{ "now", core_now }, { "sleep", core_sleep }, { "interrupts", core_interrupts },
 		{ "terminated", core_terminated }, { "clear_interrupt", core_clear_interrupt },
