@@ -74,6 +74,7 @@ local function read_file(path)
   f:close()
   return data
 end
+M.read_file = read_file   -- data, or nil and why
 
 -- The file's whole lines (a torn last line is left out).
 function M.whole_lines(data)

@@ -467,6 +467,7 @@ local function open_transcript(run, opts, rb, inputs)
     dry_run = opts.dry_run and true or false, auto = false, version = core.version, session = run.session,
     inputs = shown,
   }))
+  core.sign_key(require("witness").sign_key(nil, (require("incident").load_config())))   -- env, config.lua
   local ok, err = core.transcript_open(path, header)
   if not ok then return nil, err end
   audit("session_start", { runbook = name, session = run.session, user = id.user, repl = true })

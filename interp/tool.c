@@ -1,5 +1,6 @@
 /* tool.c - see tool.h. */
 #include "tool.h"
+#include "sched.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -97,7 +98,8 @@ void tool_run(const char *const *argv, const char *in, size_t inlen, int timeout
 		close(pin[1]);
 	size_t sent = 0;
 	long long deadline = now_ms() + timeout_ms;
-	bool timed_out = false;
+	bool timed_out = false, interrupted = false;
+	int presses = sched_interrupts();
 	while (fds[0] >= 0 || fds[1] >= 0 || fds[2] >= 0) {
 		long long left = deadline - now_ms();
 		if (left <= 0) {
@@ -106,6 +108,10 @@ void tool_run(const char *const *argv, const char *in, size_t inlen, int timeout
 		}
 		struct pollfd p[3] = { { fds[0], POLLOUT, 0 }, { fds[1], POLLIN, 0 }, { fds[2], POLLIN, 0 } };
 		int n = poll(p, 3, (int)left);
+		if (sched_interrupts() != presses || sched_terminated()) {   /* Ctrl-C, SIGTERM: stop waiting */
+			interrupted = true;
+			break;
+		}
 		if (n < 0 && errno != EINTR)
 			break;
 		if (n <= 0)
@@ -138,13 +144,14 @@ void tool_run(const char *const *argv, const char *in, size_t inlen, int timeout
 	for (int i = 0; i < 3; i++)
 		if (fds[i] >= 0)
 			close(fds[i]);
-	if (timed_out)
+	if (timed_out || interrupted)
 		kill(-pid, SIGKILL), kill(pid, SIGKILL);
-	int st = 0;
-	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+	int st = 0, w;
+	while ((w = waitpid(pid, &st, 0)) < 0 && errno == EINTR)
 		;
-	if (timed_out) {
-		snprintf(r->why, sizeof r->why, "%s did not finish within %d ms", argv[0], timeout_ms);
+	if (timed_out || interrupted || w < 0) {
+		snprintf(r->why, sizeof r->why, timed_out ? "%s did not finish within %d ms" : interrupted ? "%s was interrupted"
+		         : "%s could not be waited for", argv[0], timeout_ms);
 		return;
 	}
 	r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);

@@ -39,13 +39,7 @@ function M.allowed_signers(opt, cfg)
   return a and expand(a) or (config_dir() .. "/allowed_signers")
 end
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local data = f:read("a")
-  f:close()
-  return data
-end
+local read_file = require("audit").read_file
 
 local function first_line(s) return (tostring(s or ""):match("^%s*([^\n]*)")) end
 
