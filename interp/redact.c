@@ -134,8 +134,8 @@ static bool value_span(const char *in, size_t n, size_t v, bool quoted_only, siz
 		*ve = j;
 	}
 	size_t len = *ve - *vs;
-	/* Placeholders in usage messages ("pass token=VALUE") and what is already masked. */
-	if (len == 0 || (len == 5 && memcmp(in + *vs, "VALUE", 5) == 0) ||
+	/* Placeholders ("pass token=VALUE", "Bearer ...") and what is already masked. */
+	if (len == 0 || (len == 5 && memcmp(in + *vs, "VALUE", 5) == 0) || (len == 3 && memcmp(in + *vs, "...", 3) == 0) ||
 	    (len == strlen(REDACTED) && memcmp(in + *vs, REDACTED, len) == 0))
 		return false;
 	return true;
@@ -143,7 +143,8 @@ static bool value_span(const char *in, size_t n, size_t v, bool quoted_only, siz
 
 /* At in[i], the start of a name: the span of its secret value, if the name is one and has one.
  *   name=value, name = 'va lue', name: "value" (JSON, YAML, Lua), ?token=..&, PGPASSWORD=...
- *   PASSWORD 'value' (SQL: ALTER ROLE, CREATE USER), requirepass value, masterauth value (Redis) */
+ *   PASSWORD 'value' (SQL: ALTER ROLE, CREATE USER), requirepass value, masterauth value (Redis),
+ *   --password value, --token value (an option and its argument), Bearer token */
 static bool named_value(const char *in, size_t n, size_t i, size_t *name_end, size_t *vs, size_t *ve)
 {
 	size_t j = i;
@@ -153,7 +154,8 @@ static bool named_value(const char *in, size_t n, size_t i, size_t *name_end, si
 	const char *name = in + i;
 	size_t len = j - i;
 	bool redis = name_is(name, len, "requirepass") || name_is(name, len, "masterauth");
-	if (!secret_name(name, len) && !redis)
+	bool bearer = name_is(name, len, "bearer");
+	if (!secret_name(name, len) && !redis && !bearer)
 		return false;
 	size_t k = j;
 	if (k < n && (in[k] == '"' || in[k] == '\''))   /* the closing quote of a quoted key */
@@ -169,7 +171,8 @@ static bool named_value(const char *in, size_t n, size_t i, size_t *name_end, si
 		return false;
 	if (ends_with(name, len, "password") && (in[k] == '\'' || (in[k] == 'E' && k + 1 < n && in[k + 1] == '\'')))
 		return value_span(in, n, in[k] == 'E' ? k + 1 : k, true, vs, ve);
-	if (redis)
+	/* requirepass VALUE, Bearer TOKEN, and an option's separate argument: --password VALUE */
+	if (redis || bearer || (name[0] == '-' && in[k] != '-'))
 		return value_span(in, n, k, false, vs, ve);
 	return false;
 }

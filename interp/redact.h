@@ -6,7 +6,8 @@
  * name that says it is a secret (password, passwd, secret, token, apikey anywhere in the name:
  * PGPASSWORD=, ?access_token=, client_secret: "..."; pass, pwd, auth, api_key, access_key,
  * private_key, signature, credentials after _ or -, or alone), as name=value, name = 'quoted',
- * name: "quoted"; SQL's PASSWORD '...'; Redis' requirepass/masterauth VALUE; and every string
+ * name: "quoted", --name VALUE; SQL's PASSWORD '...'; Redis' requirepass/masterauth VALUE;
+ * Bearer TOKEN; and every string
  * registered as secret (inputs of type secret, and what redact_learn recognised where values
  * entered: inputs, the command line, the REPL's lines).
  */

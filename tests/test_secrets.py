@@ -11,7 +11,7 @@ from sessions import Reader, finish
 
 CANARIES = ("CANARYq1", "CANARYq2", "CANARY sp4", "CANARYsp5", "CANARYarg6", "CANARYenv1", "CANARYenv2",
             "CANARYjson3", "CANARYrds1", "CANARYsql1", "CANARYsql2", "CANARYrepl1", "CANARYrepl2", "CANARYdef6",
-            "CANARYdef7", "CANARYopt8")
+            "CANARYdef7", "CANARYopt8", "CANARYflag9", "CANARYbear10")
 
 
 def nowhere(texts):
@@ -44,6 +44,7 @@ step "a" { title = "Call the API", run = function(ctx)
   ctx:note("the password alone: %%s, the other: %%s", ctx.dsn:match("'(.-)'"), ctx.other:match("= (%%S+)"))
   must(sh.read { "sh", "-c", "echo PGPASSWORD=CANARYenv1; echo 'export MYSQL_PWD=CANARYenv2'; echo '{\\"client_secret\\": \\"CANARYjson3\\"}'" })
   must(sh.read { "sh", "-c", "echo waiting; cat %(fifo)s", timeout = 30 })
+  must(sh.read { "echo", "mysqldump", "--password", "CANARYflag9", "-H", "Authorization: Bearer CANARYbear10" })
   sh.action { "redis-cli", "CONFIG", "SET", "requirepass", "CANARYrds1", summary = "set the redis password" }
 end },'''
 
@@ -73,6 +74,7 @@ def test_secrets_entering_by_inputs_and_the_command_line_appear_nowhere(t):
     expect_in("the password alone: ***, the other: ***", out)
     expect_in("PGPASSWORD=***", out)
     expect_in("requirepass ***", out)
+    expect_in("--password *** -H Authorization: Bearer ***", out)
     header, _, _ = t.read_transcript(tr)
     expect_in("token=***", header["runbook"]["inputs"]["endpoint"])
     expect_in("token=***", lock, "the lock file names the target, masked")
