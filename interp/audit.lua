@@ -74,18 +74,56 @@ local function read_file(path)
   f:close()
   return data
 end
+M.read_file = read_file   -- data, or nil and why
 
-function M.verify(path)
+-- The file's whole lines (a torn last line is left out).
+function M.whole_lines(data)
+  local texts = {}
+  for _, l in ipairs(split_lines(data)) do
+    if not l.torn then texts[#texts + 1] = l.text end
+  end
+  return texts
+end
+
+-- opts: allowed_signers (FILE), witness (true: the journal, or a log FILE).
+function M.verify(path, opts)
+  opts = opts or {}
   local data, err = read_file(path)
   if not data then core.err("runbook: cannot read " .. tostring(err) .. "\n") return 2 end
   local status, line, why, facts = M.verify_data(data)
+  local code = 0
   if status == "complete" then
     core.out(string.format("complete: %d lines, %d audit records, exit %s (%s)\nchain head %s\n",
       facts.lines, facts.records, tostring(math.tointeger(facts.last.exit) or facts.last.exit), tostring(facts.last.outcome), facts.head))
-    return 0
+  else
+    core.out(string.format("%s at line %d: %s\n", status, line, why))
+    code = 1
   end
-  core.out(string.format("%s at line %d: %s\n", status, line, why))
-  return 1
+  if status == "invalid" then return code end
+  local witness = require "witness"
+  local texts = M.whole_lines(data)
+  local cfg = require("incident").load_config()
+  local sig = witness.signature(path, texts, witness.allowed_signers(opts.allowed_signers, cfg))
+  if sig.status == "unsigned" then
+    core.out("unsigned: no signature (" .. path .. ".sig): this file is only as trustworthy as whoever could write it\n")
+  elseif sig.status == "bad" then
+    core.out("signature INVALID: " .. sig.why .. "\n")
+    code = 1
+  elseif sig.lines < #texts then
+    core.out(string.format("signed by %s (%s) up to line %d only: lines %d-%d are NOT signed\n", sig.signer,
+                           tostring(sig.key), sig.lines, sig.lines + 1, #texts))
+    if status == "complete" then code = 1 end
+  else
+    core.out(string.format("signed by %s (%s): all %d lines\n", sig.signer, tostring(sig.key), sig.lines))
+  end
+  if opts.witness then
+    local entries, werr = witness.log_entries(opts.witness ~= true and opts.witness or nil)
+    if not entries then core.out("witness: " .. werr .. "\n") return 1 end
+    local ok, text = witness.compare(texts, entries)
+    core.out(text .. "\n")
+    if not ok then code = 1 end
+  end
+  return code
 end
 
 -- Durations as recorded ("12.345") read as "12.3"; a whole number is not "12.0" or "12".

@@ -140,7 +140,8 @@ end
 local EXEC_FLAGS = { ["--dry-run"] = "dry_run", ["--auto"] = "auto", ["--yes"] = "yes", ["--debug"] = "debug" }
 local EXEC_VALUES = { ["--start-at"] = "start_at", ["--timeout"] = "timeout", ["--transcript"] = "transcript",
                       ["--incident"] = "incident", ["--severity"] = "severity", ["--since"] = "since",
-                      ["--impact"] = "impact", ["--resume"] = "resume", ["--lock-timeout"] = "lock_timeout" }
+                      ["--impact"] = "impact", ["--resume"] = "resume", ["--lock-timeout"] = "lock_timeout",
+                      ["--sign-key"] = "sign_key", ["--allowed-signers"] = "allowed_signers" }
 
 local function suggest_flag(flag)
   local best, bestd = nil, 4
@@ -198,13 +199,45 @@ function M.exec(args)
   return engine.exec(rb, opts)
 end
 
+-- transcript verify FILE [--allowed-signers FILE] [--witness [LOGFILE]] | transcript show FILE
+local function verify_args(args)
+  local opts, files, i = {}, {}, 2
+  while i <= #args do
+    local a = args[i]
+    local flag, value = a:match("^(%-%-[%w-]+)=(.*)$")
+    flag = flag or a
+    if flag == "--allowed-signers" then
+      if not value then i = i + 1 value = args[i] end
+      if not value then return nil, "--allowed-signers needs a file" end
+      opts.allowed_signers = value
+    elseif flag == "--witness" then
+      if not value and args[i + 1] and args[i + 1]:sub(1, 1) ~= "-" then i = i + 1 value = args[i] end
+      opts.witness = value or true
+    elseif a:sub(1, 1) == "-" then
+      return nil, "unknown option " .. a .. " (see 'runbook transcript --help')"
+    else
+      files[#files + 1] = a
+    end
+    i = i + 1
+  end
+  -- `verify --witness FILE`: the only file named is the transcript (the witness is the journal).
+  if #files == 0 and type(opts.witness) == "string" then files[1], opts.witness = opts.witness, true end
+  if #files ~= 1 then return nil, "usage: runbook transcript verify FILE [--allowed-signers FILE] [--witness [LOGFILE]]" end
+  return files[1], opts
+end
+
 function M.transcript(args)
   local sub, file = args[1], args[2]
-  if (sub ~= "verify" and sub ~= "show") or not file or args[3] then
+  local audit = require "audit"
+  if sub == "verify" then
+    local path, opts = verify_args(args)
+    if not path then return usage(opts) end
+    return audit.verify(path, opts)
+  end
+  if sub ~= "show" or not file or args[3] then
     return usage("usage: runbook transcript verify|show FILE")
   end
-  local audit = require "audit"
-  return audit[sub](file)
+  return audit.show(file)
 end
 
 function M.lab(args) return require("lab").main(args) end
@@ -251,6 +284,9 @@ function M.new(args) return require("authoring").new(args) end
 function M.test(args) return require("authoring").test(args) end
 
 function M.main(argv)
+  -- A secret on the command line (token=..., a URL with a password) is masked from the start;
+  -- main.c has already blanked it out of /proc/PID/cmdline.
+  for _, a in ipairs(argv) do core.learn_secrets(a) end
   local cmd = argv[1]
   local rest = table.move(argv, 2, #argv, 1, {})
   local fn = M[cmd]

@@ -15,7 +15,9 @@
 #include "sched.h"
 #include "tasks.h"
 #include "term.h"
+#include "tool.h"
 #include "transcript.h"
+#include "witness.h"
 #include "modules.h"
 #include "users.h"
 
@@ -58,6 +60,15 @@ static int core_redact(lua_State *L)
 static int core_secret(lua_State *L)
 {
 	redact_add_secret(luaL_checkstring(L, 1));
+	return 0;
+}
+
+/* core.learn_secrets(text): registers the secrets recognised by their form in text (redact.h). */
+static int core_learn_secrets(lua_State *L)
+{
+	size_t n;
+	const char *s = luaL_checklstring(L, 1, &n);
+	redact_learn(s, n);
 	return 0;
 }
 
@@ -169,6 +180,24 @@ static int core_transcript_close(lua_State *L)
 	if (transcript_close(luaL_optstring(L, 1, "{}"), head) != 0)
 		return luax_fail(L, "transcript", "cannot finish transcript %s", transcript_path());
 	lua_pushstring(L, head);
+	return 1;
+}
+
+/* core.sign_key(FILE or nil): the key that signs the transcript's checkpoints (witness.h). */
+static int core_sign_key(lua_State *L)
+{
+	witness_set_key(luaL_optstring(L, 1, NULL));
+	return 0;
+}
+
+/* core.witness_statement(id, lines, head): the text a checkpoint's signature covers. */
+static int core_witness_statement(lua_State *L)
+{
+	char buf[256];
+	if (witness_statement(buf, sizeof buf, luaL_checkstring(L, 1), (long)luaL_checkinteger(L, 2),
+	                      luaL_checkstring(L, 3)) < 0)
+		return luaL_error(L, "witness_statement: too long");
+	lua_pushstring(L, buf);
 	return 1;
 }
 
@@ -457,6 +486,7 @@ int luaopen_core(lua_State *L)
 {
 	static const luaL_Reg fns[] = {
 		{ "out", core_out }, { "err", core_err }, { "redact", core_redact }, { "secret", core_secret },
+		{ "learn_secrets", core_learn_secrets },
 		{ "prompt", core_prompt }, { "interactive", core_interactive }, { "color", core_color },
 		{ "now", core_now }, { "sleep", core_sleep }, { "interrupts", core_interrupts },
 		{ "terminated", core_terminated }, { "clear_interrupt", core_clear_interrupt },
@@ -474,6 +504,7 @@ int luaopen_core(lua_State *L)
 		{ "prefetch", modules_prefetch }, { "module_wait", modules_wait }, { "identity", core_identity },
 		{ "parallel", tasks_parallel },
 		{ "kill", core_kill }, { "free_port", core_free_port }, { "exe", core_exe }, { "help", core_help },
+		{ "tool", tool_lua }, { "sign_key", core_sign_key }, { "witness_statement", core_witness_statement },
 		{ NULL, NULL },
 	};
 	static const luaL_Reg gate_hook_meta[] = { { "__gc", gate_hook_gc }, { "__close", gate_hook_gc }, { NULL, NULL } };

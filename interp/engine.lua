@@ -342,6 +342,7 @@ function M.exec(rb, opts)
   }
   for k, v in pairs(hooks:header_fields()) do fields[k] = v end
   local header = core.redact(json(fields))
+  core.sign_key(require("witness").sign_key(opts.sign_key, hooks.cfg))
   local ok, terr = core.transcript_open(path, header)
   if not ok then hooks:finish() core.err("runbook: " .. terr .. "\n") return EXIT.usage end
 

@@ -69,7 +69,12 @@ static int audit_confirm(const char *answer, const char *how)
 	jb_close(&b);
 	int r = transcript_audit("confirm", b.p);
 	jb_free(&b);
-	return r == 0 ? transcript_sync() : -1;
+	if (r == 0 && transcript_sync() == 0) {
+		if (strcmp(answer, "yes") == 0)
+			transcript_checkpoint("confirm");   /* signed and logged before the action runs */
+		return 0;
+	}
+	return -1;
 }
 
 static void show_plan(const struct gate_plan *p)

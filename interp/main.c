@@ -15,7 +15,9 @@
 #include "tasks.h"
 #include "term.h"
 
+#include <ctype.h>
 #include <lauxlib.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -35,6 +37,22 @@ static bool wants_help(int argc, char **argv)
 	return false;
 }
 
+/* After Lua has its copy: the value of every name=value argument (the inputs, secrets among them)
+ * is overwritten in place, so that /proc/PID/cmdline (ps, anyone on the host) no longer shows it. */
+static void hide_input_values(int argc, char **argv)
+{
+	for (int i = 2; i < argc; i++) {
+		char *a = argv[i], *eq = strchr(a, '=');
+		if (!eq || a[0] == '-' || eq == a)
+			continue;
+		bool name = true;
+		for (char *c = a; c < eq; c++)
+			name = name && (isalnum((unsigned char)*c) || *c == '_');
+		if (name)
+			memset(eq + 1, '*', strlen(eq + 1));
+	}
+}
+
 static int run_lua(int argc, char **argv)
 {
 	lua_State *L = host_new();
@@ -52,6 +70,7 @@ static int run_lua(int argc, char **argv)
 			lua_pushstring(L, argv[i]);
 			lua_rawseti(L, -2, i);
 		}
+		hide_input_values(argc, argv);
 		if (host_call(L, 1, 1) == LUA_OK)
 			code = (int)luaL_optinteger(L, -1, EXIT_INTERNAL);
 		else

@@ -353,7 +353,7 @@ local function try(label, url, opts)
 end
 try("refused", "postgresql://runbook:x@127.0.0.1:%(closed)d/app")
 try("badauth", "postgresql://runbook:wrong@127.0.0.1:%(port)d/app")
-try("nopassword", "postgresql://runbook@127.0.0.1:%(port)d/app")
+try("passwordless", "postgresql://runbook@127.0.0.1:%(port)d/app")
 try("nodb", "postgresql://runbook:%(pw)s@127.0.0.1:%(port)d/nope")
 try("dns", "postgresql://runbook:x@no-such-host.invalid:%(port)d/app", { timeout = 5 })
 try("byname", "postgresql://runbook:%(pw)s@localhost:%(port)d/app")
@@ -366,7 +366,7 @@ emit("byname_query", must(c:query("SELECT 1 AS one"))[1].one)''' % {"closed": cl
     if "badauth" not in v:
         fail("no badauth in:\n" + out)
     expect_eq(v["badauth"], 'nil|pg.connect %s: password authentication failed for user "runbook"|auth' % pg.target())
-    expect_eq(v["nopassword"].split("|")[2], "auth")
+    expect_eq(v["passwordless"].split("|")[2], "auth")
     expect_eq(v["nodb"], 'nil|pg.connect %s: database "nope" does not exist|3D000' % pg.target("nope"))
     expect_eq(v["dns"].split("|")[2], "dns")
     expect_in("pg.connect no-such-host.invalid:%d/app: cannot resolve no-such-host.invalid" % pg.port, v["dns"])

@@ -463,6 +463,7 @@ step "one" { title = "One", run = function(ctx) ctx:note("one ran") end },''')
     p.expect(r"(?m)^one> ")
     p.sendline("2 + 40")
     p.expect(r"\n42\n")
+    p.expect(r"(?m)^one> ")                        # typed ahead of the prompt, a line can be flushed
     p.sendline(":continue")
     p.expect(MENU)
     p.sendline("")

@@ -232,7 +232,14 @@ function M.load_config(path)
   local data, err = run_data(path, src)
   if not data then return nil, err end
   local ok, verr = pcall(function()
-    M.check_keys(data, { "severities", "status" }, path)
+    M.check_keys(data, { "severities", "status", "signing" }, path)
+    if data.signing ~= nil then   -- see interp/witness.lua
+      M.check_keys(data.signing, { "key", "allowed_signers" }, path .. ": signing")
+      for k, v in pairs(data.signing) do
+        if type(v) ~= "string" or v == "" then bad(path .. ": signing." .. k, "must be a file name") end
+      end
+      cfg.signing = data.signing
+    end
     if data.severities ~= nil then
       if type(data.severities) ~= "table" then bad(path .. ": severities", "must be a table of NAME = { ... }") end
       for name, spec in pairs(data.severities) do
