@@ -80,6 +80,14 @@ static int core_prompt(lua_State *L)
 
 static int core_interactive(lua_State *L) { lua_pushboolean(L, term_interactive()); return 1; }
 static int core_color(lua_State *L) { lua_pushboolean(L, term_color()); return 1; }
+/* The program's own colour sequence for an SGR code ("1", "31"): the one kind of escape the
+ * output path lets through (see term_style). */
+static int core_style(lua_State *L)
+{
+	char buf[64];
+	lua_pushstring(L, term_style(luaL_checkstring(L, 1), buf, sizeof buf));
+	return 1;
+}
 static int core_now(lua_State *L) { lua_pushnumber(L, sched_now_precise()); return 1; }
 
 static int core_sleep(lua_State *L)
@@ -432,7 +440,7 @@ int luaopen_core(lua_State *L)
 {
 	static const luaL_Reg fns[] = {
 		{ "out", core_out }, { "err", core_err }, { "redact", core_redact }, { "secret", core_secret },
-		{ "prompt", core_prompt }, { "interactive", core_interactive }, { "color", core_color },
+		{ "prompt", core_prompt }, { "interactive", core_interactive }, { "color", core_color }, { "style", core_style },
 		{ "now", core_now }, { "sleep", core_sleep }, { "interrupts", core_interrupts },
 		{ "terminated", core_terminated }, { "clear_interrupt", core_clear_interrupt },
 		{ "set_cap", core_set_cap }, { "duration", core_duration },

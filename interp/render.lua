@@ -5,7 +5,8 @@ local core = require "core"
 local M = {}
 
 local color = core.color()
-local function paint(code, s) return color and ("\27[" .. code .. "m" .. s .. "\27[0m") or s end
+-- The program's own colours (core.style): the only escape sequences the output path lets through.
+local function paint(code, s) return color and (core.style(code) .. s .. core.style("0")) or s end
 M.bold   = function(s) return paint("1", s) end
 M.dim    = function(s) return paint("2", s) end
 M.red    = function(s) return paint("31", s) end

@@ -242,8 +242,8 @@ static void hold(struct capture *cap, const char *s, size_t n)
  * where the lines of several commands mix, the prefix names the task's key. */
 static void show_line(struct capture *cap)
 {
-	char prefix[96];
-	snprintf(prefix, sizeof prefix, "%s%s%s%s", term_color() ? "    \033[2m│\033[0m " : "    │ ",
+	char prefix[160], dim[32], off[32];
+	snprintf(prefix, sizeof prefix, "    %s│%s %s%s%s", term_style("2", dim, sizeof dim), term_style("0", off, sizeof off),
 	         cap->label ? "[" : "", cap->label ? cap->label : "", cap->label ? "] " : "");
 	size_t plen = strlen(prefix);
 	char *out = malloc(plen + cap->line_len + 1);
