@@ -136,8 +136,8 @@ static size_t own_style(const char *s, size_t n)
  * What the terminal is given: text exactly as it is, except what a terminal would act on instead
  * of showing, which is shown as an escape: \r, \x1b (ESC, so no CSI/OSC sequence: no erase-line,
  * no title, no clipboard), other C0 controls and DEL as \xNN, C1 controls and bidi overrides as
- * \u009b, bytes that are not UTF-8 as \xNN. Newline and tab pass; the program's own colours
- * (term_style) are the only escape sequences written.
+ * \u009b, a byte that is not UTF-8 as U+FFFD (the transcript's convention). Newline and tab
+ * pass; the program's own colours (term_style) are the only escape sequences written.
  */
 static char *visible(const char *s, size_t n, size_t *out_len)
 {
@@ -164,8 +164,8 @@ static char *visible(const char *s, size_t n, size_t *out_len)
 		} else {
 			unsigned cp = 0;
 			size_t len = utf8_seq((const unsigned char *)s + i, n - i, &cp);
-			if (len == 0) {
-				p += sprintf(p, "\\x%02x", c);
+			if (len == 0) {   /* what a UTF-8 terminal shows, and never a C1 control in 8-bit form */
+				p = stpcpy(p, "\xef\xbf\xbd");
 				i++;
 			} else if (hidden_char(cp)) {
 				p += sprintf(p, "\\u%04x", cp);

@@ -9,8 +9,10 @@
  *     -> result | { dry_run = true, argv } | nil, err, kind
  *
  * argv is an array, never a shell string, unless shell = true (then argv[1] is run by /bin/sh -c).
- * The child gets its own process group, stdin from /dev/null and the default signal dispositions.
- * At the deadline the group gets SIGTERM, then SIGKILL after `grace`. Ctrl-C does the same at
+ * The child gets its own session (no controlling terminal: nothing it starts can type into the
+ * operator's terminal), stdin from /dev/null and the default signal dispositions. At the deadline
+ * its process group gets SIGTERM, then SIGKILL after `grace`. When it ends, whatever it left
+ * behind (background jobs, daemons) is killed with it (stdlib/leftovers.h). Ctrl-C does the same at
  * once. A leader still there a second after SIGKILL is stuck in the kernel and left behind.
  * Output is streamed live (unless quiet) and captured up to max_output per stream. The command is a
  * state machine (interp/tasks.h): inside parallel() its task yields while it runs.
@@ -21,6 +23,7 @@
  */
 #include "gate.h"
 #include "host.h"
+#include "leftovers.h"
 #include "luax.h"
 #include "modules.h"
 #include "sched.h"
@@ -348,8 +351,7 @@ static int spawn(const struct command *c, pid_t *pid, int *out_fd, int *err_fd)
 	sigaddset(&defaults, SIGHUP);
 	posix_spawnattr_setsigmask(&attr, &none);
 	posix_spawnattr_setsigdefault(&attr, &defaults);
-	posix_spawnattr_setpgroup(&attr, 0);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
 	int r = posix_spawnp(pid, c->argv[0], &fa, &attr, (char *const *)c->argv, c->envp ? c->envp : environ);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&attr);
@@ -467,6 +469,7 @@ static bool run_over(struct run_op *op)
 	close_fd(&op->fds[0]);
 	close_fd(&op->fds[1]);
 	close_fd(&op->pidfd);
+	leftovers_ended(op->pgid);
 	reap(op->pgid, op->o.timed_out || op->o.interrupted, &op->o);
 	op->o.ms = sched_now_precise() - op->t0;
 	if (op->o.out.line_len)
@@ -690,6 +693,7 @@ static void run_start(struct run_op *op, const char *label)
 		op->o.ms = sched_now_precise() - op->t0;
 		return;
 	}
+	leftovers_started(op->pgid);
 	op->pidfd = pidfd_open(op->pgid);
 	op->deadline = sched_deadline(op->c.timeout_ms);
 	op->phase = RUNNING;

@@ -88,3 +88,146 @@ def test_control_characters_without_a_terminal(t):
     expect_not_in("\x1b", out + err, "raw ESC without a terminal")
     expect_in("live " + PAYLOADS["cr_erase"][1], out)
     expect_in("not run: no terminal", out)
+
+
+# ------------------------------------------------------------------ class 3: only the operator answers
+ASK = r"Type yes to run it, or n to skip: "
+
+# Left behind by a probe: waits until told the runbook's pid, then types "yes\n" into the terminal
+# (TIOCSTI), the one it controls or, failing that, the runbook's own; says how it went.
+INJECTOR = r'''
+import fcntl, os, sys, termios
+fifo, result = sys.argv[1], sys.argv[2]
+with open(fifo) as f:
+    pid = int(f.read().strip())
+how = []
+for path in ("/dev/tty", "/proc/%d/fd/0" % pid):
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
+    except OSError as e:
+        how.append("%s: %s" % (path, e.strerror))
+        continue
+    try:
+        for c in b"yes\n":
+            fcntl.ioctl(fd, termios.TIOCSTI, bytes([c]))
+        how.append("injected through " + path)
+        break
+    except OSError as e:
+        how.append("%s: TIOCSTI %s" % (path, e.strerror))
+with open(result, "w") as f:
+    f.write("; ".join(how))
+'''
+
+
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def kill_later(t, pids):
+    def kill():
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    t.on_cleanup(kill)
+
+
+def read_fifo(path, timeout=10):
+    import select
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        data, deadline = b"", time.monotonic() + timeout
+        while True:
+            r, _, _ = select.select([fd], [], [], max(0, deadline - time.monotonic()))
+            if not r:
+                fail("nothing came through %s within %ss" % (path, timeout))
+            chunk = os.read(fd, 4096)
+            if not chunk and data:
+                return data.decode()
+            data += chunk
+    finally:
+        os.close(fd)
+
+
+def test_a_probes_leftover_cannot_answer_the_gate(t):
+    t.write("inject.py", INJECTOR)
+    fifo, result = t.mkfifo("go"), t.mkfifo("result")
+    t.runbook("inject", '''
+step "s" { title = "Step", run = function(ctx)
+  local r = sh.read { "sh", "-c", "python3 inject.py go result </dev/null >/dev/null 2>&1 & echo $!" }
+  ctx:note("helper " .. r.stdout)
+  sh.action { "touch", "pwned", summary = "create the file pwned" }
+end },''')
+    tr = t.path("i.cast")
+    p = t.pty(["exec", "inject", "--auto", "--transcript", tr])
+    pid = int(p.expect(r"helper (\d+)").group(1))
+    kill_later(t, [pid])
+    p.expect(ASK)
+    if alive(pid):
+        # Today's build: the probe's background process is still there while the gate asks.
+        t.release(fifo, b"%d\n" % p.proc.pid)
+        how = read_fifo(result)
+        if how.startswith("injected"):
+            p.expect(r"create the file pwned|exit|✔|·", timeout=10)
+            p.wait()
+        fail("a process left behind by sh.read was still running while the gate asked (%s); the "
+             "action %s" % (how, "RAN: the runbook answered its own gate" if os.path.exists(t.path("pwned"))
+                            else "did not run"))
+    p.sendline("n")
+    p.expect(r"Declined\. ")
+    p.sendline("s")
+    p.wait()
+    if os.path.exists(t.path("pwned")):
+        fail("the action ran without the operator's yes")
+    _, _, records = t.read_transcript(tr)
+    expect_eq([(r["answer"], r["how"]) for r in records if r["type"] == "confirm"],
+              [("declined", "typed no")], "confirm records")
+
+
+def test_commands_have_no_terminal_and_their_own_session(t):
+    t.runbook("tty", '''
+step "s" { title = "Step", run = function(ctx)
+  local r = sh.read { "python3", "-c", [[
+import os
+try:
+    os.close(os.open("/dev/tty", os.O_RDWR)); tty = "has a terminal"
+except OSError as e:
+    tty = "no terminal"
+print("session", "own" if os.getsid(0) == os.getpid() else "shared", tty, "stdin", os.readlink("/proc/self/fd/0"))
+]] }
+  ctx:note(r.stdout)
+end },''')
+    p = t.pty(["exec", "tty", "--auto"])
+    p.wait()
+    expect_in("session own no terminal stdin /dev/null", p.text)
+
+
+def test_leftovers_end_with_their_command(t):
+    """Background jobs, a double fork and a setsid'd daemon: none survives the command."""
+    t.runbook("left", '''
+step "s" { title = "Step", run = function(ctx)
+  local r = sh.read { "sh", "-c", [[
+sleep 300 </dev/null >/dev/null 2>&1 & echo $!
+(sleep 301 </dev/null >/dev/null 2>&1 & echo $!) 
+setsid sh -c 'sleep 302 </dev/null >/dev/null 2>&1 & echo $!' </dev/null
+]] }
+  ctx:note("pids " .. r.stdout:gsub("%s+", " "))
+  local again = sh.read { "sh", "-c", "for p in " .. r.stdout:gsub("%s+", " ") ..
+                          "; do kill -0 $p 2>/dev/null && echo alive $p; done; true" }
+  ctx:note("after: " .. again.stdout:gsub("%s+", " "))
+end },''')
+    rc, out, err = t.run(["exec", "left", "--auto"])
+    m = re.search(r"pids ([\d ]+)", out)
+    if not m:
+        fail("no pids in:\n" + out + err)
+    pids = [int(x) for x in m.group(1).split()]
+    kill_later(t, pids)
+    expect_eq(len(pids), 3, "pids printed")
+    expect_in("after:\n", out, "the note of the second command")
+    expect_not_in("alive", out, "leftovers alive when the next command ran")
+    expect_eq([p for p in pids if alive(p)], [], "leftovers alive after the run")
