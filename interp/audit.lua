@@ -67,17 +67,16 @@ function M.verify_data(data)
   return "complete", nil, nil, { lines = #lines, records = seq, head = head, header = header, last = ended }
 end
 
-local function read_file(path)
-  local f, err = io.open(path, "rb")
-  if not f then return nil, err end
-  local data = f:read("a")
-  f:close()
-  return data
-end
+local MAX_TRANSCRIPT = 256 * 1024 * 1024
+M.MAX_TRANSCRIPT = MAX_TRANSCRIPT
+
+-- A transcript's bytes, or nil and "cannot read PATH: why" (only a regular file).
+local function read_file(path) return core.read_file(path, MAX_TRANSCRIPT) end
+M.read_file = read_file
 
 function M.verify(path)
   local data, err = read_file(path)
-  if not data then core.err("runbook: cannot read " .. tostring(err) .. "\n") return 2 end
+  if not data then core.err("runbook: " .. err .. "\n") return 2 end
   local status, line, why, facts = M.verify_data(data)
   if status == "complete" then
     core.out(string.format("complete: %d lines, %d audit records, exit %s (%s)\nchain head %s\n",
@@ -93,7 +92,29 @@ local function millis(v)
   return type(v) == "number" and string.format("%.1f", v) or tostring(v)
 end
 
+-- The fields shown as text, as text: a transcript is untrusted input, and a field of another type
+-- (a number, a table, a JSON null) must not stop `show` or `timeline`.
+local TEXT_FIELDS = { "summary", "target", "primitive", "outcome", "answer", "how", "user", "tty", "label",
+  "status", "level", "text", "title", "message", "runbook", "session", "input", "result", "warn", "crit",
+  "step", "type", "ts", "name", "host", "started", "incident", "severity", "by", "file" }
+
+function M.as_text(rec)
+  local out = {}
+  for k, v in pairs(rec) do out[k] = v end
+  for _, k in ipairs(TEXT_FIELDS) do
+    local v = out[k]
+    if type(v) == "table" then
+      local ok, s = pcall(cjson.encode, v)
+      out[k] = ok and s or "?"
+    elseif v ~= nil and type(v) ~= "string" then
+      out[k] = (type(v) == "number" or type(v) == "boolean") and tostring(v) or nil
+    end
+  end
+  return out
+end
+
 local function describe(rec)
+  rec = M.as_text(rec)
   local t = rec.type
   if t == "probe" then
     return string.format("%s %s → %s%s (%s ms)", rec.primitive or "?", rec.target or "", rec.outcome or "?",
@@ -134,7 +155,7 @@ end
 
 function M.show(path)
   local data, err = read_file(path)
-  if not data then core.err("runbook: cannot read " .. tostring(err) .. "\n") return 2 end
+  if not data then core.err("runbook: " .. err .. "\n") return 2 end
   local lines = split_lines(data)
   local header = lines[1] and decode(lines[1].text)
   if type(header) ~= "table" or type(header.runbook) ~= "table" then
@@ -148,7 +169,8 @@ function M.show(path)
   for i = 2, #lines do
     local ev = decode(lines[i].text)
     if type(ev) == "table" and ev[2] == "a" then
-      local rec = decode(ev[3]) or {}
+      local rec = decode(ev[3])
+      rec = M.as_text(type(rec) == "table" and rec or {})
       local ts = type(rec.ts) == "string" and rec.ts:match("T([%d:.]+)") or "?"
       core.out(string.format("%-12s %-14s %-13s %s\n", ts, tostring(rec.step or ""), tostring(rec.type), describe(rec)))
     end

@@ -12,8 +12,11 @@
 #include "sched.h"
 #include "tasks.h"
 #include "term.h"
+#include "transcript.h"
 
+#include <errno.h>
 #include <lauxlib.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -73,10 +76,14 @@ static const struct { const char *name, *help; } commands[] = {
 	          "  --resume FILE      continue the session of that transcript: done steps are re-checked,\n"
 	          "                     confirmed actions are never repeated (NAME may then be left out)\n"
 	          "  --lock-timeout DUR wait this long for a session holding the same runbook and target (default 0)\n"
+	          "  --memory-limit SIZE  the most memory the runbook's Lua may use (default 1G, or\n"
+	          "                     $RUNBOOK_MEMORY_LIMIT): past it the run ends, its transcript closed\n"
 	          "  name=value         set an input (see `runbook show NAME`); inputs also read their env variable\n\n"
 	          "At each step: Enter runs it, s skips, j jumps to another step, r opens the REPL (see\n"
 	          "'runbook help repl'), u posts a status update (with --incident), q quits.\n"
 	          "Ctrl-C stops the call in progress and returns to the step menu; Ctrl-C at the menu ends the run.\n"
+	          "A second Ctrl-C, or a SIGTERM, not honoured within 1 s (a call running inside C) ends the process\n"
+	          "at once, the transcript closed by a record saying so (outcome \"killed\", exit 5).\n"
 	          "Without a terminal and without --yes, no action runs: it is recorded as declined.\n\n"
 	          "exit codes: 0 completed or resolved, 1 a step failed, 2 usage error, 3 escalated,\n"
 	          "            4 actions declined, 5 aborted by the operator, 6 locked by another session,\n"
@@ -157,14 +164,38 @@ static bool wants_help(int argc, char **argv)
 	return false;
 }
 
+/* The watchdog's last resort (sched.h): the main thread is inside a long C call that no signal
+ * reaches. The transcript is closed by a record saying so (outcome "killed"), then the process
+ * ends, without Lua: its state is in the middle of that call. */
+static void unresponsive(int sig)
+{
+	const char *what = sig == SIGINT ? "a second Ctrl-C" : sig == SIGTERM ? "SIGTERM" : "SIGHUP";
+	char fields[320], line[320];
+	snprintf(fields, sizeof fields, "{\"exit\":%d,\"outcome\":\"killed\",\"message\":\"%s was not honoured "
+	         "within 1 s (a call running inside C): the process was ended there\"}", EXIT_ABORTED, what);
+	bool recorded = transcript_is_open() && !transcript_busy() && transcript_close(fields, NULL) == 0;
+	int n = snprintf(line, sizeof line, "\nrunbook: %s was not honoured within 1 s (a call running inside C, such as "
+	                 "a string.find that backtracks): ended%s\n", what, recorded ? "; the transcript says so" : "");
+	ssize_t w = write(STDERR_FILENO, line, (size_t)n);
+	(void)w;
+	term_restore();
+	_exit(EXIT_ABORTED);
+}
+
 static int run_lua(int argc, char **argv)
 {
+	errno = 0;
 	lua_State *L = host_new();
+	if (!L && errno == EINVAL)
+		return EXIT_USAGE;   /* said by host_new */
 	if (!L) {
 		fprintf(stderr, "runbook: cannot create the Lua state (out of memory)\n");
 		return EXIT_INTERNAL;
 	}
 	int code = EXIT_INTERNAL;
+	for (int i = 2; i < argc; i++)
+		if (strcmp(argv[i], "--debug") == 0)
+			host_set_debug(true);
 	lua_getglobal(L, "require");
 	lua_pushstring(L, "cli");
 	if (host_call(L, 1, 1) == LUA_OK) {
@@ -231,6 +262,7 @@ int main(int argc, char **argv)
 		return EXIT_OK;
 	}
 	sched_init();
+	sched_on_unresponsive(unresponsive);
 	term_init();
 	int code = run_lua(argc, argv);
 	term_restore();

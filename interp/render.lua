@@ -15,6 +15,16 @@ M.yellow = function(s) return paint("33", s) end
 
 function M.print(s) core.out(s .. "\n") end
 
+-- An error value as text, whatever was raised: a string, a number, an object whose __tostring
+-- works, or one whose __tostring fails or returns something else.
+function M.error_text(e)
+  if type(e) == "string" then return e end
+  local ok, s = pcall(tostring, e)
+  if ok and type(s) == "string" then return s end
+  return string.format("(a %s was raised as an error, and its __tostring failed%s)", type(e),
+    not ok and type(s) == "string" and (": " .. s) or "")
+end
+
 -- fmt: formatting helpers that runbooks use too (fmt.bytes(1.9 * 2^30) == "1.9 GiB").
 local fmt = {}
 M.fmt = fmt
@@ -249,6 +259,7 @@ function render_into(v, out, pad, depth, seen)
     for line in (tostring(v) .. "\n"):gmatch("(.-)\n") do out[#out + 1] = pad .. line end
     return
   end
+  if depth > MAX_DEPTH then out[#out + 1] = pad .. "{ … }" return end   -- arrays of arrays of ...
   seen[v] = true
   if next(v) == nil then out[#out + 1] = pad .. "{}" return end
   if is_rows(v) then

@@ -231,3 +231,166 @@ end },''')
     expect_in("after:\n", out, "the note of the second command")
     expect_not_in("alive", out, "leftovers alive when the next command ran")
     expect_eq([p for p in pids if alive(p)], [], "leftovers alive after the run")
+
+
+# ------------------------------------------------------------------ class 7: nothing runs unstoppable
+# A string.find that backtracks for hours inside C, where no Lua hook runs.
+STUCK_IN_C = '''
+step "s" { title = "Step", run = function(ctx)
+  ctx:note("start")
+  local s = ("a"):rep(100000)
+  ctx:note("found %s", tostring(s:find(("a.-"):rep(12) .. "X")))
+end },'''
+
+
+def cpu_ticks(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])      # utime + stime
+
+
+def wait_inside_c(pid, timeout=20):
+    """Returns once pid has burnt 0.3 s of CPU since the call: the few Lua instructions between the
+    step's "start" and its string.find take microseconds, so it is then inside the find, where no
+    hook runs (a signal sent earlier would be honoured by the hook, which is not what is tested)."""
+    import select
+    start, deadline = cpu_ticks(pid), time.monotonic() + timeout
+    hz = os.sysconf("SC_CLK_TCK")
+    while cpu_ticks(pid) - start < 0.3 * hz:
+        if time.monotonic() > deadline:
+            fail("the step did not get into its string.find within %ss" % timeout)
+        select.select([], [], [], 0.05)   # poll interval, not a synchronisation
+
+
+def last_record(t, tr):
+    _, _, records = t.read_transcript(tr)
+    return records[-1]
+
+
+def expect_killed_record(t, tr, what):
+    rec = last_record(t, tr)
+    expect_eq((rec["type"], rec["outcome"], rec["exit"]), ("session_end", "killed", 5), "the last record")
+    expect_in(what + " was not honoured within 1 s", rec["message"])
+    rc, out, _ = t.run(["transcript", "verify", tr])
+    expect_eq(rc, 0, "transcript verify: " + out)
+    expect_in("exit 5 (killed)", out)
+
+
+def test_sigterm_ends_a_call_stuck_inside_c(t):
+    t.runbook("stuck", STUCK_IN_C)
+    tr = t.path("s.cast")
+    proc = t.spawn(["exec", "stuck", "--auto", "--transcript", tr])
+    line = b""
+    while b"start" not in line:
+        line = proc.stdout.readline()
+        if not line:
+            fail("the run ended before its step started: " + proc.stderr.read().decode())
+    wait_inside_c(proc.pid)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except Exception:
+        fail("SIGTERM did not end a run stuck inside string.find within 15 s")
+    took = time.monotonic() - t0
+    if took > 8:
+        fail("SIGTERM took %.1f s" % took)
+    expect_eq(proc.returncode, 5, "exit code")
+    expect_in("SIGTERM was not honoured within 1 s", proc.stderr.read().decode())
+    expect_killed_record(t, tr, "SIGTERM")
+
+
+def test_second_ctrl_c_ends_a_call_stuck_inside_c(t):
+    t.runbook("stuck", STUCK_IN_C)
+    tr = t.path("c.cast")
+    p = t.pty(["exec", "stuck", "--auto", "--transcript", tr])
+    p.expect(r"· start")
+    wait_inside_c(p.proc.pid)
+    p.ctrl_c()
+    p.ctrl_c()
+    expect_eq(p.wait(timeout=15), 5, "exit code after two Ctrl-C")
+    expect_in("a second Ctrl-C was not honoured within 1 s", p.text)
+    expect_killed_record(t, tr, "a second Ctrl-C")
+
+
+def test_loading_a_runbook_is_bounded(t):
+    t.write("runbooks/loops.lua", "while true do pcall(function() while true do end end) end\n")
+    t.write("runbooks/fine.lua", 'return runbook { name = "fine", summary = "ok", severity = "SEV3" }\n')
+    for args in (["check", "runbooks/loops.lua"], ["show", "loops"], ["exec", "loops", "--auto"]):
+        rc, out, err = t.run(args, timeout=40)
+        expect_in("loops.lua: its top level did not finish", out + err, " ".join(args))
+        expect_eq(rc, 1 if args[0] == "check" else 2, "exit code of " + " ".join(args))
+    rc, out, err = t.run(["list"], timeout=40)
+    expect_eq(rc, 0, "list")
+    expect_in("fine", out)
+    expect_in("invalid: loops.lua: its top level did not finish", out)
+
+
+def test_a_step_that_jumps_to_itself_is_bounded(t):
+    t.runbook("self", '''
+step "a" { title = "A", run = function(ctx) ctx:note("again") return ctx:jump("a") end },''')
+    tr = t.path("self.cast")
+    rc, out, err = t.run(["exec", "self", "--auto", "--transcript", tr], timeout=40)
+    expect_eq(rc, 1, "exit code")
+    expect_in("stopped: step 'a' came round 100 times without an operator", out)
+    rec = last_record(t, tr)
+    expect_eq((rec["type"], rec["outcome"]), ("session_end", "failed"), "the last record")
+    if os.path.getsize(tr) > 1 << 20:
+        fail("the transcript grew to %d bytes" % os.path.getsize(tr))
+
+
+def test_only_regular_files_are_loaded(t):
+    t.runbook("ok", '')
+    os.makedirs(t.path("adir.lua"))
+    fifo = t.mkfifo("fifo.lua")
+    cases = [(["exec", "/dev/zero"], "cannot read /dev/zero: it is a device"),
+             (["exec", fifo], "cannot read %s: it is a FIFO" % fifo),
+             (["exec", "./adir.lua"], "cannot read ./adir.lua: it is a directory"),
+             (["check", fifo], "cannot read %s: it is a FIFO" % fifo),
+             (["show", "./adir.lua"], "cannot read ./adir.lua: it is a directory"),
+             (["transcript", "verify", t.dir], "cannot read %s: it is a directory" % t.dir),
+             (["transcript", "show", fifo], "cannot read %s: it is a FIFO" % fifo),
+             (["timeline", "/dev/zero"], "cannot read /dev/zero: it is a device"),
+             (["exec", "--resume", fifo], "cannot read %s: it is a FIFO" % fifo)]
+    for args, want in cases:
+        rc, out, err = t.run(args, timeout=20)
+        expect_in(want, out + err, " ".join(args))
+        expect_not_in("traceback", out + err, " ".join(args))
+        expect_eq(len((out + err).strip().splitlines()), 1, "one line from " + " ".join(args) + ": " + out + err)
+        expect_eq(rc, 1 if args[0] in ("check", "timeline") else 2, "exit code of " + " ".join(args))
+
+
+def test_memory_limit_ends_the_run_cleanly(t):
+    t.runbook("big", '''
+step "a" { title = "A", run = function(ctx) ctx:note(string.rep("x", 1 << 30)) end },
+step "b" { title = "B", run = function(ctx) ctx:note("b ran") end },''')
+    tr = t.path("big.cast")
+    rc, out, err = t.run(["exec", "big", "--auto", "--transcript", tr], timeout=60)
+    expect_eq(rc, 1, "exit code: " + err)
+    expect_in("needed more memory than its limit (1.0 GiB)", out)
+    expect_not_in("b ran", out)
+    rec = last_record(t, tr)
+    expect_eq((rec["type"], rec["outcome"], rec["message"]), ("session_end", "failed", "the memory limit was reached"),
+              "the last record")
+    # A lower limit, from the environment, against a table that grows: the same clean end.
+    t.runbook("grow", '''
+step "a" { title = "A", run = function(ctx) local t = {} while true do t[#t + 1] = ("y"):rep(1000) .. #t end end },''')
+    rc, out, err = t.run(["exec", "grow", "--auto"], env={"RUNBOOK_MEMORY_LIMIT": "64M"}, timeout=60)
+    expect_eq(rc, 1, "exit code: " + err)
+    expect_in("needed more memory than its limit (64.0 MiB)", out)
+    rc, out, err = t.run(["exec", "grow", "--auto", "--memory-limit", "lots"])
+    expect_eq(rc, 2, "a bad --memory-limit")
+    expect_in("--memory-limit: 'lots' is not a size", err)
+
+
+def test_a_huge_note_is_cut_not_fatal(t):
+    t.runbook("note", '''
+step "a" { title = "A", run = function(ctx) ctx:note(string.rep("x", 1 << 28)) ctx:note("after") end },''')
+    tr = t.path("n.cast")
+    rc, out, err = t.run(["exec", "note", "--auto", "--transcript", tr], env={"RUNBOOK_MEMORY_LIMIT": "2G"}, timeout=90)
+    expect_eq(rc, 0, "exit code: " + err[-2000:])
+    expect_in(" MiB more)", out)
+    expect_in("after", out)
+    if os.path.getsize(tr) > 4 << 20:
+        fail("the transcript holds the whole note: %d bytes" % os.path.getsize(tr))
+test_a_huge_note_is_cut_not_fatal.timeout = 120
