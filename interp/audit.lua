@@ -96,7 +96,9 @@ end
 -- (a number, a table, a JSON null) must not stop `show` or `timeline`.
 local TEXT_FIELDS = { "summary", "target", "primitive", "outcome", "answer", "how", "user", "tty", "label",
   "status", "level", "text", "title", "message", "runbook", "session", "input", "result", "warn", "crit",
-  "step", "type", "ts", "name", "host", "started", "incident", "severity", "by", "file" }
+  "step", "type", "ts", "name", "host", "started", "incident", "severity", "by", "file", "event", "from",
+  "resumed_from", "order" }
+local NUMBER_FIELDS = { "duration_ms", "exit", "seq", "value", "pid", "elapsed_s" }
 
 function M.as_text(rec)
   local out = {}
@@ -109,6 +111,9 @@ function M.as_text(rec)
     elseif v ~= nil and type(v) ~= "string" then
       out[k] = (type(v) == "number" or type(v) == "boolean") and tostring(v) or nil
     end
+  end
+  for _, k in ipairs(NUMBER_FIELDS) do
+    if type(out[k]) ~= "number" then out[k] = tonumber(out[k]) end
   end
   return out
 end

@@ -262,6 +262,22 @@ def wait_inside_c(pid, timeout=20):
         select.select([], [], [], 0.05)   # poll interval, not a synchronisation
 
 
+def wait_delivered(pid, sig, timeout=10):
+    """Returns once sig is no longer pending for pid (its handler ran): two signals sent while
+    the first is still pending are one (standard signals do not queue), and an operator's second
+    Ctrl-C comes after the first was seen."""
+    import select
+    deadline = time.monotonic() + timeout
+    while True:
+        with open("/proc/%d/status" % pid) as f:
+            st = dict(l.split(":", 1) for l in f.read().splitlines() if ":" in l)
+        if not (int(st["ShdPnd"], 16) | int(st["SigPnd"], 16)) & (1 << (sig - 1)):
+            return
+        if time.monotonic() > deadline:
+            fail("signal %d still pending after %ss" % (sig, timeout))
+        select.select([], [], [], 0.01)   # poll interval, not a synchronisation
+
+
 def last_record(t, tr):
     _, _, records = t.read_transcript(tr)
     return records[-1]
@@ -307,6 +323,8 @@ def test_second_ctrl_c_ends_a_call_stuck_inside_c(t):
     p.expect(r"· start")
     wait_inside_c(p.proc.pid)
     p.ctrl_c()
+    p.expect(r"\^C")
+    wait_delivered(p.proc.pid, signal.SIGINT)
     p.ctrl_c()
     expect_eq(p.wait(timeout=15), 5, "exit code after two Ctrl-C")
     expect_in("a second Ctrl-C was not honoured within 1 s", p.text)
@@ -394,3 +412,118 @@ step "a" { title = "A", run = function(ctx) ctx:note(string.rep("x", 1 << 28)) c
     if os.path.getsize(tr) > 4 << 20:
         fail("the transcript holds the whole note: %d bytes" % os.path.getsize(tr))
 test_a_huge_note_is_cut_not_fatal.timeout = 120
+
+
+# ------------------------------------------------------------------ class 8: one clear line, not a traceback
+BAD_TOSTRING = 'setmetatable({}, { __tostring = function() error("tostring exploded") end })'
+
+
+def no_traceback(text, what):
+    expect_not_in("stack traceback", text, what)
+    expect_not_in("engine.lua", text, what)
+
+
+def test_an_error_whose_tostring_fails(t):
+    t.runbook("bad", '''
+step "a" { title = "A", run = function(ctx) error(%s) end },''' % BAD_TOSTRING)
+    tr = t.path("bad.cast")
+    rc, out, err = t.run(["exec", "bad", "--auto", "--transcript", tr])
+    no_traceback(out + err, "exec")
+    expect_eq(rc, 1, "exit code: " + out + err)
+    expect_in("! (a table was raised as an error, and its __tostring failed", out)
+    expect_eq(last_record(t, tr)["outcome"], "failed", "the last record")
+    # At the top level of the file, and at the REPL.
+    t.write("runbooks/top.lua", "error(%s)\n" % BAD_TOSTRING)
+    rc, out, err = t.run(["check", "runbooks/top.lua"])
+    no_traceback(out + err, "check")
+    expect_eq(rc, 1, "check exit code")
+    expect_in("FAIL  top.lua: (a table was raised as an error, and its __tostring failed", out)
+    rc, out, err = t.run(["repl"], stdin="error(%s)\nctx = 1\n" % BAD_TOSTRING)
+    no_traceback(out + err, "repl")
+    expect_in("(a table was raised as an error, and its __tostring failed", out + err)
+
+
+def test_a_deeply_nested_value_at_the_repl(t):
+    rc, out, err = t.run(["repl"], stdin="local t = {} for i = 1, 100000 do t = { t } end return t\nreturn 42\n")
+    no_traceback(out + err, "repl")
+    expect_not_in("internal error", out + err)
+    expect_in("42", out)
+    expect_in("{ … }", out)
+
+
+def test_a_format_error_in_a_note_names_the_runbooks_line(t):
+    t.runbook("fmt", '''
+step "a" { title = "A", run = function(ctx)
+  ctx:note("%%d items", "many")
+end },
+step "b" { title = "B", run = function(ctx) ctx:finding(%s) end },''' % BAD_TOSTRING)
+    rc, out, err = t.run(["exec", "fmt", "--auto"])
+    no_traceback(out + err, "exec")
+    expect_in("fmt.lua:7: ctx:note: bad argument #2 to ctx:note (number expected, got string)", out)
+    rc, out, err = t.run(["exec", "fmt", "--auto", "--start-at", "b"])
+    no_traceback(out + err, "exec")
+    expect_in("fmt.lua:9: ctx:finding: ", out)
+    expect_in("tostring exploded", out)
+
+
+def rechain(lines):
+    """Recomputes the hash chain and the seal of transcript lines (lists of text), as the writer
+    does (interp/transcript.h): the file then verifies, whatever its records say."""
+    import hashlib
+    import json
+    out = [lines[0]]
+    head = hashlib.sha256(lines[0].encode()).hexdigest()
+    for line in lines[1:]:
+        ev = json.loads(line)
+        if ev[1] == "a":
+            rec = json.loads(ev[2])
+            rec.pop("seal", None)
+            rec["prev"] = head
+            body = json.dumps(rec, separators=(",", ":"), ensure_ascii=False)
+            if rec["type"] == "session_end":
+                seal = hashlib.sha256(body.encode()).hexdigest()
+                body = body[:-1] + ',"seal":"%s"}' % seal
+            ev[2] = body
+            line = json.dumps(ev, separators=(",", ":"), ensure_ascii=False)
+        out.append(line)
+        head = hashlib.sha256((head + line).encode()).hexdigest()
+    return out
+
+
+def test_a_transcript_with_wrongly_typed_fields(t):
+    import json
+    t.runbook("typed", '''
+step "a" { title = "A", run = function(ctx)
+  ctx:note("a note")
+  sh.read { "true" }
+  sh.action { "true", summary = "nothing" }
+end },''')
+    tr = t.path("typed.cast")
+    rc, out, err = t.run(["exec", "typed", "--auto", "--yes", "--transcript", tr])
+    expect_eq(rc, 0, "the run: " + out + err)
+    with open(tr) as f:
+        lines = f.read().rstrip("\n").split("\n")
+    header = json.loads(lines[0])
+    header["runbook"]["name"] = {"a": 1}
+    header["runbook"]["user"] = 42
+    lines[0] = json.dumps(header, separators=(",", ":"))
+    for i, line in enumerate(lines[1:], 1):
+        ev = json.loads(line)
+        if ev[1] != "a":
+            continue
+        rec = json.loads(ev[2])
+        for k in ("text", "summary", "target", "title", "outcome", "primitive", "answer", "ts", "input"):
+            if k in rec:
+                rec[k] = [1, {"x": None}] if k in ("text", "ts", "outcome") else 7
+        rec["duration_ms"] = "slow"
+        ev[2] = json.dumps(rec, separators=(",", ":"))
+        lines[i] = json.dumps(ev, separators=(",", ":"))
+    bad = t.write("bad.cast", "\n".join(rechain(lines)) + "\n")
+    rc, out, err = t.run(["transcript", "verify", bad])
+    expect_eq(rc, 0, "the edited transcript verifies: " + out + err)
+    for args in (["transcript", "show", bad], ["timeline", bad]):
+        rc, out, err = t.run(args)
+        no_traceback(out + err, " ".join(args))
+        expect_not_in("internal error", out + err, " ".join(args))
+        if rc not in (0, 1):
+            fail("%s: exit %d\n%s%s" % (" ".join(args), rc, out, err))
