@@ -96,8 +96,7 @@ end
 -- (a number, a table, a JSON null) must not stop `show` or `timeline`.
 local TEXT_FIELDS = { "summary", "target", "primitive", "outcome", "answer", "how", "user", "tty", "label",
   "status", "level", "text", "title", "message", "runbook", "session", "input", "result", "warn", "crit",
-  "step", "type", "ts", "name", "host", "started", "incident", "severity", "by", "file", "event", "from",
-  "resumed_from", "order" }
+  "step", "type", "ts", "name", "host", "started", "severity", "by", "file", "event", "resumed_from" }
 local NUMBER_FIELDS = { "duration_ms", "exit", "seq", "value", "pid", "elapsed_s" }
 
 function M.as_text(rec)

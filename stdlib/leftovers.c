@@ -4,8 +4,12 @@
  * Attribution: a process in the command's session is its; so is an orphan re-parented to us
  * (our child, not a command we started) that started after the command did, unless another
  * command still running started before it: then it may be that one's, and goes when that one
- * ends. Descendants go with their ancestors. Killing is done in rounds until nothing attributed
- * is alive, since a killed parent's children are re-parented to us and only then visible as ours.
+ * ends. Descendants go with their ancestors. Killing is done in rounds until a round finds nothing
+ * new, since a process forking meanwhile has children the previous round did not see.
+ *
+ * Most commands leave nothing: once the leader has exited, anything it left alive is below one of
+ * our children (its own children were re-parented to us), so when we have no child but the
+ * commands' leaders, there is nothing to look for, and /proc is not walked.
  */
 #include "leftovers.h"
 
@@ -22,8 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SWEEP_MS    500     /* a leftover stuck in the kernel (D state) is given up after this */
-#define MAX_ROUNDS  200
+#define MAX_ROUNDS  50
 
 struct leader { pid_t pid; unsigned long long start; };
 static struct leader *running;
@@ -115,16 +118,89 @@ static void mark(struct proc *ps, size_t n, const struct leader *self, pid_t me)
 	}
 }
 
-static unsigned long long msec_now(void)
+/* Whether we have a child that is not a running command's leader; true when /proc cannot tell
+ * (a kernel without /proc/PID/task/TID/children). Orphans are re-parented to any of our threads. */
+static bool has_strays(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (unsigned long long)ts.tv_sec * 1000 + (unsigned long long)ts.tv_nsec / 1000000;
+	DIR *d = opendir("/proc/self/task");
+	if (!d)
+		return true;
+	bool found = false, readable = false;
+	struct dirent *e;
+	while (!found && (e = readdir(d))) {
+		if (!isdigit((unsigned char)e->d_name[0]))
+			continue;
+		char path[320], buf[4096];
+		snprintf(path, sizeof path, "/proc/self/task/%s/children", e->d_name);
+		FILE *f = fopen(path, "re");
+		if (!f)
+			continue;
+		readable = true;
+		size_t n = fread(buf, 1, sizeof buf - 1, f);
+		bool full = n == sizeof buf - 1;
+		fclose(f);
+		buf[n] = 0;
+		char *p = buf, *end;
+		for (long pid; (pid = strtol(p, &end, 10)) > 0; p = end)
+			if (!find_running((pid_t)pid))
+				found = true;
+		found |= full;   /* too many to read here: look */
+	}
+	closedir(d);
+	return found || !readable;
+}
+
+static bool exited(pid_t pid)
+{
+	siginfo_t si = { 0 };
+	return waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == pid;
+}
+
+/* Reaps the killed that are our children, waiting up to REAP_MS for them to die (a zombie still
+ * answers kill -0); what is left (stuck in the kernel, or a grandchild whose parent was killed) is
+ * reaped at the next command's end. */
+#define REAP_MS 200
+static void reap_killed(pid_t *killed, size_t n)
+{
+	struct timespec t0, now;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		size_t left = 0;
+		for (size_t i = 0; i < n; i++) {
+			if (killed[i] <= 0)
+				continue;
+			pid_t r;
+			while ((r = waitpid(killed[i], NULL, WNOHANG)) < 0 && errno == EINTR)
+				;
+			if (r == 0)
+				left++;
+			else
+				killed[i] = 0;   /* reaped, or not our child */
+		}
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (left == 0 || (now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000 >= REAP_MS)
+			return;
+		nanosleep(&(struct timespec){ .tv_nsec = 1000 * 1000 }, NULL);
+	}
+}
+
+static bool contains(const pid_t *set, size_t n, pid_t pid)
+{
+	for (size_t i = 0; i < n; i++)
+		if (set[i] == pid)
+			return true;
+	return false;
 }
 
 static void set_subreaper(bool on)
 {
 	prctl(PR_SET_CHILD_SUBREAPER, on ? 1 : 0, 0, 0, 0);
+}
+
+void leftovers_spawning(void)
+{
+	if (nrunning == 0)
+		set_subreaper(true);
 }
 
 void leftovers_started(pid_t leader)
@@ -136,8 +212,11 @@ void leftovers_started(pid_t leader)
 		if (!(running = realloc(running, caprunning * sizeof *running)))
 			abort();
 	}
-	if (nrunning == 0)
-		set_subreaper(true);
+	if (leader <= 0) {   /* it could not be started */
+		if (nrunning == 0)
+			set_subreaper(false);
+		return;
+	}
 	running[nrunning++] = (struct leader){ leader, start };
 }
 
@@ -147,33 +226,37 @@ bool leftovers_ended(pid_t leader)
 	if (!self)
 		return false;
 	pid_t me = getpid();
-	int killed = 0;
-	unsigned long long end = msec_now() + SWEEP_MS;
-	for (int round = 0; round < MAX_ROUNDS; round++) {
+	pid_t *killed = NULL;
+	size_t nkilled = 0, capkilled = 0;
+	bool look = !exited(leader) || has_strays();
+	for (int round = 0; look && round < MAX_ROUNDS; round++) {
 		size_t n;
 		struct proc *ps = scan(&n);
 		mark(ps, n, self, me);
-		size_t alive = 0;
+		bool new_ones = false;
 		for (size_t i = 0; i < n; i++) {
 			struct proc *p = &ps[i];
-			bool ours = p->ppid == me && !find_running(p->pid);
 			if (p->state == 'Z') {
-				if (ours)   /* a leftover already dead, or one we killed: reaped */
+				if (p->ppid == me && !find_running(p->pid))   /* a leftover already dead, or one killed before */
 					while (waitpid(p->pid, NULL, WNOHANG) < 0 && errno == EINTR)
 						;
 			} else if (p->mark) {
 				kill(p->pid, SIGKILL);
-				killed++;
-				alive++;
+				if (!contains(killed, nkilled, p->pid)) {
+					if (nkilled == capkilled && !(killed = realloc(killed, (capkilled = capkilled * 2 + 16) * sizeof *killed)))
+						abort();
+					killed[nkilled++] = p->pid;
+					new_ones = true;
+				}
 			}
 		}
 		free(ps);
-		if (alive == 0 || msec_now() >= end)
-			break;
-		nanosleep(&(struct timespec){ .tv_nsec = 2 * 1000 * 1000 }, NULL);   /* the killed are on their way out */
+		look = new_ones;
 	}
+	reap_killed(killed, nkilled);
+	free(killed);
 	*self = running[--nrunning];
 	if (nrunning == 0)
 		set_subreaper(false);
-	return killed > 0;
+	return nkilled > 0;
 }

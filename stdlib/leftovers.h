@@ -13,7 +13,10 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
-void leftovers_started(pid_t leader);    /* just spawned, its session's id is its pid */
+/* Before a command is spawned (so that what it abandons at once is re-parented to us already),
+ * then after, with its pid (its session's id), or 0 when it could not be started. */
+void leftovers_spawning(void);
+void leftovers_started(pid_t leader);
 /* Before the leader is reaped (so that its pid, the session's id, is not reused meanwhile).
  * Returns whether anything was left behind. */
 bool leftovers_ended(pid_t leader);

@@ -688,7 +688,9 @@ static void run_start(struct run_op *op, const char *label)
 	op->fds[0] = op->fds[1] = op->pidfd = -1;
 	op->task = (struct tasks_op){ .machine = &run_machine, .op = op, .w = &op->w };
 	op->phase = OVER;
+	leftovers_spawning();
 	if ((op->o.spawn_errno = spawn(&op->c, &op->pgid, &op->fds[0], &op->fds[1])) != 0) {
+		leftovers_started(0);
 		op->pgid = 0;
 		op->o.ms = sched_now_precise() - op->t0;
 		return;

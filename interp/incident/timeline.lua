@@ -45,6 +45,7 @@ local function load(path)
   if type(h) ~= "table" then return nil, path .. " is not a runbook transcript" end
   local as_text = require("audit").as_text   -- untrusted input: text fields of other types become text
   h = as_text(h)
+  if type(h.incident) ~= "table" then h.incident = nil end
   local t = { path = path, header = h, records = {}, status = status, line = line, why = why,
               head = facts and facts.head }
   for i = 2, last do
@@ -53,6 +54,7 @@ local function load(path)
       local rec = decode(ev[3])
       if type(rec) == "table" then
         rec = as_text(rec)
+        if type(rec.from) ~= "table" then rec.from = nil end
         rec.who, rec.session, rec.t = h.user, h.session, incident.parse_iso(rec.ts)
         rec.runbook = h.name
         t.records[#t.records + 1] = rec
