@@ -16,6 +16,7 @@
 #include "term.h"
 #include "transcript.h"
 #include "modules.h"
+#include "leftovers.h"
 #include "users.h"
 
 #include <arpa/inet.h>
@@ -134,6 +135,13 @@ static int core_read_file(lua_State *L)
 	close(fd);
 	luaL_pushresult(&b);
 	return 1;
+}
+
+/* The lab's setup (lab.lua) starts daemons with sh.read: they must outlive the command. */
+static int core_keep_leftovers(lua_State *L)
+{
+	leftovers_keep_all(lua_toboolean(L, 1));
+	return 0;
 }
 
 static int core_memory_exceeded(lua_State *L) { lua_pushboolean(L, host_memory_exceeded()); return 1; }
@@ -513,6 +521,7 @@ int luaopen_core(lua_State *L)
 		{ "prompt", core_prompt }, { "interactive", core_interactive }, { "color", core_color }, { "style", core_style },
 		{ "memory_exceeded", core_memory_exceeded }, { "memory_limit", core_memory_limit },
 		{ "set_memory_limit", core_set_memory_limit }, { "read_file", core_read_file },
+		{ "keep_leftovers", core_keep_leftovers },
 		{ "now", core_now }, { "sleep", core_sleep }, { "interrupts", core_interrupts },
 		{ "terminated", core_terminated }, { "clear_interrupt", core_clear_interrupt },
 		{ "set_cap", core_set_cap }, { "duration", core_duration },

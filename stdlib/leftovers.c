@@ -28,9 +28,10 @@
 
 #define MAX_ROUNDS  50
 
-struct leader { pid_t pid; unsigned long long start; };
+struct leader { pid_t pid; unsigned long long start; bool keep; };
 static struct leader *running;
 static size_t nrunning, caprunning;
+static bool keep_all;   /* the lab's own setup commands: the daemons they start are the point */
 
 struct proc { pid_t pid, ppid, sid; unsigned long long start; char state; bool mark; };
 
@@ -192,18 +193,26 @@ static bool contains(const pid_t *set, size_t n, pid_t pid)
 	return false;
 }
 
-static void set_subreaper(bool on)
+/* A subreaper while a command whose leftovers are ended runs: a kept command's daemons go to
+ * init, as they would without runbook. */
+static void update_subreaper(bool spawning_watched)
 {
+	bool on = spawning_watched;
+	for (size_t i = 0; i < nrunning && !on; i++)
+		on = !running[i].keep;
 	prctl(PR_SET_CHILD_SUBREAPER, on ? 1 : 0, 0, 0, 0);
 }
 
-void leftovers_spawning(void)
+void leftovers_keep_all(bool on) { keep_all = on; }
+
+bool leftovers_spawning(bool keep)
 {
-	if (nrunning == 0)
-		set_subreaper(true);
+	keep |= keep_all;
+	update_subreaper(!keep);
+	return keep;
 }
 
-void leftovers_started(pid_t leader)
+void leftovers_started(pid_t leader, bool keep)
 {
 	struct proc p;
 	unsigned long long start = read_stat(leader, &p) ? p.start : 0;
@@ -212,12 +221,9 @@ void leftovers_started(pid_t leader)
 		if (!(running = realloc(running, caprunning * sizeof *running)))
 			abort();
 	}
-	if (leader <= 0) {   /* it could not be started */
-		if (nrunning == 0)
-			set_subreaper(false);
-		return;
-	}
-	running[nrunning++] = (struct leader){ leader, start };
+	if (leader > 0)   /* else it could not be started */
+		running[nrunning++] = (struct leader){ leader, start, keep };
+	update_subreaper(false);
 }
 
 bool leftovers_ended(pid_t leader)
@@ -228,7 +234,7 @@ bool leftovers_ended(pid_t leader)
 	pid_t me = getpid();
 	pid_t *killed = NULL;
 	size_t nkilled = 0, capkilled = 0;
-	bool look = !exited(leader) || has_strays();
+	bool look = !self->keep && (!exited(leader) || has_strays());
 	for (int round = 0; look && round < MAX_ROUNDS; round++) {
 		size_t n;
 		struct proc *ps = scan(&n);
@@ -256,7 +262,6 @@ bool leftovers_ended(pid_t leader)
 	reap_killed(killed, nkilled);
 	free(killed);
 	*self = running[--nrunning];
-	if (nrunning == 0)
-		set_subreaper(false);
+	update_subreaper(false);
 	return nkilled > 0;
 }

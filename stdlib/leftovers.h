@@ -14,9 +14,12 @@
 #include <sys/types.h>
 
 /* Before a command is spawned (so that what it abandons at once is re-parented to us already),
- * then after, with its pid (its session's id), or 0 when it could not be started. */
-void leftovers_spawning(void);
-void leftovers_started(pid_t leader);
+ * then after, with its pid (its session's id), or 0 when it could not be started. A kept command
+ * (sh.action's leave_running, the lab's setup) may leave daemons: they are not ended. Returns
+ * whether the command is kept (keep, or the lab's setup). */
+bool leftovers_spawning(bool keep);
+void leftovers_started(pid_t leader, bool keep);
+void leftovers_keep_all(bool on);   /* the lab's setup commands (core.keep_leftovers; not for runbooks) */
 /* Before the leader is reaped (so that its pid, the session's id, is not reused meanwhile).
  * Returns whether anything was left behind. */
 bool leftovers_ended(pid_t leader);

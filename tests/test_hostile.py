@@ -527,3 +527,23 @@ end },''')
         expect_not_in("internal error", out + err, " ".join(args))
         if rc not in (0, 1):
             fail("%s: exit %d\n%s%s" % (" ".join(args), rc, out, err))
+
+
+def test_an_action_may_leave_a_daemon_only_when_it_says_so(t):
+    """leave_running = true (a restart that starts the daemon itself) is shown at the gate, and what
+    the action starts then outlives it; without it, it does not."""
+    t.runbook("daemon", '''
+step "a" { title = "A", run = function(ctx)
+  local kept = must(sh.action { "sh", "-c", "sleep 300 </dev/null >/dev/null 2>&1 & echo $!",
+                                summary = "start a daemon", leave_running = true })
+  local gone = must(sh.action { "sh", "-c", "sleep 301 </dev/null >/dev/null 2>&1 & echo $!",
+                                summary = "start another" })
+  ctx:note("pids %s %s", kept.stdout:match("%d+"), gone.stdout:match("%d+"))
+end },''')
+    rc, out, err = t.run(["exec", "daemon", "--auto", "--yes"])
+    expect_eq(rc, 0, "exit code: " + out + err)
+    m = re.search(r"pids (\d+) (\d+)", out)
+    kept, gone = int(m.group(1)), int(m.group(2))
+    kill_later(t, [kept, gone])
+    expect_in("it may leave processes running after it ends (leave_running = true)", out)
+    expect_eq((alive(kept), alive(gone)), (True, False), "(the kept daemon, the other) alive")
