@@ -141,7 +141,7 @@ static size_t own_style(const char *s, size_t n)
  */
 static char *visible(const char *s, size_t n, size_t *out_len)
 {
-	char *out = malloc(n * 6 + 1), *p = out;
+	char *out = malloc(n * 4 + 1), *p = out;   /* at most 4 bytes shown for 1: "\\x07" */
 	if (!out)
 		abort();
 	for (size_t i = 0; i < n;) {

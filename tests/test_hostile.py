@@ -292,8 +292,21 @@ def expect_killed_record(t, tr, what):
     expect_in("exit 5 (killed)", out)
 
 
+# table.move over 2^40 slots: no memory, no hook, a loop inside C.
+MOVE_IN_C = STUCK_IN_C.replace('ctx:note("found %s", tostring(s:find(("a.-"):rep(12) .. "X")))',
+                               'ctx:note("moved %d", #table.move({}, 1, 1 << 40, 1, {}))')
+
+
 def test_sigterm_ends_a_call_stuck_inside_c(t):
-    t.runbook("stuck", STUCK_IN_C)
+    sigterm_stuck(t, STUCK_IN_C)
+
+
+def test_sigterm_ends_a_table_move_inside_c(t):
+    sigterm_stuck(t, MOVE_IN_C)
+
+
+def sigterm_stuck(t, body):
+    t.runbook("stuck", body)
     tr = t.path("s.cast")
     proc = t.spawn(["exec", "stuck", "--auto", "--transcript", tr])
     line = b""
@@ -307,7 +320,7 @@ def test_sigterm_ends_a_call_stuck_inside_c(t):
     try:
         proc.wait(timeout=15)
     except Exception:
-        fail("SIGTERM did not end a run stuck inside string.find within 15 s")
+        fail("SIGTERM did not end a run stuck inside C within 15 s")
     took = time.monotonic() - t0
     if took > 8:
         fail("SIGTERM took %.1f s" % took)
