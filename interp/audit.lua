@@ -79,8 +79,9 @@ function M.verify(path)
   if not data then core.err("runbook: " .. err .. "\n") return 2 end
   local status, line, why, facts = M.verify_data(data)
   if status == "complete" then
+    local last = M.as_text(facts.last)
     core.out(string.format("complete: %d lines, %d audit records, exit %s (%s)\nchain head %s\n",
-      facts.lines, facts.records, tostring(math.tointeger(facts.last.exit) or facts.last.exit), tostring(facts.last.outcome), facts.head))
+      facts.lines, facts.records, tostring(math.tointeger(last.exit) or last.exit or "?"), last.outcome or "?", facts.head))
     return 0
   end
   core.out(string.format("%s at line %d: %s\n", status, line, why))
