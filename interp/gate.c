@@ -6,6 +6,7 @@
  */
 #include "gate.h"
 #include "jsonw.h"
+#include "leftovers.h"
 #include "redact.h"
 #include "replay.h"
 #include "sched.h"
@@ -196,7 +197,9 @@ enum gate_answer gate_ask(const struct gate_plan *p)
 	}
 	for (;;) {
 		const char *how = "";
+		leftovers_freeze();   /* no running command types the answer (parallel(), TIOCSTI as root) */
 		enum gate_answer a = ask_operator(p, &how);
+		leftovers_thaw();
 		if (a == GATE_RUN)
 			return audit_confirm("yes", how) == 0 ? GATE_RUN : refuse_unrecorded();
 		audit_confirm("declined", how);

@@ -99,6 +99,21 @@ static bool maybe_another(const struct leader *self, unsigned long long start)
 	return false;
 }
 
+static void mark_descendants(struct proc *ps, size_t n, pid_t me, bool leaders_too)
+{
+	for (bool more = true; more;) {
+		more = false;
+		for (size_t i = 0; i < n; i++) {
+			if (ps[i].mark || ps[i].pid == me || (!leaders_too && find_running(ps[i].pid)))
+				continue;
+			for (size_t j = 0; j < n && !ps[i].mark; j++)
+				if (ps[j].mark && ps[j].pid == ps[i].ppid)
+					ps[i].mark = more = true;
+		}
+	}
+}
+
+/* What self left behind (see the top of this file). */
 static void mark(struct proc *ps, size_t n, const struct leader *self, pid_t me)
 {
 	for (size_t i = 0; i < n; i++) {
@@ -107,16 +122,17 @@ static void mark(struct proc *ps, size_t n, const struct leader *self, pid_t me)
 		          (p->sid == self->pid ||
 		           (p->ppid == me && !find_running(p->pid) && p->start >= self->start && !maybe_another(self, p->start)));
 	}
-	for (bool more = true; more;) {   /* descendants */
-		more = false;
-		for (size_t i = 0; i < n; i++) {
-			if (ps[i].mark || ps[i].pid == me || find_running(ps[i].pid))
-				continue;
-			for (size_t j = 0; j < n && !ps[i].mark; j++)
-				if (ps[j].mark && ps[j].pid == ps[i].ppid)
-					ps[i].mark = more = true;
-		}
+	mark_descendants(ps, n, me, false);
+}
+
+/* Every process of every running command, and whatever was left to us. */
+static void mark_all(struct proc *ps, size_t n, pid_t me)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct proc *p = &ps[i];
+		p->mark = p->pid != me && (p->ppid == me || find_running(p->sid));
 	}
+	mark_descendants(ps, n, me, true);
 }
 
 /* Whether we have a child that is not a running command's leader; true when /proc cannot tell
@@ -224,6 +240,51 @@ void leftovers_started(pid_t leader, bool keep)
 	if (leader > 0)   /* else it could not be started */
 		running[nrunning++] = (struct leader){ leader, start, keep };
 	update_subreaper(false);
+}
+
+/*
+ * While the operator is asked, nothing a command started may run: inside parallel() another task's
+ * command can still be running, and as root (CAP_SYS_ADMIN) TIOCSTI types into any terminal, a
+ * controlling one or not. Everything is stopped (SIGSTOP, in rounds until nothing new is found: a
+ * process forking meanwhile), then continued after the answer.
+ */
+static pid_t *frozen;
+static size_t nfrozen;
+
+void leftovers_freeze(void)
+{
+	if (nrunning == 0 && !has_strays())
+		return;
+	pid_t me = getpid();
+	size_t cap = nfrozen;
+	for (int round = 0; round < MAX_ROUNDS; round++) {
+		size_t n;
+		struct proc *ps = scan(&n);
+		mark_all(ps, n, me);
+		bool new_ones = false;
+		for (size_t i = 0; i < n; i++) {
+			if (!ps[i].mark || ps[i].state == 'Z' || contains(frozen, nfrozen, ps[i].pid))
+				continue;
+			if (kill(ps[i].pid, SIGSTOP) != 0)
+				continue;
+			if (nfrozen == cap && !(frozen = realloc(frozen, (cap = cap * 2 + 16) * sizeof *frozen)))
+				abort();
+			frozen[nfrozen++] = ps[i].pid;
+			new_ones = true;
+		}
+		free(ps);
+		if (!new_ones)
+			break;
+	}
+}
+
+void leftovers_thaw(void)
+{
+	for (size_t i = 0; i < nfrozen; i++)
+		kill(frozen[i], SIGCONT);
+	free(frozen);
+	frozen = NULL;
+	nfrozen = 0;
 }
 
 bool leftovers_ended(pid_t leader)

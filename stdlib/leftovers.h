@@ -19,7 +19,11 @@
  * whether the command is kept (keep, or the lab's setup). */
 bool leftovers_spawning(bool keep);
 void leftovers_started(pid_t leader, bool keep);
-void leftovers_keep_all(bool on);   /* the lab's setup commands (core.keep_leftovers; not for runbooks) */
+void leftovers_keep_all(bool on);
+/* While the gate asks: every process of the running commands (and anything left to us) stopped,
+ * then continued. */
+void leftovers_freeze(void);
+void leftovers_thaw(void);   /* the lab's setup commands (core.keep_leftovers; not for runbooks) */
 /* Before the leader is reaped (so that its pid, the session's id, is not reused meanwhile).
  * Returns whether anything was left behind. */
 bool leftovers_ended(pid_t leader);

@@ -560,3 +560,62 @@ end },''')
     kill_later(t, [kept, gone])
     expect_in("it may leave processes running after it ends (leave_running = true)", out)
     expect_eq((alive(kept), alive(gone)), (True, False), "(the kept daemon, the other) alive")
+
+
+def find_process(t, needle, timeout=10):
+    """The pid of the process working in the test's directory whose command line holds needle."""
+    import select
+    deadline = time.monotonic() + timeout
+    while True:
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                cmd = open("/proc/%s/cmdline" % entry, "rb").read().replace(b"\0", b" ").decode()
+                cwd = os.readlink("/proc/%s/cwd" % entry)
+            except OSError:
+                continue
+            if needle in cmd and cwd == t.dir and not cmd.startswith("sh "):
+                return int(entry)
+        if time.monotonic() > deadline:
+            fail("no process %r" % needle)
+        select.select([], [], [], 0.02)   # poll interval, not a synchronisation
+
+
+def state_of(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def test_a_command_still_running_cannot_answer_the_gate(t):
+    """Inside parallel(), another task's command is running while the gate asks: it is stopped
+    until the operator has answered (as root, TIOCSTI types into any terminal)."""
+    t.write("inject.py", INJECTOR)
+    fifo, result = t.mkfifo("go"), t.mkfifo("result")
+    t.runbook("inject", '''
+step "s" { title = "Step", run = function(ctx)
+  parallel {
+    function() return sh.read { "python3", "inject.py", "go", "result", timeout = 60 } end,
+    function() return must(sh.action { "touch", "pwned", summary = "create the file pwned" }) end,
+  }
+end },''')
+    tr = t.path("i.cast")
+    p = t.pty(["exec", "inject", "--auto", "--transcript", tr])
+    p.expect(ASK)
+    pid = find_process(t, "inject.py")
+    if state_of(pid) != "T":
+        t.release(fifo, b"%d\n" % p.proc.pid)
+        how = read_fifo(result)
+        p.expect(r"create the file pwned|✔|·|exit", timeout=10)
+        p.wait()
+        fail("a command running in another task was not stopped while the gate asked (%s); the action %s"
+             % (how, "RAN: a command answered the gate" if os.path.exists(t.path("pwned")) else "did not run"))
+    p.sendline("n")
+    p.expect(r"Declined\. ")
+    p.sendline("s")                # the step ends, and the other task's command with it
+    p.wait()
+    if os.path.exists(t.path("pwned")):
+        fail("the action ran without the operator's yes")
+    _, _, records = t.read_transcript(tr)
+    expect_eq([(r["answer"], r["how"]) for r in records if r["type"] == "confirm"],
+              [("declined", "typed no")], "confirm records")
