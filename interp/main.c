@@ -50,6 +50,8 @@ static const char usage[] =
 	"search path: ./runbooks, $RUNBOOK_PATH (colon-separated), $XDG_CONFIG_HOME/runbook/runbooks,\n"
 	"             PREFIX/share/runbook/runbooks (PREFIX: where bin/runbook is installed)\n"
 	"\n"
+	"environment: RUNBOOK_MEMORY_LIMIT  the most memory a runbook's Lua may use (default 1G)\n"
+	"\n"
 	"exit codes: 0 completed or resolved, 1 a step failed, 2 usage error, 3 escalated,\n"
 	"            4 actions declined, 5 aborted by the operator, 6 locked by another session,\n"
 	"            70 internal error\n";
