@@ -7,15 +7,18 @@
  * ends. Descendants go with their ancestors. Killing is done in rounds until a round finds nothing
  * new, since a process forking meanwhile has children the previous round did not see.
  *
- * Most commands leave nothing: once the leader has exited, anything it left alive is below one of
- * our children (its own children were re-parented to us), so when we have no child but the
- * commands' leaders, there is nothing to look for, and /proc is not walked.
+ * Once the leader has exited, anything it left alive is below one of our children (its own
+ * children were re-parented to us): those trees are read from /proc/PID/task/TID/children, and
+ * when we have no child but the commands' leaders (most commands leave nothing) there is nothing
+ * to read. Only a leader stuck in the kernel, or a kernel without those files, makes us walk all
+ * of /proc.
  */
 #include "leftovers.h"
 
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -39,11 +42,13 @@ static bool read_stat(pid_t pid, struct proc *p)
 {
 	char path[64], buf[1024];
 	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-	FILE *f = fopen(path, "re");
-	if (!f)
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
 		return false;
-	size_t n = fread(buf, 1, sizeof buf - 1, f);
-	fclose(f);
+	ssize_t n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
 	buf[n] = 0;
 	char *s = strrchr(buf, ')');
 	if (!s)
@@ -135,36 +140,131 @@ static void mark_all(struct proc *ps, size_t n, pid_t me)
 	mark_descendants(ps, n, me, true);
 }
 
-/* Whether we have a child that is not a running command's leader; true when /proc cannot tell
- * (a kernel without /proc/PID/task/TID/children). Orphans are re-parented to any of our threads. */
-static bool has_strays(void)
+struct pids { pid_t *v; size_t n, cap; };
+
+static bool contains(const pid_t *set, size_t n, pid_t pid)
 {
-	DIR *d = opendir("/proc/self/task");
+	for (size_t i = 0; i < n; i++)
+		if (set[i] == pid)
+			return true;
+	return false;
+}
+
+static void push(struct pids *l, pid_t pid)
+{
+	if (l->n == l->cap && !(l->v = realloc(l->v, (l->cap = l->cap * 2 + 16) * sizeof *l->v)))
+		abort();
+	l->v[l->n++] = pid;
+}
+
+/* The children of pid ("self": ours), from /proc/PID/task/TID/children: those of every thread
+ * (orphans are re-parented to any thread of a subreaper). False when /proc cannot tell (a kernel
+ * without CONFIG_PROC_CHILDREN) or there were too many to read here. */
+static bool children_of(const char *pid, struct pids *out)
+{
+	char path[320];
+	snprintf(path, sizeof path, "/proc/%s/task", pid);
+	DIR *d = opendir(path);
 	if (!d)
-		return true;
-	bool found = false, readable = false;
+		return false;
+	bool ok = false, whole = true;
 	struct dirent *e;
-	while (!found && (e = readdir(d))) {
+	while ((e = readdir(d))) {
 		if (!isdigit((unsigned char)e->d_name[0]))
 			continue;
-		char path[320], buf[4096];
-		snprintf(path, sizeof path, "/proc/self/task/%s/children", e->d_name);
-		FILE *f = fopen(path, "re");
-		if (!f)
+		char buf[4096];
+		snprintf(path, sizeof path, "/proc/%s/task/%s/children", pid, e->d_name);
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
 			continue;
-		readable = true;
-		size_t n = fread(buf, 1, sizeof buf - 1, f);
-		bool full = n == sizeof buf - 1;
-		fclose(f);
+		ssize_t n = read(fd, buf, sizeof buf - 1);
+		close(fd);
+		ok = true;
+		if (n < 0)
+			n = 0;
+		whole &= (size_t)n < sizeof buf - 1;
 		buf[n] = 0;
 		char *p = buf, *end;
-		for (long pid; (pid = strtol(p, &end, 10)) > 0; p = end)
-			if (!find_running((pid_t)pid))
-				found = true;
-		found |= full;   /* too many to read here: look */
+		for (long c; (c = strtol(p, &end, 10)) > 0; p = end)
+			push(out, (pid_t)c);
 	}
 	closedir(d);
-	return found || !readable;
+	return ok && whole;
+}
+
+/* Our children that are not running commands' leaders and are alive (the dead are reaped here).
+ * False when /proc cannot tell. */
+static bool list_strays(struct pids *out)
+{
+	struct pids kids = { 0 };
+	bool ok = children_of("self", &kids);
+	for (size_t i = 0; i < kids.n; i++) {
+		if (find_running(kids.v[i]))
+			continue;
+		pid_t r;
+		while ((r = waitpid(kids.v[i], NULL, WNOHANG)) < 0 && errno == EINTR)
+			;
+		if (r == 0)
+			push(out, kids.v[i]);
+	}
+	free(kids.v);
+	return ok;
+}
+
+static bool has_strays(void)
+{
+	struct pids strays = { 0 };
+	bool ok = list_strays(&strays);
+	free(strays.v);
+	return !ok || strays.n > 0;
+}
+
+/* SIGKILLs root and everything below it (each one's children read before it is killed; one
+ * forked meanwhile is re-parented to us, and found by the next round). */
+static void kill_tree(pid_t root, struct pids *killed, bool *new_ones)
+{
+	struct pids todo = { 0 };
+	push(&todo, root);
+	while (todo.n > 0) {
+		pid_t pid = todo.v[--todo.n];
+		char name[24];
+		snprintf(name, sizeof name, "%d", (int)pid);
+		children_of(name, &todo);
+		kill(pid, SIGKILL);
+		if (!contains(killed->v, killed->n, pid)) {
+			push(killed, pid);
+			*new_ones = true;
+		}
+	}
+	free(todo.v);
+}
+
+/* With the leader gone, all it left alive is below our strays: those of self's (by session, or
+ * started since it did and no other running command's) are ended with their trees. False when
+ * /proc cannot tell (then the caller walks it all). */
+static bool end_below_strays(const struct leader *self, struct pids *killed)
+{
+	for (int round = 0; round < MAX_ROUNDS; round++) {
+		struct pids strays = { 0 };
+		if (!list_strays(&strays)) {
+			free(strays.v);
+			return false;
+		}
+		bool new_ones = false;
+		for (size_t i = 0; i < strays.n; i++) {
+			struct proc p;
+			if (!read_stat(strays.v[i], &p))
+				continue;
+			bool its = p.sid == self->pid ||
+			           (!find_running(p.sid) && p.start >= self->start && !maybe_another(self, p.start));
+			if (its)
+				kill_tree(p.pid, killed, &new_ones);
+		}
+		free(strays.v);
+		if (!new_ones)
+			break;
+	}
+	return true;
 }
 
 static bool exited(pid_t pid)
@@ -199,14 +299,6 @@ static void reap_killed(pid_t *killed, size_t n)
 			return;
 		nanosleep(&(struct timespec){ .tv_nsec = 1000 * 1000 }, NULL);
 	}
-}
-
-static bool contains(const pid_t *set, size_t n, pid_t pid)
-{
-	for (size_t i = 0; i < n; i++)
-		if (set[i] == pid)
-			return true;
-	return false;
 }
 
 /* A subreaper while a command whose leftovers are ended runs: a kept command's daemons go to
@@ -248,28 +340,24 @@ void leftovers_started(pid_t leader, bool keep)
  * controlling one or not. Everything is stopped (SIGSTOP, in rounds until nothing new is found: a
  * process forking meanwhile), then continued after the answer.
  */
-static pid_t *frozen;
-static size_t nfrozen;
+static struct pids frozen;
 
 void leftovers_freeze(void)
 {
 	if (nrunning == 0 && !has_strays())
 		return;
 	pid_t me = getpid();
-	size_t cap = nfrozen;
 	for (int round = 0; round < MAX_ROUNDS; round++) {
 		size_t n;
 		struct proc *ps = scan(&n);
 		mark_all(ps, n, me);
 		bool new_ones = false;
 		for (size_t i = 0; i < n; i++) {
-			if (!ps[i].mark || ps[i].state == 'Z' || contains(frozen, nfrozen, ps[i].pid))
+			if (!ps[i].mark || ps[i].state == 'Z' || contains(frozen.v, frozen.n, ps[i].pid))
 				continue;
 			if (kill(ps[i].pid, SIGSTOP) != 0)
 				continue;
-			if (nfrozen == cap && !(frozen = realloc(frozen, (cap = cap * 2 + 16) * sizeof *frozen)))
-				abort();
-			frozen[nfrozen++] = ps[i].pid;
+			push(&frozen, ps[i].pid);
 			new_ones = true;
 		}
 		free(ps);
@@ -280,23 +368,17 @@ void leftovers_freeze(void)
 
 void leftovers_thaw(void)
 {
-	for (size_t i = 0; i < nfrozen; i++)
-		kill(frozen[i], SIGCONT);
-	free(frozen);
-	frozen = NULL;
-	nfrozen = 0;
+	for (size_t i = 0; i < frozen.n; i++)
+		kill(frozen.v[i], SIGCONT);
+	free(frozen.v);
+	frozen = (struct pids){ 0 };
 }
 
-bool leftovers_ended(pid_t leader)
+/* The leader is stuck in the kernel (or /proc cannot list children): all of /proc is walked. */
+static void end_by_walk(const struct leader *self, struct pids *killed)
 {
-	struct leader *self = (struct leader *)find_running(leader);
-	if (!self)
-		return false;
 	pid_t me = getpid();
-	pid_t *killed = NULL;
-	size_t nkilled = 0, capkilled = 0;
-	bool look = !self->keep && (!exited(leader) || has_strays());
-	for (int round = 0; look && round < MAX_ROUNDS; round++) {
+	for (int round = 0; round < MAX_ROUNDS; round++) {
 		size_t n;
 		struct proc *ps = scan(&n);
 		mark(ps, n, self, me);
@@ -309,20 +391,30 @@ bool leftovers_ended(pid_t leader)
 						;
 			} else if (p->mark) {
 				kill(p->pid, SIGKILL);
-				if (!contains(killed, nkilled, p->pid)) {
-					if (nkilled == capkilled && !(killed = realloc(killed, (capkilled = capkilled * 2 + 16) * sizeof *killed)))
-						abort();
-					killed[nkilled++] = p->pid;
+				if (!contains(killed->v, killed->n, p->pid)) {
+					push(killed, p->pid);
 					new_ones = true;
 				}
 			}
 		}
 		free(ps);
-		look = new_ones;
+		if (!new_ones)
+			break;
 	}
-	reap_killed(killed, nkilled);
-	free(killed);
+}
+
+bool leftovers_ended(pid_t leader)
+{
+	struct leader *self = (struct leader *)find_running(leader);
+	if (!self)
+		return false;
+	struct pids killed = { 0 };
+	if (!self->keep && (!exited(leader) || !end_below_strays(self, &killed)))
+		end_by_walk(self, &killed);
+	reap_killed(killed.v, killed.n);
+	free(killed.v);
+	bool any = killed.n > 0;
 	*self = running[--nrunning];
 	update_subreaper(false);
-	return nkilled > 0;
+	return any;
 }
