@@ -67,14 +67,12 @@ function M.verify_data(data)
   return "complete", nil, nil, { lines = #lines, records = seq, head = head, header = header, last = ended }
 end
 
-local function read_file(path)
-  local f, err = io.open(path, "rb")
-  if not f then return nil, err end
-  local data = f:read("a")
-  f:close()
-  return data
-end
-M.read_file = read_file   -- data, or nil and why
+local MAX_TRANSCRIPT = 256 * 1024 * 1024
+M.MAX_TRANSCRIPT = MAX_TRANSCRIPT
+
+-- A transcript's bytes, or nil and "cannot read PATH: why" (only a regular file).
+local function read_file(path) return core.read_file(path, MAX_TRANSCRIPT) end
+M.read_file = read_file
 
 -- The file's whole lines (a torn last line is left out).
 function M.whole_lines(data)
@@ -89,12 +87,13 @@ end
 function M.verify(path, opts)
   opts = opts or {}
   local data, err = read_file(path)
-  if not data then core.err("runbook: cannot read " .. tostring(err) .. "\n") return 2 end
+  if not data then core.err("runbook: " .. err .. "\n") return 2 end
   local status, line, why, facts = M.verify_data(data)
   local code = 0
   if status == "complete" then
+    local last = M.as_text(facts.last)
     core.out(string.format("complete: %d lines, %d audit records, exit %s (%s)\nchain head %s\n",
-      facts.lines, facts.records, tostring(math.tointeger(facts.last.exit) or facts.last.exit), tostring(facts.last.outcome), facts.head))
+      facts.lines, facts.records, tostring(math.tointeger(last.exit) or last.exit or "?"), last.outcome or "?", facts.head))
   else
     core.out(string.format("%s at line %d: %s\n", status, line, why))
     code = 1
@@ -131,7 +130,33 @@ local function millis(v)
   return type(v) == "number" and string.format("%.1f", v) or tostring(v)
 end
 
+-- The fields shown as text, as text: a transcript is untrusted input, and a field of another type
+-- (a number, a table, a JSON null) must not stop `show` or `timeline`.
+local TEXT_FIELDS = { "summary", "target", "primitive", "outcome", "answer", "how", "user", "tty", "label",
+  "status", "level", "text", "title", "message", "runbook", "session", "input", "result", "warn", "crit",
+  "step", "type", "ts", "name", "host", "started", "severity", "by", "file", "event", "resumed_from" }
+local NUMBER_FIELDS = { "duration_ms", "exit", "seq", "value", "pid", "elapsed_s" }
+
+function M.as_text(rec)
+  local out = {}
+  for k, v in pairs(rec) do out[k] = v end
+  for _, k in ipairs(TEXT_FIELDS) do
+    local v = out[k]
+    if type(v) == "table" then
+      local ok, s = pcall(cjson.encode, v)
+      out[k] = ok and s or "?"
+    elseif v ~= nil and type(v) ~= "string" then
+      out[k] = (type(v) == "number" or type(v) == "boolean") and tostring(v) or nil
+    end
+  end
+  for _, k in ipairs(NUMBER_FIELDS) do
+    if type(out[k]) ~= "number" then out[k] = tonumber(out[k]) end
+  end
+  return out
+end
+
 local function describe(rec)
+  rec = M.as_text(rec)
   local t = rec.type
   if t == "probe" then
     return string.format("%s %s → %s%s (%s ms)", rec.primitive or "?", rec.target or "", rec.outcome or "?",
@@ -172,7 +197,7 @@ end
 
 function M.show(path)
   local data, err = read_file(path)
-  if not data then core.err("runbook: cannot read " .. tostring(err) .. "\n") return 2 end
+  if not data then core.err("runbook: " .. err .. "\n") return 2 end
   local lines = split_lines(data)
   local header = lines[1] and decode(lines[1].text)
   if type(header) ~= "table" or type(header.runbook) ~= "table" then
@@ -186,7 +211,8 @@ function M.show(path)
   for i = 2, #lines do
     local ev = decode(lines[i].text)
     if type(ev) == "table" and ev[2] == "a" then
-      local rec = decode(ev[3]) or {}
+      local rec = decode(ev[3])
+      rec = M.as_text(type(rec) == "table" and rec or {})
       local ts = type(rec.ts) == "string" and rec.ts:match("T([%d:.]+)") or "?"
       core.out(string.format("%-12s %-14s %-13s %s\n", ts, tostring(rec.step or ""), tostring(rec.type), describe(rec)))
     end

@@ -141,7 +141,8 @@ local EXEC_FLAGS = { ["--dry-run"] = "dry_run", ["--auto"] = "auto", ["--yes"] =
 local EXEC_VALUES = { ["--start-at"] = "start_at", ["--timeout"] = "timeout", ["--transcript"] = "transcript",
                       ["--incident"] = "incident", ["--severity"] = "severity", ["--since"] = "since",
                       ["--impact"] = "impact", ["--resume"] = "resume", ["--lock-timeout"] = "lock_timeout",
-                      ["--sign-key"] = "sign_key", ["--allowed-signers"] = "allowed_signers" }
+                      ["--sign-key"] = "sign_key", ["--allowed-signers"] = "allowed_signers",
+                      ["--memory-limit"] = "memory_limit" }
 
 local function suggest_flag(flag)
   local best, bestd = nil, 4
@@ -179,6 +180,10 @@ function M.exec(args)
     i = i + 1
   end
   if not target and not opts.resume then return usage("exec needs a runbook name or file (see 'runbook list')") end
+  if opts.memory_limit then
+    local ok, err = core.set_memory_limit(opts.memory_limit)
+    if not ok then return usage("--memory-limit: " .. err) end
+  end
   if opts.lock_timeout then
     local s, err = core.duration(opts.lock_timeout)
     if not s then return usage("--lock-timeout: " .. err) end

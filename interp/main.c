@@ -14,9 +14,12 @@
 #include "sched.h"
 #include "tasks.h"
 #include "term.h"
+#include "transcript.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <lauxlib.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -53,14 +56,38 @@ static void hide_input_values(int argc, char **argv)
 	}
 }
 
+/* The watchdog's last resort (sched.h): the main thread is inside a long C call that no signal
+ * reaches. The transcript is closed by a record saying so (outcome "killed"), then the process
+ * ends, without Lua: its state is in the middle of that call. */
+static void unresponsive(int sig)
+{
+	const char *what = sig == SIGINT ? "a second Ctrl-C" : sig == SIGTERM ? "SIGTERM" : "SIGHUP";
+	char fields[320], line[320];
+	snprintf(fields, sizeof fields, "{\"exit\":%d,\"outcome\":\"killed\",\"message\":\"%s was not honoured "
+	         "within 1 s (a call running inside C): the process was ended there\"}", EXIT_ABORTED, what);
+	bool recorded = transcript_is_open() && !transcript_busy() && transcript_close(fields, NULL) == 0;
+	int n = snprintf(line, sizeof line, "\nrunbook: %s was not honoured within 1 s (a call running inside C, such as "
+	                 "a string.find that backtracks): ended%s\n", what, recorded ? "; the transcript says so" : "");
+	ssize_t w = write(STDERR_FILENO, line, (size_t)n);
+	(void)w;
+	term_restore();
+	_exit(EXIT_ABORTED);
+}
+
 static int run_lua(int argc, char **argv)
 {
+	errno = 0;
 	lua_State *L = host_new();
+	if (!L && errno == EINVAL)
+		return EXIT_USAGE;   /* said by host_new */
 	if (!L) {
 		fprintf(stderr, "runbook: cannot create the Lua state (out of memory)\n");
 		return EXIT_INTERNAL;
 	}
 	int code = EXIT_INTERNAL;
+	for (int i = 2; i < argc; i++)
+		if (strcmp(argv[i], "--debug") == 0)
+			host_set_debug(true);
 	lua_getglobal(L, "require");
 	lua_pushstring(L, "cli");
 	if (host_call(L, 1, 1) == LUA_OK) {
@@ -128,6 +155,7 @@ int main(int argc, char **argv)
 		return EXIT_OK;
 	}
 	sched_init();
+	sched_on_unresponsive(unresponsive);
 	term_init();
 	int code = run_lua(argc, argv);
 	term_restore();

@@ -273,8 +273,8 @@ end
 local function error_handler(debug_on)
   return function(e)
     if core.is_control(e) then return e end
-    if debug_on then return debug.traceback(tostring(e), 2) end
-    return first_line(e)
+    if debug_on then return debug.traceback(render.error_text(e), 2) end
+    return first_line(render.error_text(e))
   end
 end
 
@@ -360,7 +360,8 @@ function M.session(opts)
   local ending
   repeat
     local ok, e = xpcall(round, function(err)
-      return core.is_control(err) and err or debug.traceback(tostring(err), 2)
+      if core.is_control(err) then return err end
+      return s.debug and debug.traceback(render.error_text(err), 2) or render.error_text(err)
     end, s)
     if ok then
       ending = e

@@ -28,13 +28,7 @@ local function decode(s)
   return ok and v or nil
 end
 
-local function read_file(path)
-  local f, err = io.open(path, "rb")
-  if not f then return nil, err end
-  local data = f:read("a")
-  f:close()
-  return data
-end
+local read_file = require("audit").read_file
 
 local function absolute(path)
   if path:sub(1, 1) == "/" then return path end
@@ -48,7 +42,7 @@ local function clock(ts) return type(ts) == "string" and (ts:match("T(%d%d:%d%d:
 -- crash truncated it. Returns lines, { status, line, head, last } or nil, err.
 function M.read(path)
   local data, err = read_file(path)
-  if not data then return nil, "cannot read " .. tostring(err) end
+  if not data then return nil, err end
   local audit = require "audit"
   local status, line, why, facts = audit.verify_data(data)
   if status == "invalid" then
@@ -155,8 +149,8 @@ local function runbook_of(header, target, path)
   local file, err = target and loader.resolve(target)
   if target and not file then return nil, err end
   if not file then
-    local f = io.open(tostring(header.file), "rb")
-    if f then f:close() file = header.file else file, err = loader.resolve(tostring(header.name)) end
+    if core.read_file(tostring(header.file), 16 * 1024 * 1024) then file = header.file   -- a regular file
+    else file, err = loader.resolve(tostring(header.name)) end
     if not file then return nil, err end
   end
   local rb

@@ -30,6 +30,9 @@ static char first_head[65];   /* names the session in the system log: see witnes
 static long seq, lines;
 static double t0;
 static char step_id[128];
+static volatile int writing;   /* a line is being written: the watchdog's last record waits its turn */
+
+bool transcript_busy(void) { return writing; }
 
 void transcript_set_step(const char *id) { snprintf(step_id, sizeof step_id, "%s", id ? id : ""); }
 
@@ -104,6 +107,7 @@ static int write_line(const char *line, size_t n)
 		abort();
 	memcpy(buf, line, n);
 	buf[n] = '\n';
+	writing = 1;
 	size_t off = 0;
 	while (off < n + 1) {
 		ssize_t w = write(fd, buf + off, n + 1 - off);
@@ -112,6 +116,7 @@ static int write_line(const char *line, size_t n)
 		if (w <= 0) {
 			failed = true;
 			free(buf);
+			writing = 0;
 			return -1;
 		}
 		off += (size_t)w;
@@ -124,6 +129,7 @@ static int write_line(const char *line, size_t n)
 	else
 		transcript_chain(head, line, n, head);
 	lines++;
+	writing = 0;
 	return 0;
 }
 

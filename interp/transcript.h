@@ -25,6 +25,7 @@ bool transcript_ok(void);
 const char *transcript_path(void);
 const char *transcript_head(void);   /* hex chain head over every line written so far */
 long transcript_lines(void);
+bool transcript_busy(void);          /* a line is half written (for the watchdog's last record) */
 
 int transcript_output(const char *text, size_t n);
 int transcript_marker(const char *label);

@@ -222,13 +222,12 @@ function M.load_config(path)
   path = path or M.config_path()
   local cfg = { severities = {}, path = path }
   for k, v in pairs(M.BUILTIN) do cfg.severities[k] = v end
-  local f = io.open(path, "rb")
-  if not f then
+  local src, rerr = core.read_file(path, 1024 * 1024)   -- a regular file only: a FIFO would hang every run
+  if not src then
+    if not rerr:find("No such file or directory", 1, true) then return nil, rerr end
     cfg.status = require("status").validate(nil, path)
     return cfg
   end
-  local src = f:read("a") or ""
-  f:close()
   local data, err = run_data(path, src)
   if not data then return nil, err end
   local ok, verr = pcall(function()
