@@ -409,6 +409,12 @@ step "a" { title = "A", run = function(ctx) local t = {} while true do t[#t + 1]
     rc, out, err = t.run(["exec", "grow", "--auto"], env={"RUNBOOK_MEMORY_LIMIT": "64M"}, timeout=60)
     expect_eq(rc, 1, "exit code: " + err)
     expect_in("needed more memory than its limit (64.0 MiB)", out)
+    # At the REPL: the session ends, its transcript closed.
+    rc, out, err = t.run(["repl", "--transcript", t.path("r.cast")], env={"RUNBOOK_MEMORY_LIMIT": "64M"}, timeout=60,
+                         stdin='local t = {} while true do t[#t + 1] = ("x"):rep(1000) .. #t end\nprint("still here")\n')
+    expect_in("the memory limit (64.0 MiB) was reached: the session ends", out)
+    expect_not_in("still here", out)
+    expect_eq(last_record(t, t.path("r.cast"))["type"], "session_end", "the REPL's last record")
     rc, out, err = t.run(["exec", "grow", "--auto", "--memory-limit", "lots"])
     expect_eq(rc, 2, "a bad --memory-limit")
     expect_in("--memory-limit: 'lots' is not a size", err)
