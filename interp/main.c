@@ -35,7 +35,7 @@ static const char usage[] =
 	"  show NAME                 a runbook rendered as Markdown; nothing is executed\n"
 	"  exec NAME|FILE [opts]     run a runbook against real systems\n"
 	"  check FILE...             load and validate runbooks; touches no server\n"
-	"  transcript verify FILE    complete, truncated at line N, or invalid at line N\n"
+	"  transcript verify FILE    complete, killed, truncated at line N, or invalid at line N\n"
 	"  transcript show FILE      the audit records of a transcript, readably\n"
 	"  repl [--runbook NAME]     a Lua prompt with every module loaded, recorded in a transcript\n"
 	"  doc [NAME]                the Lua API reference (Markdown), or one primitive's help\n"
@@ -93,8 +93,9 @@ static const struct { const char *name, *help; } commands[] = {
 	{ "check", "usage: runbook check FILE|NAME...\n\nLoads and validates each runbook without touching any server.\n"
 	           "exit codes: 0 all valid, 1 at least one invalid, 2 usage error\n" },
 	{ "transcript", "usage: runbook transcript verify FILE\n       runbook transcript show FILE\n\n"
-	                "verify checks the hash chain and prints \"complete\", \"truncated at line N\" or \"invalid at line N\".\n"
-	                "exit codes: 0 complete, 1 truncated or invalid, 2 usage error\n"
+	                "verify checks the hash chain and prints \"complete\", \"truncated at line N\" or \"invalid at line N\",\n"
+	                "or \"killed\" when the process was ended inside a call (a second Ctrl-C or SIGTERM not honoured).\n"
+	                "exit codes: 0 complete, 1 killed, truncated or invalid, 2 usage error\n"
 	                "show prints the audit records: time, step, type and what happened.\n" },
 	{ "lab", "usage: runbook lab up | status | down\n       runbook lab start | stop | restart pg | redis | api\n\n"
 	         "A real PostgreSQL, Redis and HTTP service (GET /health reports both) on 127.0.0.1 and free ports,\n"
