@@ -154,6 +154,20 @@ def read_fifo(path, timeout=10):
         os.close(fd)
 
 
+def the_operator_declines(t, p, tr):
+    """The operator answers no, then skips the step: the action must not have run, and the
+    transcript says who declined."""
+    p.sendline("n")
+    p.expect(r"Declined\. ")
+    p.sendline("s")                # the step ends (and another task's command with it)
+    p.wait()
+    if os.path.exists(t.path("pwned")):
+        fail("the action ran without the operator's yes")
+    _, _, records = t.read_transcript(tr)
+    expect_eq([(r["answer"], r["how"]) for r in records if r["type"] == "confirm"],
+              [("declined", "typed no")], "confirm records")
+
+
 def test_a_probes_leftover_cannot_answer_the_gate(t):
     t.write("inject.py", INJECTOR)
     fifo, result = t.mkfifo("go"), t.mkfifo("result")
@@ -178,15 +192,7 @@ end },''')
         fail("a process left behind by sh.read was still running while the gate asked (%s); the "
              "action %s" % (how, "RAN: the runbook answered its own gate" if os.path.exists(t.path("pwned"))
                             else "did not run"))
-    p.sendline("n")
-    p.expect(r"Declined\. ")
-    p.sendline("s")
-    p.wait()
-    if os.path.exists(t.path("pwned")):
-        fail("the action ran without the operator's yes")
-    _, _, records = t.read_transcript(tr)
-    expect_eq([(r["answer"], r["how"]) for r in records if r["type"] == "confirm"],
-              [("declined", "typed no")], "confirm records")
+    the_operator_declines(t, p, tr)
 
 
 def test_commands_have_no_terminal_and_their_own_session(t):
@@ -618,12 +624,4 @@ end },''')
         p.wait()
         fail("a command running in another task was not stopped while the gate asked (%s); the action %s"
              % (how, "RAN: a command answered the gate" if os.path.exists(t.path("pwned")) else "did not run"))
-    p.sendline("n")
-    p.expect(r"Declined\. ")
-    p.sendline("s")                # the step ends, and the other task's command with it
-    p.wait()
-    if os.path.exists(t.path("pwned")):
-        fail("the action ran without the operator's yes")
-    _, _, records = t.read_transcript(tr)
-    expect_eq([(r["answer"], r["how"]) for r in records if r["type"] == "confirm"],
-              [("declined", "typed no")], "confirm records")
+    the_operator_declines(t, p, tr)
