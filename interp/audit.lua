@@ -89,6 +89,13 @@ function M.verify(path, opts)
   local data, err = read_file(path)
   if not data then core.err("runbook: " .. err .. "\n") return 2 end
   local status, line, why, facts = M.verify_data(data)
+  if status == "complete" and facts.last.outcome == "killed" then
+    -- Sealed, but the session did not end: the process was ended inside a call (main.c).
+    local last = M.as_text(facts.last)
+    core.out(string.format("killed: %d lines, %d audit records, exit %s: %s\nchain head %s\n", facts.lines,
+      facts.records, tostring(math.tointeger(last.exit) or last.exit or "?"), last.message or "?", facts.head))
+    return 1
+  end
   local code = 0
   if status == "complete" then
     local last = M.as_text(facts.last)

@@ -311,6 +311,11 @@ local function evaluate(s, f, src)
   core.clear_interrupt()
   audit("repl_result", { outcome = outcome, duration_ms = math.floor(core.now() - t0 + 0.5),
                          result = core.redact(first_line(summary):sub(1, 200)), step = s.step })
+  if core.memory_exceeded() then   -- what is left is the reserve for closing the session
+    render.outcome("error", string.format("the memory limit (%s) was reached: the session ends " ..
+      "(RUNBOOK_MEMORY_LIMIT raises it)", render.fmt.bytes(core.memory_limit())))
+    return "quit"
+  end
   return ending
 end
 
