@@ -97,7 +97,8 @@ end
 local EXEC_FLAGS = { ["--dry-run"] = "dry_run", ["--auto"] = "auto", ["--yes"] = "yes", ["--debug"] = "debug" }
 local EXEC_VALUES = { ["--start-at"] = "start_at", ["--timeout"] = "timeout", ["--transcript"] = "transcript",
                       ["--incident"] = "incident", ["--severity"] = "severity", ["--since"] = "since",
-                      ["--impact"] = "impact", ["--resume"] = "resume", ["--lock-timeout"] = "lock_timeout" }
+                      ["--impact"] = "impact", ["--resume"] = "resume", ["--lock-timeout"] = "lock_timeout",
+                      ["--yes-irreversible"] = "yes_irreversible" }
 
 local function suggest_flag(flag)
   local best, bestd = nil, 4
