@@ -56,7 +56,6 @@ local function new_ctx(run, rb, inputs)
     return say("finding", code, table.unpack(first, 1, math.max(#first, 1)))
   end
   function methods.note(_, ...) say("note", nil, ...) end
-  function methods.note(_, ...) say("note", ...) end
   function methods.show(_, text) render.block(text) end
 
   -- Judges a measured value (see check.lua), shows it in its status colour and records it; a
@@ -395,12 +394,15 @@ function M.exec(rb, opts)
     if core.terminated() then run.aborted = true break end
   end
 
-  local code, word = exit_code(run)
   if run.outcome then
     render.outcome(run.outcome == "resolved" and "ok" or "finding", run.outcome .. ": " .. run.outcome_msg)
-  elseif run.aborted then
+    local ok, err = pcall(hooks.outcome, hooks, run)   -- status sinks under --incident
+    if not ok and core.is_control(err) == "abort" then run.aborted = true end
+  end
+  local code, word = exit_code(run)
+  if run.aborted and not run.outcome then
     render.outcome("error", "aborted by the operator")
-  elseif run.stopped then
+  elseif run.stopped and not run.outcome then
     render.outcome("error", "stopped: a step failed")
   end
   local declined = core.declined()
