@@ -460,10 +460,11 @@ function M.judge(expect, transcript)
   return wrong
 end
 
-local function transcript_path(name, mode)
+-- Named as exec names its transcripts (runbook, time, session), so that they sort by time.
+local function transcript_path(name)
   local dir, err = core.transcript_dir()
   if not dir then return nil, err end
-  return string.format("%s/%s-drill-%s-%s-%s.cast", dir, name, mode, os.date("!%Y%m%dT%H%M%SZ"), engine.session_id())
+  return string.format("%s/%s-%s-%s.cast", dir, name, os.date("!%Y%m%dT%H%M%SZ"), engine.session_id())
 end
 
 local USAGE = "usage: runbook drill NAME [--mode MODE] [--auto] [--yes] [--yes-irreversible TARGET]\n"
@@ -520,7 +521,7 @@ function M.main(args)
   if not (spec.expect and spec.expect.findings and #spec.expect.findings > 0) then
     error("drill " .. name .. " --mode " .. mode .. ": expect.findings must name what the runbook has to report", 0)
   end
-  local transcript, terr = transcript_path(name, mode)
+  local transcript, terr = transcript_path(name)
   if not transcript then core.err("runbook drill: " .. terr .. "\n") return 1 end
   render.print(render.bold("drill " .. name .. " (" .. mode .. "): " .. what))
   local t0 = core.now()
