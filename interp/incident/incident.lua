@@ -471,7 +471,7 @@ function Session:before_step(run, step)
     -- The first finding of a run is the cause identified: posted once, between steps.
     if self.identified == "due" then
       self.identified = "posted"
-      self:post(run, "identified", self.findings[1])
+      self:post(run, "identified", self.identified_text)
     end
   end
   self.step = step
@@ -481,7 +481,8 @@ end
 -- Findings as status updates quote them: redacted, since updates leave for Slack and PagerDuty.
 function Session:finding(text, code)
   self.findings[#self.findings + 1] = core.redact(code and (code .. ": " .. text) or text)
-  if not self.identified then self.identified = "due" end
+  -- A coded finding is a diagnosis (the shipped runbooks name theirs): the cause identified.
+  if code and not self.identified then self.identified = "due" self.identified_text = core.redact(text) end
 end
 
 -- Posts an update ("identified", "resolved") or an escalation to the sinks, on behalf of the run;
@@ -502,7 +503,7 @@ function Session:outcome(run)
   if not self.inc or not run.outcome or run.aborted then return end
   if self.identified == "due" then
     self.identified = "posted"
-    self:post(run, "identified", self.findings[1])
+    self:post(run, "identified", self.identified_text)
   end
   if run.outcome == "resolved" then self:post(run, "resolved", run.outcome_msg)
   else self:post(run, "escalation", run.outcome_msg) end

@@ -315,8 +315,10 @@ send = function(session, run, status, text, template)
     results[#results + 1] = { sink = sink.name, outcome = outcome }
     shown[#shown + 1] = sink.name .. ": " .. outcome
   end
-  if session.inc then session.inc.last_update = now end
-  if status ~= "escalated" then session.last_status = status end
+  if status ~= "escalated" then   -- an escalation is not the status update the cadence asks for
+    if session.inc then session.inc.last_update = now end
+    session.last_status = status
+  end
   render.print("    → " .. table.concat(shown, " · "))
   audit("status_update_result", { status = status, results = results, text = table.concat(shown, " · ") })
   return results
