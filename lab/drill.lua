@@ -547,7 +547,12 @@ function M.main(args)
     state = lab.state() or {}
     if code == 3 then code = 0 end
   end
-  local healthy, hwhy = settle(function() return drill.healthy(state) end, 10)
+  -- A check that raises (a server still frozen) is a "not healthy", not the drill's crash.
+  local healthy, hwhy = settle(function()
+    local ok, h, why = pcall(drill.healthy, state)
+    if not ok then return false, tostring(h) end
+    return h, why
+  end, 10)
   local secs = (core.now() - t0) / 1000
   if drill.cleanup then pcall(drill.cleanup, state) end
   if #wrong > 0 then
