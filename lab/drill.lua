@@ -84,7 +84,7 @@ M.drills = {
       if used and max and max > 0 and used >= max * 0.95 then return false, "memory is still at maxmemory" end
       return service_healthy(s)
     end,
-    repair = function(s) core.kill(s.redis.pid, "CONT") lab.control("restart", "redis") end,
+    repair = function() lab.control("restart", "redis") end,   -- a stopped (SIGSTOP) one is continued first
   },
 }
 
@@ -125,7 +125,6 @@ M.drills["database-unavailable"] = {
   healthy = app_connects,
   repair = function(s)
     for i = #held, 1, -1 do pcall(held[i].close, held[i]); held[i] = nil end
-    core.kill(s.pg.pid, "CONT")
     lab.control("restart", "pg")
   end,
 }
@@ -290,7 +289,7 @@ M.drills["high-latency"] = {
                         expect = { findings = { "http.no_success" } } } },
   inputs = function(s) return { url = s.api.url .. "/health", requests = 10, timeout = "1s" } end,
   healthy = service_healthy,
-  repair = function(s) core.kill(s.api.pid, "CONT") end,
+  repair = function(s) if s.api.pid then core.kill(s.api.pid, "CONT") end end,
 }
 
 -- Jobs nobody consumes; the "workers" the runbook may restart are the drill's stand-in, a command
@@ -505,7 +504,10 @@ function M.main(args)
   end
   state = state or {}
   -- Before: the lab as a whole answers (standalone drills bring their own system).
-  local ok, why = settle(function() return drill.standalone or service_healthy(state) end, 10)
+  local ok, why = settle(function()
+    if drill.standalone then return true end
+    return service_healthy(state)
+  end, 10)
   if not ok then
     core.err("runbook drill: the lab is not healthy before the drill (" .. tostring(why) .. "); try: runbook lab down && runbook lab up\n")
     return 1
