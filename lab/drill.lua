@@ -364,6 +364,11 @@ M.drills["connection-pool-exhausted"] = {
   repair = end_sessions, cleanup = end_sessions,
 }
 
+local function end_lock_backends(s)
+  psql(s, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity " ..
+          "WHERE pid <> pg_backend_pid() AND (query LIKE '%drill_t%' OR query LIKE '%pg_sleep(600)%')")
+end
+
 M.drills["slow-queries"] = {
   modes = { locked = { what = "a transaction holds an exclusive lock and sleeps; a query waits for it", breaks = function(s)
     psql(s, "DROP TABLE IF EXISTS drill_t; CREATE TABLE drill_t (id int)")
@@ -379,7 +384,9 @@ M.drills["slow-queries"] = {
     if n ~= 0 then return false, n .. " sessions wait on a lock" end
     return true
   end,
-  repair = end_sessions, cleanup = function(s) end_sessions() pcall(psql, s, "DROP TABLE IF EXISTS drill_t") end,
+  -- A backend inside pg_sleep does not notice that its client was killed: it is terminated too.
+  repair = function(s) end_sessions() pcall(end_lock_backends, s) end,
+  cleanup = function(s) end_sessions() pcall(end_lock_backends, s) pcall(psql, s, "DROP TABLE IF EXISTS drill_t") end,
 }
 
 M.drills["migration-failure"] = {
