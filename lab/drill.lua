@@ -187,9 +187,9 @@ M.drills["memory-pressure"] = {
   standalone = true,   -- needs no lab servers
   modes = { hog = { what = "a process grabbing " .. HOG_BYTES .. " of memory", breaks = start_hog,
                     expect = { findings = { "memory.high", "memory.hog" }, offers = { "relieve" } } } },
-  -- The thresholds are low because the lab's hog is small beside the machine's memory; match
-  -- keeps every other process out of reach.
-  inputs = function() return { warn = 1, hog_pct = 1, match = HOG_NAME } end,
+  -- The thresholds are low because the lab's hog is small beside the machine's memory; match, the
+  -- hog's path in this lab's directory, keeps every other process (another lab's hog too) out of reach.
+  inputs = function() return { warn = 1, hog_pct = 1, match = lab.dir() .. "/" .. HOG_NAME } end,
   healthy = hog_gone,
   repair = end_hog,
   cleanup = end_hog,
@@ -258,7 +258,7 @@ M.drills["api-down"] = {
   -- The lab is the platform: its own restart counter stands for systemd's NRestarts.
   inputs = function(s)
     return { url = s.api.url .. "/health", database = s.pg.app_url, cache = s.redis.url,
-             restart = lab_cmd("restart", "api"), process = "lab serve", timeout = "1s",
+             restart = lab_cmd("restart", "api"), process = "lab serve --port " .. s.api.port, timeout = "1s",
              restarts = lab_cmd("restarts", "api"), window = "1s" }
   end,
   healthy = service_healthy,
