@@ -486,11 +486,14 @@ function Session:finding(text, code)
 end
 
 -- Posts an update ("identified", "resolved") or an escalation to the sinks, on behalf of the run;
--- a failure to post is shown, and never ends the run.
+-- a failure to post is shown, and never ends the run. Without sinks in config.lua nothing is
+-- posted: the run's own output already says it all.
 function Session:post(run, kind, text)
+  if #self.cfg.status.sinks == 0 then return end
   local status = require "status"
-  local ok, err = pcall(kind == "escalation" and status.escalation or status.post, self, run,
-                        kind ~= "escalation" and kind or text, kind ~= "escalation" and text or nil)
+  local ok, err
+  if kind == "escalation" then ok, err = pcall(status.escalation, self, run, text)
+  else ok, err = pcall(status.post, self, run, kind, text) end
   if ok then return end
   local control = core.is_control(err)
   if control then error(err, 0) end
