@@ -83,6 +83,20 @@ function M.whole_lines(data)
   return texts
 end
 
+-- The audit records of a transcript that verifies complete (what a drill judges), or nil, why.
+function M.records(path)
+  local data, err = read_file(path)
+  if not data then return nil, err end
+  local status, line, why = M.verify_data(data)
+  if status ~= "complete" then return nil, string.format("%s is %s at line %d: %s", path, status, line, why) end
+  local out = {}
+  for _, l in ipairs(split_lines(data)) do
+    local ev = decode(l.text)
+    if type(ev) == "table" and ev[2] == "a" then out[#out + 1] = decode(ev[3]) end
+  end
+  return out
+end
+
 -- opts: allowed_signers (FILE), witness (true: the journal, or a log FILE).
 function M.verify(path, opts)
   opts = opts or {}

@@ -142,7 +142,7 @@ local EXEC_VALUES = { ["--start-at"] = "start_at", ["--timeout"] = "timeout", ["
                       ["--incident"] = "incident", ["--severity"] = "severity", ["--since"] = "since",
                       ["--impact"] = "impact", ["--resume"] = "resume", ["--lock-timeout"] = "lock_timeout",
                       ["--sign-key"] = "sign_key", ["--allowed-signers"] = "allowed_signers",
-                      ["--memory-limit"] = "memory_limit" }
+                      ["--memory-limit"] = "memory_limit", ["--yes-irreversible"] = "yes_irreversible" }
 
 local function suggest_flag(flag)
   local best, bestd = nil, 4

@@ -43,8 +43,8 @@ local function new_ctx(run, rb, inputs)
   local ctx = { state = {}, inputs = inputs, dry_run = run.dry_run, runbook = rb.name }
 
   -- A mistake in the arguments is the runbook's, and is reported at its line (level 3: the
-  -- runbook, which called the method, which called this).
-  local function say(level, fmtstr, ...)
+  -- runbook, which called the method, which called this; the methods call it, never tail-call it).
+  local function say(level, code, fmtstr, ...)
     local ok, text
     if select("#", ...) > 0 then ok, text = pcall(string.format, fmtstr, ...)
     else ok, text = pcall(tostring, fmtstr) end
@@ -55,24 +55,37 @@ local function new_ctx(run, rb, inputs)
     text = text:gsub("%s+$", "")
     text = cut(text)
     render.outcome(level, text)
-    audit("note", { level = level, text = core.redact(text) })
-    if level == "finding" then run.step_findings = run.step_findings + 1; run.hooks:finding(text) end
+    audit("note", { level = level, code = code, text = core.redact(text) })
+    if level == "finding" then run.step_findings = run.step_findings + 1; run.hooks:finding(text, code) end
     return text
   end
-  function methods.ok(_, ...) say("ok", ...) end
-  function methods.finding(_, ...) say("finding", ...) end
-  function methods.note(_, ...) say("note", ...) end
+  function methods.ok(_, ...) say("ok", nil, ...) end
+  -- ctx:finding("text %s", ...) or ctx:finding { code = "redis.down", "text %s", ... } (or text = "...").
+  -- The code is the finding's stable name: drills and tools match it, never the wording.
+  function methods.finding(_, first, ...)
+    -- A table with a metatable is a value to show (its __tostring), not the { code = ... } form.
+    if type(first) ~= "table" or getmetatable(first) ~= nil then say("finding", nil, first, ...) return end
+    local code = first.code
+    if type(code) ~= "string" or not code:match("^[%w_]+[%w_.-]*$") then
+      error("ctx:finding { code = \"area.what\", \"text\", ... }: the code must be a word like redis.down", 2)
+    end
+    if first.text ~= nil then say("finding", code, "%s", tostring(first.text)) return end
+    if first[1] == nil then error("ctx:finding { code = " .. code .. " }: the finding needs a text", 2) end
+    say("finding", code, table.unpack(first, 1, math.max(#first, 1)))
+  end
+  function methods.note(_, ...) say("note", nil, ...) end
   function methods.show(_, text) render.block(cut(render.error_text(text))) end
 
-  -- Judges a measured value (see check.lua), shows it in its status colour and records it.
+  -- Judges a measured value (see check.lua), shows it in its status colour and records it; a
+  -- value past its threshold is a finding, named by the code when one is given.
   function methods.check(_, label, value, opts)
-    if type(label) ~= "string" then error("ctx:check(label, value, { warn = , crit = , format = })", 2) end
+    if type(label) ~= "string" then error("ctx:check(label, value, { warn = , crit = , format = , code = })", 2) end
     opts = opts or {}
     local format = opts.format or tostring
     local thresholds = { warn = opts.warn, crit = opts.crit }
     for k in pairs(opts) do
-      if k ~= "warn" and k ~= "crit" and k ~= "format" then
-        error("ctx:check: unknown option '" .. tostring(k) .. "' (warn, crit, format)", 2)
+      if k ~= "warn" and k ~= "crit" and k ~= "format" and k ~= "code" then
+        error("ctx:check: unknown option '" .. tostring(k) .. "' (warn, crit, format, code)", 2)
       end
     end
     local status, why = check.judge(value, thresholds)
@@ -81,8 +94,8 @@ local function new_ctx(run, rb, inputs)
     render.outcome(CHECK_LEVEL[status], text, status)
     audit("check", { label = core.redact(label), value = type(value) == "number" and value or nil,
                      warn = opts.warn and tostring(opts.warn), crit = opts.crit and tostring(opts.crit),
-                     status = status })
-    if status ~= check.OK then run.step_findings = run.step_findings + 1; run.hooks:finding(text) end
+                     status = status, code = status ~= check.OK and opts.code or nil })
+    if status ~= check.OK then run.step_findings = run.step_findings + 1; run.hooks:finding(text, opts.code) end
     return status
   end
 
@@ -296,7 +309,8 @@ local function banner(run)
                " · transcript " .. run.transcript)
   local flags = {}
   if run.dry_run then flags[#flags + 1] = "dry run: actions are only shown" end
-  if run.yes then flags[#flags + 1] = "--yes: actions run without asking" end
+  if run.yes then flags[#flags + 1] = "--yes: reversible actions run without asking" end
+  if run.yes_irreversible then flags[#flags + 1] = "--yes-irreversible: confirms the irreversible action on " .. run.yes_irreversible end
   if not core.interactive() and not run.yes and not run.dry_run then
     flags[#flags + 1] = "no terminal: actions will not run unless --yes"
   end
@@ -322,7 +336,7 @@ local function summary_line(run)
   return table.concat(parts, " · ")
 end
 
--- opts: dry_run, auto, yes, start_at, timeout (seconds), transcript (path), inputs, argv, debug.
+-- opts: dry_run, auto, yes, yes_irreversible (a target), start_at, timeout (seconds), transcript (path), inputs, argv, debug.
 function M.exec(rb, opts)
   local inputs, err = opts.input_values, nil                -- input_values: from --resume (resume.lua)
   if not inputs then inputs, err = M.resolve_inputs(rb, opts.inputs or {}) end
@@ -340,7 +354,7 @@ function M.exec(rb, opts)
   end
 
   local run = { rb = rb, counts = {}, session = session_id(), dry_run = opts.dry_run, yes = opts.yes,
-                debug = opts.debug }
+                yes_irreversible = opts.yes_irreversible, debug = opts.debug }
   local path = opts.transcript
   if not path then
     local dir, derr = core.transcript_dir()
@@ -358,7 +372,7 @@ function M.exec(rb, opts)
   local fields = {
     name = rb.name, file = rb.file, sha256 = rb.sha256, severity = rb.severity, user = id.user,
     host = id.host, tty = id.tty, pid = id.pid, argv = opts.argv or {}, started = iso_now(),
-    yes = opts.yes and true or false, dry_run = opts.dry_run and true or false,
+    yes = opts.yes and true or false, yes_irreversible = opts.yes_irreversible, dry_run = opts.dry_run and true or false,
     auto = opts.auto and true or false, version = core.version, session = run.session,
     inputs = shown_inputs,
   }
@@ -368,7 +382,7 @@ function M.exec(rb, opts)
   local ok, terr = core.transcript_open(path, header)
   if not ok then hooks:finish() core.err("runbook: " .. terr .. "\n") return EXIT.usage end
 
-  core.gate_configure(opts.dry_run, opts.yes)
+  core.gate_configure(opts.dry_run, opts.yes, opts.yes_irreversible)
   if opts.timeout then core.set_cap(opts.timeout * 1000) end
   audit("session_start", hooks:start_fields({ runbook = rb.name, session = run.session, user = id.user }))
   run.ctx = new_ctx(run, rb, inputs)
@@ -417,12 +431,15 @@ function M.exec(rb, opts)
     if core.terminated() then run.aborted = true break end
   end
 
-  local code, word = exit_code(run)
   if run.outcome then
     render.outcome(run.outcome == "resolved" and "ok" or "finding", run.outcome .. ": " .. run.outcome_msg)
-  elseif run.aborted then
+    local ok, err = pcall(hooks.outcome, hooks, run)   -- status sinks under --incident
+    if not ok and core.is_control(err) == "abort" then run.aborted = true end
+  end
+  local code, word = exit_code(run)
+  if run.aborted and not run.outcome then
     render.outcome("error", "aborted by the operator")
-  elseif run.stopped then
+  elseif run.stopped and not run.outcome then
     render.outcome("error", "stopped: " .. (run.stop_why or "a step failed"))
   end
   local declined = core.declined()

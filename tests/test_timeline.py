@@ -152,7 +152,7 @@ def test_timeline_of_a_drill_run(t):
     expect_in("(the first session; no incident start was recorded)", md)
     rows = [l for l in md.splitlines() if re.match(r"^\| \d\d:\d\d:\d\d \|", l)]
     text = "\n".join(rows)
-    if not re.search(r"\| finding: .*tail \(pid \d+", text):
+    if not re.search(r"\| finding: .*runbook-lab-hog \(pid \d+", text):
         fail("the drill's finding is not in the timeline:\n" + md)
     if not re.search(r"\| confirmed: .*\(--yes by \S+\) \|", text):
         fail("the confirmation is not in the timeline:\n" + md)
