@@ -21,7 +21,7 @@ local M = {}
 
 local EXIT = require("engine").EXIT
 local POLL = 0.2                     -- seconds between two tries while waiting
-local TARGET_TYPES = { url = true, path = true, string = true }
+local TARGET_TYPES = { url = true, path = true, string = true, target = true }
 
 function M.dir() return core.state_dir("locks") end
 
