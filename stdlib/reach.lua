@@ -142,7 +142,7 @@ local function endpoints(t, fn)
     end
     local inv = inventories[file]
     if not inv then
-      local r = shx.run({ "ansible-inventory", "-i", file, "--list", quiet = true, timeout = INVENTORY_TIMEOUT }, {})
+      local r = shx.run({ "ansible-inventory", "-i", file, "--list", quiet = true, timeout = INVENTORY_TIMEOUT }, { on = t.text })
       if not r.ok then
         local why = r.spawn_error or (r.timed_out and "timed out") or (r.interrupted and "interrupted")
                     or ((r.stderr:match("[^\n]+") or "") .. " (exit " .. tostring(r.code) .. ")")
@@ -159,7 +159,7 @@ local function endpoints(t, fn)
   end
   -- k8s://NS/pods?l=SELECTOR: the pods the selector matches now.
   local base = kubectl_base(t)
-  local r = shx.run(append(base, { "get", "pods", "-l", t.selector, "-o", "name", quiet = true, timeout = 20 }), {})
+  local r = shx.run(append(base, { "get", "pods", "-l", t.selector, "-o", "name", quiet = true, timeout = 20 }), { on = t.text })
   if not r.ok then
     return nil, string.format("%s on %s: kubectl get pods: %s", fn, t.text, r.spawn_error or r.stderr:match("[^\n]+") or "failed"),
            r.spawn_error and "notfound" or "unreachable"
