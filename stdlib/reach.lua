@@ -172,6 +172,25 @@ local function endpoints(t, fn)
   return hosts
 end
 
+-- What identifies each host of a target for the session lock (interp/lock.lua): an SSH host by
+-- address and port (web01 of an inventory and ssh://10.0.0.5 are the same host), a Compose
+-- service by project and name, a Kubernetes object or selector by its path. An inventory that
+-- cannot be read leaves the target's own text.
+function M.host_keys(text)
+  local t = target.parse(text)
+  if not t or t.kind == "local" then return {} end
+  if t.kind == "k8s" and t.fleet then return { "k8s:" .. text:sub(7) } end
+  local eps = endpoints(t, "lock")
+  if not eps then return { text } end
+  local out = {}
+  for _, ep in ipairs(eps) do
+    if ep.kind == "ssh" then out[#out + 1] = string.format("ssh:%s:%d", ep.host, ep.port or 22)
+    elseif ep.kind == "compose" then out[#out + 1] = "compose:" .. (ep.dir or ".") .. ":" .. ep.service
+    else out[#out + 1] = string.format("k8s:%s/%s/%s", ep.context or "", ep.namespace, ep.object) end
+  end
+  return out
+end
+
 ------------------------------------------------------------------------------- one host, one call
 local function first_line(s) return (s or ""):match("([^\n]*[^\n%s][^\n]*)") or "" end
 

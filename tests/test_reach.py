@@ -286,3 +286,27 @@ end },''')
     expect_eq(sorted(c[3] for c in calls[2:]), ["pod/api-7d9f-a", "pod/api-7d9f-b"])
     if took > 10:
         fail("took %.1f s" % took)
+
+
+def test_reach_session_lock_covers_the_targets_hosts(t):
+    lab, servers, inv = fleet_lab(t, 2)
+    t.runbook("held", '''
+step "a" { title = "A", run = function(ctx)
+  must(sh.read { "sh", "-c", "echo holding; sleep 30", on = ctx.on, timeout = 60 })
+end },''', inputs=INPUT)
+    env = lab.env({"RUNBOOK_INVENTORY": inv})
+    first = t.spawn(["exec", "held", "--auto", "on=" + servers[1].target()], env=env)
+    wait_until("the first session holds its lock", lambda: any(
+        "holding" in open(p, errors="replace").read() for p in t.transcripts()), 20)
+    t0 = time.monotonic()
+    rc, out, err = t.run(["exec", "held", "--auto", "on=inventory:web"], env=env)
+    took = time.monotonic() - t0
+    expect_rc((rc, out, err), 6, "a fleet that includes the first session's host")
+    expect_in("host ssh:127.0.0.2:%d" % servers[1].port, err)
+    if took > 10:
+        fail("the refusal took %.1f s" % took)
+    rc, out, err = t.run(["exec", "held", "--auto", "--timeout", "1s", "on=" + servers[0].target()], env=env)
+    expect_rc((rc, out, err), 1, "another host of the same runbook is not locked (its step times out)")
+    expect_in("holding", out)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(10)
