@@ -109,6 +109,8 @@ local function append(argv, list)
   return argv
 end
 
+M.compose_argv, M.kubectl_argv = compose_base, kubectl_base   -- for stdlib/service.lua
+
 -- The local argv that runs cmd on ep, and the remote command line as the gate shows it.
 function M.argv(ep, cmd, shell)
   local remote = shell and cmd[1] or shx.quote(cmd)
