@@ -6,6 +6,7 @@
     env = lab.env()                             # RUNBOOK_SSH_CONFIG, XDG_RUNTIME_DIR for the binary
     lab.inventory({"web": [s1, s2]})            # an Ansible INI inventory of them (ansible_host/port/user)
     s.stop()  /  s.pause()  /  s.resume()       # SIGKILL, SIGSTOP (a hung host), SIGCONT, by pid
+    lab.server(path_prepend=DIR)                # sessions find commands in DIR first (sshd SetEnv PATH)
 
 Each sshd is Debian's openssh-server in the foreground (-D, so the Popen's pid is the listener's
 and SIGSTOP reaches it), with its own ed25519 host key, `UsePAM no`, AuthorizedKeysFile in the
@@ -41,7 +42,7 @@ def free_port_on(addr):
 
 
 class SshServer:
-    def __init__(self, lab, addr, name):
+    def __init__(self, lab, addr, name, path_prepend=None):
         self.lab, self.addr, self.name = lab, addr, name
         self.dir = os.path.join(lab.dir, name)
         os.makedirs(self.dir, exist_ok=True)
@@ -58,7 +59,8 @@ class SshServer:
                 "PubkeyAuthentication yes", "PasswordAuthentication no",
                 "KbdInteractiveAuthentication no", "PermitRootLogin prohibit-password",
                 "MaxStartups 200", "MaxSessions 100", "LogLevel ERROR", "UseDNS no",
-                "AcceptEnv LANG LC_*", "",
+                "AcceptEnv LANG LC_*",
+                "SetEnv PATH=%s:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin" % path_prepend if path_prepend else "", "",
             ]))
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
         self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", self.config], stdin=subprocess.DEVNULL,
@@ -121,8 +123,9 @@ class SshLab:
                 "  LogLevel ERROR", "  PasswordAuthentication no", "  KbdInteractiveAuthentication no", "",
             ]))
 
-    def server(self, addr="127.0.0.1", known=True):
-        s = SshServer(self, addr, "sshd%d" % (len(self.servers) + 1))
+    def server(self, addr="127.0.0.1", known=True, path_prepend=None):
+        """path_prepend: a directory the sessions find commands in first (stand-ins: systemctl)."""
+        s = SshServer(self, addr, "sshd%d" % (len(self.servers) + 1), path_prepend)
         self.servers.append(s)
         self.t.on_cleanup(s.stop)
         if known:

@@ -249,6 +249,8 @@ KUBECTL = r'''#!/bin/sh
 for a in "$@"; do printf '%s\037' "$a"; done >> "$KUBECTL_LOG"; echo >> "$KUBECTL_LOG"
 case " $* " in
   *" get pods "*) printf 'pod/api-7d9f-a\npod/api-7d9f-b\n' ;;
+  *" rollout status "*) echo 'deployment "api" successfully rolled out' ;;
+  *" rollout restart "*) echo 'deployment.apps/api restarted' ;;
   *" exec "*) while [ "$1" != "--" ]; do shift; done; shift; exec "$@" ;;
 esac
 '''
@@ -310,3 +312,48 @@ end },''', inputs=INPUT)
     expect_in("holding", out)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(10)
+
+
+SYSTEMCTL = r'''#!/bin/sh
+# A stand-in for systemctl (no systemd runs here): records its argv, answers as systemd would.
+echo "$*" >> "%s/systemctl.${SSH_CONNECTION##* }.log"
+case "$1" in
+  show) printf 'MainPID=4242\nActiveState=active\nSubState=running\nActiveEnterTimestamp=Mon 2026-12-07 00:00:00 UTC\n' ;;
+esac
+'''
+
+
+def test_reach_service_over_ssh_and_kubernetes(t):
+    lab = SshLab(t)
+    bindir = t.path("rbin")
+    t.write(os.path.join(bindir, "systemctl"), SYSTEMCTL % t.dir, mode=0o755)
+    servers = [lab.server("127.0.0.%d" % i, path_prepend=bindir) for i in (1, 2)]
+    inv = lab.inventory({"cache": [("cache1", servers[0]), ("cache2", servers[1])]})
+    kbin = kubectl_standin(t)
+    t.runbook("svc", '''
+step "a" { title = "A", run = function(ctx)
+  local service = require "service"
+  local st = must(service.status { on = "inventory:cache", name = "redis-server" })
+  print("ACTIVE", table.concat(st.active, ","), st.by_host.cache1.pid, st.manager)
+  must(service.restart { on = "ssh://root@127.0.0.2:%d", name = "redis-server" })
+  must(service.restart { on = "k8s://prod/deployment/api", timeout = 30 })
+  local w = must(service.wait_ready { on = "ssh://root@127.0.0.2:%d", name = "redis-server", timeout = 5 })
+  print("READY", w.state, w.sub)
+end },''' % (servers[1].port, servers[1].port))
+    t0 = time.monotonic()
+    rc, out, err = t.run(["exec", "svc", "--yes"], env=lab.env({"RUNBOOK_INVENTORY": inv, "KUBECTL_LOG": t.path("kubectl.log"),
+                                                               "PATH": kbin + ":" + os.environ["PATH"]}))
+    took = time.monotonic() - t0
+    expect_rc((rc, out, err), 0)
+    expect_in("ACTIVE\tcache1,cache2\t4242\tsystemd", out)
+    expect_in("ACTION  restart redis-server on ssh://root@127.0.0.2:%d\n          $ systemctl restart redis-server" % servers[1].port, out)
+    expect_in("READY\tactive\trunning", out)
+    with open(t.path("systemctl.%d.log" % servers[1].port)) as f:
+        expect_eq(f.read().splitlines()[1], "restart redis-server", "what systemctl was asked on the second host")
+    with open(t.path("systemctl.%d.log" % servers[0].port)) as f:
+        expect_not_in("restart", f.read(), "the first host was not restarted")
+    calls = kubectl_calls(t)
+    expect_eq(calls, [["-n", "prod", "rollout", "restart", "deployment/api"],
+                      ["-n", "prod", "rollout", "status", "deployment/api", "--timeout=30s"]])
+    if took > 15:
+        fail("took %.1f s" % took)
