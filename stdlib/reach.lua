@@ -84,14 +84,16 @@ local function ssh_base(ep)
 end
 
 local compose_cmd
--- docker compose (the plugin) or docker-compose, whichever this machine has.
+-- docker compose (the plugin) or docker-compose, whichever this machine has: the plugin if it answers.
 local function compose_base(ep)
   if not compose_cmd then
     local r = shx.run({ "docker", "compose", "version", quiet = true, timeout = 5 }, {})
     compose_cmd = (r.ok) and { "docker", "compose" } or { "docker-compose" }
   end
+  -- Run in the project's directory, where both find its docker-compose.yml (docker-compose 1.x
+  -- looks for the file in the working directory even with --project-directory).
   local argv = { table.unpack(compose_cmd) }
-  if ep.dir then argv[#argv + 1] = "--project-directory"; argv[#argv + 1] = ep.dir end
+  argv.cwd = ep.dir
   return argv
 end
 
@@ -243,6 +245,12 @@ local function tool_failure(ep, r)
     if e:find("No such service", 1, true) or e:find("is not running", 1, true) or e:find("No container found", 1, true) then
       return "unreachable", first_line(e)
     end
+    -- docker-compose 1.x exits 1 without a word for a service that does not exist: ask it.
+    local ps = shx.run(append(compose_base(ep), { "ps", "-q", ep.service, quiet = true, timeout = 10 }), {})
+    if not (ps.ok and ps.stdout:match("%x")) then
+      return "unreachable", string.format("the service %s has no running container (%s ps -q %s: %s)", ep.service,
+        table.concat(compose_cmd, " "), ep.service, first_line(ps.stderr) ~= "" and first_line(ps.stderr) or "none")
+    end
   end
   return nil
 end
@@ -273,7 +281,7 @@ local function run_one(fn, t, ep, cmd, opts, action)
   local argv, remote = M.argv(ep, cmd, opts.shell)
   if not argv then return nil, string.format("%s on %s: %s", fn, t.text, remote), "error" end
   local timeout = duration(opts.timeout, action and 120 or 10, fn)
-  argv.timeout, argv.grace, argv.quiet, argv.max_output = timeout, opts.grace, opts.quiet, opts.max_output
+  argv.timeout, argv.grace, argv.quiet, argv.max_output = timeout, opts.grace, opts.quiet, opts.max_output   -- cwd: compose's
   local r = shx.run(argv, { display = remote, on = t.text, host = ep.name, action = action })
   r.argv = cmd
   return judge(fn, t, ep, r, argv, timeout)
@@ -359,6 +367,9 @@ local function batch_size(batch, n, fn)
   return math.min(size, math.max(n, 1))
 end
 
+-- The local command line of a transport, as the gate shows it.
+local function via(argv) return shx.quote(argv) .. (argv.cwd and ("    (in " .. argv.cwd .. ")") or "") end
+
 local function fleet_plan(t, eps, done, cmd, opts, size, max_fail, pause)
   local argv, remote = M.argv(eps[1], cmd, opts.shell)
   if argv then
@@ -374,7 +385,7 @@ local function fleet_plan(t, eps, done, cmd, opts, size, max_fail, pause)
     string.format("in %d batches of %d; stop after %d failure%s; pause %s between batches", nb, size, max_fail,
                   max_fail == 1 and "" or "s", require("render").fmt.duration(pause))
   if #done > 0 then lines[#lines + 1] = "already run there in the earlier session (not repeated): " .. target.fold(done) end
-  if argv then lines[#lines + 1] = "via: " .. shx.quote(argv) end
+  if argv then lines[#lines + 1] = "via: " .. via(argv) end
   return {
     summary = opts.summary or ("$ " .. remote), detail = table.concat(lines, "\n"), command = remote,
     target = opts.target or t.text, blast = opts.blast, irreversible = opts.irreversible,
@@ -453,7 +464,7 @@ function M.action(args)
   if not argv then return nil, string.format("%s on %s: %s", fn, t.text, remote), "error" end
   local lines = {}
   if opts.summary then lines[#lines + 1] = "$ " .. remote end
-  lines[#lines + 1] = "on " .. t.text .. " via: " .. shx.quote(argv)
+  lines[#lines + 1] = "on " .. t.text .. " via: " .. via(argv)
   local answer, e, k = shx.gate({ summary = opts.summary or ("$ " .. remote), detail = table.concat(lines, "\n"),
                                   target = opts.target or t.text, blast = opts.blast, irreversible = opts.irreversible,
                                   command = remote })

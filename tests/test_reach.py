@@ -357,3 +357,39 @@ end },''' % (servers[1].port, servers[1].port))
                       ["-n", "prod", "rollout", "status", "deployment/api", "--timeout=30s"]])
     if took > 15:
         fail("took %.1f s" % took)
+
+
+def test_reach_docker_compose(t):
+    from servers_docker import DockerD
+    why = DockerD.unavailable()
+    if why:
+        print("SKIP: Docker Compose is not tested: " + why)
+        return
+    d = DockerD(t)
+    d.image()
+    proj = d.compose({"app": ["/usr/bin/sleep", "1000"]})
+    canary = "CANARYcompose31"
+    t.runbook("comp", '''
+step "a" { title = "A", run = function(ctx)
+  local service = require "service"
+  local r = must(sh.read { "sh", "-c", "echo in-container; echo $0", ctx.pw, on = ctx.on, quiet = true })
+  print("READ", (r.stdout:gsub("\\n", " ")))
+  local _, err, kind = sh.read { "true", on = "compose://%s:nosuch", quiet = true }
+  print("NOSUCH", kind, err)
+  local before = must(service.status { on = ctx.on })
+  must(service.restart { on = ctx.on })
+  local after = must(service.wait_ready { on = ctx.on, timeout = 20 })
+  print("STATUS", before.state, after.state, before.pid ~= after.pid)
+end },''' % proj, inputs=INPUT + ', pw = input.secret { env = "PW" }')
+    t0 = time.monotonic()
+    rc, out, err = t.run(["exec", "comp", "--yes", "on=compose://%s:app" % proj], env=dict(d.env(), PW=canary), timeout=120)
+    took = time.monotonic() - t0
+    expect_rc((rc, out, err), 0)
+    expect_in("READ\tin-container %s " % "***", out.replace(canary, "***"))
+    expect_in("NOSUCH\tunreachable", out)
+    expect_in("STATUS\trunning\trunning\ttrue", out)
+    expect_in("restart app", out, "the gate shows the compose restart")
+    with open(t.the_transcript()) as f:
+        expect_not_in(canary, f.read(), "the transcript")
+    if took > 60:
+        fail("took %.1f s" % took)
