@@ -26,7 +26,9 @@ LDLIBS  = $(shell pkg-config --libs $(CORE_PKGS) 2>/dev/null) -lm
 LIBDIR  := $(PREFIX)/lib/runbook
 ASAN    := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-MOD_SRC := stdlib/pg.c stdlib/pg_probes.c stdlib/pg_service.c stdlib/redis.c stdlib/redis_probes.c stdlib/http.c \
+MOD_SRC := stdlib/pg.c stdlib/pg_conninfo.c stdlib/pg_engine.c stdlib/pg_probes.c stdlib/pg_service.c \
+           stdlib/redis.c stdlib/redis_engine.c stdlib/redis_commands.c stdlib/redis_probes.c \
+           stdlib/http.c stdlib/http_request.c stdlib/http_transfer.c stdlib/http_result.c \
            interp/lineedit.c
 SRC     := $(filter-out $(MOD_SRC),$(wildcard interp/*.c) $(wildcard stdlib/*.c) $(wildcard lab/*.c))
 # The Lua halves of every part: the interpreter, its incident tools, the lab, the Lua modules of stdlib.
@@ -114,6 +116,7 @@ install: runbook
 	install -m 0755 runbook $(DESTDIR)$(PREFIX)/bin/runbook
 	install -m 0644 $(MODS) $(DESTDIR)$(LIBDIR)/
 	install -m 0644 runbooks/*.lua $(DESTDIR)$(SHARE)/runbooks/
+	./runbook doc --luals $(DESTDIR)$(SHARE)/luals --as $(SHARE)/luals >/dev/null
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/runbook

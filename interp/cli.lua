@@ -79,17 +79,60 @@ function M.show(args)
   return EXIT.ok
 end
 
+-- check [--strict] FILE|NAME...: validation (loader.lua), then the linter's rules (lint.lua);
+-- check --explain RULE: what a rule looks for and how to silence it.
+local function check_usage(msg) return usage(msg .. " (see 'runbook check --help')") end
+
+local function plural(n, word) return n .. " " .. word .. (n == 1 and "" or "s") end
+
+-- One runbook: its findings printed; returns true when it passes.
+local function check_one(arg, strict)
+  local rb, err = load_arg(arg)
+  if not rb then
+    core.out("FAIL  " .. err .. "\n")
+    return false
+  end
+  local lok, findings = pcall(require("lint").run, rb)
+  if not lok then   -- a bug of the linter's, not the runbook's: say so, without a traceback
+    core.out("FAIL  " .. rb.file .. ": the linter could not read it (" .. tostring(findings) .. "); please report this\n")
+    return false
+  end
+  local errors, warnings = 0, 0
+  for _, f in ipairs(findings) do
+    if f.level == "error" then errors = errors + 1 else warnings = warnings + 1 end
+    core.out(core.redact(string.format("%s:%d: %s: %s [%s]\n", rb.file, f.line, f.level, f.message, f.rule)))
+  end
+  local what = string.format("%s (%s, %d steps, %d inputs)", rb.file, rb.name, #rb.steps, #rb.input_names)
+  local counts = #findings > 0 and (": " .. plural(errors, "error") .. ", " .. plural(warnings, "warning")) or ""
+  local ok = errors == 0 and (warnings == 0 or not strict)
+  core.out((ok and "ok    " or "FAIL  ") .. what .. counts .. "\n")
+  return ok
+end
+M.check_one = check_one
+
 function M.check(args)
-  if #args == 0 then return usage("check needs at least one runbook file (see 'runbook check --help')") end
+  local strict, files = false, {}
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    if a == "--strict" then strict = true
+    elseif a == "--explain" or a:match("^%-%-explain=") then
+      local rule = a:match("^%-%-explain=(.*)$") or args[i + 1]
+      local lint = require "lint"
+      local text = rule and lint.explain(rule)
+      if not text then
+        return check_usage("--explain needs a rule: " .. table.concat(lint.rule_names(), ", "))
+      end
+      core.out(text)
+      return EXIT.ok
+    elseif a:sub(1, 1) == "-" then return check_usage("unknown option " .. a)
+    else files[#files + 1] = a end
+    i = i + 1
+  end
+  if #files == 0 then return check_usage("check needs at least one runbook file") end
   local failed = 0
-  for _, arg in ipairs(args) do
-    local rb, err = load_arg(arg)
-    if rb then
-      core.out(string.format("ok    %s (%s, %d steps, %d inputs)\n", rb.file, rb.name, #rb.steps, #rb.input_names))
-    else
-      failed = failed + 1
-      core.out("FAIL  " .. err .. "\n")
-    end
+  for _, arg in ipairs(files) do
+    if not check_one(arg, strict) then failed = failed + 1 end
   end
   return failed == 0 and EXIT.ok or EXIT.failed
 end
@@ -169,10 +212,21 @@ end
 function M.lab(args) return require("lab").main(args) end
 function M.repl(args) return require("repl").main(args) end
 
--- runbook doc: the README's Lua API reference; runbook doc NAME: one entry, as help(NAME) shows it.
+-- runbook doc: the Lua API reference (doc/lua-api.md); runbook doc NAME: one entry, as help(NAME) shows it.
 function M.doc(args)
   local doc = require "doc"
   if #args == 0 then core.out(doc.markdown()) return EXIT.ok end
+  if args[1] == "--luals" then
+    local dir, as = args[2], nil
+    if args[3] == "--as" and args[4] and not args[5] then as = args[4]
+    elseif args[3] then dir = nil end
+    if not dir then return usage("usage: runbook doc --luals DIR [--as PATH]") end
+    local written, err = require("luals").write(dir, as)
+    if not written then core.err("runbook doc: " .. err .. "\n") return EXIT.failed end
+    core.out(string.format("wrote %d files to %s: point your editor's Lua language server at %s/.luarc.json " ..
+                           "(copy it to your runbooks' directory)\n", #written, dir, dir))
+    return EXIT.ok
+  end
   if #args > 1 then return usage("doc takes at most one name (see 'runbook doc --help')") end
   local entry = doc.find(args[1])
   if not entry then
@@ -185,6 +239,8 @@ function M.timeline(args) return require("timeline").main(args) end
 function M.history(args) return require("history").main(args) end
 function M.unlock(args) return require("lock").unlock(args) end
 function M.drill(args) return require("drill").main(args) end
+function M.new(args) return require("authoring").new(args) end
+function M.test(args) return require("authoring").test(args) end
 
 function M.main(argv)
   local cmd = argv[1]

@@ -1,8 +1,8 @@
 -- doc.lua - the Lua API reference of the modules runbooks require (native, or written in Lua like
 -- prometheus.lua): one entry per primitive, and the one source of truth for `help(x)` and
 -- `:help name` in the REPL, `runbook doc [NAME]`, and the
--- README's "Lua API reference" section (tests/test_repl.py checks the README holds exactly what
--- `runbook doc` prints: after editing this file, paste that output over the README's section).
+-- reference doc/lua-api.md (tests/test_repl.py checks it holds exactly what `runbook doc` prints:
+-- after editing this file, run `./runbook doc > doc/lua-api.md`).
 --
 -- Format. M.modules is a list, in the order the reference shows them, of
 --   { name = "sh",                      -- the require name, also the REPL global
@@ -288,6 +288,7 @@ after a timeout; connect again", "closed"`. A query error returns `nil, "pg.quer
     functions = {
       {
         name = "pg.connect",
+        rtype = "pg.conn",
         call = "pg.connect(url_or_conninfo, { OPTIONS })",
         summary = "Opens a connection from a `postgresql://` URL or a `key=value` string (libpq's syntax). " ..
                   "Several hosts (`postgresql://h1,h2:5433/db`, `host=h1,h2 port=5432,5433`) are tried in turn, " ..
@@ -509,6 +510,7 @@ connection's own.]],
     functions = {
       {
         name = "redis.connect",
+        rtype = "redis.conn",
         call = "redis.connect(url, { OPTIONS })",
         summary = "Opens a connection from a `redis://` URL (port 6379 and db 0 by default), or to a unix " ..
                   "socket: `unix://[:password@]/path/to/redis.sock[?db=N]`.",
@@ -535,6 +537,7 @@ connection's own.]],
       },
       {
         name = "redis.call",
+        rtype = "any",
         call = "conn:call(cmd, arg..., { OPTIONS })",
         summary = "Runs a command that the server says cannot write; any other raises an error naming " ..
                   "`conn:action(...)` (`help(redis)` says which commands a probe may run).",
@@ -545,6 +548,7 @@ connection's own.]],
       },
       {
         name = "redis.action",
+        rtype = "any",
         call = "conn:action(cmd, arg..., { OPTIONS })",
         summary = "Runs any command through the action gate: shown (passwords as `***`) and confirmed first. " ..
                   "`FLUSHDB` and `FLUSHALL` are irreversible: their keys are counted and shown, and the target " ..
@@ -635,6 +639,7 @@ connection's own.]],
       },
       {
         name = "redis.llen",
+        rtype = "integer",
         call = "conn:llen(key, { OPTIONS })",
         summary = "The length of a list: how many jobs wait in a queue.",
         options = { { "timeout", "", "deadline" } },
@@ -815,6 +820,7 @@ is not http:// or https://, an empty query or an unknown option raise.]],
     functions = {
       {
         name = "prometheus.query",
+        rtype = "number",
         call = "prometheus.query(base_url, promql, { OPTIONS })",
         summary = "Evaluates a PromQL expression now and returns its value, a number. The answer must be a " ..
                   "scalar or an instant vector of exactly one series (aggregate it: `sum(...)`, `max(...)`).",
@@ -833,13 +839,93 @@ print(rate or err)]],
       },
     },
   },
+  {
+    name = "recipe", title = "the shapes runbooks share",
+    intro = [[Steps that many runbooks take, written once in Lua on top of `sh` and `http`: restart a service
+through the gate and wait until it answers; check that it is back, with its health endpoint, and end the run.]],
+    functions = {
+      {
+        name = "recipe.restart",
+        call = "recipe.restart(ctx, { OPTIONS })",
+        summary = "Runs `argv` as an action (shown and confirmed at the gate, like `sh.action`), then polls " ..
+                  "`ready()` until it returns a true value, as `ctx:wait_until` does.",
+        options = {
+          { "argv", "", "the restart command, an array (usually an `input.argv`)" },
+          { "summary", "", "what the gate shows the action does" },
+          { "target", "", "what it acts on" },
+          { "ready", "", "a function: a true value once the service answers" },
+          { "ready_what", "\"it answers\"", "what is awaited, in the wait's messages" },
+          { "wait", "60", "how long to wait for `ready` (" .. DURATION .. ")" },
+          { "every", "0.5", "seconds between two calls of `ready`" },
+          { "timeout", "120", "deadline of the command itself" },
+        },
+        returns = "what `ready` last returned, or `nil, err, kind`",
+        kinds = { "exit", "timeout", "interrupted", "notfound", "permission" },
+        example = [[must(recipe.restart(ctx, { argv = ctx.restart, summary = "restart Redis", target = ctx.url,
+  ready = function() return redis.ping(ctx.url) end, ready_what = "Redis answers PING", wait = 30 }))]],
+      },
+      {
+        name = "recipe.healthy",
+        call = "recipe.healthy(url, timeout)",
+        summary = "GETs a service's health endpoint: the response when it answers 2xx.",
+        options = {},
+        returns = "the response of `http.get`, or `nil, reason` (the request failed, or the status)",
+        kinds = {},
+        example = [[local ok, why = recipe.healthy("http://127.0.0.1:8080/health", 5)]],
+      },
+      {
+        name = "recipe.verify",
+        call = "recipe.verify(ctx, { OPTIONS })",
+        summary = "Ends the run: escalates with the error when `probe()` returns `nil, err` (prefixed by " ..
+                  "`failed`) or the health endpoint fails; otherwise reports both and resolves.",
+        options = {
+          { "probe", "", "a function returning a value, or `nil, err`" },
+          { "failed", "", "the escalation's text before the error" },
+          { "ok", "", "optional: a function of the probe's value, the line reported" },
+          { "health", "", "optional: the service's health URL" },
+          { "timeout", "10", "deadline of the health request" },
+          { "resolved", "", "the resolution's text" },
+        },
+        returns = "what `ctx:resolved` or `ctx:escalate` returns (return it from the step)",
+        kinds = {},
+        example = [[return recipe.verify(ctx, { probe = function() return redis.ping(ctx.url) end,
+  failed = "Redis still does not answer", resolved = "Redis answers", health = ctx.health })]],
+      },
+    },
+  },
 }
+
+------------------------------------------------------------------------------------------ types
+-- For editors (`runbook doc --luals`, luals.lua): the Lua type of each parameter name used in the
+-- `call`s above and of the options whose default does not say it (a default `10` is a number,
+-- `false` a boolean, `"memory"` a string, `{}` a table; a deadline is `number|string`). An entry's
+-- `rtype` is the type of its first result when that is not the table its `returns` describes.
+M.types = {
+  params = { path = "string", regex = "string", host = "string", port = "integer", url = "string",
+             url_or_conninfo = "string", url_or_host = "string", sql = "string", params = "any[]?",
+             pid = "integer", cmd = "string", section = "string?", key = "string", base_url = "string",
+             promql = "string" },
+  options = { summary = "string", target = "string", blast = "string", cwd = "string", pattern = "string",
+              older_than = "number|string", path = "string", match = "string", ca = "string",
+              contains = "string", body = "string", url = "string", method = "string", state = "string",
+              expect = "integer|integer[]|string", json = "table", env = "table<string, string>",
+              headers = "table<string, string>", application_name = "string", connect_timeout = "number|string",
+              sslmode = "string", db = "integer", password = "string", user = "string", role = "string",
+              columns = "string[]", table = "string", framework = "string", expected = "string",
+              min = "number|string", older = "number|string", database = "string", samples = "integer",
+              count = "integer", limit = "integer" },
+}
+
+-- The runbook language's own entries: runbook, step, input.*, must, parallel, ctx, fmt, check.
+M.language = require "doc_lang"
 
 ----------------------------------------------------------------------------------------- lookup
 local by_name = {}
-for _, mod in ipairs(M.modules) do
-  by_name[mod.name] = mod
-  for _, fn in ipairs(mod.functions) do by_name[fn.name] = fn end
+for _, list in ipairs({ M.modules, M.language }) do
+  for _, mod in ipairs(list) do
+    by_name[mod.name] = mod
+    for _, fn in ipairs(mod.functions) do by_name[fn.name] = fn end
+  end
 end
 
 -- The entry of "sys.fs" (a function) or "sys" (a module), or nil.
@@ -897,7 +983,7 @@ function M.text(entry)
   return table.concat(lines, "\n")
 end
 
----------------------------------------------------------------------------------- the README
+------------------------------------------------------------------------- doc/lua-api.md
 M.BEGIN = "<!-- Generated by `runbook doc` from interp/doc.lua: edit that file, not this section. -->"
 M.END = "<!-- End of the generated API reference. -->"
 
@@ -927,7 +1013,7 @@ local function md_function(fn, out)
   out[#out + 1] = ""
 end
 
--- The README's "Lua API reference" section, markers included.
+-- The reference in Markdown (doc/lua-api.md), markers included.
 function M.markdown()
   local out = { "## Lua API reference", "", M.BEGIN, "",
     "Every primitive below is also documented in the REPL: `help(sh.read)` or `:help sh.read`.", "" }

@@ -162,7 +162,9 @@ function M.step(id)
 end
 
 ----------------------------------------------------------------------------------------- runbook
-local RUNBOOK_KEYS = { "name", "summary", "severity", "inputs", "description", "owner" }
+-- drill: the runbook's own drill declaration (runbook new writes one). Accepted and kept as
+-- rb.drill for `runbook drill`/`runbook test` to read; nothing interprets its contents yet.
+local RUNBOOK_KEYS = { "name", "summary", "severity", "inputs", "description", "owner", "drill" }
 local SEVERITIES = { SEV1 = 1, SEV2 = 2, SEV3 = 3, SEV4 = 4, P0 = 1, P1 = 2, P2 = 3, P3 = 4 }
 
 local function validate_step(i, decl)
@@ -206,7 +208,8 @@ function M.runbook(spec)
   end
   table.sort(rb.input_names)
   rb.name, rb.summary, rb.severity = spec.name, spec.summary, spec.severity
-  rb.description, rb.owner = spec.description, spec.owner
+  if spec.drill ~= nil and type(spec.drill) ~= "table" then error("runbook: drill must be a table: drill = { ... }", 0) end
+  rb.description, rb.owner, rb.drill = spec.description, spec.owner, spec.drill
   DECL[rb] = "runbook"
   return rb
 end

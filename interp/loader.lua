@@ -23,6 +23,7 @@ local function readable(path)
   if f then f:close() return true end
   return false
 end
+M.readable = readable
 
 local function list_dir(dir)
   -- Standard Lua cannot list a directory; the sys module can, bounded in time.

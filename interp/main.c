@@ -31,7 +31,7 @@ static const char usage[] =
 	"  list                      the runbooks on the search path\n"
 	"  show NAME                 a runbook rendered as Markdown; nothing is executed\n"
 	"  exec NAME|FILE [opts]     run a runbook against real systems\n"
-	"  check FILE...             load and validate runbooks; touches no server\n"
+	"  check [--strict] FILE...  validate and lint runbooks; touches no server\n"
 	"  transcript verify FILE    complete, truncated at line N, or invalid at line N\n"
 	"  transcript show FILE      the audit records of a transcript, readably\n"
 	"  repl [--runbook NAME]     a Lua prompt with every module loaded, recorded in a transcript\n"
@@ -41,6 +41,8 @@ static const char usage[] =
 	"  unlock ID                 remove a session lock (the id is printed when a run is refused)\n"
 	"  lab up|status|down        a local PostgreSQL, Redis and HTTP service to rehearse on\n"
 	"  drill NAME                break the lab the way a runbook is about, run the runbook, check\n"
+	"  new NAME [--from RUNBOOK] start a runbook: a commented template, or a copy of another\n"
+	"  test [NAME...]            check --strict and every drill of the runbooks: N passed, N failed\n"
 	"  help [COMMAND]            this text, or a command's\n"
 	"\n"
 	"options: --help, --version\n"
@@ -82,8 +84,18 @@ static const struct { const char *name, *help; } commands[] = {
 	          "exit codes: 0 completed or resolved, 1 a step failed, 2 usage error, 3 escalated,\n"
 	          "            4 actions declined, 5 aborted by the operator, 6 locked by another session,\n"
 	          "            70 internal error\n" },
-	{ "check", "usage: runbook check FILE|NAME...\n\nLoads and validates each runbook without touching any server.\n"
-	           "exit codes: 0 all valid, 1 at least one invalid, 2 usage error\n" },
+	{ "check", "usage: runbook check [--strict] FILE|NAME...\n       runbook check --explain RULE\n\n"
+	           "Loads and validates each runbook without touching any server, then lints it: errors for\n"
+	           "jumps to unknown steps (unknown-step) and unknown inputs read (unknown-input); warnings for\n"
+	           "state-changing commands in sh.read (mutating-probe), actions without a summary or target\n"
+	           "(action-without-summary, action-without-target), steps no path reaches (unreachable-step),\n"
+	           "inputs never read (unused-input) and secrets in plain input.strings (plain-secret).\n"
+	           "Each finding reads FILE:LINE: error|warning: message [rule].\n\n"
+	           "  --strict        warnings fail too (for a team's CI)\n"
+	           "  --explain RULE  what a rule looks for, and how to fix or silence it\n\n"
+	           "A comment naming the rule on the finding's line (or on comment lines just above it)\n"
+	           "silences it there: -- runbook: allow mutating-probe (why)\n"
+	           "exit codes: 0 all valid, 1 at least one invalid (or, with --strict, warned about), 2 usage error\n" },
 	{ "transcript", "usage: runbook transcript verify FILE\n       runbook transcript show FILE\n\n"
 	                "verify checks the hash chain and prints \"complete\", \"truncated at line N\" or \"invalid at line N\".\n"
 	                "exit codes: 0 complete, 1 truncated or invalid, 2 usage error\n"
@@ -131,11 +143,26 @@ static const struct { const char *name, *help; } commands[] = {
 	          "Inside a run, r at the step menu, a failed step or a declined action opens the same REPL with ctx;\n"
 	          ":continue goes back to the menu, :retry, :skip and :quit answer it.\n"
 	          "exit codes: 0, or 1 when input came from a pipe and an evaluation failed; 2 usage error\n" },
-	{ "doc", "usage: runbook doc [NAME]\n\n"
+	{ "doc", "usage: runbook doc [NAME]\n       runbook doc --luals DIR [--as PATH]\n\n"
 	         "Without NAME, prints the Lua API reference of the native modules as Markdown (the README's\n"
-	         "\"Lua API reference\" section is this output). With NAME (sys, sys.fs), prints that entry as the\n"
-	         "REPL's help(NAME) shows it.\n"
-	         "exit codes: 0, 2 no such name\n" },
+	         "\"Lua API reference\" section is this output). With NAME (sys, sys.fs, ctx:jump, input.url),\n"
+	         "prints that entry as the REPL's help(NAME) shows it.\n"
+	         "--luals writes Lua language server definitions (---@meta files: every module, ctx, input.*,\n"
+	         "runbook and step fields, with types and docs) and a .luarc.json naming DIR (or PATH) into DIR,\n"
+	         "for completion and checking in VS Code, Neovim or Emacs; 'make install' puts them under\n"
+	         "PREFIX/share/runbook/luals. Copy that .luarc.json beside your runbooks.\n"
+	         "exit codes: 0, 1 DIR cannot be written, 2 no such name or usage error\n" },
+	{ "new", "usage: runbook new NAME [--from RUNBOOK] [PATH]\n\n"
+	         "Writes runbooks/NAME.lua (or PATH: a file named NAME.lua, or a directory to put it in): a\n"
+	         "runbook with inputs, a probe step, an action step and a drill section, every part commented\n"
+	         "in a line; it passes 'runbook check --strict' as written. --from copies a runbook found on\n"
+	         "the search path (or a file) under the new name. An existing file is never overwritten.\n"
+	         "exit codes: 0 written, 2 usage error or the file exists\n" },
+	{ "test", "usage: runbook test [NAME|FILE...]\n\n"
+	          "For each runbook named (default: every runbook on the search path): 'runbook check --strict',\n"
+	          "then 'runbook drill NAME --mode MODE --auto --yes' for each drill mode it has. One PASS or FAIL\n"
+	          "line each, and last exactly \"N passed, N failed\". For a team's CI.\n"
+	          "exit codes: 0 all passed, 1 any failed, 2 usage error\n" },
 	{ "help", "usage: runbook help [COMMAND]\n" },
 };
 

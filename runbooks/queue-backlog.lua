@@ -69,6 +69,7 @@ return runbook {
       local argv = {}
       for i, a in ipairs(ctx.restart) do argv[i] = a end
       argv.summary = string.format("restart the workers (%d jobs waiting in %s)", ctx.state.depth, ctx.queue)
+      -- runbook: allow action-without-target (the workers are whatever the restart input names)
       local r = must(sh.action(argv))
       if r.dry_run then return end
       local conn = must(redis.connect(ctx.url))

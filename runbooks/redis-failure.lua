@@ -117,6 +117,7 @@ return runbook {
     run = function(ctx)
       if not ctx.state.memory_full then return ctx:ok("memory is not full: nothing to flush") end
       local conn = must(redis.connect(ctx.url, { timeout = ctx.timeout }))
+      -- runbook: allow action-without-summary (FLUSHDB is shown with its key count, and the target typed back)
       must(conn:action("FLUSHDB"))
       ctx:ok("flushed %s", ctx.url)
       conn:close()
@@ -129,6 +130,7 @@ return runbook {
       if not ctx.state.memory_full then return ctx:ok("memory is not full") end
       if not ctx.maxmemory then return ctx:note("set maxmemory=SIZE to be offered a new limit") end
       local conn = must(redis.connect(ctx.url, { timeout = ctx.timeout }))
+      -- runbook: allow action-without-summary (the command says it all: CONFIG SET maxmemory SIZE)
       must(conn:action("CONFIG", "SET", "maxmemory", ctx.maxmemory))
       conn:close()
     end,

@@ -49,32 +49,13 @@
  * Kinds: timeout, interrupted, refused, unreachable, reset, dns, auth (NOAUTH, WRONGPASS, ERR invalid
  * password), protocol, closed, error, or the server's error code. Default deadlines: connect, ping
  * and probes 2 s (a connection's calls default to its connect timeout), actions 60 s.
+ *
+ * This file: the module table, URLs, the op userdata, replies, redis.connect/ping and the handle;
+ * redis_engine.c drives an op, redis_commands.c is conn:call and conn:action.
  */
-#include "redis.h"
-#include "gate.h"
-#include "host.h"
-#include "jsonw.h"
-#include "luax.h"
-#include "modules.h"
-#include "redact.h"
-
-#include <sys/un.h>
-#include <ctype.h>
-#include <errno.h>
-#include <lauxlib.h>
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include "redis_conn.h"
 
 #define CONN_MT "runbook.redis.conn"
-
-#define DEFAULT_TIMEOUT_MS        REDIS_DEFAULT_TIMEOUT_MS
-#define DEFAULT_ACTION_TIMEOUT_MS 60000
-#define TARGET_MAX                REDIS_TARGET_MAX
-#define MAX_CMDS                  REDIS_MAX_CMDS
-#define MAX_ARGS                  4096
-#define AGAIN                     REDIS_AGAIN
 
 static void free_context(void *c) { redisFree(c); }
 
@@ -112,7 +93,7 @@ void redis_upper_words(char *out, size_t n, const char *name, const char *sub)
 }
 
 /* The errno that hiredis' message names (it keeps only strerror's text), or 0. */
-static int errno_of(const char *errstr)
+int errno_of(const char *errstr)
 {
 	static const int known[] = { ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH, ENETUNREACH, ECONNRESET, EPIPE,
 	                             ECONNABORTED, EADDRNOTAVAIL, ENOTCONN, ENOENT };
@@ -300,7 +281,7 @@ static void free_replies(struct redis_op *op)
 	op->got = op->expected = 0;
 }
 
-static void free_queue(struct redis_op *op)
+void free_queue(struct redis_op *op)
 {
 	for (int i = 0; i < op->nq; i++) {
 		/* a queued AUTH holds the password: wipe it before giving the memory back */
@@ -312,7 +293,7 @@ static void free_queue(struct redis_op *op)
 }
 
 /* Closes the context the op uses; a handle's is marked broken with `why`. */
-static void discard(struct redis_op *op, const char *why)
+void discard(struct redis_op *op, const char *why)
 {
 	redisContext *c = op->c;
 	if (!c)
@@ -327,7 +308,7 @@ static void discard(struct redis_op *op, const char *why)
 
 /* Releases everything the op holds; idempotent (__close, then __gc). An op abandoned in the middle
  * of a batch (its parallel() task was stopped) leaves a context with replies in flight: discarded. */
-static void op_release(void *p)
+void op_release(void *p)
 {
 	struct redis_op *op = p;
 	if (op->released)
@@ -359,14 +340,10 @@ static void op_release(void *p)
 	op->phase = PH_DONE;
 }
 
-static bool advance(void *p);
-static int run_done(lua_State *L, void *p);
-static const struct tasks_machine machine = { advance, run_done, op_release };
-
 /* Pushes a new op (to-be-closed) for a call on h (NULL for connect/ping; h must be at index 1). */
 struct redis_op *redis_op_push(lua_State *L, const char *fn, struct redis_handle *h, msec_t timeout_ms)
 {
-	struct redis_op *op = tasks_push_op(L, sizeof *op, &machine);
+	struct redis_op *op = tasks_push_op(L, sizeof *op, &redis_op_machine);
 	op->fn = fn;
 	op->timeout_ms = tasks_wait_start(&op->w, timeout_ms);
 	op->deadline = op->w.deadline;
@@ -414,282 +391,6 @@ void redis_batch(struct redis_op *op, msec_t timeout_ms)
 	}
 }
 
-/* ------------------------------------------------------------------------- connecting */
-
-static void connect_failed(struct redis_op *op, int err, const char *errstr)
-{
-	if (!err && errstr)
-		err = errno_of(errstr);
-	if (err == ENOENT)
-		err = ECONNREFUSED;   /* no socket file: nothing listens there */
-	if (op->c) {
-		redisFree(op->c);
-		op->own = op->c = NULL;
-	}
-	bool retry = err && (err == ECONNREFUSED || err == EHOSTUNREACH || err == ENETUNREACH || err == EADDRNOTAVAIL);
-	if (retry && op->next_addr < op->lookup.addrs.n) {
-		op->phase = PH_CONNECT_START;
-		return;
-	}
-	char note[96];
-	net_silent_note(note, sizeof note, op->silent);
-	if (err)
-		redis_op_fail(op, net_errno_kind(err), "%s%s", net_errno_cause(err), note);
-	else
-		redis_op_fail(op, "error", "cannot connect: %s%s", errstr ? errstr : "unknown error", note);
-	op->phase = PH_DONE;
-}
-
-/* A context whose connect is under way (or failed at once). */
-static void connect_started(struct redis_op *op, redisContext *c)
-{
-	if (!c) {
-		redis_op_fail(op, "error", "out of memory");
-		op->phase = PH_DONE;
-		return;
-	}
-	op->own = op->c = c;
-	if (c->err || c->fd < 0) {
-		char errstr[sizeof c->errstr + 1];
-		snprintf(errstr, sizeof errstr, "%s", c->errstr);
-		connect_failed(op, 0, errstr);
-		return;
-	}
-	op->phase = PH_CONNECT;
-}
-
-static void connect_attempt(struct redis_op *op)
-{
-	if (op->unix_socket) {
-		connect_started(op, redisConnectUnixNonBlock(op->host));
-		return;
-	}
-	int i = op->next_addr++;
-	char ip[INET6_ADDRSTRLEN];
-	net_address_string(&op->lookup.addrs.addr[i], ip, sizeof ip);
-	op->turn_end = net_share_end(sched_now(), op->deadline, op->lookup.addrs.n - i);
-	/* A numeric address: hiredis' own getaddrinfo() cannot block on it. A connect that is still in
-	 * progress comes back as success (err 0, REDIS_CONNECTED); an immediate failure sets err. */
-	connect_started(op, redisConnectNonBlock(ip, (int)strtol(op->port, NULL, 10)));
-}
-
-static void lookup_done(struct redis_op *op)
-{
-	op->looking = false;
-	if (op->lookup.gai_err) {
-		redis_op_fail(op, "dns", "cannot resolve %s: %s", op->host, gai_strerror(op->lookup.gai_err));
-		op->phase = PH_DONE;
-		return;
-	}
-	op->phase = PH_CONNECT_START;
-}
-
-/* POLLOUT on a connecting socket: SO_ERROR says how the handshake went. */
-static void connect_poll(struct redis_op *op)
-{
-	int err = net_connect_result(op->c->fd);
-	if (err) {
-		connect_failed(op, err, NULL);
-		return;
-	}
-	op->connect_ms = redis_elapsed(op);
-	op->phase = PH_START;
-}
-
-/* ---------------------------------------------------------------------------- the batch */
-
-/* The context failed (I/O error, end of file, protocol error): the op fails, the context goes. */
-static void lost(struct redis_op *op)
-{
-	redisContext *c = op->c;
-	const char *why = "an I/O error";
-	switch (c->err) {
-	case REDIS_ERR_EOF:
-		redis_op_fail(op, "reset", "the server closed the connection");
-		why = "the server closed it";
-		break;
-	case REDIS_ERR_PROTOCOL:
-		redis_op_fail(op, "protocol", "protocol error (is this a Redis server?): %s", c->errstr);
-		why = "a protocol error";
-		break;
-	case REDIS_ERR_OOM:
-		redis_op_fail(op, "error", "out of memory");
-		break;
-	default: {
-		int err = errno_of(c->errstr);
-		if (err)
-			redis_op_fail(op, net_errno_kind(err), "%s", net_errno_cause(err));
-		else
-			redis_op_fail(op, "error", "%s", c->errstr[0] ? c->errstr : "I/O error");
-		break;
-	}
-	}
-	discard(op, why);
-	op->phase = PH_DONE;
-}
-
-static void batch_start(struct redis_op *op)
-{
-	if (!op->c) {
-		redis_op_fail(op, "closed", "the connection is closed");
-		op->phase = PH_DONE;
-		return;
-	}
-	for (int i = 0; i < op->nq; i++) {
-		if (redisAppendFormattedCommand(op->c, op->q[i], (size_t)op->qlen[i]) != REDIS_OK) {
-			free_queue(op);
-			lost(op);
-			return;
-		}
-	}
-	op->expected = op->nq;
-	op->got = 0;
-	free_queue(op);
-	op->written = false;
-	op->sent_at = sched_now_precise();
-	op->phase = PH_IO;
-}
-
-/* Writes what is left, reads what came, takes every complete reply. */
-static void io(struct redis_op *op)
-{
-	redisContext *c = op->c;
-	short revents = op->w.nfds ? op->w.fds[0].revents : 0;
-	if (!op->written) {
-		int done = 0;
-		if (redisBufferWrite(c, &done) != REDIS_OK) {
-			lost(op);
-			return;
-		}
-		op->written = done != 0;
-	}
-	if (revents & (POLLIN | POLLERR | POLLHUP)) {
-		if (redisBufferRead(c) != REDIS_OK) {
-			lost(op);
-			return;
-		}
-	}
-	while (op->got < op->expected) {
-		void *r = NULL;
-		if (redisGetReplyFromReader(c, &r) != REDIS_OK) {
-			lost(op);
-			return;
-		}
-		if (!r)
-			break;
-		op->rep[op->got++] = r;
-	}
-	if (op->got == op->expected)
-		op->phase = PH_DONE;
-}
-
-/* The call ends early: "timeout" (its deadline passed) or "interrupted" (Ctrl-C). */
-static void stop(struct redis_op *op, const char *why)
-{
-	bool intr = strcmp(why, "interrupted") == 0;
-	long long ms = (long long)op->timeout_ms;
-	char tried[32];
-	net_tried_note(tried, sizeof tried, op->unix_socket ? 1 : op->next_addr);
-	switch (op->phase) {
-	case PH_LOOKUP:
-		if (intr)
-			redis_op_fail(op, why, "interrupted while resolving %s", op->host);
-		else
-			redis_op_fail(op, why, "timed out after %lld ms resolving %s", ms, op->host);
-		break;
-	case PH_CONNECT_START:
-	case PH_CONNECT:
-		if (intr)
-			redis_op_fail(op, why, "interrupted while connecting");
-		else
-			redis_op_fail(op, why, "timed out after %lld ms connecting (no answer: a firewall dropping packets, "
-			        "or a listener that does not accept%s)", ms, tried);
-		discard(op, intr ? "an interrupted call" : "a timeout");
-		break;
-	case PH_START:
-	case PH_IO:
-		if (intr)
-			redis_op_fail(op, why, "interrupted (the connection was closed)");
-		else if (op->own)
-			redis_op_fail(op, why, "timed out after %lld ms waiting for the server to answer (connected, but it "
-			        "does not answer: stopped, hung or overloaded)", ms);
-		else
-			redis_op_fail(op, why, "timed out after %lld ms waiting for the reply (the connection was closed)", ms);
-		discard(op, intr ? "an interrupted call" : "a timeout");
-		break;
-	default:
-		redis_op_fail(op, why, "%s", why);
-		break;
-	}
-	op->phase = PH_DONE;
-}
-
-/* The address being connected to has had its share of the time, and another one is waiting. */
-static bool share_over(const struct redis_op *op)
-{
-	msec_t now = sched_now();
-	return !op->unix_socket && op->next_addr < op->lookup.addrs.n && now >= op->turn_end && now < op->deadline;
-}
-
-/* One step after a wait; true when the op (or its current batch) is over. */
-static bool advance(void *p)
-{
-	struct redis_op *op = p;
-	if (op->phase == PH_DONE)
-		return true;
-	if (op->w.result == SCHED_INTERRUPTED) {
-		stop(op, "interrupted");
-		return true;
-	}
-	bool ready = tasks_ready(&op->w);
-	if (op->phase == PH_LOOKUP && net_lookup_poll(&op->lookup))
-		lookup_done(op);
-	if (op->phase == PH_CONNECT && ready)
-		connect_poll(op);
-	if (op->phase == PH_CONNECT && share_over(op)) {
-		redisFree(op->c);
-		op->own = op->c = NULL;
-		op->silent++;
-		op->phase = PH_CONNECT_START;
-	}
-	while (op->phase == PH_CONNECT_START)
-		connect_attempt(op);
-	if (op->phase == PH_START)
-		batch_start(op);
-	if (op->phase == PH_IO)
-		io(op);
-	if (op->phase == PH_DONE)
-		return true;
-	if (sched_now() >= op->deadline) {
-		stop(op, "timeout");
-		return true;
-	}
-	bool turns = op->phase == PH_CONNECT && op->next_addr < op->lookup.addrs.n && op->turn_end < op->deadline;
-	tasks_wait_init(&op->w, turns ? op->turn_end : op->deadline);
-	if (op->phase == PH_LOOKUP)
-		net_lookup_want(&op->lookup, &op->w);
-	else if (op->phase == PH_CONNECT)
-		tasks_want(&op->w, op->c->fd, POLLOUT);
-	else
-		tasks_want(&op->w, op->c->fd, (short)(POLLIN | (op->written ? 0 : POLLOUT)));
-	return false;
-}
-
-static int run_done(lua_State *L, void *p)
-{
-	struct redis_op *op = p;
-	return op->done(L, op);
-}
-
-int redis_op_run(lua_State *L, struct redis_op *op, redis_done_fn done)
-{
-	op->done = done;
-	if (op->kind)
-		op->phase = PH_DONE;   /* failed before it started: straight to done */
-	op->task = (struct tasks_op){ .machine = &machine, .op = op, .w = &op->w };
-	return tasks_run_op(L, &op->task);
-}
-
 /* -------------------------------------------------------------------------- replies */
 
 bool redis_is_error(const redisReply *r) { return r && r->type == REDIS_REPLY_ERROR; }
@@ -719,7 +420,7 @@ void redis_fail_reply(struct redis_op *op, const redisReply *r, const char *cont
 }
 
 /* Pushes a reply as one Lua value (an error reply nested in an array is its text). */
-static void push_value(lua_State *L, const redisReply *r, int depth)
+void push_value(lua_State *L, const redisReply *r, int depth)
 {
 	luaL_checkstack(L, 4, "reply too deep");
 	switch (r->type) {
@@ -752,7 +453,7 @@ static void push_value(lua_State *L, const redisReply *r, int depth)
 }
 
 /* A short description of a reply for audit records: "OK", "integer 5", "string (12 bytes)", ... */
-static void describe_reply(const redisReply *r, char *out, size_t n)
+void describe_reply(const redisReply *r, char *out, size_t n)
 {
 	switch (r->type) {
 	case REDIS_REPLY_STATUS:  snprintf(out, n, "%.*s", (int)(r->len > 60 ? 60 : r->len), r->str); break;
@@ -965,374 +666,6 @@ int redis_handle_unusable(lua_State *L, struct redis_handle *h, const char *fn)
 static int conn_close(lua_State *L) { return handle_close(L, &conn_type); }
 static int conn_gc(lua_State *L) { return handle_gc(L, &conn_type); }
 static int conn_tostring(lua_State *L) { return handle_tostring(L, &conn_type); }
-
-/* ------------------------------------------------------------------- commands from Lua */
-
-
-/* Reads cmd, arg... [, options] from index 2 on. Numbers become strings; anything else raises, as
- * does an option that is not one of `options`. */
-static void read_args(lua_State *L, const char *fn, const char *const options[], struct redis_args *a)
-{
-	int top = lua_gettop(L);
-	memset(a, 0, sizeof *a);
-	if (top >= 3 && lua_istable(L, top))
-		a->opts = top--;
-	a->argc = top - 1;
-	if (a->argc < 1 || lua_type(L, 2) != LUA_TSTRING)
-		luaL_error(L, "%s: the first argument is the command, a string: conn:%s(\"GET\", key)", fn, strchr(fn, '.') + 1);
-	if (a->argc > MAX_ARGS)
-		luaL_error(L, "%s: %d arguments is too many", fn, a->argc);
-	for (int i = 2; i <= top; i++) {
-		int t = lua_type(L, i);
-		if (t != LUA_TSTRING && t != LUA_TNUMBER)
-			luaL_error(L, "%s: argument %d is a %s (commands take strings and numbers; options go last, in a table)",
-			           fn, i - 1, luaL_typename(L, i));
-	}
-	if (!a->opts) {
-		lua_newtable(L);               /* no options: an empty table stands in */
-		a->opts = lua_gettop(L);
-	}
-	/* Lua owns the arrays: nothing leaks if something raises later. */
-	void *mem = lua_newuserdatauv(L, (size_t)a->argc * (sizeof *a->argv + sizeof *a->lens), 0);
-	a->argv = mem;
-	a->lens = (size_t *)((char *)mem + (size_t)a->argc * sizeof *a->argv);
-	for (int i = 0; i < a->argc; i++)
-		a->argv[i] = lua_tolstring(L, i + 2, &a->lens[i]);
-	redis_lower(a->name, sizeof a->name, a->argv[0], a->lens[0]);
-	if (a->argc >= 2 && a->lens[1] > 0 && a->lens[1] < 40 && isalpha((unsigned char)a->argv[1][0])) {
-		bool word = true;
-		for (size_t i = 0; i < a->lens[1]; i++)
-			word &= isalnum((unsigned char)a->argv[1][i]) || a->argv[1][i] == '-' || a->argv[1][i] == '_';
-		if (word)
-			redis_lower(a->sub, sizeof a->sub, a->argv[1], a->lens[1]);
-	}
-	luax_check_options(L, a->opts, fn, options);
-}
-
-/* The command as the gate shows it, quoted as one would type it in redis-cli; passwords (AUTH,
- * HELLO ... AUTH, MIGRATE ... AUTH/AUTH2, CONFIG SET requirepass/masterauth, ACL SETUSER >pw) are
- * shown as *** and registered as secrets. Returns a malloc'd string. */
-static char *display_command(const struct redis_args *a)
-{
-	struct jbuf b = { 0 };
-	for (int i = 0; i < a->argc; i++) {
-		const char *s = a->argv[i];
-		size_t n = a->lens[i];
-		bool secret = false;
-		if (i > 0) {
-			const char *prev = a->argv[i - 1], *prev2 = i > 1 ? a->argv[i - 2] : "";
-			if (strcmp(a->name, "auth") == 0)
-				secret = i == a->argc - 1;   /* AUTH [username] password */
-			else if (strcmp(a->name, "hello") == 0 || strcmp(a->name, "migrate") == 0)
-				secret = (strcasecmp(prev, "auth") == 0 && strcmp(a->name, "migrate") == 0)
-				         || strcasecmp(prev2, "auth") == 0 || strcasecmp(prev2, "auth2") == 0;
-			else if (strcmp(a->name, "config") == 0 && strcmp(a->sub, "set") == 0 && i >= 3 && i % 2 == 1)
-				secret = strcasecmp(prev, "requirepass") == 0 || strcasecmp(prev, "masterauth") == 0;
-			else if (strcmp(a->name, "acl") == 0 && strcmp(a->sub, "setuser") == 0 && i >= 3)
-				secret = n > 1 && (s[0] == '>' || s[0] == '#' || s[0] == '<' || s[0] == '!');
-		}
-		if (i)
-			jb_rawz(&b, " ");
-		if (secret) {
-			char *copy = malloc(n + 1);
-			if (!copy)
-				abort();
-			memcpy(copy, s, n);
-			copy[n] = 0;
-			redact_add_secret(copy);
-			if (n > 1 && strcmp(a->name, "acl") == 0)
-				redact_add_secret(copy + 1);
-			memset(copy, 0, n);
-			free(copy);
-			jb_rawz(&b, strcmp(a->name, "acl") == 0 ? (char[]){ s[0], '*', '*', '*', 0 } : REDACTED);
-			continue;
-		}
-		bool bare = n > 0;
-		for (size_t j = 0; j < n && bare; j++)
-			bare = s[j] > ' ' && s[j] < 127 && s[j] != '"' && s[j] != '\'' && s[j] != '\\';
-		if (bare) {
-			jb_raw(&b, s, n);
-			continue;
-		}
-		jb_rawz(&b, "\"");
-		for (size_t j = 0; j < n; j++) {
-			unsigned char c = (unsigned char)s[j];
-			char esc[8];
-			if (c == '"' || c == '\\')
-				snprintf(esc, sizeof esc, "\\%c", c);
-			else if (c == '\n')
-				snprintf(esc, sizeof esc, "\\n");
-			else if (c == '\r')
-				snprintf(esc, sizeof esc, "\\r");
-			else if (c == '\t')
-				snprintf(esc, sizeof esc, "\\t");
-			else if (c < ' ' || c >= 127)
-				snprintf(esc, sizeof esc, "\\x%02x", c);
-			else
-				snprintf(esc, sizeof esc, "%c", c);
-			jb_rawz(&b, esc);
-		}
-		jb_rawz(&b, "\"");
-	}
-	return b.p;
-}
-
-static void keep_user_command(struct redis_op *op, const struct redis_args *a)
-{
-	int n = redisFormatCommandArgv(&op->user, a->argc, a->argv, a->lens);
-	if (n < 0 || !op->user)
-		abort();
-	op->user_len = n;
-	snprintf(op->name, sizeof op->name, "%s", a->name);
-	snprintf(op->sub, sizeof op->sub, "%s", a->sub);
-}
-
-static void queue_user_command(struct redis_op *op)
-{
-	op->q[op->nq] = op->user;
-	op->qlen[op->nq++] = op->user_len;
-	op->user = NULL;
-}
-
-/* ------------------------------------------------------------------------- conn:call */
-
-static const char *const call_options[] = { "timeout", NULL };
-
-static int call_done(lua_State *L, struct redis_op *op)
-{
-	char summary[800], shown[140], what[100];
-	redis_upper_words(shown, sizeof shown, op->name, "");
-	if (op->kind) {
-		redis_audit(op, NULL);
-		return redis_fail_push(L, op);
-	}
-	if (op->stage == 0) {
-		const redisReply *r = op->rep[0];
-		if (redis_is_error(r) || r->type != REDIS_REPLY_ARRAY) {
-			if (redis_is_error(r))
-				redis_fail_reply(op, r, "cannot ask the server whether the command can write (COMMAND INFO)");
-			else
-				redis_op_fail(op, "protocol", "COMMAND INFO answered with something other than an array");
-			redis_audit(op, NULL);
-			return redis_fail_push(L, op);
-		}
-		struct redis_args a = { 0 };
-		snprintf(a.name, sizeof a.name, "%s", op->name);
-		snprintf(a.sub, sizeof a.sub, "%s", op->sub);
-		lua_getiuservalue(L, 1, 1);
-		bool shown_sub;
-		const char *v = redis_learn(L, &a, r, &shown_sub);
-		lua_pop(L, 1);
-		char msg[TARGET_MAX + 300];
-		if (!redis_allowed(msg, sizeof msg, op->fn, op->target, &a, v, shown_sub)) {
-			op_release(op);   /* see tasks_run_op */
-			return luaL_error(L, "%s", msg);
-		}
-		op->stage = 1;
-		queue_user_command(op);
-		redis_batch(op, 0);
-		return AGAIN;
-	}
-	const redisReply *r = op->rep[0];
-	if (redis_is_error(r)) {
-		redis_fail_reply(op, r, NULL);
-		snprintf(summary, sizeof summary, "%s: %s", shown, op->cause);
-		redis_audit(op, summary);
-		return redis_fail_push(L, op);
-	}
-	describe_reply(r, what, sizeof what);
-	snprintf(summary, sizeof summary, "%s: %s", shown, what);
-	redis_audit(op, summary);
-	push_value(L, r, 0);   /* nil for a nil reply */
-	return 1;
-}
-
-static int conn_call(lua_State *L)
-{
-	struct redis_handle *h = redis_check_handle(L, "redis.call");
-	struct redis_args a;
-	read_args(L, "redis.call", call_options, &a);
-	msec_t timeout = luax_opt_duration(L, a.opts, "timeout", h->timeout_ms, "redis.call");
-	bool anywhere;
-	const char *why = redis_local_refusal(&a, false, &anywhere);
-	if (why) {
-		char shown[140];
-		redis_upper_words(shown, sizeof shown, a.name, strcmp(a.name, "client") == 0 || strcmp(a.name, "script") == 0 ? a.sub : "");
-		if (anywhere)
-			return luaL_error(L, "redis.call %s: %s is not supported: it %s", h->s.target, shown, why);
-		return luaL_error(L, "redis.call %s: %s %s; use conn:action(...) to run it through the confirmation gate",
-		                  h->s.target, shown, why);
-	}
-	int n = redis_handle_unusable(L, h, "redis.call");
-	if (n)
-		return n;
-	lua_getiuservalue(L, 1, 1);
-	bool shown_sub;
-	const char *v = redis_cached_verdict(L, &a, &shown_sub);
-	char msg[TARGET_MAX + 300];
-	if (v && !redis_allowed(msg, sizeof msg, "redis.call", h->s.target, &a, v, shown_sub))
-		return luaL_error(L, "%s", msg);
-	lua_pop(L, 1);
-	struct redis_op *op = redis_op_push(L, "redis.call", h, timeout);
-	keep_user_command(op, &a);
-	if (v) {
-		op->stage = 1;
-		queue_user_command(op);
-	} else {
-		char key[130];
-		snprintf(key, sizeof key, "%s|%s", a.name, a.sub);
-		const char *argv[4] = { "COMMAND", "INFO", a.name, key };
-		redis_queue_argv(op, a.sub[0] ? 4 : 3, argv, NULL);
-	}
-	redis_batch(op, 0);
-	return redis_op_run(L, op, call_done);
-}
-
-/* ----------------------------------------------------------------------- conn:action */
-
-static const char *const action_options[] = { "timeout", "summary", "target", "irreversible", "blast", NULL };
-
-static void action_result(struct redis_op *op, const char *outcome, const char *summary)
-{
-	gate_action_result(op->fn, op->target, outcome, sched_now_precise() - op->action_t0, summary);
-}
-
-/* FLUSHDB / FLUSHALL: how many keys it will take with it, from the DBSIZE / INFO keyspace just read. */
-static void measure_blast(struct redis_op *op, char *out, size_t n)
-{
-	const redisReply *r = op->rep[0];
-	if (strcmp(op->name, "flushdb") == 0 && r->type == REDIS_REPLY_INTEGER) {
-		snprintf(out, n, "%lld keys in db %d", r->integer, op->h->db);
-		return;
-	}
-	long long keys = 0;
-	int dbs = 0;
-	for (int db = 0; db < 1024 && r->type == REDIS_REPLY_STRING; db++) {
-		char field[24], buf[128];
-		snprintf(field, sizeof field, "db%d", db);
-		if (!redis_info_str(r, field, buf, sizeof buf))
-			continue;
-		dbs++;
-		if (strncmp(buf, "keys=", 5) == 0)
-			keys += strtoll(buf + 5, NULL, 10);
-	}
-	snprintf(out, n, "%lld keys in %d database%s", keys, dbs, dbs == 1 ? "" : "s");
-}
-
-static int action_done(lua_State *L, struct redis_op *op)
-{
-	char blast[200] = "", summary[400], what[200];
-	if (op->kind) {
-		if (op->stage == 2) {
-			action_result(op, op->kind, op->cause);
-		} else {
-			redis_audit(op, NULL);   /* the measurement before the gate was a probe */
-		}
-		return redis_fail_push(L, op);
-	}
-	if (op->stage == 0) {
-		if (redis_is_error(op->rep[0])) {
-			redis_fail_reply(op, op->rep[0], "cannot count the keys first");
-			redis_audit(op, NULL);
-			return redis_fail_push(L, op);
-		}
-		measure_blast(op, blast, sizeof blast);
-		snprintf(summary, sizeof summary, "before %s: %s", op->display, blast);
-		redis_audit(op, summary);
-		op->stage = 1;
-	}
-	if (op->stage == 1) {
-		char shown[TARGET_MAX + 400];
-		snprintf(shown, sizeof shown, "%s on %s", op->display, op->target);
-		struct gate_plan plan = {
-			.primitive = "redis.action",
-			.summary = op->summary_opt ? op->summary_opt : shown,
-			.detail = op->summary_opt ? shown : NULL,
-			.target = op->target_opt ? op->target_opt : op->target,
-			.blast = op->blast_opt ? op->blast_opt : blast[0] ? blast : NULL,
-			.irreversible = op->irreversible,
-		};
-		enum gate_answer ans = gate_ask(&plan);
-		if (ans == GATE_DRY_RUN) {
-			lua_createtable(L, 0, 3);
-			luax_setbool(L, "dry_run", true);
-			luax_setstr(L, "command", op->display);
-			luax_setstr(L, "target", op->target);
-			return 1;
-		}
-		if (ans == GATE_REFUSED)
-			return luax_fail(L, "refused", "%s %s: not run: the transcript cannot be written", op->fn, op->target);
-		if (ans != GATE_RUN) {
-			char msg[TARGET_MAX + 300];
-			snprintf(msg, sizeof msg, "%s %s: %s declined by the operator", op->fn, op->target, op->display);
-			op_release(op);   /* see tasks_run_op */
-			return host_raise_control(L, ans == GATE_ABORT ? "abort" : "skip", msg);
-		}
-		if (!op->c) {   /* cannot happen while the handle is busy with us; belt and braces */
-			redis_op_fail(op, "closed", "the connection was closed");
-			return redis_fail_push(L, op);
-		}
-		gate_action_start(op->fn, op->target);
-		op->action_t0 = sched_now_precise();
-		op->stage = 2;
-		queue_user_command(op);
-		redis_batch(op, op->action_timeout_ms);
-		return AGAIN;
-	}
-	const redisReply *r = op->rep[0];
-	if (redis_is_error(r)) {
-		redis_fail_reply(op, r, NULL);
-		action_result(op, op->kind, op->cause);
-		return redis_fail_push(L, op);
-	}
-	describe_reply(r, what, sizeof what);
-	action_result(op, "ok", what);
-	push_value(L, r, 0);   /* nil for a nil reply */
-	return 1;
-}
-
-static int conn_action(lua_State *L)
-{
-	struct redis_handle *h = redis_check_handle(L, "redis.action");
-	struct redis_args a;
-	read_args(L, "redis.action", action_options, &a);
-	msec_t timeout = luax_opt_duration(L, a.opts, "timeout", DEFAULT_ACTION_TIMEOUT_MS, "redis.action");
-	const char *summary = luax_opt_string(L, a.opts, "summary", NULL, "redis.action");
-	const char *target = luax_opt_string(L, a.opts, "target", NULL, "redis.action");
-	const char *blast = luax_opt_string(L, a.opts, "blast", NULL, "redis.action");
-	bool irreversible = luax_opt_bool(L, a.opts, "irreversible", false, "redis.action");
-	bool anywhere;
-	const char *why = redis_local_refusal(&a, true, &anywhere);
-	if (why) {
-		char shown[140];
-		redis_upper_words(shown, sizeof shown, a.name, strcmp(a.name, "client") == 0 ? a.sub : "");
-		return luaL_error(L, "redis.action %s: %s is not supported: it %s", h->s.target, shown, why);
-	}
-	int n = redis_handle_unusable(L, h, "redis.action");
-	if (n)
-		return n;
-	struct redis_op *op = redis_op_push(L, "redis.action", h, h->timeout_ms);
-	keep_user_command(op, &a);
-	op->display = display_command(&a);
-	op->summary_opt = summary;   /* alive: the options table holds them */
-	op->target_opt = target;
-	op->blast_opt = blast;
-	op->action_timeout_ms = timeout;
-	bool flush = strcmp(a.name, "flushdb") == 0 || strcmp(a.name, "flushall") == 0;
-	op->irreversible = irreversible || flush;
-	if (flush && !blast) {
-		if (strcmp(a.name, "flushdb") == 0)
-			redis_queue(op, "DBSIZE", NULL, NULL);
-		else
-			redis_queue(op, "INFO", "keyspace", NULL);
-		op->stage = 0;
-		redis_batch(op, 0);
-	} else {
-		op->stage = 1;
-		op->phase = PH_DONE;   /* straight to the gate */
-	}
-	return redis_op_run(L, op, action_done);
-}
 
 /* ------------------------------------------------------------------------------ module */
 

@@ -1,0 +1,208 @@
+/*
+ * sys_log.c - sys.tail and sys.grep: the end of a log and the lines matching a regex, read from a file
+ * opened by a worker (never blocking on a FIFO), bounded in time and in line length.
+ */
+#include "sys_internal.h"
+
+/* ------------------------------------------------------------------------- sys.tail, sys.grep */
+
+/* Opens a log for reading without ever blocking on a FIFO someone put in its place. */
+static int log_fail(lua_State *L, const struct probe *p, int err)
+{
+	if (err != EINVAL)
+		return probe_fail_errno(L, p, err);
+	probe_end(p, "error", "not a regular file");
+	return luax_fail(L, "error", "%s %s: not a regular file", p->fn, p->target);
+}
+
+static void push_line(lua_State *L, const char *s, size_t len)
+{
+	lua_pushlstring(L, s, len > MAX_TEXT_LINE ? MAX_TEXT_LINE : len);
+}
+
+static const char *const tail_options[] = { "lines", "timeout", NULL };
+
+/* Reads backwards from the end until it holds `want` whole lines (or the start, or the cap). */
+static char *read_tail(int fd, off_t size, lua_Integer want, size_t *len, bool *cut)
+{
+	char *buf = NULL;
+	size_t have = 0;
+	lua_Integer newlines = 0;
+	off_t pos = size;
+	while (pos > 0 && have < TAIL_MAX_SCAN && newlines <= want) {
+		size_t chunk = pos < 65536 ? (size_t)pos : 65536;
+		buf = xrealloc(buf, have + chunk + 1);
+		memmove(buf + chunk, buf, have);
+		ssize_t n = pread(fd, buf, chunk, pos - (off_t)chunk);
+		if (n != (ssize_t)chunk) {   /* truncated under us (logrotate): keep what is whole */
+			memmove(buf, buf + chunk, have);
+			break;
+		}
+		pos -= (off_t)chunk;
+		have += chunk;
+		for (size_t i = 0; i < chunk; i++)
+			newlines += buf[i] == '\n';
+	}
+	*cut = pos > 0 && newlines <= want;
+	*len = have;
+	return buf;
+}
+
+static int tail_finish(lua_State *L, struct fs_op *op);
+
+int sys_tail(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1);
+	luax_check_options(L, 2, "sys.tail", tail_options);
+	lua_Integer lines = opt_count(L, 2, "lines", 50, 1, "sys.tail");
+	msec_t timeout = luax_opt_duration(L, 2, "timeout", DEFAULT_FS_TIMEOUT_MS, "sys.tail");
+	struct fs_op *op = fs_op_push(L, "sys.tail", path, timeout, path, FS_OPEN, tail_finish);
+	op->count = lines;
+	return tasks_run_op(L, &op->task);
+}
+
+static int tail_finish(lua_State *L, struct fs_op *op)
+{
+	const struct probe *p = &op->p;
+	if (op->err)
+		return log_fail(L, p, op->err);
+	lua_Integer want = op->count;
+	struct stat st = op->j->st;
+	int fd = fs_op_take_fd(op);
+	size_t len;
+	bool cut;
+	char *buf = read_tail(fd, st.st_size, want, &len, &cut);
+	close(fd);
+	while (len > 0 && buf[len - 1] == '\n')
+		len--;
+	/* Back from the end to just after the want-th newline: the start of the first line shown. */
+	size_t first = len;
+	lua_Integer n = len > 0;
+	while (first > 0 && !(buf[first - 1] == '\n' && n++ == want))
+		first--;
+	if (n > want)
+		n = want;
+	char summary[96];
+	snprintf(summary, sizeof summary, "%lld lines of %lld bytes", (long long)n, (long long)st.st_size);
+	probe_end(p, "ok", summary);
+
+	lua_createtable(L, 0, 5);
+	lua_createtable(L, (int)n, 0);
+	lua_Integer i = 0;
+	for (size_t s = first; len > 0 && s <= len;) {
+		size_t e = s;
+		while (e < len && buf[e] != '\n')
+			e++;
+		push_line(L, buf + s, e - s);
+		lua_rawseti(L, -2, ++i);
+		s = e + 1;
+	}
+	lua_setfield(L, -2, "lines");
+	lua_pushlstring(L, buf ? buf + first : "", len - first);
+	lua_setfield(L, -2, "text");
+	luax_setint(L, "size", st.st_size);
+	luax_setint(L, "mtime", st.st_mtime);
+	luax_setbool(L, "truncated", cut);
+	free(buf);
+	return 1;
+}
+
+struct hit {
+	lua_Integer line;
+	char *text;
+};
+
+static const char *const grep_options[] = { "icase", "limit", "timeout", NULL };
+
+static int grep_finish(lua_State *L, struct fs_op *op);
+
+int sys_grep(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1);
+	const char *pattern = luaL_checkstring(L, 2);
+	luax_check_options(L, 3, "sys.grep", grep_options);
+	bool icase = luax_opt_bool(L, 3, "icase", false, "sys.grep");
+	lua_Integer limit = opt_count(L, 3, "limit", 100, 1, "sys.grep");
+	msec_t timeout = luax_opt_duration(L, 3, "timeout", DEFAULT_WALK_TIMEOUT_MS, "sys.grep");
+	struct fs_op *op = fs_op_push(L, "sys.grep", path, timeout, path, FS_OPEN, grep_finish);
+	op->count = limit;
+	int rc = regcomp(&op->re, pattern, REG_EXTENDED | REG_NOSUB | (icase ? REG_ICASE : 0));
+	if (rc != 0) {   /* the op, to be closed, frees its job */
+		char why[160];
+		regerror(rc, &op->re, why, sizeof why);
+		return luaL_error(L, "sys.grep: bad regular expression '%s': %s", pattern, why);
+	}
+	op->compiled = true;
+	return tasks_run_op(L, &op->task);
+}
+
+static int grep_finish(lua_State *L, struct fs_op *op)
+{
+	const struct probe *p = &op->p;
+	if (op->err)
+		return log_fail(L, p, op->err);
+	size_t limit = (size_t)op->count;
+	int fd = fs_op_take_fd(op);
+	FILE *f = fdopen(fd, "r");
+	if (!f) {
+		int err = errno;
+		close(fd);
+		return log_fail(L, p, err);
+	}
+	/* The last `limit` matches: in a log the recent ones are the ones that matter. */
+	struct hit *ring = calloc(limit, sizeof *ring);
+	if (!ring)
+		abort();
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t len;
+	lua_Integer lineno = 0, count = 0;
+	int stop = 0;
+	while (!stop && (len = getline(&line, &cap, f)) >= 0) {
+		lineno++;
+		if (len > 0 && line[len - 1] == '\n')
+			line[--len] = '\0';
+		if (regexec(&op->re, line, 0, NULL, 0) == 0) {
+			struct hit *h = &ring[(size_t)count % limit];
+			free(h->text);
+			if ((size_t)len > MAX_TEXT_LINE)
+				line[MAX_TEXT_LINE] = '\0';
+			*h = (struct hit){ .line = lineno, .text = xstrdup(line) };
+			count++;
+		}
+		if (lineno % 1024 == 0)
+			stop = probe_check(p);
+	}
+	free(line);
+	fclose(f);
+	if (stop == EINTR) {
+		for (size_t i = 0; i < limit; i++)
+			free(ring[i].text);
+		free(ring);
+		return probe_fail_errno(L, p, EINTR);
+	}
+	char summary[96];
+	snprintf(summary, sizeof summary, "%lld matching lines of %lld%s", (long long)count, (long long)lineno,
+	         stop ? " (partial)" : "");
+	probe_end(p, stop ? "partial" : "ok", summary);
+
+	size_t kept = (size_t)count < limit ? (size_t)count : limit;
+	size_t oldest = (size_t)count < limit ? 0 : (size_t)count % limit;
+	lua_createtable(L, 0, 4);
+	lua_createtable(L, (int)kept, 0);
+	for (size_t i = 0; i < kept; i++) {
+		struct hit *h = &ring[(oldest + i) % limit];
+		lua_createtable(L, 0, 2);
+		luax_setint(L, "line", h->line);
+		luax_setstr(L, "text", h->text);
+		lua_rawseti(L, -2, (lua_Integer)i + 1);
+	}
+	lua_setfield(L, -2, "matches");
+	luax_setint(L, "count", count);
+	luax_setint(L, "lines", lineno);
+	luax_setbool(L, "partial", stop != 0);
+	for (size_t i = 0; i < limit; i++)
+		free(ring[i].text);
+	free(ring);
+	return 1;
+}

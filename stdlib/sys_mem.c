@@ -1,0 +1,91 @@
+/*
+ * sys_mem.c - sys.memory and sys.load, from /proc/meminfo, /proc/loadavg and /proc/uptime.
+ */
+#include "sys_internal.h"
+
+/* ----------------------------------------------------------------------- memory, load, uptime */
+
+/* The value of "Key:   123 kB" in /proc/meminfo text, in bytes; -1 when absent. */
+static int64_t meminfo_field(const char *text, const char *key)
+{
+	size_t klen = strlen(key);
+	for (const char *line = text; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : NULL)
+		if (strncmp(line, key, klen) == 0 && line[klen] == ':')
+			return strtoll(line + klen + 1, NULL, 10) * 1024;
+	return -1;
+}
+
+int sys_memory(lua_State *L)
+{
+	struct probe p;
+	probe_begin(&p, "sys.memory", "/proc/meminfo", 0);
+	char text[8192];
+	if (read_small("/proc/meminfo", text, sizeof text) <= 0)
+		return probe_fail_errno(L, &p, errno ? errno : EIO);
+	int64_t total = meminfo_field(text, "MemTotal");
+	int64_t free_ = meminfo_field(text, "MemFree");
+	int64_t avail = meminfo_field(text, "MemAvailable");
+	int64_t buffers = meminfo_field(text, "Buffers");
+	int64_t cached = meminfo_field(text, "Cached") + (meminfo_field(text, "SReclaimable") > 0 ? meminfo_field(text, "SReclaimable") : 0);
+	int64_t swap_total = meminfo_field(text, "SwapTotal");
+	int64_t swap_free = meminfo_field(text, "SwapFree");
+	if (total <= 0)
+		return probe_fail_errno(L, &p, EIO);
+	if (avail < 0)     /* kernels before 3.14 */
+		avail = free_ + buffers + cached;
+	/* "used" as free(1) of procps 4 counts it: what is not available, so caches do not alarm anyone. */
+	int64_t used = total - avail;
+	int64_t swap_used = swap_total > 0 ? swap_total - swap_free : 0;
+	char summary[96];
+	snprintf(summary, sizeof summary, "memory %.1f%% used, swap %.1f%% used", pct((double)used, (double)total),
+	         pct((double)swap_used, (double)swap_total));
+	probe_end(&p, "ok", summary);
+	lua_createtable(L, 0, 11);
+	luax_setint(L, "total", total);
+	luax_setint(L, "available", avail);
+	luax_setint(L, "used", used);
+	luax_setint(L, "free", free_);
+	luax_setint(L, "buffers", buffers);
+	luax_setint(L, "cached", cached);
+	luax_setint(L, "swap_total", swap_total > 0 ? swap_total : 0);
+	luax_setint(L, "swap_used", swap_used);
+	luax_setint(L, "swap_free", swap_free > 0 ? swap_free : 0);
+	luax_setnum(L, "used_pct", round1(pct((double)used, (double)total)));
+	luax_setnum(L, "swap_pct", round1(pct((double)swap_used, (double)swap_total)));
+	return 1;
+}
+
+double read_uptime(void)
+{
+	char text[128];
+	return read_small("/proc/uptime", text, sizeof text) > 0 ? strtod(text, NULL) : 0.0;
+}
+
+int sys_load(lua_State *L)
+{
+	struct probe p;
+	probe_begin(&p, "sys.load", "/proc/loadavg", 0);
+	char text[256];
+	double l1, l5, l15;
+	int running, tasks;
+	if (read_small("/proc/loadavg", text, sizeof text) <= 0)
+		return probe_fail_errno(L, &p, errno ? errno : EIO);
+	if (sscanf(text, "%lf %lf %lf %d/%d", &l1, &l5, &l15, &running, &tasks) != 5)
+		return probe_fail_errno(L, &p, EIO);
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	if (cpus < 1)
+		cpus = 1;
+	char summary[96];
+	snprintf(summary, sizeof summary, "load %.2f %.2f %.2f on %ld cpus", l1, l5, l15, cpus);
+	probe_end(&p, "ok", summary);
+	lua_createtable(L, 0, 8);
+	luax_setnum(L, "load1", l1);
+	luax_setnum(L, "load5", l5);
+	luax_setnum(L, "load15", l15);
+	luax_setint(L, "cpus", cpus);
+	luax_setnum(L, "per_cpu1", round1(l1 / (double)cpus * 10.0) / 10.0);
+	luax_setint(L, "running", running);
+	luax_setint(L, "total_tasks", tasks);
+	luax_setnum(L, "uptime", read_uptime());
+	return 1;
+}
