@@ -335,18 +335,22 @@ local function fleet_result(t, by_host)
 end
 
 -- Runs cmd on the hosts eps at once, limit at a time; returns by_host. Ctrl-C raises through.
-local function run_hosts(fn, t, eps, cmd, opts, action, by_host)
+-- Calls one(ep) for every host at once, limit at a time (parallel()); fills by_host with each
+-- result, or { err, kind }. Ctrl-C raises through.
+local function on_each(fn, eps, limit, one, by_host)
   local tasks = {}
-  for _, ep in ipairs(eps) do
-    tasks[ep.name] = function() return run_one(fn, t, ep, cmd, opts, action) end
-  end
-  local limit = math.tointeger(opts.limit or DEFAULT_LIMIT)
+  for _, ep in ipairs(eps) do tasks[ep.name] = function() return one(ep) end end
+  limit = math.tointeger(limit or DEFAULT_LIMIT)
   if not limit or limit < 1 then error(fn .. ": limit must be a whole number >= 1", 0) end
-  local out = core.parallel(tasks, { limit = limit })
-  for name, o in pairs(out) do
+  for name, o in pairs(core.parallel(tasks, { limit = limit })) do
     by_host[name] = o.value or { err = o.err, kind = o.kind }
   end
   return by_host
+end
+
+-- Runs cmd on the hosts eps at once; returns by_host.
+local function run_hosts(fn, t, eps, cmd, opts, action, by_host)
+  return on_each(fn, eps, opts.limit, function(ep) return run_one(fn, t, ep, cmd, opts, action) end, by_host)
 end
 
 function M.read(args)
@@ -520,13 +524,9 @@ local function sys_on(name, args)
     return v
   end
   if not t.fleet then return one(eps[1]) end
-  local tasks = {}
-  for _, ep in ipairs(eps) do tasks[ep.name] = function() return one(ep) end end
-  local out = core.parallel(tasks, { limit = math.tointeger(args.limit or DEFAULT_LIMIT) or DEFAULT_LIMIT })
-  local res = { target = t.text, by_host = {}, ok = {}, unreachable = {}, failed = {} }
-  for h, o in pairs(out) do
-    res.by_host[h] = o.value or { err = o.err, kind = o.kind }
-    table.insert(o.value and res.ok or (UNREACHED[o.kind] and res.unreachable or res.failed), h)
+  local res = { target = t.text, by_host = on_each(fn, eps, args.limit, one, {}), ok = {}, unreachable = {}, failed = {} }
+  for h, v in pairs(res.by_host) do
+    table.insert(not v.kind and res.ok or (UNREACHED[v.kind] and res.unreachable or res.failed), h)
   end
   for _, l in ipairs({ res.ok, res.unreachable, res.failed }) do table.sort(l) end
   return res
