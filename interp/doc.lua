@@ -121,9 +121,11 @@ print(r.ok, r.stdout)]],
       {
         name = "sys.fs",
         call = "sys.fs(path, { OPTIONS })",
-        summary = "The filesystem holding `path`.",
+        summary = "The filesystem holding `path`. On a target: `stat -f`, `df -P` and `/proc/mounts` read " ..
+                  "through the transport, made into the same table by the same code.",
         options = {
           { "timeout", "5", "deadline (" .. DURATION .. "); `statvfs` runs in a worker thread" },
+          { "on", "\"local\"", "a target, as for `sys.memory`" },
         },
         returns = "`{ mount, device, fstype, size, used, avail, used_pct, inodes, inodes_used, inodes_free, " ..
                   "inodes_pct, readonly }` (bytes)",

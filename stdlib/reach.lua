@@ -494,9 +494,11 @@ local SYS = {
              return require("sys_transport").load(loadavg, math.tointeger(tonumber(cpus)), tonumber(uptime))
            end },
 }
+SYS.fs = { parse = function(out) return require("sys_transport").fs(out) end }
 local SYS_OPTIONS = { on = true, timeout = true, limit = true }
 
-local function sys_on(name, args)
+-- path: sys.fs's, given to the remote shell as $1.
+local function sys_on(name, args, path)
   local fn = "sys." .. name
   for k in pairs(args) do
     if not SYS_OPTIONS[k] then error(string.format("%s: unknown option '%s' (on, timeout, limit)", fn, tostring(k)), 0) end
@@ -508,14 +510,19 @@ local function sys_on(name, args)
   local spec = SYS[name]
   local opts = { shell = true, quiet = true, timeout = args.timeout or 10, limit = args.limit }
   local function one(ep)
-    local r, e, k = run_one(fn, t, ep, { spec.cmd }, opts, false)
+    local cmd = { spec.cmd }
+    if path then
+      cmd = { "/bin/sh", "-c", "stat -f -c '%S %b %f %a %c %d' -- \"$1\" && df -P -- \"$1\" | tail -n 1 && cat /proc/mounts",
+              "sh", path }
+    end
+    local r, e, k = run_one(fn, t, ep, cmd, path and { quiet = true, timeout = opts.timeout, limit = opts.limit } or opts, false)
     local where = string.format("%s on %s%s", fn, t.text, t.fleet and (" (" .. ep.name .. ")") or "")
     if k == "notfound" and ep.kind ~= "ssh" then
       return nil, where .. ": the target cannot give it: " .. e:sub(#where + 3), "unavailable"
     end
     if not r then return nil, e, k end
     if not r.ok then
-      return nil, string.format("%s: the target cannot give it: %s exited %s%s", where, spec.cmd, tostring(r.code),
+      return nil, string.format("%s: the target cannot give it: %s exited %s%s", where, shx.quote(cmd), tostring(r.code),
                                 first_line(r.stderr) ~= "" and (": " .. first_line(r.stderr)) or ""), "unavailable"
     end
     local v, why = spec.parse(r.stdout)
@@ -534,5 +541,9 @@ end
 
 function M.sys_memory(args) return sys_on("memory", args) end
 function M.sys_load(args) return sys_on("load", args) end
+function M.sys_fs(path, args)
+  if type(path) ~= "string" then error("sys.fs(path, { on = target }): path must be a string", 0) end
+  return sys_on("fs", args, path)
+end
 
 return M

@@ -198,11 +198,71 @@ static int fs_finish(lua_State *L, struct fs_op *op)
 
 int sys_fs(lua_State *L)
 {
+	if (luax_remote(L, 2))
+		return luax_delegate(L, "reach", "sys_fs");
 	const char *path = luaL_checkstring(L, 1);
 	luax_check_options(L, 2, "sys.fs", fs_options);
 	msec_t timeout = luax_opt_duration(L, 2, "timeout", DEFAULT_FS_TIMEOUT_MS, "sys.fs");
 	struct fs_op *op = fs_op_push(L, "sys.fs", path, timeout, path, FS_STATVFS_REAL, fs_finish);
 	return tasks_run_op(L, &op->task);
+}
+
+/*
+ * sys_transport.fs(text) -> the table of sys.fs | nil, err, from what a target printed for
+ *   stat -f -c '%S %b %f %a %c %d' PATH; df -P PATH | tail -n 1; cat /proc/mounts
+ * statvfs's own fields (stat -f), the mount point (df), and the mount's device, type and flags
+ * (the last line of /proc/mounts for that point: the one on top). Pushed by push_fs, as locally.
+ */
+int sysx_fs(lua_State *L)
+{
+	size_t len;
+	const char *text = luaL_checklstring(L, 1, &len);
+	char *copy = strdup(text), *save = NULL;
+	if (!copy)
+		abort();
+	struct statvfs v = { 0 };
+	unsigned long long bs, blocks, bfree, bavail, files, ffree;
+	char *line = strtok_r(copy, "\n", &save);
+	char *df = line ? strtok_r(NULL, "\n", &save) : NULL;
+	if (!line || sscanf(line, "%llu %llu %llu %llu %llu %llu", &bs, &blocks, &bfree, &bavail, &files, &ffree) != 6 || !df) {
+		free(copy);
+		return luax_fail(L, "unavailable", "sys.fs: the target's stat -f and df did not answer as expected");
+	}
+	v.f_frsize = bs;
+	v.f_blocks = blocks;
+	v.f_bfree = bfree;
+	v.f_bavail = bavail;
+	v.f_files = files;
+	v.f_ffree = ffree;
+	/* df -P: "device blocks used available capacity% mount point" (the point may hold spaces). */
+	char *dir = df;
+	for (int field = 0; field < 5 && dir; field++) {
+		dir += strcspn(dir, " \t");
+		dir += strspn(dir, " \t");
+	}
+	struct mount m = { .dir = dir && *dir ? dir : NULL, .fstype = "?", .source = "?" };
+	for (char *l = strtok_r(NULL, "\n", &save); l && m.dir; l = strtok_r(NULL, "\n", &save)) {
+		char *f = NULL;
+		char *src = strtok_r(l, " ", &f), *mdir = strtok_r(NULL, " ", &f), *type = strtok_r(NULL, " ", &f);
+		char *opts = strtok_r(NULL, " ", &f);
+		if (!opts)
+			continue;
+		unescape_octal(mdir);
+		if (strcmp(mdir, m.dir) == 0) {
+			unescape_octal(src);
+			m.source = src;
+			m.fstype = type;
+			bool ro = strncmp(opts, "ro", 2) == 0 && (opts[2] == ',' || opts[2] == '\0');
+			v.f_flag = ro ? ST_RDONLY : 0;
+		}
+	}
+	if (!m.dir) {
+		free(copy);
+		return luax_fail(L, "unavailable", "sys.fs: the target's df -P named no mount point");
+	}
+	push_fs(L, &m, &v);
+	free(copy);
+	return 1;
 }
 
 static const char *const filesystems_options[] = { "all", "network", "timeout", NULL };

@@ -165,6 +165,10 @@ int sys_files(lua_State *L);
 int sys_deleted_open(lua_State *L);
 int sys_memory(lua_State *L);
 int sys_load(lua_State *L);
+/* The same results from text a transport brought back (sys_transport, stdlib/reach.lua). */
+int sysx_memory(lua_State *L);
+int sysx_load(lua_State *L);
+int sysx_fs(lua_State *L);
 int sys_processes(lua_State *L);
 int sys_tail(lua_State *L);
 int sys_grep(lua_State *L);

@@ -112,17 +112,10 @@ int sys_load(lua_State *L)
 /* ------------------------------------------------- the same parsers for a target (sys_transport) */
 
 /* sys_transport.memory(meminfo_text) -> the table of sys.memory | nil, err */
-static int sysx_memory(lua_State *L) { return push_memory(L, NULL, luaL_checkstring(L, 1)); }
+int sysx_memory(lua_State *L) { return push_memory(L, NULL, luaL_checkstring(L, 1)); }
 
 /* sys_transport.load(loadavg_text, cpus, uptime) -> the table of sys.load | nil, err */
-static int sysx_load(lua_State *L)
+int sysx_load(lua_State *L)
 {
 	return push_load(L, NULL, luaL_checkstring(L, 1), (long)luaL_checkinteger(L, 2), luaL_checknumber(L, 3));
-}
-
-int luaopen_sys_transport(lua_State *L)
-{
-	static const luaL_Reg fns[] = { { "memory", sysx_memory }, { "load", sysx_load }, { NULL, NULL } };
-	luaL_newlib(L, fns);
-	return 1;
 }

@@ -409,6 +409,9 @@ step "a" { title = "A", run = function(ctx)
   print("FLEET", table.concat(f.ok, ","), f.by_host.web02.cpus == load.cpus, f.by_host.web03.uptime > 0)
   local m = must(sys.memory { on = "k8s://prod/deployment/api" })
   print("POD", m.total == here.total)
+  local lf, rf = sys.fs("/tmp"), must(sys.fs("/tmp", { on = ctx.on }))
+  print("FS", lf.mount == rf.mount, lf.device == rf.device, lf.fstype == rf.fstype, lf.size == rf.size,
+        lf.inodes == rf.inodes, lf.readonly == rf.readonly, rf.mount)
   local none, err, kind = sys.memory { on = "k8s://prod/deployment/distroless" }
   print("NONE", none, kind, err)
 end },''', inputs=INPUT)
@@ -421,6 +424,7 @@ end },''', inputs=INPUT)
     expect_in("ONE\ttrue\troot@127.0.0.1:%d\tnumber" % servers[0].port, out)
     expect_in("FLEET\tweb01,web02,web03\ttrue\ttrue", out)
     expect_in("POD\ttrue", out)
+    expect_in("FS\ttrue\ttrue\ttrue\ttrue\ttrue\ttrue\t", out)
     expect_in("NONE\tnil\tunavailable\tsys.memory on k8s://prod/deployment/distroless: the target cannot give it", out)
     recs = [r for r in records(t) if r["type"] == "probe" and r.get("host")]
     expect_in("cat /proc/meminfo", [r["target"] for r in recs if r["on"] == servers[0].target()][0])
