@@ -430,3 +430,25 @@ end },''', inputs=INPUT)
     expect_in("cat /proc/meminfo", [r["target"] for r in recs if r["on"] == servers[0].target()][0])
     if took > 15:
         fail("took %.1f s" % took)
+
+
+def test_reach_irreversible_fleet_action_asks_for_the_host_count(t):
+    lab, servers, inv = fleet_lab(t, 2)
+    t.runbook("wipe", '''
+step "wipe" { title = "Wipe", run = function(ctx)
+  must(sh.action { "p=${SSH_CONNECTION##* }; echo ran >> %s/ran-$p", shell = true, on = "inventory:web",
+                   irreversible = true, summary = "wipe the cache" })
+end },''' % t.dir)
+    p = t.pty(["exec", "wipe", "--auto", "--transcript", t.path("w.cast")], env=lab.env({"RUNBOOK_INVENTORY": inv}))
+    p.expect(r"Type the number of hosts \(2\) to confirm, or n to skip: ")
+    p.sendline("yes")
+    p.expect(r"That is not the target. Type 2 exactly to confirm, or n to skip: ")
+    t0 = time.monotonic()
+    p.sendline("2")
+    expect_eq(p.wait(20), 0, "exit code")
+    took = time.monotonic() - t0
+    expect_eq(ran_on(t, servers), [1, 1], "it ran once on each host")
+    if took > 10:
+        fail("took %.1f s" % took)
+    confirms = [(r["answer"], r["how"]) for r in records(t, t.path("w.cast")) if r["type"] == "confirm"]
+    expect_eq(confirms, [("yes", "typed the target")], "the confirm record")
