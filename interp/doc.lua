@@ -222,6 +222,8 @@ print(r.ok, r.stdout)]],
           { "sample", "\"250ms\"", "how long CPU use is measured; 0: the average since each process started" },
           { "match", "", "a plain substring of the command or its command line" },
           { "timeout", "5", "deadline (" .. DURATION .. ")" },
+          { "on", "\"local\"", "a target, as for `sys.memory`: its `/proc/PID/stat` (twice, `sample` apart), owners, " ..
+            "passwd names and command lines read in one command, parsed by the same code" },
         },
         returns = "`{ {pid, ppid, user, state, command, cmdline, rss, mem_pct, cpu_pct, threads, age}, ..., count }`; " ..
                   "`user` is `uid N` when the system knows no name or does not tell it within 0.5 s",

@@ -482,56 +482,91 @@ function M.action(args)
 end
 
 ------------------------------------------------------------------------------ sys.* on a target
--- What sys.memory and sys.load read on a target, in one command, and the same C parsers as here
--- (sys_transport): the result is the table a local call returns; what the target cannot give
--- (no /proc in a distroless container) is nil with the reason.
+-- What sys.memory, sys.load, sys.fs and sys.processes read on a target, each in one command, and
+-- the same C parsers as here (sys_transport): the result is the table a local call returns; what
+-- the target cannot give (no shell or /proc in a distroless container) is nil with the reason.
+local sysx = require "sys_transport"
+
+-- sys.processes' script: the clock, two scans of /proc/PID/stat `sample` apart (the shell's own
+-- read: no process per pid), the owners, the passwd names, the command lines (see sysx_processes).
+local PROCESSES = [[
+read -r up _ < /proc/uptime
+while read -r k v _; do [ "$k" = MemTotal: ] && mt=$v; done < /proc/meminfo
+echo "H $up $(getconf CLK_TCK) $(getconf PAGESIZE) $mt"
+snap() { for p in /proc/[0-9]*; do read -r l < "$p/stat" && printf '%s\n' "$l"; done 2>/dev/null; }
+if [ "$1" != 0 ]; then echo S1; snap; sleep "$1"; fi
+echo S2; snap
+echo U; ls -dn /proc/[0-9]* 2>/dev/null
+echo N; cut -d: -f1,3 /etc/passwd 2>/dev/null
+echo C; for p in /proc/[0-9]*; do printf '%s\t' "${p#/proc/}"; tr '\0\n' '  ' < "$p/cmdline" 2>/dev/null; echo; done
+]]
+
 local SYS = {
-  memory = { cmd = "cat /proc/meminfo", parse = function(out) return require("sys_transport").memory(out) end },
-  load = { cmd = "cat /proc/loadavg; cat /proc/uptime; getconf _NPROCESSORS_ONLN",
+  memory = { argv = function() return { "cat", "/proc/meminfo" } end,
+             parse = function(out) return sysx.memory(out) end },
+  load = { argv = function() return { "/bin/sh", "-c", "cat /proc/loadavg; cat /proc/uptime; getconf _NPROCESSORS_ONLN" } end,
            parse = function(out)
              local loadavg, uptime, cpus = out:match("^([^\n]*)\n([%d.]+)[^\n]*\n(%d+)")
              if not loadavg then return nil, "its /proc/loadavg, /proc/uptime and getconf did not answer as expected" end
-             return require("sys_transport").load(loadavg, math.tointeger(tonumber(cpus)), tonumber(uptime))
+             return sysx.load(loadavg, math.tointeger(tonumber(cpus)), tonumber(uptime))
            end },
+  fs = { argv = function(_, path)
+           return { "/bin/sh", "-c", "stat -f -c '%S %b %f %a %c %d' -- \"$1\" && df -P -- \"$1\" | tail -n 1 && cat /proc/mounts",
+                    "sh", path }
+         end,
+         parse = function(out) return sysx.fs(out) end },
+  processes = { options = { sort = true, limit = true, sample = true, match = true },
+                argv = function(args) return { "/bin/sh", "-c", PROCESSES, "sh", string.format("%g", args.sample_s) } end,
+                parse = function(out, args) return sysx.processes(out, args.sort, args.limit, args.match, args.sample_s) end },
 }
-SYS.fs = { parse = function(out) return require("sys_transport").fs(out) end }
-local SYS_OPTIONS = { on = true, timeout = true, limit = true }
+
+-- Validates the options of sys.NAME with on; sys.processes' as its local call does.
+local function sys_args(name, args)
+  local fn = "sys." .. name
+  local own = SYS[name].options or {}
+  for k in pairs(args) do
+    if not (k == "on" or k == "timeout" or (k == "limit" and not own.limit) or own[k]) then
+      error(string.format("%s: unknown option '%s'", fn, tostring(k)), 0)
+    end
+  end
+  if name ~= "processes" then return {} end
+  local sort = args.sort or "memory"
+  if sort ~= "memory" and sort ~= "cpu" then error(fn .. ": option 'sort' must be \"memory\" or \"cpu\"", 0) end
+  local limit = math.tointeger(args.limit or 10)
+  if not limit or limit < 1 then error(fn .. ": option 'limit' must be a whole number >= 1", 0) end
+  return { sort = sort, limit = limit, match = args.match, sample_s = duration(args.sample, 0.25, fn) }
+end
 
 -- path: sys.fs's, given to the remote shell as $1.
 local function sys_on(name, args, path)
   local fn = "sys." .. name
-  for k in pairs(args) do
-    if not SYS_OPTIONS[k] then error(string.format("%s: unknown option '%s' (on, timeout, limit)", fn, tostring(k)), 0) end
-  end
+  local own = sys_args(name, args)
   local t, perr = target.parse(args.on)
   if not t then error(fn .. ": on = " .. perr, 0) end
   local eps, err, kind = endpoints(t, fn)
   if not eps then return nil, err, kind end
   local spec = SYS[name]
-  local opts = { shell = true, quiet = true, timeout = args.timeout or 10, limit = args.limit }
+  local timeout = duration(args.timeout, 10, fn) + (own.sample_s or 0)
   local function one(ep)
-    local cmd = { spec.cmd }
-    if path then
-      cmd = { "/bin/sh", "-c", "stat -f -c '%S %b %f %a %c %d' -- \"$1\" && df -P -- \"$1\" | tail -n 1 && cat /proc/mounts",
-              "sh", path }
-    end
-    local r, e, k = run_one(fn, t, ep, cmd, path and { quiet = true, timeout = opts.timeout, limit = opts.limit } or opts, false)
+    local cmd = spec.argv(own, path)
+    local r, e, k = run_one(fn, t, ep, cmd, { quiet = true, timeout = timeout }, false)
     local where = string.format("%s on %s%s", fn, t.text, t.fleet and (" (" .. ep.name .. ")") or "")
     if k == "notfound" and ep.kind ~= "ssh" then
       return nil, where .. ": the target cannot give it: " .. e:sub(#where + 3), "unavailable"
     end
     if not r then return nil, e, k end
     if not r.ok then
-      return nil, string.format("%s: the target cannot give it: %s exited %s%s", where, shx.quote(cmd), tostring(r.code),
+      return nil, string.format("%s: the target cannot give it: %s exited %s%s", where, cmd[1], tostring(r.code),
                                 first_line(r.stderr) ~= "" and (": " .. first_line(r.stderr)) or ""), "unavailable"
     end
-    local v, why = spec.parse(r.stdout)
+    local v, why = spec.parse(r.stdout, own)
     if not v then return nil, where .. ": " .. tostring(why), "unavailable" end
     v.host = ep.name
     return v
   end
   if not t.fleet then return one(eps[1]) end
-  local res = { target = t.text, by_host = on_each(fn, eps, args.limit, one, {}), ok = {}, unreachable = {}, failed = {} }
+  local limit = name == "processes" and DEFAULT_LIMIT or args.limit
+  local res = { target = t.text, by_host = on_each(fn, eps, limit, one, {}), ok = {}, unreachable = {}, failed = {} }
   for h, v in pairs(res.by_host) do
     table.insert(not v.kind and res.ok or (UNREACHED[v.kind] and res.unreachable or res.failed), h)
   end
@@ -541,6 +576,7 @@ end
 
 function M.sys_memory(args) return sys_on("memory", args) end
 function M.sys_load(args) return sys_on("load", args) end
+function M.sys_processes(args) return sys_on("processes", args) end
 function M.sys_fs(path, args)
   if type(path) ~= "string" then error("sys.fs(path, { on = target }): path must be a string", 0) end
   return sys_on("fs", args, path)

@@ -199,7 +199,8 @@ int luaopen_sys(lua_State *L)
 int luaopen_sys_transport(lua_State *L)
 {
 	static const luaL_Reg fns[] = {
-		{ "memory", sysx_memory }, { "load", sysx_load }, { "fs", sysx_fs }, { NULL, NULL },
+		{ "memory", sysx_memory }, { "load", sysx_load }, { "fs", sysx_fs }, { "processes", sysx_processes },
+		{ NULL, NULL },
 	};
 	luaL_newlib(L, fns);
 	return 1;

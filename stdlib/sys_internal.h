@@ -169,6 +169,7 @@ int sys_load(lua_State *L);
 int sysx_memory(lua_State *L);
 int sysx_load(lua_State *L);
 int sysx_fs(lua_State *L);
+int sysx_processes(lua_State *L);
 int sys_processes(lua_State *L);
 int sys_tail(lua_State *L);
 int sys_grep(lua_State *L);

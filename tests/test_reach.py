@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import time
 from run import expect_eq, expect_in, expect_not_in, expect_rc, fail
 from servers import wait_until
@@ -412,9 +413,13 @@ step "a" { title = "A", run = function(ctx)
   local lf, rf = sys.fs("/tmp"), must(sys.fs("/tmp", { on = ctx.on }))
   print("FS", lf.mount == rf.mount, lf.device == rf.device, lf.fstype == rf.fstype, lf.size == rf.size,
         lf.inodes == rf.inodes, lf.readonly == rf.readonly, rf.mount)
+  local lp, rp = sys.processes { match = "987654" }, must(sys.processes { match = "987654", on = ctx.on, sample = "100ms" })
+  print("PROC", lp.count, rp.count, rp[1].pid == lp[1].pid, rp[1].user, rp[1].command, rp[1].cmdline, rp[1].rss == lp[1].rss)
   local none, err, kind = sys.memory { on = "k8s://prod/deployment/distroless" }
   print("NONE", none, kind, err)
 end },''', inputs=INPUT)
+    marker = subprocess.Popen(["sleep", "987654"])
+    t.on_cleanup(marker.kill)
     t0 = time.monotonic()
     rc, out, err = t.run(["exec", "sysr", "on=" + servers[0].target()],
                          env=lab.env({"RUNBOOK_INVENTORY": inv, "KUBECTL_LOG": t.path("kubectl.log"),
@@ -424,6 +429,7 @@ end },''', inputs=INPUT)
     expect_in("ONE\ttrue\troot@127.0.0.1:%d\tnumber" % servers[0].port, out)
     expect_in("FLEET\tweb01,web02,web03\ttrue\ttrue", out)
     expect_in("POD\ttrue", out)
+    expect_in("PROC\t1\t1\ttrue\troot\tsleep\tsleep 987654\ttrue", out)
     expect_in("FS\ttrue\ttrue\ttrue\ttrue\ttrue\ttrue\t", out)
     expect_in("NONE\tnil\tunavailable\tsys.memory on k8s://prod/deployment/distroless: the target cannot give it", out)
     recs = [r for r in records(t) if r["type"] == "probe" and r.get("host")]
