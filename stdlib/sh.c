@@ -18,12 +18,17 @@
  * true; sh.action fails with kind "exit" then. A declined action ends the step (the engine
  * records it as declined); under --dry-run it is only shown.
  * Error kinds: timeout, interrupted, notfound, permission, exit, refused, error.
+ *
+ * With `on = target` other than "local" (stdlib/target.lua) a call is stdlib/reach.lua's, which
+ * reaches the target through OpenSSH, docker compose or kubectl and runs that argv here again
+ * (sh_transport.c, sh_run): one spawn, deadline and kill for every transport.
  */
 #include "gate.h"
 #include "host.h"
 #include "luax.h"
 #include "modules.h"
 #include "sched.h"
+#include "sh_internal.h"
 #include "tasks.h"
 #include "term.h"
 
@@ -34,7 +39,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -62,17 +66,6 @@ struct capture { char *data; size_t len, max; bool truncated; char *line; size_t
 
 #define LIVE_LINE_MAX 8192
 
-struct command {
-	const char *fn;            /* "sh.read" or "sh.action" */
-	const char **argv;         /* NULL-terminated; strings owned by the Lua argument table */
-	int argc;
-	char **envp;               /* NULL for the inherited environment */
-	const char *cwd;
-	msec_t timeout_ms, grace_ms;
-	bool quiet, check;
-	size_t max_output;
-	char *display;             /* argv as a shell-quoted line, for people */
-};
 
 struct outcome {
 	int code, signal;          /* code -1 when killed by a signal */
@@ -96,7 +89,7 @@ static bool needs_quotes(const char *s)
 }
 
 /* The command line as a person would type it: words quoted only when needed. */
-static char *display_line(const char *const *argv)
+char *display_line(const char *const *argv)
 {
 	size_t cap = 1;
 	for (const char *const *a = argv; *a; a++)
@@ -126,7 +119,7 @@ static char *display_line(const char *const *argv)
 
 /* Validates and collects everything from the argument table; raises on author mistakes. Nothing is
  * allocated until validation is over, so a raise leaks nothing. */
-static void parse_command(lua_State *L, struct command *c, bool action)
+void parse_command(lua_State *L, struct command *c, bool action)
 {
 	c->fn = action ? "sh.action" : "sh.read";
 	luaL_checktype(L, 1, LUA_TTABLE);
@@ -213,7 +206,7 @@ static void parse_command(lua_State *L, struct command *c, bool action)
 	lua_pop(L, 1); /* env */
 }
 
-static void free_command(struct command *c)
+void free_command(struct command *c)
 {
 	if (c->envp)
 		for (char **e = c->envp; *e; e++)
@@ -713,11 +706,14 @@ static void run_start(struct run_op *op, const char *label)
 
 /* Runs c (its strings anchored by the argument table at index 1) to its end, yielding inside
  * parallel(); returns the results of sh.read or sh.action. */
-static int run(lua_State *L, const struct command *c, bool action)
+int sh_run(lua_State *L, const struct command *c, bool action, const char *on, const char *host)
 {
 	struct run_op *op = tasks_push_op(L, sizeof *op, &run_machine);
 	op->c = *c;
 	op->action = action;
+	op->raw = on != NULL;
+	op->on = on;
+	op->host = host;
 	run_start(op, tasks_key(L, op->task_key, sizeof op->task_key) ? op->task_key : NULL);
 	return tasks_run_op(L, &op->task);
 }
@@ -730,12 +726,12 @@ static int sh_read(lua_State *L)
 		return luax_delegate(L, "reach", "read");
 	struct command c = { 0 };
 	parse_command(L, &c, false);
-	return run(L, &c, false);
+	return sh_run(L, &c, false, NULL, NULL);
 }
 
 /* After a question that was not answered yes: the dry run's result, nil, err, "refused", or the
  * declined step's control signal. */
-static int not_run(lua_State *L, enum gate_answer a, const char *display)
+int sh_not_run(lua_State *L, enum gate_answer a, const char *display)
 {
 	if (a == GATE_DRY_RUN) {
 		lua_createtable(L, 0, 2);
@@ -782,129 +778,10 @@ static int sh_action(lua_State *L)
 	if (a != GATE_RUN) {
 		lua_pushstring(L, c.display);   /* anchored: the command is freed before not_run may raise */
 		free_command(&c);
-		return not_run(L, a, lua_tostring(L, -1));
+		return sh_not_run(L, a, lua_tostring(L, -1));
 	}
 	gate_action_start("sh.action", c.display);
-	return run(L, &c, true);
-}
-
-/* ------------------------------------------------------- the transports' half (sh_transport) */
-
-/* sh_transport.run(cmd, { display =, on =, host =, action = }): runs cmd (an sh.read table: argv
- * and timeout, grace, quiet, max_output, shell, env) as sh.read does, and returns its result table
- * whatever happened, with timed_out, interrupted and spawn_error. display is what the audit
- * records as the command (the remote command line); on and host name the target and host. For
- * an action, the gate has been asked (sh_transport.gate) before. */
-static int shx_run(lua_State *L)
-{
-	luaL_checktype(L, 2, LUA_TTABLE);
-	const char *display = luax_opt_string(L, 2, "display", NULL, "sh_transport.run");
-	const char *on = luax_opt_string(L, 2, "on", NULL, "sh_transport.run");
-	const char *host = luax_opt_string(L, 2, "host", NULL, "sh_transport.run");
-	bool action = luax_opt_bool(L, 2, "action", false, "sh_transport.run");
-	struct command c = { 0 };
-	parse_command(L, &c, false);
-	c.fn = action ? "sh.action" : "sh.read";
-	if (display) {
-		free(c.display);
-		if (!(c.display = strdup(display)))
-			abort();
-	}
-	struct run_op *op = tasks_push_op(L, sizeof *op, &run_machine);
-	op->c = c;
-	op->action = action;
-	op->raw = true;
-	op->on = on;     /* anchored by the table at index 2 */
-	op->host = host;
-	if (action)
-		gate_action_start_on("sh.action", c.display, on, host);
-	run_start(op, tasks_key(L, op->task_key, sizeof op->task_key) ? op->task_key : NULL);
-	return tasks_run_op(L, &op->task);
-}
-
-/* sh_transport.gate { summary, detail, target, irreversible, typeback, fleet, command }: asks the
- * one question of a remote or fleet action. Returns "run", or what sh.action returns when not run
- * (the dry run's table, nil, err, "refused", or the declined step's signal). */
-static int shx_gate(lua_State *L)
-{
-	const char *fn = "sh_transport.gate";
-	luaL_checktype(L, 1, LUA_TTABLE);
-	struct gate_plan plan = {
-		.primitive = "sh.action",
-		.summary = luax_opt_string(L, 1, "summary", NULL, fn),
-		.detail = luax_opt_string(L, 1, "detail", NULL, fn),
-		.target = luax_opt_string(L, 1, "target", NULL, fn),
-		.blast = luax_opt_string(L, 1, "blast", NULL, fn),
-		.irreversible = luax_opt_bool(L, 1, "irreversible", false, fn),
-		.typeback = luax_opt_string(L, 1, "typeback", NULL, fn),
-		.fleet = luax_opt_bool(L, 1, "fleet", false, fn),
-	};
-	const char *command = luax_opt_string(L, 1, "command", "", fn);
-	if (!plan.summary)
-		luaL_error(L, "%s: no summary", fn);
-	enum gate_answer a = gate_ask(&plan);
-	if (a == GATE_RUN) {
-		lua_pushliteral(L, "run");
-		return 1;
-	}
-	return not_run(L, a, command);
-}
-
-/* sh_transport.record(command, on, host, outcome, why): the action result of a host of a fleet that
- * the action did not run on ("not run": an earlier batch failed; "not repeated": a resumed session). */
-static int shx_record(lua_State *L)
-{
-	gate_action_result_on("sh.action", luaL_checkstring(L, 1), luaL_checkstring(L, 2), luaL_checkstring(L, 3),
-	                      luaL_checkstring(L, 4), 0, luaL_optstring(L, 5, ""));
-	return 0;
-}
-
-/* sh_transport.quote(argv) -> the words as one line for a shell, each quoted only when needed:
- * what ssh gives the remote shell, and what the gate shows. */
-static int shx_quote(lua_State *L)
-{
-	luaL_checktype(L, 1, LUA_TTABLE);
-	int n = (int)lua_rawlen(L, 1);
-	luaL_argcheck(L, n > 0, 1, "empty argv");
-	const char **argv = lua_newuserdatauv(L, ((size_t)n + 1) * sizeof *argv, 0);
-	for (int i = 1; i <= n; i++) {
-		if (lua_rawgeti(L, 1, i) != LUA_TSTRING)
-			luaL_error(L, "argv[%d] must be a string", i);
-		argv[i - 1] = lua_tostring(L, -1);   /* anchored by the table */
-		lua_pop(L, 1);
-	}
-	argv[n] = NULL;
-	char *line = display_line(argv);
-	lua_pushstring(L, line);
-	free(line);
-	return 1;
-}
-
-/* sh_transport.private_dir(path) -> path | nil, err: a directory only this user can enter, made
- * (mode 0700) when missing; an existing one that is a symlink, someone else's or open to others
- * is refused (ssh's control sockets live there). */
-static int shx_private_dir(lua_State *L)
-{
-	const char *path = luaL_checkstring(L, 1);
-	if (mkdir(path, 0700) != 0 && errno != EEXIST)
-		return luax_fail(L, "error", "cannot create %s: %s", path, strerror(errno));
-	struct stat st;
-	if (lstat(path, &st) != 0)
-		return luax_fail(L, "error", "cannot use %s: %s", path, strerror(errno));
-	if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077))
-		return luax_fail(L, "error", "%s is not a private directory of this user (mode 0700): not used", path);
-	lua_pushstring(L, path);
-	return 1;
-}
-
-int luaopen_sh_transport(lua_State *L)
-{
-	static const luaL_Reg fns[] = {
-		{ "run", shx_run }, { "gate", shx_gate }, { "record", shx_record }, { "quote", shx_quote },
-		{ "private_dir", shx_private_dir }, { NULL, NULL },
-	};
-	luaL_newlib(L, fns);
-	return 1;
+	return sh_run(L, &c, true, NULL, NULL);
 }
 
 int luaopen_sh(lua_State *L)
