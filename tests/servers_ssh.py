@@ -10,12 +10,13 @@
 
 Each sshd is Debian's openssh-server in the foreground (-D, so the Popen's pid is the listener's
 and SIGSTOP reaches it), with its own ed25519 host key, `UsePAM no`, AuthorizedKeysFile in the
-temporary directory and only public-key authentication. The servers run as root (the test user
-here), which their sshd_config permits for keys. sshd needs its privilege separation directory
-/run/sshd; it is made when missing (as Debian's service start does). Servers are stopped at the
+temporary directory and only public-key authentication. The servers run as the test's user (root
+here, which their sshd_config permits for keys) and let in that user only. As root, sshd needs its
+privilege separation directory /run/sshd; it is made when missing (as Debian's service start does). Servers are stopped at the
 test's cleanup. All addresses are 127.0.0.0/8.
 """
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -23,7 +24,7 @@ from run import free_port
 from servers import ServerError, kill, wait_until
 
 SSHD = "/usr/sbin/sshd"
-USER = "root"
+USER = pwd.getpwuid(os.geteuid()).pw_name   # sshd run by this user lets in only this user
 
 
 def keygen(path, comment="runbook-test"):
@@ -62,7 +63,8 @@ class SshServer:
                 "AcceptEnv LANG LC_*",
                 "SetEnv PATH=%s:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin" % path_prepend if path_prepend else "", "",
             ]))
-        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        if os.geteuid() == 0:
+            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
         self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", self.config], stdin=subprocess.DEVNULL,
                                      stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
         wait_until("sshd on %s:%d" % (addr, self.port), self._answers, 15, proc=self.proc, log=self.log)

@@ -10,7 +10,7 @@ import subprocess
 import time
 from run import expect_eq, expect_in, expect_not_in, expect_rc, fail
 from servers import wait_until
-from servers_ssh import SshLab, refusing_port
+from servers_ssh import USER, SshLab, refusing_port
 
 FORMS = "the accepted forms are local, ssh://[user@]host[:port], inventory:GROUP"
 INPUT = 'on = input.target { default = "local", env = "X_ON" }'
@@ -73,7 +73,7 @@ def test_reach_failures_are_told_apart_within_their_deadline(t):
     hung = lab.server("127.0.0.2")
     unknown = lab.server("127.0.0.3", known=False)
     hung.pause()
-    refused = "ssh://root@127.0.0.1:%d" % refusing_port()
+    refused = "ssh://%s@127.0.0.1:%d" % (USER, refusing_port())
     t.runbook("fails", '''
 step "a" { title = "A", run = function(ctx)
   local function try(on, argv, timeout)
@@ -337,18 +337,18 @@ step "a" { title = "A", run = function(ctx)
   local service = require "service"
   local st = must(service.status { on = "inventory:cache", name = "redis-server" })
   print("ACTIVE", table.concat(st.active, ","), st.by_host.cache1.pid, st.manager)
-  must(service.restart { on = "ssh://root@127.0.0.2:%d", name = "redis-server" })
+  must(service.restart { on = "%s", name = "redis-server" })
   must(service.restart { on = "k8s://prod/deployment/api", timeout = 30 })
-  local w = must(service.wait_ready { on = "ssh://root@127.0.0.2:%d", name = "redis-server", timeout = 5 })
+  local w = must(service.wait_ready { on = "%s", name = "redis-server", timeout = 5 })
   print("READY", w.state, w.sub)
-end },''' % (servers[1].port, servers[1].port))
+end },''' % (servers[1].target(), servers[1].target()))
     t0 = time.monotonic()
     rc, out, err = t.run(["exec", "svc", "--yes"], env=lab.env({"RUNBOOK_INVENTORY": inv, "KUBECTL_LOG": t.path("kubectl.log"),
                                                                "PATH": kbin + ":" + os.environ["PATH"]}))
     took = time.monotonic() - t0
     expect_rc((rc, out, err), 0)
     expect_in("ACTIVE\tcache1,cache2\t4242\tsystemd", out)
-    expect_in("ACTION  restart redis-server on ssh://root@127.0.0.2:%d\n          $ systemctl restart redis-server" % servers[1].port, out)
+    expect_in("ACTION  restart redis-server on %s\n          $ systemctl restart redis-server" % servers[1].target(), out)
     expect_in("READY\tactive\trunning", out)
     with open(t.path("systemctl.%d.log" % servers[1].port)) as f:
         expect_eq(f.read().splitlines()[1], "restart redis-server", "what systemctl was asked on the second host")
@@ -426,10 +426,10 @@ end },''', inputs=INPUT)
                                       "PATH": kbin + ":" + os.environ["PATH"]}))
     took = time.monotonic() - t0
     expect_rc((rc, out, err), 0)
-    expect_in("ONE\ttrue\troot@127.0.0.1:%d\tnumber" % servers[0].port, out)
+    expect_in("ONE\ttrue\t%s@127.0.0.1:%d\tnumber" % (USER, servers[0].port), out)
     expect_in("FLEET\tweb01,web02,web03\ttrue\ttrue", out)
     expect_in("POD\ttrue", out)
-    expect_in("PROC\t1\t1\ttrue\troot\tsleep\tsleep 987654\ttrue", out)
+    expect_in("PROC\t1\t1\ttrue\t%s\tsleep\tsleep 987654\ttrue" % USER, out)
     expect_in("FS\ttrue\ttrue\ttrue\ttrue\ttrue\ttrue\t", out)
     expect_in("NONE\tnil\tunavailable\tsys.memory on k8s://prod/deployment/distroless: the target cannot give it", out)
     recs = [r for r in records(t) if r["type"] == "probe" and r.get("host")]
