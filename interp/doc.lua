@@ -110,6 +110,8 @@ print(r.ok, r.stdout)]],
           { "all", "false", "every mount, pseudo and duplicates included" },
           { "network", "false", "include NFS, CIFS and other network filesystems" },
           { "timeout", "5", "deadline for the whole list (" .. DURATION .. ")" },
+          { "on", "\"local\"", "a target: its `/proc/self/mountinfo`, then `stat -f` of the mounts chosen as here " ..
+            "(a hung server there costs the whole deadline)" },
         },
         returns = "`{ fs, ..., unanswered }`, each fs `{ mount, device, fstype, size, used, avail, used_pct, " ..
                   "inodes, inodes_used, inodes_free, inodes_pct, readonly }` (bytes); `unanswered` counts " ..

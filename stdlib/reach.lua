@@ -515,6 +515,16 @@ local SYS = {
                     "sh", path }
          end,
          parse = function(out) return sysx.fs(out) end },
+  -- Two calls: the mounts (chosen by the C code, as here), then stat -f of each.
+  filesystems = { options = { all = true, network = true },
+                  argv = function() return { "cat", "/proc/self/mountinfo" } end,
+                  second = function(out, args)
+                    local dirs = sysx.filesystems(out, nil, args.all, args.network)
+                    local argv = { "/bin/sh", "-c", "for d; do stat -f -c '%S %b %f %a %c %d' -- \"$d\" 2>/dev/null || echo -; done", "sh" }
+                    for _, d in ipairs(dirs) do argv[#argv + 1] = d end
+                    return argv
+                  end,
+                  parse = function(out, args, first) return sysx.filesystems(first, out, args.all, args.network) end },
   processes = { options = { sort = true, limit = true, sample = true, match = true },
                 argv = function(args) return { "/bin/sh", "-c", PROCESSES, "sh", string.format("%g", args.sample_s) } end,
                 parse = function(out, args) return sysx.processes(out, args.sort, args.limit, args.match, args.sample_s) end },
@@ -529,6 +539,7 @@ local function sys_args(name, args)
       error(string.format("%s: unknown option '%s'", fn, tostring(k)), 0)
     end
   end
+  if name == "filesystems" then return { all = args.all == true, network = args.network == true } end
   if name ~= "processes" then return {} end
   local sort = args.sort or "memory"
   if sort ~= "memory" and sort ~= "cpu" then error(fn .. ": option 'sort' must be \"memory\" or \"cpu\"", 0) end
@@ -555,11 +566,17 @@ local function sys_on(name, args, path)
       return nil, where .. ": the target cannot give it: " .. e:sub(#where + 3), "unavailable"
     end
     if not r then return nil, e, k end
+    local first
+    if r and r.ok and spec.second then   -- a second call, from what the first brought back
+      first, cmd = r.stdout, spec.second(r.stdout, own)
+      r, e, k = run_one(fn, t, ep, cmd, { quiet = true, timeout = timeout }, false)
+      if not r then return nil, e, k end
+    end
     if not r.ok then
       return nil, string.format("%s: the target cannot give it: %s exited %s%s", where, cmd[1], tostring(r.code),
                                 first_line(r.stderr) ~= "" and (": " .. first_line(r.stderr)) or ""), "unavailable"
     end
-    local v, why = spec.parse(r.stdout, own)
+    local v, why = spec.parse(r.stdout, own, first)
     if not v then return nil, where .. ": " .. tostring(why), "unavailable" end
     v.host = ep.name
     return v
@@ -577,6 +594,7 @@ end
 function M.sys_memory(args) return sys_on("memory", args) end
 function M.sys_load(args) return sys_on("load", args) end
 function M.sys_processes(args) return sys_on("processes", args) end
+function M.sys_filesystems(args) return sys_on("filesystems", args) end
 function M.sys_fs(path, args)
   if type(path) ~= "string" then error("sys.fs(path, { on = target }): path must be a string", 0) end
   return sys_on("fs", args, path)

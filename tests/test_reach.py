@@ -415,6 +415,13 @@ step "a" { title = "A", run = function(ctx)
         lf.inodes == rf.inodes, lf.readonly == rf.readonly, rf.mount)
   local lp, rp = sys.processes { match = "987654" }, must(sys.processes { match = "987654", on = ctx.on, sample = "100ms" })
   print("PROC", lp.count, rp.count, rp[1].pid == lp[1].pid, rp[1].user, rp[1].command, rp[1].cmdline, rp[1].rss == lp[1].rss)
+  local function rows(list)
+    local out = {}
+    for _, f in ipairs(list) do out[#out + 1] = table.concat({ f.mount, f.fstype, f.size, tostring(f.readonly) }, " ") end
+    return table.concat(out, ";")
+  end
+  local lfs, rfs = sys.filesystems(), must(sys.filesystems { on = ctx.on })
+  print("FSALL", #rfs > 0, rows(lfs) == rows(rfs), rfs.host)
   local none, err, kind = sys.memory { on = "k8s://prod/deployment/distroless" }
   print("NONE", none, kind, err)
 end },''', inputs=INPUT)
@@ -431,6 +438,7 @@ end },''', inputs=INPUT)
     expect_in("POD\ttrue", out)
     expect_in("PROC\t1\t1\ttrue\t%s\tsleep\tsleep 987654\ttrue" % USER, out)
     expect_in("FS\ttrue\ttrue\ttrue\ttrue\ttrue\ttrue\t", out)
+    expect_in("FSALL\ttrue\ttrue\t%s@127.0.0.1:%d" % (USER, servers[0].port), out)
     expect_in("NONE\tnil\tunavailable\tsys.memory on k8s://prod/deployment/distroless: the target cannot give it", out)
     recs = [r for r in records(t) if r["type"] == "probe" and r.get("host")]
     expect_in("cat /proc/meminfo", [r["target"] for r in recs if r["on"] == servers[0].target()][0])
