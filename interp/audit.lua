@@ -67,25 +67,62 @@ function M.verify_data(data)
   return "complete", nil, nil, { lines = #lines, records = seq, head = head, header = header, last = ended }
 end
 
-local function read_file(path)
-  local f, err = io.open(path, "rb")
-  if not f then return nil, err end
-  local data = f:read("a")
-  f:close()
-  return data
+local MAX_TRANSCRIPT = 256 * 1024 * 1024
+M.MAX_TRANSCRIPT = MAX_TRANSCRIPT
+
+-- A transcript's bytes, or nil and "cannot read PATH: why" (only a regular file).
+local function read_file(path) return core.read_file(path, MAX_TRANSCRIPT) end
+M.read_file = read_file
+
+-- The file's whole lines (a torn last line is left out).
+function M.whole_lines(data)
+  local texts = {}
+  for _, l in ipairs(split_lines(data)) do
+    if not l.torn then texts[#texts + 1] = l.text end
+  end
+  return texts
 end
 
-function M.verify(path)
+-- opts: allowed_signers (FILE), witness (true: the journal, or a log FILE).
+function M.verify(path, opts)
+  opts = opts or {}
   local data, err = read_file(path)
-  if not data then core.err("runbook: cannot read " .. tostring(err) .. "\n") return 2 end
+  if not data then core.err("runbook: " .. err .. "\n") return 2 end
   local status, line, why, facts = M.verify_data(data)
+  local code = 0
   if status == "complete" then
+    local last = M.as_text(facts.last)
     core.out(string.format("complete: %d lines, %d audit records, exit %s (%s)\nchain head %s\n",
-      facts.lines, facts.records, tostring(math.tointeger(facts.last.exit) or facts.last.exit), tostring(facts.last.outcome), facts.head))
-    return 0
+      facts.lines, facts.records, tostring(math.tointeger(last.exit) or last.exit or "?"), last.outcome or "?", facts.head))
+  else
+    core.out(string.format("%s at line %d: %s\n", status, line, why))
+    code = 1
   end
-  core.out(string.format("%s at line %d: %s\n", status, line, why))
-  return 1
+  if status == "invalid" then return code end
+  local witness = require "witness"
+  local texts = M.whole_lines(data)
+  local cfg = require("incident").load_config()
+  local sig = witness.signature(path, texts, witness.allowed_signers(opts.allowed_signers, cfg))
+  if sig.status == "unsigned" then
+    core.out("unsigned: no signature (" .. path .. ".sig): this file is only as trustworthy as whoever could write it\n")
+  elseif sig.status == "bad" then
+    core.out("signature INVALID: " .. sig.why .. "\n")
+    code = 1
+  elseif sig.lines < #texts then
+    core.out(string.format("signed by %s (%s) up to line %d only: lines %d-%d are NOT signed\n", sig.signer,
+                           tostring(sig.key), sig.lines, sig.lines + 1, #texts))
+    if status == "complete" then code = 1 end
+  else
+    core.out(string.format("signed by %s (%s): all %d lines\n", sig.signer, tostring(sig.key), sig.lines))
+  end
+  if opts.witness then
+    local entries, werr = witness.log_entries(opts.witness ~= true and opts.witness or nil)
+    if not entries then core.out("witness: " .. werr .. "\n") return 1 end
+    local ok, text = witness.compare(texts, entries)
+    core.out(text .. "\n")
+    if not ok then code = 1 end
+  end
+  return code
 end
 
 -- Durations as recorded ("12.345") read as "12.3"; a whole number is not "12.0" or "12".
@@ -93,7 +130,33 @@ local function millis(v)
   return type(v) == "number" and string.format("%.1f", v) or tostring(v)
 end
 
+-- The fields shown as text, as text: a transcript is untrusted input, and a field of another type
+-- (a number, a table, a JSON null) must not stop `show` or `timeline`.
+local TEXT_FIELDS = { "summary", "target", "primitive", "outcome", "answer", "how", "user", "tty", "label",
+  "status", "level", "text", "title", "message", "runbook", "session", "input", "result", "warn", "crit",
+  "step", "type", "ts", "name", "host", "started", "severity", "by", "file", "event", "resumed_from" }
+local NUMBER_FIELDS = { "duration_ms", "exit", "seq", "value", "pid", "elapsed_s" }
+
+function M.as_text(rec)
+  local out = {}
+  for k, v in pairs(rec) do out[k] = v end
+  for _, k in ipairs(TEXT_FIELDS) do
+    local v = out[k]
+    if type(v) == "table" then
+      local ok, s = pcall(cjson.encode, v)
+      out[k] = ok and s or "?"
+    elseif v ~= nil and type(v) ~= "string" then
+      out[k] = (type(v) == "number" or type(v) == "boolean") and tostring(v) or nil
+    end
+  end
+  for _, k in ipairs(NUMBER_FIELDS) do
+    if type(out[k]) ~= "number" then out[k] = tonumber(out[k]) end
+  end
+  return out
+end
+
 local function describe(rec)
+  rec = M.as_text(rec)
   local t = rec.type
   if t == "probe" then
     return string.format("%s %s → %s%s (%s ms)", rec.primitive or "?", rec.target or "", rec.outcome or "?",
@@ -134,7 +197,7 @@ end
 
 function M.show(path)
   local data, err = read_file(path)
-  if not data then core.err("runbook: cannot read " .. tostring(err) .. "\n") return 2 end
+  if not data then core.err("runbook: " .. err .. "\n") return 2 end
   local lines = split_lines(data)
   local header = lines[1] and decode(lines[1].text)
   if type(header) ~= "table" or type(header.runbook) ~= "table" then
@@ -148,7 +211,8 @@ function M.show(path)
   for i = 2, #lines do
     local ev = decode(lines[i].text)
     if type(ev) == "table" and ev[2] == "a" then
-      local rec = decode(ev[3]) or {}
+      local rec = decode(ev[3])
+      rec = M.as_text(type(rec) == "table" and rec or {})
       local ts = type(rec.ts) == "string" and rec.ts:match("T([%d:.]+)") or "?"
       core.out(string.format("%-12s %-14s %-13s %s\n", ts, tostring(rec.step or ""), tostring(rec.type), describe(rec)))
     end

@@ -141,7 +141,8 @@ local EXEC_FLAGS = { ["--dry-run"] = "dry_run", ["--auto"] = "auto", ["--yes"] =
 local EXEC_VALUES = { ["--start-at"] = "start_at", ["--timeout"] = "timeout", ["--transcript"] = "transcript",
                       ["--incident"] = "incident", ["--severity"] = "severity", ["--since"] = "since",
                       ["--impact"] = "impact", ["--resume"] = "resume", ["--lock-timeout"] = "lock_timeout",
-                      ["--inventory"] = "inventory" }
+                      ["--sign-key"] = "sign_key", ["--allowed-signers"] = "allowed_signers",
+                      ["--memory-limit"] = "memory_limit", ["--inventory"] = "inventory" }
 
 local function suggest_flag(flag)
   local best, bestd = nil, 4
@@ -179,6 +180,10 @@ function M.exec(args)
     i = i + 1
   end
   if not target and not opts.resume then return usage("exec needs a runbook name or file (see 'runbook list')") end
+  if opts.memory_limit then
+    local ok, err = core.set_memory_limit(opts.memory_limit)
+    if not ok then return usage("--memory-limit: " .. err) end
+  end
   if opts.lock_timeout then
     local s, err = core.duration(opts.lock_timeout)
     if not s then return usage("--lock-timeout: " .. err) end
@@ -200,22 +205,63 @@ function M.exec(args)
   return engine.exec(rb, opts)
 end
 
+-- transcript verify FILE [--allowed-signers FILE] [--witness [LOGFILE]] | transcript show FILE
+local function verify_args(args)
+  local opts, files, i = {}, {}, 2
+  while i <= #args do
+    local a = args[i]
+    local flag, value = a:match("^(%-%-[%w-]+)=(.*)$")
+    flag = flag or a
+    if flag == "--allowed-signers" then
+      if not value then i = i + 1 value = args[i] end
+      if not value then return nil, "--allowed-signers needs a file" end
+      opts.allowed_signers = value
+    elseif flag == "--witness" then
+      if not value and args[i + 1] and args[i + 1]:sub(1, 1) ~= "-" then i = i + 1 value = args[i] end
+      opts.witness = value or true
+    elseif a:sub(1, 1) == "-" then
+      return nil, "unknown option " .. a .. " (see 'runbook transcript --help')"
+    else
+      files[#files + 1] = a
+    end
+    i = i + 1
+  end
+  -- `verify --witness FILE`: the only file named is the transcript (the witness is the journal).
+  if #files == 0 and type(opts.witness) == "string" then files[1], opts.witness = opts.witness, true end
+  if #files ~= 1 then return nil, "usage: runbook transcript verify FILE [--allowed-signers FILE] [--witness [LOGFILE]]" end
+  return files[1], opts
+end
+
 function M.transcript(args)
   local sub, file = args[1], args[2]
-  if (sub ~= "verify" and sub ~= "show") or not file or args[3] then
+  local audit = require "audit"
+  if sub == "verify" then
+    local path, opts = verify_args(args)
+    if not path then return usage(opts) end
+    return audit.verify(path, opts)
+  end
+  if sub ~= "show" or not file or args[3] then
     return usage("usage: runbook transcript verify|show FILE")
   end
-  local audit = require "audit"
-  return audit[sub](file)
+  return audit.show(file)
 end
 
 function M.lab(args) return require("lab").main(args) end
 function M.repl(args) return require("repl").main(args) end
 
--- runbook doc: the Lua API reference (doc/lua-api.md); runbook doc NAME: one entry, as help(NAME) shows it.
+-- runbook doc: the whole reference (doc/lua-api.md); runbook doc NAME: one entry, as help(NAME) shows it;
+-- --man 1|7: the man pages (man.lua); --luals DIR: editor definitions (luals.lua).
+local MAN_PAGES = { ["1"] = "runbook1", ["7"] = "runbook_lua7" }
+
 function M.doc(args)
   local doc = require "doc"
-  if #args == 0 then core.out(doc.markdown()) return EXIT.ok end
+  if #args == 0 or (args[1] == "--markdown" and #args == 1) then core.out(doc.document()) return EXIT.ok end
+  if args[1] == "--man" then
+    local page = #args == 2 and MAN_PAGES[args[2]]
+    if not page then return usage("doc --man takes 1 (runbook(1)) or 7 (runbook-lua(7))") end
+    core.out(require("man")[page]())
+    return EXIT.ok
+  end
   if args[1] == "--luals" then
     local dir, as = args[2], nil
     if args[3] == "--as" and args[4] and not args[5] then as = args[4]
@@ -227,6 +273,7 @@ function M.doc(args)
                            "(copy it to your runbooks' directory)\n", #written, dir, dir))
     return EXIT.ok
   end
+  if args[1]:find("^%-") then return usage("unknown option " .. args[1] .. " (see 'runbook doc --help')") end
   if #args > 1 then return usage("doc takes at most one name (see 'runbook doc --help')") end
   local entry = doc.find(args[1])
   if not entry then
@@ -243,6 +290,9 @@ function M.new(args) return require("authoring").new(args) end
 function M.test(args) return require("authoring").test(args) end
 
 function M.main(argv)
+  -- A secret on the command line (token=..., a URL with a password) is masked from the start;
+  -- main.c has already blanked it out of /proc/PID/cmdline.
+  for _, a in ipairs(argv) do core.learn_secrets(a) end
   local cmd = argv[1]
   local rest = table.move(argv, 2, #argv, 1, {})
   local fn = M[cmd]

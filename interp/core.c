@@ -6,6 +6,7 @@
  * the invariants (redaction, write-before-show, the gate) stay in C.
  */
 #include "gate.h"
+#include "help.h"
 #include "host.h"
 #include "luax.h"
 #include "redact.h"
@@ -14,13 +15,17 @@
 #include "sched.h"
 #include "tasks.h"
 #include "term.h"
+#include "tool.h"
 #include "transcript.h"
+#include "witness.h"
 #include "modules.h"
+#include "leftovers.h"
 #include "users.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <lauxlib.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -60,6 +65,15 @@ static int core_secret(lua_State *L)
 	return 0;
 }
 
+/* core.learn_secrets(text): registers the secrets recognised by their form in text (redact.h). */
+static int core_learn_secrets(lua_State *L)
+{
+	size_t n;
+	const char *s = luaL_checklstring(L, 1, &n);
+	redact_learn(s, n);
+	return 0;
+}
+
 static int core_prompt(lua_State *L)
 {
 	char line[1024];
@@ -80,6 +94,90 @@ static int core_prompt(lua_State *L)
 
 static int core_interactive(lua_State *L) { lua_pushboolean(L, term_interactive()); return 1; }
 static int core_color(lua_State *L) { lua_pushboolean(L, term_color()); return 1; }
+/*
+ * core.read_file(path [, max_bytes]) -> contents | nil, "cannot read PATH: why"
+ * Only a regular file: a directory, a FIFO (whose open or read would wait for a writer), a device
+ * (/dev/zero never ends) or a socket is refused, and so is a file larger than max_bytes
+ * (default 64 MiB). Runbooks, transcripts and configuration files are read through here.
+ */
+#define READ_FILE_MAX ((lua_Integer)64 << 20)
+static int core_read_file(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1);
+	lua_Integer max = luaL_optinteger(L, 2, READ_FILE_MAX);
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0)
+		return luax_fail(L, "error", "cannot read %s: %s", path, strerror(errno));
+	struct stat st;
+	const char *why = NULL;
+	if (fstat(fd, &st) != 0)
+		why = strerror(errno);
+	else if (S_ISDIR(st.st_mode))
+		why = "it is a directory";
+	else if (!S_ISREG(st.st_mode))
+		why = S_ISFIFO(st.st_mode) ? "it is a FIFO, not a regular file" : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)
+		      ? "it is a device, not a regular file" : "it is not a regular file";
+	else if (st.st_size > max)
+		why = "it is larger than the limit for this kind of file";
+	if (why) {
+		close(fd);
+		return luax_fail(L, "error", "cannot read %s: %s", path, why);
+	}
+	luaL_Buffer b;
+	luaL_buffinit(L, &b);
+	lua_Integer total = 0;
+	for (;;) {
+		char *p = luaL_prepbuffer(&b);
+		ssize_t r = read(fd, p, LUAL_BUFFERSIZE);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			int e = errno;
+			close(fd);
+			return luax_fail(L, "error", "cannot read %s: %s", path, strerror(e));
+		}
+		if (r == 0)
+			break;
+		luaL_addsize(&b, (size_t)r);
+		if ((total += r) > max) {   /* it grew meanwhile */
+			close(fd);
+			return luax_fail(L, "error", "cannot read %s: it is larger than the limit for this kind of file", path);
+		}
+	}
+	close(fd);
+	luaL_pushresult(&b);
+	return 1;
+}
+
+/* The lab's setup (lab.lua) starts daemons with sh.read: they must outlive the command. */
+static int core_keep_leftovers(lua_State *L)
+{
+	leftovers_keep_all(lua_toboolean(L, 1));
+	return 0;
+}
+
+static int core_memory_exceeded(lua_State *L) { lua_pushboolean(L, host_memory_exceeded()); return 1; }
+static int core_memory_limit(lua_State *L) { lua_pushinteger(L, (lua_Integer)host_memory_limit()); return 1; }
+/* --memory-limit SIZE: true, or nil and why. */
+static int core_set_memory_limit(lua_State *L)
+{
+	const char *s = luaL_checkstring(L, 1);
+	size_t bytes = host_parse_size(s);
+	if (bytes < ((size_t)32 << 20))
+		return luax_fail(L, "usage", "'%s' is not a size of at least 32M (write 512M, 2G)", s);
+	if (!host_set_memory_limit(bytes))
+		return luax_fail(L, "usage", "%s is less than what is already in use", s);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+/* The program's own colour sequence for an SGR code ("1", "31"): the one kind of escape the
+ * output path lets through (see term_style). */
+static int core_style(lua_State *L)
+{
+	char buf[64];
+	lua_pushstring(L, term_style(luaL_checkstring(L, 1), buf, sizeof buf));
+	return 1;
+}
 static int core_now(lua_State *L) { lua_pushnumber(L, sched_now_precise()); return 1; }
 
 static int core_sleep(lua_State *L)
@@ -171,12 +269,54 @@ static int core_transcript_close(lua_State *L)
 	return 1;
 }
 
+/* core.sign_key(FILE or nil): the key that signs the transcript's checkpoints (witness.h). */
+static int core_sign_key(lua_State *L)
+{
+	witness_set_key(luaL_optstring(L, 1, NULL));
+	return 0;
+}
+
+/* core.witness_statement(id, lines, head): the text a checkpoint's signature covers. */
+static int core_witness_statement(lua_State *L)
+{
+	char buf[256];
+	if (witness_statement(buf, sizeof buf, luaL_checkstring(L, 1), (long)luaL_checkinteger(L, 2),
+	                      luaL_checkstring(L, 3)) < 0)
+		return luaL_error(L, "witness_statement: too long");
+	lua_pushstring(L, buf);
+	return 1;
+}
+
 static int core_transcript_dir(lua_State *L)
 {
 	char dir[4096];
 	if (transcript_default_dir(dir, sizeof dir) != 0)
 		return luax_fail(L, "transcript", "cannot create the transcript directory %s", dir);
 	lua_pushstring(L, dir);
+	return 1;
+}
+
+static void push_help_texts(lua_State *L, const struct help_text *v)
+{
+	lua_newtable(L);
+	for (int i = 0; v[i].name; i++) {
+		lua_createtable(L, 0, 2);
+		luax_setstr(L, "name", v[i].name);
+		luax_setstr(L, "text", v[i].text);
+		lua_rawseti(L, -2, i + 1);
+	}
+}
+
+/* core.help() -> { usage, commands = { {name, text}, ... }, topics = {...} }: the texts of help.c,
+ * for the man page runbook(1) (man.lua). */
+static int core_help(lua_State *L)
+{
+	lua_createtable(L, 0, 3);
+	luax_setstr(L, "usage", help_usage);
+	push_help_texts(L, help_commands);
+	lua_setfield(L, -2, "commands");
+	push_help_texts(L, help_topics);
+	lua_setfield(L, -2, "topics");
 	return 1;
 }
 
@@ -432,7 +572,11 @@ int luaopen_core(lua_State *L)
 {
 	static const luaL_Reg fns[] = {
 		{ "out", core_out }, { "err", core_err }, { "redact", core_redact }, { "secret", core_secret },
-		{ "prompt", core_prompt }, { "interactive", core_interactive }, { "color", core_color },
+		{ "learn_secrets", core_learn_secrets },
+		{ "prompt", core_prompt }, { "interactive", core_interactive }, { "color", core_color }, { "style", core_style },
+		{ "memory_exceeded", core_memory_exceeded }, { "memory_limit", core_memory_limit },
+		{ "set_memory_limit", core_set_memory_limit }, { "read_file", core_read_file },
+		{ "keep_leftovers", core_keep_leftovers },
 		{ "now", core_now }, { "sleep", core_sleep }, { "interrupts", core_interrupts },
 		{ "terminated", core_terminated }, { "clear_interrupt", core_clear_interrupt },
 		{ "set_cap", core_set_cap }, { "duration", core_duration },
@@ -448,7 +592,8 @@ int luaopen_core(lua_State *L)
 		{ "distance", core_distance }, { "modules", core_modules }, { "state_dir", core_state_dir },
 		{ "prefetch", modules_prefetch }, { "module_wait", modules_wait }, { "identity", core_identity },
 		{ "parallel", tasks_parallel },
-		{ "kill", core_kill }, { "free_port", core_free_port }, { "exe", core_exe },
+		{ "kill", core_kill }, { "free_port", core_free_port }, { "exe", core_exe }, { "help", core_help },
+		{ "tool", tool_lua }, { "sign_key", core_sign_key }, { "witness_statement", core_witness_statement },
 		{ NULL, NULL },
 	};
 	static const luaL_Reg gate_hook_meta[] = { { "__gc", gate_hook_gc }, { "__close", gate_hook_gc }, { NULL, NULL } };

@@ -1,8 +1,8 @@
 -- doc.lua - the Lua API reference of the modules runbooks require (native, or written in Lua like
 -- prometheus.lua): one entry per primitive, and the one source of truth for `help(x)` and
--- `:help name` in the REPL, `runbook doc [NAME]`, and the
--- reference doc/lua-api.md (tests/test_repl.py checks it holds exactly what `runbook doc` prints:
--- after editing this file, run `./runbook doc > doc/lua-api.md`).
+-- `:help name` in the REPL, `runbook doc [NAME]`, doc/lua-api.md and the man page runbook-lua(7)
+-- (man.lua; `make docs` regenerates both, tests/test_docs.py fails while they are stale). It also
+-- holds the guide to writing a runbook (M.guide) that the last two show before the API.
 --
 -- Format. M.modules is a list, in the order the reference shows them, of
 --   { name = "sh",                      -- the require name, also the REPL global
@@ -340,13 +340,24 @@ after a timeout; connect again", "closed"`. A query error returns `nil, "pg.quer
       {
         name = "pg.query",
         call = "conn:query(sql, params, { OPTIONS })",
-        summary = "Runs one statement in a READ ONLY transaction. `params` is an array for `$1, $2, ...` " ..
-                  "(`params.n` when it ends with nils).",
+        summary = "Runs one read in a READ ONLY transaction. `params` is an array for `$1, $2, ...` " ..
+                  "(`params.n` when it ends with nils). Before anything is sent, PostgreSQL's own parser " ..
+                  "(libpg_query) checks the SQL: one `SELECT`/`WITH`/`VALUES`/`TABLE`/`SHOW`, or `EXPLAIN` " ..
+                  "without `ANALYZE`; no data-modifying `WITH`, `SELECT INTO` or `FOR UPDATE/SHARE`; every " ..
+                  "function and operator it names, and every view it reads (followed to its definition), " ..
+                  "non-volatile in `pg_proc` (looked up on the connection within the deadline, kept for its " ..
+                  "later calls until a `conn:exec`) or one of the read-only volatile functions: clocks and " ..
+                  "`random`, `pg_sleep`, WAL positions (`pg_current_wal_lsn`, ...), `pg_blocking_pids` and " ..
+                  "`pg_lock_status`, sizes (`pg_database_size`, `pg_relation_size`, ...), statistics, the " ..
+                  "server's own directories (`pg_ls_waldir`, ...). Anything else (`pg_terminate_backend`, " ..
+                  "`pg_advisory_lock`, `set_config`, `nextval`, `pg_read_file`, `dblink`, `COPY`, a VOLATILE " ..
+                  "function of yours, ...) returns `nil, \"... refused before sending: <what>; to run it, use " ..
+                  "conn:exec(...)\", \"refused\"`. doc/probes.md has the list and what is not checked.",
         options = {
-          { "timeout", "10", "deadline (" .. DURATION .. ")" },
+          { "timeout", "10", "deadline, the check's catalogue look-up included (" .. DURATION .. ")" },
         },
         returns = "`{ {column = value, ...}, ..., columns = {names}, rows = n, ms }`",
-        kinds = { "timeout", "interrupted", "reset", "closed", "SQLSTATE" },
+        kinds = { "refused", "timeout", "interrupted", "reset", "closed", "SQLSTATE (42601 syntax, 42883 no such function)" },
         example = [[conn:query("SELECT datname, numbackends FROM pg_stat_database WHERE numbackends > $1", { 0 })]],
       },
       {
@@ -512,10 +523,13 @@ concurrently inside `parallel`. URLs are `redis://[user:password@]host:port[/db]
 arrays as tables (with `n`), an error reply as `nil, "<what> host:port/db: <message>", <its code word>`
 (`WRONGTYPE`, `ERR`, ...). Targets read `host:port/db`; the password is redacted everywhere (the gate shows
 `AUTH ***`). The methods of a connection are documented under `redis.<method>` (`help("redis.call")`).]],
-    notes = [[A probe cannot write: `conn:call` asks the server (`COMMAND INFO`, once per command and connection;
-`config|get` for a subcommand) and raises, naming `conn:action(...)`, for a command flagged `write`, `pubsub`
-or `admin` (except reads such as `CONFIG GET`, `SLOWLOG GET`, `CLIENT LIST`, `LATENCY LATEST`, `MEMORY STATS`,
-`INFO`) and for scripts the server cannot vouch for (`EVAL`, `FCALL`; `EVAL_RO` is fine). Commands that change
+    notes = [[A probe cannot write nor hold the server: `conn:call` asks the server (`COMMAND INFO`, once per command
+and connection; `config|get` for a subcommand) and raises, naming `conn:action(...)`, for a command flagged
+`write`, `pubsub` or `admin`, or filed under `@dangerous` (its ACL categories; Redis 7.0's list when the server
+reports none), except reads such as `INFO`, `CONFIG GET`, `SLOWLOG GET/LEN`, `CLIENT LIST/INFO`, `LATENCY ...`,
+`MEMORY STATS/USAGE`, `LASTSAVE`, `ROLE`, `MODULE LIST`. Scripts and functions (`EVAL`, `EVAL_RO`, `EVALSHA*`,
+`FCALL*`, `FUNCTION ...`, `SCRIPT ...`) are actions: a script runs to its end whatever the deadline. `KEYS` is
+refused: `conn:scan` is the bounded walk (doc/probes.md). Commands that change
 what the connection is (`SELECT`, `SUBSCRIBE`, `MONITOR`, `HELLO`, `QUIT`, ...) are refused by both forms. After
 a timeout, Ctrl-C, an I/O or a protocol error the connection is dropped and later calls return `nil, "...
 connection was closed after a timeout; connect again", "closed"`. A handle serves one task at a time: inside
@@ -553,8 +567,9 @@ connection's own.]],
         name = "redis.call",
         rtype = "any",
         call = "conn:call(cmd, arg..., { OPTIONS })",
-        summary = "Runs a command that the server says cannot write; any other raises an error naming " ..
-                  "`conn:action(...)` (`help(redis)` says which commands a probe may run).",
+        summary = "Runs a command that the server says cannot write and that is not `@dangerous` (but for the " ..
+                  "allowlisted reads) nor a script; any other raises an error naming `conn:action(...)` " ..
+                  "(`help(redis)` says which commands a probe may run).",
         options = { { "timeout", "", "deadline (default: the connection's)" } },
         returns = "the reply: string, integer, nil or table; an error reply is `nil, err, code`",
         kinds = { "timeout", "interrupted", "reset", "protocol", "closed", "auth", "CODE" },
@@ -650,6 +665,23 @@ connection's own.]],
         returns = "`{ {db, keys, expires, avg_ttl}, ..., keys, expires }` (the totals)",
         kinds = { "timeout", "interrupted", "reset", "closed", "CODE" },
         example = [[conn:keyspace().keys]],
+      },
+      {
+        name = "redis.scan",
+        call = "conn:scan({ OPTIONS })",
+        summary = "The keys matching a pattern, by a SCAN walk that replaces `KEYS` (refused in a probe): the " ..
+                  "server serves others between its calls, and the walk stops at `limit` keys or before a call " ..
+                  "would outlast the deadline (the connection stays usable). Each key is listed once.",
+        options = {
+          { "match", "", "a glob pattern (`session:*`)" },
+          { "type", "", "only keys of this type (`string`, `list`, `hash`, ...)" },
+          { "count", "1000", "SCAN's COUNT: how much of the keyspace one call visits (1..100000)" },
+          { "limit", "10000", "stop after this many keys (1..1000000)" },
+          { "timeout", "", "deadline of the whole walk (default: the connection's)" },
+        },
+        returns = "`{ \"key\", ..., n, truncated, stopped = \"limit\" | \"deadline\" | nil, scans, ms }`",
+        kinds = { "timeout", "interrupted", "reset", "closed", "protocol", "CODE" },
+        example = [[conn:scan { match = "session:*", limit = 1000, timeout = 5 }]],
       },
       {
         name = "redis.llen",
@@ -933,6 +965,124 @@ M.types = {
 -- The runbook language's own entries: runbook, step, input.*, must, parallel, ctx, fmt, check.
 M.language = require "doc_lang"
 
+-------------------------------------------------------------------------------------- the guide
+-- Writing a runbook, before the API in doc/lua-api.md and runbook-lua(7): sections of Markdown (paragraphs,
+-- `code`, ```lua blocks) and, for the step context, rows of a two-column table.
+M.guide = {
+  {
+    title = "Writing a runbook",
+    text = [[A runbook is a Lua file that returns `runbook { ... }`. The top level only declares: loading a runbook
+(for `list`, `show`, `check`) touches nothing, and primitives refuse to run at load time. Probes look and
+run freely, bounded in time; actions change things and run only once the operator has confirmed them at
+the gate. Runbooks are found by name on the search path (see `runbook help files`), or given as a file.
+
+```lua
+-- runbooks/example.lua
+local sh  = require "sh"
+local sys = require "sys"
+
+return runbook {
+  name     = "example",                       -- must match the file name
+  summary  = "What this runbook is for",
+  severity = "SEV3",                          -- SEV1..SEV4 or P0..P3
+  inputs = {
+    path    = input.path     { default = "/", help = "filesystem to look at" },
+    limit   = input.int      { default = 90, min = 1, max = 100 },
+    restart = input.argv     { default = { "systemctl", "restart", "myapp" } },
+    api     = input.url      { env = "API_URL", default = "http://127.0.0.1:8080" },
+    token   = input.secret   { env = "API_TOKEN" },
+    wait    = input.duration { default = "30s" },       -- the value is seconds
+  },
+
+  step "space" {
+    title   = "How full is the filesystem?",
+    explain = "Shown under the title, before the step runs.",
+    run = function(ctx)
+      local fs = must(sys.fs(ctx.path))        -- must() turns nil, err into a step failure
+      if fs.used_pct >= ctx.limit then
+        ctx:finding("%s is %s full", fs.mount, fmt.pct(fs.used_pct))
+        return ctx:jump("restart")
+      end
+      ctx:ok("%s free", fmt.bytes(fs.avail))
+    end,
+  },
+
+  step "restart" {
+    title = "Restart the service",
+    run = function(ctx)
+      must(sh.action(ctx.restart))             -- asks first; a declined action skips the step
+      must(ctx:wait_until("the service answers", function()
+        local r = sh.read { "curl", "-fsS", ctx.api, quiet = true }
+        return r and r.ok
+      end, { timeout = ctx.wait, every = 1 }))
+      return ctx:resolved("restarted")
+    end,
+  },
+}
+```
+
+Rules: unknown keys are errors (`titel`, `timout`), reading or assigning an undefined global raises,
+and validation names the file and the field (`example.lua: step 2 ('restart') has no title`).
+Inputs are set as `name=value` on the command line, else from their `env` variable, else the default.
+`input.secret` values and passwords inside `input.url` values are redacted everywhere (terminal,
+transcript, error messages), as is the password in any URL or after `password=`.
+
+Runbooks run in a sandbox: no `io`, `os.execute`, `package`, `debug`, `loadfile`/`dofile`,
+`string.dump`, binary chunks or C modules. `require` gives only the modules of the API below.]],
+  },
+  {
+    title = "The step context `ctx`",
+    text = [[Each step's `run` gets the context of the run, and the sandbox has a few helpers besides the modules:]],
+    rows = {
+      { "`ctx.<input>`", "the input's value" },
+      { "`ctx.state`", "a table shared by all steps of the run" },
+      { "`ctx.dry_run`", "true under `--dry-run`" },
+      { "`ctx:ok(fmt, ...)` / `ctx:finding(fmt, ...)` / `ctx:note(fmt, ...)`",
+        "report (✔ / ✖ / ·), recorded in the transcript" },
+      { "`ctx:show(text)`", "print a block, e.g. `fmt.table(...)`" },
+      { "`ctx:jump(id)`", "continue at step `id` after this one (`return ctx:jump(\"x\")`)" },
+      { "`ctx:resolved(msg)` / `ctx:escalate(msg)`", "end the run with that outcome (exit 0 / 3)" },
+      { "`ctx:update(status, text)`", "a status update (`investigating`, `identified`, `monitoring`, " ..
+        "`resolved`): shown, recorded, posted to the sinks configured in config.lua" },
+      { "`ctx:wait_until(desc, fn, { timeout = 60, every = 1 })`", "poll `fn` until truthy; `nil, err, \"timeout\"` otherwise" },
+      { "`ctx:check(label, value, { warn, crit, format })`", "judge a measurement against thresholds: shows " ..
+        "`OK` / `WARNING` / `CRITICAL` / `UNKNOWN` in colour, records a `check` audit record, returns the status" },
+      { "`check.judge(value, { warn, crit })`", "the same judgement without output: status, reason" },
+      { "`parallel(tasks, { limit = 50 })`", "run a table of functions at once (see below)" },
+      { "`must(v, err)`", "`v`, or a step failure with `err`" },
+      { "`fmt.bytes(n)`, `fmt.pct(n)`, `fmt.ms(n)`, `fmt.duration(s)`, `fmt.count(n)`, `fmt.table(rows, cols)`",
+        "formatting" },
+    },
+  },
+  {
+    title = "Thresholds",
+    text = [[Thresholds use the range syntax of the monitoring plugins (Nagios, Icinga, check_postgres), so that a
+runbook's numbers read like the alert's: `10` alerts outside 0..10, `10:` below 10, `~:10` above 10,
+`10:20` outside 10..20, `@10:20` inside 10..20 (bounds inclusive). Critical wins over warning; a value
+that is not a number is `UNKNOWN`.]],
+  },
+  {
+    title = "Parallel tasks",
+    text = [[`parallel { name = function() ... end, ... }` runs its tasks from one thread: whenever a primitive
+waits on a socket or a command, its task yields and the others run, so checking 200 endpoints costs
+about the slowest one. `sys.fs`, `sys.tail`, `sys.grep`, `sys.deleted_open`, the walks
+(`sys.largest`, `sys.files`) and `sys.filesystems` yield too while a worker does their file system
+calls, so a hung mount costs only its own task the deadline, and `sys.processes` while it waits out
+its `sample`. The result has the task's keys, each `{ value = first result }` or `{ err, kind }` (a task
+that returned `nil, err, kind` or raised), with `ms`. One task's failure does not stop the others;
+Ctrl-C stops them all.]],
+  },
+  {
+    title = "Durations, patterns and errors",
+    text = [[Durations everywhere are seconds as a number, or a string with a unit: `500ms`, `2s`, `5m`, `1h`, `7d`.
+The regular expressions of `sys.grep` are POSIX extended ones written in Lua strings, where a backslash is
+doubled: `"\\[error\\]"` is the regex `\[error\]`, a literal `[error]` as in nginx's error log.
+Expected failures return `nil, "<what> <target>: <cause>", kind`; mistakes (wrong types, unknown
+options) raise. Every primitive has a deadline (its `timeout`, capped by `--timeout`), and Ctrl-C stops
+the call in progress.]],
+  },
+}
+
 ----------------------------------------------------------------------------------------- lookup
 local by_name = {}
 for _, list in ipairs({ M.modules, M.language }) do
@@ -998,8 +1148,6 @@ function M.text(entry)
 end
 
 ------------------------------------------------------------------------- doc/lua-api.md
-M.BEGIN = "<!-- Generated by `runbook doc` from interp/doc.lua: edit that file, not this section. -->"
-M.END = "<!-- End of the generated API reference. -->"
 
 local function md_cell(s) return (s:gsub("|", "\\|")) end
 
@@ -1027,10 +1175,7 @@ local function md_function(fn, out)
   out[#out + 1] = ""
 end
 
--- The reference in Markdown (doc/lua-api.md), markers included.
-function M.markdown()
-  local out = { "## Lua API reference", "", M.BEGIN, "",
-    "Every primitive below is also documented in the REPL: `help(sh.read)` or `:help sh.read`.", "" }
+local function md_modules(out)
   for _, mod in ipairs(M.modules) do
     out[#out + 1] = "### `" .. mod.name .. "`: " .. mod.title
     out[#out + 1] = ""
@@ -1038,8 +1183,31 @@ function M.markdown()
     for _, fn in ipairs(mod.functions) do md_function(fn, out) end
     if mod.notes then out[#out + 1] = mod.notes; out[#out + 1] = "" end
   end
-  out[#out + 1] = M.END
-  return table.concat(out, "\n") .. "\n"
+end
+
+-- doc/lua-api.md (`runbook doc`): the guide, then the reference.
+function M.document()
+  local out = { "# runbook: writing runbooks, and the Lua API", "",
+    "<!-- Generated by `runbook doc` from interp/doc.lua: edit that file, then run `make docs`. -->", "",
+    "Also as a man page, `man runbook-lua`, and in the REPL: `help(sh.read)` or `:help sh.read`.", "" }
+  for _, section in ipairs(M.guide) do
+    out[#out + 1] = "## " .. section.title
+    out[#out + 1] = ""
+    out[#out + 1] = section.text
+    out[#out + 1] = ""
+    if section.rows then
+      out[#out + 1] = "| | |"
+      out[#out + 1] = "|---|---|"
+      for _, row in ipairs(section.rows) do
+        out[#out + 1] = "| " .. md_cell(row[1]) .. " | " .. md_cell(row[2]) .. " |"
+      end
+      out[#out + 1] = ""
+    end
+  end
+  out[#out + 1] = "## Lua API reference"
+  out[#out + 1] = ""
+  md_modules(out)
+  return (table.concat(out, "\n"):gsub("\n+$", "")) .. "\n"
 end
 
 return M

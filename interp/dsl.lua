@@ -136,14 +136,16 @@ function M.resolve_input(name, decl, given)
   return value
 end
 
--- Secrets are masked everywhere from the moment they are known.
+-- Secrets are masked everywhere from the moment they are known: a secret input's value, and in
+-- any other what has the form of one (a URL's password or ?token=, a conninfo's password = '...').
 function M.register_secrets(decl, value)
+  if type(value) == "table" then
+    for _, v in ipairs(value) do M.register_secrets(decl, v) end
+    return
+  end
   if type(value) ~= "string" then return end
   if decl.secret then core.secret(value) end
-  if decl.type == "url" then
-    local pw = value:match("^[%a][%w+.-]*://[^/@:]*:([^/@]+)@")
-    if pw then core.secret(pw) end
-  end
+  core.learn_secrets(value)
 end
 
 ------------------------------------------------------------------------------------------ steps

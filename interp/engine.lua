@@ -13,6 +13,8 @@ local EXIT = { ok = 0, failed = 1, usage = 2, escalated = 3, declined = 4, abort
 M.EXIT = EXIT
 
 local function json(t) return cjson.encode(t) end
+local MAX_NOTE = 64 * 1024          -- a note, finding or ok beyond this is cut where it is shown and recorded
+local MAX_REVISITS = 100            -- runs of one step without an operator between them (--auto, no terminal)
 local CHECK_LEVEL = { OK = "ok", WARNING = "finding", CRITICAL = "finding", UNKNOWN = "note" }
 
 local function audit(kind, fields) core.audit(kind, json(fields or {})) end
@@ -30,13 +32,28 @@ end
 -- A sentinel a step returns (return ctx:jump("x")); the engine also honours it when not returned.
 local JUMP = setmetatable({}, { __tostring = function() return "jump" end })
 
+-- Shown and recorded, but not a transcript the size of the disk.
+local function cut(text)
+  if #text <= MAX_NOTE then return text end
+  return text:sub(1, MAX_NOTE) .. string.format(" … (%s more)", render.fmt.bytes(#text - MAX_NOTE))
+end
+
 local function new_ctx(run, rb, inputs)
   local methods = {}
   local ctx = { state = {}, inputs = inputs, dry_run = run.dry_run, runbook = rb.name }
 
+  -- A mistake in the arguments is the runbook's, and is reported at its line (level 3: the
+  -- runbook, which called the method, which called this).
   local function say(level, fmtstr, ...)
-    local text = select("#", ...) > 0 and string.format(fmtstr, ...) or tostring(fmtstr)
+    local ok, text
+    if select("#", ...) > 0 then ok, text = pcall(string.format, fmtstr, ...)
+    else ok, text = pcall(tostring, fmtstr) end
+    if not ok or type(text) ~= "string" then
+      error(string.format("ctx:%s: %s", level, ok and "__tostring did not return a string"
+        or (render.error_text(text):gsub("to '[%w.]*format'", "to ctx:" .. level))), 3)
+    end
     text = text:gsub("%s+$", "")
+    text = cut(text)
     render.outcome(level, text)
     audit("note", { level = level, text = core.redact(text) })
     if level == "finding" then run.step_findings = run.step_findings + 1; run.hooks:finding(text) end
@@ -45,7 +62,7 @@ local function new_ctx(run, rb, inputs)
   function methods.ok(_, ...) say("ok", ...) end
   function methods.finding(_, ...) say("finding", ...) end
   function methods.note(_, ...) say("note", ...) end
-  function methods.show(_, text) render.block(text) end
+  function methods.show(_, text) render.block(cut(render.error_text(text))) end
 
   -- Judges a measured value (see check.lua), shows it in its status colour and records it.
   function methods.check(_, label, value, opts)
@@ -215,8 +232,8 @@ local function run_step(run, step)
   run.step_findings, run.jump = 0, nil
   local ok, err = xpcall(step.run, function(e)
     if core.is_control(e) then return e end
-    if run.debug then return debug.traceback(tostring(e), 2) end
-    return tostring(e)
+    if run.debug then return debug.traceback(render.error_text(e), 2) end
+    return render.error_text(e)
   end, run.ctx)
   if ok then return run.step_findings > 0 and "finding" or "ok" end
   local control = core.is_control(err)
@@ -249,6 +266,10 @@ local function execute(run, step)
     local t0 = core.now()
     local outcome, err = run_step(run, step)
     local ms = core.now() - t0
+    if core.memory_exceeded() then   -- whatever the step made of the failed allocation
+      outcome, err = "failed", string.format("the runbook needed more memory than its limit (%s): the run ends here " ..
+        "(raise it with --memory-limit SIZE or RUNBOOK_MEMORY_LIMIT)", render.fmt.bytes(core.memory_limit()))
+    end
     if err and outcome ~= "declined" then
       render.outcome("error", outcome == "interrupted" and ("interrupted: " .. err) or err)
       audit(outcome == "interrupted" and "interrupt" or "error", { message = core.redact(err) })
@@ -258,6 +279,7 @@ local function execute(run, step)
     audit("step_end", { outcome = outcome, duration_ms = math.floor(ms + 0.5) })
     core.transcript_step(nil)
     count(run, outcome)
+    if core.memory_exceeded() then run.stop_why = "the memory limit was reached" return "stop" end
     if outcome == "aborted" then return "abort" end
     if outcome ~= "failed" and outcome ~= "interrupted" then return "next" end
     if not core.interactive() then return "stop" end
@@ -342,6 +364,7 @@ function M.exec(rb, opts)
   }
   for k, v in pairs(hooks:header_fields()) do fields[k] = v end
   local header = core.redact(json(fields))
+  core.sign_key(require("witness").sign_key(opts.sign_key, hooks.cfg))
   local ok, terr = core.transcript_open(path, header)
   if not ok then hooks:finish() core.err("runbook: " .. terr .. "\n") return EXIT.usage end
 
@@ -357,12 +380,25 @@ function M.exec(rb, opts)
   hooks:started(run)
 
   local i, n = start, #rb.steps
+  local unattended = {}   -- step index -> runs since the operator last chose at a menu
   while i <= n do
     local step = rb.steps[i]
     local mode = hooks:before_step(run, step)   -- status line, escalations; "recheck" when resumed
     render.step_header(i, n, step)
     local action, target = "run", nil
-    if core.interactive() and not opts.auto and mode ~= "recheck" then action, target = step_menu(run, step) end
+    if core.interactive() and not opts.auto and mode ~= "recheck" then
+      action, target = step_menu(run, step)
+      unattended = {}
+    else
+      unattended[i] = (unattended[i] or 0) + 1
+      if unattended[i] > MAX_REVISITS then   -- a step that jumps back to itself, with nobody to stop it
+        run.stopped = true
+        run.stop_why = string.format("step '%s' came round %d times without an operator (does it jump to itself? " ..
+          "ctx:wait_until polls with a deadline)", step.id, MAX_REVISITS)
+        audit("error", { step = step.id, message = run.stop_why })
+        break
+      end
+    end
     if action == "abort" then run.aborted = true break end
     if action == "skip" then
       audit("step_end", { step = step.id, outcome = "skipped" })
@@ -387,14 +423,14 @@ function M.exec(rb, opts)
   elseif run.aborted then
     render.outcome("error", "aborted by the operator")
   elseif run.stopped then
-    render.outcome("error", "stopped: a step failed")
+    render.outcome("error", "stopped: " .. (run.stop_why or "a step failed"))
   end
   local declined = core.declined()
   if declined > 0 then run.counts.actions_declined = declined end
   local summary = summary_line(run)
   render.print(string.format("%s · %s", word, summary ~= "" and summary or "no steps ran"))
   local head, cerr = core.transcript_close(core.redact(json({
-    exit = code, outcome = word, counts = run.counts, message = run.outcome_msg,
+    exit = code, outcome = word, counts = run.counts, message = run.outcome_msg or run.stop_why,
   })))
   hooks:finish()
   if run.repl_offered then require("repl").offer_at_gate(nil) end

@@ -6,6 +6,7 @@
  */
 #include "gate.h"
 #include "jsonw.h"
+#include "leftovers.h"
 #include "redact.h"
 #include "replay.h"
 #include "sched.h"
@@ -71,13 +72,19 @@ static int audit_confirm(const char *answer, const char *how)
 	jb_close(&b);
 	int r = transcript_audit("confirm", b.p);
 	jb_free(&b);
-	return r == 0 ? transcript_sync() : -1;
+	if (r == 0 && transcript_sync() == 0) {
+		if (strcmp(answer, "yes") == 0)
+			transcript_checkpoint("confirm");   /* signed and logged before the action runs */
+		return 0;
+	}
+	return -1;
 }
 
 static void show_plan(const struct gate_plan *p)
 {
-	const char *on = term_color() ? (p->irreversible ? "\033[1;31m" : "\033[1;33m") : "";
-	const char *off = term_color() ? "\033[0m" : "";
+	char on_buf[32], off_buf[32];
+	const char *on = term_style(p->irreversible ? "1;31" : "1;33", on_buf, sizeof on_buf);
+	const char *off = term_style("0", off_buf, sizeof off_buf);
 	out_printf("  %sACTION%s  %s\n", on, off, p->summary);
 	if (p->detail && *p->detail) {
 		const char *line = p->detail;
@@ -200,7 +207,9 @@ enum gate_answer gate_ask(const struct gate_plan *p)
 	}
 	for (;;) {
 		const char *how = "";
+		leftovers_freeze();   /* no running command types the answer (parallel(), TIOCSTI as root) */
 		enum gate_answer a = ask_operator(p, &how);
+		leftovers_thaw();
 		if (a == GATE_RUN)
 			return audit_confirm("yes", how) == 0 ? GATE_RUN : refuse_unrecorded();
 		audit_confirm("declined", how);

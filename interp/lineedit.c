@@ -65,37 +65,9 @@ static bool has_word(const char *s, size_t n, const char *word)
 	return false;
 }
 
-static size_t skip_spaces(const char *s, size_t n, size_t j)
-{
-	while (j < n && isspace((unsigned char)s[j]))
-		j++;
-	return j;
-}
-
-/* `password = "..."`, `db_token: '...'`, `secret = [[...]]`: a keyword inside an identifier,
- * then = or :, then a string literal. Comparisons (==) are not assignments. */
-static bool assigns_literal(const char *s, size_t n, const char *kw)
-{
-	size_t k = strlen(kw);
-	for (size_t i = 0; i + k <= n; i++) {
-		if (strncasecmp(s + i, kw, k) != 0)
-			continue;
-		size_t j = i + k;
-		while (j < n && ident_char(s[j]))
-			j++;
-		j = skip_spaces(s, n, j);
-		if (j >= n || (s[j] != '=' && s[j] != ':') || (j + 1 < n && s[j + 1] == '='))
-			continue;
-		j = skip_spaces(s, n, j + 1);
-		if (j < n && (s[j] == '"' || s[j] == '\'' || s[j] == '['))
-			return true;
-	}
-	return false;
-}
-
 /* Why line must stay out of the history, or NULL. What redact() would mask is a secret by
- * definition (URL passwords, password= pairs, secret inputs and URL passwords of the run);
- * AUTH commands and password/token literals are secrets that nothing has registered yet. */
+ * definition (URL passwords, password/token/secret assignments, secret inputs and what the run
+ * learnt); AUTH commands and bearer tokens are secrets that nothing has registered yet. */
 static const char *secret_reason(const char *s, size_t n)
 {
 	size_t len;
@@ -103,15 +75,11 @@ static const char *secret_reason(const char *s, size_t n)
 	bool masked = len != n || memcmp(clean, s, n) != 0;
 	free(clean);
 	if (masked)
-		return "it holds a secret (a password in a URL, a password= pair or a secret input)";
+		return "it holds a secret (a password in a URL, a password, token or secret assigned, or a secret input)";
 	if (has_word(s, n, "auth"))
 		return "it holds an AUTH command";
 	if (has_word(s, n, "bearer"))
 		return "it holds a bearer token";
-	static const char *const kws[] = { "password", "passwd", "secret", "token", "apikey", "api_key", NULL };
-	for (const char *const *kw = kws; *kw; kw++)
-		if (assigns_literal(s, n, *kw))
-			return "it assigns a password, token or secret literal";
 	return NULL;
 }
 

@@ -18,10 +18,18 @@ function M.search_path(share)
   return dirs
 end
 
+local MAX_SOURCE = 16 * 1024 * 1024   -- a runbook is source text, not data
+
+-- A runbook file's text, or nil and why; only a regular file (not a directory, a FIFO or
+-- /dev/zero), and not a huge one.
+local function read_source(path) return core.read_file(path, MAX_SOURCE) end
+
+-- nil when there is no such file; false, why when there is one that cannot be a runbook.
 local function readable(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
+  local src, err = read_source(path)
+  if src then return true end
+  if err:find("No such file or directory", 1, true) then return nil end
+  return false, err
 end
 M.readable = readable
 
@@ -54,12 +62,15 @@ end
 -- NAME or FILE -> path, or nil and a message with suggestions.
 function M.resolve(arg, share)
   if arg:find("/", 1, true) or arg:match("%.lua$") then
-    if readable(arg) then return arg end
-    return nil, "cannot read runbook file " .. arg
+    local ok, err = readable(arg)
+    if ok then return arg end
+    return nil, err or ("cannot read runbook file " .. arg .. ": no such file")
   end
   for _, dir in ipairs(M.search_path(share)) do
     local path = dir .. "/" .. arg .. ".lua"
-    if readable(path) then return path end
+    local ok, err = readable(path)
+    if ok then return path end
+    if ok == false then return nil, err end
   end
   local close = {}
   for _, rb in ipairs(M.all(share)) do
@@ -71,23 +82,46 @@ function M.resolve(arg, share)
   return nil, msg .. " (see 'runbook list')"
 end
 
+-- A runbook's top level declares; it does not work. Loading it (list, check, show, exec) is bounded:
+-- a top level that loops forever is stopped with an error naming the file, not a hang.
+local LOAD_MS, LOAD_INSTRUCTIONS, HOOK_EVERY = 5000, 200 * 1000 * 1000, 10000
+
+local function run_bounded(chunk, where)
+  local count, t0 = 0, core.now()
+  debug.sethook(function()
+    count = count + HOOK_EVERY
+    if count > LOAD_INSTRUCTIONS or core.now() - t0 > LOAD_MS then
+      debug.sethook()
+      -- A control value: the runbook's own pcall cannot swallow it (sandbox.lua).
+      error(core.control("abort", string.format("%s: its top level did not finish within %d s or %d million " ..
+        "instructions (a loop that never ends? work belongs in a step's run function)", where, LOAD_MS // 1000,
+        LOAD_INSTRUCTIONS // 1000000)), 0)
+    end
+  end, "", HOOK_EVERY)
+  local ok, rb = pcall(chunk)
+  debug.sethook()
+  return ok, rb
+end
+
 local function basename(path) return path:match("([^/]+)$") or path end
 
 -- Loads and validates a runbook file. Returns the runbook (with .file, .sha256, .source) or nil, err.
 function M.load(path)
-  local f, err = io.open(path, "rb")
-  if not f then return nil, "cannot read " .. path .. ": " .. tostring(err) end
-  local src = f:read("a")
-  f:close()
+  local src, err = read_source(path)
+  if not src then return nil, err end
   local where = basename(path)
   local env = sandbox.new()
   local chunk, perr = load(src, "@" .. where, "t", env)
   if not chunk then return nil, perr end
   sandbox.set_loading(true)
-  local ok, rb = pcall(chunk)
+  local ok, rb = run_bounded(chunk, where)
   sandbox.set_loading(false)
   if not ok then
-    rb = tostring(rb)
+    if core.memory_exceeded() then
+      return nil, string.format("%s: loading it needed more memory than the limit (%s; --memory-limit, " ..
+        "RUNBOOK_MEMORY_LIMIT)", where, require("render").fmt.bytes(core.memory_limit()))
+    end
+    rb = require("render").error_text(rb)
     if not rb:find("^" .. where:gsub("%p", "%%%0")) then rb = where .. ": " .. rb end
     return nil, rb
   end

@@ -1,9 +1,11 @@
 /*
  * main.c - the command line: subcommands, --help, --version, exit codes.
  *
- * Help and version are answered here without starting Lua. Each subcommand's own options are
- * parsed by interp/cli.lua, which returns the exit code (see runbook.h).
+ * Help and version are answered here without starting Lua, from the texts of help.c (which the man
+ * page runbook(1) is made from too). Each subcommand's own options are parsed by interp/cli.lua, which
+ * returns the exit code (see runbook.h).
  */
+#include "help.h"
 #include "host.h"
 #include "labd.h"
 #include "redact.h"
@@ -12,8 +14,13 @@
 #include "sched.h"
 #include "tasks.h"
 #include "term.h"
+#include "transcript.h"
 
+#include <ctype.h>
+#include <errno.h>
 #include <lauxlib.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -21,158 +28,6 @@
 /* At exit, how long the awaited worker threads still running (cancel requests on their way) are
  * waited for; other workers still running (stuck in the kernel) make it exit without the exit handlers. */
 #define OFFLOADS_SETTLE_MS 500
-
-static const char usage[] =
-	"usage: runbook <command> [options]\n"
-	"\n"
-	"Walks incident runbooks step by step: probes look, actions ask first, everything is recorded.\n"
-	"\n"
-	"commands:\n"
-	"  list                      the runbooks on the search path\n"
-	"  show NAME                 a runbook rendered as Markdown; nothing is executed\n"
-	"  exec NAME|FILE [opts]     run a runbook against real systems\n"
-	"  check [--strict] FILE...  validate and lint runbooks; touches no server\n"
-	"  transcript verify FILE    complete, truncated at line N, or invalid at line N\n"
-	"  transcript show FILE      the audit records of a transcript, readably\n"
-	"  repl [--runbook NAME]     a Lua prompt with every module loaded, recorded in a transcript\n"
-	"  doc [NAME]                the Lua API reference (Markdown), or one primitive's help\n"
-	"  timeline TRANSCRIPT...    a Markdown post-mortem draft from the transcripts of an incident\n"
-	"  history [NAME]            past sessions: runbook, start, duration, outcome, operator\n"
-	"  unlock ID                 remove a session lock (the id is printed when a run is refused)\n"
-	"  lab up|status|down        a local PostgreSQL, Redis and HTTP service to rehearse on\n"
-	"  drill NAME                break the lab the way a runbook is about, run the runbook, check\n"
-	"  new NAME [--from RUNBOOK] start a runbook: a commented template, or a copy of another\n"
-	"  test [NAME...]            check --strict and every drill of the runbooks: N passed, N failed\n"
-	"  help [COMMAND]            this text, or a command's\n"
-	"\n"
-	"options: --help, --version\n"
-	"search path: ./runbooks, $RUNBOOK_PATH (colon-separated), $XDG_CONFIG_HOME/runbook/runbooks,\n"
-	"             PREFIX/share/runbook/runbooks (PREFIX: where bin/runbook is installed)\n"
-	"\n"
-	"exit codes: 0 completed or resolved, 1 a step failed, 2 usage error, 3 escalated,\n"
-	"            4 actions declined, 5 aborted by the operator, 6 locked by another session,\n"
-	"            70 internal error\n";
-
-static const struct { const char *name, *help; } commands[] = {
-	{ "list", "usage: runbook list\n\nLists the runbooks on the search path: name, severity, summary.\n"
-	          "The first runbook of a name wins: ./runbooks, $RUNBOOK_PATH, $XDG_CONFIG_HOME/runbook/runbooks,\n"
-	          "PREFIX/share/runbook/runbooks (PREFIX: where bin/runbook is installed).\n" },
-	{ "show", "usage: runbook show NAME|FILE\n\nPrints the runbook as Markdown: summary, inputs, steps. Nothing is executed.\n" },
-	{ "exec", "usage: runbook exec NAME|FILE [options] [name=value ...]\n\n"
-	          "Walks the runbook step by step. Probes run freely; actions show exactly what they will do and\n"
-	          "wait for \"yes\" typed on the terminal (irreversible ones for the target typed back).\n\n"
-	          "options:\n"
-	          "  --dry-run          probes run for real, actions are only shown\n"
-	          "  --auto             no pause between steps (actions still ask)\n"
-	          "  --yes              confirm every action without asking (recorded in the transcript)\n"
-	          "  --start-at ID      begin at step ID (or its number)\n"
-	          "  --timeout DUR      cap every primitive's deadline (500ms, 2s, 1m)\n"
-	          "  --transcript FILE  write the transcript here (default $XDG_STATE_HOME/runbook/transcripts/)\n"
-	          "  --incident ID      the incident this run belongs to: status line, escalations, status updates\n"
-	          "  --severity SEV     its severity (default the runbook's): SEV1..SEV4, P0..P3, or from config.lua\n"
-	          "  --since TIME|DUR   when the incident began (2025-01-15T14:35Z, or 20m ago; default now)\n"
-	          "  --impact TEXT      who or what is affected, for status updates\n"
-	          "  --resume FILE      continue the session of that transcript: done steps are re-checked,\n"
-	          "                     confirmed actions are never repeated (NAME may then be left out)\n"
-	          "  --lock-timeout DUR wait this long for a session holding the same runbook and target (default 0)\n"
-	          "  --inventory FILE   the Ansible inventory of inventory:GROUP targets (default $RUNBOOK_INVENTORY)\n"
-	          "  name=value         set an input (see `runbook show NAME`); inputs also read their env variable\n\n"
-	          "At each step: Enter runs it, s skips, j jumps to another step, r opens the REPL (see\n"
-	          "'runbook help repl'), u posts a status update (with --incident), q quits.\n"
-	          "Ctrl-C stops the call in progress and returns to the step menu; Ctrl-C at the menu ends the run.\n"
-	          "Without a terminal and without --yes, no action runs: it is recorded as declined.\n\n"
-	          "exit codes: 0 completed or resolved, 1 a step failed, 2 usage error, 3 escalated,\n"
-	          "            4 actions declined, 5 aborted by the operator, 6 locked by another session,\n"
-	          "            70 internal error\n" },
-	{ "check", "usage: runbook check [--strict] FILE|NAME...\n       runbook check --explain RULE\n\n"
-	           "Loads and validates each runbook without touching any server, then lints it: errors for\n"
-	           "jumps to unknown steps (unknown-step) and unknown inputs read (unknown-input); warnings for\n"
-	           "state-changing commands in sh.read (mutating-probe), actions without a summary or target\n"
-	           "(action-without-summary, action-without-target), steps no path reaches (unreachable-step),\n"
-	           "inputs never read (unused-input) and secrets in plain input.strings (plain-secret).\n"
-	           "Each finding reads FILE:LINE: error|warning: message [rule].\n\n"
-	           "  --strict        warnings fail too (for a team's CI)\n"
-	           "  --explain RULE  what a rule looks for, and how to fix or silence it\n\n"
-	           "A comment naming the rule on the finding's line (or on comment lines just above it)\n"
-	           "silences it there: -- runbook: allow mutating-probe (why)\n"
-	           "exit codes: 0 all valid, 1 at least one invalid (or, with --strict, warned about), 2 usage error\n" },
-	{ "transcript", "usage: runbook transcript verify FILE\n       runbook transcript show FILE\n\n"
-	                "verify checks the hash chain and prints \"complete\", \"truncated at line N\" or \"invalid at line N\".\n"
-	                "exit codes: 0 complete, 1 truncated or invalid, 2 usage error\n"
-	                "show prints the audit records: time, step, type and what happened.\n" },
-	{ "lab", "usage: runbook lab up | status | down\n       runbook lab start | stop | restart pg | redis | api\n\n"
-	         "A real PostgreSQL, Redis and HTTP service (GET /health reports both) on 127.0.0.1 and free ports,\n"
-	         "under $XDG_STATE_HOME/runbook/lab, for rehearsing incidents. Nothing runs as a system service;\n"
-	         "down stops everything by PID and removes the data.\n"
-	         "exit codes: 0 up (or stopped), 1 a component is not healthy or failed to start, 2 usage error\n" },
-	{ "drill", "usage: runbook drill NAME [--mode MODE] [--auto] [--yes]\n\n"
-	           "Rehearses an incident for real: brings the lab up if needed (see 'runbook lab'), breaks it the way\n"
-	           "the runbook NAME is about, runs the runbook against the lab, and reports whether the system is\n"
-	           "healthy again and how long it took. Interactive by default; --auto --yes runs it unattended.\n"
-	           "exit codes: those of exec; 1 also when the system is still broken at the end\n" },
-	{ "timeline", "usage: runbook timeline TRANSCRIPT...\n\n"
-	              "Prints a Markdown post-mortem draft from the transcripts of one incident: summary, durations (to\n"
-	              "respond, first finding, mitigation, resolution), a timeline of findings, confirmations, actions,\n"
-	              "escalations, status updates and handovers, and what was declined or skipped. Each transcript is\n"
-	              "verified first: an invalid one is refused, a truncated one is used up to where it stops.\n"
-	              "exit codes: 0 drafted, 1 a transcript is invalid or unreadable, 2 usage error\n" },
-	{ "history", "usage: runbook history [NAME] [--limit N]\n\n"
-	             "Past sessions from the transcript directory, newest first: start, runbook, duration, outcome,\n"
-	             "operator, incident; then each runbook's last successful run (exit 0, not a dry run).\n"
-	             "--limit N shows the N newest (default 50; 0: all).\n" },
-	{ "unlock", "usage: runbook unlock ID\n\n"
-	            "Removes the lock ID ($XDG_STATE_HOME/runbook/locks/ID.lock) that keeps a second session of a runbook\n"
-	            "off the same target, and says whose it was. A lock whose session died is taken over by the next run\n"
-	            "anyway; unlock is for a session that hangs, or a lock on a shared state directory. Without ID it\n"
-	            "lists the locks.\n"
-	            "exit codes: 0 removed, 1 no such lock, 2 usage error\n" },
-	{ "repl", "usage: runbook repl [--runbook NAME|FILE] [options] [name=value ...]\n\n"
-	          "A Lua prompt in a runbook's sandbox with every native module loaded as a global (sh, sys, ...).\n"
-	          "An expression shows its value (_ holds the last one); an incomplete statement asks for more lines;\n"
-	          "Tab completes globals, module fields (sys.) and methods (conn:); help(x) or :help sys.fs documents\n"
-	          "a primitive. Actions go through the same confirmation gate as in a run, and the session is\n"
-	          "recorded in a transcript. Ctrl-C stops an evaluation or clears the line; Ctrl-D or :quit leaves.\n"
-	          "On a terminal, lines are kept in $XDG_STATE_HOME/runbook/history (mode 0600), except any line\n"
-	          "holding a secret. Without a terminal, lines are read from stdin: no prompt, no history.\n\n"
-	          "options:\n"
-	          "  --runbook NAME     load the runbook's inputs (name=value, env, defaults) into ctx\n"
-	          "  --dry-run          actions are only shown\n"
-	          "  --timeout DUR      cap every primitive's deadline (500ms, 2s, 1m)\n"
-	          "  --transcript FILE  write the transcript here (default $XDG_STATE_HOME/runbook/transcripts/)\n"
-	          "  --debug            errors with a traceback\n\n"
-	          "Inside a run, r at the step menu, a failed step or a declined action opens the same REPL with ctx;\n"
-	          ":continue goes back to the menu, :retry, :skip and :quit answer it.\n"
-	          "exit codes: 0, or 1 when input came from a pipe and an evaluation failed; 2 usage error\n" },
-	{ "doc", "usage: runbook doc [NAME]\n       runbook doc --luals DIR [--as PATH]\n\n"
-	         "Without NAME, prints the Lua API reference of the native modules as Markdown (the README's\n"
-	         "\"Lua API reference\" section is this output). With NAME (sys, sys.fs, ctx:jump, input.url),\n"
-	         "prints that entry as the REPL's help(NAME) shows it.\n"
-	         "--luals writes Lua language server definitions (---@meta files: every module, ctx, input.*,\n"
-	         "runbook and step fields, with types and docs) and a .luarc.json naming DIR (or PATH) into DIR,\n"
-	         "for completion and checking in VS Code, Neovim or Emacs; 'make install' puts them under\n"
-	         "PREFIX/share/runbook/luals. Copy that .luarc.json beside your runbooks.\n"
-	         "exit codes: 0, 1 DIR cannot be written, 2 no such name or usage error\n" },
-	{ "new", "usage: runbook new NAME [--from RUNBOOK] [PATH]\n\n"
-	         "Writes runbooks/NAME.lua (or PATH: a file named NAME.lua, or a directory to put it in): a\n"
-	         "runbook with inputs, a probe step, an action step and a drill section, every part commented\n"
-	         "in a line; it passes 'runbook check --strict' as written. --from copies a runbook found on\n"
-	         "the search path (or a file) under the new name. An existing file is never overwritten.\n"
-	         "exit codes: 0 written, 2 usage error or the file exists\n" },
-	{ "test", "usage: runbook test [NAME|FILE...]\n\n"
-	          "For each runbook named (default: every runbook on the search path): 'runbook check --strict',\n"
-	          "then 'runbook drill NAME --mode MODE --auto --yes' for each drill mode it has. One PASS or FAIL\n"
-	          "line each, and last exactly \"N passed, N failed\". For a team's CI.\n"
-	          "exit codes: 0 all passed, 1 any failed, 2 usage error\n" },
-	{ "help", "usage: runbook help [COMMAND]\n" },
-};
-
-static const char *command_help(const char *name)
-{
-	for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
-		if (strcmp(commands[i].name, name) == 0)
-			return commands[i].help;
-	return NULL;
-}
 
 static bool wants_help(int argc, char **argv)
 {
@@ -185,14 +40,54 @@ static bool wants_help(int argc, char **argv)
 	return false;
 }
 
+/* After Lua has its copy: the value of every name=value argument (the inputs, secrets among them)
+ * is overwritten in place, so that /proc/PID/cmdline (ps, anyone on the host) no longer shows it. */
+static void hide_input_values(int argc, char **argv)
+{
+	for (int i = 2; i < argc; i++) {
+		char *a = argv[i], *eq = strchr(a, '=');
+		if (!eq || a[0] == '-' || eq == a)
+			continue;
+		bool name = true;
+		for (char *c = a; c < eq; c++)
+			name = name && (isalnum((unsigned char)*c) || *c == '_');
+		if (name)
+			memset(eq + 1, '*', strlen(eq + 1));
+	}
+}
+
+/* The watchdog's last resort (sched.h): the main thread is inside a long C call that no signal
+ * reaches. The transcript is closed by a record saying so (outcome "killed"), then the process
+ * ends, without Lua: its state is in the middle of that call. */
+static void unresponsive(int sig)
+{
+	const char *what = sig == SIGINT ? "a second Ctrl-C" : sig == SIGTERM ? "SIGTERM" : "SIGHUP";
+	char fields[320], line[320];
+	snprintf(fields, sizeof fields, "{\"exit\":%d,\"outcome\":\"killed\",\"message\":\"%s was not honoured "
+	         "within 1 s (a call running inside C): the process was ended there\"}", EXIT_ABORTED, what);
+	bool recorded = transcript_is_open() && !transcript_busy() && transcript_close(fields, NULL) == 0;
+	int n = snprintf(line, sizeof line, "\nrunbook: %s was not honoured within 1 s (a call running inside C, such as "
+	                 "a string.find that backtracks): ended%s\n", what, recorded ? "; the transcript says so" : "");
+	ssize_t w = write(STDERR_FILENO, line, (size_t)n);
+	(void)w;
+	term_restore();
+	_exit(EXIT_ABORTED);
+}
+
 static int run_lua(int argc, char **argv)
 {
+	errno = 0;
 	lua_State *L = host_new();
+	if (!L && errno == EINVAL)
+		return EXIT_USAGE;   /* said by host_new */
 	if (!L) {
 		fprintf(stderr, "runbook: cannot create the Lua state (out of memory)\n");
 		return EXIT_INTERNAL;
 	}
 	int code = EXIT_INTERNAL;
+	for (int i = 2; i < argc; i++)
+		if (strcmp(argv[i], "--debug") == 0)
+			host_set_debug(true);
 	lua_getglobal(L, "require");
 	lua_pushstring(L, "cli");
 	if (host_call(L, 1, 1) == LUA_OK) {
@@ -202,6 +97,7 @@ static int run_lua(int argc, char **argv)
 			lua_pushstring(L, argv[i]);
 			lua_rawseti(L, -2, i);
 		}
+		hide_input_values(argc, argv);
 		if (host_call(L, 1, 1) == LUA_OK)
 			code = (int)luaL_optinteger(L, -1, EXIT_INTERNAL);
 		else
@@ -226,7 +122,7 @@ static int run_lua(int argc, char **argv)
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
-		fputs(usage, stderr);
+		fputs(help_usage, stderr);
 		return EXIT_USAGE;
 	}
 	const char *cmd = argv[1];
@@ -235,11 +131,11 @@ int main(int argc, char **argv)
 		return EXIT_OK;
 	}
 	if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
-		fputs(usage, stdout);
+		fputs(help_usage, stdout);
 		return EXIT_OK;
 	}
 	if (strcmp(cmd, "help") == 0) {
-		const char *h = argc > 2 ? command_help(argv[2]) : usage;
+		const char *h = argc > 2 ? help_find(argv[2]) : help_usage;
 		if (!h) {
 			fprintf(stderr, "runbook: no such command '%s'\n", argv[2]);
 			return EXIT_USAGE;
@@ -249,7 +145,7 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(cmd, "lab") == 0 && argc > 2 && strcmp(argv[2], "serve") == 0)
 		return labd_main(argc - 2, argv + 2);
-	const char *help = command_help(cmd);
+	const char *help = help_command(cmd);
 	if (!help) {
 		fprintf(stderr, "runbook: '%s' is not a command. See 'runbook --help'.\n", cmd);
 		return EXIT_USAGE;
@@ -259,6 +155,7 @@ int main(int argc, char **argv)
 		return EXIT_OK;
 	}
 	sched_init();
+	sched_on_unresponsive(unresponsive);
 	term_init();
 	int code = run_lua(argc, argv);
 	term_restore();

@@ -5,7 +5,8 @@ local core = require "core"
 local M = {}
 
 local color = core.color()
-local function paint(code, s) return color and ("\27[" .. code .. "m" .. s .. "\27[0m") or s end
+-- The program's own colours (core.style): the only escape sequences the output path lets through.
+local function paint(code, s) return color and (core.style(code) .. s .. core.style("0")) or s end
 M.bold   = function(s) return paint("1", s) end
 M.dim    = function(s) return paint("2", s) end
 M.red    = function(s) return paint("31", s) end
@@ -13,6 +14,16 @@ M.green  = function(s) return paint("32", s) end
 M.yellow = function(s) return paint("33", s) end
 
 function M.print(s) core.out(s .. "\n") end
+
+-- An error value as text, whatever was raised: a string, a number, an object whose __tostring
+-- works, or one whose __tostring fails or returns something else.
+function M.error_text(e)
+  if type(e) == "string" then return e end
+  local ok, s = pcall(tostring, e)
+  if ok and type(s) == "string" then return s end
+  return string.format("(a %s was raised as an error, and its __tostring failed%s)", type(e),
+    not ok and type(s) == "string" and (": " .. s) or "")
+end
 
 -- fmt: formatting helpers that runbooks use too (fmt.bytes(1.9 * 2^30) == "1.9 GiB").
 local fmt = {}
@@ -248,6 +259,7 @@ function render_into(v, out, pad, depth, seen)
     for line in (tostring(v) .. "\n"):gmatch("(.-)\n") do out[#out + 1] = pad .. line end
     return
   end
+  if depth > MAX_DEPTH then out[#out + 1] = pad .. "{ … }" return end   -- arrays of arrays of ...
   seen[v] = true
   if next(v) == nil then out[#out + 1] = pad .. "{}" return end
   if is_rows(v) then

@@ -187,6 +187,7 @@ local function reader(ed)
     return function(prompt)
       local line, why = ed:read(prompt)
       if line then
+        core.learn_secrets(line)   -- a password typed here is masked from now on, this line first
         core.transcribe(prompt .. line .. "\r\n")
         ed:remember(line)
       end
@@ -213,6 +214,7 @@ end
 local function read_chunk(s)
   local line, why = s.read(s.prompt)
   if not line then return nil, why end
+  core.learn_secrets(line)
   if line:match("^%s*$") then return nil, "empty" end
   if line:match("^%s*:") then return nil, "command", line end
   local f = load("return " .. line, "=repl", "t", s.env)
@@ -224,6 +226,7 @@ local function read_chunk(s)
     if f then return f, src end
     if not err:match("<eof>$") then return nil, "syntax", err, src end
     local more, mwhy = s.read(CONTINUE_PROMPT)
+    if more then core.learn_secrets(more) end
     if not more then
       if mwhy == "interrupted" then return nil, "interrupted" end
       return nil, "syntax", err, src
@@ -270,8 +273,8 @@ end
 local function error_handler(debug_on)
   return function(e)
     if core.is_control(e) then return e end
-    if debug_on then return debug.traceback(tostring(e), 2) end
-    return first_line(e)
+    if debug_on then return debug.traceback(render.error_text(e), 2) end
+    return first_line(render.error_text(e))
   end
 end
 
@@ -357,7 +360,8 @@ function M.session(opts)
   local ending
   repeat
     local ok, e = xpcall(round, function(err)
-      return core.is_control(err) and err or debug.traceback(tostring(err), 2)
+      if core.is_control(err) then return err end
+      return s.debug and debug.traceback(render.error_text(err), 2) or render.error_text(err)
     end, s)
     if ok then
       ending = e
@@ -464,6 +468,7 @@ local function open_transcript(run, opts, rb, inputs)
     dry_run = opts.dry_run and true or false, auto = false, version = core.version, session = run.session,
     inputs = shown,
   }))
+  core.sign_key(require("witness").sign_key(nil, (require("incident").load_config())))   -- env, config.lua
   local ok, err = core.transcript_open(path, header)
   if not ok then return nil, err end
   audit("session_start", { runbook = name, session = run.session, user = id.user, repl = true })

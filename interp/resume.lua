@@ -28,13 +28,7 @@ local function decode(s)
   return ok and v or nil
 end
 
-local function read_file(path)
-  local f, err = io.open(path, "rb")
-  if not f then return nil, err end
-  local data = f:read("a")
-  f:close()
-  return data
-end
+local read_file = require("audit").read_file
 
 local function absolute(path)
   if path:sub(1, 1) == "/" then return path end
@@ -48,7 +42,7 @@ local function clock(ts) return type(ts) == "string" and (ts:match("T(%d%d:%d%d:
 -- crash truncated it. Returns lines, { status, line, head, last } or nil, err.
 function M.read(path)
   local data, err = read_file(path)
-  if not data then return nil, "cannot read " .. tostring(err) end
+  if not data then return nil, err end
   local audit = require "audit"
   local status, line, why, facts = audit.verify_data(data)
   if status == "invalid" then
@@ -176,8 +170,8 @@ local function runbook_of(header, target, path)
   local file, err = target and loader.resolve(target)
   if target and not file then return nil, err end
   if not file then
-    local f = io.open(tostring(header.file), "rb")
-    if f then f:close() file = header.file else file, err = loader.resolve(tostring(header.name)) end
+    if core.read_file(tostring(header.file), 16 * 1024 * 1024) then file = header.file   -- a regular file
+    else file, err = loader.resolve(tostring(header.name)) end
     if not file then return nil, err end
   end
   local rb
@@ -255,11 +249,90 @@ local function resume_object(path, header, info, plan)
   return R
 end
 
+-- A transcript is input like any other file: whoever could write it could have rewritten it and
+-- its chain. What a resumed session takes from it (the inputs, the runbook, what was done) is
+-- used only when a good signature vouches for it (witness.lua), or once the operator, shown it,
+-- types yes. Lines after the signed checkpoint are left out unless they hold a confirmation
+-- (every "yes" is a checkpoint, signed before its action runs: such a line means the signing
+-- failed, and leaving it out could repeat the action).
+local function signed_part(path, lines, opts, cfg)
+  local witness = require "witness"
+  local sig = witness.signature(path, lines, witness.allowed_signers(opts.allowed_signers, cfg))
+  if sig.status == "bad" then
+    return nil, string.format("%s has a signature that does not vouch for it (%s): it was altered after it was signed", path, sig.why)
+  end
+  if sig.status ~= "signed" then return lines, nil, "it is not signed" end
+  local tail_confirms = false
+  for i = sig.lines + 1, #lines do
+    local ev = decode(lines[i])
+    local rec = type(ev) == "table" and ev[2] == "a" and decode(ev[3])
+    if type(rec) == "table" and rec.type == "confirm" and rec.answer == "yes" then tail_confirms = true end
+  end
+  if tail_confirms then
+    return lines, sig, string.format("signed by %s up to line %d only, and a later line records a confirmation", sig.signer, sig.lines)
+  end
+  if sig.lines < #lines then
+    render.outcome("note", string.format("resuming from the signed part of %s (lines 1-%d, signed by %s); lines %d-%d are not signed and are not used",
+                                         path, sig.lines, sig.signer, sig.lines + 1, #lines))
+    return { table.unpack(lines, 1, sig.lines) }, sig
+  end
+  return lines, sig
+end
+
+-- What the operator is asked to vouch for: everything of the transcript the new session acts on.
+local function recorded_text(path, header, rb, plan)
+  local out = { string.format("%s records session %s of %s by %s@%s, started %s:", path, tostring(header.session),
+                              tostring(header.name), tostring(header.user), tostring(header.host), tostring(header.started)),
+                string.format("  runbook %s (sha256 %s)", tostring(rb.file), tostring(header.sha256):sub(1, 12)) }
+  local inputs = type(header.inputs) == "table" and header.inputs or {}
+  for _, name in ipairs(rb.input_names) do
+    if inputs[name] ~= nil then
+      out[#out + 1] = string.format("  input %s = %s", name, core.redact(cjson.encode(inputs[name])))
+    end
+  end
+  local done = {}
+  for id in pairs(plan.completed) do done[#done + 1] = id end
+  table.sort(done)
+  if #done > 0 then out[#out + 1] = "  steps done (re-checked only): " .. table.concat(done, ", ") end
+  for _, c in ipairs(plan.confirmed) do
+    out[#out + 1] = string.format("  not repeated: %s (step %s, confirmed by %s)", core.redact(tostring(c.summary)), c.step, tostring(c.user))
+  end
+  return table.concat(out, "\n") .. "\n"
+end
+
+-- Nil and who vouched for it (recorded in the new header) to go on, or the exit code to stop with.
+local function vouch(path, header, rb, plan, sig, why)
+  core.out(recorded_text(path, header, rb, plan))
+  if sig and not why then
+    core.out(string.format("signed by %s (%s)\n", sig.signer, tostring(sig.key)))
+    return nil, { signed_by = sig.signer, lines = sig.lines }
+  end
+  local reason = why or "it is not signed"
+  if not core.interactive() then
+    core.err(string.format("runbook: cannot resume: %s: %s, and there is no terminal to confirm what it records on. " ..
+      "Resume from a terminal, or sign transcripts (--sign-key FILE, $RUNBOOK_SIGN_KEY or config.lua's signing.key) " ..
+      "and list the key in the allowed-signers file\n", path, reason))
+    return EXIT_USAGE
+  end
+  core.out(string.format("%s: %s. Anyone who could write the file could have changed what it records.\n", path, reason))
+  local answer = core.prompt("  Type yes to resume with what it records, or n to stop: ")
+  if answer ~= "yes" then
+    core.err("runbook: not resumed: what the transcript records was not confirmed\n")
+    return require("engine").EXIT.aborted
+  end
+  return nil, { confirmed_by = core.identity().user, because = reason }
+end
+
 -- `runbook exec --resume TRANSCRIPT [NAME] [options] [secret=value]`: checks, then runs.
 function M.exec(target, opts)
   local path = opts.resume
   local lines, info = M.read(path)
   if not lines then core.err("runbook: cannot resume: " .. info .. "\n") return EXIT_USAGE end
+  local cfg, cerr = require("incident").load_config()
+  if not cfg then core.err("runbook: " .. cerr .. "\n") return EXIT_USAGE end
+  local sig, unsigned_why
+  lines, sig, unsigned_why = signed_part(path, lines, opts, cfg)
+  if not lines then core.err("runbook: cannot resume: " .. sig .. "\n") return EXIT_USAGE end
   local header = decode(lines[1])
   header = type(header) == "table" and header.runbook
   if type(header) ~= "table" or not header.name then
@@ -287,6 +360,8 @@ function M.exec(target, opts)
     if type(ev) == "table" and ev[2] == "a" then records[#records + 1] = decode(ev[3]) or {} end
   end
   local plan = what_was_done(records, header.session)
+  local stop, trust = vouch(path, header, rb, plan, sig, unsigned_why)
+  if stop then return stop end
   local inc = header.incident
   if inc then
     if opts.incident and opts.incident ~= inc.id then
@@ -300,6 +375,7 @@ function M.exec(target, opts)
   opts.input_values = values
   opts.start_at = opts.start_at or plan.first_step
   opts.resume = resume_object(path, header, info, plan)
+  opts.resume.link.trusted = trust
   return require("engine").exec(rb, opts)
 end
 

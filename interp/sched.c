@@ -5,11 +5,18 @@
  * so that a poll() in progress wakes at once, and calls the host's hook so that a Lua loop that
  * never returns to C is stopped too. Waiting code checks the counter; nothing longjmps out of a
  * handler.
+ *
+ * A hook only runs between Lua instructions: a call that runs long inside C (string.find with
+ * many .-, a huge string.rep or table.concat) does not notice it. So a second Ctrl-C, or a SIGTERM
+ * or SIGHUP, that nothing honours (no hook ran, no wait saw it) within UNHONOURED_MS is handed to
+ * a watchdog thread, which calls the host's last resort (main.c: closes the transcript saying so,
+ * ends the process).
  */
 #include "sched.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +29,11 @@ static int wake_pipe[2] = { -1, -1 };
 static msec_t cap_ms;
 static void (*interrupt_hook)(void);
 static void (*disarm_hook)(void);
+
+#define UNHONOURED_MS 1000
+static volatile sig_atomic_t signals_seen, signals_honoured, last_signal;
+static int watch_pipe[2] = { -1, -1 };
+static void (*unresponsive)(int sig);
 
 static void on_signal(int sig)
 {
@@ -37,7 +49,49 @@ static void on_signal(int sig)
 	}
 	if (interrupt_hook)
 		interrupt_hook();
+	signals_seen = signals_seen + 1;
+	if ((sig != SIGINT || interrupts >= 2) && watch_pipe[1] >= 0) {
+		last_signal = sig;
+		char c = 0;
+		ssize_t w = write(watch_pipe[1], &c, 1);
+		(void)w;
+	}
 	errno = saved;
+}
+
+void sched_honoured(void) { signals_honoured = signals_seen; }
+
+static void *watchdog(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		char c;
+		ssize_t r = read(watch_pipe[0], &c, 1);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return NULL;
+		int seen = signals_seen;
+		msec_t end = sched_now() + UNHONOURED_MS;
+		while (signals_honoured < seen && sched_now() < end)
+			nanosleep(&(struct timespec){ .tv_nsec = 20 * 1000 * 1000 }, NULL);
+		if (signals_honoured < seen && unresponsive)
+			unresponsive(last_signal);
+	}
+}
+
+void sched_on_unresponsive(void (*fn)(int sig))
+{
+	unresponsive = fn;
+	if (watch_pipe[0] >= 0 || pipe2(watch_pipe, O_CLOEXEC) != 0)
+		return;
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);   /* the signals stay the main thread's */
+	pthread_t t;
+	if (pthread_create(&t, NULL, watchdog, NULL) == 0)
+		pthread_detach(t);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 void sched_init(void)
@@ -103,6 +157,7 @@ void sched_disarm(void)
 
 void sched_clear_interrupt(void)
 {
+	sched_honoured();
 	interrupts = 0;
 	drain_wake_pipe();
 	if (disarm_hook)
@@ -112,8 +167,10 @@ void sched_clear_interrupt(void)
 static enum sched_wait poll_until(struct pollfd *set, struct pollfd *fds, int nfds, msec_t deadline)
 {
 	for (;;) {
-		if (sched_interrupted())
+		if (sched_interrupted()) {
+			sched_honoured();
 			return SCHED_INTERRUPTED;
+		}
 		msec_t left = deadline - sched_now();
 		if (left <= 0)
 			return SCHED_TIMEOUT;

@@ -38,5 +38,10 @@ bool sched_terminated(void);             /* SIGTERM or SIGHUP: end the run, clos
 /* arm is called from the signal handler (async-signal-safe work only: it arms a Lua hook so that
  * a loop that never returns to C stops too); disarm from sched_clear_interrupt(). */
 void sched_on_interrupt(void (*arm)(void), void (*disarm)(void));
+/* The signals so far have been noticed (a Lua hook ran, a wait returned INTERRUPTED). */
+void sched_honoured(void);
+/* fn(sig) runs on a watchdog thread when a second Ctrl-C, a SIGTERM or a SIGHUP is not honoured
+ * within a second (the main thread is inside a long C call): it must end the process. */
+void sched_on_unresponsive(void (*fn)(int sig));
 
 #endif

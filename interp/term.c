@@ -16,14 +16,48 @@
 #include <stdlib.h>
 #include <string.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 static bool interactive, color, saved_valid;
 static struct termios saved;
 static char tty_name[256];
 
+/* The program's own colours: ESC, this process's random nonce, then an SGR sequence. Text that is
+ * shown (commands, summaries, targets, live output, notes) cannot know the nonce, so every other
+ * ESC in it is made visible; see visible(). */
+#define NONCE_LEN 12
+static char style_mark[1 + NONCE_LEN + 1];
+
+static void make_style_mark(void)
+{
+	static const char letters[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+	unsigned char r[NONCE_LEN];
+	if (getentropy(r, sizeof r) != 0) {
+		unsigned long x = (unsigned long)getpid() * 2654435761u ^ (unsigned long)time(NULL);
+		for (size_t i = 0; i < sizeof r; i++, x = x * 6364136223846793005u + 1442695040888963407u)
+			r[i] = (unsigned char)(x >> 33);
+	}
+	style_mark[0] = '\033';
+	for (size_t i = 0; i < NONCE_LEN; i++)
+		style_mark[1 + i] = letters[r[i] % (sizeof letters - 1)];
+	style_mark[1 + NONCE_LEN] = 0;
+}
+
+const char *term_style(const char *sgr, char *buf, size_t n)
+{
+	if (!color || n == 0) {
+		if (n)
+			buf[0] = 0;
+		return n ? buf : "";
+	}
+	snprintf(buf, n, "%s[%sm", style_mark, sgr);
+	return buf;
+}
+
 void term_init(void)
 {
+	make_style_mark();
 	interactive = isatty(STDIN_FILENO);
 	const char *nc = getenv("NO_COLOR");
 	color = isatty(STDOUT_FILENO) && !(nc && *nc) && !(getenv("TERM") && strcmp(getenv("TERM"), "dumb") == 0);
@@ -56,13 +90,107 @@ static void write_all(int fd, const char *s, size_t n)
 	}
 }
 
+/* The length of a valid UTF-8 sequence at s (at most n bytes) and its code point; 0 if invalid. */
+static size_t utf8_seq(const unsigned char *s, size_t n, unsigned *cp)
+{
+	size_t len = s[0] >= 0xf0 && s[0] <= 0xf4 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc2 && s[0] < 0xe0 ? 2 : 0;
+	if (len == 0 || len > n || s[0] > 0xf4)
+		return 0;
+	unsigned c = s[0] & (0x7f >> len);
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		c = c << 6 | (s[i] & 0x3f);
+	}
+	static const unsigned min[] = { 0, 0, 0x80, 0x800, 0x10000 };
+	if (c < min[len] || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+		return 0;
+	*cp = c;
+	return len;
+}
+
+/* Characters a terminal acts on instead of showing: C1 controls, and the bidirectional overrides
+ * and isolates that reorder what is displayed (a command shown in another order than it runs). */
+static bool hidden_char(unsigned cp)
+{
+	return (cp >= 0x80 && cp <= 0x9f) || cp == 0x061c || cp == 0x200e || cp == 0x200f ||
+	       (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069);
+}
+
+/* The length of the program's own colour sequence at s (the style mark, then [digits;...m), or 0. */
+static size_t own_style(const char *s, size_t n)
+{
+	size_t m = 1 + NONCE_LEN;
+	if (n < m + 2 || memcmp(s, style_mark, m) != 0 || s[m] != '[')
+		return 0;
+	for (size_t i = m + 1; i < n; i++) {
+		if (s[i] == 'm')
+			return i + 1;
+		if (!strchr("0123456789;", s[i]))
+			return 0;
+	}
+	return 0;
+}
+
+/*
+ * What the terminal is given: text exactly as it is, except what a terminal would act on instead
+ * of showing, which is shown as an escape: \r, \x1b (ESC, so no CSI/OSC sequence: no erase-line,
+ * no title, no clipboard), other C0 controls and DEL as \xNN, C1 controls and bidi overrides as
+ * \u009b, a byte that is not UTF-8 as U+FFFD (the transcript's convention). Newline and tab
+ * pass; the program's own colours (term_style) are the only escape sequences written.
+ */
+static char *visible(const char *s, size_t n, size_t *out_len)
+{
+	char *out = malloc(n * 4 + 1), *p = out;   /* at most 4 bytes shown for 1: "\\x07" */
+	if (!out)
+		abort();
+	for (size_t i = 0; i < n;) {
+		unsigned char c = (unsigned char)s[i];
+		size_t own;
+		if (c == '\033' && (own = own_style(s + i, n - i)) > 0) {
+			*p++ = '\033';
+			memcpy(p, s + i + 1 + NONCE_LEN, own - 1 - NONCE_LEN);
+			p += own - 1 - NONCE_LEN;
+			i += own;
+		} else if (c == '\n' || c == '\t' || (c >= 0x20 && c < 0x7f)) {
+			*p++ = (char)c;
+			i++;
+		} else if (c == '\r') {
+			p = stpcpy(p, "\\r");
+			i++;
+		} else if (c < 0x80) {
+			p += sprintf(p, "\\x%02x", c);
+			i++;
+		} else {
+			unsigned cp = 0;
+			size_t len = utf8_seq((const unsigned char *)s + i, n - i, &cp);
+			if (len == 0) {   /* what a UTF-8 terminal shows, and never a C1 control in 8-bit form */
+				p = stpcpy(p, "\xef\xbf\xbd");
+				i++;
+			} else if (hidden_char(cp)) {
+				p += sprintf(p, "\\u%04x", cp);
+				i += len;
+			} else {
+				memcpy(p, s + i, len);
+				p += len;
+				i += len;
+			}
+		}
+	}
+	*p = 0;
+	*out_len = (size_t)(p - out);
+	return out;
+}
+
 static void emit(int fd, const char *s, size_t n)
 {
-	size_t len;
+	size_t len, shown_len;
 	char *clean = redact(s, n, &len);
-	transcript_output(clean, len);
-	write_all(fd, clean, len);
+	char *shown = visible(clean, len, &shown_len);
 	free(clean);
+	transcript_output(shown, shown_len);
+	write_all(fd, shown, shown_len);
+	free(shown);
 }
 
 void out_write(const char *s, size_t n) { emit(STDOUT_FILENO, s, n); }

@@ -1,8 +1,8 @@
 /*
  * term.h - the operator's terminal: the one output path, colours and prompts.
  *
- * Everything shown goes through out_write(): redacted, recorded in the transcript, then written
- * to stdout, in that order. Prompts read from the terminal only: stdin must be a tty, typed-ahead
+ * Everything shown goes through out_write(): redacted, made visible (control characters escaped,
+ * see term_style), recorded in the transcript, then written to stdout, in that order. Prompts read from the terminal only: stdin must be a tty, typed-ahead
  * input is discarded before each question, and Ctrl-C at a prompt is an answer (PROMPT_INTERRUPTED).
  */
 #ifndef TERM_H
@@ -18,6 +18,11 @@ void term_restore(void);            /* puts back the termios saved at start (ide
 bool term_interactive(void);        /* stdin is a terminal we may ask questions on */
 bool term_color(void);              /* stdout is a tty and NO_COLOR is unset */
 const char *term_tty_name(void);    /* ttyname(0) or "" */
+
+/* The program's own colour (an SGR code such as "1;31", "0") written into buf: "" without colour.
+ * Only these reach the terminal as escape sequences; every other control character shown is made
+ * visible (\r, \x1b, \u009b) by the output path. */
+const char *term_style(const char *sgr, char *buf, size_t n);
 
 void out_write(const char *s, size_t n);
 void out_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -10,6 +10,7 @@
 #include "sha256.h"
 #include "jsonw.h"
 #include "sched.h"
+#include "witness.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -25,9 +26,13 @@ static int fd = -1;
 static bool failed;
 static char path_buf[4096];
 static char head[65];
+static char first_head[65];   /* names the session in the system log: see witness.h */
 static long seq, lines;
 static double t0;
 static char step_id[128];
+static volatile int writing;   /* a line is being written: the watchdog's last record waits its turn */
+
+bool transcript_busy(void) { return writing; }
 
 void transcript_set_step(const char *id) { snprintf(step_id, sizeof step_id, "%s", id ? id : ""); }
 
@@ -102,6 +107,7 @@ static int write_line(const char *line, size_t n)
 		abort();
 	memcpy(buf, line, n);
 	buf[n] = '\n';
+	writing = 1;
 	size_t off = 0;
 	while (off < n + 1) {
 		ssize_t w = write(fd, buf + off, n + 1 - off);
@@ -110,16 +116,20 @@ static int write_line(const char *line, size_t n)
 		if (w <= 0) {
 			failed = true;
 			free(buf);
+			writing = 0;
 			return -1;
 		}
 		off += (size_t)w;
 	}
 	free(buf);
-	if (lines == 0)
+	if (lines == 0) {
 		sha256_hex(line, n, head);
+		memcpy(first_head, head, sizeof head);
+	}
 	else
 		transcript_chain(head, line, n, head);
 	lines++;
+	writing = 0;
 	return 0;
 }
 
@@ -171,7 +181,15 @@ int transcript_open(const char *path, const char *runbook, char *err, size_t err
 	jb_free(&b);
 	if (r != 0)
 		snprintf(err, errlen, "cannot write transcript %s: %s", path, strerror(errno));
+	else
+		transcript_checkpoint("start");
 	return r;
+}
+
+void transcript_checkpoint(const char *why)
+{
+	if (lines > 0)
+		witness_checkpoint(path_buf, first_head, lines, head, why);
 }
 
 static int event(const char *code, const char *text, size_t n)
@@ -259,6 +277,8 @@ int transcript_close(const char *fields, char out_head[65])
 	if (close(fd) != 0)
 		r = -1;
 	fd = -1;
+	if (r == 0)
+		transcript_checkpoint("end");
 	if (out_head)
 		memcpy(out_head, head, 65);
 	return r;

@@ -25,6 +25,7 @@ bool transcript_ok(void);
 const char *transcript_path(void);
 const char *transcript_head(void);   /* hex chain head over every line written so far */
 long transcript_lines(void);
+bool transcript_busy(void);          /* a line is half written (for the watchdog's last record) */
 
 int transcript_output(const char *text, size_t n);
 int transcript_marker(const char *label);
@@ -33,6 +34,8 @@ int transcript_audit(const char *type, const char *fields);
 int transcript_sync(void);
 /* The step that audit records are attributed to ("step" member), or NULL between steps. */
 void transcript_set_step(const char *id);          /* fdatasync: before an action runs, after its result */
+/* Logs the chain head and signs it (witness.h): done at open, at close, and by the gate at each "yes". */
+void transcript_checkpoint(const char *why);
 /* Writes session_end with fields, syncs, closes. head (65 bytes) receives the final chain head. */
 int transcript_close(const char *fields, char head[65]);
 

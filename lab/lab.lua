@@ -21,7 +21,10 @@ local function fail(fmt, ...) error({ lab = string.format(fmt, ...) }, 0) end
 -- Runs a setup command quietly; a failure names the command and its first line of output.
 local function run(argv, timeout)
   argv.quiet, argv.timeout = true, timeout or START_TIMEOUT
-  local r, err = sh.read(argv)
+  core.keep_leftovers(true)     -- the daemons these commands start are the lab
+  local ok, r, err = pcall(sh.read, argv)
+  core.keep_leftovers(false)
+  if not ok then error(r, 0) end
   if not r then fail("%s", err) end
   if not r.ok then
     local why = (r.stderr ~= "" and r.stderr or r.stdout):match("[^\n]+") or ("exit " .. tostring(r.code))

@@ -104,6 +104,7 @@ return runbook {
       if ctx.state.dependency_down then return ctx:note("not restarting: %s is down", ctx.state.dependency_down) end
       local argv = {}
       for i, a in ipairs(ctx.restart) do argv[i] = a end
+      argv.leave_running = true   -- a restart may start the daemon itself (not through systemd)
       argv.summary, argv.target = "restart the service", ctx.url
       local r = must(sh.action(argv))
       if r.dry_run then return end

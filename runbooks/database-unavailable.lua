@@ -90,6 +90,7 @@ return runbook {
       if not ctx.state.broken then return ctx:ok("PostgreSQL answers: no restart") end
       local argv = {}
       for i, a in ipairs(ctx.restart) do argv[i] = a end
+      argv.leave_running = true   -- a restart may start the daemon itself (not through systemd)
       argv.summary = "restart PostgreSQL (" .. ctx.state.broken .. ")"
       argv.target = ctx.url
       must(sh.action(argv))

@@ -86,6 +86,7 @@ return runbook {
       if ctx.restart then
         argv = {}
         for i, a in ipairs(ctx.restart) do argv[i] = a end
+        argv.leave_running = true   -- a restart may start the daemon itself (not through systemd)
         argv.summary = string.format("restart the service (its process %s holds %s)", hog.command, fmt.bytes(hog.rss))
       else
         argv = { "kill", "-TERM", tostring(hog.pid) }

@@ -68,6 +68,7 @@ return runbook {
       if ctx.state.draining or (ctx.state.depth or 0) <= ctx.warn then return ctx:ok("the queue is fine: no restart") end
       local argv = {}
       for i, a in ipairs(ctx.restart) do argv[i] = a end
+      argv.leave_running = true   -- a restart may start the daemon itself (not through systemd)
       argv.summary = string.format("restart the workers (%d jobs waiting in %s)", ctx.state.depth, ctx.queue)
       -- runbook: allow action-without-target (the workers are whatever the restart input names)
       local r = must(sh.action(argv))

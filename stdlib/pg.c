@@ -50,6 +50,7 @@
  * query and exec; pg_conninfo.c parses the connection parameters, pg_engine.c drives an op.
  */
 #include "pg_conn.h"
+#include "pg_readonly.h"
 
 #define CONN_MT "runbook.pg.conn"
 
@@ -466,7 +467,7 @@ static int connect_done(lua_State *L, struct pg_op *op)
 	int n = pg_probe_failed(L, op);
 	if (n)
 		return n;
-	handle_push(L, &conn_type, sizeof(struct pg_handle), 0, op->own, op->target);
+	handle_push(L, &conn_type, sizeof(struct pg_handle), 1, op->own, op->target);   /* 1: pg_readonly.c's cache */
 	const char *v = PQparameterStatus(op->own, "server_version");
 	op->own = op->conn = NULL;
 	char summary[200];
@@ -529,6 +530,9 @@ static const char *const exec_options[] = { "timeout", "summary", "target", "irr
 
 static int query_done(lua_State *L, struct pg_op *op)
 {
+	int again = pg_readonly_stage(L, op);   /* the SQL's check by the catalogue comes first */
+	if (again)
+		return again;
 	char summary[800], line[160];
 	first_line(line, sizeof line, op->stmts[0].sql ? op->stmts[0].sql : "");
 	if (op->kind) {
@@ -563,7 +567,7 @@ static int conn_query(lua_State *L)
 	struct pg_op *op = statement_op(L, "pg.query", h, sql, timeout);
 	if (!op)
 		return 3;
-	pg_op_pipeline(op, true, 0);
+	pg_readonly_start(L, op);   /* refuses it, or queues the look-ups its check needs, then the statement */
 	return pg_op_run(L, op, query_done);
 }
 
@@ -610,6 +614,7 @@ static int conn_exec(lua_State *L)
 	const char *summary = luax_opt_string(L, 4, "summary", NULL, "pg.exec");
 	const char *target = luax_opt_string(L, 4, "target", NULL, "pg.exec");
 	bool irreversible = luax_opt_bool(L, 4, "irreversible", false, "pg.exec");
+	pg_readonly_forget(L, 1);   /* it may change what a function name means */
 	struct pg_op *op = statement_op(L, "pg.exec", h, sql, timeout);
 	if (!op)
 		return 3;

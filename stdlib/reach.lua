@@ -285,7 +285,9 @@ local function run_one(fn, t, ep, cmd, opts, action)
   if not argv then return nil, string.format("%s on %s: %s", fn, t.text, remote), "error" end
   local timeout = duration(opts.timeout, action and 120 or 10, fn)
   argv.timeout, argv.grace, argv.quiet, argv.max_output = timeout, opts.grace, opts.quiet, opts.max_output   -- cwd: compose's
-  local r = shx.run(argv, { display = remote, on = t.text, host = ep.name, action = action })
+  -- keep: the ssh that made the master connection leaves it running (ControlPersist), for the next
+  -- call and for telling a remote 255 from ssh's own (ssh_connected).
+  local r = shx.run(argv, { display = remote, on = t.text, host = ep.name, action = action, keep = ep.kind == "ssh" })
   r.argv = cmd
   return judge(fn, t, ep, r, argv, timeout)
 end

@@ -7,6 +7,7 @@
  */
 #include "luax.h"
 #include "redis.h"
+#include "redis_guard.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -33,7 +34,6 @@ const char *redis_local_refusal(const struct redis_args *a, bool action, bool *a
 	static const char *const streams[] = { "subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe",
 	                                       "sunsubscribe", "monitor", "sync", "psync", NULL };
 	static const char *const session[] = { "hello", "reset", "quit", NULL };
-	static const char *const scripts[] = { "eval", "evalsha", "fcall", NULL };
 	static const char *const transactions[] = { "multi", "exec", "discard", "watch", "unwatch", NULL };
 	*anywhere = true;
 	if (in_list(a->name, streams))
@@ -46,10 +46,9 @@ const char *redis_local_refusal(const struct redis_args *a, bool action, bool *a
 	*anywhere = false;
 	if (action)
 		return NULL;
-	if (in_list(a->name, scripts))
-		return "runs a script that can write (the server cannot vouch for it; EVAL_RO and FCALL_RO are reads)";
-	if (strcmp(a->name, "script") == 0 && strcmp(a->sub, "exists") != 0 && strcmp(a->sub, "help") != 0)
-		return "changes the script cache";
+	const char *guard = redis_guard_refusal(a);   /* scripts, functions, KEYS (redis_guard.c) */
+	if (guard)
+		return guard;
 	if (in_list(a->name, transactions))
 		return "is a transaction command";
 	if (strcmp(a->name, "auth") == 0)
@@ -65,7 +64,7 @@ static bool allowlisted(const char *key)
 		"client|getname", "client|id", "latency|latest", "latency|history", "latency|doctor", "latency|graph",
 		"latency|histogram", "latency|help", "memory|stats", "memory|usage", "memory|doctor", "memory|malloc-stats",
 		"memory|help", "info", "lastsave", "pubsub|channels", "pubsub|numsub", "pubsub|numpat",
-		"pubsub|shardchannels", "pubsub|shardnumsub", "pubsub|help", NULL,
+		"pubsub|shardchannels", "pubsub|shardnumsub", "pubsub|help", "role", "module|list", NULL,
 	};
 	return in_list(key, reads);
 }
@@ -90,7 +89,8 @@ static const char *flags_verdict(const redisReply *info)
 		return "is an admin command";
 	if (has_flag(info, "pubsub"))
 		return "is a publish/subscribe command";
-	return "ok";
+	const char *guard = redis_guard_verdict(info);   /* @dangerous (redis_guard.c) */
+	return guard ? guard : "ok";
 }
 
 /* The verdict cached for the command (cache table on top), or NULL when the server must be asked.
@@ -754,4 +754,5 @@ void redis_probes_register(lua_State *L)
 		{ "keyspace", conn_keyspace }, { "llen", conn_llen }, { NULL, NULL },
 	};
 	luaL_setfuncs(L, methods, 0);
+	redis_scan_register(L);   /* conn:scan (redis_scan.c) */
 }

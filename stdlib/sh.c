@@ -5,12 +5,15 @@
  *             env = { NAME = "value" }, check = false, max_output = 1048576 }
  *     -> { argv, code, signal, ok, stdout, stderr, ms, truncated } | nil, err, kind
  *   sh.action { argv..., timeout = 120, irreversible = false, target = nil, summary = nil,
- *               blast = nil, check = true, ...the options of sh.read }
+ *               blast = nil, check = true, leave_running = false, ...the options of sh.read }
  *     -> result | { dry_run = true, argv } | nil, err, kind
  *
  * argv is an array, never a shell string, unless shell = true (then argv[1] is run by /bin/sh -c).
- * The child gets its own process group, stdin from /dev/null and the default signal dispositions.
- * At the deadline the group gets SIGTERM, then SIGKILL after `grace`. Ctrl-C does the same at
+ * The child gets its own session (no controlling terminal: nothing it starts can type into the
+ * operator's terminal), stdin from /dev/null and the default signal dispositions. At the deadline
+ * its process group gets SIGTERM, then SIGKILL after `grace`. When it ends, whatever it left
+ * behind (background jobs, daemons) is killed with it (stdlib/leftovers.h), unless sh.action was
+ * given leave_running = true, which the gate shows (a restart that starts a daemon itself). Ctrl-C does the same at
  * once. A leader still there a second after SIGKILL is stuck in the kernel and left behind.
  * Output is streamed live (unless quiet) and captured up to max_output per stream. The command is a
  * state machine (interp/tasks.h): inside parallel() its task yields while it runs.
@@ -25,6 +28,7 @@
  */
 #include "gate.h"
 #include "host.h"
+#include "leftovers.h"
 #include "luax.h"
 #include "modules.h"
 #include "sched.h"
@@ -57,7 +61,7 @@ static const char *const read_options[] = {
 };
 static const char *const action_options[] = {
 	"timeout", "grace", "quiet", "shell", "cwd", "env", "check", "max_output", "on",
-	"irreversible", "target", "summary", "blast", NULL,
+	"irreversible", "target", "summary", "blast", "leave_running", NULL,
 };
 
 /* line: the live output's unfinished line, held back until its newline so that redaction sees a
@@ -236,8 +240,8 @@ static void hold(struct capture *cap, const char *s, size_t n)
  * where the lines of several commands mix, the prefix names the task's key. */
 static void show_line(struct capture *cap)
 {
-	char prefix[96];
-	snprintf(prefix, sizeof prefix, "%s%s%s%s", term_color() ? "    \033[2m│\033[0m " : "    │ ",
+	char prefix[160], dim[32], off[32];
+	snprintf(prefix, sizeof prefix, "    %s│%s %s%s%s", term_style("2", dim, sizeof dim), term_style("0", off, sizeof off),
 	         cap->label ? "[" : "", cap->label ? cap->label : "", cap->label ? "] " : "");
 	size_t plen = strlen(prefix);
 	char *out = malloc(plen + cap->line_len + 1);
@@ -342,8 +346,7 @@ static int spawn(const struct command *c, pid_t *pid, int *out_fd, int *err_fd)
 	sigaddset(&defaults, SIGHUP);
 	posix_spawnattr_setsigmask(&attr, &none);
 	posix_spawnattr_setsigdefault(&attr, &defaults);
-	posix_spawnattr_setpgroup(&attr, 0);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
 	int r = posix_spawnp(pid, c->argv[0], &fa, &attr, (char *const *)c->argv, c->envp ? c->envp : environ);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&attr);
@@ -463,6 +466,7 @@ static bool run_over(struct run_op *op)
 	close_fd(&op->fds[0]);
 	close_fd(&op->fds[1]);
 	close_fd(&op->pidfd);
+	leftovers_ended(op->pgid);
 	reap(op->pgid, op->o.timed_out || op->o.interrupted, &op->o);
 	op->o.ms = sched_now_precise() - op->t0;
 	if (op->o.out.line_len)
@@ -692,11 +696,14 @@ static void run_start(struct run_op *op, const char *label)
 	op->fds[0] = op->fds[1] = op->pidfd = -1;
 	op->task = (struct tasks_op){ .machine = &run_machine, .op = op, .w = &op->w };
 	op->phase = OVER;
+	bool keep = leftovers_spawning(op->c.leave_running);
 	if ((op->o.spawn_errno = spawn(&op->c, &op->pgid, &op->fds[0], &op->fds[1])) != 0) {
+		leftovers_started(0, keep);
 		op->pgid = 0;
 		op->o.ms = sched_now_precise() - op->t0;
 		return;
 	}
+	leftovers_started(op->pgid, keep);
 	op->pidfd = pidfd_open(op->pgid);
 	op->deadline = sched_deadline(op->c.timeout_ms);
 	op->phase = RUNNING;
@@ -758,23 +765,28 @@ static int sh_action(lua_State *L)
 	const char *target = luax_opt_string(L, 1, "target", NULL, "sh.action");
 	const char *summary = luax_opt_string(L, 1, "summary", NULL, "sh.action");
 	const char *blast = luax_opt_string(L, 1, "blast", NULL, "sh.action");
+	bool leave_running = luax_opt_bool(L, 1, "leave_running", false, "sh.action");
 	if (irreversible && !target)
 		luaL_error(L, "sh.action: irreversible = true needs target = \"...\" (the operator types it back)");
 	parse_command(L, &c, true);
+	c.leave_running = leave_running;
 
-	char *shown = NULL;
-	if (asprintf(&shown, "$ %s%s%s%s", c.display, c.cwd ? "    (in " : "", c.cwd ? c.cwd : "", c.cwd ? ")" : "") < 0)
+	char *shown = NULL, *detail = NULL;
+	static const char leaves[] = "it may leave processes running after it ends (leave_running = true)";
+	if (asprintf(&shown, "$ %s%s%s%s", c.display, c.cwd ? "    (in " : "", c.cwd ? c.cwd : "", c.cwd ? ")" : "") < 0 ||
+	    asprintf(&detail, "%s%s%s", summary ? shown : "", summary && leave_running ? "\n" : "", leave_running ? leaves : "") < 0)
 		abort();
 	struct gate_plan plan = {
 		.primitive = "sh.action",
 		.summary = summary ? summary : shown,
-		.detail = summary ? shown : NULL,
+		.detail = *detail ? detail : NULL,
 		.target = target,
 		.blast = blast,
 		.irreversible = irreversible,
 	};
 	enum gate_answer a = gate_ask(&plan);
 	free(shown);
+	free(detail);
 	if (a != GATE_RUN) {
 		lua_pushstring(L, c.display);   /* anchored: the command is freed before not_run may raise */
 		free_command(&c);

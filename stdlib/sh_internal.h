@@ -19,7 +19,7 @@ struct command {
 	char **envp;               /* NULL for the inherited environment */
 	const char *cwd;
 	msec_t timeout_ms, grace_ms;
-	bool quiet, check;
+	bool quiet, check, leave_running;
 	size_t max_output;
 	char *display;             /* argv as a shell-quoted line, for people */
 };

@@ -10,6 +10,7 @@
 #include "luax.h"
 #include "modules.h"
 #include "sh_internal.h"
+#include "transcript.h"
 
 #include <errno.h>
 #include <lauxlib.h>
@@ -19,11 +20,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* sh_transport.run(cmd, { display =, on =, host =, action = }): runs cmd (an sh.read table: argv
+/* sh_transport.run(cmd, { display =, on =, host =, action =, keep = }): runs cmd (an sh.read table: argv
  * and timeout, grace, quiet, max_output, shell, env) as sh.read does, and returns its result table
  * whatever happened, with timed_out, interrupted and spawn_error. display is what the audit
  * records as the command (the remote command line); on and host name the target and host. For
- * an action, the gate has been asked (sh_transport.gate) before. */
+ * an action, the gate has been asked (sh_transport.gate) before. keep: what it leaves running is
+ * not ended with it (stdlib/leftovers.h): ssh's master connection. */
 static int shx_run(lua_State *L)
 {
 	luaL_checktype(L, 2, LUA_TTABLE);
@@ -31,16 +33,22 @@ static int shx_run(lua_State *L)
 	const char *on = luax_opt_string(L, 2, "on", NULL, "sh_transport.run");
 	const char *host = luax_opt_string(L, 2, "host", NULL, "sh_transport.run");
 	bool action = luax_opt_bool(L, 2, "action", false, "sh_transport.run");
+	bool keep = luax_opt_bool(L, 2, "keep", false, "sh_transport.run");
 	struct command c = { 0 };
 	parse_command(L, &c, false);
 	c.fn = action ? "sh.action" : "sh.read";
+	c.leave_running = keep;   /* ssh's master connection (ControlPersist) outlives the call that made it */
 	if (display) {
 		free(c.display);
 		if (!(c.display = strdup(display)))
 			abort();
 	}
-	if (action)
+	if (action) {
 		gate_action_start_on("sh.action", c.display, on, host);
+		/* Signed before it runs, as a "yes" is: a resumed session trusts only the signed part of a
+		 * transcript, and must see that a fleet's action started on this host (interp/resume.lua). */
+		transcript_checkpoint("action");
+	}
 	return sh_run(L, &c, action, on ? on : "local", host);   /* on and host: anchored by the table at 2 */
 }
 

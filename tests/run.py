@@ -15,8 +15,9 @@ and servers.py (what the servers_*.py fixtures have in common).
 
 Each test is bounded (default 60 s, a test may set `test_x.timeout = N`; doubled for a sanitizer
 build): at the deadline a SIGALRM raises inside the test, which fails, and every process the test
-started is killed: each runs as a session leader, and whatever is left in those sessions (the
-commands a runbook starts get process groups of their own) is swept too. Under a sanitizer build
+started is killed: each runs as a session leader, and whatever is left in those sessions is swept
+too, and so is any process still working in the test's directory (the commands a runbook starts
+run in sessions of their own). Under a sanitizer build
 (ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 unless set) the stderr or pty output of every run is
 checked for sanitizer reports, which fail the test. Prints one line per test (a failure's details
 follow, indented) and, last, exactly "N passed, N failed"; exits 1 if any failed.
@@ -369,6 +370,9 @@ class T:
         # The commands a runbook starts get process groups of their own (sh.read, sh.action) but
         # stay in the session we started: kill whatever is left in our sessions.
         sweep_sessions(set(self._groups))
+        # Commands run in sessions of their own: those a killed runbook left are found by their
+        # working directory, the test's.
+        sweep_cwd(self.dir)
         for pgid in self._groups:
             try:
                 os.waitpid(pgid, os.WNOHANG)
@@ -400,6 +404,21 @@ def sweep_sessions(sessions):
     me = os.getpid()
     for pid, fields in processes():
         if pid != me and int(fields[3]) in sessions:       # state ppid pgrp session ...
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def sweep_cwd(directory):
+    """SIGKILLs every process (but us) whose working directory is directory or below it."""
+    me = os.getpid()
+    for pid, _ in processes():
+        try:
+            cwd = os.readlink("/proc/%d/cwd" % pid)
+        except OSError:
+            continue
+        if pid != me and (cwd == directory or cwd.startswith(directory + "/")):
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:

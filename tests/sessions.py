@@ -65,20 +65,36 @@ def finish(proc, reader, timeout=15):
     return proc.returncode, out, err
 
 
-def _alive_in(session):
-    return any(int(fields[3]) == session and fields[0] != "Z" for _, fields in processes())
+def _alive_in(sessions):
+    return any(int(fields[3]) in sessions and fields[0] != "Z" for _, fields in processes())
+
+
+def _sessions_below(root):
+    """The session of root and those of all its descendants (the commands a runbook starts run in
+    sessions of their own)."""
+    procs = {pid: fields for pid, fields in processes()}
+    sessions, todo = {root}, [root]
+    while todo:
+        parent = todo.pop()
+        for pid, fields in procs.items():
+            if int(fields[1]) == parent:
+                sessions.add(int(fields[3]))
+                todo.append(pid)
+    return sessions
 
 
 def kill_9(proc, timeout=10):
-    """kill -9 of a session started by t.spawn and of every command it started (they have process
-    groups of their own), then waits until none of them is left: a killed `cat FIFO` that has not
-    yet closed the FIFO would swallow what the test writes for the next session."""
+    """kill -9 of a session started by t.spawn and of every command it started (they have sessions
+    of their own), then waits until none of them is left: a killed `cat FIFO` that has not yet
+    closed the FIFO would swallow what the test writes for the next session."""
+    os.kill(proc.pid, signal.SIGSTOP)            # no new command meanwhile
+    sessions = _sessions_below(proc.pid)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout)
     deadline = time.monotonic() + timeout
     while True:
-        sweep_sessions({proc.pid})
-        if not _alive_in(proc.pid):
+        sweep_sessions(sessions)
+        if not _alive_in(sessions):
             break
         if time.monotonic() > deadline:
             fail("processes of session %d survive SIGKILL" % proc.pid)

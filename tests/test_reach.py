@@ -192,6 +192,8 @@ def test_reach_fleet_action_batched_stops_at_the_first_failure(t):
 
 
 def test_reach_resume_after_kill_9_mid_fleet_action(t):
+    from signing import keypair, sign_by_config
+    sign_by_config(t, keypair(t))   # resumed without a terminal: only a signed transcript is trusted
     lab, servers, inv = fleet_lab(t, 4)
     t.runbook("roll2", ACTION % (t.dir, 1, 60))
     env = lab.env({"RUNBOOK_INVENTORY": inv})

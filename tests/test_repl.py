@@ -463,6 +463,7 @@ step "one" { title = "One", run = function(ctx) ctx:note("one ran") end },''')
     p.expect(r"(?m)^one> ")
     p.sendline("2 + 40")
     p.expect(r"\n42\n")
+    p.expect(r"(?m)^one> ")                        # typed ahead of the prompt, a line can be flushed
     p.sendline(":continue")
     p.expect(MENU)
     p.sendline("")
@@ -496,14 +497,11 @@ step "two" { title = "Two", run = function(ctx) ctx:note("two ran") end },''')
     expect_not_in("two ran", p.text)
 
 
-def test_doc_matches_the_generated_reference(t):
+def test_doc_prints_the_reference_and_one_entry(t):
     rc, out, err = t.run(["doc"])
     expect_rc((rc, out, err), 0)
     expect_in("#### `sh.read { argv..., timeout = 10,", out)
-    with open(os.path.join(t.repo, "doc", "lua-api.md")) as f:
-        reference = f.read()
-    if out != reference:
-        fail("doc/lua-api.md is not the output of `runbook doc` (run `./runbook doc > doc/lua-api.md`)")
+    # that doc/lua-api.md is this output: tests/test_docs.py
     rc, out, err = t.run(["doc", "sys.grep"])
     expect_rc((rc, out, err), 0)
     expect_in("sys.grep(path, regex, { icase = false, limit = 100, timeout = 10 })", out)

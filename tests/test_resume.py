@@ -6,6 +6,7 @@ import hashlib
 
 from run import expect_eq, expect_in, expect_not_in, expect_rc, fail
 from sessions import Reader, altered, finish, kill_9
+from signing import keypair, sign_by_config
 
 # Every probe and action appends a word to a log, so that the test can count what really ran.
 # Step two's action embeds what a probe just measured (the log's size): its text differs when the
@@ -31,6 +32,8 @@ ENV = {"Q_TOKEN": "TokenSecret-1234", "Q_DB": "postgres://app:DbSecret-5678@10.0
 
 
 def setup(t, name="queue"):
+    # Resumed without a terminal: only a signed transcript is trusted (see test_forgery).
+    sign_by_config(t, keypair(t))
     names = {"log": t.path("ran.log"), "f2": t.mkfifo(name + "-f2"), "f3": t.mkfifo(name + "-f3")}
     path = t.runbook(name, KR % names, severity="SEV2",
                      inputs='queue = input.string { default = "jobs" }, token = input.secret { env = "Q_TOKEN" }, '
@@ -248,6 +251,8 @@ def test_handoff_after_quit(t):
     expect_eq(p.wait(), 5, "alice quits")
     new = t.path("bob.cast")
     p = t.pty(["exec", "--resume", old, "--transcript", new])
+    p.expect(r"it is not signed\. .*\n.*Type yes to resume with what it records, or n to stop: ")   # see test_forgery
+    p.sendline("yes")
     p.expect(r"takes over session \w+ of \S+ \(aborted, exit 5\)")
     p.expect(r"↻ re-check")
     p.expect(r"\[1/3\] Look")            # re-checked without asking

@@ -7,6 +7,7 @@ import re
 
 from run import expect_eq, expect_in, expect_rc, fail
 from sessions import Reader, altered, finish, kill_9
+from signing import keypair, sign_by_config
 
 OUTAGE = '''
 step "check" { title = "Does the API answer?", run = function(ctx)
@@ -29,6 +30,7 @@ def incident_transcripts(t):
     """Session A (SEV1, the incident began 40 minutes ago) is killed while the restarted API comes
     back; session B resumes it without a terminal: the restart is not repeated, the status update is
     posted, the cache clearing is declined, the runbook resolves. Returns (A, B)."""
+    sign_by_config(t, keypair(t))   # B resumes without a terminal: A must be signed
     fifo = t.mkfifo("api")
     t.runbook("api-outage", OUTAGE % {"fifo": fifo}, severity="SEV1")
     a, b = t.path("a.cast"), t.path("b.cast")

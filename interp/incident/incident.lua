@@ -222,17 +222,23 @@ function M.load_config(path)
   path = path or M.config_path()
   local cfg = { severities = {}, path = path }
   for k, v in pairs(M.BUILTIN) do cfg.severities[k] = v end
-  local f = io.open(path, "rb")
-  if not f then
+  local src, rerr = core.read_file(path, 1024 * 1024)   -- a regular file only: a FIFO would hang every run
+  if not src then
+    if not rerr:find("No such file or directory", 1, true) then return nil, rerr end
     cfg.status = require("status").validate(nil, path)
     return cfg
   end
-  local src = f:read("a") or ""
-  f:close()
   local data, err = run_data(path, src)
   if not data then return nil, err end
   local ok, verr = pcall(function()
-    M.check_keys(data, { "severities", "status" }, path)
+    M.check_keys(data, { "severities", "status", "signing" }, path)
+    if data.signing ~= nil then   -- see interp/witness.lua
+      M.check_keys(data.signing, { "key", "allowed_signers" }, path .. ": signing")
+      for k, v in pairs(data.signing) do
+        if type(v) ~= "string" or v == "" then bad(path .. ": signing." .. k, "must be a file name") end
+      end
+      cfg.signing = data.signing
+    end
     if data.severities ~= nil then
       if type(data.severities) ~= "table" then bad(path .. ": severities", "must be a table of NAME = { ... }") end
       for name, spec in pairs(data.severities) do

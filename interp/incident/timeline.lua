@@ -30,10 +30,8 @@ local function int(v) return math.tointeger(v) or v end
 
 -- One verified transcript: { path, header, records (with .who, .session), status, line, why, head }.
 local function load(path)
-  local f, err = io.open(path, "rb")
-  if not f then return nil, "cannot read " .. tostring(err) end
-  local data = f:read("a")
-  f:close()
+  local data, err = require("audit").read_file(path)
+  if not data then return nil, err end
   local status, line, why, facts = require("audit").verify_data(data)
   if status == "invalid" then
     return nil, string.format("%s is invalid at line %d (%s); a post-mortem must not rest on an altered record: " ..
@@ -45,6 +43,9 @@ local function load(path)
   local header = lines[1] and decode(lines[1])
   local h = type(header) == "table" and header.runbook
   if type(h) ~= "table" then return nil, path .. " is not a runbook transcript" end
+  local as_text = require("audit").as_text   -- untrusted input: text fields of other types become text
+  h = as_text(h)
+  if type(h.incident) ~= "table" then h.incident = nil end
   local t = { path = path, header = h, records = {}, status = status, line = line, why = why,
               head = facts and facts.head }
   for i = 2, last do
@@ -52,6 +53,8 @@ local function load(path)
     if type(ev) == "table" and ev[2] == "a" then
       local rec = decode(ev[3])
       if type(rec) == "table" then
+        rec = as_text(rec)
+        if type(rec.from) ~= "table" then rec.from = nil end
         rec.who, rec.session, rec.t = h.user, h.session, incident.parse_iso(rec.ts)
         rec.runbook = h.name
         t.records[#t.records + 1] = rec
