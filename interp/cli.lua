@@ -142,7 +142,8 @@ local EXEC_VALUES = { ["--start-at"] = "start_at", ["--timeout"] = "timeout", ["
                       ["--incident"] = "incident", ["--severity"] = "severity", ["--since"] = "since",
                       ["--impact"] = "impact", ["--resume"] = "resume", ["--lock-timeout"] = "lock_timeout",
                       ["--sign-key"] = "sign_key", ["--allowed-signers"] = "allowed_signers",
-                      ["--memory-limit"] = "memory_limit", ["--yes-irreversible"] = "yes_irreversible" }
+                      ["--memory-limit"] = "memory_limit", ["--yes-irreversible"] = "yes_irreversible",
+                      ["--inventory"] = "inventory" }
 
 local function suggest_flag(flag)
   local best, bestd = nil, 4
@@ -194,6 +195,7 @@ function M.exec(args)
     if not s or s <= 0 then return usage("--timeout: " .. (err or "must be positive")) end
     opts.timeout = s
   end
+  if opts.inventory then require("reach").inventory = opts.inventory end   -- inventory:GROUP targets
   opts.inputs = inputs
   opts.argv = { "runbook", "exec" }
   for _, a in ipairs(args) do opts.argv[#opts.argv + 1] = a end

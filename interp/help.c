@@ -72,6 +72,7 @@ const struct help_text help_commands[] = {
 	          "                     whose key is in ssh-agent); default $RUNBOOK_SIGN_KEY, then config.lua's\n"
 	          "                     signing.key; without one the transcript is unsigned (see doc/transcripts.md)\n"
 	          "  --lock-timeout DUR wait this long for a session holding the same runbook and target (default 0)\n"
+	          "  --inventory FILE   the Ansible inventory of inventory:GROUP targets (default $RUNBOOK_INVENTORY)\n"
 	          "  --memory-limit SIZE  the most memory the runbook's Lua may use (default 1G, or\n"
 	          "                     $RUNBOOK_MEMORY_LIMIT): past it the run ends, its transcript closed\n"
 	          "  name=value         set an input (see `runbook show NAME`); inputs also read their env variable\n\n"

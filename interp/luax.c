@@ -195,10 +195,18 @@ void luax_setbool(lua_State *L, const char *key, bool v) { lua_pushboolean(L, v)
 void luax_audit_probe(const char *primitive, const char *target, msec_t deadline_ms,
                       double duration_ms, const char *outcome, const char *summary)
 {
+	luax_audit_probe_on(primitive, target, NULL, NULL, deadline_ms, duration_ms, outcome, summary);
+}
+
+void luax_audit_probe_on(const char *primitive, const char *target, const char *on, const char *host,
+                         msec_t deadline_ms, double duration_ms, const char *outcome, const char *summary)
+{
 	struct jbuf b = { 0 };
 	jb_open(&b);
 	jb_kstr(&b, "primitive", primitive);
 	jb_kstr_redacted(&b, "target", target);
+	jb_kstr_redacted(&b, "on", on);
+	jb_kstr_redacted(&b, "host", host);
 	msec_t cap = sched_cap();   /* --timeout: what the primitive really had */
 	if (cap > 0 && (deadline_ms <= 0 || cap < deadline_ms))
 		deadline_ms = cap;
@@ -231,4 +239,36 @@ void luax_class(lua_State *L, const char *name, const luaL_Reg meta[], const lua
 		lua_setfield(L, -2, "__metatable");
 	}
 	lua_pop(L, 1);
+}
+
+/* ------------------------------------------------------------------- calls with `on = target` */
+
+bool luax_remote(lua_State *L, int idx)
+{
+	if (lua_type(L, idx) != LUA_TTABLE)
+		return false;
+	int t = lua_getfield(L, idx, "on");
+	bool remote = t != LUA_TNIL && !(t == LUA_TSTRING && strcmp(lua_tostring(L, -1), "local") == 0);
+	lua_pop(L, 1);
+	return remote;
+}
+
+static int delegated_k(lua_State *L, int status, lua_KContext base)
+{
+	(void)status;
+	return lua_gettop(L) - (int)base;
+}
+
+int luax_delegate(lua_State *L, const char *module, const char *fn)
+{
+	int n = lua_gettop(L);
+	lua_getglobal(L, "require");
+	lua_pushstring(L, module);
+	lua_call(L, 1, 1);
+	lua_getfield(L, -1, fn);
+	lua_remove(L, -2);
+	for (int i = 1; i <= n; i++)
+		lua_pushvalue(L, i);
+	lua_callk(L, n, LUA_MULTRET, n, delegated_k);   /* a fleet's tasks yield across this call */
+	return delegated_k(L, LUA_OK, n);
 }

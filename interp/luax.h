@@ -46,6 +46,16 @@ void luax_setbool(lua_State *L, const char *key, bool v);
 /* A "probe" audit record: what ran against what, its deadline, how long it took, how it ended. */
 void luax_audit_probe(const char *primitive, const char *target, msec_t deadline_ms,
                       double duration_ms, const char *outcome, const char *summary);
+/* The same for a call made through a transport (stdlib/reach.lua): on names the target
+ * ("ssh://web1", "inventory:web"), host the one host of it the call went to. */
+void luax_audit_probe_on(const char *primitive, const char *target, const char *on, const char *host,
+                         msec_t deadline_ms, double duration_ms, const char *outcome, const char *summary);
+
+/* Whether the argument table at idx has `on` other than "local" (a target: stdlib/target.lua). */
+bool luax_remote(lua_State *L, int idx);
+/* Returns what require(module)[fn](the arguments) returns: a primitive called with `on = target`
+ * hands itself to the Lua that reaches the target (stdlib/reach.lua). It may yield inside it. */
+int luax_delegate(lua_State *L, const char *module, const char *fn);
 
 /* The edit distance used for "did you mean" suggestions. */
 int luax_distance(const char *a, const char *b);

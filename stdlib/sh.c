@@ -21,6 +21,10 @@
  * true; sh.action fails with kind "exit" then. A declined action ends the step (the engine
  * records it as declined); under --dry-run it is only shown.
  * Error kinds: timeout, interrupted, notfound, permission, exit, refused, error.
+ *
+ * With `on = target` other than "local" (stdlib/target.lua) a call is stdlib/reach.lua's, which
+ * reaches the target through OpenSSH, docker compose or kubectl and runs that argv here again
+ * (sh_transport.c, sh_run): one spawn, deadline and kill for every transport.
  */
 #include "gate.h"
 #include "host.h"
@@ -28,6 +32,7 @@
 #include "luax.h"
 #include "modules.h"
 #include "sched.h"
+#include "sh_internal.h"
 #include "tasks.h"
 #include "term.h"
 
@@ -52,10 +57,10 @@ extern char **environ;
 #define DEFAULT_MAX_OUTPUT        (1 << 20)
 
 static const char *const read_options[] = {
-	"timeout", "grace", "quiet", "shell", "cwd", "env", "check", "max_output", NULL,
+	"timeout", "grace", "quiet", "shell", "cwd", "env", "check", "max_output", "on", NULL,
 };
 static const char *const action_options[] = {
-	"timeout", "grace", "quiet", "shell", "cwd", "env", "check", "max_output",
+	"timeout", "grace", "quiet", "shell", "cwd", "env", "check", "max_output", "on",
 	"irreversible", "target", "summary", "blast", "leave_running", NULL,
 };
 
@@ -65,17 +70,6 @@ struct capture { char *data; size_t len, max; bool truncated; char *line; size_t
 
 #define LIVE_LINE_MAX 8192
 
-struct command {
-	const char *fn;            /* "sh.read" or "sh.action" */
-	const char **argv;         /* NULL-terminated; strings owned by the Lua argument table */
-	int argc;
-	char **envp;               /* NULL for the inherited environment */
-	const char *cwd;
-	msec_t timeout_ms, grace_ms;
-	bool quiet, check, leave_running;
-	size_t max_output;
-	char *display;             /* argv as a shell-quoted line, for people */
-};
 
 struct outcome {
 	int code, signal;          /* code -1 when killed by a signal */
@@ -99,7 +93,7 @@ static bool needs_quotes(const char *s)
 }
 
 /* The command line as a person would type it: words quoted only when needed. */
-static char *display_line(const char *const *argv)
+char *display_line(const char *const *argv)
 {
 	size_t cap = 1;
 	for (const char *const *a = argv; *a; a++)
@@ -129,7 +123,7 @@ static char *display_line(const char *const *argv)
 
 /* Validates and collects everything from the argument table; raises on author mistakes. Nothing is
  * allocated until validation is over, so a raise leaks nothing. */
-static void parse_command(lua_State *L, struct command *c, bool action)
+void parse_command(lua_State *L, struct command *c, bool action)
 {
 	c->fn = action ? "sh.action" : "sh.read";
 	luaL_checktype(L, 1, LUA_TTABLE);
@@ -216,7 +210,7 @@ static void parse_command(lua_State *L, struct command *c, bool action)
 	lua_pop(L, 1); /* env */
 }
 
-static void free_command(struct command *c)
+void free_command(struct command *c)
 {
 	if (c->envp)
 		for (char **e = c->envp; *e; e++)
@@ -393,6 +387,8 @@ struct run_op {
 	msec_t phase_end;          /* the end of DRAINING, STOPPING or KILLING */
 	double t0;
 	bool action, released;
+	bool raw;                  /* run for a transport (sh_transport.run): its result whatever happened */
+	const char *on, *host;     /* the target and host of a transport's run, for the audit; NULL locally */
 	char task_key[40];         /* the parallel() task's key, for the live output */
 };
 
@@ -648,16 +644,27 @@ static void run_audit(const struct run_op *op)
 	outcome_word(&op->o, word, sizeof word);
 	summarize(&op->o, line, sizeof line);
 	if (op->action)
-		gate_action_result("sh.action", op->c.display, word, op->o.ms, line);
+		gate_action_result_on("sh.action", op->c.display, op->on, op->host, word, op->o.ms, line);
 	else
-		luax_audit_probe("sh.read", op->c.display, op->c.timeout_ms, op->o.ms, word, line);
+		luax_audit_probe_on("sh.read", op->c.display, op->on, op->host, op->c.timeout_ms, op->o.ms, word, line);
+}
+
+/* A transport's run: the result table whatever happened, with how it ended, for reach.lua to judge. */
+static int push_raw(lua_State *L, const struct run_op *op)
+{
+	push_result(L, &op->c, &op->o);
+	luax_setbool(L, "timed_out", op->o.timed_out);
+	luax_setbool(L, "interrupted", op->o.interrupted);
+	if (op->o.spawn_errno)
+		luax_setstr(L, "spawn_error", op->o.spawn_errno == ENOENT ? "command not found" : strerror(op->o.spawn_errno));
+	return 1;
 }
 
 static int run_done(lua_State *L, void *p)
 {
 	struct run_op *op = p;
 	run_audit(op);
-	return push_returns(L, &op->c, &op->o);
+	return op->raw ? push_raw(L, op) : push_returns(L, &op->c, &op->o);
 }
 
 /* Also when a parallel() task is stopped in the middle (its op is closed): the command with it. */
@@ -706,24 +713,51 @@ static void run_start(struct run_op *op, const char *label)
 
 /* Runs c (its strings anchored by the argument table at index 1) to its end, yielding inside
  * parallel(); returns the results of sh.read or sh.action. */
-static int run(lua_State *L, const struct command *c, bool action)
+int sh_run(lua_State *L, const struct command *c, bool action, const char *on, const char *host)
 {
 	struct run_op *op = tasks_push_op(L, sizeof *op, &run_machine);
 	op->c = *c;
 	op->action = action;
+	op->raw = on != NULL;
+	op->on = on;
+	op->host = host;
 	run_start(op, tasks_key(L, op->task_key, sizeof op->task_key) ? op->task_key : NULL);
 	return tasks_run_op(L, &op->task);
 }
 
+/* ------------------------------------------------------------------------ calls with `on = target` */
+
 static int sh_read(lua_State *L)
 {
+	if (luax_remote(L, 1))
+		return luax_delegate(L, "reach", "read");
 	struct command c = { 0 };
 	parse_command(L, &c, false);
-	return run(L, &c, false);
+	return sh_run(L, &c, false, NULL, NULL);
+}
+
+/* After a question that was not answered yes: the dry run's result, nil, err, "refused", or the
+ * declined step's control signal. */
+int sh_not_run(lua_State *L, enum gate_answer a, const char *display)
+{
+	if (a == GATE_DRY_RUN) {
+		lua_createtable(L, 0, 2);
+		luax_setbool(L, "dry_run", true);
+		luax_setstr(L, "command", display);
+		return 1;
+	}
+	char msg[300];
+	snprintf(msg, sizeof msg, "sh.action %s: %s", display,
+	         a == GATE_REFUSED ? "not run: the transcript cannot be written" : "declined by the operator");
+	if (a == GATE_REFUSED)
+		return luax_fail(L, "refused", "%s", msg);
+	return host_raise_control(L, a == GATE_ABORT ? "abort" : "skip", msg);
 }
 
 static int sh_action(lua_State *L)
 {
+	if (luax_remote(L, 1))
+		return luax_delegate(L, "reach", "action");
 	struct command c = { 0 };
 	/* The gate's texts are read before anything is allocated: these may raise. */
 	luaL_checktype(L, 1, LUA_TTABLE);
@@ -753,24 +787,13 @@ static int sh_action(lua_State *L)
 	enum gate_answer a = gate_ask(&plan);
 	free(shown);
 	free(detail);
-	if (a == GATE_DRY_RUN) {
-		lua_createtable(L, 0, 2);
-		luax_setbool(L, "dry_run", true);
-		luax_setstr(L, "command", c.display);
-		free_command(&c);
-		return 1;
-	}
 	if (a != GATE_RUN) {
-		char msg[300];
-		snprintf(msg, sizeof msg, "sh.action %s: %s", c.display,
-		         a == GATE_REFUSED ? "not run: the transcript cannot be written" : "declined by the operator");
+		lua_pushstring(L, c.display);   /* anchored: the command is freed before not_run may raise */
 		free_command(&c);
-		if (a == GATE_REFUSED)
-			return luax_fail(L, "refused", "%s", msg);
-		return host_raise_control(L, a == GATE_ABORT ? "abort" : "skip", msg);
+		return sh_not_run(L, a, lua_tostring(L, -1));
 	}
 	gate_action_start("sh.action", c.display);
-	return run(L, &c, true);
+	return sh_run(L, &c, true, NULL, NULL);
 }
 
 int luaopen_sh(lua_State *L)

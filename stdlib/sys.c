@@ -194,3 +194,15 @@ int luaopen_sys(lua_State *L)
 	luaL_newlib(L, fns);
 	return 1;
 }
+
+/* The parsers of sys.memory, sys.load and sys.fs for what stdlib/reach.lua read on a target. */
+int luaopen_sys_transport(lua_State *L)
+{
+	static const luaL_Reg fns[] = {
+		{ "memory", sysx_memory }, { "load", sysx_load }, { "fs", sysx_fs }, { "processes", sysx_processes },
+		{ "filesystems", sysx_filesystems },
+		{ NULL, NULL },
+	};
+	luaL_newlib(L, fns);
+	return 1;
+}

@@ -40,10 +40,28 @@ static bool parse_mountinfo_line(char *line, struct mount *m)
 		return false;
 	unescape_octal(fields[4]);
 	unescape_octal(fields[dash + 2]);
+	m->readonly = strncmp(fields[5], "ro", 2) == 0 && (fields[5][2] == ',' || fields[5][2] == '\0');
 	m->dir = xstrdup(fields[4]);
 	m->fstype = xstrdup(fields[dash + 1]);
 	m->source = xstrdup(fields[dash + 2]);
 	return true;
+}
+
+static void add_mount(struct mounts *ms, struct mount *m)
+{
+	grow((void **)&ms->v, &ms->cap, ms->n + 1, sizeof *ms->v);
+	m->order = ms->n;
+	ms->v[ms->n++] = *m;
+}
+
+/* The mounts of mountinfo text a target printed (cut up in place). */
+static void parse_mounts(struct mounts *ms, char *text)
+{
+	for (char *save = NULL, *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		struct mount m;
+		if (parse_mountinfo_line(line, &m))
+			add_mount(ms, &m);
+	}
 }
 
 int read_mounts(struct mounts *ms)
@@ -55,11 +73,8 @@ int read_mounts(struct mounts *ms)
 	size_t cap = 0;
 	while (getline(&line, &cap, f) > 0) {
 		struct mount m;
-		if (!parse_mountinfo_line(line, &m))
-			continue;
-		grow((void **)&ms->v, &ms->cap, ms->n + 1, sizeof *ms->v);
-		m.order = ms->n;
-		ms->v[ms->n++] = m;
+		if (parse_mountinfo_line(line, &m))
+			add_mount(ms, &m);
 	}
 	free(line);
 	fclose(f);
@@ -198,11 +213,71 @@ static int fs_finish(lua_State *L, struct fs_op *op)
 
 int sys_fs(lua_State *L)
 {
+	if (luax_remote(L, 2))
+		return luax_delegate(L, "reach", "sys_fs");
 	const char *path = luaL_checkstring(L, 1);
 	luax_check_options(L, 2, "sys.fs", fs_options);
 	msec_t timeout = luax_opt_duration(L, 2, "timeout", DEFAULT_FS_TIMEOUT_MS, "sys.fs");
 	struct fs_op *op = fs_op_push(L, "sys.fs", path, timeout, path, FS_STATVFS_REAL, fs_finish);
 	return tasks_run_op(L, &op->task);
+}
+
+/*
+ * sys_transport.fs(text) -> the table of sys.fs | nil, err, from what a target printed for
+ *   stat -f -c '%S %b %f %a %c %d' PATH; df -P PATH | tail -n 1; cat /proc/mounts
+ * statvfs's own fields (stat -f), the mount point (df), and the mount's device, type and flags
+ * (the last line of /proc/mounts for that point: the one on top). Pushed by push_fs, as locally.
+ */
+int sysx_fs(lua_State *L)
+{
+	size_t len;
+	const char *text = luaL_checklstring(L, 1, &len);
+	char *copy = strdup(text), *save = NULL;
+	if (!copy)
+		abort();
+	struct statvfs v = { 0 };
+	unsigned long long bs, blocks, bfree, bavail, files, ffree;
+	char *line = strtok_r(copy, "\n", &save);
+	char *df = line ? strtok_r(NULL, "\n", &save) : NULL;
+	if (!line || sscanf(line, "%llu %llu %llu %llu %llu %llu", &bs, &blocks, &bfree, &bavail, &files, &ffree) != 6 || !df) {
+		free(copy);
+		return luax_fail(L, "unavailable", "sys.fs: the target's stat -f and df did not answer as expected");
+	}
+	v.f_frsize = bs;
+	v.f_blocks = blocks;
+	v.f_bfree = bfree;
+	v.f_bavail = bavail;
+	v.f_files = files;
+	v.f_ffree = ffree;
+	/* df -P: "device blocks used available capacity% mount point" (the point may hold spaces). */
+	char *dir = df;
+	for (int field = 0; field < 5 && dir; field++) {
+		dir += strcspn(dir, " \t");
+		dir += strspn(dir, " \t");
+	}
+	struct mount m = { .dir = dir && *dir ? dir : NULL, .fstype = "?", .source = "?" };
+	for (char *l = strtok_r(NULL, "\n", &save); l && m.dir; l = strtok_r(NULL, "\n", &save)) {
+		char *f = NULL;
+		char *src = strtok_r(l, " ", &f), *mdir = strtok_r(NULL, " ", &f), *type = strtok_r(NULL, " ", &f);
+		char *opts = strtok_r(NULL, " ", &f);
+		if (!opts)
+			continue;
+		unescape_octal(mdir);
+		if (strcmp(mdir, m.dir) == 0) {
+			unescape_octal(src);
+			m.source = src;
+			m.fstype = type;
+			bool ro = strncmp(opts, "ro", 2) == 0 && (opts[2] == ',' || opts[2] == '\0');
+			v.f_flag = ro ? ST_RDONLY : 0;
+		}
+	}
+	if (!m.dir) {
+		free(copy);
+		return luax_fail(L, "unavailable", "sys.fs: the target's df -P named no mount point");
+	}
+	push_fs(L, &m, &v);
+	free(copy);
+	return 1;
 }
 
 static const char *const filesystems_options[] = { "all", "network", "timeout", NULL };
@@ -213,6 +288,14 @@ static bool seen_device(const struct mounts *ms, size_t upto, const struct mount
 		if (ms->v[i].devmajor == m->devmajor && ms->v[i].devminor == m->devminor)
 			return true;
 	return false;
+}
+
+/* Whether sys.filesystems lists the i-th mount: not a network one unless asked, nor a pseudo
+ * filesystem or a second mount of a device unless all. */
+static bool listed(const struct mounts *ms, size_t i, bool all, bool network)
+{
+	const struct mount *m = &ms->v[i];
+	return !((is_network_fs(m->fstype) && !network) || (!all && (is_pseudo_fs(m->fstype) || seen_device(ms, i, m))));
 }
 
 /* A filesystem to report, and the worker asking its server when it has one. */
@@ -381,6 +464,8 @@ static const struct tasks_machine filesystems_machine = { filesystems_advance, f
 
 int sys_filesystems(lua_State *L)
 {
+	if (luax_remote(L, 1))
+		return luax_delegate(L, "reach", "sys_filesystems");
 	luax_check_options(L, 1, "sys.filesystems", filesystems_options);
 	bool all = luax_opt_bool(L, 1, "all", false, "sys.filesystems");
 	bool network = luax_opt_bool(L, 1, "network", false, "sys.filesystems") || all;
@@ -397,10 +482,58 @@ int sys_filesystems(lua_State *L)
 		abort();
 	for (size_t i = 0; i < op->ms.n; i++) {
 		const struct mount *m = &op->ms.v[i];
-		if ((is_network_fs(m->fstype) && !network) ||
-		    (!all && (is_pseudo_fs(m->fstype) || seen_device(&op->ms, i, m))))
-			continue;
-		op->asks[op->n++] = (struct fs_ask){ .m = m, .served = served_fs(m->fstype) };
+		if (listed(&op->ms, i, all, network))
+			op->asks[op->n++] = (struct fs_ask){ .m = m, .served = served_fs(m->fstype) };
 	}
 	return tasks_run_op(L, &op->task);
+}
+
+/*
+ * sys_transport.filesystems(mountinfo, stats, all, network): for a target, in two calls. Without
+ * stats: the mount points to ask (the ones sys.filesystems lists, chosen as here). With stats (one
+ * line per point, "%S %b %f %a %c %d" of stat -f, or "-" when it could not say): the table of
+ * sys.filesystems, each filesystem pushed by push_fs as here, read-only from its mount options.
+ */
+int sysx_filesystems(lua_State *L)
+{
+	char *info = xstrdup(luaL_checkstring(L, 1));
+	const char *stats = luaL_optstring(L, 2, NULL);
+	bool all = lua_toboolean(L, 3), network = lua_toboolean(L, 4) || all;
+	struct mounts ms = { 0 };
+	parse_mounts(&ms, info);
+	free(info);
+	lua_newtable(L);
+	int n = 0, silent = 0;
+	const char *line = stats;
+	for (size_t i = 0; i < ms.n; i++) {
+		if (!listed(&ms, i, all, network))
+			continue;
+		if (!stats) {
+			lua_pushstring(L, ms.v[i].dir);
+			lua_rawseti(L, -2, ++n);
+			continue;
+		}
+		struct statvfs v = { 0 };
+		unsigned long long f[6];
+		bool got = line && *line && sscanf(line, "%llu %llu %llu %llu %llu %llu", &f[0], &f[1], &f[2], &f[3], &f[4], &f[5]) == 6;
+		line = line && strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL;
+		silent += !got;
+		if (!got || (!all && f[1] == 0))
+			continue;
+		v.f_frsize = f[0];
+		v.f_blocks = f[1];
+		v.f_bfree = f[2];
+		v.f_bavail = f[3];
+		v.f_files = f[4];
+		v.f_ffree = f[5];
+		v.f_flag = ms.v[i].readonly ? ST_RDONLY : 0;
+		push_fs(L, &ms.v[i], &v);
+		lua_rawseti(L, -2, ++n);
+	}
+	if (silent) {
+		lua_pushinteger(L, silent);
+		lua_setfield(L, -2, "unanswered");
+	}
+	free_mounts(&ms);
+	return 1;
 }

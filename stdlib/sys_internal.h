@@ -141,6 +141,7 @@ struct mount {
 	char *dir, *fstype, *source;
 	unsigned devmajor, devminor;
 	size_t order;             /* its line in mountinfo: a later mount is on top of an earlier one */
+	bool readonly;            /* mounted ro (its per-mount options): what a target's stat -f cannot say */
 };
 
 struct mounts {
@@ -165,6 +166,12 @@ int sys_files(lua_State *L);
 int sys_deleted_open(lua_State *L);
 int sys_memory(lua_State *L);
 int sys_load(lua_State *L);
+/* The same results from text a transport brought back (sys_transport, stdlib/reach.lua). */
+int sysx_memory(lua_State *L);
+int sysx_load(lua_State *L);
+int sysx_fs(lua_State *L);
+int sysx_processes(lua_State *L);
+int sysx_filesystems(lua_State *L);
 int sys_processes(lua_State *L);
 int sys_tail(lua_State *L);
 int sys_grep(lua_State *L);

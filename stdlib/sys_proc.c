@@ -183,13 +183,10 @@ struct procs {
 	size_t n, cap;
 };
 
-/* Parses /proc/PID/stat: "pid (comm) S ppid ... utime stime ... threads . start vsize rss". */
-static bool read_proc_stat(int pid, struct proc *pr, double uptime, long tck, long page)
+/* Parses the text of /proc/PID/stat, "pid (comm) S ppid ... utime stime ... threads . start vsize
+ * rss" (text is cut up); here or as a target printed it. pid and uid are the caller's. */
+static bool parse_proc_stat(char *text, struct proc *pr, double uptime, long tck, long page)
 {
-	char path[64], text[1024];
-	snprintf(path, sizeof path, "/proc/%d/stat", pid);
-	if (read_small(path, text, sizeof text) <= 0)
-		return false;
 	char *open = strchr(text, '('), *close = strrchr(text, ')');
 	if (!open || !close || close < open || close[1] != ' ')
 		return false;
@@ -204,13 +201,23 @@ static bool read_proc_stat(int pid, struct proc *pr, double uptime, long tck, lo
 		field[n++] = f;
 	if (n < 22)
 		return false;
-	pr->pid = pid;
+	pr->pid = atoi(text);
 	pr->state = field[0][0];
 	pr->ppid = atoi(field[1]);
 	pr->ticks = strtoull(field[11], NULL, 10) + strtoull(field[12], NULL, 10);
 	pr->threads = atol(field[17]);
 	pr->age = uptime - (double)strtoull(field[19], NULL, 10) / (double)tck;
 	pr->rss = strtoll(field[21], NULL, 10) * page;
+	return true;
+}
+
+static bool read_proc_stat(int pid, struct proc *pr, double uptime, long tck, long page)
+{
+	char path[64], text[1024];
+	snprintf(path, sizeof path, "/proc/%d/stat", pid);
+	if (read_small(path, text, sizeof text) <= 0 || !parse_proc_stat(text, pr, uptime, tck, page))
+		return false;
+	pr->pid = pid;
 	snprintf(path, sizeof path, "/proc/%d", pid);
 	struct stat st;
 	pr->uid = stat(path, &st) == 0 ? st.st_uid : (uid_t)-1;
@@ -329,16 +336,16 @@ static size_t keep_matching(struct procs *ps, const char *match)
 	return ps->n = kept;
 }
 
-static void push_proc(lua_State *L, struct proc *pr, double memtotal, msec_t deadline)
+/* user: the name of pr->uid where pr runs. */
+static void push_proc(lua_State *L, struct proc *pr, double memtotal, const char *user)
 {
-	char user[64];
 	char state[2] = { pr->state, '\0' };
 	if (!pr->cmdline)
 		pr->cmdline = read_cmdline(pr);
 	lua_createtable(L, 0, 11);
 	luax_setint(L, "pid", pr->pid);
 	luax_setint(L, "ppid", pr->ppid);
-	luax_setstr(L, "user", user_name(pr->uid, user, sizeof user, deadline));
+	luax_setstr(L, "user", user);
 	luax_setstr(L, "state", state);
 	luax_setstr(L, "command", pr->comm);
 	luax_setstr(L, "cmdline", pr->cmdline);
@@ -347,6 +354,59 @@ static void push_proc(lua_State *L, struct proc *pr, double memtotal, msec_t dea
 	luax_setnum(L, "cpu_pct", pr->cpu_pct);
 	luax_setint(L, "threads", pr->threads);
 	luax_setint(L, "age", (lua_Integer)pr->age);
+}
+
+/* What a sys.processes call asks for. */
+struct procs_how {
+	bool by_cpu;
+	size_t limit;
+	const char *match;         /* anchored by the options table */
+};
+
+/* The uid -> name pairs a target printed ("name:uid" lines, each ending in a newline). */
+struct names { char *text; };
+
+static const char *remote_user(const struct names *nm, uid_t uid, char *buf, size_t size)
+{
+	snprintf(buf, size, "uid %u", (unsigned)uid);
+	for (const char *l = nm->text; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL) {
+		const char *colon = strchr(l, ':');
+		if (colon && strtoul(colon + 1, NULL, 10) == uid && colon[1] >= '0' && colon[1] <= '9') {
+			snprintf(buf, size, "%.*s", (int)(colon - l), l);
+			break;
+		}
+	}
+	return buf;
+}
+
+/* The result of sys.processes from a scan (and the one before, for the sample): the CPU shares,
+ * the match, the order, the top `limit` pushed, with the count; names: the target's users (NULL:
+ * this machine's, asked until deadline). Fills summary. */
+static void push_procs(lua_State *L, struct procs *now, const struct procs *before, double sample_s, long tck,
+                       double memtotal, struct procs_how how, const struct names *names, msec_t deadline,
+                       char *summary, size_t ssize)
+{
+	compute_cpu(now, before, sample_s, tck);
+	if (how.match)
+		keep_matching(now, how.match);
+	sort_array(now->v, now->n, sizeof *now->v, how.by_cpu ? by_cpu : by_rss);
+	size_t n = now->n < how.limit ? now->n : how.limit;
+	if (n)
+		snprintf(summary, ssize, "%zu processes; top: %s (pid %d, %.1f%% cpu, %lld MiB)", now->n,
+		         now->v[0].comm, now->v[0].pid, now->v[0].cpu_pct, (long long)(now->v[0].rss >> 20));
+	else
+		snprintf(summary, ssize, "no process matches");
+	lua_createtable(L, (int)n, 1);
+	for (size_t i = 0; i < n; i++) {
+		char user[64];
+		if (names)
+			remote_user(names, now->v[i].uid, user, sizeof user);
+		else
+			user_name(now->v[i].uid, user, sizeof user, deadline);
+		push_proc(L, &now->v[i], memtotal, user);
+		lua_rawseti(L, -2, (lua_Integer)i + 1);
+	}
+	luax_setint(L, "count", (lua_Integer)now->n);
 }
 
 static const char *const processes_options[] = { "sort", "limit", "sample", "match", "timeout", NULL };
@@ -362,9 +422,8 @@ struct procs_op {
 	struct procs before;
 	double t0;                 /* the first scan's end */
 	msec_t sample_end;
-	bool by_cpu, sampled, interrupted;
-	size_t limit;
-	const char *match;         /* anchored by the options table */
+	bool sampled, interrupted;
+	struct procs_how how;
 };
 
 
@@ -383,31 +442,16 @@ static int procs_done(lua_State *L, void *p)
 	struct procs_op *op = p;
 	double sample_s = op->sampled ? (sched_now_precise() - op->t0) / 1000.0 : 0;
 	struct procs now = { 0 };
-	int err = op->interrupted ? EINTR : scan_procs(&now, &op->p, op->match != NULL);
+	int err = op->interrupted ? EINTR : scan_procs(&now, &op->p, op->how.match != NULL);
 	if (err) {
 		free_procs(&now);
 		return probe_fail_errno(L, &op->p, err);
 	}
-	compute_cpu(&now, &op->before, sample_s, sysconf(_SC_CLK_TCK));
-	if (op->match)
-		keep_matching(&now, op->match);
-	sort_array(now.v, now.n, sizeof *now.v, op->by_cpu ? by_cpu : by_rss);
-
-	size_t n = now.n < op->limit ? now.n : op->limit;
 	char summary[160];
-	if (n)
-		snprintf(summary, sizeof summary, "%zu processes; top: %s (pid %d, %.1f%% cpu, %lld MiB)", now.n,
-		         now.v[0].comm, now.v[0].pid, now.v[0].cpu_pct, (long long)(now.v[0].rss >> 20));
-	else
-		snprintf(summary, sizeof summary, "no process matches");
+	push_procs(L, &now, &op->before, sample_s, sysconf(_SC_CLK_TCK),
+	           (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE), op->how, NULL, op->p.deadline,
+	           summary, sizeof summary);
 	probe_end(&op->p, "ok", summary);
-	double memtotal = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
-	lua_createtable(L, (int)n, 1);
-	for (size_t i = 0; i < n; i++) {
-		push_proc(L, &now.v[i], memtotal, op->p.deadline);
-		lua_rawseti(L, -2, (lua_Integer)i + 1);
-	}
-	luax_setint(L, "count", (lua_Integer)now.n);
 	free_procs(&now);
 	return 1;
 }
@@ -422,6 +466,8 @@ static const struct tasks_machine procs_machine = { procs_advance, procs_done, p
 
 int sys_processes(lua_State *L)
 {
+	if (luax_remote(L, 1))
+		return luax_delegate(L, "reach", "sys_processes");
 	luax_check_options(L, 1, "sys.processes", processes_options);
 	const char *sort = luax_opt_string(L, 1, "sort", "memory", "sys.processes");
 	if (strcmp(sort, "memory") != 0 && strcmp(sort, "cpu") != 0)
@@ -433,9 +479,7 @@ int sys_processes(lua_State *L)
 
 	struct procs_op *op = tasks_push_op(L, sizeof *op, &procs_machine);
 	probe_begin(&op->p, "sys.processes", match ? match : "all processes", timeout + sample);
-	op->by_cpu = strcmp(sort, "cpu") == 0;
-	op->limit = limit;
-	op->match = match;
+	op->how = (struct procs_how){ .by_cpu = strcmp(sort, "cpu") == 0, .limit = limit, .match = match };
 	op->task = (struct tasks_op){ .machine = &procs_machine, .op = op, .w = &op->w };
 	if (sample > 0) {
 		int err = scan_procs(&op->before, &op->p, false);
@@ -447,4 +491,116 @@ int sys_processes(lua_State *L)
 		op->sample_end = sched_deadline(sample);
 	}
 	return tasks_run_op(L, &op->task);
+}
+
+/* ------------------------------------------------------------- sys.processes from a target */
+
+static struct proc *find_pid(struct procs *ps, int pid)
+{
+	struct proc key = { .pid = pid };
+	return ps->n ? bsearch(&key, ps->v, ps->n, sizeof key, by_pid) : NULL;
+}
+
+/* The next line of the target's text, cut out in place. */
+static char *next_line(char **cur)
+{
+	if (!*cur || !**cur)
+		return NULL;
+	char *line = *cur, *nl = strchr(line, '\n');
+	*cur = nl ? nl + 1 : line + strlen(line);
+	if (nl)
+		*nl = '\0';
+	return line;
+}
+
+/* Reads the /proc/PID/stat lines of a section into ps (sorted by pid). */
+static void scan_section(char **cur, struct procs *ps, double uptime, long tck, long page)
+{
+	char *line;
+	while (*cur && **cur && !isupper((unsigned char)**cur) && (line = next_line(cur))) {   /* to the next marker */
+		struct proc pr = { .uid = (uid_t)-1 };
+		if (!parse_proc_stat(line, &pr, uptime, tck, page))
+			continue;
+		grow((void **)&ps->v, &ps->cap, ps->n + 1, sizeof *ps->v);
+		ps->v[ps->n++] = pr;
+	}
+	sort_array(ps->v, ps->n, sizeof *ps->v, by_pid);
+}
+
+/*
+ * sys_transport.processes(text, sort, limit, match, sample_s) -> the table of sys.processes | nil,
+ * err, from what stdlib/reach.lua's script printed on the target:
+ *   H uptime clock-ticks page-size memtotal-kB / S1, the stat lines / S2, the stat lines after the
+ *   sample / U, `ls -dn` of /proc/PID (owners) / N, the name:uid lines of its passwd / C, pid TAB
+ *   command line
+ * parsed by the code that parses them here (parse_proc_stat, push_procs).
+ */
+int sysx_processes(lua_State *L)
+{
+	const char *text = luaL_checkstring(L, 1);
+	const char *sort = luaL_checkstring(L, 2);
+	struct procs_how how = { .by_cpu = strcmp(sort, "cpu") == 0, .limit = (size_t)luaL_checkinteger(L, 3),
+	                         .match = luaL_optstring(L, 4, NULL) };
+	double sample_s = luaL_checknumber(L, 5);
+	char *copy = xstrdup(text), *cur = copy, *line;
+	double uptime = 0, memkb = 0;
+	long tck = 0, page = 0;
+	struct procs before = { 0 }, now = { 0 };
+	struct names names = { NULL };
+	char section = 0;
+	size_t nlen = 0;
+	while ((line = next_line(&cur))) {
+		if (line[0] == 'H') {
+			sscanf(line, "H %lf %ld %ld %lf", &uptime, &tck, &page, &memkb);
+		} else if (strcmp(line, "S1") == 0 && tck > 0) {
+			scan_section(&cur, &before, uptime, tck, page);
+		} else if (strcmp(line, "S2") == 0 && tck > 0) {
+			scan_section(&cur, &now, uptime, tck, page);
+		} else if (strcmp(line, "U") == 0 || strcmp(line, "N") == 0 || strcmp(line, "C") == 0) {
+			section = line[0];
+		} else if (section == 'N') {   /* name:uid */
+			size_t l = strlen(line);
+			names.text = xrealloc(names.text, nlen + l + 2);
+			memcpy(names.text + nlen, line, l);
+			nlen += l;
+			names.text[nlen++] = '\n';
+			names.text[nlen] = '\0';
+		} else if (section == 'U') {   /* "dr-xr-xr-x 9 UID GID ... /proc/PID" */
+			char mode[16];
+			unsigned links, uid;
+			const char *slash = strrchr(line, '/');
+			struct proc *pr = slash ? find_pid(&now, atoi(slash + 1)) : NULL;
+			if (pr && sscanf(line, "%15s %u %u", mode, &links, &uid) == 3)
+				pr->uid = uid;
+		} else if (section == 'C' && strchr(line, '\t')) {   /* pid TAB command line */
+			struct proc *pr = find_pid(&now, atoi(line));
+			const char *cmd = strchr(line, '\t') + 1;
+			size_t n = strlen(cmd);
+			while (n > 0 && cmd[n - 1] == ' ')
+				n--;
+			if (pr && !pr->cmdline && n > 0)
+				pr->cmdline = strndup(cmd, n);
+		}
+	}
+	if (tck <= 0 || page <= 0 || now.n == 0) {
+		free_procs(&before);
+		free_procs(&now);
+		free(copy);
+		free(names.text);
+		return luax_fail(L, "unavailable", "sys.processes: the target printed no readable /proc/PID/stat");
+	}
+	for (size_t i = 0; i < now.n; i++) {
+		if (!now.v[i].cmdline) {   /* kernel threads have none, as here */
+			char buf[64];
+			snprintf(buf, sizeof buf, "[%s]", now.v[i].comm);
+			now.v[i].cmdline = xstrdup(buf);
+		}
+	}
+	char summary[160];
+	push_procs(L, &now, &before, sample_s, tck, memkb * 1024.0, how, &names, 0, summary, sizeof summary);
+	free_procs(&before);
+	free_procs(&now);
+	free(copy);
+	free(names.text);
+	return 1;
 }

@@ -322,7 +322,7 @@ def test_luals_definitions_are_valid_and_complete(t):
     expect_rc((rc, out, err), 0, "doc --luals")
     d = t.path("defs")
     files = sorted(os.listdir(d))
-    expect_eq(files, [".luarc.json", "http.lua", "pg.lua", "prometheus.lua", "recipe.lua", "redis.lua", "runbook.lua", "sh.lua",
+    expect_eq(files, [".luarc.json", "http.lua", "pg.lua", "prometheus.lua", "recipe.lua", "redis.lua", "runbook.lua", "service.lua", "sh.lua",
                       "sys.lua", "tcp.lua"], "files written")
     with open(os.path.join(d, ".luarc.json")) as f:
         rc_json = json.load(f)

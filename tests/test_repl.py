@@ -300,7 +300,7 @@ def test_transcript_records_the_session(t):
 def test_help(t):
     p = repl(t)
     p.sendline("help(sys.fs)")
-    p.expect(r"sys\.fs\(path, \{ timeout = 5 \}\)\n")
+    p.expect(r"sys\.fs\(path, \{ timeout = 5, on = \"local\" \}\)\n")
     p.expect(r"  example\n")
     p.sendline(":help sh.read")
     p.expect(r"sh\.read \{ argv\.\.\., timeout = 10, grace = 1, quiet = false")
