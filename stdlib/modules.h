@@ -13,6 +13,8 @@ extern const luaL_Reg runbook_modules[];
 
 int luaopen_sh(lua_State *L);
 int luaopen_sys(lua_State *L);
+/* `runbook __grep`: sys.grep's matcher, a process of its own (stdlib/sys_grep.c). */
+int sys_grep_helper(int argc, char **argv);
 int luaopen_tcp(lua_State *L);
 int luaopen_http(lua_State *L);
 int luaopen_pg(lua_State *L);

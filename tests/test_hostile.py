@@ -625,3 +625,109 @@ end },''')
         fail("a command running in another task was not stopped while the gate asked (%s); the action %s"
              % (how, "RAN: a command answered the gate" if os.path.exists(t.path("pwned")) else "did not run"))
     the_operator_declines(t, p, tr)
+
+
+# ------------------------------------------------------------------ class 7: a regex that backtracks
+# glibc's regexec is quadratic on this pattern and a long run of "a" (no back-reference needed):
+# 300 000 of them take minutes, inside C, where no hook, signal or deadline reaches.
+BACKTRACKS = "(a|aa)*b"
+LONG_LINE = "a" * 300000 + "\n"
+
+GREP_DEADLINE = '''
+step "s" { title = "Step", run = function(ctx)
+  local sys = require "sys"
+  for _, f in ipairs { "long.log", "later.log" } do
+    local r, err, kind = sys.grep(f, %s, { timeout = "1s" })
+    if r then
+      ctx:note("%%s: partial=%%s lines=%%d count=%%d", f, tostring(r.partial), r.lines, r.count)
+    else
+      ctx:note("%%s: %%s|%%s", f, tostring(kind), tostring(err))
+    end
+  end
+  ctx:note("fine: %%d", must(sys.grep("fine.log", "b$")).count)
+end },''' % repr(BACKTRACKS).replace("'", '"')
+
+
+def helpers_of(pid):
+    """The children of pid (from /proc/PID/task/*/children)."""
+    kids = []
+    try:
+        for tid in os.listdir("/proc/%d/task" % pid):
+            with open("/proc/%d/task/%s/children" % (pid, tid)) as f:
+                kids += [int(x) for x in f.read().split()]
+    except OSError:
+        pass
+    return kids
+
+
+def test_a_backtracking_grep_returns_at_its_deadline(t):
+    t.write("long.log", LONG_LINE)
+    t.write("later.log", "aab\n" * 5000 + LONG_LINE + "ab\n")
+    t.write("fine.log", "ab\nb\nc\n")
+    t.runbook("grep", GREP_DEADLINE)
+    start = time.monotonic()
+    rc, out, err = t.run(["exec", "grep", "--auto"], timeout=40)
+    took = time.monotonic() - start
+    expect_eq(rc, 0, "exit code: " + out + err)
+    # One long line: nothing seen to report, a timeout naming the likely cause.
+    expect_in("long.log: timeout|sys.grep long.log: timed out matching its first line (a regex that "
+              "backtracks on a long line? try a simpler one)", out)
+    # Stuck after 5000 lines: what was seen before, partial.
+    m = re.search(r"later\.log: partial=true lines=(\d+) count=(\d+)", out)
+    if not m:
+        fail("the scan stuck on line 5001 of later.log did not return what it saw:\n" + out)
+    expect_eq((m.group(1), m.group(2)), ("5000", "5000"), "lines and matches before the long line")
+    expect_in("fine: 2", out, "a grep after the ones stopped")
+    # Two deadlines of 1 s, and the start: the stuck matchers were killed at their deadline, not waited for.
+    if took > 12:
+        fail("two greps with a 1 s deadline took %.1f s" % took)
+
+
+GREP_FOREVER = '''
+step "s" { title = "Step", run = function(ctx)
+  local sys = require "sys"
+  ctx:note("start")
+  local r, err, kind = sys.grep("long.log", %s, { timeout = 0 })
+  ctx:note("GREP ENDED %%s", tostring(kind))
+end },
+step "next" { title = "Next", run = function(ctx) ctx:note("next ran") end },''' % repr(BACKTRACKS).replace("'", '"')
+
+
+def cpu_ticks_with_children(pid):
+    total = cpu_ticks(pid)
+    for kid in helpers_of(pid):
+        try:
+            total += cpu_ticks(kid)
+        except OSError:
+            pass
+    return total
+
+
+def test_ctrl_c_stops_a_backtracking_grep_at_once(t):
+    """Without a deadline (timeout = 0), Ctrl-C alone ends the grep: back at the menu at once."""
+    import select
+    t.write("long.log", LONG_LINE)
+    t.runbook("grep", GREP_FOREVER)
+    p = t.pty(["exec", "grep", "--auto"])
+    p.expect(r"· start")
+    # Inside regexec (in runbook, or in its matcher): 0.3 s of CPU burnt since the note.
+    begin, deadline = cpu_ticks_with_children(p.proc.pid), time.monotonic() + 20
+    while cpu_ticks_with_children(p.proc.pid) - begin < 0.3 * os.sysconf("SC_CLK_TCK"):
+        if time.monotonic() > deadline:
+            fail("the grep did not get into its regex within 20 s")
+        select.select([], [], [], 0.05)   # poll interval, not a synchronisation
+    kids = helpers_of(p.proc.pid)
+    t0 = time.monotonic()
+    p.ctrl_c()
+    p.expect(r"interrupted", timeout=10)
+    p.expect(r"Enter: retry · s: skip · r: repl · q: quit > ", timeout=10)
+    took = time.monotonic() - t0
+    if took > 0.5:
+        fail("back at the menu %.2f s after Ctrl-C" % took)
+    for kid in kids:
+        if os.path.exists("/proc/%d" % kid):
+            fail("the matcher (pid %d) is still there after Ctrl-C" % kid)
+    p.sendline("s")
+    p.expect(r"· next ran")
+    expect_eq(p.wait(), 0, "exit code")
+    expect_not_in("GREP ENDED", p.text)
