@@ -13,6 +13,8 @@ DECLINED_MENU = r"Declined\. s: skip this step · a: ask again · r: repl · q: 
 
 # ------------------------------------------------------------------ class 4: shown is what runs
 # Each payload (as a Lua string literal) and how it must appear on the terminal.
+# In an argv element at the gate (bash's $'...'), characters beyond ASCII are shown by their bytes.
+ARGV_SHOWN = {"c1_csi": r"\xc2\x9b2K\xc2\x9d0;t\xc2\x9c", "bidi_del_bel": r"a\xe2\x80\xaeb\x7fc\x07d"}
 PAYLOADS = {
     "cr_erase": (r'"rm -rf /srv\r\27[2Kls -l /srv"', r"rm -rf /srv\r\x1b[2Kls -l /srv", b"\x1b[2K"),
     "osc52": (r'"\27]52;c;cm0gLXJmIC8K\7"', r"\x1b]52;c;cm0gLXJmIC8K\x07", b"\x1b]52"),
@@ -49,7 +51,8 @@ def check_shown(t, kind, colour):
     if raw in p.raw:
         fail("%s reached the terminal raw:\n%r" % (kind, p.raw))
     for where in ("note ", "finding ", "live ", "argv ", "summary ", "target "):
-        expect_in(where + visible, p.text, "%s shown visibly after %r" % (kind, where))
+        shown = ARGV_SHOWN.get(kind, visible) if where == "argv " else visible
+        expect_in(where + shown, p.text, "%s shown visibly after %r" % (kind, where))
     _, events, _ = t.read_transcript(tr)
     shown = t.shown_text(events)
     if raw.decode("utf-8") in shown:
@@ -731,3 +734,42 @@ def test_ctrl_c_stops_a_backtracking_grep_at_once(t):
     p.expect(r"· next ran")
     expect_eq(p.wait(), 0, "exit code")
     expect_not_in("GREP ENDED", p.text)
+
+
+# ------------------------------------------------------------------ class 4: the gate's own lines
+LAYOUT = r'''
+step "s" { title = "Step", run = function(ctx)
+  sh.action { "python3", "-c", "import sys; open('argv.txt', 'w').write(repr(sys.argv[1:]))",
+              "a\nb", "tab\there", "v\vf\f 'q' \\ \27[2K", "bidi\u{202e}c1\u{9b}\255",
+              summary = "harmless\n  command: echo harmless", target = "prod\n  target  staging",
+              blast = "none\n  impact\tnone" }
+end },'''
+
+
+def test_layout_characters_cannot_forge_the_gates_lines(t):
+    """A newline (tab, VT, FF) in a summary, target, impact or argv element is shown as \\n (...):
+    the gate's block has no line it did not write, and the command shown is one line that, read
+    back by bash, is exactly the argv that ran."""
+    import subprocess
+    t.runbook("layout", LAYOUT)
+    p = t.pty(["exec", "layout", "--auto"])
+    p.expect(ASK)
+    p.sendline("yes")
+    expect_eq(p.wait(), 0, "exit code")
+    lines = p.text.split("\n")
+    for forged in ("  command: echo harmless", "  target  staging", "  impact\tnone", "b", "here"):
+        if any(l.rstrip("\r") == forged for l in lines):
+            fail("a line of its own was forged: %r\n%s" % (forged, p.text))
+    expect_in(r"ACTION  harmless\n  command: echo harmless", p.text)
+    expect_in(r"target  prod\n  target  staging", p.text)
+    expect_in(r"impact  none\n  impact\tnone", p.text)
+    shown = [l for l in lines if l.lstrip().startswith("$ python3 ")]
+    expect_eq(len(shown), 1, "the command's line:\n" + p.text)
+    command = shown[0].lstrip()[2:].rstrip("\r")
+    expect_in(r"$'a\nb' $'tab\there' $'v\x0bf\x0c \'q\' \\ \x1b[2K' $'bidi\xe2\x80\xaec1\xc2\x9b\xff'", command)
+    with open(t.path("argv.txt")) as f:
+        ran = f.read()
+    os.makedirs(t.path("again"))
+    subprocess.run(["bash", "-c", command], cwd=t.path("again"), check=True, timeout=20)
+    with open(t.path("again", "argv.txt")) as f:
+        expect_eq(f.read(), ran, "the argv of the command shown, read back by bash")
