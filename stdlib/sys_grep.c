@@ -12,6 +12,7 @@
 #include "sys_internal.h"
 
 #include "leftovers.h"
+#include "tool.h"
 
 #include <poll.h>
 #include <signal.h>
@@ -144,13 +145,7 @@ static int spawn_helper(struct grep_scan *s, int file, const char *pattern, bool
 	posix_spawn_file_actions_adddup2(&fa, file, 0);
 	posix_spawn_file_actions_adddup2(&fa, out[1], 1);
 	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-	posix_spawnattr_init(&attr);
-	sigset_t none, defaults;
-	sigemptyset(&none);
-	sigfillset(&defaults);
-	posix_spawnattr_setsigmask(&attr, &none);
-	posix_spawnattr_setsigdefault(&attr, &defaults);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+	tool_spawnattr_init(&attr);
 	char *ours;
 	char **env = helper_env(pattern, &ours);
 	char *argv[] = { "runbook", "__grep", icase ? "icase" : "case", NULL };
