@@ -773,3 +773,36 @@ def test_layout_characters_cannot_forge_the_gates_lines(t):
     subprocess.run(["bash", "-c", command], cwd=t.path("again"), check=True, timeout=20)
     with open(t.path("again", "argv.txt")) as f:
         expect_eq(f.read(), ran, "the argv of the command shown, read back by bash")
+
+
+def test_sigterm_stops_a_backtracking_grep(t):
+    """SIGTERM is honoured like Ctrl-C: the run aborts and closes its transcript itself (not the
+    watchdog's "killed" for a call stuck inside C), and the matcher is gone."""
+    import select
+    t.write("long.log", LONG_LINE)
+    t.runbook("grep", GREP_FOREVER)
+    tr = t.path("g.cast")
+    proc = t.spawn(["exec", "grep", "--auto", "--transcript", tr])
+    line = b""
+    while b"start" not in line:
+        line = proc.stdout.readline()
+        if not line:
+            fail("the run ended before its step started: " + proc.stderr.read().decode())
+    begin, deadline = cpu_ticks_with_children(proc.pid), time.monotonic() + 20
+    while cpu_ticks_with_children(proc.pid) - begin < 0.3 * os.sysconf("SC_CLK_TCK"):
+        if time.monotonic() > deadline:
+            fail("the grep did not get into its regex within 20 s")
+        select.select([], [], [], 0.05)   # poll interval, not a synchronisation
+    kids = helpers_of(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except Exception:
+        fail("SIGTERM did not end a run in a backtracking grep within 15 s")
+    rec = last_record(t, tr)
+    expect_eq((rec["type"], rec["outcome"]), ("session_end", "aborted"), "the last record")
+    rc, out, _ = t.run(["transcript", "verify", tr])
+    expect_eq(rc, 0, "transcript verify: " + out)
+    for kid in kids:
+        if os.path.exists("/proc/%d" % kid):
+            fail("the matcher (pid %d) is still there after SIGTERM" % kid)
