@@ -31,8 +31,13 @@ M.modules = {
   {
     name = "sh", title = "commands",
     intro = [[argv is an array, never a shell string, unless `shell = true` (then the one string is run by
-`/bin/sh -c`). The command runs in its own process group with stdin from `/dev/null`; at the deadline
-the group gets SIGTERM, then SIGKILL after `grace`; Ctrl-C stops it at once. A process that SIGKILL does
+`/bin/sh -c`). The command runs in a session of its own, without a controlling terminal (opening
+`/dev/tty` fails, so it cannot type into the operator's terminal), with stdin from `/dev/null`; at the
+deadline its session gets SIGTERM, then SIGKILL after `grace`; Ctrl-C stops it at once. When it ends,
+whatever it left running is ended too: the rest of its session, and the processes it started and
+abandoned (a background job, a double fork, a daemon that called `setsid`: runbook is their child
+subreaper meanwhile), with their descendants. Only `sh.action { ..., leave_running = true }` keeps what
+it starts (a restart that starts a daemon itself), and the gate says so. A process that SIGKILL does
 not end within a second is stuck in the kernel (I/O on a dead disk): it is left behind, and the message
 gives its pid. Output is streamed live and captured.
 
@@ -84,6 +89,8 @@ print(r.ok, r.stdout)]],
           { "blast", "", "the measured impact, shown with the question" },
           { "timeout", "120", "deadline (" .. DURATION .. ")" },
           { "check", "true", "a non-zero exit is an error of kind `exit`" },
+          { "leave_running", "false", "keep the processes it leaves running when it ends (a daemon it " ..
+                                      "starts); the gate shows it. `sh.read` has no such option" },
           { "batch", "", "a fleet: hosts per batch, a count or a percentage (\"25%\"); default all at once" },
           { "max_fail", "0", "a fleet: failures tolerated before the next batches are not run" },
           { "pause", "0", "a fleet: between two batches (" .. DURATION .. ")" },
@@ -252,7 +259,8 @@ print(r.ok, r.stdout)]],
         options = {
           { "icase", "false", "ignore case" },
           { "limit", "100", "matches returned (counting goes on)" },
-          { "timeout", "10", "deadline of the scan (" .. DURATION .. ")" },
+          { "timeout", "10", "deadline of the scan (" .. DURATION .. "): what was seen by then comes " ..
+                             "back with `partial = true`; a regex still on the first line gets a timeout" },
         },
         returns = "`{ matches = { {line, text} }, count, lines, partial }`",
         kinds = { "notfound", "permission", "timeout", "interrupted" },
@@ -267,7 +275,9 @@ gone would hang the walk; nor is a walk's root waited for past the deadline. `st
 a path, opening the file of `sys.tail` and `sys.grep`, and the walks themselves run in a worker thread
 the probe stops waiting for at its deadline (a walk: 150 ms later), because on a dead NFS server or disk
 they block in the kernel where no signal reaches them; inside `parallel()` the task yields meanwhile.
-Ctrl-C ends any of them with `nil, err, "interrupted"`.]],
+The regex of `sys.grep` runs in a process of its own, killed at the deadline or at Ctrl-C: glibc's
+matcher can take minutes on one long line (`(a|aa)*b` on a run of `a`, or a back-reference), inside C
+where nothing else stops it. Ctrl-C ends any of them with `nil, err, "interrupted"`.]],
   },
   {
     name = "tcp", title = "reachability",
@@ -1079,7 +1089,10 @@ The regular expressions of `sys.grep` are POSIX extended ones written in Lua str
 doubled: `"\\[error\\]"` is the regex `\[error\]`, a literal `[error]` as in nginx's error log.
 Expected failures return `nil, "<what> <target>: <cause>", kind`; mistakes (wrong types, unknown
 options) raise. Every primitive has a deadline (its `timeout`, capped by `--timeout`), and Ctrl-C stops
-the call in progress.]],
+the call in progress.
+The runbook's Lua has a memory limit: 1 GiB unless `--memory-limit SIZE` (exec) or
+`RUNBOOK_MEMORY_LIMIT` says otherwise (`512M`, `2G`; at least 32M). Past it the step fails and the run
+ends ("the memory limit was reached", exit 1) with its transcript closed.]],
   },
 }
 

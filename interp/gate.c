@@ -83,12 +83,38 @@ static int audit_confirm(const char *answer, const char *how)
 	return -1;
 }
 
+/* s on one line: a newline, tab, vertical tab or form feed in a summary, target or impact would lay out
+ * lines that look like the gate's own ("  target  ..."), so they are shown as \n, \t, \v, \f (the
+ * output path makes the other controls visible). Returns s itself or *copy, freed by the caller. */
+static const char *one_line(const char *s, char **copy)
+{
+	*copy = NULL;
+	if (!s || !s[strcspn(s, "\n\t\v\f")])
+		return s;
+	char *o = malloc(2 * strlen(s) + 1), *q = o;
+	if (!o)
+		abort();
+	static const char layout[] = "\n\t\v\f", letters[] = "ntvf";
+	for (; *s; s++) {
+		const char *c = strchr(layout, *s);
+		if (c) {
+			*q++ = '\\';
+			*q++ = letters[c - layout];
+		} else {
+			*q++ = *s;
+		}
+	}
+	*q = 0;
+	return *copy = o;
+}
+
 static void show_plan(const struct gate_plan *p)
 {
 	char on_buf[32], off_buf[32];
 	const char *on = term_style(p->irreversible ? "1;31" : "1;33", on_buf, sizeof on_buf);
 	const char *off = term_style("0", off_buf, sizeof off_buf);
-	out_printf("  %sACTION%s  %s\n", on, off, p->summary);
+	char *summary, *target, *blast;
+	out_printf("  %sACTION%s  %s\n", on, off, one_line(p->summary, &summary));
 	if (p->detail && *p->detail) {
 		const char *line = p->detail;
 		while (*line) {
@@ -99,11 +125,18 @@ static void show_plan(const struct gate_plan *p)
 		}
 	}
 	if (p->target && *p->target)
-		out_printf("  target  %s\n", p->target);
+		out_printf("  target  %s\n", one_line(p->target, &target));
+	else
+		target = NULL;
 	if (p->blast && *p->blast)
-		out_printf("  impact  %s\n", p->blast);
+		out_printf("  impact  %s\n", one_line(p->blast, &blast));
+	else
+		blast = NULL;
 	if (p->irreversible)
 		out_printf("  %sThis cannot be undone.%s\n", on, off);
+	free(summary);
+	free(target);
+	free(blast);
 }
 
 static enum gate_answer refuse_unrecorded(void)
@@ -112,11 +145,12 @@ static enum gate_answer refuse_unrecorded(void)
 	return GATE_REFUSED;
 }
 
-/* Asks until the operator confirms or declines. Returns GATE_RUN or GATE_DECLINED/ABORT. */
-static enum gate_answer ask_operator(const struct gate_plan *p, const char **how)
+/* Asks until the operator confirms or declines. Returns GATE_RUN or GATE_DECLINED/ABORT. shown: the
+ * target as the gate shows it. */
+static enum gate_answer ask_until_answered(const struct gate_plan *p, const char *shown, const char **how)
 {
 	char line[512], question[600];
-	const char *back = p->typeback ? p->typeback : p->target;
+	const char *back = p->typeback ? p->typeback : shown;
 	if (p->irreversible && p->typeback)
 		snprintf(question, sizeof question, "  Type the number of hosts (%s) to confirm, or n to skip: ", back);
 	else if (p->irreversible && p->target && *p->target)
@@ -149,6 +183,14 @@ static enum gate_answer ask_operator(const struct gate_plan *p, const char **how
 	}
 	*how = "no valid answer";
 	return GATE_DECLINED;
+}
+
+static enum gate_answer ask_operator(const struct gate_plan *p, const char **how)
+{
+	char *copy;
+	enum gate_answer a = ask_until_answered(p, one_line(p->target, &copy), how);
+	free(copy);
+	return a;
 }
 
 static enum gate_repl (*open_repl)(void);

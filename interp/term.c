@@ -117,6 +117,19 @@ static bool hidden_char(unsigned cp)
 	       (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069);
 }
 
+size_t term_char(const char *s, size_t n, unsigned *cp, bool *escaped)
+{
+	unsigned char c = (unsigned char)s[0];
+	size_t len = c < 0x80 ? 0 : utf8_seq((const unsigned char *)s, n, cp);
+	if (len == 0) {
+		*cp = c;
+		*escaped = !(c == '\n' || c == '\t' || (c >= 0x20 && c < 0x7f));
+		return 1;
+	}
+	*escaped = hidden_char(*cp);
+	return len;
+}
+
 /* The length of the program's own colour sequence at s (the style mark, then [digits;...m), or 0. */
 static size_t own_style(const char *s, size_t n)
 {

@@ -25,6 +25,9 @@ const char *term_tty_name(void);    /* ttyname(0) or "" */
 const char *term_style(const char *sgr, char *buf, size_t n);
 
 void out_write(const char *s, size_t n);
+/* The character at s (n > 0 bytes): its length (1 for a byte that is not UTF-8; *cp is then that
+ * byte) and whether out_write shows it as an escape rather than as itself (newline and tab: not). */
+size_t term_char(const char *s, size_t n, unsigned *cp, bool *escaped);
 void out_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* stderr, redacted, and also recorded in the transcript when one is open. */
 void err_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

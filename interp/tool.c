@@ -38,6 +38,18 @@ static void append(char **buf, size_t *len, const char *data, size_t n)
 	*buf = grown;
 }
 
+void tool_spawnattr_init(posix_spawnattr_t *attr)
+{
+	posix_spawnattr_init(attr);
+	sigset_t none, defaults;
+	sigemptyset(&none);
+	sigfillset(&defaults);
+	posix_spawnattr_setsigmask(attr, &none);
+	posix_spawnattr_setsigdefault(attr, &defaults);
+	/* A session of its own: no controlling terminal to prompt on or to type into. */
+	posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+}
+
 static pid_t spawn(const char *const *argv, int in, int out, int err, char *why, size_t whylen)
 {
 	posix_spawn_file_actions_t fa;
@@ -46,14 +58,7 @@ static pid_t spawn(const char *const *argv, int in, int out, int err, char *why,
 	posix_spawn_file_actions_adddup2(&fa, in, 0);
 	posix_spawn_file_actions_adddup2(&fa, out, 1);
 	posix_spawn_file_actions_adddup2(&fa, err, 2);
-	posix_spawnattr_init(&attr);
-	sigset_t none, defaults;
-	sigemptyset(&none);
-	sigfillset(&defaults);
-	posix_spawnattr_setsigmask(&attr, &none);
-	posix_spawnattr_setsigdefault(&attr, &defaults);
-	/* A session of its own: no controlling terminal to prompt on or to type into. */
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+	tool_spawnattr_init(&attr);
 	pid_t pid = -1;
 	int r = posix_spawnp(&pid, argv[0], &fa, &attr, (char *const *)argv, environ);
 	posix_spawn_file_actions_destroy(&fa);

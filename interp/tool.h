@@ -8,6 +8,7 @@
 #ifndef TOOL_H
 #define TOOL_H
 
+#include <spawn.h>
 #include <stddef.h>
 
 struct lua_State;
@@ -24,6 +25,9 @@ struct tool_result {
 /* Runs argv (argv[0] looked up on PATH) with in[0..inlen) as stdin. Always fills r; free with tool_free. */
 void tool_run(const char *const *argv, const char *in, size_t inlen, int timeout_ms, struct tool_result *r);
 void tool_free(struct tool_result *r);
+
+/* Initialises attr for a helper process: a session of its own, every signal default and unblocked. */
+void tool_spawnattr_init(posix_spawnattr_t *attr);
 
 /* Lua: core.tool({argv...}, input, timeout_ms) -> status, stdout, stderr | nil, why, "tool" */
 int tool_lua(struct lua_State *L);

@@ -15,6 +15,8 @@ int luaopen_sh(lua_State *L);
 int luaopen_sh_transport(lua_State *L);
 int luaopen_sys_transport(lua_State *L);  /* not for runbooks: stdlib/reach.lua's */
 int luaopen_sys(lua_State *L);
+/* `runbook __grep`: sys.grep's matcher, a process of its own (stdlib/sys_grep.c). */
+int sys_grep_helper(int argc, char **argv);
 int luaopen_tcp(lua_State *L);
 int luaopen_http(lua_State *L);
 int luaopen_pg(lua_State *L);

@@ -92,30 +92,74 @@ static bool needs_quotes(const char *s)
 	return false;
 }
 
+/* Whether s holds a character that '...' cannot show as it runs: a control character (a newline
+ * would start a line of the gate's own), one the output path shows as an escape (C1, bidi), or a
+ * byte that is not UTF-8. */
+static bool needs_escapes(const char *s)
+{
+	for (size_t n = strlen(s), i = 0; i < n;) {
+		unsigned cp;
+		bool escaped;
+		i += term_char(s + i, n - i, &cp, &escaped);
+		if (escaped || cp < 0x20)
+			return true;
+	}
+	return false;
+}
+
+/* One word as a shell reads it back: bare when it can be, else in '...', or, when it needs escapes,
+ * in bash's $'...' with those characters escaped (\n, \t, \r, \xNN): one line, and exactly
+ * the bytes that run. p has room for 4 bytes per byte of s, and 4. */
+static char *quote_word(char *p, const char *s)
+{
+	if (!needs_quotes(s))
+		return stpcpy(p, s);
+	if (!needs_escapes(s)) {
+		*p++ = '\'';
+		for (; *s; s++) {
+			if (*s == '\'')
+				p = stpcpy(p, "'\\''");
+			else
+				*p++ = *s;
+		}
+		*p++ = '\'';
+		*p = 0;
+		return p;
+	}
+	p = stpcpy(p, "$'");
+	for (size_t n = strlen(s), i = 0; i < n;) {
+		unsigned cp;
+		bool escaped;
+		size_t len = term_char(s + i, n - i, &cp, &escaped);
+		if (cp == '\\' || cp == '\'')
+			p += sprintf(p, "\\%c", (char)cp);
+		else if (cp == '\n' || cp == '\t' || cp == '\r')
+			p += sprintf(p, "\\%c", cp == '\n' ? 'n' : cp == '\t' ? 't' : 'r');
+		else if (escaped)   /* C0, DEL, C1, bidi, not UTF-8: its bytes (\u would depend on the locale) */
+			for (size_t k = 0; k < len; k++)
+				p += sprintf(p, "\\x%02x", (unsigned char)s[i + k]);
+		else
+			p = (char *)memcpy(p, s + i, len) + len;
+		i += len;
+	}
+	*p++ = '\'';
+	*p = 0;
+	return p;
+}
+
 /* The command line as a person would type it: words quoted only when needed. */
 char *display_line(const char *const *argv)
 {
 	size_t cap = 1;
 	for (const char *const *a = argv; *a; a++)
-		cap += 4 * strlen(*a) + 3;
+		cap += 4 * strlen(*a) + 4;
 	char *out = malloc(cap), *p = out;
 	if (!out)
 		abort();
 	for (const char *const *a = argv; *a; a++) {
 		if (a != argv)
 			*p++ = ' ';
-		if (!needs_quotes(*a)) {
-			p = stpcpy(p, *a);
-			continue;
-		}
-		*p++ = '\'';
-		for (const char *c = *a; *c; c++) {
-			if (*c == '\'')
-				p = stpcpy(p, "'\\''");
-			else
-				*p++ = *c;
-		}
-		*p++ = '\'';
+		p = quote_word(p, *a);
 	}
 	*p = 0;
 	return out;
@@ -773,7 +817,9 @@ static int sh_action(lua_State *L)
 
 	char *shown = NULL, *detail = NULL;
 	static const char leaves[] = "it may leave processes running after it ends (leave_running = true)";
-	if (asprintf(&shown, "$ %s%s%s%s", c.display, c.cwd ? "    (in " : "", c.cwd ? c.cwd : "", c.cwd ? ")" : "") < 0 ||
+	const char *cwd_word[] = { c.cwd, NULL };
+	char *cwd = c.cwd ? display_line(cwd_word) : NULL;   /* quoted like the words: one line */
+	if (asprintf(&shown, "$ %s%s%s%s", c.display, cwd ? "    (in " : "", cwd ? cwd : "", cwd ? ")" : "") < 0 ||
 	    asprintf(&detail, "%s%s%s", summary ? shown : "", summary && leave_running ? "\n" : "", leave_running ? leaves : "") < 0)
 		abort();
 	struct gate_plan plan = {
@@ -787,6 +833,7 @@ static int sh_action(lua_State *L)
 	enum gate_answer a = gate_ask(&plan);
 	free(shown);
 	free(detail);
+	free(cwd);
 	if (a != GATE_RUN) {
 		lua_pushstring(L, c.display);   /* anchored: the command is freed before not_run may raise */
 		free_command(&c);

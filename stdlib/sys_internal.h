@@ -118,8 +118,9 @@ struct fs_op {
 	struct walk *walk;         /* largest, files: the walk to run once its root is open */
 	int (*walked)(lua_State *L, struct fs_op *op, const struct walk *w);   /* its results */
 	lua_Integer count;         /* tail: lines; grep, deleted_open: limit */
-	regex_t re;                /* grep */
-	bool compiled;
+	char *pattern;             /* grep: the regex, and */
+	bool icase;
+	struct grep_scan *scan;    /* its scan by a helper process, once the file is open (sys_grep.c) */
 };
 
 /* A walk stops at its deadline on its own and reports what it has seen: it is waited for a little
@@ -134,6 +135,14 @@ const struct busy *busy_find(const char *path, enum busy_kind kind);
 struct fs_op *fs_op_push(lua_State *L, const char *fn, const char *target, msec_t timeout_ms,
                          const char *path, enum fsjob_kind kind, int (*finish)(lua_State *L, struct fs_op *op));
 int fs_op_take_fd(struct fs_op *op);
+
+/* sys.grep's second stage (sys_grep.c): the helper process that matches the file the worker opened. */
+struct grep_scan;
+bool grep_scan_advance(struct fs_op *op);
+void grep_scan_free(struct grep_scan *s);
+
+/* The failure to open a log for sys.tail or sys.grep (sys_log.c). */
+int log_fail(lua_State *L, const struct probe *p, int err);
 
 /* ------------------------------------------------------------------------- mounts (sys_fs.c) */
 

@@ -1,13 +1,14 @@
 /*
- * sys_log.c - sys.tail and sys.grep: the end of a log and the lines matching a regex, read from a file
- * opened by a worker (never blocking on a FIFO), bounded in time and in line length.
+ * sys_log.c - sys.tail: the end of a log, read from a file opened by a worker (never blocking on a
+ * FIFO), bounded in time and in line length. sys.grep is in sys_grep.c.
  */
 #include "sys_internal.h"
 
-/* ------------------------------------------------------------------------- sys.tail, sys.grep */
+/* ------------------------------------------------------------------------------------ sys.tail */
 
-/* Opens a log for reading without ever blocking on a FIFO someone put in its place. */
-static int log_fail(lua_State *L, const struct probe *p, int err)
+/* The failure to open a log (the worker opens it without ever blocking on a FIFO someone put in its
+ * place, and refuses what is not a regular file). */
+int log_fail(lua_State *L, const struct probe *p, int err)
 {
 	if (err != EINVAL)
 		return probe_fail_errno(L, p, err);
@@ -104,105 +105,5 @@ static int tail_finish(lua_State *L, struct fs_op *op)
 	luax_setint(L, "mtime", st.st_mtime);
 	luax_setbool(L, "truncated", cut);
 	free(buf);
-	return 1;
-}
-
-struct hit {
-	lua_Integer line;
-	char *text;
-};
-
-static const char *const grep_options[] = { "icase", "limit", "timeout", NULL };
-
-static int grep_finish(lua_State *L, struct fs_op *op);
-
-int sys_grep(lua_State *L)
-{
-	const char *path = luaL_checkstring(L, 1);
-	const char *pattern = luaL_checkstring(L, 2);
-	luax_check_options(L, 3, "sys.grep", grep_options);
-	bool icase = luax_opt_bool(L, 3, "icase", false, "sys.grep");
-	lua_Integer limit = opt_count(L, 3, "limit", 100, 1, "sys.grep");
-	msec_t timeout = luax_opt_duration(L, 3, "timeout", DEFAULT_WALK_TIMEOUT_MS, "sys.grep");
-	struct fs_op *op = fs_op_push(L, "sys.grep", path, timeout, path, FS_OPEN, grep_finish);
-	op->count = limit;
-	int rc = regcomp(&op->re, pattern, REG_EXTENDED | REG_NOSUB | (icase ? REG_ICASE : 0));
-	if (rc != 0) {   /* the op, to be closed, frees its job */
-		char why[160];
-		regerror(rc, &op->re, why, sizeof why);
-		return luaL_error(L, "sys.grep: bad regular expression '%s': %s", pattern, why);
-	}
-	op->compiled = true;
-	return tasks_run_op(L, &op->task);
-}
-
-static int grep_finish(lua_State *L, struct fs_op *op)
-{
-	const struct probe *p = &op->p;
-	if (op->err)
-		return log_fail(L, p, op->err);
-	size_t limit = (size_t)op->count;
-	int fd = fs_op_take_fd(op);
-	FILE *f = fdopen(fd, "r");
-	if (!f) {
-		int err = errno;
-		close(fd);
-		return log_fail(L, p, err);
-	}
-	/* The last `limit` matches: in a log the recent ones are the ones that matter. */
-	struct hit *ring = calloc(limit, sizeof *ring);
-	if (!ring)
-		abort();
-	char *line = NULL;
-	size_t cap = 0;
-	ssize_t len;
-	lua_Integer lineno = 0, count = 0;
-	int stop = 0;
-	while (!stop && (len = getline(&line, &cap, f)) >= 0) {
-		lineno++;
-		if (len > 0 && line[len - 1] == '\n')
-			line[--len] = '\0';
-		if (regexec(&op->re, line, 0, NULL, 0) == 0) {
-			struct hit *h = &ring[(size_t)count % limit];
-			free(h->text);
-			if ((size_t)len > MAX_TEXT_LINE)
-				line[MAX_TEXT_LINE] = '\0';
-			*h = (struct hit){ .line = lineno, .text = xstrdup(line) };
-			count++;
-		}
-		if (lineno % 1024 == 0)
-			stop = probe_check(p);
-	}
-	free(line);
-	fclose(f);
-	if (stop == EINTR) {
-		for (size_t i = 0; i < limit; i++)
-			free(ring[i].text);
-		free(ring);
-		return probe_fail_errno(L, p, EINTR);
-	}
-	char summary[96];
-	snprintf(summary, sizeof summary, "%lld matching lines of %lld%s", (long long)count, (long long)lineno,
-	         stop ? " (partial)" : "");
-	probe_end(p, stop ? "partial" : "ok", summary);
-
-	size_t kept = (size_t)count < limit ? (size_t)count : limit;
-	size_t oldest = (size_t)count < limit ? 0 : (size_t)count % limit;
-	lua_createtable(L, 0, 4);
-	lua_createtable(L, (int)kept, 0);
-	for (size_t i = 0; i < kept; i++) {
-		struct hit *h = &ring[(oldest + i) % limit];
-		lua_createtable(L, 0, 2);
-		luax_setint(L, "line", h->line);
-		luax_setstr(L, "text", h->text);
-		lua_rawseti(L, -2, (lua_Integer)i + 1);
-	}
-	lua_setfield(L, -2, "matches");
-	luax_setint(L, "count", count);
-	luax_setint(L, "lines", lineno);
-	luax_setbool(L, "partial", stop != 0);
-	for (size_t i = 0; i < limit; i++)
-		free(ring[i].text);
-	free(ring);
 	return 1;
 }

@@ -168,6 +168,8 @@ static bool fs_op_start(struct fs_op *op)
 static bool fs_op_advance(void *p)
 {
 	struct fs_op *op = p;
+	if (op->scan)
+		return grep_scan_advance(op);
 	if (!op->j)
 		return fs_op_over(op, 0);
 	if (op->w.result == SCHED_TIMEOUT && op->j->walk && op->o && tasks_offload_done(op->o))
@@ -200,11 +202,13 @@ static void fs_op_release(void *p)
 	if (op->walk)
 		walk_free(op->walk);
 	op->walk = NULL;
-	if (op->compiled)
-		regfree(&op->re);
+	if (op->scan)
+		grep_scan_free(op->scan);   /* its helper killed, if still running */
+	free(op->pattern);
+	op->scan = NULL;
+	op->pattern = NULL;
 	op->earlier = op->o = NULL;
 	op->j = NULL;
-	op->compiled = false;
 }
 
 static const struct tasks_machine fs_op_machine = { fs_op_advance, fs_op_done, fs_op_release };

@@ -13,6 +13,8 @@ DECLINED_MENU = r"Declined\. s: skip this step · a: ask again · r: repl · q: 
 
 # ------------------------------------------------------------------ class 4: shown is what runs
 # Each payload (as a Lua string literal) and how it must appear on the terminal.
+# In an argv element at the gate (bash's $'...'), characters beyond ASCII are shown by their bytes.
+ARGV_SHOWN = {"c1_csi": r"\xc2\x9b2K\xc2\x9d0;t\xc2\x9c", "bidi_del_bel": r"a\xe2\x80\xaeb\x7fc\x07d"}
 PAYLOADS = {
     "cr_erase": (r'"rm -rf /srv\r\27[2Kls -l /srv"', r"rm -rf /srv\r\x1b[2Kls -l /srv", b"\x1b[2K"),
     "osc52": (r'"\27]52;c;cm0gLXJmIC8K\7"', r"\x1b]52;c;cm0gLXJmIC8K\x07", b"\x1b]52"),
@@ -49,7 +51,8 @@ def check_shown(t, kind, colour):
     if raw in p.raw:
         fail("%s reached the terminal raw:\n%r" % (kind, p.raw))
     for where in ("note ", "finding ", "live ", "argv ", "summary ", "target "):
-        expect_in(where + visible, p.text, "%s shown visibly after %r" % (kind, where))
+        shown = ARGV_SHOWN.get(kind, visible) if where == "argv " else visible
+        expect_in(where + shown, p.text, "%s shown visibly after %r" % (kind, where))
     _, events, _ = t.read_transcript(tr)
     shown = t.shown_text(events)
     if raw.decode("utf-8") in shown:
@@ -625,3 +628,181 @@ end },''')
         fail("a command running in another task was not stopped while the gate asked (%s); the action %s"
              % (how, "RAN: a command answered the gate" if os.path.exists(t.path("pwned")) else "did not run"))
     the_operator_declines(t, p, tr)
+
+
+# ------------------------------------------------------------------ class 7: a regex that backtracks
+# glibc's regexec is quadratic on this pattern and a long run of "a" (no back-reference needed):
+# 300 000 of them take minutes, inside C, where no hook, signal or deadline reaches.
+BACKTRACKS = "(a|aa)*b"
+LONG_LINE = "a" * 300000 + "\n"
+
+GREP_DEADLINE = '''
+step "s" { title = "Step", run = function(ctx)
+  local sys = require "sys"
+  for _, f in ipairs { "long.log", "later.log" } do
+    local r, err, kind = sys.grep(f, %s, { timeout = "1s" })
+    if r then
+      ctx:note("%%s: partial=%%s lines=%%d count=%%d", f, tostring(r.partial), r.lines, r.count)
+    else
+      ctx:note("%%s: %%s|%%s", f, tostring(kind), tostring(err))
+    end
+  end
+  ctx:note("fine: %%d", must(sys.grep("fine.log", "b$")).count)
+end },''' % repr(BACKTRACKS).replace("'", '"')
+
+
+def helpers_of(pid):
+    """The children of pid (from /proc/PID/task/*/children)."""
+    kids = []
+    try:
+        for tid in os.listdir("/proc/%d/task" % pid):
+            with open("/proc/%d/task/%s/children" % (pid, tid)) as f:
+                kids += [int(x) for x in f.read().split()]
+    except OSError:
+        pass
+    return kids
+
+
+def test_a_backtracking_grep_returns_at_its_deadline(t):
+    t.write("long.log", LONG_LINE)
+    t.write("later.log", "aab\n" * 5000 + LONG_LINE + "ab\n")
+    t.write("fine.log", "ab\nb\nc\n")
+    t.runbook("grep", GREP_DEADLINE)
+    start = time.monotonic()
+    rc, out, err = t.run(["exec", "grep", "--auto"], timeout=40)
+    took = time.monotonic() - start
+    expect_eq(rc, 0, "exit code: " + out + err)
+    # One long line: nothing seen to report, a timeout naming the likely cause.
+    expect_in("long.log: timeout|sys.grep long.log: timed out matching its first line (a regex that "
+              "backtracks on a long line? try a simpler one)", out)
+    # Stuck after 5000 lines: what was seen before, partial.
+    m = re.search(r"later\.log: partial=true lines=(\d+) count=(\d+)", out)
+    if not m:
+        fail("the scan stuck on line 5001 of later.log did not return what it saw:\n" + out)
+    expect_eq((m.group(1), m.group(2)), ("5000", "5000"), "lines and matches before the long line")
+    expect_in("fine: 2", out, "a grep after the ones stopped")
+    # Two deadlines of 1 s, and the start: the stuck matchers were killed at their deadline, not waited for.
+    if took > 12:
+        fail("two greps with a 1 s deadline took %.1f s" % took)
+
+
+GREP_FOREVER = '''
+step "s" { title = "Step", run = function(ctx)
+  local sys = require "sys"
+  ctx:note("start")
+  local r, err, kind = sys.grep("long.log", %s, { timeout = 0 })
+  ctx:note("GREP ENDED %%s", tostring(kind))
+end },
+step "next" { title = "Next", run = function(ctx) ctx:note("next ran") end },''' % repr(BACKTRACKS).replace("'", '"')
+
+
+def cpu_ticks_with_children(pid):
+    total = cpu_ticks(pid)
+    for kid in helpers_of(pid):
+        try:
+            total += cpu_ticks(kid)
+        except OSError:
+            pass
+    return total
+
+
+def test_ctrl_c_stops_a_backtracking_grep_at_once(t):
+    """Without a deadline (timeout = 0), Ctrl-C alone ends the grep: back at the menu at once."""
+    import select
+    t.write("long.log", LONG_LINE)
+    t.runbook("grep", GREP_FOREVER)
+    p = t.pty(["exec", "grep", "--auto"])
+    p.expect(r"· start")
+    # Inside regexec (in runbook, or in its matcher): 0.3 s of CPU burnt since the note.
+    begin, deadline = cpu_ticks_with_children(p.proc.pid), time.monotonic() + 20
+    while cpu_ticks_with_children(p.proc.pid) - begin < 0.3 * os.sysconf("SC_CLK_TCK"):
+        if time.monotonic() > deadline:
+            fail("the grep did not get into its regex within 20 s")
+        select.select([], [], [], 0.05)   # poll interval, not a synchronisation
+    kids = helpers_of(p.proc.pid)
+    t0 = time.monotonic()
+    p.ctrl_c()
+    p.expect(r"interrupted", timeout=10)
+    p.expect(r"Enter: retry · s: skip · r: repl · q: quit > ", timeout=10)
+    took = time.monotonic() - t0
+    if took > 0.5:
+        fail("back at the menu %.2f s after Ctrl-C" % took)
+    for kid in kids:
+        if os.path.exists("/proc/%d" % kid):
+            fail("the matcher (pid %d) is still there after Ctrl-C" % kid)
+    p.sendline("s")
+    p.expect(r"· next ran")
+    expect_eq(p.wait(), 0, "exit code")
+    expect_not_in("GREP ENDED", p.text)
+
+
+# ------------------------------------------------------------------ class 4: the gate's own lines
+LAYOUT = r'''
+step "s" { title = "Step", run = function(ctx)
+  sh.action { "python3", "-c", "import sys; open('argv.txt', 'w').write(repr(sys.argv[1:]))",
+              "a\nb", "tab\there", "v\vf\f 'q' \\ \27[2K", "bidi\u{202e}c1\u{9b}\255",
+              summary = "harmless\n  command: echo harmless", target = "prod\n  target  staging",
+              blast = "none\n  impact\tnone" }
+end },'''
+
+
+def test_layout_characters_cannot_forge_the_gates_lines(t):
+    """A newline (tab, VT, FF) in a summary, target, impact or argv element is shown as \\n (...):
+    the gate's block has no line it did not write, and the command shown is one line that, read
+    back by bash, is exactly the argv that ran."""
+    import subprocess
+    t.runbook("layout", LAYOUT)
+    p = t.pty(["exec", "layout", "--auto"])
+    p.expect(ASK)
+    p.sendline("yes")
+    expect_eq(p.wait(), 0, "exit code")
+    lines = p.text.split("\n")
+    for forged in ("  command: echo harmless", "  target  staging", "  impact\tnone", "b", "here"):
+        if any(l.rstrip("\r") == forged for l in lines):
+            fail("a line of its own was forged: %r\n%s" % (forged, p.text))
+    expect_in(r"ACTION  harmless\n  command: echo harmless", p.text)
+    expect_in(r"target  prod\n  target  staging", p.text)
+    expect_in(r"impact  none\n  impact\tnone", p.text)
+    shown = [l for l in lines if l.lstrip().startswith("$ python3 ")]
+    expect_eq(len(shown), 1, "the command's line:\n" + p.text)
+    command = shown[0].lstrip()[2:].rstrip("\r")
+    expect_in(r"$'a\nb' $'tab\there' $'v\x0bf\x0c \'q\' \\ \x1b[2K' $'bidi\xe2\x80\xaec1\xc2\x9b\xff'", command)
+    with open(t.path("argv.txt")) as f:
+        ran = f.read()
+    os.makedirs(t.path("again"))
+    subprocess.run(["bash", "-c", command], cwd=t.path("again"), check=True, timeout=20)
+    with open(t.path("again", "argv.txt")) as f:
+        expect_eq(f.read(), ran, "the argv of the command shown, read back by bash")
+
+
+def test_sigterm_stops_a_backtracking_grep(t):
+    """SIGTERM is honoured like Ctrl-C: the run aborts and closes its transcript itself (not the
+    watchdog's "killed" for a call stuck inside C), and the matcher is gone."""
+    import select
+    t.write("long.log", LONG_LINE)
+    t.runbook("grep", GREP_FOREVER)
+    tr = t.path("g.cast")
+    proc = t.spawn(["exec", "grep", "--auto", "--transcript", tr])
+    line = b""
+    while b"start" not in line:
+        line = proc.stdout.readline()
+        if not line:
+            fail("the run ended before its step started: " + proc.stderr.read().decode())
+    begin, deadline = cpu_ticks_with_children(proc.pid), time.monotonic() + 20
+    while cpu_ticks_with_children(proc.pid) - begin < 0.3 * os.sysconf("SC_CLK_TCK"):
+        if time.monotonic() > deadline:
+            fail("the grep did not get into its regex within 20 s")
+        select.select([], [], [], 0.05)   # poll interval, not a synchronisation
+    kids = helpers_of(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except Exception:
+        fail("SIGTERM did not end a run in a backtracking grep within 15 s")
+    rec = last_record(t, tr)
+    expect_eq((rec["type"], rec["outcome"]), ("session_end", "aborted"), "the last record")
+    rc, out, _ = t.run(["transcript", "verify", tr])
+    expect_eq(rc, 0, "transcript verify: " + out)
+    for kid in kids:
+        if os.path.exists("/proc/%d" % kid):
+            fail("the matcher (pid %d) is still there after SIGTERM" % kid)
