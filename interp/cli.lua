@@ -140,7 +140,8 @@ end
 local EXEC_FLAGS = { ["--dry-run"] = "dry_run", ["--auto"] = "auto", ["--yes"] = "yes", ["--debug"] = "debug" }
 local EXEC_VALUES = { ["--start-at"] = "start_at", ["--timeout"] = "timeout", ["--transcript"] = "transcript",
                       ["--incident"] = "incident", ["--severity"] = "severity", ["--since"] = "since",
-                      ["--impact"] = "impact", ["--resume"] = "resume", ["--lock-timeout"] = "lock_timeout" }
+                      ["--impact"] = "impact", ["--resume"] = "resume", ["--lock-timeout"] = "lock_timeout",
+                      ["--inventory"] = "inventory" }
 
 local function suggest_flag(flag)
   local best, bestd = nil, 4
@@ -188,6 +189,7 @@ function M.exec(args)
     if not s or s <= 0 then return usage("--timeout: " .. (err or "must be positive")) end
     opts.timeout = s
   end
+  if opts.inventory then require("reach").inventory = opts.inventory end   -- inventory:GROUP targets
   opts.inputs = inputs
   opts.argv = { "runbook", "exec" }
   for _, a in ipairs(args) do opts.argv[#opts.argv + 1] = a end

@@ -34,7 +34,17 @@ M.modules = {
 `/bin/sh -c`). The command runs in its own process group with stdin from `/dev/null`; at the deadline
 the group gets SIGTERM, then SIGKILL after `grace`; Ctrl-C stops it at once. A process that SIGKILL does
 not end within a second is stuck in the kernel (I/O on a dead disk): it is left behind, and the message
-gives its pid. Output is streamed live and captured.]],
+gives its pid. Output is streamed live and captured.
+
+`on = target` runs the command where the service lives: `ssh://[user@]host[:port]` (OpenSSH, with
+`BatchMode=yes`, `StrictHostKeyChecking=yes` and a master connection kept 60 s), `inventory:GROUP` (the
+hosts of an Ansible inventory group: `--inventory FILE` or `$RUNBOOK_INVENTORY`), `compose://[DIR:]SERVICE`
+(`docker compose exec -T`), `k8s://[CONTEXT/]NS/KIND/NAME` and `k8s://NS/pods?l=SELECTOR` (`kubectl exec`).
+A runbook declares it with `input.target { default = "local", env = "X_ON" }`. The argv is quoted once
+for the remote shell, and the gate shows it so. One deadline covers connect, auth and the command. A
+fleet (inventory, selector) runs on all its hosts at once (`limit` at a time) and returns
+`{ by_host, ok, failed, unreachable, not_run, groups }`, `groups` folding identical outputs with their
+hosts as `web[01-04]`. See doc/reach.md.]],
     functions = {
       {
         name = "sh.read",
@@ -51,9 +61,13 @@ gives its pid. Output is streamed live and captured.]],
           { "env", "{}", "variables added to the inherited environment: `{ NAME = \"value\" }`" },
           { "check", "false", "a non-zero exit is an error of kind `exit`" },
           { "max_output", "1048576", "bytes captured per stream; the rest is dropped (`truncated = true`)" },
+          { "on", "\"local\"", "where it runs: a target (`cwd` and `env` are local only)" },
+          { "limit", "50", "a fleet: how many hosts at once" },
         },
-        returns = "`{ argv, code, signal, ok, stdout, stderr, ms, truncated }`",
-        kinds = { "timeout", "interrupted", "notfound", "permission", "exit" },
+        returns = "`{ argv, code, signal, ok, stdout, stderr, ms, truncated }` (with `host` on a target); " ..
+                  "on a fleet `{ by_host, ok, failed, unreachable, not_run, groups }`, each group " ..
+                  "`{ nodes, count, hosts, output, code, kind, err }`",
+        kinds = { "timeout", "interrupted", "notfound", "permission", "exit", "unreachable", "hostkey", "auth", "refused" },
         example = [[local r = sh.read { "df", "-h", "/var", quiet = true }
 print(r.ok, r.stdout)]],
       },
@@ -70,10 +84,15 @@ print(r.ok, r.stdout)]],
           { "blast", "", "the measured impact, shown with the question" },
           { "timeout", "120", "deadline (" .. DURATION .. ")" },
           { "check", "true", "a non-zero exit is an error of kind `exit`" },
-          { "...", "", "and the other options of `sh.read`" },
+          { "batch", "", "a fleet: hosts per batch, a count or a percentage (\"25%\"); default all at once" },
+          { "max_fail", "0", "a fleet: failures tolerated before the next batches are not run" },
+          { "pause", "0", "a fleet: between two batches (" .. DURATION .. ")" },
+          { "...", "", "and the other options of `sh.read` (`on`, `limit`)" },
         },
-        returns = "the result of `sh.read`, or `{ dry_run = true, command }` under `--dry-run`",
-        kinds = { "timeout", "interrupted", "notfound", "permission", "exit", "refused" },
+        returns = "the result of `sh.read`, or `{ dry_run = true, command }` under `--dry-run`; on a fleet, " ..
+                  "one question for all its hosts (irreversible: the host count typed back), and the fleet " ..
+                  "result, or `nil, err, \"exit\", result` when a host failed (the hosts not run are in `not_run`)",
+        kinds = { "timeout", "interrupted", "notfound", "permission", "exit", "refused", "unreachable", "hostkey", "auth" },
         example = [[sh.action { "systemctl", "restart", "nginx", summary = "restart nginx",
             target = "nginx.service" }]],
       },
@@ -724,6 +743,64 @@ print(r and r.ok, r and r.json)]],
         kinds = { "dns", "refused", "unreachable", "timeout", "tls", "protocol", "interrupted" },
         example = [[local c = http.cert("example.com")
 print(c and c.days_left, c and c.valid)]],
+      },
+    },
+  },
+  {
+    name = "service", title = "services where they live",
+    intro = [[The manager follows the target: systemd (`systemctl`) for `local`, `ssh://` and `inventory:`;
+Docker Compose for `compose://DIR:SERVICE` (run here, in the project's directory); Kubernetes for
+`k8s://NS/KIND/NAME` (`kubectl rollout`). Restarts and reloads are actions: through the gate, recorded.]],
+    functions = {
+      {
+        name = "service.status",
+        call = "service.status { on = target, name = \"unit\" }",
+        summary = "The service's state. On a fleet, each host's, with the hosts where it is active and not.",
+        options = {
+          { "on", "\"local\"", "the target" },
+          { "name", "", "the unit (systemd); Compose and Kubernetes take it from the target" },
+          { "timeout", "10", "deadline (" .. DURATION .. ")" },
+        },
+        returns = "`{ active, state, sub, pid, since, manager, name }`; on a fleet " ..
+                  "`{ by_host, active = hosts, inactive = hosts, unreachable, manager }`",
+        kinds = { "timeout", "interrupted", "exit", "unreachable", "hostkey", "auth", "refused" },
+        example = [[service.status { name = "nginx" }]],
+      },
+      {
+        name = "service.restart",
+        call = "service.restart { on = target, name = \"unit\", OPTIONS }",
+        summary = "Restarts it through the gate: `systemctl restart NAME`, `docker compose restart SERVICE`, or " ..
+                  "`kubectl rollout restart` then `rollout status` until the rollout is done.",
+        options = {
+          { "summary", "", "what the gate shows above the command" },
+          { "timeout", "120", "deadline (" .. DURATION .. "); for Kubernetes, of the rollout" },
+          { "batch", "", "a fleet: as `sh.action` (and `max_fail`, `pause`, `limit`)" },
+        },
+        returns = "the result of `sh.action` (for Kubernetes, of `rollout status`)",
+        kinds = { "timeout", "interrupted", "exit", "unreachable", "hostkey", "auth", "refused" },
+        example = [[service.restart { on = "ssh://db1", name = "postgresql" }]],
+      },
+      {
+        name = "service.reload",
+        call = "service.reload { on = target, name = \"unit\" }",
+        summary = "`systemctl reload NAME` through the gate (systemd targets only).",
+        options = { { "timeout", "120", "deadline (" .. DURATION .. ")" } },
+        returns = "the result of `sh.action`",
+        kinds = { "timeout", "interrupted", "exit", "unreachable" },
+        example = [[service.reload { name = "nginx" }]],
+      },
+      {
+        name = "service.wait_ready",
+        call = "service.wait_ready { on = target, name = \"unit\", timeout = 60, every = 1 }",
+        summary = "Asks `service.status` every `every` seconds until the service is active (on every host of a " ..
+                  "fleet), up to `timeout`.",
+        options = {
+          { "timeout", "60", "how long to wait (" .. DURATION .. ")" },
+          { "every", "1", "between two looks" },
+        },
+        returns = "the last status",
+        kinds = { "timeout", "interrupted" },
+        example = [[service.wait_ready { name = "nginx", timeout = "30s" }]],
       },
     },
   },

@@ -46,6 +46,12 @@ function parse.url(s)
   if not s:match("^[%a][%w+.-]*://") then return nil, "not a URL (scheme://...): '" .. s .. "'" end
   return s
 end
+-- A target (stdlib/target.lua): kept as its string, checked here so that a bad one is an input error.
+function parse.target(s)
+  local t, err = require("target").parse(s)
+  if not t then return nil, err end
+  return s
+end
 function parse.duration(s)
   local v, err = core.duration(s)
   if not v then return nil, err end
@@ -86,12 +92,13 @@ local function check_default(kind, spec)
   if kind == "int" then ok = math.type(d) == "integer"
   elseif kind == "argv" then ok = type(d) == "table" and #d > 0
   elseif kind == "duration" then ok = type(d) == "number" or (type(d) == "string" and core.duration(d) ~= nil)
+  elseif kind == "target" then ok = require("target").parse(d) ~= nil
   else ok = type(d) == "string" end
   if not ok then error(string.format("input.%s: bad default %s", kind, tostring(d)), 0) end
 end
 
 M.input = {}
-for _, kind in ipairs({ "string", "int", "url", "path", "argv", "duration", "secret" }) do
+for _, kind in ipairs({ "string", "int", "url", "path", "argv", "duration", "secret", "target" }) do
   M.input[kind] = function(spec)
     spec = spec or {}
     if type(spec) ~= "table" then error("input." .. kind .. " expects a table: input." .. kind .. " { ... }", 2) end

@@ -52,6 +52,8 @@ static void audit_plan(const struct gate_plan *p)
 	jb_kstr_redacted(&b, "target", p->target);
 	jb_kstr_redacted(&b, "blast", p->blast);
 	jb_kbool(&b, "irreversible", p->irreversible);
+	if (p->fleet)
+		jb_kbool(&b, "fleet", true);
 	jb_close(&b);
 	transcript_audit("plan", b.p);
 	jb_free(&b);
@@ -104,8 +106,11 @@ static enum gate_answer refuse_unrecorded(void)
 static enum gate_answer ask_operator(const struct gate_plan *p, const char **how)
 {
 	char line[512], question[600];
-	if (p->irreversible && p->target && *p->target)
-		snprintf(question, sizeof question, "  Type the target (%s) to confirm, or n to skip: ", p->target);
+	const char *back = p->typeback ? p->typeback : p->target;
+	if (p->irreversible && p->typeback)
+		snprintf(question, sizeof question, "  Type the number of hosts (%s) to confirm, or n to skip: ", back);
+	else if (p->irreversible && p->target && *p->target)
+		snprintf(question, sizeof question, "  Type the target (%s) to confirm, or n to skip: ", back);
 	else
 		snprintf(question, sizeof question, "  Type yes to run it, or n to skip: ");
 	for (int tries = 0; tries < 5; tries++) {
@@ -119,8 +124,8 @@ static enum gate_answer ask_operator(const struct gate_plan *p, const char **how
 			*how = "end of input";
 			return GATE_DECLINED;
 		}
-		bool typed_back = p->irreversible && p->target && *p->target;
-		if (typed_back ? strcmp(line, p->target) == 0 : strcmp(line, "yes") == 0) {
+		bool typed_back = p->irreversible && back && *back;
+		if (typed_back ? strcmp(line, back) == 0 : strcmp(line, "yes") == 0) {
 			*how = typed_back ? "typed the target" : "typed yes";
 			return GATE_RUN;
 		}
@@ -130,7 +135,7 @@ static enum gate_answer ask_operator(const struct gate_plan *p, const char **how
 		}
 		snprintf(question, sizeof question, typed_back
 		         ? "  That is not the target. Type %s exactly to confirm, or n to skip: "
-		         : "  Type yes in full to confirm%s, or n to skip: ", typed_back ? p->target : "");
+		         : "  Type yes in full to confirm%s, or n to skip: ", typed_back ? back : "");
 	}
 	*how = "no valid answer";
 	return GATE_DECLINED;
@@ -215,10 +220,17 @@ enum gate_answer gate_ask(const struct gate_plan *p)
 
 void gate_action_start(const char *primitive, const char *target)
 {
+	gate_action_start_on(primitive, target, NULL, NULL);
+}
+
+void gate_action_start_on(const char *primitive, const char *target, const char *on, const char *host)
+{
 	struct jbuf b = { 0 };
 	jb_open(&b);
 	jb_kstr(&b, "primitive", primitive);
 	jb_kstr_redacted(&b, "target", target);
+	jb_kstr_redacted(&b, "on", on);
+	jb_kstr_redacted(&b, "host", host);
 	jb_close(&b);
 	transcript_audit("action_start", b.p);
 	jb_free(&b);
@@ -228,11 +240,19 @@ void gate_action_start(const char *primitive, const char *target)
 void gate_action_result(const char *primitive, const char *target, const char *outcome, double duration_ms,
                         const char *summary)
 {
+	gate_action_result_on(primitive, target, NULL, NULL, outcome, duration_ms, summary);
+}
+
+void gate_action_result_on(const char *primitive, const char *target, const char *on, const char *host,
+                           const char *outcome, double duration_ms, const char *summary)
+{
 	struct jbuf b = { 0 };
 	char num[32];
 	jb_open(&b);
 	jb_kstr(&b, "primitive", primitive);
 	jb_kstr_redacted(&b, "target", target);
+	jb_kstr_redacted(&b, "on", on);
+	jb_kstr_redacted(&b, "host", host);
 	jb_kstr(&b, "outcome", outcome);
 	snprintf(num, sizeof num, "%.3f", duration_ms);
 	jb_key(&b, "duration_ms");

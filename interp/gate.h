@@ -23,6 +23,8 @@ struct gate_plan {
 	const char *target;      /* what it acts on; typed back when irreversible */
 	const char *blast;       /* measured just before by a probe, may be NULL */
 	bool irreversible;
+	const char *typeback;    /* when irreversible: what is typed back instead of target (a fleet's host count) */
+	bool fleet;              /* one question for many hosts: a resumed session withholds per host (replay.h) */
 };
 
 enum gate_answer { GATE_RUN, GATE_DRY_RUN, GATE_DECLINED, GATE_ABORT, GATE_REFUSED };
@@ -43,5 +45,9 @@ void gate_set_repl(enum gate_repl (*open)(void));
 void gate_action_start(const char *primitive, const char *target);
 void gate_action_result(const char *primitive, const char *target, const char *outcome, double duration_ms,
                         const char *summary);
+/* The same for an action run through a transport: on is the target, host the host it ran on. */
+void gate_action_start_on(const char *primitive, const char *target, const char *on, const char *host);
+void gate_action_result_on(const char *primitive, const char *target, const char *on, const char *host,
+                           const char *outcome, double duration_ms, const char *summary);
 
 #endif

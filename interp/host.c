@@ -144,6 +144,8 @@ static void register_preloads(lua_State *L)
 	lua_setfield(L, -2, "lockfile");
 	lua_pushcfunction(L, luaopen_replay);     /* incidents: exec --resume (interp/resume.lua) */
 	lua_setfield(L, -2, "replay");
+	lua_pushcfunction(L, luaopen_sh_transport);   /* targets: sh's transports (stdlib/reach.lua) */
+	lua_setfield(L, -2, "sh_transport");
 	for (const struct embedded_file *f = embedded_files; f->name; f++) {
 		lua_pushlightuserdata(L, (void *)f);
 		lua_pushcclosure(L, load_embedded, 1);

@@ -21,7 +21,7 @@ local M = {}
 
 local EXIT = require("engine").EXIT
 local POLL = 0.2                     -- seconds between two tries while waiting
-local TARGET_TYPES = { url = true, path = true, string = true }
+local TARGET_TYPES = { url = true, path = true, string = true, target = true }
 
 function M.dir() return core.state_dir("locks") end
 
@@ -119,6 +119,34 @@ local function wait_for(state, details, timeout)
   end
 end
 
+-- The hosts of the target inputs (stdlib/reach.lua): each is locked too, so that a session on
+-- inventory:web and one on ssh://web01 of the same runbook do not run at once.
+function M.hosts(rb, inputs)
+  local out = {}
+  for _, name in ipairs(rb.input_names) do
+    if rb.inputs[name].type == "target" and inputs[name] ~= nil then
+      for _, h in ipairs(require("reach").host_keys(inputs[name])) do out[#out + 1] = h end
+    end
+  end
+  table.sort(out)
+  return out
+end
+
+-- The session's lock, then one per host of its targets (in order: two sessions cannot deadlock).
+local function take_all(state, hosts, details, timeout)
+  local got, code = wait_for(state, details, timeout)
+  if not got then return nil, code end
+  state.host_locks = {}
+  for _, h in ipairs(hosts) do
+    local id = M.id(state.runbook .. "-host", { h })
+    local hs = { id = id, target = { "host " .. h }, runbook = state.runbook, path = M.dir() .. "/" .. id .. ".lock" }
+    got, code = wait_for(hs, details, timeout)
+    if not got then M.release(state) return nil, code end
+    state.host_locks[#state.host_locks + 1] = hs
+  end
+  return state
+end
+
 -- Takes the lock of a run. info: transcript, session, incident, timeout (seconds), dry_run.
 -- Returns the lock state (for report and release), or nil and the exit code to stop with.
 function M.take(rb, inputs, info)
@@ -143,7 +171,7 @@ function M.take(rb, inputs, info)
     host = me.host, tty = me.tty, pid = me.pid, since = os.date("!%Y-%m-%dT%H:%M:%SZ"),
     transcript = info.transcript, session = info.session, incident = info.incident })
   local got, code
-  ok, got, code = pcall(wait_for, state, details, info.timeout or 0)
+  ok, got, code = pcall(take_all, state, M.hosts(rb, inputs), details, info.timeout or 0)
   if ok then return got, code end
   if core.is_control(got) == "interrupt" then   -- Ctrl-C reached the Lua code between two tries
     core.clear_interrupt()
@@ -175,6 +203,8 @@ function M.report(state)
 end
 
 function M.release(state)
+  for _, hs in ipairs(state.host_locks or {}) do M.release(hs) end
+  state.host_locks = nil
   if state.handle then state.handle:release() end
   state.handle = nil
 end

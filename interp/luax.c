@@ -195,10 +195,18 @@ void luax_setbool(lua_State *L, const char *key, bool v) { lua_pushboolean(L, v)
 void luax_audit_probe(const char *primitive, const char *target, msec_t deadline_ms,
                       double duration_ms, const char *outcome, const char *summary)
 {
+	luax_audit_probe_on(primitive, target, NULL, NULL, deadline_ms, duration_ms, outcome, summary);
+}
+
+void luax_audit_probe_on(const char *primitive, const char *target, const char *on, const char *host,
+                         msec_t deadline_ms, double duration_ms, const char *outcome, const char *summary)
+{
 	struct jbuf b = { 0 };
 	jb_open(&b);
 	jb_kstr(&b, "primitive", primitive);
 	jb_kstr_redacted(&b, "target", target);
+	jb_kstr_redacted(&b, "on", on);
+	jb_kstr_redacted(&b, "host", host);
 	msec_t cap = sched_cap();   /* --timeout: what the primitive really had */
 	if (cap > 0 && (deadline_ms <= 0 || cap < deadline_ms))
 		deadline_ms = cap;

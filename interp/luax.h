@@ -46,6 +46,10 @@ void luax_setbool(lua_State *L, const char *key, bool v);
 /* A "probe" audit record: what ran against what, its deadline, how long it took, how it ended. */
 void luax_audit_probe(const char *primitive, const char *target, msec_t deadline_ms,
                       double duration_ms, const char *outcome, const char *summary);
+/* The same for a call made through a transport (stdlib/reach.lua): on names the target
+ * ("ssh://web1", "inventory:web"), host the one host of it the call went to. */
+void luax_audit_probe_on(const char *primitive, const char *target, const char *on, const char *host,
+                         msec_t deadline_ms, double duration_ms, const char *outcome, const char *summary);
 
 /* The edit distance used for "did you mean" suggestions. */
 int luax_distance(const char *a, const char *b);

@@ -75,6 +75,7 @@ static const struct { const char *name, *help; } commands[] = {
 	          "  --resume FILE      continue the session of that transcript: done steps are re-checked,\n"
 	          "                     confirmed actions are never repeated (NAME may then be left out)\n"
 	          "  --lock-timeout DUR wait this long for a session holding the same runbook and target (default 0)\n"
+	          "  --inventory FILE   the Ansible inventory of inventory:GROUP targets (default $RUNBOOK_INVENTORY)\n"
 	          "  name=value         set an input (see `runbook show NAME`); inputs also read their env variable\n\n"
 	          "At each step: Enter runs it, s skips, j jumps to another step, r opens the REPL (see\n"
 	          "'runbook help repl'), u posts a status update (with --incident), q quits.\n"

@@ -12,7 +12,8 @@
 
 struct entry {
 	char *step;
-	int ordinal;       /* 0: the whole step was completed */
+	char *host;        /* a host a fleet action ran on (fp: its command and target), or NULL */
+	int ordinal;       /* 0: the whole step was completed; -1: a host entry */
 	char fp[65];       /* "" for a completed step */
 	char *why;
 };
@@ -41,6 +42,7 @@ static void add(const char *step, int ordinal, const char *fp, const char *why)
 	struct entry *e = &entries[count++];
 	e->step = strdup(step);
 	e->why = strdup(why);
+	e->host = NULL;
 	if (!e->step || !e->why)
 		abort();
 	e->ordinal = ordinal;
@@ -52,6 +54,7 @@ static void clear(void)
 	for (size_t i = 0; i < count; i++) {
 		free(entries[i].step);
 		free(entries[i].why);
+		free(entries[i].host);
 	}
 	free(entries);
 	entries = NULL;
@@ -93,9 +96,20 @@ const char *replay_check(const struct gate_plan *p)
 	fingerprint(p->primitive, p->summary, p->detail, p->target, fp);
 	for (size_t i = 0; i < count; i++) {
 		struct entry *e = &entries[i];
-		if (strcmp(e->step, current) != 0)
+		if (strcmp(e->step, current) != 0 || e->ordinal < 0)
 			continue;
-		if (e->ordinal == 0 || e->ordinal == ordinal || strcmp(e->fp, fp) == 0)
+		/* A fleet's question is withheld host by host (replay_host_ran), unless its step was completed. */
+		if (e->ordinal == 0 || (!p->fleet && (e->ordinal == ordinal || strcmp(e->fp, fp) == 0)))
+			return e->why;
+	}
+	return NULL;
+}
+
+const char *replay_host_ran(const char *fp, const char *host)
+{
+	for (size_t i = 0; in_step && i < count; i++) {
+		struct entry *e = &entries[i];
+		if (e->ordinal < 0 && strcmp(e->step, current) == 0 && strcmp(e->fp, fp) == 0 && strcmp(e->host, host) == 0)
 			return e->why;
 	}
 	return NULL;
@@ -119,6 +133,25 @@ static int replay_confirmed(lua_State *L)
 	return 0;
 }
 
+static int replay_host_done(lua_State *L)
+{
+	const char *fp = luaL_checkstring(L, 2);
+	luaL_argcheck(L, strlen(fp) == 64, 2, "not a sha256 fingerprint");
+	add(luaL_checkstring(L, 1), -1, fp, luaL_checkstring(L, 4));
+	if (!(entries[count - 1].host = strdup(luaL_checkstring(L, 3))))
+		abort();
+	return 0;
+}
+
+static int replay_lua_host_ran(lua_State *L)
+{
+	const char *why = replay_host_ran(luaL_checkstring(L, 1), luaL_checkstring(L, 2));
+	if (!why)
+		return 0;
+	lua_pushstring(L, why);
+	return 1;
+}
+
 static int replay_fingerprint(lua_State *L)
 {
 	char fp[65];
@@ -139,7 +172,8 @@ int luaopen_replay(lua_State *L)
 {
 	static const luaL_Reg fns[] = {
 		{ "completed", replay_completed }, { "confirmed", replay_confirmed },
-		{ "fingerprint", replay_fingerprint }, { "clear", replay_clear }, { NULL, NULL },
+		{ "fingerprint", replay_fingerprint }, { "clear", replay_clear },
+		{ "host_done", replay_host_done }, { "host_ran", replay_lua_host_ran }, { NULL, NULL },
 	};
 	luaL_newlib(L, fns);
 	/* A sentinel whose __gc frees the entries when the state closes (no leak at exit). */

@@ -15,7 +15,13 @@
  * Lua API (require "replay"; the library's own code only):
  *   replay.completed(step, why)                   the step ended ok in the earlier session
  *   replay.confirmed(step, n, fingerprint, why)   its n-th question (n >= 1) was confirmed there
+ *   replay.host_done(step, fingerprint, host, why) a fleet action ran on host there (fingerprint:
+ *                                                 replay.fingerprint("sh.action", command, "", target))
+ *   replay.host_ran(fingerprint, host) -> why|nil whether it did, in the current step
  *   replay.fingerprint(primitive, summary, detail, target) -> hex, computed as replay_check does
+ *
+ * A fleet's question (gate_plan.fleet) is asked again on resume, for the hosts it did not run on:
+ * stdlib/reach.lua leaves out those replay_host_ran names.
  *   replay.clear()                                forget everything (also when the state closes)
  */
 #ifndef REPLAY_H
@@ -29,6 +35,8 @@
 void replay_enter_step(const char *step);
 /* The reason to withhold the plan, or NULL to ask as usual. Counts the question either way. */
 const char *replay_check(const struct gate_plan *p);
+/* Why a fleet action of the current step must not run again on host (it ran there), or NULL. */
+const char *replay_host_ran(const char *fp, const char *host);
 
 int luaopen_replay(lua_State *L);
 

@@ -68,10 +68,24 @@ end
 -- What the old session did, from its audit records: per step, whether it was completed and which
 -- of its questions were confirmed (by number within their attempt, and by plan fingerprint).
 local function what_was_done(records, session)
-  local plan = { completed = {}, confirmed = {}, escalated = {}, first_step = nil, in_progress = nil }
+  local plan = { completed = {}, confirmed = {}, escalated = {}, first_step = nil, in_progress = nil, hosts = {} }
   local step, asked, pending
+  local by_host = {}
   for _, rec in ipairs(records) do
     local t = rec.type
+    -- An action on a host of a target (stdlib/reach.lua): started there, it may have run.
+    if (t == "action_start" or t == "action_result") and rec.host and step then
+      local fp = replay.fingerprint("sh.action", rec.target or "", "", rec.on or "")
+      local k = step .. "\0" .. fp .. "\0" .. rec.host
+      if t == "action_result" and rec.outcome == "not run" then
+        by_host[k] = nil
+      else
+        by_host[k] = by_host[k] or { step = step, fp = fp, host = rec.host }
+        by_host[k].ts, by_host[k].user = rec.ts, by_host[k].user or (pending and pending.user)
+        if t == "action_result" then by_host[k].result = rec.outcome end
+        if t == "action_start" then plan.hosts[#plan.hosts + 1] = by_host[k] end
+      end
+    end
     if t == "step_start" then
       step, asked, pending = rec.step, 0, nil
       plan.first_step = plan.first_step or rec.step
@@ -79,14 +93,16 @@ local function what_was_done(records, session)
     elseif t == "plan" and step then
       asked = asked + 1
       pending = { n = asked, fp = replay.fingerprint(rec.primitive or "", rec.summary or "", rec.detail or "", rec.target or ""),
-                  summary = rec.summary }
+                  summary = rec.summary, fleet = rec.fleet }
     elseif t == "confirm" and pending then
-      if rec.answer == "yes" or rec.answer == "not repeated" then
+      if pending.fleet then   -- a fleet's question is asked again, for the hosts it did not run on
+        pending.user = rec.user
+      elseif rec.answer == "yes" or rec.answer == "not repeated" then
         pending.user, pending.ts = rec.user, rec.ts
         plan.confirmed[#plan.confirmed + 1] = { step = step, n = pending.n, fp = pending.fp, user = rec.user,
                                                 ts = rec.ts, summary = pending.summary, earlier = rec.answer ~= "yes" }
       end
-      pending = nil
+      if not pending.fleet then pending = nil end
     elseif t == "action_result" and plan.confirmed[#plan.confirmed] and plan.confirmed[#plan.confirmed].step == step then
       plan.confirmed[#plan.confirmed].result = rec.outcome
     elseif t == "step_end" then
@@ -102,6 +118,11 @@ local function what_was_done(records, session)
       plan.last_update = rec.ts
     end
   end
+  local kept = {}
+  for _, h in ipairs(plan.hosts) do
+    if by_host[h.step .. "\0" .. h.fp .. "\0" .. h.host] == h then kept[#kept + 1] = h end
+  end
+  plan.hosts = kept
   plan.session = session
   return plan
 end
@@ -206,6 +227,10 @@ local function resume_object(path, header, info, plan)
       n = n + 1
       replay.confirmed(c.step, c.n, c.fp, string.format("confirmed by %s at %s in session %s%s", tostring(c.user),
         clock(c.ts), header.session, c.result and (" (it ran: " .. c.result .. ")") or " (it may have run)"))
+    end
+    for _, h in ipairs(plan.hosts) do
+      replay.host_done(h.step, h.fp, h.host, string.format("ran on %s at %s in session %s%s", h.host, clock(h.ts),
+        header.session, h.result and (" (" .. h.result .. ")") or " (it may have run: the session ended during it)"))
     end
     local me = core.identity()
     local done = {}

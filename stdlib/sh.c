@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -48,10 +49,10 @@ extern char **environ;
 #define DEFAULT_MAX_OUTPUT        (1 << 20)
 
 static const char *const read_options[] = {
-	"timeout", "grace", "quiet", "shell", "cwd", "env", "check", "max_output", NULL,
+	"timeout", "grace", "quiet", "shell", "cwd", "env", "check", "max_output", "on", NULL,
 };
 static const char *const action_options[] = {
-	"timeout", "grace", "quiet", "shell", "cwd", "env", "check", "max_output",
+	"timeout", "grace", "quiet", "shell", "cwd", "env", "check", "max_output", "on",
 	"irreversible", "target", "summary", "blast", NULL,
 };
 
@@ -390,6 +391,8 @@ struct run_op {
 	msec_t phase_end;          /* the end of DRAINING, STOPPING or KILLING */
 	double t0;
 	bool action, released;
+	bool raw;                  /* run for a transport (sh_transport.run): its result whatever happened */
+	const char *on, *host;     /* the target and host of a transport's run, for the audit; NULL locally */
 	char task_key[40];         /* the parallel() task's key, for the live output */
 };
 
@@ -644,16 +647,27 @@ static void run_audit(const struct run_op *op)
 	outcome_word(&op->o, word, sizeof word);
 	summarize(&op->o, line, sizeof line);
 	if (op->action)
-		gate_action_result("sh.action", op->c.display, word, op->o.ms, line);
+		gate_action_result_on("sh.action", op->c.display, op->on, op->host, word, op->o.ms, line);
 	else
-		luax_audit_probe("sh.read", op->c.display, op->c.timeout_ms, op->o.ms, word, line);
+		luax_audit_probe_on("sh.read", op->c.display, op->on, op->host, op->c.timeout_ms, op->o.ms, word, line);
+}
+
+/* A transport's run: the result table whatever happened, with how it ended, for reach.lua to judge. */
+static int push_raw(lua_State *L, const struct run_op *op)
+{
+	push_result(L, &op->c, &op->o);
+	luax_setbool(L, "timed_out", op->o.timed_out);
+	luax_setbool(L, "interrupted", op->o.interrupted);
+	if (op->o.spawn_errno)
+		luax_setstr(L, "spawn_error", op->o.spawn_errno == ENOENT ? "command not found" : strerror(op->o.spawn_errno));
+	return 1;
 }
 
 static int run_done(lua_State *L, void *p)
 {
 	struct run_op *op = p;
 	run_audit(op);
-	return push_returns(L, &op->c, &op->o);
+	return op->raw ? push_raw(L, op) : push_returns(L, &op->c, &op->o);
 }
 
 /* Also when a parallel() task is stopped in the middle (its op is closed): the command with it. */
@@ -708,15 +722,69 @@ static int run(lua_State *L, const struct command *c, bool action)
 	return tasks_run_op(L, &op->task);
 }
 
+/* ------------------------------------------------------------------------ calls with `on = target` */
+
+static int delegated_k(lua_State *L, int status, lua_KContext base)
+{
+	(void)status;
+	return lua_gettop(L) - (int)base;
+}
+
+/* A call with `on` other than "local" is reach.lua's (stdlib/reach.lua): it resolves the target,
+ * rewrites the argv for its transport and comes back here through sh_transport.run. */
+static bool is_remote(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	int t = lua_getfield(L, 1, "on");
+	bool remote = t != LUA_TNIL && !(t == LUA_TSTRING && strcmp(lua_tostring(L, -1), "local") == 0);
+	lua_pop(L, 1);
+	return remote;
+}
+
+static int delegate(lua_State *L, const char *fn)
+{
+	lua_settop(L, 1);
+	lua_getglobal(L, "require");
+	lua_pushstring(L, "reach");
+	lua_call(L, 1, 1);
+	lua_getfield(L, -1, fn);
+	lua_remove(L, -2);
+	lua_pushvalue(L, 1);
+	lua_callk(L, 1, LUA_MULTRET, 1, delegated_k);
+	return delegated_k(L, LUA_OK, 1);
+}
+
 static int sh_read(lua_State *L)
 {
+	if (is_remote(L))
+		return delegate(L, "read");
 	struct command c = { 0 };
 	parse_command(L, &c, false);
 	return run(L, &c, false);
 }
 
+/* After a question that was not answered yes: the dry run's result, nil, err, "refused", or the
+ * declined step's control signal. */
+static int not_run(lua_State *L, enum gate_answer a, const char *display)
+{
+	if (a == GATE_DRY_RUN) {
+		lua_createtable(L, 0, 2);
+		luax_setbool(L, "dry_run", true);
+		luax_setstr(L, "command", display);
+		return 1;
+	}
+	char msg[300];
+	snprintf(msg, sizeof msg, "sh.action %s: %s", display,
+	         a == GATE_REFUSED ? "not run: the transcript cannot be written" : "declined by the operator");
+	if (a == GATE_REFUSED)
+		return luax_fail(L, "refused", "%s", msg);
+	return host_raise_control(L, a == GATE_ABORT ? "abort" : "skip", msg);
+}
+
 static int sh_action(lua_State *L)
 {
+	if (is_remote(L))
+		return delegate(L, "action");
 	struct command c = { 0 };
 	/* The gate's texts are read before anything is allocated: these may raise. */
 	luaL_checktype(L, 1, LUA_TTABLE);
@@ -741,24 +809,132 @@ static int sh_action(lua_State *L)
 	};
 	enum gate_answer a = gate_ask(&plan);
 	free(shown);
-	if (a == GATE_DRY_RUN) {
-		lua_createtable(L, 0, 2);
-		luax_setbool(L, "dry_run", true);
-		luax_setstr(L, "command", c.display);
-		free_command(&c);
-		return 1;
-	}
 	if (a != GATE_RUN) {
-		char msg[300];
-		snprintf(msg, sizeof msg, "sh.action %s: %s", c.display,
-		         a == GATE_REFUSED ? "not run: the transcript cannot be written" : "declined by the operator");
+		lua_pushstring(L, c.display);   /* anchored: the command is freed before not_run may raise */
 		free_command(&c);
-		if (a == GATE_REFUSED)
-			return luax_fail(L, "refused", "%s", msg);
-		return host_raise_control(L, a == GATE_ABORT ? "abort" : "skip", msg);
+		return not_run(L, a, lua_tostring(L, -1));
 	}
 	gate_action_start("sh.action", c.display);
 	return run(L, &c, true);
+}
+
+/* ------------------------------------------------------- the transports' half (sh_transport) */
+
+/* sh_transport.run(cmd, { display =, on =, host =, action = }): runs cmd (an sh.read table: argv
+ * and timeout, grace, quiet, max_output, shell, env) as sh.read does, and returns its result table
+ * whatever happened, with timed_out, interrupted and spawn_error. display is what the audit
+ * records as the command (the remote command line); on and host name the target and host. For
+ * an action, the gate has been asked (sh_transport.gate) before. */
+static int shx_run(lua_State *L)
+{
+	luaL_checktype(L, 2, LUA_TTABLE);
+	const char *display = luax_opt_string(L, 2, "display", NULL, "sh_transport.run");
+	const char *on = luax_opt_string(L, 2, "on", NULL, "sh_transport.run");
+	const char *host = luax_opt_string(L, 2, "host", NULL, "sh_transport.run");
+	bool action = luax_opt_bool(L, 2, "action", false, "sh_transport.run");
+	struct command c = { 0 };
+	parse_command(L, &c, false);
+	c.fn = action ? "sh.action" : "sh.read";
+	if (display) {
+		free(c.display);
+		if (!(c.display = strdup(display)))
+			abort();
+	}
+	struct run_op *op = tasks_push_op(L, sizeof *op, &run_machine);
+	op->c = c;
+	op->action = action;
+	op->raw = true;
+	op->on = on;     /* anchored by the table at index 2 */
+	op->host = host;
+	if (action)
+		gate_action_start_on("sh.action", c.display, on, host);
+	run_start(op, tasks_key(L, op->task_key, sizeof op->task_key) ? op->task_key : NULL);
+	return tasks_run_op(L, &op->task);
+}
+
+/* sh_transport.gate { summary, detail, target, irreversible, typeback, fleet, command }: asks the
+ * one question of a remote or fleet action. Returns "run", or what sh.action returns when not run
+ * (the dry run's table, nil, err, "refused", or the declined step's signal). */
+static int shx_gate(lua_State *L)
+{
+	const char *fn = "sh_transport.gate";
+	luaL_checktype(L, 1, LUA_TTABLE);
+	struct gate_plan plan = {
+		.primitive = "sh.action",
+		.summary = luax_opt_string(L, 1, "summary", NULL, fn),
+		.detail = luax_opt_string(L, 1, "detail", NULL, fn),
+		.target = luax_opt_string(L, 1, "target", NULL, fn),
+		.blast = luax_opt_string(L, 1, "blast", NULL, fn),
+		.irreversible = luax_opt_bool(L, 1, "irreversible", false, fn),
+		.typeback = luax_opt_string(L, 1, "typeback", NULL, fn),
+		.fleet = luax_opt_bool(L, 1, "fleet", false, fn),
+	};
+	const char *command = luax_opt_string(L, 1, "command", "", fn);
+	if (!plan.summary)
+		luaL_error(L, "%s: no summary", fn);
+	enum gate_answer a = gate_ask(&plan);
+	if (a == GATE_RUN) {
+		lua_pushliteral(L, "run");
+		return 1;
+	}
+	return not_run(L, a, command);
+}
+
+/* sh_transport.record(command, on, host, outcome, why): the action result of a host of a fleet that
+ * the action did not run on ("not run": an earlier batch failed; "not repeated": a resumed session). */
+static int shx_record(lua_State *L)
+{
+	gate_action_result_on("sh.action", luaL_checkstring(L, 1), luaL_checkstring(L, 2), luaL_checkstring(L, 3),
+	                      luaL_checkstring(L, 4), 0, luaL_optstring(L, 5, ""));
+	return 0;
+}
+
+/* sh_transport.quote(argv) -> the words as one line for a shell, each quoted only when needed:
+ * what ssh gives the remote shell, and what the gate shows. */
+static int shx_quote(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	int n = (int)lua_rawlen(L, 1);
+	luaL_argcheck(L, n > 0, 1, "empty argv");
+	const char **argv = lua_newuserdatauv(L, ((size_t)n + 1) * sizeof *argv, 0);
+	for (int i = 1; i <= n; i++) {
+		if (lua_rawgeti(L, 1, i) != LUA_TSTRING)
+			luaL_error(L, "argv[%d] must be a string", i);
+		argv[i - 1] = lua_tostring(L, -1);   /* anchored by the table */
+		lua_pop(L, 1);
+	}
+	argv[n] = NULL;
+	char *line = display_line(argv);
+	lua_pushstring(L, line);
+	free(line);
+	return 1;
+}
+
+/* sh_transport.private_dir(path) -> path | nil, err: a directory only this user can enter, made
+ * (mode 0700) when missing; an existing one that is a symlink, someone else's or open to others
+ * is refused (ssh's control sockets live there). */
+static int shx_private_dir(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1);
+	if (mkdir(path, 0700) != 0 && errno != EEXIST)
+		return luax_fail(L, "error", "cannot create %s: %s", path, strerror(errno));
+	struct stat st;
+	if (lstat(path, &st) != 0)
+		return luax_fail(L, "error", "cannot use %s: %s", path, strerror(errno));
+	if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077))
+		return luax_fail(L, "error", "%s is not a private directory of this user (mode 0700): not used", path);
+	lua_pushstring(L, path);
+	return 1;
+}
+
+int luaopen_sh_transport(lua_State *L)
+{
+	static const luaL_Reg fns[] = {
+		{ "run", shx_run }, { "gate", shx_gate }, { "record", shx_record }, { "quote", shx_quote },
+		{ "private_dir", shx_private_dir }, { NULL, NULL },
+	};
+	luaL_newlib(L, fns);
+	return 1;
 }
 
 int luaopen_sh(lua_State *L)
