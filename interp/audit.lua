@@ -75,6 +75,20 @@ local function read_file(path)
   return data
 end
 
+-- The audit records of a transcript that verifies complete (what a drill judges), or nil, why.
+function M.records(path)
+  local data, err = read_file(path)
+  if not data then return nil, "cannot read " .. tostring(err) end
+  local status, line, why = M.verify_data(data)
+  if status ~= "complete" then return nil, string.format("%s is %s at line %d: %s", path, status, line, why) end
+  local out = {}
+  for _, l in ipairs(split_lines(data)) do
+    local ev = decode(l.text)
+    if type(ev) == "table" and ev[2] == "a" then out[#out + 1] = decode(ev[3]) end
+  end
+  return out
+end
+
 function M.verify(path)
   local data, err = read_file(path)
   if not data then core.err("runbook: cannot read " .. tostring(err) .. "\n") return 2 end

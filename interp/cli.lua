@@ -141,7 +141,7 @@ local EXEC_FLAGS = { ["--dry-run"] = "dry_run", ["--auto"] = "auto", ["--yes"] =
 local EXEC_VALUES = { ["--start-at"] = "start_at", ["--timeout"] = "timeout", ["--transcript"] = "transcript",
                       ["--incident"] = "incident", ["--severity"] = "severity", ["--since"] = "since",
                       ["--impact"] = "impact", ["--resume"] = "resume", ["--lock-timeout"] = "lock_timeout",
-                      ["--inventory"] = "inventory" }
+                      ["--inventory"] = "inventory", ["--yes-irreversible"] = "yes_irreversible" }
 
 local function suggest_flag(flag)
   local best, bestd = nil, 4

@@ -116,7 +116,7 @@ static int core_duration(lua_State *L)
 
 static int core_gate_configure(lua_State *L)
 {
-	gate_configure(lua_toboolean(L, 1), lua_toboolean(L, 2));
+	gate_configure(lua_toboolean(L, 1), lua_toboolean(L, 2), luaL_optstring(L, 3, NULL));
 	return 0;
 }
 

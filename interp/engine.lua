@@ -34,28 +34,40 @@ local function new_ctx(run, rb, inputs)
   local methods = {}
   local ctx = { state = {}, inputs = inputs, dry_run = run.dry_run, runbook = rb.name }
 
-  local function say(level, fmtstr, ...)
+  local function say(level, code, fmtstr, ...)
     local text = select("#", ...) > 0 and string.format(fmtstr, ...) or tostring(fmtstr)
     text = text:gsub("%s+$", "")
     render.outcome(level, text)
-    audit("note", { level = level, text = core.redact(text) })
-    if level == "finding" then run.step_findings = run.step_findings + 1; run.hooks:finding(text) end
+    audit("note", { level = level, code = code, text = core.redact(text) })
+    if level == "finding" then run.step_findings = run.step_findings + 1; run.hooks:finding(text, code) end
     return text
   end
-  function methods.ok(_, ...) say("ok", ...) end
-  function methods.finding(_, ...) say("finding", ...) end
-  function methods.note(_, ...) say("note", ...) end
+  function methods.ok(_, ...) say("ok", nil, ...) end
+  -- ctx:finding("text %s", ...) or ctx:finding { code = "redis.down", "text %s", ... } (or text = "...").
+  -- The code is the finding's stable name: drills and tools match it, never the wording.
+  function methods.finding(_, first, ...)
+    if type(first) ~= "table" then return say("finding", nil, first, ...) end
+    local code = first.code
+    if type(code) ~= "string" or not code:match("^[%w_]+[%w_.-]*$") then
+      error("ctx:finding { code = \"area.what\", \"text\", ... }: the code must be a word like redis.down", 2)
+    end
+    if first.text ~= nil then return say("finding", code, "%s", tostring(first.text)) end
+    if first[1] == nil then error("ctx:finding { code = " .. code .. " }: the finding needs a text", 2) end
+    return say("finding", code, table.unpack(first, 1, math.max(#first, 1)))
+  end
+  function methods.note(_, ...) say("note", nil, ...) end
   function methods.show(_, text) render.block(text) end
 
-  -- Judges a measured value (see check.lua), shows it in its status colour and records it.
+  -- Judges a measured value (see check.lua), shows it in its status colour and records it; a
+  -- value past its threshold is a finding, named by the code when one is given.
   function methods.check(_, label, value, opts)
-    if type(label) ~= "string" then error("ctx:check(label, value, { warn = , crit = , format = })", 2) end
+    if type(label) ~= "string" then error("ctx:check(label, value, { warn = , crit = , format = , code = })", 2) end
     opts = opts or {}
     local format = opts.format or tostring
     local thresholds = { warn = opts.warn, crit = opts.crit }
     for k in pairs(opts) do
-      if k ~= "warn" and k ~= "crit" and k ~= "format" then
-        error("ctx:check: unknown option '" .. tostring(k) .. "' (warn, crit, format)", 2)
+      if k ~= "warn" and k ~= "crit" and k ~= "format" and k ~= "code" then
+        error("ctx:check: unknown option '" .. tostring(k) .. "' (warn, crit, format, code)", 2)
       end
     end
     local status, why = check.judge(value, thresholds)
@@ -64,8 +76,8 @@ local function new_ctx(run, rb, inputs)
     render.outcome(CHECK_LEVEL[status], text, status)
     audit("check", { label = core.redact(label), value = type(value) == "number" and value or nil,
                      warn = opts.warn and tostring(opts.warn), crit = opts.crit and tostring(opts.crit),
-                     status = status })
-    if status ~= check.OK then run.step_findings = run.step_findings + 1; run.hooks:finding(text) end
+                     status = status, code = status ~= check.OK and opts.code or nil })
+    if status ~= check.OK then run.step_findings = run.step_findings + 1; run.hooks:finding(text, opts.code) end
     return status
   end
 
@@ -274,7 +286,8 @@ local function banner(run)
                " · transcript " .. run.transcript)
   local flags = {}
   if run.dry_run then flags[#flags + 1] = "dry run: actions are only shown" end
-  if run.yes then flags[#flags + 1] = "--yes: actions run without asking" end
+  if run.yes then flags[#flags + 1] = "--yes: reversible actions run without asking" end
+  if run.yes_irreversible then flags[#flags + 1] = "--yes-irreversible: confirms the irreversible action on " .. run.yes_irreversible end
   if not core.interactive() and not run.yes and not run.dry_run then
     flags[#flags + 1] = "no terminal: actions will not run unless --yes"
   end
@@ -300,7 +313,7 @@ local function summary_line(run)
   return table.concat(parts, " · ")
 end
 
--- opts: dry_run, auto, yes, start_at, timeout (seconds), transcript (path), inputs, argv, debug.
+-- opts: dry_run, auto, yes, yes_irreversible (a target), start_at, timeout (seconds), transcript (path), inputs, argv, debug.
 function M.exec(rb, opts)
   local inputs, err = opts.input_values, nil                -- input_values: from --resume (resume.lua)
   if not inputs then inputs, err = M.resolve_inputs(rb, opts.inputs or {}) end
@@ -318,7 +331,7 @@ function M.exec(rb, opts)
   end
 
   local run = { rb = rb, counts = {}, session = session_id(), dry_run = opts.dry_run, yes = opts.yes,
-                debug = opts.debug }
+                yes_irreversible = opts.yes_irreversible, debug = opts.debug }
   local path = opts.transcript
   if not path then
     local dir, derr = core.transcript_dir()
@@ -336,7 +349,7 @@ function M.exec(rb, opts)
   local fields = {
     name = rb.name, file = rb.file, sha256 = rb.sha256, severity = rb.severity, user = id.user,
     host = id.host, tty = id.tty, pid = id.pid, argv = opts.argv or {}, started = iso_now(),
-    yes = opts.yes and true or false, dry_run = opts.dry_run and true or false,
+    yes = opts.yes and true or false, yes_irreversible = opts.yes_irreversible, dry_run = opts.dry_run and true or false,
     auto = opts.auto and true or false, version = core.version, session = run.session,
     inputs = shown_inputs,
   }
@@ -345,7 +358,7 @@ function M.exec(rb, opts)
   local ok, terr = core.transcript_open(path, header)
   if not ok then hooks:finish() core.err("runbook: " .. terr .. "\n") return EXIT.usage end
 
-  core.gate_configure(opts.dry_run, opts.yes)
+  core.gate_configure(opts.dry_run, opts.yes, opts.yes_irreversible)
   if opts.timeout then core.set_cap(opts.timeout * 1000) end
   audit("session_start", hooks:start_fields({ runbook = rb.name, session = run.session, user = id.user }))
   run.ctx = new_ctx(run, rb, inputs)
@@ -381,12 +394,15 @@ function M.exec(rb, opts)
     if core.terminated() then run.aborted = true break end
   end
 
-  local code, word = exit_code(run)
   if run.outcome then
     render.outcome(run.outcome == "resolved" and "ok" or "finding", run.outcome .. ": " .. run.outcome_msg)
-  elseif run.aborted then
+    local ok, err = pcall(hooks.outcome, hooks, run)   -- status sinks under --incident
+    if not ok and core.is_control(err) == "abort" then run.aborted = true end
+  end
+  local code, word = exit_code(run)
+  if run.aborted and not run.outcome then
     render.outcome("error", "aborted by the operator")
-  elseif run.stopped then
+  elseif run.stopped and not run.outcome then
     render.outcome("error", "stopped: a step failed")
   end
   local declined = core.declined()

@@ -19,12 +19,15 @@
 #include <unistd.h>
 
 static bool dry_run, assume_yes;
+static char *yes_target;   /* --yes-irreversible TARGET */
 static int declined;
 
-void gate_configure(bool dry, bool yes)
+void gate_configure(bool dry, bool yes, const char *yes_irreversible)
 {
 	dry_run = dry;
 	assume_yes = yes;
+	free(yes_target);
+	yes_target = yes_irreversible && *yes_irreversible ? strdup(yes_irreversible) : NULL;
 }
 
 bool gate_dry_run(void) { return dry_run; }
@@ -188,9 +191,22 @@ enum gate_answer gate_ask(const struct gate_plan *p)
 		out_printf("  dry run: not executed\n");
 		return audit_confirm("dry-run", "--dry-run") == 0 ? GATE_DRY_RUN : refuse_unrecorded();
 	}
-	if (assume_yes) {
+	if (p->irreversible && yes_target && p->target && strcmp(p->target, yes_target) == 0) {
+		out_printf("  confirmed by --yes-irreversible %s\n", p->target);
+		return audit_confirm("yes", "--yes-irreversible") == 0 ? GATE_RUN : refuse_unrecorded();
+	}
+	/* --yes is for unattended runs of reversible remediations: destroying data needs the target
+	 * typed back, or named on the command line. */
+	if (assume_yes && !p->irreversible) {
 		out_printf("  confirmed by --yes\n");
 		return audit_confirm("yes", "--yes") == 0 ? GATE_RUN : refuse_unrecorded();
+	}
+	if (assume_yes && !term_interactive()) {
+		out_printf("  not run: --yes does not confirm an irreversible action (type the target on a terminal, "
+		           "or pass --yes-irreversible %s)\n", p->target && *p->target ? p->target : "TARGET");
+		declined++;
+		audit_confirm("declined", "--yes does not confirm an irreversible action");
+		return GATE_DECLINED;
 	}
 	if (!term_interactive()) {
 		out_printf("  not run: no terminal to confirm on (run from a terminal, or pass --yes)\n");

@@ -5,7 +5,10 @@
  * the answer and fdatasyncs the transcript before returning GATE_RUN. It cannot be bypassed from
  * Lua: the primitives that act (sh.action, and later pg/redis/http actions) call it from C.
  *   --dry-run            shown, recorded, never run              -> GATE_DRY_RUN
- *   --yes                shown, recorded as confirmed by --yes   -> GATE_RUN
+ *   --yes                shown, recorded as confirmed by --yes   -> GATE_RUN, except for an
+ *                        irreversible action: --yes never confirms one. It is asked on the terminal
+ *                        (the target typed back), run when --yes-irreversible named that exact
+ *                        target, and declined otherwise (the run goes on, exit 4)
  *   no terminal          shown, recorded as declined             -> GATE_DECLINED
  *   "yes" (or the target typed back when irreversible)           -> GATE_RUN
  *   anything else: the operator chooses skip (GATE_DECLINED), ask again, or abort (GATE_ABORT)
@@ -29,7 +32,8 @@ struct gate_plan {
 
 enum gate_answer { GATE_RUN, GATE_DRY_RUN, GATE_DECLINED, GATE_ABORT, GATE_REFUSED };
 
-void gate_configure(bool dry_run, bool yes);
+/* yes_irreversible: the one target --yes-irreversible names (NULL: none); copied. */
+void gate_configure(bool dry_run, bool yes, const char *yes_irreversible);
 bool gate_dry_run(void);
 enum gate_answer gate_ask(const struct gate_plan *plan);
 int  gate_declined(void);   /* actions declined or not asked for want of a terminal */

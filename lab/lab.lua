@@ -129,10 +129,21 @@ local function init_redis(state)
   run { "mkdir", "-p", r.dir }
 end
 
+-- Redis reads a config file of its own, as in production, so that CONFIG REWRITE has one to persist to.
+local function redis_conf(r)
+  local path = r.dir .. "/redis.conf"
+  local f = io.open(path, "r")
+  if f then f:close() return path end
+  f = assert(io.open(path, "w"))
+  f:write("# the lab's Redis (runbook lab); CONFIG REWRITE persists settings here\n")
+  f:close()
+  return path
+end
+
 local function start_redis(state)
   local r = state.redis
   os.remove(r.pidfile)
-  run { "redis-server", "--port", tostring(r.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+  run { "redis-server", redis_conf(r), "--port", tostring(r.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
         "--dir", r.dir, "--daemonize", "yes", "--pidfile", r.pidfile, "--logfile", r.dir .. "/redis.log",
         "--maxmemory", "64mb" }
   if not wait_port(r.port, START_TIMEOUT) then fail("redis-server did not answer on port %d", r.port) end
@@ -284,25 +295,38 @@ local function control(sub, name)
   local state = M.state()
   if not state then fail("no lab (start one with: runbook lab up)") end
   if sub ~= "start" then stop_component(state, name) end
-  if sub ~= "stop" then COMPONENTS[name].start(state) end
+  if sub ~= "stop" then
+    COMPONENTS[name].start(state)
+    -- The lab is the platform: it counts restarts as systemd (NRestarts) or Kubernetes would.
+    state[name].restarts = (state[name].restarts or 0) + 1
+  end
   write_state(state)
   render.print(string.format("%s %s", name, sub == "stop" and "stopped" or "running, pid " .. tostring(state[name].pid)))
   return 0
 end
 M.control = control
 
-local USAGE = "usage: runbook lab up | status | down\n       runbook lab start | stop | restart pg | redis | api\n"
+-- `runbook lab restarts pg|redis|api`: how many times the lab (re)started it since `up`.
+local function restarts(_, name)
+  local state = M.state()
+  if not state then fail("no lab (start one with: runbook lab up)") end
+  core.out(tostring(state[name] and state[name].restarts or 0) .. "\n")
+  return 0
+end
+
+local USAGE = "usage: runbook lab up | status | down\n       runbook lab start | stop | restart | restarts pg | redis | api\n"
 
 -- `runbook lab SUB`: 0 done, 1 not healthy or failed, 2 usage.
 function M.main(args)
   local sub = args[1]
   local simple = (sub == "up" or sub == "status" or sub == "down") and #args == 1
-  local component = (sub == "start" or sub == "stop" or sub == "restart") and #args == 2 and COMPONENTS[args[2]]
+  local component = (sub == "start" or sub == "stop" or sub == "restart" or sub == "restarts") and #args == 2
+                    and COMPONENTS[args[2]]
   if not simple and not component then
     core.err(USAGE)
     return 2
   end
-  local ok, code = pcall(simple and M[sub] or control, sub, args[2])
+  local ok, code = pcall(simple and M[sub] or sub == "restarts" and restarts or control, sub, args[2])
   if ok then return code end
   if type(code) == "table" and code.lab then
     core.err("runbook lab " .. sub .. ": " .. code.lab .. "\n")

@@ -1,7 +1,9 @@
 -- api-down: the site is down (health endpoint 5xx or silent, users cannot use the app).
 -- Walks the chain the outage playbooks walk: the health endpoint, then each dependency the
 -- service needs (database, cache, an upstream API), then the service's own process; offers a
--- restart of the service as a confirmed action, then checks the endpoint again.
+-- restart of the service as a confirmed action, then checks the endpoint again. A restart loop is
+-- read from the platform's restart counter over a window (systemd's NRestarts, Kubernetes'
+-- restartCount, Compose's RestartCount), never from a young process alone.
 local http  = require "http"
 local pg    = require "pg"
 local redis = require "redis"
@@ -27,6 +29,11 @@ return runbook {
     process  = input.string { required = false, help = "a word of the service's command line, to find its process" },
     restart  = input.argv { default = { "systemctl", "restart", "app" }, help = "how to restart the service" },
     timeout  = input.duration { default = "3s", help = "deadline of each probe" },
+    restarts = input.argv { required = false, help = "a command printing the service's restart counter: " ..
+                            "systemctl show -p NRestarts --value app · kubectl get pod P -o " ..
+                            "jsonpath={.status.containerStatuses[0].restartCount} · docker inspect -f {{.RestartCount}} app" },
+    window   = input.duration { default = "1m", help = "how long to watch the restart counter" },
+    loop     = input.int { default = 1, min = 1, help = "restarts within the window that make a loop" },
   },
 
   step "health" {
@@ -37,15 +44,15 @@ return runbook {
       local r, err, kind = health(ctx)
       if not r then
         ctx.state.silent = true
-        return ctx:finding("%s does not answer (%s): %s", ctx.url, kind, err)
+        return ctx:finding { code = "api.down", "%s does not answer (%s): %s", ctx.url, kind, err }
       end
       if r.ok then return ctx:ok("%s answers %d in %s", ctx.url, r.status, fmt.ms(r.timings.total_ms)) end
       ctx.state.failing = r.status
-      ctx:finding("%s answers %d", ctx.url, r.status)
+      ctx:finding { code = "api.failing", "%s answers %d", ctx.url, r.status }
       if r.json and type(r.json.dependencies) == "table" then
         for name, dep in pairs(r.json.dependencies) do
           if type(dep) == "table" and dep.ok == false then
-            ctx:finding("the service reports %s down: %s", name, tostring(dep.error or "?"))
+            ctx:finding { code = "api.dependency_down", "the service reports %s down: %s", name, tostring(dep.error or "?") }
           end
         end
       end
@@ -66,7 +73,7 @@ return runbook {
         local r = results[name]
         if r and r.err then
           ctx.state.dependency_down = name
-          ctx:finding("%s: %s", name, r.err)
+          ctx:finding { code = "api.dependency_down", "%s: %s", name, r.err }
         elseif r then
           ctx:ok("%s answers", name)
         end
@@ -84,14 +91,42 @@ return runbook {
       local procs = must(sys.processes { match = ctx.process, sort = "cpu", sample = "200ms" })
       if #procs == 0 then
         ctx.state.no_process = true
-        return ctx:finding("no process matches '%s'", ctx.process)
+        return ctx:finding { code = "api.no_process", "no process matches '%s'", ctx.process }
       end
       ctx:show(fmt.table(procs, {
         { "pid", right = true }, { "cpu_pct", title = "cpu", format = fmt.pct, right = true },
         { "rss", title = "memory", format = fmt.bytes, right = true },
         { "age", title = "up", format = fmt.duration, right = true }, { "cmdline", title = "command" },
       }))
-      if procs[1].age < 120 then ctx:finding("it started %s ago: it may be restarting in a loop", fmt.duration(procs[1].age)) end
+      ctx:note("the oldest started %s ago", fmt.duration(procs[1].age))
+    end,
+  },
+
+  step "restarts" {
+    title   = "Is it restarting in a loop?",
+    explain = "The platform's restart counter, read twice a window apart: a service that crashes at start " ..
+              "is restarted again and again, and a restart by hand will not help.",
+    run = function(ctx)
+      if not ctx.restarts then return ctx:note("restarts= not given: the restart counter is not watched") end
+      local function counter()
+        local argv = { quiet = true, timeout = ctx.timeout }
+        for i, a in ipairs(ctx.restarts) do argv[i] = a end
+        local r = must(sh.read(argv))
+        local n = math.tointeger(tonumber(r.ok and r.stdout:match("%d+")))
+        if not n then error(table.concat(ctx.restarts, " ") .. " printed no restart count: " .. r.stdout:sub(1, 80), 0) end
+        return n
+      end
+      local first, t0 = counter(), os.time()
+      local last = must(ctx:wait_until(fmt.duration(ctx.window) .. " have passed", function()
+        return os.time() - t0 >= ctx.window and counter()
+      end, { timeout = ctx.window + 5, every = math.min(1, ctx.window) }))
+      local n = last - first
+      if n >= ctx.loop then
+        ctx.state.looping = n
+        return ctx:finding { code = "api.restart_loop", "restarted %d times in %s (the counter went from %d to %d): " ..
+                             "it is restarting in a loop", n, fmt.duration(ctx.window), first, last }
+      end
+      ctx:ok("no restart in %s (counter at %d)", fmt.duration(ctx.window), last)
     end,
   },
 
@@ -102,6 +137,9 @@ return runbook {
     run = function(ctx)
       if not (ctx.state.silent or ctx.state.failing) then return ctx:ok("the service is healthy: no restart") end
       if ctx.state.dependency_down then return ctx:note("not restarting: %s is down", ctx.state.dependency_down) end
+      if ctx.state.looping then
+        return ctx:note("not restarting: it restarts by itself and fails again; its logs say why")
+      end
       local argv = {}
       for i, a in ipairs(ctx.restart) do argv[i] = a end
       argv.summary, argv.target = "restart the service", ctx.url

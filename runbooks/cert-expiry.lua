@@ -25,9 +25,9 @@ return runbook {
       local c = must(http.cert(ctx.url, { timeout = ctx.timeout }))
       ctx.state.cert = c
       ctx:note("subject %s; issuer %s", tostring(c.subject), tostring(c.issuer))
-      ctx.state.status = ctx:check("days left", c.days_left, { warn = ctx.warn .. ":", crit = ctx.crit .. ":" })
-      if c.valid == false then ctx:finding("the chain does not verify: %s", tostring(c.error)) end
-      if c.hostname_ok == false then ctx:finding("the certificate is not valid for this host name") end
+      ctx.state.status = ctx:check("days left", c.days_left, { warn = ctx.warn .. ":", crit = ctx.crit .. ":", code = "tls.expiry" })
+      if c.valid == false then ctx:finding { code = "tls.untrusted", "the chain does not verify: %s", tostring(c.error) } end
+      if c.hostname_ok == false then ctx:finding { code = "tls.hostname", "the certificate is not valid for this host name" } end
     end,
   },
 

@@ -24,7 +24,7 @@ return runbook {
       local conn = must(pg.connect(ctx.url))
       local c = must(conn:connections())
       ctx.state.usage = ctx:check("connections used of max_connections", c.used_pct,
-                                  { warn = "~:80", crit = "~:95", format = fmt.pct })
+                                  { warn = "~:80", crit = "~:95", format = fmt.pct, code = "pg.connections_high" })
       local rows = {}
       for state, n in pairs(c.by_state or {}) do rows[#rows + 1] = { state = state, n = n } end
       table.sort(rows, function(a, b) return a.n > b.n end)
@@ -50,7 +50,8 @@ return runbook {
       local rows = must(conn:idle_in_transaction { min = ctx.txn_age })
       conn:close()
       if #rows == 0 then return ctx:ok("none idle in transaction for longer than %s", fmt.duration(ctx.txn_age)) end
-      ctx:finding("%d sessions idle in transaction for longer than %s", #rows, fmt.duration(ctx.txn_age))
+      ctx:finding { code = "pg.idle_in_transaction", "%d sessions idle in transaction for longer than %s", #rows,
+                    fmt.duration(ctx.txn_age) }
       ctx:show(fmt.table(rows, { { "pid", right = true }, { "user", title = "role" },
                                  { "application", title = "application" }, { "query" } }))
       ctx.state.stuck = #rows
@@ -75,7 +76,8 @@ return runbook {
       local conn = must(pg.connect(ctx.url))
       local c = must(conn:connections())
       conn:close()
-      if ctx:check("connections used", c.used_pct, { warn = "~:80", crit = "~:95", format = fmt.pct }) == "CRITICAL" then
+      if ctx:check("connections used", c.used_pct, { warn = "~:80", crit = "~:95", format = fmt.pct,
+                                                     code = "pg.connections_high" }) == "CRITICAL" then
         return ctx:escalate("still out of connections: lower the pools' sizes or raise max_connections")
       end
       return ctx:resolved(string.format("%d of %d connections in use", c.total, c.max_connections))

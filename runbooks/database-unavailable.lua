@@ -2,6 +2,8 @@
 -- DatabaseDown, health check shows the database disconnected). Tells apart a database that is
 -- down, one that hangs, and one that refuses new connections because all slots are taken; offers
 -- terminating old idle sessions or, as the last resort, a restart; then checks again.
+-- url is what the application uses (DATABASE_URL, usually not a superuser): when its slots are
+-- gone, the ones left are reserved for superusers, so seeing and ending sessions needs admin_url.
 local pg   = require "pg"
 local http = require "http"
 local sh   = require "sh"
@@ -9,6 +11,9 @@ local sh   = require "sh"
 local TOO_MANY = "53300"   -- SQLSTATE too_many_connections
 
 local function ping(ctx) return pg.ping(ctx.url, { timeout = ctx.timeout }) end
+
+-- Where to look at and end sessions: the superuser when given, else the application's role.
+local function admin(ctx) return pg.connect(ctx.admin_url or ctx.url, { timeout = ctx.timeout }) end
 
 return runbook {
   name     = "database-unavailable",
@@ -19,7 +24,9 @@ return runbook {
 
   inputs = {
     url      = input.url { env = "DATABASE_URL", default = "postgresql://postgres@127.0.0.1:5432/postgres",
-                           help = "a role that may see every session (a superuser keeps its reserved slots)" },
+                           help = "the database as the application reaches it (its own role)" },
+    admin_url = input.url { env = "DATABASE_ADMIN_URL", required = false, secret = true,
+                            help = "a superuser, which keeps the reserved slots: to see and end sessions when url's role cannot" },
     restart  = input.argv { default = { "systemctl", "restart", "postgresql" }, help = "how to restart it" },
     health   = input.url { env = "HEALTH_URL", required = false, help = "the service's health endpoint, checked at the end" },
     idle_age = input.duration { default = "5m", help = "idle sessions older than this may be terminated" },
@@ -38,14 +45,15 @@ return runbook {
       end
       if kind == TOO_MANY then
         ctx.state.full = true
-        return ctx:finding("every connection slot is taken: %s", err)
+        return ctx:finding { code = "pg.connections_full", "every connection slot is taken: %s", err }
       end
       if kind == "auth" or kind == "28P01" or kind == "28000" then
         return ctx:escalate(err .. ": the credentials were rejected; check the secret the application uses")
       end
       ctx.state.broken = kind
-      ctx:finding("%s: %s", kind == "refused" and "PostgreSQL is down" or kind == "timeout" and
-                  "PostgreSQL does not answer" or "PostgreSQL is unreachable", err)
+      ctx:finding { code = kind == "refused" and "pg.down" or kind == "timeout" and "pg.hung" or "pg.unreachable",
+                    "%s: %s", kind == "refused" and "PostgreSQL is down" or kind == "timeout" and
+                    "PostgreSQL does not answer" or "PostgreSQL is unreachable", err }
       return ctx:jump("restart")
     end,
   },
@@ -55,12 +63,21 @@ return runbook {
     explain = "Sessions by state against max_connections. Many idle ones usually mean a pool that grew " ..
               "and never shrank; idle in transaction ones also hold locks.",
     run = function(ctx)
-      local conn = must(pg.connect(ctx.url, { timeout = ctx.timeout }))
+      local conn, err, kind = admin(ctx)
+      if not conn and kind == TOO_MANY and not ctx.admin_url then
+        -- The slots left are superuser_reserved_connections: the application's role cannot have one.
+        ctx.state.need_admin = true
+        ctx:finding { code = "pg.slots_reserved", "the slots left are reserved for superusers, and the role of url= is " ..
+                      "not one: %s", err }
+        return ctx:note("to see and end sessions, run again with admin_url=postgresql://SUPERUSER@HOST/DB " ..
+                        "(or $DATABASE_ADMIN_URL)")
+      end
+      conn = must(conn, err, kind)
       local c = must(conn:connections())
       conn:close()
       ctx.state.connections = c
       local status = ctx:check("connections used of max_connections", c.used_pct,
-                               { warn = "~:80", crit = "~:90", format = fmt.pct })
+                               { warn = "~:80", crit = "~:90", format = fmt.pct, code = "pg.connections_full" })
       if status ~= "OK" then ctx.state.full = true end
       local rows = {}
       for state, n in pairs(c.by_state or {}) do rows[#rows + 1] = { state = state, n = n } end
@@ -75,7 +92,8 @@ return runbook {
               "idle_age. Their clients reconnect through their pools.",
     run = function(ctx)
       if not ctx.state.full then return ctx:ok("connection slots are not scarce: nothing to terminate") end
-      local conn = must(pg.connect(ctx.url, { timeout = ctx.timeout }))
+      if ctx.state.need_admin then return ctx:note("not offered: admin_url= is needed to end other roles' sessions") end
+      local conn = must(admin(ctx))
       local r = must(conn:terminate_idle { older_than = ctx.idle_age, state = "idle" })
       conn:close()
       if r.dry_run then return ctx:note("dry run: nothing terminated") end
@@ -103,6 +121,10 @@ return runbook {
     title = "Is the database back, and the service with it?",
     run = function(ctx)
       local r, err = ping(ctx)
+      if not r and ctx.state.need_admin then
+        return ctx:escalate("PostgreSQL refuses the application's role, its slots all taken: give admin_url= " ..
+                            "(a superuser) to end the idle sessions, or ask the database's owners (" .. err .. ")")
+      end
       if not r then return ctx:escalate("PostgreSQL still refuses: " .. err) end
       ctx:ok("PostgreSQL answers in %s", fmt.ms(r.connect_ms))
       if ctx.health then

@@ -32,12 +32,12 @@ local function file_table(files, limit)
 end
 
 -- Offers to delete the files of a listing, showing exactly which ones and how much they free.
-local function offer_delete(ctx, listing, what)
+local function offer_delete(ctx, listing, what, code)
   if listing.count == 0 then
     ctx:ok("no %s", what)
     return
   end
-  ctx:finding("%d %s, %s in all", listing.count, what, fmt.bytes(listing.total_bytes))
+  ctx:finding { code = code, "%d %s, %s in all", listing.count, what, fmt.bytes(listing.total_bytes) }
   ctx:show(file_table(listing.files))
   local paths, bytes = paths_of(listing)
   local argv = { "rm", "-f", "--" }
@@ -73,13 +73,13 @@ return runbook {
       local fs = must(sys.fs(ctx.path))
       ctx.state.fs = fs
       local full = fs.used_pct >= ctx.threshold or fs.inodes_pct >= ctx.threshold
-      if full then ctx:finding("%s", percent_line(fs)) else ctx:ok("%s", percent_line(fs)) end
+      if full then ctx:finding { code = "disk.full", "%s", percent_line(fs) } else ctx:ok("%s", percent_line(fs)) end
       if fs.inodes_pct >= ctx.threshold then
-        ctx:finding("out of inodes: many small files (sessions, caches, mail queues) rather than big ones")
+        ctx:finding { code = "disk.inodes", "out of inodes: many small files (sessions, caches, mail queues) rather than big ones" }
       end
       for _, other in ipairs(must(sys.filesystems())) do
         if other.mount ~= fs.mount and (other.used_pct >= ctx.threshold or other.inodes_pct >= ctx.threshold) then
-          ctx:finding("also full: %s", percent_line(other))
+          ctx:finding { code = "disk.other_full", "also full: %s", percent_line(other) }
         end
       end
     end,
@@ -111,7 +111,7 @@ return runbook {
       if #held == 0 then return ctx:ok("no deleted files held open on %s", mount) end
       local total = 0
       for _, f in ipairs(held) do total = total + f.bytes end
-      ctx:finding("%d deleted files still hold %s", #held, fmt.bytes(total))
+      ctx:finding { code = "disk.deleted_open", "%d deleted files still hold %s", #held, fmt.bytes(total) }
       ctx:show(fmt.table(held, {
         { "bytes", title = "size", format = fmt.bytes, right = true },
         { "pid", title = "pid", right = true },
@@ -127,7 +127,7 @@ return runbook {
     explain = "Logs nobody has written to for log_age (rotated, archived or abandoned) are the safest space to reclaim.",
     run = function(ctx)
       local old = must(sys.files(ctx.logs, { pattern = "*.log*", older_than = ctx.log_age, min_size = 1, limit = 500 }))
-      offer_delete(ctx, old, "logs older than " .. fmt.duration(ctx.log_age))
+      offer_delete(ctx, old, "logs older than " .. fmt.duration(ctx.log_age), "disk.old_logs")
     end,
   },
 
@@ -137,7 +137,7 @@ return runbook {
     run = function(ctx)
       local big = must(sys.files(ctx.logs, { pattern = "*.log", min_size = ctx.log_max + 1, limit = 50 }))
       if big.count == 0 then return ctx:ok("no active log larger than %s", fmt.bytes(ctx.log_max)) end
-      ctx:finding("%d logs larger than %s", big.count, fmt.bytes(ctx.log_max))
+      ctx:finding { code = "disk.big_logs", "%d logs larger than %s", big.count, fmt.bytes(ctx.log_max) }
       ctx:show(file_table(big.files))
       local paths, bytes = paths_of(big)
       local argv = { "truncate", "-s", "0", "--" }
@@ -155,7 +155,7 @@ return runbook {
     explain = "Files under the temp directory that nobody touched for tmp_age.",
     run = function(ctx)
       local old = must(sys.files(ctx.tmp, { older_than = ctx.tmp_age, min_size = 1, limit = 1000 }))
-      offer_delete(ctx, old, "temporary files older than " .. fmt.duration(ctx.tmp_age))
+      offer_delete(ctx, old, "temporary files older than " .. fmt.duration(ctx.tmp_age), "disk.old_tmp")
     end,
   },
 

@@ -46,7 +46,7 @@ return runbook {
       table.sort(rows, function(a, b) return a.n > b.n end)
       ctx:show(fmt.table(rows, { { "status" }, { "n", title = "requests", right = true } }))
       ctx.state.sampled = ctx:check("errors in the sample", pct,
-        { warn = "~:" .. ctx.warn, crit = "~:" .. ctx.crit, format = fmt.pct })
+        { warn = "~:" .. ctx.warn, crit = "~:" .. ctx.crit, format = fmt.pct, code = "http.errors" })
     end,
   },
 
@@ -61,7 +61,8 @@ return runbook {
       -- NaN: 0/0, no request at all in the window.
       if kind == "nan" then return ctx:note("Prometheus: no traffic in the last 5 minutes") end
       if not rate then return ctx:note("%s", err) end
-      ctx:check("error rate over 5 minutes", rate * 100, { warn = "~:" .. ctx.warn, crit = "~:" .. ctx.crit, format = fmt.pct })
+      ctx:check("error rate over 5 minutes", rate * 100, { warn = "~:" .. ctx.warn, crit = "~:" .. ctx.crit, format = fmt.pct,
+                                                           code = "http.error_rate" })
     end,
   },
 

@@ -42,15 +42,15 @@ return runbook {
           failed = failed + 1
         end
       end
-      if #total == 0 then return ctx:finding("no request succeeded (%d failed)", failed) end
+      if #total == 0 then return ctx:finding { code = "http.no_success", "no request succeeded (%d failed)", failed } end
       ctx:show(fmt.table({
         { phase = "connect", p50 = percentile(connect, 0.5), p95 = percentile(connect, 0.95) },
         { phase = "first byte", p50 = percentile(first, 0.5), p95 = percentile(first, 0.95) },
         { phase = "total", p50 = percentile(total, 0.5), p95 = percentile(total, 0.95) },
       }, { { "phase" }, { "p50", format = fmt.ms, right = true }, { "p95", format = fmt.ms, right = true } }))
       ctx.state.sampled = ctx:check("p95 of the sample", percentile(total, 0.95),
-        { warn = "~:" .. ctx.warn_ms, crit = "~:" .. ctx.crit_ms, format = fmt.ms })
-      if failed > 0 then ctx:finding("%d of %d requests failed", failed, ctx.requests) end
+        { warn = "~:" .. ctx.warn_ms, crit = "~:" .. ctx.crit_ms, format = fmt.ms, code = "http.latency" })
+      if failed > 0 then ctx:finding { code = "http.failures", "%d of %d requests failed", failed, ctx.requests } end
     end,
   },
 
@@ -63,7 +63,8 @@ return runbook {
       -- NaN: a quantile of empty buckets, no request at all in the window.
       if kind == "nan" then return ctx:note("Prometheus: no traffic in the last 5 minutes") end
       if not p95 then return ctx:note("%s", err) end
-      ctx:check("p95 over 5 minutes", p95 * 1000, { warn = "~:" .. ctx.warn_ms, crit = "~:" .. ctx.crit_ms, format = fmt.ms })
+      ctx:check("p95 over 5 minutes", p95 * 1000, { warn = "~:" .. ctx.warn_ms, crit = "~:" .. ctx.crit_ms, format = fmt.ms,
+                                                    code = "http.latency" })
     end,
   },
 
@@ -71,7 +72,7 @@ return runbook {
     title = "Is the machine itself overloaded?",
     run = function(ctx)
       local load = must(sys.load())
-      ctx:check("load per cpu (1 min)", load.per_cpu1, { warn = "~:1", crit = "~:2" })
+      ctx:check("load per cpu (1 min)", load.per_cpu1, { warn = "~:1", crit = "~:2", code = "host.load" })
       local top = must(sys.processes { sort = "cpu", limit = 5, sample = "500ms" })
       ctx:show(fmt.table(top, { { "cpu_pct", title = "cpu", format = fmt.pct, right = true },
                                 { "pid", right = true }, { "command" } }))

@@ -1,9 +1,26 @@
 -- memory-pressure: the machine runs out of memory (OOM kills, crashing services, heavy swapping).
 -- Measures memory and swap against thresholds, names the processes that hold it, looks for the
 -- OOM killer's messages in the kernel log when it is readable, and offers to stop the largest
--- consumer (a service restart, or a signal to one process) as a confirmed action.
+-- consumer (a service restart, or a signal to one process) as a confirmed action, only on
+-- evidence: memory past the warning threshold, and a process that matches `match` (the service
+-- the operator names), holds more than hog_pct, and is not one of this run's own ancestors (the
+-- shell, the terminal, the CI job that started it). Without match, nothing is offered.
 local sys = require "sys"
 local sh  = require "sh"
+
+-- This run and the processes it descends from: never a candidate, whatever they hold.
+local function ancestors()
+  local me = must(sh.read { "sh", "-c", "echo $PPID", quiet = true, timeout = 5 })
+  local pid = math.tointeger(tonumber(me.stdout:match("%d+")))
+  local parent = {}
+  for _, p in ipairs(must(sys.processes { sort = "memory", limit = 100000, sample = 0 })) do parent[p.pid] = p.ppid end
+  local set = {}
+  while pid and pid > 0 and not set[pid] do
+    set[pid] = true
+    pid = parent[pid]
+  end
+  return set
+end
 
 return runbook {
   name     = "memory-pressure",
@@ -16,6 +33,8 @@ return runbook {
     warn     = input.int { default = 85, min = 1, max = 100, help = "percent of memory used that is a warning" },
     crit     = input.int { default = 95, min = 1, max = 100, help = "percent of memory used that is critical" },
     hog_pct  = input.int { default = 20, min = 1, max = 100, help = "a process above this percent of memory is a suspect" },
+    match    = input.string { required = false, help = "a word of the command line of the processes that may be stopped " ..
+                                                       "(the leaking service's); without it none is offered" },
     restart  = input.argv { required = false, help = "how to restart the service that leaks, if you know it (e.g. systemctl restart app)" },
     kernel_log = input.path { default = "/var/log/kern.log", help = "where the kernel's messages are kept" },
   },
@@ -26,10 +45,11 @@ return runbook {
     run = function(ctx)
       local m = must(sys.memory())
       ctx.state.memory = m
-      ctx:check("memory used", m.used_pct, { warn = "~:" .. ctx.warn, crit = "~:" .. ctx.crit, format = fmt.pct })
+      ctx.state.pressure = ctx:check("memory used", m.used_pct,
+        { warn = "~:" .. ctx.warn, crit = "~:" .. ctx.crit, format = fmt.pct, code = "memory.high" }) ~= "OK"
       ctx:note("%s available of %s", fmt.bytes(m.available), fmt.bytes(m.total))
       if m.swap_total > 0 then
-        ctx:check("swap used", m.swap_pct, { warn = "~:50", crit = "~:80", format = fmt.pct })
+        ctx:check("swap used", m.swap_pct, { warn = "~:50", crit = "~:80", format = fmt.pct, code = "memory.swap" })
       end
     end,
   },
@@ -43,13 +63,21 @@ return runbook {
         { "mem_pct", title = "%", format = fmt.pct, right = true },
         { "pid", right = true }, { "user" }, { "command" },
       }))
-      local hog = top[1]
-      if hog and hog.mem_pct >= ctx.hog_pct then
-        ctx.state.hog = hog
-        ctx:finding("%s (pid %d) holds %s, %s of memory", hog.command, hog.pid, fmt.bytes(hog.rss), fmt.pct(hog.mem_pct))
-      else
-        ctx:ok("no single process holds more than %d%% of memory", ctx.hog_pct)
+      if not ctx.match then
+        return ctx:note("match= not given: no process will be offered to stop (name the service that leaks)")
       end
+      local ours = ancestors()
+      local candidates = must(sys.processes { match = ctx.match, sort = "memory", limit = 20, sample = 0 })
+      local hog
+      for _, p in ipairs(candidates) do
+        if not ours[p.pid] and p.mem_pct >= ctx.hog_pct then hog = p break end
+      end
+      if not hog then
+        return ctx:ok("no process matching '%s' holds more than %d%% of memory", ctx.match, ctx.hog_pct)
+      end
+      ctx.state.hog = hog
+      ctx:finding { code = "memory.hog", "%s (pid %d) holds %s, %s of memory", hog.command, hog.pid,
+                    fmt.bytes(hog.rss), fmt.pct(hog.mem_pct) }
     end,
   },
 
@@ -70,7 +98,7 @@ return runbook {
         for i = math.max(1, #hits - 4), #hits do log.matches[#log.matches + 1] = { text = hits[i] } end
       end
       if log.count == 0 then return ctx:ok("no OOM kills in the kernel log") end
-      ctx:finding("%d OOM killer messages; the last ones:", log.count)
+      ctx:finding { code = "memory.oom_kills", "%d OOM killer messages; the last ones:", log.count }
       for _, m in ipairs(log.matches) do ctx:show(m.text) end
     end,
   },
@@ -82,6 +110,9 @@ return runbook {
     run = function(ctx)
       local hog = ctx.state.hog
       if not hog then return ctx:ok("no process to stop") end
+      if not ctx.state.pressure then
+        return ctx:ok("memory is under %d%%: %s is large, but stopping it is not called for", ctx.warn, hog.command)
+      end
       local argv
       if ctx.restart then
         argv = {}

@@ -1,9 +1,21 @@
 -- queue-backlog: jobs pile up in a Redis list (alert: queue depth above 10 for 10 minutes; uploads
 -- or emails not processed). Measures the depth and whether it drains, checks that consumers
 -- run, and looks at the oldest job; restarting the workers is the confirmed remediation.
+-- The oldest job is at the end the producer did not push to (LPUSH producers: the tail, RPUSH:
+-- the head), and its age is read from its own timestamp when the payload carries one.
 local redis = require "redis"
 local sys   = require "sys"
 local sh    = require "sh"
+
+-- When the job says when it was enqueued (Celery's, RQ's, Sidekiq's payloads do, under one of these
+-- names): epoch seconds or milliseconds. nil when it does not.
+local STAMPS = { "enqueued_at", "created_at", "timestamp", "queued_at" }
+local function enqueued_at(payload)
+  for _, key in ipairs(STAMPS) do
+    local v = tonumber(payload:match('"' .. key .. '"%s*:%s*"?(%d+%.?%d*)'))
+    if v then return v > 1e11 and v / 1000 or v end
+  end
+end
 
 return runbook {
   name     = "queue-backlog",
@@ -19,27 +31,42 @@ return runbook {
     worker  = input.string { required = false, help = "a word of the workers' command line, to find them" },
     restart = input.argv { default = { "systemctl", "restart", "worker" }, help = "how to restart the workers" },
     watch   = input.duration { default = "5s", help = "how long to watch whether it drains" },
+    producer = input.string { default = "lpush", help = "how jobs are pushed: lpush (Sidekiq, Celery) or rpush " ..
+                                                       "(RQ, Resque): the oldest job is at the other end" },
+    age_warn = input.duration { default = "5m", help = "age of the oldest job that is a warning" },
+    age_crit = input.duration { default = "30m", help = "age of the oldest job that is critical" },
   },
 
   step "depth" {
     title   = "How deep is the queue, and does it drain?",
     explain = "Two readings a few seconds apart: a long queue that shrinks is busy, one that grows is stuck.",
     run = function(ctx)
+      if ctx.producer ~= "lpush" and ctx.producer ~= "rpush" then
+        error("producer= must be lpush or rpush, got " .. tostring(ctx.producer), 0)
+      end
       local conn = must(redis.connect(ctx.url))
       local first = must(conn:llen(ctx.queue))
       ctx.state.depth = first
       ctx.state.status = ctx:check("jobs queued in " .. ctx.queue, first,
-                                   { warn = "~:" .. ctx.warn, crit = "~:" .. ctx.crit })
+                                   { warn = "~:" .. ctx.warn, crit = "~:" .. ctx.crit, code = "queue.depth" })
       if first == 0 then conn:close() return end
       local ok = ctx:wait_until("the queue shrinks", function()
         local now = conn:llen(ctx.queue)
         return now and now < first
       end, { timeout = ctx.watch, every = 0.5 })
       ctx.state.draining = ok ~= nil
-      if not ok then ctx:finding("no job left the queue in %s: nothing consumes it", fmt.duration(ctx.watch)) end
-      local oldest = conn:call("LINDEX", ctx.queue, -1)
-      if oldest then ctx:note("oldest job: %s", tostring(oldest):sub(1, 120)) end
+      if not ok then
+        ctx:finding { code = "queue.stuck", "no job left the queue in %s: nothing consumes it", fmt.duration(ctx.watch) }
+      end
+      local oldest = conn:call("LINDEX", ctx.queue, ctx.producer == "rpush" and 0 or -1)
       conn:close()
+      if not oldest then return end
+      ctx:note("oldest job: %s", tostring(oldest):sub(1, 120))
+      local at = enqueued_at(tostring(oldest))
+      if at then
+        ctx:check("age of the oldest job", os.time() - at, { warn = "~:" .. ctx.age_warn, crit = "~:" .. ctx.age_crit,
+                                                             format = fmt.duration, code = "queue.age" })
+      end
     end,
   },
 
@@ -50,12 +77,12 @@ return runbook {
       local procs = must(sys.processes { match = ctx.worker, sort = "cpu", sample = "300ms" })
       if #procs == 0 then
         ctx.state.no_workers = true
-        return ctx:finding("no process matches '%s': the workers are gone", ctx.worker)
+        return ctx:finding { code = "queue.no_workers", "no process matches '%s': the workers are gone", ctx.worker }
       end
       ctx:show(fmt.table(procs, { { "pid", right = true }, { "cpu_pct", title = "cpu", format = fmt.pct, right = true },
                                   { "age", title = "up", format = fmt.duration, right = true }, { "cmdline", title = "command" } }))
       if not ctx.state.draining then
-        ctx:finding("%d workers run but the queue does not drain: they may be stuck on a job", #procs)
+        ctx:finding { code = "queue.workers_stuck", "%d workers run but the queue does not drain: they may be stuck on a job", #procs }
       end
     end,
   },

@@ -1,7 +1,9 @@
 -- redis-failure: the cache is down, hung, full or slow ("Redis connection failed", RedisDown).
 -- Tells the four apart with probes (refused, no answer, memory at maxmemory with evictions, slow
 -- commands and latency), offers the remediation that fits (restart; flush a cache db, typed
--- back; raise maxmemory) as confirmed actions, then checks the cache and the service again.
+-- back; raise maxmemory, then persist it with CONFIG REWRITE) as confirmed actions, then checks
+-- the cache and the service again. Evictions are judged as a rate over a sample window: the
+-- counter is cumulative, and any LRU cache has evicted keys since it started.
 local redis = require "redis"
 local http  = require "http"
 local sh    = require "sh"
@@ -25,6 +27,7 @@ return runbook {
     memory_warn = input.int { default = 80, min = 1, max = 100, help = "percent of maxmemory that is a warning" },
     memory_crit = input.int { default = 95, min = 1, max = 100, help = "percent of maxmemory that is critical" },
     maxmemory = input.string { required = false, help = "a new maxmemory (e.g. 256mb) to offer when memory is full" },
+    sample    = input.duration { default = "5s", help = "how long to watch the eviction counter" },
   },
 
   step "reach" {
@@ -40,11 +43,11 @@ return runbook {
       if kind == "auth" then return ctx:escalate(err .. ": the password the application uses is wrong or was rotated") end
       ctx.state.broken = kind
       if kind == "refused" then
-        ctx:finding("Redis is down: %s", err)
+        ctx:finding { code = "redis.down", "Redis is down: %s", err }
       elseif kind == "timeout" then
-        ctx:finding("Redis is hung: it accepts connections but does not answer (%s)", err)
+        ctx:finding { code = "redis.hung", "Redis is hung: it accepts connections but does not answer (%s)", err }
       else
-        ctx:finding("Redis is unreachable: %s", err)
+        ctx:finding { code = "redis.unreachable", "Redis is unreachable: %s", err }
       end
       return ctx:jump("restart")
     end,
@@ -61,11 +64,21 @@ return runbook {
         ctx:note("no maxmemory set: %s used, bounded only by the machine", fmt.bytes(mem.used_memory))
       else
         local status = ctx:check("memory used of maxmemory", mem.used_pct,
-          { warn = "~:" .. ctx.memory_warn, crit = "~:" .. ctx.memory_crit, format = fmt.pct })
+          { warn = "~:" .. ctx.memory_warn, crit = "~:" .. ctx.memory_crit, format = fmt.pct, code = "redis.memory_full" })
         ctx.state.memory_full = status == "CRITICAL"
       end
-      if (mem.evicted_keys or 0) > 0 then
-        ctx:finding("%s keys evicted since start (policy %s)", fmt.count(mem.evicted_keys), mem.maxmemory_policy or "?")
+      -- Two readings of the cumulative counter, sample apart: keys evicted now, not since start.
+      local t0 = os.time()
+      local later = must(ctx:wait_until("a sample of " .. fmt.duration(ctx.sample) .. " has passed", function()
+        return os.time() - t0 >= ctx.sample and conn:memory()
+      end, { timeout = ctx.sample + 2, every = math.min(0.25, ctx.sample) }))
+      local evicted = (later.evicted_keys or 0) - (mem.evicted_keys or 0)
+      if evicted > 0 then
+        ctx:finding { code = "redis.evicting", "%s keys evicted in %s, %.1f per second (policy %s)",
+                      fmt.count(evicted), fmt.duration(ctx.sample), evicted / ctx.sample, mem.maxmemory_policy or "?" }
+      elseif (mem.evicted_keys or 0) > 0 then
+        ctx:note("no key evicted in %s (%s since start: the counter is cumulative)", fmt.duration(ctx.sample),
+                 fmt.count(mem.evicted_keys))
       end
       conn:close()
     end,
@@ -78,7 +91,7 @@ return runbook {
     run = function(ctx)
       local conn = must(redis.connect(ctx.url, { timeout = ctx.timeout }))
       local lat = must(conn:latency { samples = 20 })
-      ctx:check("PING round trip p95", lat.p95, { warn = "~:1", crit = "~:10", format = fmt.ms })
+      ctx:check("PING round trip p95", lat.p95, { warn = "~:1", crit = "~:10", format = fmt.ms, code = "redis.latency" })
       local slow = must(conn:slowlog { limit = 5 })
       if #slow > 0 then
         local rows, slowest = {}, 0
@@ -86,8 +99,9 @@ return runbook {
           rows[i] = { ms = e.duration_us / 1000, command = table.concat(e.command or {}, " "):sub(1, 60) }
           slowest = math.max(slowest, rows[i].ms)
         end
-        ctx:finding("%d slow commands in the slow log, the slowest %s: each blocked every other client meanwhile",
-                    #slow, fmt.ms(slowest))
+        ctx:finding { code = "redis.slowlog",
+                      "%d slow commands in the slow log, the slowest %s: each blocked every other client meanwhile",
+                      #slow, fmt.ms(slowest) }
         ctx:show(fmt.table(rows, { { "ms", title = "took", format = fmt.ms, right = true }, { "command" } }))
       end
       conn:close()
@@ -131,7 +145,27 @@ return runbook {
       if not ctx.maxmemory then return ctx:note("set maxmemory=SIZE to be offered a new limit") end
       local conn = must(redis.connect(ctx.url, { timeout = ctx.timeout }))
       -- runbook: allow action-without-summary (the command says it all: CONFIG SET maxmemory SIZE)
-      must(conn:action("CONFIG", "SET", "maxmemory", ctx.maxmemory))
+      local r = must(conn:action("CONFIG", "SET", "maxmemory", ctx.maxmemory))
+      ctx.state.raised = not r.dry_run or nil
+      conn:close()
+    end,
+  },
+
+  step "persist" {
+    title   = "Persist the new maxmemory",
+    explain = "CONFIG SET lasts until the next restart; CONFIG REWRITE writes the running settings into " ..
+              "Redis's config file, so that a restart does not bring the old limit back.",
+    run = function(ctx)
+      if not ctx.state.raised then return ctx:ok("nothing was changed: nothing to persist") end
+      local conn = must(redis.connect(ctx.url, { timeout = ctx.timeout }))
+      local info = must(conn:info("server"))
+      local file = info.server and info.server.config_file
+      if not file or file == "" then
+        conn:close()
+        return ctx:note("Redis runs without a config file: set maxmemory %s where it is started, or it is lost " ..
+                        "at the next restart", ctx.maxmemory)
+      end
+      must(conn:action("CONFIG", "REWRITE", { summary = "write the running settings into " .. file }))
       conn:close()
     end,
   },

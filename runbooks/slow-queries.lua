@@ -23,7 +23,7 @@ return runbook {
       local rows = must(conn:long_running { min = ctx.min })
       conn:close()
       if #rows == 0 then return ctx:ok("no query has run for longer than %s", fmt.duration(ctx.min)) end
-      ctx:finding("%d queries running for longer than %s", #rows, fmt.duration(ctx.min))
+      ctx:finding { code = "pg.long_running", "%d queries running for longer than %s", #rows, fmt.duration(ctx.min) }
       ctx:show(fmt.table(rows, { { "pid", right = true }, { "duration_ms", title = "running", format = fmt.ms, right = true },
                                  { "user", title = "role" }, { "query" } }))
       ctx.state.longest = rows[1]
@@ -39,7 +39,7 @@ return runbook {
       local locks = must(conn:locks())
       conn:close()
       if #rows == 0 then return ctx:ok("no query waits on a lock") end
-      ctx:finding("%d queries wait on locks", #rows)
+      ctx:finding { code = "pg.lock_waits", "%d queries wait on locks", #rows }
       for _, b in ipairs(rows) do
         ctx:show(string.format("pid %s waits for %s: %s", tostring(b.pid),
           table.concat(b.blocked_by or {}, ", "), tostring(b.query):sub(1, 100)))
@@ -60,7 +60,7 @@ return runbook {
         ORDER BY seq_scan * n_live_tup DESC LIMIT 10]]))
       conn:close()
       if #rows == 0 then return ctx:ok("no large table is read mostly by sequential scans") end
-      ctx:finding("%d large tables read mostly by sequential scans (missing index?)", #rows)
+      ctx:finding { code = "pg.seq_scans", "%d large tables read mostly by sequential scans (missing index?)", #rows }
       ctx:show(fmt.table(rows, { { "table" }, { "rows", right = true }, { "seq_scan", right = true },
                                  { "idx_scan", right = true } }))
     end,

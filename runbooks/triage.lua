@@ -36,7 +36,7 @@ return runbook {
       local r = parallel(checks)
       local down = {}
       local function judge(name, failed, text, ...)
-        if failed then down[name] = true ctx:finding(text, ...) else ctx:ok(text, ...) end
+        if failed then down[name] = true ctx:finding { code = "triage." .. name, text, ... } else ctx:ok(text, ...) end
       end
       if r.service then
         local v = r.service.value
@@ -69,7 +69,7 @@ return runbook {
       elseif d.load then sev, next_rb = "SEV3 (P2)", "high-latency"
       end
       if not sev then return ctx:resolved("nothing down that triage can see: SEV4 at most") end
-      ctx:finding("suggested severity: %s", sev)
+      ctx:finding { code = "triage.severity", "suggested severity: %s", sev }
       return ctx:escalate("run next: runbook exec " .. next_rb)
     end,
   },

@@ -307,8 +307,10 @@ end
 
 local function audit(kind, fields) core.audit(kind, cjson.encode(fields)) end
 
--- Announces each deadline that has passed since the last look, once, and records it.
+-- Announces each deadline that has passed since the last look, once, and records it. Returns
+-- the texts of the escalations announced (for the status sinks).
 function M.announce_passed(inc, now)
+  local escalations = {}
   for _, d in ipairs(M.deadlines(inc)) do
     if now >= d.at and not inc.announced[d.key] then
       inc.announced[d.key] = true
@@ -319,6 +321,7 @@ function M.announce_passed(inc, now)
         render.print(render.bold(render.red("  ⚠ ESCALATE")) .. "  " .. text)
         audit("escalation", { incident = inc.id, severity = inc.severity, level = d.level, who = d.who,
                               after_s = d.after, elapsed_s = now - inc.started, text = text })
+        escalations[#escalations + 1] = text
       else
         text = string.format("%s (%s) has passed its resolution target of %s", inc.id, inc.severity, M.span(d.after))
         render.print(render.bold(render.red("  ⚠ TARGET MISSED")) .. "  " .. text)
@@ -327,6 +330,7 @@ function M.announce_passed(inc, now)
       end
     end
   end
+  return escalations
 end
 
 -- Once per cadence period: a reminder that a status update is due.
@@ -461,16 +465,49 @@ end
 function Session:before_step(run, step)
   if self.inc then
     local now = M.now()
-    M.announce_passed(self.inc, now)
+    for _, text in ipairs(M.announce_passed(self.inc, now)) do self:post(run, "escalation", text) end
     remind_update(self.inc, now)
     render.print(render.dim(M.status_line(self.inc, now)))
+    -- The first finding of a run is the cause identified: posted once, between steps.
+    if self.identified == "due" then
+      self.identified = "posted"
+      self:post(run, "identified", self.identified_text)
+    end
   end
   self.step = step
   if self.resume then return self.resume.before_step(run, step) end
 end
 
 -- Findings as status updates quote them: redacted, since updates leave for Slack and PagerDuty.
-function Session:finding(text) self.findings[#self.findings + 1] = core.redact(text) end
+function Session:finding(text, code)
+  self.findings[#self.findings + 1] = core.redact(code and (code .. ": " .. text) or text)
+  -- A coded finding is a diagnosis (the shipped runbooks name theirs): the cause identified.
+  if code and not self.identified then self.identified = "due" self.identified_text = core.redact(text) end
+end
+
+-- Posts an update ("identified", "resolved") or an escalation to the sinks, on behalf of the run;
+-- a failure to post is shown, and never ends the run.
+function Session:post(run, kind, text)
+  local status = require "status"
+  local ok, err = pcall(kind == "escalation" and status.escalation or status.post, self, run,
+                        kind ~= "escalation" and kind or text, kind ~= "escalation" and text or nil)
+  if ok then return end
+  local control = core.is_control(err)
+  if control then error(err, 0) end
+  render.outcome("error", "status update failed: " .. core.redact(tostring(err)))
+end
+
+-- The run's outcome, under --incident: the identified update still due, then resolved, or the
+-- escalation with its reason.
+function Session:outcome(run)
+  if not self.inc or not run.outcome or run.aborted then return end
+  if self.identified == "due" then
+    self.identified = "posted"
+    self:post(run, "identified", self.identified_text)
+  end
+  if run.outcome == "resolved" then self:post(run, "resolved", run.outcome_msg)
+  else self:post(run, "escalation", run.outcome_msg) end
+end
 
 -- ctx:update(status, text) and the menu's u.
 function Session:update(run, status, text)

@@ -58,7 +58,17 @@ M.TEMPLATES = {
           .. "Started {started}, resolved after {elapsed}. A post-mortem will follow.",
 }
 
+-- An escalation (ctx:escalate, or the incident clock's chain) is posted like an update.
+M.ESCALATED = "[ESCALATED] {incident} · {severity} ({severity_title})\n"
+           .. "{text}\n"
+           .. "Findings: {findings}\n"
+           .. "Impact: {impact} · started {started} · {elapsed} elapsed · runbook {runbook}, at: {step}"
+
 local PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
+-- Events API v2: an escalation or a new incident triggers (pages), identified and monitoring
+-- acknowledge (someone is on it), resolved resolves.
+local PD_ACTION = { investigating = "trigger", escalated = "trigger", identified = "acknowledge",
+                    monitoring = "acknowledge", resolved = "resolve" }
 local PD_SEVERITY = { "critical", "error", "warning", "info" }   -- by severity rank
 
 ------------------------------------------------------------------------------- validation
@@ -206,8 +216,7 @@ local function slack_payload(message) return { text = message } end
 
 local function pagerduty_payload(sink, session, facts, message)
   local inc = session.inc
-  local body = { routing_key = sink.routing_key, dedup_key = inc.id,
-                 event_action = facts.status == "resolved" and "resolve" or "trigger" }
+  local body = { routing_key = sink.routing_key, dedup_key = inc.id, event_action = PD_ACTION[facts.status] or "trigger" }
   if body.event_action == "trigger" then
     body.payload = {
       summary = (message:match("^[^\n]*") .. " " .. facts.text):sub(1, 1024),
@@ -274,14 +283,24 @@ local function check_status(status, level)
   end
 end
 
+local send
+
 -- Renders, shows, records and posts an update. Returns { { sink, outcome }, ... }.
 function M.post(session, run, status, text)
   check_status(status, 3)
   if text ~= nil and type(text) ~= "string" then error("ctx:update: the text must be a string", 3) end
-  text = text or ""
+  return send(session, run, status, text or "", session.cfg.status.templates[status])
+end
+
+-- An escalation, with its reason, to every sink (PagerDuty: a trigger at the incident's severity).
+function M.escalation(session, run, reason)
+  return send(session, run, "escalated", reason, M.ESCALATED)
+end
+
+send = function(session, run, status, text, template)
   local now = incident.now()
   local facts = facts_of(session, run, status, text, now)
-  local message = M.render(session.cfg.status.templates[status], facts)
+  local message = M.render(template, facts)
   local sinks = session.cfg.status.sinks
   if #sinks == 0 then sinks = { { type = "stdout", name = "stdout" } } end
   render.print("  " .. render.bold("▸ status update") .. " · " .. status .. (session.inc and (" · " .. session.inc.id) or ""))
@@ -296,8 +315,10 @@ function M.post(session, run, status, text)
     results[#results + 1] = { sink = sink.name, outcome = outcome }
     shown[#shown + 1] = sink.name .. ": " .. outcome
   end
-  if session.inc then session.inc.last_update = now end
-  session.last_status = status
+  if status ~= "escalated" then   -- an escalation is not the status update the cadence asks for
+    if session.inc then session.inc.last_update = now end
+    session.last_status = status
+  end
   render.print("    → " .. table.concat(shown, " · "))
   audit("status_update_result", { status = status, results = results, text = table.concat(shown, " · ") })
   return results
