@@ -7,7 +7,7 @@ PKGS    := lua5.4 lua5.4-cjson libpq hiredis libcurl libedit
 
 # Debian packages: what building needs, and what the tests need on top.
 DEPS_BUILD := gcc make pkg-config liblua5.4-dev lua-cjson-dev libpq-dev libhiredis-dev libcurl4-openssl-dev libedit-dev
-DEPS_TEST  := python3 util-linux postgresql redis-server openssl prometheus openssh-client openssh-server ansible-core docker.io docker-compose alembic
+DEPS_TEST  := python3 util-linux postgresql redis-server openssl prometheus openssh-client openssh-server ansible-core docker.io docker-compose alembic python3-django python3-psycopg2 nginx
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wformat=2 -Wno-format-nonliteral -Wpointer-arith -Wvla

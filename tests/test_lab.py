@@ -62,6 +62,13 @@ def test_lab_up_status_health_down(t):
     expect_in("redis running, pid ", out)
     status, body = health(int(state["api"]["port"]))
     expect_eq(status, 200, "health after the restart")
+    # The lab is the platform: it counts restarts (a stop alone is none), as systemd's NRestarts.
+    rc, out, _ = t.run(["lab", "restarts", "redis"])
+    expect_eq((rc, out), (0, "1\n"), "redis restarted once")
+    rc, out, _ = t.run(["lab", "restarts", "api"])
+    expect_eq((rc, out), (0, "0\n"), "api never restarted")
+    # Redis reads a config file of the lab's own, so that CONFIG REWRITE can persist to it.
+    expect_eq(os.path.exists(os.path.join(state["redis"]["dir"], "redis.conf")), True, "redis.conf")
     state = json.load(open(state_file))
     pids = [int(state[n]["pid"]) for n in ("pg", "redis", "api")]
 
@@ -89,7 +96,7 @@ def test_lab_usage(t):
     expect_in("usage: runbook lab up | status | down", err)
     rc, _, err = t.run(["lab", "restart", "mysql"])
     expect_eq(rc, 2)
-    expect_in("runbook lab start | stop | restart pg | redis | api", err)
+    expect_in("runbook lab start | stop | restart | restarts pg | redis | api", err)
     rc, out, _ = t.run(["lab", "--help"])
     expect_eq(rc, 0)
     expect_in("usage: runbook lab up | status | down", out)

@@ -261,3 +261,51 @@ def test_api_one_restart_is_not_a_loop(t):
     expect_in("api.restart_loop", codes(recs))
     expect_in("it is restarting in a loop", out)
     expect_eq(offered(recs), [], "no restart offered while it loops; stdout:\n" + out)
+
+
+# A real Django project (Debian's python3-django, python3-psycopg2): the code's plan is what
+# `manage.py showmigrations --plan` prints, the migrate command is Django's own.
+DJANGO_SETTINGS = '''SECRET_KEY = "test"
+INSTALLED_APPS = ["shop"]
+USE_TZ = True
+DATABASES = {"default": {"ENGINE": "django.db.backends.postgresql", "NAME": "postgres", "USER": "lab",
+                         "HOST": "127.0.0.1", "PORT": "%d"}}
+'''
+MANAGE = '''import os, sys
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings")
+from django.core.management import execute_from_command_line
+execute_from_command_line(sys.argv)
+'''
+MIGRATION = '''from django.db import migrations, models
+class Migration(migrations.Migration):
+    initial = %s
+    dependencies = [%s]
+    operations = [migrations.CreateModel(name="%s", fields=[("id", models.AutoField(primary_key=True))])]
+'''
+PY = "/usr/bin/python3"   # Debian's, which has django and psycopg2
+
+
+def django_project(t, state):
+    t.write("dj/settings.py", DJANGO_SETTINGS % state["pg"]["port"])
+    t.write("dj/manage.py", MANAGE)
+    t.write("dj/shop/__init__.py", "")
+    t.write("dj/shop/migrations/__init__.py", "")
+    t.write("dj/shop/migrations/0001_initial.py", MIGRATION % ("True", "", "Customer"))
+    t.write("dj/shop/migrations/0002_orders.py", MIGRATION % ("False", '("shop", "0001_initial")', "Order"))
+    return t.path("dj")
+
+
+def test_django_migration_from_the_plan_and_not_rolled_back(t):
+    state = lab(t)
+    proj = django_project(t, state)
+    # The database at 0001: the deploy's migrate did not run.
+    subprocess.run([PY, "manage.py", "migrate", "shop", "0001"], cwd=proj, check=True, capture_output=True, timeout=60)
+    inputs = {"url": state["pg"]["url"], "workdir": proj, "heads": PY + " manage.py showmigrations --plan",
+              "migrate": PY + " manage.py migrate", "downgrade": PY + " manage.py migrate shop 0001"}
+    rc, out, err, recs = execute(t, "migration-failure", inputs)
+    expect_in("1 migrations pending up to shop.0002_orders", out)
+    expect_in("migration.behind", codes(recs))
+    expect_eq(offered(recs), ["migrate"], "migrate, and no rollback once it succeeded; stdout:\n" + out)
+    expect_in("resolved: django at shop.0002_orders", out)
+    expect_eq(rc, 0, out + err)
+    expect_eq(psql(state, "SELECT to_regclass('shop_order') IS NOT NULL").strip(), "t", "Django migrated for real")
