@@ -200,7 +200,7 @@ http {
     location / {
       proxy_pass http://lab_api;
       proxy_connect_timeout 2s;
-      proxy_read_timeout 5s;
+      proxy_read_timeout 60s;
     }
   }
 }

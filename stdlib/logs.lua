@@ -5,7 +5,7 @@
 --     service= (or a compose:// or k8s:// target) docker compose logs --timestamps --since SERVICE,
 --              kubectl logs --timestamps --prefix --since= (every pod of a selector, each line naming it)
 --   logs.top(lines, pattern, n)   grep | sort | uniq -c | sort -rn | head, numbers and ids normalised
---   logs.rate(lines, pattern, { recent = "10m", baseline = "1h" })   matching lines per minute, two windows
+--   logs.rate(lines, pattern, { recent = "10m", baseline = "1h", label })   matching lines per minute, two windows
 -- Every read is a probe bounded by `timeout` (one deadline) and by size (`lines`, `max_bytes`).
 local cjson  = require "cjson"
 local core   = require "core"
@@ -396,7 +396,7 @@ function M.rate(lines, pattern, opts)
   if idx then for _, i in ipairs(idx) do count(lines[i]) end else for _, l in ipairs(lines or {}) do count(l) end end
   local r, b = per_min(rc, recent), per_min(bc, baseline)
   local fmt = require("render").fmt
-  local label = (pattern and pattern ~= "") and (pattern .. " lines") or "lines"
+  local label = opts.label or ((pattern and pattern ~= "") and (pattern .. " lines") or "lines")
   return {
     recent = r, baseline = b, recent_count = rc, baseline_count = bc, untimed = untimed,
     ratio = b > 0 and r / b or (r > 0 and math.huge or 1),
