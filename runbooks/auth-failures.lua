@@ -15,24 +15,33 @@ local function words(s)
   return out
 end
 
+-- sha256sum behind a first line of its own: a probe's record keeps its first line of output, and
+-- a hash of a secret is not to be recorded (a weak secret can be found from it).
+local HASHES = { "sh", "-c", "echo 'SHA-256 of the secret (compared, never shown)'; exec sha256sum -- \"$@\"", "sh" }
+
+local function hashes_of(files, on, timeout)
+  local argv = { table.unpack(HASHES) }
+  for _, f in ipairs(files) do argv[#argv + 1] = f end
+  argv.quiet, argv.timeout, argv.on = true, timeout, on
+  return must(sh.read(argv))
+end
+
 -- The SHA-256 of each replica's copy of the secret, by replica name (quiet: never echoed).
 local function secret_hashes(ctx)
   local by = {}
   if ctx.secret_file then
-    local r = must(sh.read { "sha256sum", "--", ctx.secret_file, on = ctx.replicas, quiet = true, timeout = ctx.timeout })
+    local r = hashes_of({ ctx.secret_file }, ctx.replicas ~= "local" and ctx.replicas or nil, ctx.timeout)
     if r.by_host then
-      for _, host in ipairs(r.ok) do by[host] = r.by_host[host].stdout:match("^(%x+)") end
+      for _, host in ipairs(r.ok) do by[host] = r.by_host[host].stdout:match("\n(%x+)") end
       for _, host in ipairs(r.failed) do by[host] = false end
       for _, host in ipairs(r.unreachable) do by[host] = false end
     else
-      by[ctx.replicas] = r.ok and r.stdout:match("^(%x+)") or false
+      by[ctx.replicas] = r.ok and r.stdout:match("\n(%x+)") or false
     end
   end
   local files = words(ctx.secret_files)
   if #files > 0 then
-    local argv = { "sha256sum", "--", table.unpack(files) }
-    argv.quiet, argv.timeout = true, ctx.timeout
-    local r = must(sh.read(argv))
+    local r = hashes_of(files, nil, ctx.timeout)
     for _, f in ipairs(files) do by[f] = false end
     for hash, file in r.stdout:gmatch("(%x+)  ([^\n]+)") do by[file] = hash end
   end
