@@ -63,6 +63,7 @@ return runbook {
     min_rate     = input.int { default = 5, min = 1, help = "401/403 per minute in the recent window that is a problem" },
     replicas     = input.target { default = "local", env = "AUTH_REPLICAS", help = "the replicas (inventory:GROUP, k8s://NS/pods?l=...)" },
     secret_file  = input.path { required = false, help = "the signing secret's file on each replica (compared by hash)" },
+    -- runbook: allow plain-secret (paths of the secret's copies, not the secret)
     secret_files = input.string { required = false, help = "or: the replicas' copies here, comma-separated paths" },
     clock        = input.argv { default = { "date", "+%s" }, help = "prints a replica's clock in seconds since the epoch (run on replicas)" },
     max_skew     = input.duration { default = "5s", help = "clock difference that breaks token validation" },
