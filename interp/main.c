@@ -57,7 +57,7 @@ static const struct { const char *name, *help; } commands[] = {
 	{ "list", "usage: runbook list\n\nLists the runbooks on the search path: name, severity, summary.\n"
 	          "The first runbook of a name wins: ./runbooks, $RUNBOOK_PATH, $XDG_CONFIG_HOME/runbook/runbooks,\n"
 	          "PREFIX/share/runbook/runbooks (PREFIX: where bin/runbook is installed).\n" },
-	{ "show", "usage: runbook show NAME|FILE\n\nPrints the runbook as Markdown: summary, inputs, steps. Nothing is executed.\n" },
+	{ "show", "usage: runbook show NAME|FILE\n\nPrints the runbook as Markdown: summary, inputs, steps, and under each step the commands,\nqueries and library calls it will run, read from its source. Nothing is executed.\n" },
 	{ "exec", "usage: runbook exec NAME|FILE [options] [name=value ...]\n\n"
 	          "Walks the runbook step by step. Probes run freely; actions show exactly what they will do and\n"
 	          "wait for \"yes\" typed on the terminal (irreversible ones for the target typed back).\n\n"
@@ -80,7 +80,8 @@ static const struct { const char *name, *help; } commands[] = {
 	          "                     confirmed actions are never repeated (NAME may then be left out)\n"
 	          "  --lock-timeout DUR wait this long for a session holding the same runbook and target (default 0)\n"
 	          "  --inventory FILE   the Ansible inventory of inventory:GROUP targets (default $RUNBOOK_INVENTORY)\n"
-	          "  name=value         set an input (see `runbook show NAME`); inputs also read their env variable\n\n"
+	          "  name=value         set an input (see `runbook show NAME`); inputs also read their env variable,\n"
+	          "                     then config.lua's runbooks = { [\"NAME\"] = { input = value } }\n\n"
 	          "At each step: Enter runs it, s skips, j jumps to another step, r opens the REPL (see\n"
 	          "'runbook help repl'), u posts a status update (with --incident), q quits.\n"
 	          "Ctrl-C stops the call in progress and returns to the step menu; Ctrl-C at the menu ends the run.\n"
