@@ -27,30 +27,12 @@ local function text(toks, i, j)
   return #s > MAX_WIDTH and (s:sub(1, MAX_WIDTH - 1) .. "…") or s
 end
 
--- The elements of the table constructor { ... } opened at i (closing at j): { first, last } ranges
--- at depth 1, and for each whether it is `name = value`.
-local function elements(toks, i, j)
-  local out, start, depth = {}, i + 1, 0
-  for k = i + 1, j do
-    local ty = toks[k].type
-    if ty == "{" or ty == "(" or ty == "[" then depth = depth + 1
-    elseif ty == "}" or ty == ")" or ty == "]" then depth = depth - 1 end
-    if (depth < 0 or (depth == 0 and (ty == "," or ty == ";"))) then
-      if k > start then
-        local named = toks[start].type == "name" and toks[start + 1] and toks[start + 1].type == "="
-        out[#out + 1] = { first = start, last = k - 1, key = named and toks[start].value or nil }
-      end
-      start = k + 1
-    end
-  end
-  return out
-end
 
 -- sh.read { "nginx", "-t", on = ctx.on } -> "$ nginx -t    (on ctx.on)"; a word that is not a
 -- literal is shown as <expression>.
 local function command_line(toks, i, j)
   local words, on = {}, nil
-  for _, e in ipairs(elements(toks, i, j)) do
+  for _, e in ipairs((luatokens.elements(toks, i))) do
     if e.key == "on" then on = text(toks, e.first + 2, e.last)
     elseif e.key == "shell" then -- the one string is the command line itself
     elseif not e.key then
@@ -107,7 +89,7 @@ local function calls(toks, from, to, helpers, seen, out)
            and toks[k + 3] and toks[k + 3].type == "string" then
       local close = luatokens.closing(toks, k + 2)
       local args = {}
-      for _, e in ipairs(elements(toks, k + 2, close)) do
+      for _, e in ipairs((luatokens.elements(toks, k + 2))) do
         if not e.key and e.first == e.last and toks[e.first].type == "string" then args[#args + 1] = toks[e.first].value end
       end
       local label = nxt.value == "query" and "query: " or (nxt.value == "action" and "action: " or (nxt.value .. ": "))
