@@ -128,7 +128,8 @@ local function line_of(text, host, pod)
   return { ts = ts, time = time, text = ts and rest or text, host = host, pod = pod }
 end
 
--- journalctl -o json: one object per line; MESSAGE may be an array of bytes (binary data).
+-- journalctl -o json: one object per line; MESSAGE may be an array of bytes (binary data). A remote
+-- line names its host as the target does (the inventory's name), a local one by its _HOSTNAME.
 local function parse_journal(stdout, host)
   local out = {}
   for l in stdout:gmatch("[^\n]+") do
@@ -142,7 +143,8 @@ local function parse_journal(stdout, host)
       end
       local us = tonumber(e.__REALTIME_TIMESTAMP)
       out[#out + 1] = { ts = us and us / 1e6, time = us and os.date("!%Y-%m-%dT%H:%M:%SZ", us // 1e6),
-                        host = e._HOSTNAME or host, unit = e._SYSTEMD_UNIT, text = tostring(msg or "") }
+                        host = host ~= "local" and host or e._HOSTNAME or host, unit = e._SYSTEMD_UNIT,
+                        text = tostring(msg or "") }
     end
   end
   return out

@@ -72,11 +72,19 @@ def test_logs_nginx_access_log_timestamps(t):
     expect_in("N\t2\tfalse", out, "the 502 of more than an hour ago is outside the window")
 
 
-JOURNALCTL = r'''#!/bin/sh
-for a in "$@"; do printf '%%s\037' "$a"; done >> %s/journalctl.log; echo >> %s/journalctl.log
-now=$(date +%%s)
-printf '{"__REALTIME_TIMESTAMP":"%%s000000","_HOSTNAME":"web01","_SYSTEMD_UNIT":"nginx.service","MESSAGE":"ERROR worker 1234 exited"}\n' $((now - 30))
-printf '{"__REALTIME_TIMESTAMP":"%%s000000","_HOSTNAME":"web01","_SYSTEMD_UNIT":"nginx.service","MESSAGE":[69,82,82,79,82,32,98,105,110]}\n' $((now - 20))
+JOURNALCTL = r'''#!/usr/bin/env python3
+# A stand-in for journalctl -o json: records its argv, prints two entries (one MESSAGE a string, one
+# an array of bytes, as journald writes binary data), and applies --grep to the messages as it does.
+import json, re, sys, time
+with open("%s/journalctl.log", "a") as f:
+    f.write("".join(a + "\037" for a in sys.argv[1:]) + "\n")
+pattern = sys.argv[sys.argv.index("--grep") + 1] if "--grep" in sys.argv else None
+now = int(time.time())
+for ago, msg in ((30, "ERROR worker 1234 exited"), (20, list(b"ERROR bin"))):
+    text = msg if isinstance(msg, str) else bytes(msg).decode()
+    if pattern is None or re.search(pattern, text):
+        print(json.dumps({"__REALTIME_TIMESTAMP": "%%d000000" %% (now - ago), "_HOSTNAME": "web01",
+                          "_SYSTEMD_UNIT": "nginx.service", "MESSAGE": msg}))
 '''
 
 
@@ -87,7 +95,7 @@ def journal_calls(t):
 
 def test_logs_journald_argv_here_and_over_ssh(t):
     bindir = t.path("jbin")
-    t.write(os.path.join(bindir, "journalctl"), JOURNALCTL % (t.dir, t.dir), mode=0o755)
+    t.write(os.path.join(bindir, "journalctl"), JOURNALCTL % t.dir, mode=0o755)
     lab = SshLab(t)
     server = lab.server("127.0.0.1", path_prepend=bindir)
     t.runbook("jr", '''
@@ -102,7 +110,7 @@ end },''' % server.target())
     rc, out, err = t.run(["exec", "jr", "--auto"], env=lab.env({"PATH": bindir + ":" + os.environ["PATH"]}))
     expect_rc((rc, out, err), 0)
     expect_in("HERE\tweb01\tERROR worker 1234 exited\nHERE\tweb01\tERROR bin", out, "JSON MESSAGE, string and bytes")
-    expect_in("SSH\tweb01\tERROR worker 1234 exited", out)
+    expect_in("SSH\t%s\tERROR worker 1234 exited" % server.target()[len("ssh://"):], out, "a remote line names the host as the target does")
     calls = journal_calls(t)
     expect_eq(calls[0], ["--no-pager", "-o", "json", "-u", "nginx", "--since", "-1800s", "-n", "100",
                          "--grep", "ERROR", "--case-sensitive=true"])
@@ -185,3 +193,52 @@ def test_logs_docker_compose(t):
 test_logs_docker_compose.timeout = 150
 test_logs_journald_argv_here_and_over_ssh.timeout = 90
 test_logs_file_over_ssh.timeout = 90
+
+
+def test_logs_journald_on_a_fleet_names_each_host(t):
+    bindir = t.path("jbin")
+    t.write(os.path.join(bindir, "journalctl"), JOURNALCTL % t.dir, mode=0o755)
+    lab = SshLab(t)
+    servers = [lab.server("127.0.0.%d" % i, path_prepend=bindir) for i in (1, 2)]
+    inv = lab.inventory({"web": [("web1", servers[0]), ("web2", servers[1])]})
+    t.runbook("fl", READ % 'on = "inventory:web", unit = "nginx", grep = "exited"')
+    rc, out, err = t.run(["exec", "fl", "--auto"], env=lab.env({"RUNBOOK_INVENTORY": inv}))
+    expect_rc((rc, out, err), 0)
+    expect_in("N\t2\tfalse", out, "one line from each host")
+    expect_in("L\ttrue\tweb1\tERROR worker 1234 exited", out)
+    expect_in("L\ttrue\tweb2\tERROR worker 1234 exited", out)
+    expect_in("TOP\t2\tERROR worker <n> exited", out)
+
+
+test_logs_journald_on_a_fleet_names_each_host.timeout = 90
+
+SLOW = r'''#!/bin/sh
+case "$1" in
+  --no-pager) exec sleep 30 ;;
+esac
+'''
+
+
+def test_logs_read_is_bounded_in_time_and_size(t):
+    bindir = t.path("sbin")
+    t.write(os.path.join(bindir, "journalctl"), SLOW, mode=0o755)
+    t.write(os.path.join(bindir, "kubectl"),
+            "#!/bin/sh\ni=0\nwhile [ $i -lt 2000 ]; do echo \"[pod/api-1/api] 2099-01-01T00:00:00Z line $i of a chatty pod\"; i=$((i+1)); done\n",
+            mode=0o755)
+    t.runbook("bd", '''
+step "a" { title = "A", run = function(ctx)
+  local logs = require "logs"
+  local t0 = os.time()
+  local r, err, kind = logs.read { unit = "nginx", timeout = "1s" }
+  print("SLOW", r, kind, err)
+  r = must(logs.read { on = "k8s://prod/pods?l=app=api", max_bytes = 4096, since = "1h" })
+  print("BIG", #r.lines < 2000, r.truncated)
+end },''')
+    t0 = time.monotonic()
+    rc, out, err = t.run(["exec", "bd", "--auto"], env={"PATH": bindir + ":" + os.environ["PATH"]})
+    took = time.monotonic() - t0
+    expect_rc((rc, out, err), 0)
+    expect_in("SLOW\tnil\ttimeout\t", out)
+    expect_in("BIG\ttrue\ttrue", out)
+    if took > 10:
+        fail("logs.read with timeout = 1s took %.1f s in all" % took)
