@@ -28,9 +28,13 @@ local function text(toks, i, j)
 end
 
 
+-- The top-level `local NAME = { ... }` tables of the source being read (name -> index of "{"), so
+-- that `{ table.unpack(NAME), ... }` shows NAME's words; set by by_step.
+local constants = {}
+
 -- sh.read { "nginx", "-t", on = ctx.on } -> "$ nginx -t    (on ctx.on)"; a word that is not a
 -- literal is shown as <expression>.
-local function command_line(toks, i, j)
+local function command_line(toks, i, depth)
   local words, on = {}, nil
   for _, e in ipairs((luatokens.elements(toks, i))) do
     if e.key == "on" then on = text(toks, e.first + 2, e.last)
@@ -38,9 +42,11 @@ local function command_line(toks, i, j)
     elseif not e.key then
       local tk = toks[e.first]
       if e.first == e.last and tk.type == "string" then
-        words[#words + 1] = tk.value:find("[%s'\"$]") and not tk.value:find("'") and ("'" .. tk.value .. "'") or tk.value
+        words[#words + 1] = tk.value:find("[^%w%%+,./:=@_-]") and ("'" .. tk.value:gsub("'", "'\\''") .. "'") or tk.value
       elseif tk.value == "table" and toks[e.first + 2] and toks[e.first + 2].value == "unpack" then
-        words[#words + 1] = "<" .. text(toks, e.first + 4, e.last - 1) .. ">"
+        local name = e.last == e.first + 5 and toks[e.first + 4].value
+        local inner = name and constants[name] and (depth or 0) < 3 and command_line(toks, constants[name], (depth or 0) + 1)
+        words[#words + 1] = inner and inner:sub(3) or ("<" .. text(toks, e.first + 4, e.last - 1) .. ">")
       else
         words[#words + 1] = "<" .. text(toks, e.first, e.last) .. ">"
       end
@@ -75,7 +81,7 @@ local function calls(toks, from, to, helpers, seen, out)
             end
           end
         end
-        local line = toks[t0].type == "{" and command_line(toks, t0, luatokens.closing(toks, t0))
+        local line = toks[t0].type == "{" and command_line(toks, t0)
         if line then
           out[#out + 1] = (third.value == "action" and "action: " or "") .. line
         else
@@ -117,7 +123,12 @@ function M.by_step(rb)
   if not ok then return {} end
   local func_end, owner = luatokens.blocks(toks)
   local helpers, result = {}, {}
+  constants = {}
   for i, tk in ipairs(toks) do
+    if tk.value == "local" and owner[i] == 0 and toks[i + 1] and toks[i + 1].type == "name" and toks[i + 2]
+       and toks[i + 2].type == "=" and toks[i + 3] and toks[i + 3].type == "{" then
+      constants[toks[i + 1].value] = i + 3
+    end
     -- local function NAME (...) at the top level
     if tk.value == "local" and toks[i + 1] and toks[i + 1].value == "function" and owner[i] == 0 and toks[i + 2] then
       helpers[toks[i + 2].value] = { from = i + 3, to = func_end[i + 1] or i + 3 }

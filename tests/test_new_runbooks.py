@@ -128,6 +128,7 @@ def test_show_lists_what_each_step_runs(t):
     expect_in("   - `logs.read { on = ctx.on, file = ctx.error_log, since = ctx.since, grep = UPSTREAM_ERRORS,", out)
     out = steps("auth-failures")
     expect_in("   - `$ date +%s`", out, "argv literals as a command line")
+    expect_in("   - `$ sh -c 'echo '\\''SHA-256 of the secret", out, "a top-level table unpacked into the argv, shell-quoted")
     out = steps("redis-failure")
     expect_in("5. **Flush the cache database** (`flush`)", out)
     expect_in("   - `action: FLUSHDB`", out)
