@@ -84,7 +84,7 @@ M.drills = {
       if used and max and max > 0 and used >= max * 0.95 then return false, "memory is still at maxmemory" end
       return service_healthy(s)
     end,
-    repair = function(s) core.kill(s.redis.pid, "CONT") lab.control("restart", "redis") end,
+    repair = function() lab.control("restart", "redis") end,   -- a stopped (SIGSTOP) one is continued first
   },
 }
 
@@ -125,7 +125,6 @@ M.drills["database-unavailable"] = {
   healthy = app_connects,
   repair = function(s)
     for i = #held, 1, -1 do pcall(held[i].close, held[i]); held[i] = nil end
-    core.kill(s.pg.pid, "CONT")
     lab.control("restart", "pg")
   end,
 }
@@ -188,9 +187,9 @@ M.drills["memory-pressure"] = {
   standalone = true,   -- needs no lab servers
   modes = { hog = { what = "a process grabbing " .. HOG_BYTES .. " of memory", breaks = start_hog,
                     expect = { findings = { "memory.high", "memory.hog" }, offers = { "relieve" } } } },
-  -- The thresholds are low because the lab's hog is small beside the machine's memory; match
-  -- keeps every other process out of reach.
-  inputs = function() return { warn = 1, hog_pct = 1, match = HOG_NAME } end,
+  -- The thresholds are low because the lab's hog is small beside the machine's memory; match, the
+  -- hog's path in this lab's directory, keeps every other process (another lab's hog too) out of reach.
+  inputs = function() return { warn = 1, hog_pct = 1, match = lab.dir() .. "/" .. HOG_NAME } end,
   healthy = hog_gone,
   repair = end_hog,
   cleanup = end_hog,
@@ -259,7 +258,7 @@ M.drills["api-down"] = {
   -- The lab is the platform: its own restart counter stands for systemd's NRestarts.
   inputs = function(s)
     return { url = s.api.url .. "/health", database = s.pg.app_url, cache = s.redis.url,
-             restart = lab_cmd("restart", "api"), process = "lab serve", timeout = "1s",
+             restart = lab_cmd("restart", "api"), process = "lab serve --port " .. s.api.port, timeout = "1s",
              restarts = lab_cmd("restarts", "api"), window = "1s" }
   end,
   healthy = service_healthy,
@@ -290,7 +289,7 @@ M.drills["high-latency"] = {
                         expect = { findings = { "http.no_success" } } } },
   inputs = function(s) return { url = s.api.url .. "/health", requests = 10, timeout = "1s" } end,
   healthy = service_healthy,
-  repair = function(s) core.kill(s.api.pid, "CONT") end,
+  repair = function(s) if s.api.pid then core.kill(s.api.pid, "CONT") end end,
 }
 
 -- Jobs nobody consumes; the "workers" the runbook may restart are the drill's stand-in, a command
@@ -365,6 +364,11 @@ M.drills["connection-pool-exhausted"] = {
   repair = end_sessions, cleanup = end_sessions,
 }
 
+local function end_lock_backends(s)
+  psql(s, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity " ..
+          "WHERE pid <> pg_backend_pid() AND (query LIKE '%drill_t%' OR query LIKE '%pg_sleep(600)%')")
+end
+
 M.drills["slow-queries"] = {
   modes = { locked = { what = "a transaction holds an exclusive lock and sleeps; a query waits for it", breaks = function(s)
     psql(s, "DROP TABLE IF EXISTS drill_t; CREATE TABLE drill_t (id int)")
@@ -380,7 +384,9 @@ M.drills["slow-queries"] = {
     if n ~= 0 then return false, n .. " sessions wait on a lock" end
     return true
   end,
-  repair = end_sessions, cleanup = function(s) end_sessions() pcall(psql, s, "DROP TABLE IF EXISTS drill_t") end,
+  -- A backend inside pg_sleep does not notice that its client was killed: it is terminated too.
+  repair = function(s) end_sessions() pcall(end_lock_backends, s) end,
+  cleanup = function(s) end_sessions() pcall(end_lock_backends, s) pcall(psql, s, "DROP TABLE IF EXISTS drill_t") end,
 }
 
 M.drills["migration-failure"] = {
@@ -510,7 +516,10 @@ function M.main(args)
   end
   state = state or {}
   -- Before: the lab as a whole answers (standalone drills bring their own system).
-  local ok, why = settle(function() return drill.standalone or service_healthy(state) end, 10)
+  local ok, why = settle(function()
+    if drill.standalone then return true end
+    return service_healthy(state)
+  end, 10)
   if not ok then
     core.err("runbook drill: the lab is not healthy before the drill (" .. tostring(why) .. "); try: runbook lab down && runbook lab up\n")
     return 1
@@ -552,7 +561,12 @@ function M.main(args)
     state = lab.state() or {}
     if code == 3 then code = 0 end
   end
-  local healthy, hwhy = settle(function() return drill.healthy(state) end, 10)
+  -- A check that raises (a server still frozen) is a "not healthy", not the drill's crash.
+  local healthy, hwhy = settle(function()
+    local ok, h, why = pcall(drill.healthy, state)
+    if not ok then return false, tostring(h) end
+    return h, why
+  end, 10)
   local secs = (core.now() - t0) / 1000
   if drill.cleanup then pcall(drill.cleanup, state) end
   if #wrong > 0 then

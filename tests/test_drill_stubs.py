@@ -63,7 +63,8 @@ def stubs_fail(t, names):
                 what = "%s --mode %s against a stub that %s" % (name, mode, outcome)
                 if rc == 0:
                     fail("%s: exit 0, the drill cannot fail\nstdout:\n%s\nstderr:\n%s" % (what, out, err))
-                expect_in("drill %s (%s): the runbook missed the fault: no finding " % (name, mode), out, what)
+                expect_in("drill %s (%s): the runbook missed the fault: no finding " % (name, mode), out,
+                          "%s; stderr:\n%s" % (what, err))
 
 
 def test_every_drill_knows_its_runbooks(t):

@@ -349,7 +349,7 @@ step "after" { title = "After", run = function(ctx) ctx:note("after ran") end },
     rc, out, err = t.run(["exec", "noterm", "--yes", "--transcript", tr2])
     expect_rc((rc, out, err), 0)
     expect_in("confirmed by --yes", out)
-    expect_in("--yes: actions run without asking", out)
+    expect_in("--yes: reversible actions run without asking", out)
     expect_not_in("no terminal: actions will not run", out, "banner with --yes")
     if not os.path.exists(f):
         fail("--yes did not run the action")

@@ -309,3 +309,20 @@ def test_django_migration_from_the_plan_and_not_rolled_back(t):
     expect_in("resolved: django at shop.0002_orders", out)
     expect_eq(rc, 0, out + err)
     expect_eq(psql(state, "SELECT to_regclass('shop_order') IS NOT NULL").strip(), "t", "Django migrated for real")
+
+
+def test_memory_never_offers_the_runbooks_own_ancestors(t):
+    # The operator's own tooling is large (a Python wrapper holding 300 MiB) and matches: it runs the
+    # runbook, so it is never a candidate, even past every threshold.
+    code = ("import subprocess, sys\nb = bytearray(300 * 1024 * 1024)\nfor i in range(0, len(b), 4096): b[i] = 1\n"
+            "r = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+            "print(r.returncode)\nprint(r.stdout)\nprint(r.stderr)\n")
+    argv = ["python3", "-c", code, t.binary, "exec", os.path.join(t.repo, "runbooks", "memory-pressure.lua"),
+            "--auto", "--yes", "match=python3", "warn=1", "hog_pct=1"]
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=t.environ(), cwd=t.dir)
+    if p.returncode != 0:
+        fail("the runbook's own ancestor was stopped (exit %s)" % p.returncode)
+    rc, out = p.stdout.split("\n", 1)
+    expect_not_in("ACTION", out, "no action offered against an ancestor")
+    expect_in("no process matching 'python3' holds more than 1% of memory", out)
+    expect_eq(rc, "0", out + p.stderr)

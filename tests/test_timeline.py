@@ -59,7 +59,7 @@ def test_timeline_of_an_incident_with_a_handover(t):
                  "- **Time to mitigation** (first successful action): 40m",
                  "- **Time to resolution:** 40m (target 2h00m)",
                  "- **Escalations:** escalate to L2 senior on-call engineer: INC-50 (SEV1) is unresolved after 30m",
-                 "- **Status updates:** 1",
+                 "- **Status updates:** 3",   # the clock's escalation and the resolution are posted too
                  "| time (UTC) | who | step | what |"):
         if not any(l.startswith(want) for l in lines):
             fail("the draft has no line starting %r:\n%s" % (want, md))
@@ -150,7 +150,7 @@ def test_timeline_of_a_drill_run(t):
     expect_in("(the first session; no incident start was recorded)", md)
     rows = [l for l in md.splitlines() if re.match(r"^\| \d\d:\d\d:\d\d \|", l)]
     text = "\n".join(rows)
-    if not re.search(r"\| finding: .*tail \(pid \d+", text):
+    if not re.search(r"\| finding: .*runbook-lab-hog \(pid \d+", text):
         fail("the drill's finding is not in the timeline:\n" + md)
     if not re.search(r"\| confirmed: .*\(--yes by \S+\) \|", text):
         fail("the confirmation is not in the timeline:\n" + md)
