@@ -185,21 +185,29 @@ print(r.ok, r.stdout)]],
       },
       {
         name = "sys.memory",
-        call = "sys.memory()",
-        summary = "Memory and swap, as `free` counts them (`used` = total − available).",
-        options = {},
+        call = "sys.memory { OPTIONS }",
+        summary = "Memory and swap, as `free` counts them (`used` = total − available). On a target, " ..
+                  "its `/proc/meminfo` read through the transport and parsed by the same code.",
+        options = {
+          { "on", "\"local\"", "a target (see `sh`): the same table, with `host`; a fleet gives `{ by_host, ok, unreachable, failed }`" },
+          { "timeout", "10", "on a target: deadline (" .. DURATION .. ")" },
+        },
         returns = "`{ total, available, used, free, buffers, cached, swap_total, swap_used, swap_free, used_pct, " ..
                   "swap_pct }` (bytes)",
-        kinds = {},
+        kinds = { "unavailable", "unreachable", "timeout", "interrupted" },
         example = [[sys.memory().used_pct]],
       },
       {
         name = "sys.load",
-        call = "sys.load()",
-        summary = "Load averages, the number of CPUs and the uptime.",
-        options = {},
+        call = "sys.load { OPTIONS }",
+        summary = "Load averages, the number of CPUs and the uptime. On a target, its `/proc/loadavg`, " ..
+                  "`/proc/uptime` and `getconf _NPROCESSORS_ONLN`, parsed by the same code.",
+        options = {
+          { "on", "\"local\"", "a target, as for `sys.memory`" },
+          { "timeout", "10", "on a target: deadline (" .. DURATION .. ")" },
+        },
         returns = "`{ load1, load5, load15, cpus, per_cpu1, running, total_tasks, uptime }`",
-        kinds = {},
+        kinds = { "unavailable", "unreachable", "timeout", "interrupted" },
         example = [[sys.load().per_cpu1]],
       },
       {

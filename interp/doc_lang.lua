@@ -93,6 +93,9 @@ return {
       input_entry("argv", "a command, an array of words (`\"systemctl restart x\"` on the command line)"),
       input_entry("duration", "seconds (`\"30s\"`, `\"5m\"` are accepted)"),
       input_entry("secret", "a secret, redacted everywhere"),
+      input_entry("target", "where commands run: `local`, `ssh://[user@]host[:port]`, `inventory:GROUP`, " ..
+                  "`compose://[DIR:]SERVICE`, `k8s://[CONTEXT/]NS/KIND/NAME` or `k8s://NS/pods?l=SELECTOR` " ..
+                  "(`on = ctx.NAME` in sh, sys and service calls; a bad one is an input error)"),
     },
   },
   {

@@ -146,6 +146,8 @@ static void register_preloads(lua_State *L)
 	lua_setfield(L, -2, "replay");
 	lua_pushcfunction(L, luaopen_sh_transport);   /* targets: sh's transports (stdlib/reach.lua) */
 	lua_setfield(L, -2, "sh_transport");
+	lua_pushcfunction(L, luaopen_sys_transport);  /* targets: sys's parsers for what reach.lua read */
+	lua_setfield(L, -2, "sys_transport");
 	for (const struct embedded_file *f = embedded_files; f->name; f++) {
 		lua_pushlightuserdata(L, (void *)f);
 		lua_pushcclosure(L, load_embedded, 1);

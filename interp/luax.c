@@ -240,3 +240,35 @@ void luax_class(lua_State *L, const char *name, const luaL_Reg meta[], const lua
 	}
 	lua_pop(L, 1);
 }
+
+/* ------------------------------------------------------------------- calls with `on = target` */
+
+bool luax_remote(lua_State *L, int idx)
+{
+	if (lua_type(L, idx) != LUA_TTABLE)
+		return false;
+	int t = lua_getfield(L, idx, "on");
+	bool remote = t != LUA_TNIL && !(t == LUA_TSTRING && strcmp(lua_tostring(L, -1), "local") == 0);
+	lua_pop(L, 1);
+	return remote;
+}
+
+static int delegated_k(lua_State *L, int status, lua_KContext base)
+{
+	(void)status;
+	return lua_gettop(L) - (int)base;
+}
+
+int luax_delegate(lua_State *L, const char *module, const char *fn)
+{
+	int n = lua_gettop(L);
+	lua_getglobal(L, "require");
+	lua_pushstring(L, module);
+	lua_call(L, 1, 1);
+	lua_getfield(L, -1, fn);
+	lua_remove(L, -2);
+	for (int i = 1; i <= n; i++)
+		lua_pushvalue(L, i);
+	lua_callk(L, n, LUA_MULTRET, n, delegated_k);   /* a fleet's tasks yield across this call */
+	return delegated_k(L, LUA_OK, n);
+}

@@ -51,6 +51,12 @@ void luax_audit_probe(const char *primitive, const char *target, msec_t deadline
 void luax_audit_probe_on(const char *primitive, const char *target, const char *on, const char *host,
                          msec_t deadline_ms, double duration_ms, const char *outcome, const char *summary);
 
+/* Whether the argument table at idx has `on` other than "local" (a target: stdlib/target.lua). */
+bool luax_remote(lua_State *L, int idx);
+/* Returns what require(module)[fn](the arguments) returns: a primitive called with `on = target`
+ * hands itself to the Lua that reaches the target (stdlib/reach.lua). It may yield inside it. */
+int luax_delegate(lua_State *L, const char *module, const char *fn);
+
 /* The edit distance used for "did you mean" suggestions. */
 int luax_distance(const char *a, const char *b);
 

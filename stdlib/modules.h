@@ -12,7 +12,8 @@
 extern const luaL_Reg runbook_modules[];
 
 int luaopen_sh(lua_State *L);
-int luaopen_sh_transport(lua_State *L);   /* not for runbooks: stdlib/reach.lua's */
+int luaopen_sh_transport(lua_State *L);
+int luaopen_sys_transport(lua_State *L);  /* not for runbooks: stdlib/reach.lua's */   /* not for runbooks: stdlib/reach.lua's */
 int luaopen_sys(lua_State *L);
 int luaopen_tcp(lua_State *L);
 int luaopen_http(lua_State *L);

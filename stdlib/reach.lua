@@ -237,6 +237,9 @@ local function tool_failure(ep, r)
     if e:find("Forbidden", 1, true) or e:find("Unauthorized", 1, true) or e:find("must be logged in", 1, true) then
       return "auth", first_line(e)
     end
+    if e:find("error executing command in container", 1, true) or e:find("executable file not found", 1, true) then
+      return "notfound", "the command cannot run there: " .. first_line(e)
+    end
     if e:find("Error from server (NotFound)", 1, true) or e:find("error: ", 1, true) == 1 then return "unreachable", first_line(e) end
   else
     if e:find("connect to the Docker daemon", 1, true) or e:find("Couldn't connect to Docker", 1, true) then
@@ -332,18 +335,22 @@ local function fleet_result(t, by_host)
 end
 
 -- Runs cmd on the hosts eps at once, limit at a time; returns by_host. Ctrl-C raises through.
-local function run_hosts(fn, t, eps, cmd, opts, action, by_host)
+-- Calls one(ep) for every host at once, limit at a time (parallel()); fills by_host with each
+-- result, or { err, kind }. Ctrl-C raises through.
+local function on_each(fn, eps, limit, one, by_host)
   local tasks = {}
-  for _, ep in ipairs(eps) do
-    tasks[ep.name] = function() return run_one(fn, t, ep, cmd, opts, action) end
-  end
-  local limit = math.tointeger(opts.limit or DEFAULT_LIMIT)
+  for _, ep in ipairs(eps) do tasks[ep.name] = function() return one(ep) end end
+  limit = math.tointeger(limit or DEFAULT_LIMIT)
   if not limit or limit < 1 then error(fn .. ": limit must be a whole number >= 1", 0) end
-  local out = core.parallel(tasks, { limit = limit })
-  for name, o in pairs(out) do
+  for name, o in pairs(core.parallel(tasks, { limit = limit })) do
     by_host[name] = o.value or { err = o.err, kind = o.kind }
   end
   return by_host
+end
+
+-- Runs cmd on the hosts eps at once; returns by_host.
+local function run_hosts(fn, t, eps, cmd, opts, action, by_host)
+  return on_each(fn, eps, opts.limit, function(ep) return run_one(fn, t, ep, cmd, opts, action) end, by_host)
 end
 
 function M.read(args)
@@ -473,5 +480,59 @@ function M.action(args)
   r, e, k = run_one(fn, t, eps[1], cmd, opts, true)
   return checked(fn, t, r, e, k, opts.check ~= false)
 end
+
+------------------------------------------------------------------------------ sys.* on a target
+-- What sys.memory and sys.load read on a target, in one command, and the same C parsers as here
+-- (sys_transport): the result is the table a local call returns; what the target cannot give
+-- (no /proc in a distroless container) is nil with the reason.
+local SYS = {
+  memory = { cmd = "cat /proc/meminfo", parse = function(out) return require("sys_transport").memory(out) end },
+  load = { cmd = "cat /proc/loadavg; cat /proc/uptime; getconf _NPROCESSORS_ONLN",
+           parse = function(out)
+             local loadavg, uptime, cpus = out:match("^([^\n]*)\n([%d.]+)[^\n]*\n(%d+)")
+             if not loadavg then return nil, "its /proc/loadavg, /proc/uptime and getconf did not answer as expected" end
+             return require("sys_transport").load(loadavg, math.tointeger(tonumber(cpus)), tonumber(uptime))
+           end },
+}
+local SYS_OPTIONS = { on = true, timeout = true, limit = true }
+
+local function sys_on(name, args)
+  local fn = "sys." .. name
+  for k in pairs(args) do
+    if not SYS_OPTIONS[k] then error(string.format("%s: unknown option '%s' (on, timeout, limit)", fn, tostring(k)), 0) end
+  end
+  local t, perr = target.parse(args.on)
+  if not t then error(fn .. ": on = " .. perr, 0) end
+  local eps, err, kind = endpoints(t, fn)
+  if not eps then return nil, err, kind end
+  local spec = SYS[name]
+  local opts = { shell = true, quiet = true, timeout = args.timeout or 10, limit = args.limit }
+  local function one(ep)
+    local r, e, k = run_one(fn, t, ep, { spec.cmd }, opts, false)
+    local where = string.format("%s on %s%s", fn, t.text, t.fleet and (" (" .. ep.name .. ")") or "")
+    if k == "notfound" and ep.kind ~= "ssh" then
+      return nil, where .. ": the target cannot give it: " .. e:sub(#where + 3), "unavailable"
+    end
+    if not r then return nil, e, k end
+    if not r.ok then
+      return nil, string.format("%s: the target cannot give it: %s exited %s%s", where, spec.cmd, tostring(r.code),
+                                first_line(r.stderr) ~= "" and (": " .. first_line(r.stderr)) or ""), "unavailable"
+    end
+    local v, why = spec.parse(r.stdout)
+    if not v then return nil, where .. ": " .. tostring(why), "unavailable" end
+    v.host = ep.name
+    return v
+  end
+  if not t.fleet then return one(eps[1]) end
+  local res = { target = t.text, by_host = on_each(fn, eps, args.limit, one, {}), ok = {}, unreachable = {}, failed = {} }
+  for h, v in pairs(res.by_host) do
+    table.insert(not v.kind and res.ok or (UNREACHED[v.kind] and res.unreachable or res.failed), h)
+  end
+  for _, l in ipairs({ res.ok, res.unreachable, res.failed }) do table.sort(l) end
+  return res
+end
+
+function M.sys_memory(args) return sys_on("memory", args) end
+function M.sys_load(args) return sys_on("load", args) end
 
 return M

@@ -724,40 +724,10 @@ static int run(lua_State *L, const struct command *c, bool action)
 
 /* ------------------------------------------------------------------------ calls with `on = target` */
 
-static int delegated_k(lua_State *L, int status, lua_KContext base)
-{
-	(void)status;
-	return lua_gettop(L) - (int)base;
-}
-
-/* A call with `on` other than "local" is reach.lua's (stdlib/reach.lua): it resolves the target,
- * rewrites the argv for its transport and comes back here through sh_transport.run. */
-static bool is_remote(lua_State *L)
-{
-	luaL_checktype(L, 1, LUA_TTABLE);
-	int t = lua_getfield(L, 1, "on");
-	bool remote = t != LUA_TNIL && !(t == LUA_TSTRING && strcmp(lua_tostring(L, -1), "local") == 0);
-	lua_pop(L, 1);
-	return remote;
-}
-
-static int delegate(lua_State *L, const char *fn)
-{
-	lua_settop(L, 1);
-	lua_getglobal(L, "require");
-	lua_pushstring(L, "reach");
-	lua_call(L, 1, 1);
-	lua_getfield(L, -1, fn);
-	lua_remove(L, -2);
-	lua_pushvalue(L, 1);
-	lua_callk(L, 1, LUA_MULTRET, 1, delegated_k);
-	return delegated_k(L, LUA_OK, 1);
-}
-
 static int sh_read(lua_State *L)
 {
-	if (is_remote(L))
-		return delegate(L, "read");
+	if (luax_remote(L, 1))
+		return luax_delegate(L, "reach", "read");
 	struct command c = { 0 };
 	parse_command(L, &c, false);
 	return run(L, &c, false);
@@ -783,8 +753,8 @@ static int not_run(lua_State *L, enum gate_answer a, const char *display)
 
 static int sh_action(lua_State *L)
 {
-	if (is_remote(L))
-		return delegate(L, "action");
+	if (luax_remote(L, 1))
+		return luax_delegate(L, "reach", "action");
 	struct command c = { 0 };
 	/* The gate's texts are read before anything is allocated: these may raise. */
 	luaL_checktype(L, 1, LUA_TTABLE);

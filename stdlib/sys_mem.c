@@ -1,5 +1,6 @@
 /*
- * sys_mem.c - sys.memory and sys.load, from /proc/meminfo, /proc/loadavg and /proc/uptime.
+ * sys_mem.c - sys.memory and sys.load, from /proc/meminfo, /proc/loadavg and /proc/uptime; on a target
+ * (stdlib/reach.lua) the same parsers read what the transport brought back.
  */
 #include "sys_internal.h"
 
@@ -15,13 +16,10 @@ static int64_t meminfo_field(const char *text, const char *key)
 	return -1;
 }
 
-int sys_memory(lua_State *L)
+/* The result of sys.memory from /proc/meminfo's text, here or from a target (p NULL: not recorded
+ * here, the transport's read was). */
+static int push_memory(lua_State *L, const struct probe *p, const char *text)
 {
-	struct probe p;
-	probe_begin(&p, "sys.memory", "/proc/meminfo", 0);
-	char text[8192];
-	if (read_small("/proc/meminfo", text, sizeof text) <= 0)
-		return probe_fail_errno(L, &p, errno ? errno : EIO);
 	int64_t total = meminfo_field(text, "MemTotal");
 	int64_t free_ = meminfo_field(text, "MemFree");
 	int64_t avail = meminfo_field(text, "MemAvailable");
@@ -30,7 +28,7 @@ int sys_memory(lua_State *L)
 	int64_t swap_total = meminfo_field(text, "SwapTotal");
 	int64_t swap_free = meminfo_field(text, "SwapFree");
 	if (total <= 0)
-		return probe_fail_errno(L, &p, EIO);
+		return p ? probe_fail_errno(L, p, EIO) : luax_fail(L, "error", "sys.memory: no MemTotal in /proc/meminfo");
 	if (avail < 0)     /* kernels before 3.14 */
 		avail = free_ + buffers + cached;
 	/* "used" as free(1) of procps 4 counts it: what is not available, so caches do not alarm anyone. */
@@ -39,7 +37,8 @@ int sys_memory(lua_State *L)
 	char summary[96];
 	snprintf(summary, sizeof summary, "memory %.1f%% used, swap %.1f%% used", pct((double)used, (double)total),
 	         pct((double)swap_used, (double)swap_total));
-	probe_end(&p, "ok", summary);
+	if (p)
+		probe_end(p, "ok", summary);
 	lua_createtable(L, 0, 11);
 	luax_setint(L, "total", total);
 	luax_setint(L, "available", avail);
@@ -55,29 +54,37 @@ int sys_memory(lua_State *L)
 	return 1;
 }
 
+int sys_memory(lua_State *L)
+{
+	if (luax_remote(L, 1))
+		return luax_delegate(L, "reach", "sys_memory");
+	struct probe p;
+	probe_begin(&p, "sys.memory", "/proc/meminfo", 0);
+	char text[8192];
+	if (read_small("/proc/meminfo", text, sizeof text) <= 0)
+		return probe_fail_errno(L, &p, errno ? errno : EIO);
+	return push_memory(L, &p, text);
+}
+
 double read_uptime(void)
 {
 	char text[128];
 	return read_small("/proc/uptime", text, sizeof text) > 0 ? strtod(text, NULL) : 0.0;
 }
 
-int sys_load(lua_State *L)
+/* The result of sys.load from /proc/loadavg's text, the number of CPUs and the uptime (p: as above). */
+static int push_load(lua_State *L, const struct probe *p, const char *text, long cpus, double uptime)
 {
-	struct probe p;
-	probe_begin(&p, "sys.load", "/proc/loadavg", 0);
-	char text[256];
 	double l1, l5, l15;
 	int running, tasks;
-	if (read_small("/proc/loadavg", text, sizeof text) <= 0)
-		return probe_fail_errno(L, &p, errno ? errno : EIO);
 	if (sscanf(text, "%lf %lf %lf %d/%d", &l1, &l5, &l15, &running, &tasks) != 5)
-		return probe_fail_errno(L, &p, EIO);
-	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+		return p ? probe_fail_errno(L, p, EIO) : luax_fail(L, "error", "sys.load: /proc/loadavg is not as expected");
 	if (cpus < 1)
 		cpus = 1;
 	char summary[96];
 	snprintf(summary, sizeof summary, "load %.2f %.2f %.2f on %ld cpus", l1, l5, l15, cpus);
-	probe_end(&p, "ok", summary);
+	if (p)
+		probe_end(p, "ok", summary);
 	lua_createtable(L, 0, 8);
 	luax_setnum(L, "load1", l1);
 	luax_setnum(L, "load5", l5);
@@ -86,6 +93,36 @@ int sys_load(lua_State *L)
 	luax_setnum(L, "per_cpu1", round1(l1 / (double)cpus * 10.0) / 10.0);
 	luax_setint(L, "running", running);
 	luax_setint(L, "total_tasks", tasks);
-	luax_setnum(L, "uptime", read_uptime());
+	luax_setnum(L, "uptime", uptime);
+	return 1;
+}
+
+int sys_load(lua_State *L)
+{
+	if (luax_remote(L, 1))
+		return luax_delegate(L, "reach", "sys_load");
+	struct probe p;
+	probe_begin(&p, "sys.load", "/proc/loadavg", 0);
+	char text[256];
+	if (read_small("/proc/loadavg", text, sizeof text) <= 0)
+		return probe_fail_errno(L, &p, errno ? errno : EIO);
+	return push_load(L, &p, text, sysconf(_SC_NPROCESSORS_ONLN), read_uptime());
+}
+
+/* ------------------------------------------------- the same parsers for a target (sys_transport) */
+
+/* sys_transport.memory(meminfo_text) -> the table of sys.memory | nil, err */
+static int sysx_memory(lua_State *L) { return push_memory(L, NULL, luaL_checkstring(L, 1)); }
+
+/* sys_transport.load(loadavg_text, cpus, uptime) -> the table of sys.load | nil, err */
+static int sysx_load(lua_State *L)
+{
+	return push_load(L, NULL, luaL_checkstring(L, 1), (long)luaL_checkinteger(L, 2), luaL_checknumber(L, 3));
+}
+
+int luaopen_sys_transport(lua_State *L)
+{
+	static const luaL_Reg fns[] = { { "memory", sysx_memory }, { "load", sysx_load }, { NULL, NULL } };
+	luaL_newlib(L, fns);
 	return 1;
 }

@@ -251,6 +251,7 @@ case " $* " in
   *" get pods "*) printf 'pod/api-7d9f-a\npod/api-7d9f-b\n' ;;
   *" rollout status "*) echo 'deployment "api" successfully rolled out' ;;
   *" rollout restart "*) echo 'deployment.apps/api restarted' ;;
+  *" exec deployment/distroless "*) echo 'error: Internal error occurred: error executing command in container: failed to exec in container: starting container process caused: exec: "/bin/sh": stat /bin/sh: no such file or directory: unknown' >&2; exit 126 ;;
   *" exec "*) while [ "$1" != "--" ]; do shift; done; shift; exec "$@" ;;
 esac
 '''
@@ -392,4 +393,36 @@ end },''' % proj, inputs=INPUT + ', pw = input.secret { env = "PW" }')
     with open(t.the_transcript()) as f:
         expect_not_in(canary, f.read(), "the transcript")
     if took > 60:
+        fail("took %.1f s" % took)
+
+
+def test_reach_sys_on_a_target_is_parsed_as_locally(t):
+    lab, servers, inv = fleet_lab(t, 3)
+    kbin = kubectl_standin(t)
+    t.runbook("sysr", '''
+step "a" { title = "A", run = function(ctx)
+  local sys = require "sys"
+  local here, load = sys.memory(), sys.load()
+  local one = must(sys.memory { on = ctx.on })
+  print("ONE", one.total == here.total, one.host, type(one.used_pct))
+  local f = must(sys.load { on = "inventory:web" })
+  print("FLEET", table.concat(f.ok, ","), f.by_host.web02.cpus == load.cpus, f.by_host.web03.uptime > 0)
+  local m = must(sys.memory { on = "k8s://prod/deployment/api" })
+  print("POD", m.total == here.total)
+  local none, err, kind = sys.memory { on = "k8s://prod/deployment/distroless" }
+  print("NONE", none, kind, err)
+end },''', inputs=INPUT)
+    t0 = time.monotonic()
+    rc, out, err = t.run(["exec", "sysr", "on=" + servers[0].target()],
+                         env=lab.env({"RUNBOOK_INVENTORY": inv, "KUBECTL_LOG": t.path("kubectl.log"),
+                                      "PATH": kbin + ":" + os.environ["PATH"]}))
+    took = time.monotonic() - t0
+    expect_rc((rc, out, err), 0)
+    expect_in("ONE\ttrue\troot@127.0.0.1:%d\tnumber" % servers[0].port, out)
+    expect_in("FLEET\tweb01,web02,web03\ttrue\ttrue", out)
+    expect_in("POD\ttrue", out)
+    expect_in("NONE\tnil\tunavailable\tsys.memory on k8s://prod/deployment/distroless: the target cannot give it", out)
+    recs = [r for r in records(t) if r["type"] == "probe" and r.get("host")]
+    expect_in("cat /proc/meminfo", [r["target"] for r in recs if r["on"] == servers[0].target()][0])
+    if took > 15:
         fail("took %.1f s" % took)
