@@ -41,9 +41,31 @@ return function(h)   -- h: drill.lua's helpers { lab_cmd, settle, service_health
     for _ = 1, n do http.get(s.nginx.url .. path, { timeout = 2, headers = headers }) end
   end
 
+  -- nginx's workers: the children of its master (/proc/PID/task/PID/children).
+  local function workers(s)
+    local f = io.open(string.format("/proc/%d/task/%d/children", s.nginx.pid, s.nginx.pid))
+    local list = {}
+    if f then
+      for pid in f:read("a"):gmatch("%d+") do list[#list + 1] = math.tointeger(tonumber(pid)) end
+      f:close()
+    end
+    return list
+  end
+
+  -- A reload is done when the workers of the old configuration have exited: until then they
+  -- still accept connections, and a probe may meet either configuration.
+  local function reload_nginx(s)
+    local old = workers(s)
+    nginx_cmd(s, "-s", "reload")
+    h.settle(function()
+      for _, pid in ipairs(old) do if core.kill(pid, "0") then return false end end
+      return true
+    end, 10)
+  end
+
   local function restore_nginx(s)
     write(s.nginx.conf, lab.nginx_conf(s))
-    if s.nginx.pid and core.kill(s.nginx.pid, "0") then nginx_cmd(s, "-s", "reload") else lab.control("start", "nginx") end
+    if s.nginx.pid and core.kill(s.nginx.pid, "0") then reload_nginx(s) else lab.control("start", "nginx") end
   end
 
   local function base_inputs(s)
@@ -127,14 +149,7 @@ return function(h)   -- h: drill.lua's helpers { lab_cmd, settle, service_health
     local conf = lab.nginx_conf(s)
     local block = conf:match("    location /ws {.-\n    }\n")
     write(s.nginx.conf, (conf:gsub(block:gsub("%p", "%%%0"), (replace(block):gsub("%%", "%%%%")))))
-    nginx_cmd(s, "-s", "reload")
-    -- A reload is done when the new workers answer: the handshake tells which config serves.
-    h.settle(function()
-      local tcp = require "tcp"
-      local r = tcp.connect("127.0.0.1", s.nginx.port, { timeout = 1, send = "GET /ws/ HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n" })
-      local upgraded = r and r.reply:match("^HTTP/1.1 101") ~= nil
-      return upgraded == (replace(block):find("Upgrade", 1, true) ~= nil)
-    end, 10)
+    reload_nginx(s)
   end
 
   D["websocket-failures"] = {
