@@ -83,6 +83,14 @@ return function(h)   -- h: drill.lua's helpers { lab_cmd, settle, service_health
       end, diagnosis = true,
       expect = { findings = { "proxy.bad_gateway", "proxy.upstream_refused", "proxy.5xx", "proxy.upstream_down" },
                  never = { "restart", "reload" } } },
+      -- The service moved to another port and nginx.conf says so, but the running nginx was never
+      -- reloaded: it still sends requests to the old port.
+      stale = { what = "nginx runs a configuration that points at an old port; the file on disk is right", breaks = function(s)
+        write(s.nginx.conf, (lab.nginx_conf(s):gsub("server 127%.0%.0%.1:" .. s.api.port .. ";", "server 127.0.0.1:" .. core.free_port() .. ";")))
+        reload_nginx(s)
+        write(s.nginx.conf, lab.nginx_conf(s))
+        traffic(s, "/health", 3)
+      end, expect = { findings = { "proxy.bad_gateway", "proxy.upstream_refused" }, offers = { "reload" }, never = { "restart" } } },
       config = { what = "a broken nginx.conf, and nginx stopped (a restart would fail)", breaks = function(s)
         lab.control("stop", "nginx")
         write(s.nginx.conf, lab.nginx_conf(s):gsub("worker_connections 128;", "worker_connections 128"))

@@ -40,6 +40,9 @@ def test_proxy_down_drills(t):
         "requests answered 502/503/504 in the last 10m00s (502/503/504: ",
         "✖ the upstream itself fails: refused",
         "escalated: the proxy is up but its upstream is not: the application is down (run api-down on it)"])
+    run_mode(t, "proxy-down", "stale", ["answers 502: the proxy is up", "the configuration is valid",
+                                        "✔ http://127.0.0.1:", "answers 200 directly", "ACTION  reload the proxy (stale upstream)",
+                                        "resolved: http://127.0.0.1:"], ["'step': 'reload'"])
     out, _ = run_mode(t, "proxy-down", "config", ["fails: [emerg] unexpected \"}\"",
                                                   "escalated: the proxy is down and its configuration is broken"])
     expect_not_in("ACTION", out, "no restart on a broken config")
