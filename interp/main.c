@@ -105,8 +105,9 @@ static const struct { const char *name, *help; } commands[] = {
 	                "verify checks the hash chain and prints \"complete\", \"truncated at line N\" or \"invalid at line N\".\n"
 	                "exit codes: 0 complete, 1 truncated or invalid, 2 usage error\n"
 	                "show prints the audit records: time, step, type and what happened.\n" },
-	{ "lab", "usage: runbook lab up | status | down\n       runbook lab start | stop | restart | restarts pg | redis | api\n\n"
-	         "A real PostgreSQL, Redis and HTTP service (GET /health reports both) on 127.0.0.1 and free ports,\n"
+	{ "lab", "usage: runbook lab up | status | down\n       runbook lab start | stop | restart | restarts pg | redis | api | nginx\n\n"
+	         "A real PostgreSQL, Redis and HTTP service (GET /health reports both), and nginx (Debian's) in front\n"
+	         "of the service with its own config, access and error logs, on 127.0.0.1 and free ports,\n"
 	         "under $XDG_STATE_HOME/runbook/lab, for rehearsing incidents. Nothing runs as a system service;\n"
 	         "down stops everything by PID and removes the data. restarts prints how many times the lab has\n"
 	         "(re)started a component since up: the lab's restart counter, as systemd's NRestarts.\n"
