@@ -141,3 +141,34 @@ def test_show_lists_what_each_step_runs(t):
     expect_in("   - `query: SELECT relname AS table, seq_scan", out)
     out = steps("bad-deploy")
     expect_in("   - `deploy.history { on = ctx.on, unit = ctx.unit, repo = ctx.repo", out)
+
+
+def test_lab_nginx_is_real_and_stopped_by_pid(t):
+    import json
+    import socket
+    t.on_cleanup(lambda: t.run(["lab", "down"], timeout=120, check_sanitizer_output=False))
+    rc, out, err = t.run(["lab", "up"], timeout=120)
+    expect_eq(rc, 0, out + err)
+    expect_in("nginx      up", out)
+    with open(os.path.join(t.dir, "state", "runbook", "lab", "lab.json")) as f:
+        n = json.load(f)["nginx"]
+    pid = int(n["pid"])
+    expect_eq(os.path.realpath("/proc/%d/exe" % pid), "/usr/sbin/nginx", "the lab's nginx is Debian's")
+    expect_in("127.0.0.1:%d" % int(n["port"]), open(n["conf"]).read(), "it listens on loopback only")
+    rc, out, err = t.run(["lab", "stop", "nginx"])
+    expect_eq(rc, 0, err)
+    if os.path.exists("/proc/%d" % pid):
+        fail("nginx (pid %d) still runs after lab stop nginx" % pid)
+    try:
+        socket.create_connection(("127.0.0.1", int(n["port"])), timeout=1).close()
+        fail("something still listens on the lab's nginx port")
+    except ConnectionRefusedError:
+        pass
+    rc, out, err = t.run(["lab", "start", "nginx"])
+    expect_eq(rc, 0, err)
+    with open(os.path.join(t.dir, "state", "runbook", "lab", "lab.json")) as f:
+        pid = int(json.load(f)["nginx"]["pid"])
+    rc, out, err = t.run(["lab", "down"], timeout=120)
+    expect_eq(rc, 0, err)
+    if os.path.exists("/proc/%d" % pid):
+        fail("nginx (pid %d) still runs after lab down" % pid)
