@@ -79,3 +79,25 @@ def test_config_inputs_are_validated(t):
         expect_eq(rc, 2, "exit code for " + text)
         expect_in(msg, err, text)
         expect_in("config.lua", err, "the error names the file")
+
+
+def test_config_sets_a_shipped_runbooks_wait(t):
+    """redis-failure's wait after a restart is an input (restart_wait, 30 s by default): config.lua
+    sets it once for the company. A restart that brings nothing back is given up after it."""
+    import socket
+    import time
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()   # nothing listens there: Redis is "down"
+    config(t, 'return { runbooks = { ["redis-failure"] = { restart_wait = "1s", restart = { "true" } } } }')
+    t0 = time.monotonic()
+    rc, out, err = t.run(["exec", os.path.join(t.repo, "runbooks", "redis-failure.lua"), "--auto", "--yes",
+                          "--transcript", t.path("t.cast"), "url=redis://127.0.0.1:%d/0" % port, "timeout=500ms"])
+    took = time.monotonic() - t0
+    expect_in("$ true", out, "the restart command from config.lua")
+    expect_in("Redis answers PING (up to 1 s)", out)
+    expect_eq(header(t)["input_sources"]["restart_wait"], "config")
+    if took > 15:
+        from run import fail
+        fail("the wait was not the configured 1 s: the run took %.1f s" % took)
