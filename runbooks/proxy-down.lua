@@ -15,6 +15,17 @@ local function through(ctx)
   return http.get(ctx.url, { timeout = ctx.timeout, expect = { 200, 201, 204, 301, 302, 304, 401, 403, 404 } })
 end
 
+-- Waits until the URL answers (need_ok: with success) three times in a row: during a reload the old workers still accept
+-- connections for a moment, and one good answer may come from the new ones while the next does not.
+local function wait_answering(ctx, what, need_ok)
+  local in_a_row = 0
+  return must(ctx:wait_until(what, function()
+    local r = through(ctx)
+    in_a_row = (r and (r.ok or not need_ok)) and in_a_row + 1 or 0
+    return in_a_row >= 3
+  end, { timeout = ctx.restart_wait, every = 0.2 }))
+end
+
 -- The proxy's restart or reload: the team's command, else the service on its target.
 local function control(ctx, verb, argv, why)
   if argv then
@@ -154,7 +165,7 @@ return runbook {
                             "): fix the config (nginx -t must pass), then start it")
       end
       control(ctx, "restart", ctx.restart, "down")
-      must(ctx:wait_until("the proxy answers", function() return through(ctx) end, { timeout = ctx.restart_wait, every = 0.2 }))
+      wait_answering(ctx, "the proxy answers")
       ctx.state.down = nil
     end,
   },
@@ -169,8 +180,7 @@ return runbook {
       end
       if ctx.state.config_bad then return ctx:escalate("the configuration is broken: a reload would fail (" .. ctx.state.config_bad .. ")") end
       control(ctx, "reload", ctx.reload, "stale upstream")
-      must(ctx:wait_until("the proxy answers", function() local r = through(ctx) return r and r.ok end,
-                          { timeout = ctx.restart_wait, every = 0.2 }))
+      wait_answering(ctx, "the proxy answers through its upstream", true)
     end,
   },
 
