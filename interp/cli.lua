@@ -64,9 +64,11 @@ local function markdown(rb)
   end
   out[#out + 1] = "## Steps"
   out[#out + 1] = ""
+  local runs = require("show_calls").by_step(rb)   -- what each step runs, read from its source
   for _, s in ipairs(rb.steps) do
     out[#out + 1] = string.format("%d. **%s** (`%s`)", s.index, s.title, s.id)
     if s.explain then out[#out + 1] = "   " .. s.explain:gsub("\n", "\n   ") end
+    for _, line in ipairs(runs[s.id] or {}) do out[#out + 1] = "   - `" .. line:gsub("`", "'") .. "`" end
   end
   return table.concat(out, "\n") .. "\n"
 end

@@ -266,6 +266,16 @@ print(r.ok, r.stdout)]],
         kinds = { "notfound", "permission", "timeout", "interrupted" },
         example = [[sys.grep("/var/log/syslog", "out of memory", { icase = true }).count]],
       },
+      {
+        name = "sys.filter",
+        call = "sys.filter(texts, regex, { OPTIONS })",
+        summary = "The indices of the strings of `texts` that a POSIX extended regex matches: `sys.grep`'s " ..
+                  "matching for lines read elsewhere (a journal, `kubectl logs`). Pure computation.",
+        options = { { "icase", "false", "ignore case" } },
+        returns = "`{ index, ... }`",
+        kinds = {},
+        example = [[sys.filter({ "ERROR a", "INFO b", "error c" }, "^error", { icase = true })   -- { 1, 3 }]],
+      },
     },
     notes = [[Walks are bounded in time: at the deadline they return what they found with `partial = true` (and
 `sys.largest` names the directories it never reached in `unvisited`). A mount point below `path` of a
@@ -288,11 +298,18 @@ where nothing else stops it. Ctrl-C ends any of them with `nil, err, "interrupte
         summary = "A TCP handshake, name lookup included, under one deadline; the connection is closed at once. " ..
                   "A name's addresses are tried in turn, each with an equal share of the time left.",
         options = {
-          { "timeout", "2", "deadline for lookup and handshake together (" .. DURATION .. ")" },
+          { "timeout", "2", "deadline for lookup, handshake, and the exchange when `send` is given (" .. DURATION .. ")" },
+          { "send", "", "bytes to write once connected (up to 4096); the answer is then read until the peer " ..
+                         "closes, `max_reply` bytes or a blank line (the end of an HTTP head)" },
+          { "max_reply", "4096", "the most of the answer kept (up to 16384)" },
         },
-        returns = "`{ host, port, address, ms }`",
+        returns = "`{ host, port, address, ms, reply }` (`reply` with `send`)",
         kinds = { "dns", "refused", "timeout", "unreachable", "interrupted" },
-        example = [[tcp.connect("127.0.0.1", 22, { timeout = "500ms" })]],
+        example = [[tcp.connect("127.0.0.1", 22, { timeout = "500ms" })
+-- a WebSocket handshake through a proxy, which HTTP clients will not make
+local r = tcp.connect("127.0.0.1", 80, { send = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n" ..
+                                         "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n" })
+print(r and r.reply:match("^[^\r]*"))]],
       },
     },
   },
@@ -857,6 +874,99 @@ Docker Compose for `compose://DIR:SERVICE` (run here, in the project's directory
         returns = "the last status",
         kinds = { "timeout", "interrupted" },
         example = [[service.wait_ready { name = "nginx", timeout = "30s" }]],
+      },
+    },
+  },
+  {
+    name = "logs", title = "logs where they are",
+    intro = [[What every playbook reads first, wherever the service lives: journald (`journalctl -u UNIT --since
+-Ns -o json`, here or over SSH), a log file (`sys.tail`/`sys.grep` here, `tail`/`grep -E | tail` through the
+transport), `docker compose logs --timestamps` and `kubectl logs --timestamps --prefix` (every pod of a
+selector, each line naming its pod). Each line comes with its time (ISO 8601, nginx's access and error
+logs, syslog), its host or pod, and its text; lines older than `since` are left out where the source cannot
+filter by time. One deadline and a size bound per read; a probe.]],
+    functions = {
+      {
+        name = "logs.read",
+        call = "logs.read { on = target, unit = | file = | service = , OPTIONS }",
+        summary = "The recent lines of a log: `unit` (journald), `file`, or `service` (a Compose service; a " ..
+                  "`compose://` or `k8s://` target names its own).",
+        options = {
+          { "since", "\"30m\"", "how far back (" .. DURATION .. ")" },
+          { "lines", "500", "the most lines kept (the last ones)" },
+          { "grep", "", "a POSIX extended regex the lines must match (journald: its --grep)" },
+          { "icase", "false", "ignore case in `grep`" },
+          { "timeout", "10", "deadline of the read (" .. DURATION .. ")" },
+          { "max_bytes", "4194304", "the most output read" },
+        },
+        returns = "`{ lines = { { ts, time, host, pod, text } }, truncated, source }`; on a fleet also " ..
+                  "`failed`, `unreachable`",
+        kinds = { "notfound", "permission", "timeout", "interrupted", "exit", "unreachable", "hostkey", "auth", "refused" },
+        example = [[local r = logs.read { file = "/var/log/nginx/error.log", since = "30m", grep = "upstream" }
+print(#r.lines, r.lines[1] and r.lines[1].text)]],
+      },
+      {
+        name = "logs.top",
+        call = "logs.top(lines, pattern, n)",
+        summary = "`grep PATTERN | sort | uniq -c | sort -rn | head -n N`, with numbers, ids, addresses and quoted " ..
+                  "values normalised so that similar lines group. `pattern` nil: every line.",
+        options = {},
+        returns = "`{ { count, text, example } }`, and the number of lines matched",
+        kinds = {},
+        example = [[for _, g in ipairs(logs.top(r.lines, "ERROR", 5)) do print(g.count, g.text) end]],
+      },
+      {
+        name = "logs.rate",
+        call = "logs.rate(lines, pattern, { OPTIONS })",
+        summary = "Matching lines per minute in the recent window against the window before it, and a sentence " ..
+                  "saying so (\"ERROR lines: 4/min in the previous 1h00m, 310/min in the last 10m00s\").",
+        options = {
+          { "recent", "\"10m\"", "the recent window" },
+          { "baseline", "\"1h\"", "the window before it" },
+          { "label", "", "what the sentence calls the lines (default: the pattern)" },
+        },
+        returns = "`{ recent, baseline, recent_count, baseline_count, untimed, ratio, text }`",
+        kinds = {},
+        example = [[print(logs.rate(r.lines, "ERROR").text)]],
+      },
+    },
+  },
+  {
+    name = "deploy", title = "what changed, and rolling it back",
+    intro = [[\"Was there a deploy in the last hour? Roll it back.\" `deploy.history` reads the changes of a target:
+Kubernetes (`kubectl rollout history` and the ReplicaSets' creation times and images), Compose (the
+container's image and start time), systemd (`systemctl show -p ActiveEnterTimestamp,ExecMainStartTimestamp`),
+and a git checkout (`git log`, with `repo =` on any target). `deploy.rollback` is an action.]],
+    functions = {
+      {
+        name = "deploy.history",
+        call = "deploy.history { on = target, unit = , repo = , since = \"24h\" }",
+        summary = "The changes, newest first.",
+        options = {
+          { "unit", "", "the systemd unit (local, ssh://, inventory: targets)" },
+          { "repo", "", "a git checkout whose commits count as changes" },
+          { "since", "\"24h\"", "how far back (" .. DURATION .. ")" },
+          { "timeout", "10", "deadline of each command" },
+        },
+        returns = "`{ changes = { { ts, time, kind, what, name, image, revision, restarts } }, latest, sources }`",
+        kinds = { "timeout", "interrupted", "exit", "unreachable" },
+        example = [[local h = deploy.history { repo = "/srv/app", since = "2h" }
+print(h.latest and h.latest.what)]],
+      },
+      {
+        name = "deploy.rollback",
+        call = "deploy.rollback { on = target, argv = { ... } }",
+        summary = "Rolls back through the gate: `kubectl rollout undo KIND/NAME` for a Kubernetes workload, else " ..
+                  "the team's command (`argv`), run on the target for SSH hosts.",
+        options = {
+          { "argv", "", "the rollback command (required but on Kubernetes)" },
+          { "to_revision", "", "Kubernetes: the revision to go back to" },
+          { "summary", "", "what the gate shows above the command" },
+          { "timeout", "120", "deadline (" .. DURATION .. ")" },
+        },
+        returns = "the result of `sh.action`",
+        kinds = { "timeout", "interrupted", "exit", "unreachable" },
+        example = [[deploy.rollback { on = "k8s://prod/deployment/api" }]],
       },
     },
   },

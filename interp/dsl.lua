@@ -112,28 +112,46 @@ for _, kind in ipairs({ "string", "int", "url", "path", "argv", "duration", "sec
   end
 end
 
--- Resolves one input: command line, then environment, then default. Returns value or nil, err.
-function M.resolve_input(name, decl, given)
+-- A value of config.lua's runbooks section, as the raw text (or list, for argv) an input parses.
+local function configured_raw(decl, v)
+  if decl.type == "argv" and type(v) == "table" then
+    local words = {}
+    for i, w in ipairs(v) do words[i] = tostring(w) end
+    return #words > 0 and words or nil
+  end
+  if type(v) == "number" then return math.type(v) == "integer" and string.format("%d", v) or tostring(v) end
+  return v
+end
+
+-- Resolves one input: command line, then environment, then config.lua (configured: the value of
+-- its runbooks section for this runbook), then default. Returns value, nil, source (the command
+-- line, $ENV, config or default) or nil, err.
+function M.resolve_input(name, decl, given, configured)
   local raw, from = given, "command line"
   if raw == nil and decl.env then raw, from = os.getenv(decl.env), "$" .. decl.env end
+  if raw == nil and configured ~= nil then raw, from = configured_raw(decl, configured), "config" end
   local value
   if raw ~= nil then
     local err
-    value, err = parse[decl.type](raw)
-    if value == nil then return nil, string.format("input '%s' (from %s): %s", name, from, err) end
+    if type(raw) == "table" then value = raw else value, err = parse[decl.type](raw) end
+    if value == nil then
+      return nil, string.format("input '%s' (from %s): %s", name, from == "config" and "config.lua's runbooks section" or from, err)
+    end
   elseif decl.default ~= nil then
-    value = decl.default
+    value, from = decl.default, "default"
     if decl.type == "duration" and type(value) == "string" then value = core.duration(value) end
   elseif decl.required ~= false and decl.type ~= "secret" or decl.required then
     return nil, string.format("input '%s' is required: pass %s=VALUE%s", name, name,
                               decl.env and (" or set $" .. decl.env) or "")
+  else
+    from = "unset"
   end
   if decl.type == "int" and value then
     if decl.min and value < decl.min then return nil, string.format("input '%s': %d is below %d", name, value, decl.min) end
     if decl.max and value > decl.max then return nil, string.format("input '%s': %d is above %d", name, value, decl.max) end
   end
   M.register_secrets(decl, value)
-  return value
+  return value, nil, from
 end
 
 -- Secrets are masked everywhere from the moment they are known: a secret input's value, and in

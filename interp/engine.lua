@@ -160,7 +160,8 @@ M.new_ctx = new_ctx          -- also the REPL's (runbook repl --runbook NAME)
 M.session_id = session_id
 
 -------------------------------------------------------------------------------------- inputs
--- given: name -> raw string from the command line. Returns values or nil, err.
+-- given: name -> raw string from the command line. Returns values, nil, sources (name -> "command
+-- line", "$ENV", "config", "default") or nil, err.
 function M.resolve_inputs(rb, given)
   for name in pairs(given) do
     if not rb.inputs[name] then
@@ -173,13 +174,16 @@ function M.resolve_inputs(rb, given)
         best and (" (did you mean '" .. best .. "'?)") or "", table.concat(rb.input_names, ", "))
     end
   end
-  local values = {}
+  -- config.lua's runbooks section: this runbook's values, below the command line and the environment.
+  local configured, cerr = require("incident").runbook_defaults(rb)
+  if not configured then return nil, cerr end
+  local values, sources = {}, {}
   for _, name in ipairs(rb.input_names) do
-    local v, err = dsl.resolve_input(name, rb.inputs[name], given[name])
+    local v, err, from = dsl.resolve_input(name, rb.inputs[name], given[name], configured[name])
     if err then return nil, err end
-    values[name] = v
+    values[name], sources[name] = v, from
   end
-  return values
+  return values, nil, sources
 end
 
 ------------------------------------------------------------------------------------ the walk
@@ -338,8 +342,8 @@ end
 
 -- opts: dry_run, auto, yes, yes_irreversible (a target), start_at, timeout (seconds), transcript (path), inputs, argv, debug.
 function M.exec(rb, opts)
-  local inputs, err = opts.input_values, nil                -- input_values: from --resume (resume.lua)
-  if not inputs then inputs, err = M.resolve_inputs(rb, opts.inputs or {}) end
+  local inputs, err, sources = opts.input_values, nil, nil   -- input_values: from --resume (resume.lua)
+  if not inputs then inputs, err, sources = M.resolve_inputs(rb, opts.inputs or {}) end
   if not inputs then core.err("runbook: " .. err .. "\n") return EXIT.usage end
   local hooks, herr = require("incident").session(rb, opts)   -- incident, clock, lock, resume
   if not hooks then core.err("runbook: " .. herr .. "\n") return EXIT.usage end
@@ -374,7 +378,7 @@ function M.exec(rb, opts)
     host = id.host, tty = id.tty, pid = id.pid, argv = opts.argv or {}, started = iso_now(),
     yes = opts.yes and true or false, yes_irreversible = opts.yes_irreversible, dry_run = opts.dry_run and true or false,
     auto = opts.auto and true or false, version = core.version, session = run.session,
-    inputs = shown_inputs,
+    inputs = shown_inputs, input_sources = sources,
   }
   for k, v in pairs(hooks:header_fields()) do fields[k] = v end
   local header = core.redact(json(fields))

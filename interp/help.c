@@ -43,7 +43,7 @@ const struct help_text help_commands[] = {
 	{ "list", "usage: runbook list\n\nLists the runbooks on the search path: name, severity, summary.\n"
 	          "The first runbook of a name wins: ./runbooks, $RUNBOOK_PATH, $XDG_CONFIG_HOME/runbook/runbooks,\n"
 	          "PREFIX/share/runbook/runbooks (PREFIX: where bin/runbook is installed).\n" },
-	{ "show", "usage: runbook show NAME|FILE\n\nPrints the runbook as Markdown: summary, inputs, steps. Nothing is executed.\n" },
+	{ "show", "usage: runbook show NAME|FILE\n\nPrints the runbook as Markdown: summary, inputs, steps, and under each step the commands,\nqueries and library calls it will run, read from its source. Nothing is executed.\n" },
 	{ "exec", "usage: runbook exec NAME|FILE [options] [name=value ...]\n\n"
 	          "Walks the runbook step by step. Probes run freely; actions show exactly what they will do and\n"
 	          "wait for \"yes\" typed on the terminal (irreversible ones for the target typed back).\n\n"
@@ -75,7 +75,8 @@ const struct help_text help_commands[] = {
 	          "  --inventory FILE   the Ansible inventory of inventory:GROUP targets (default $RUNBOOK_INVENTORY)\n"
 	          "  --memory-limit SIZE  the most memory the runbook's Lua may use (default 1G, or\n"
 	          "                     $RUNBOOK_MEMORY_LIMIT): past it the run ends, its transcript closed\n"
-	          "  name=value         set an input (see `runbook show NAME`); inputs also read their env variable\n\n"
+	          "  name=value         set an input (see `runbook show NAME`); inputs also read their env variable,\n"
+	          "                     then config.lua's runbooks = { [\"NAME\"] = { input = value } }\n\n"
 	          "At each step: Enter runs it, s skips, j jumps to another step, r opens the REPL (see\n"
 	          "'runbook help repl'), u posts a status update (with --incident), q quits.\n"
 	          "Ctrl-C stops the call in progress and returns to the step menu; Ctrl-C at the menu ends the run.\n"
@@ -108,8 +109,9 @@ const struct help_text help_commands[] = {
 	                "exit codes: 0 complete (signed or unsigned), 1 killed, truncated, invalid, a bad signature or a witness\n"
 	                "            mismatch, 2 usage error\n"
 	                "show prints the audit records: time, step, type and what happened.\n" },
-	{ "lab", "usage: runbook lab up | status | down\n       runbook lab start | stop | restart | restarts pg | redis | api\n\n"
-	         "A real PostgreSQL, Redis and HTTP service (GET /health reports both) on 127.0.0.1 and free ports,\n"
+	{ "lab", "usage: runbook lab up | status | down\n       runbook lab start | stop | restart | restarts pg | redis | api | nginx\n\n"
+	         "A real PostgreSQL, Redis and HTTP service (GET /health reports both), and nginx (Debian's) in front\n"
+	         "of the service with its own config, access and error logs, on 127.0.0.1 and free ports,\n"
 	         "under $XDG_STATE_HOME/runbook/lab, for rehearsing incidents. Nothing runs as a system service;\n"
 	         "down stops everything by PID and removes the data. restarts prints how many times the lab has\n"
 	         "(re)started a component since up: the lab's restart counter, as systemd's NRestarts.\n"

@@ -114,21 +114,7 @@ end
 
 -- The elements of the table constructor opened at i: { {first, last, key}, ... } (key: the name
 -- of `name = value`, or nil for a positional element).
-local function elements(a, i)
-  local close = luatok.closing(a.toks, i)
-  local out, depth, start = {}, 0, i + 1
-  for j = i + 1, close do
-    local ty = a.toks[j].type
-    if ty == "(" or ty == "{" or ty == "[" then depth = depth + 1
-    elseif (ty == ")" or ty == "]" or (ty == "}" and j < close)) then depth = depth - 1 end
-    if depth == 0 and (ty == "," or ty == ";" or j == close) and j > start then
-      local key = tok(a, start, "name") and tok(a, start + 1, "=") and a.toks[start].value or nil
-      out[#out + 1] = { first = start, last = j - 1, key = key }
-      start = j + 1
-    elseif depth == 0 and (ty == "," or ty == ";") then start = j + 1 end
-  end
-  return out, close
-end
+local function elements(a, i) return luatok.elements(a.toks, i) end
 
 -- The keys set by a call's literal table arguments: the call's "(" or "{" at i.
 local function literal_keys(a, i)

@@ -155,4 +155,22 @@ function M.closing(toks, i)
   return #toks
 end
 
+-- The elements of the table constructor (or argument list) opened at i: { first, last, key } ranges
+-- at depth 1, key set for `name = value`; and the index of the closing token.
+function M.elements(toks, i)
+  local close = M.closing(toks, i)
+  local out, depth, start = {}, 0, i + 1
+  for j = i + 1, close do
+    local ty = toks[j].type
+    if ty == "(" or ty == "{" or ty == "[" then depth = depth + 1
+    elseif (ty == ")" or ty == "]" or ty == "}") and j < close then depth = depth - 1 end
+    if depth == 0 and (ty == "," or ty == ";" or j == close) and j > start then
+      local named = toks[start].type == "name" and toks[start + 1] and toks[start + 1].type == "="
+      out[#out + 1] = { first = start, last = j - 1, key = named and toks[start].value or nil }
+      start = j + 1
+    elseif depth == 0 and (ty == "," or ty == ";") then start = j + 1 end
+  end
+  return out, close
+end
+
 return M

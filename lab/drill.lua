@@ -435,6 +435,11 @@ M.drills["cert-expiry"] = {
   repair = end_sessions, cleanup = end_sessions,
 }
 
+-- The web-facing runbooks' drills (lab/drill_web.lua), against the lab's nginx.
+for name, d in pairs(require("drill_web") { lab_cmd = lab_cmd, settle = settle, service_healthy = service_healthy }) do
+  M.drills[name] = d
+end
+
 local function names()
   local n = {}
   for k in pairs(M.drills) do n[#n + 1] = k end
@@ -544,7 +549,7 @@ function M.main(args)
   local argv = { "runbook", "drill", name, "--mode", mode }
   if flags.yes_irreversible then argv[#argv + 1] = "--yes-irreversible" argv[#argv + 1] = flags.yes_irreversible end
   local code = engine.exec(rb, { auto = flags.auto, yes = flags.yes, yes_irreversible = flags.yes_irreversible,
-                                 inputs = drill.inputs(state), transcript = transcript, argv = argv })
+                                 inputs = drill.inputs(state, mode), transcript = transcript, argv = argv })
   local wrong = M.judge(spec.expect, transcript)
   state = lab.state() or {}
   -- A diagnosis (the runbook is right to escalate: the fault is not its to fix) is judged by its

@@ -1,4 +1,4 @@
--- lab.lua - `runbook lab up | status | down`: a real PostgreSQL, Redis and HTTP service on
+-- lab.lua - `runbook lab up | status | down`: a real PostgreSQL, Redis, HTTP service and nginx on
 -- 127.0.0.1 and free ports, under the user's state directory, for rehearsing incidents (drills).
 -- Nothing runs as a system service; `down` stops everything by PID and removes the data.
 -- The state of a running lab is one JSON file, lab.json, that drills read to aim runbooks at it.
@@ -170,12 +170,84 @@ local function start_api(state)
   a.pid = pid_from(a.pidfile)
 end
 
+-- nginx (Debian's) in front of the lab service, as in production: its own config, logs and pid
+-- under the lab's directory, a free loopback port. /ws passes the WebSocket Upgrade on; the
+-- access log records the upstream's status and times, which the proxy runbooks read.
+local NGINX_CONF = [[
+# the lab's nginx (runbook lab): in front of the lab service
+%s
+worker_processes 1;
+pid %s/nginx.pid;
+error_log %s/error.log warn;
+events { worker_connections 128; }
+http {
+  log_format lab '$remote_addr - - [$time_local] "$request" $status $body_bytes_sent "$http_referer" '
+                 '"$http_user_agent" rt=$request_time us=$upstream_status ut=$upstream_response_time';
+  access_log %s/access.log lab;
+  client_body_temp_path %s/tmp/body;
+  proxy_temp_path %s/tmp/proxy;
+  fastcgi_temp_path %s/tmp/fastcgi;
+  uwsgi_temp_path %s/tmp/uwsgi;
+  scgi_temp_path %s/tmp/scgi;
+  map $http_upgrade $connection_upgrade { default upgrade; '' close; }
+  upstream lab_api { server 127.0.0.1:%d; }
+  server {
+    listen 127.0.0.1:%d;
+    location /ws {
+      proxy_pass http://lab_api;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection $connection_upgrade;
+      proxy_read_timeout 3600s;
+    }
+    location / {
+      proxy_pass http://lab_api;
+      proxy_connect_timeout 2s;
+      proxy_read_timeout 60s;
+    }
+  }
+}
+]]
+
+function M.nginx_conf(state)
+  local n = state.nginx
+  local d = n.dir
+  return string.format(NGINX_CONF, core.identity().uid == 0 and "user root;" or "", d, d, d, d, d, d, d, d,
+                       state.api.port, n.port)
+end
+
+local function init_nginx(state)
+  local n = { port = core.free_port(), dir = M.dir() .. "/nginx" }
+  n.conf, n.pidfile = n.dir .. "/nginx.conf", n.dir .. "/nginx.pid"
+  n.access_log, n.error_log = n.dir .. "/access.log", n.dir .. "/error.log"
+  n.url = string.format("http://127.0.0.1:%d", n.port)
+  state.nginx = n
+  write_state(state)
+  run { "mkdir", "-p", n.dir .. "/tmp" }
+  local f = assert(io.open(n.conf, "w"))
+  f:write(M.nginx_conf(state))
+  f:close()
+end
+
+local function start_nginx(state)
+  local n = state.nginx
+  os.remove(n.pidfile)
+  run { "nginx", "-c", n.conf, "-p", n.dir .. "/", "-e", n.error_log }
+  if not wait_port(n.port, START_TIMEOUT) then fail("nginx did not answer on port %d", n.port) end
+  local deadline = core.now() + 5000
+  repeat
+    n.pid = pid_from(n.pidfile)
+    if not n.pid then core.sleep(0.02) end
+  until n.pid or core.now() > deadline
+end
+
 local COMPONENTS = {
   pg    = { init = init_postgres, start = start_postgres, what = "postgres" },
   redis = { init = init_redis, start = start_redis, what = "redis-server" },
   api   = { init = init_api, start = start_api, what = "the lab service" },
+  nginx = { init = init_nginx, start = start_nginx, what = "nginx" },
 }
-local ORDER = { "pg", "redis", "api" }
+local ORDER = { "pg", "redis", "api", "nginx" }
 
 ------------------------------------------------------------------------------------- status
 
@@ -187,7 +259,7 @@ local function component_rows(state)
       state = not c and "absent" or not alive(c.pid) and "stopped" or listening and "up" or "not answering",
     }
   end
-  for _, name in ipairs { "pg", "redis", "api" } do
+  for _, name in ipairs(ORDER) do
     local c = state[name]
     row(name, c, c and c.port and tcp.connect("127.0.0.1", c.port, { timeout = 0.5 }) ~= nil)
   end
@@ -228,7 +300,7 @@ local function stop_component(state, name)
   if not c then return end
   local pid = c.pid
   if name == "pg" then pid = pid or pid_from(c.data .. "/postmaster.pid") end
-  if name == "redis" then pid = pid or pid_from(c.pidfile) end
+  if name == "redis" or name == "nginx" then pid = pid or pid_from(c.pidfile) end
   if not alive(pid) then return end
   core.kill(pid, "CONT")
   if name == "pg" then
@@ -293,7 +365,7 @@ function M.down()
   return 0
 end
 
--- `runbook lab start|stop|restart pg|redis|api`: what drills map a runbook's restart input to.
+-- `runbook lab start|stop|restart pg|redis|api|nginx`: what drills map a runbook's restart input to.
 local function control(sub, name)
   local state = M.state()
   if not state then fail("no lab (start one with: runbook lab up)") end
@@ -317,7 +389,7 @@ local function restarts(_, name)
   return 0
 end
 
-local USAGE = "usage: runbook lab up | status | down\n       runbook lab start | stop | restart | restarts pg | redis | api\n"
+local USAGE = "usage: runbook lab up | status | down\n       runbook lab start | stop | restart | restarts pg | redis | api | nginx\n"
 
 -- `runbook lab SUB`: 0 done, 1 not healthy or failed, 2 usage.
 function M.main(args)

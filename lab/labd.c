@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -117,12 +118,23 @@ static void append_check(char *out, size_t n, const char *name, bool ok, const c
 		snprintf(out + len, n - len, "%s\"%s\":{\"ok\":false,\"error\":\"%s\"}", comma ? "," : "", name, why);
 }
 
+static const char *reason(int status)
+{
+	switch (status) {
+	case 200: return "OK";
+	case 401: return "Unauthorized";
+	case 426: return "Upgrade Required";
+	case 503: return "Service Unavailable";
+	default: return "Not Found";
+	}
+}
+
 static void respond(int fd, int status, const char *type, const char *body)
 {
 	char head[256];
 	int n = snprintf(head, sizeof head,
 	                 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
-	                 status, status == 200 ? "OK" : status == 503 ? "Service Unavailable" : "Not Found",
+	                 status, reason(status),
 	                 type, strlen(body));
 	if (write(fd, head, (size_t)n) == n)
 		(void)!write(fd, body, strlen(body));
@@ -140,9 +152,41 @@ static void health(int fd, const struct options *o)
 	respond(fd, pg && redis ? 200 : 503, "application/json", body);
 }
 
+/* Whether the request has the header `name` (lower case) with a value starting with `value`
+ * (case-insensitively: Upgrade and Connection values are tokens). */
+static bool header_is(const char *req, const char *name, const char *value)
+{
+	size_t n = strlen(name), v = strlen(value);
+	for (const char *line = strstr(req, "\r\n"); line && line[2] != '\r'; line = strstr(line + 2, "\r\n")) {
+		const char *h = line + 2;
+		if (strncasecmp(h, name, n) != 0 || h[n] != ':')
+			continue;
+		h += n + 1;
+		while (*h == ' ')
+			h++;
+		if (strncasecmp(h, value, v) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* GET /ws: the WebSocket handshake's first half, as a backend answers it when the proxy passed the
+ * Upgrade on (101), or 426 when it reached the service as a plain request (a proxy that drops the
+ * hop-by-hop Upgrade and Connection headers). The lab checks the handshake, not the frames, so
+ * Sec-WebSocket-Accept is not computed. */
+static void upgrade(int fd, const char *req)
+{
+	if (!header_is(req, "upgrade", "websocket") || !header_is(req, "connection", "upgrade")) {
+		respond(fd, 426, "text/plain", "this endpoint speaks WebSocket: the Upgrade header did not arrive\n");
+		return;
+	}
+	static const char head[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+	(void)!write(fd, head, sizeof head - 1);
+}
+
 static void serve_one(int fd, const struct options *o)
 {
-	char req[4096];
+	char req[4096] = "";   /* empty before the first read: the loop below looks for the header's end in it */
 	size_t len = 0;
 	msec_t deadline = sched_now() + REQUEST_TIMEOUT_MS;
 	while (len < sizeof req - 1 && !strstr(req, "\r\n\r\n")) {
@@ -156,7 +200,13 @@ static void serve_one(int fd, const struct options *o)
 	}
 	if (strncmp(req, "GET /health ", 12) == 0 || strncmp(req, "HEAD /health ", 13) == 0)
 		health(fd, o);
-	else if (strncmp(req, "GET / ", 6) == 0)
+	else if (strncmp(req, "GET /ws", 7) == 0)
+		upgrade(fd, req);
+	else if (strncmp(req, "GET /login ", 11) == 0) {
+		/* The lab's one credential: what the auth drill's clients get wrong. */
+		bool ok = header_is(req, "authorization", "Bearer lab-token");
+		respond(fd, ok ? 200 : 401, "text/plain", ok ? "welcome\n" : "invalid token\n");
+	} else if (strncmp(req, "GET / ", 6) == 0)
 		respond(fd, 200, "text/plain", "runbook lab service: GET /health\n");
 	else
 		respond(fd, 404, "text/plain", "not found\n");

@@ -34,6 +34,7 @@ return runbook {
                             "jsonpath={.status.containerStatuses[0].restartCount} · docker inspect -f {{.RestartCount}} app" },
     window   = input.duration { default = "1m", help = "how long to watch the restart counter" },
     loop     = input.int { default = 1, min = 1, help = "restarts within the window that make a loop" },
+    restart_wait = input.duration { default = "60s", help = "how long to wait for the endpoint after a restart" },
   },
 
   step "health" {
@@ -149,7 +150,7 @@ return runbook {
       must(ctx:wait_until(ctx.url .. " answers 2xx", function()
         local h = health(ctx)
         return h and h.ok
-      end, { timeout = 60, every = 0.5 }))
+      end, { timeout = ctx.restart_wait, every = 0.5 }))
     end,
   },
 

@@ -23,6 +23,7 @@ return runbook {
                 "application's logs, a DatabaseDown alert, a health check reporting the database.",
 
   inputs = {
+    restart_wait = input.duration { default = "60s", help = "how long to wait for connections after a restart (an RDS reboot takes 2-5 minutes)" },
     url      = input.url { env = "DATABASE_URL", default = "postgresql://postgres@127.0.0.1:5432/postgres",
                            help = "the database as the application reaches it (its own role)" },
     admin_url = input.url { env = "DATABASE_ADMIN_URL", required = false, secret = true,
@@ -113,7 +114,7 @@ return runbook {
       argv.target = ctx.url
       must(sh.action(argv))
       must(ctx:wait_until("PostgreSQL accepts connections", function() return ping(ctx) end,
-                          { timeout = 60, every = 0.3 }))
+                          { timeout = ctx.restart_wait, every = 0.3 }))
       ctx.state.broken = nil
     end,
   },

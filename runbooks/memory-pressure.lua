@@ -30,6 +30,7 @@ return runbook {
                 "Killed process\" in the kernel log, high swap use, a slow machine.",
 
   inputs = {
+    exit_wait = input.duration { default = "15s", help = "how long to wait for the process to exit after the signal" },
     warn     = input.int { default = 85, min = 1, max = 100, help = "percent of memory used that is a warning" },
     crit     = input.int { default = 95, min = 1, max = 100, help = "percent of memory used that is critical" },
     hog_pct  = input.int { default = 20, min = 1, max = 100, help = "a process above this percent of memory is a suspect" },
@@ -131,7 +132,7 @@ return runbook {
         local left = sys.processes { match = hog.cmdline, sample = 0 }
         for _, p in ipairs(left or {}) do if p.pid == hog.pid then return false end end
         return true
-      end, { timeout = 15, every = 0.2 }))
+      end, { timeout = ctx.exit_wait, every = 0.2 }))
     end,
   },
 

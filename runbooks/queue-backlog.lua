@@ -24,6 +24,7 @@ return runbook {
   description = "Symptoms: a backlog alert, jobs (uploads, emails, transcodes) not processed.",
 
   inputs = {
+    drain_wait = input.duration { default = "60s", help = "how long to wait for the queue to drain after the restart" },
     url     = input.url { env = "REDIS_URL", default = "redis://127.0.0.1:6379/0", help = "the Redis holding the queue" },
     queue   = input.string { default = "jobs", help = "the list key of the queue" },
     warn    = input.int { default = 10, min = 0, help = "queue length that is a warning" },
@@ -104,7 +105,7 @@ return runbook {
       must(ctx:wait_until("the queue drains", function()
         local now = conn:llen(ctx.queue)
         return now and now < ctx.state.depth
-      end, { timeout = 60, every = 1 }))
+      end, { timeout = ctx.drain_wait, every = 1 }))
       conn:close()
     end,
   },

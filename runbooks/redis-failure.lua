@@ -28,6 +28,7 @@ return runbook {
     memory_crit = input.int { default = 95, min = 1, max = 100, help = "percent of maxmemory that is critical" },
     maxmemory = input.string { required = false, help = "a new maxmemory (e.g. 256mb) to offer when memory is full" },
     sample    = input.duration { default = "5s", help = "how long to watch the eviction counter" },
+    restart_wait = input.duration { default = "30s", help = "how long to wait for PING after a restart" },
   },
 
   step "reach" {
@@ -120,7 +121,7 @@ return runbook {
       argv.summary = "restart Redis (" .. ctx.state.broken .. ")"
       argv.target = ctx.url
       must(sh.action(argv))
-      must(ctx:wait_until("Redis answers PING", function() return reach(ctx) end, { timeout = 30, every = 0.2 }))
+      must(ctx:wait_until("Redis answers PING", function() return reach(ctx) end, { timeout = ctx.restart_wait, every = 0.2 }))
       ctx.state.broken = nil
     end,
   },

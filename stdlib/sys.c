@@ -189,6 +189,7 @@ int luaopen_sys(lua_State *L)
 		{ "processes", sys_processes },
 		{ "tail", sys_tail },
 		{ "grep", sys_grep },
+		{ "filter", sys_filter },
 		{ NULL, NULL },
 	};
 	luaL_newlib(L, fns);

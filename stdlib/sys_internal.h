@@ -184,6 +184,7 @@ int sysx_filesystems(lua_State *L);
 int sys_processes(lua_State *L);
 int sys_tail(lua_State *L);
 int sys_grep(lua_State *L);
+int sys_filter(lua_State *L);
 
 #pragma GCC visibility pop
 

@@ -1,9 +1,13 @@
 /*
  * tcp.c - is anything listening? (require "tcp")
  *
- *   tcp.connect(host, port, { timeout = 2 }) -> { host, port, address, ms } | nil, err, kind
+ *   tcp.connect(host, port, { timeout = 2, send = "...", max_reply = 4096 })
+ *     -> { host, port, address, ms, reply } | nil, err, kind
  *
  * A TCP handshake and nothing else, bounded as a whole (name lookup included) by one deadline.
+ * With `send`, the bytes are written once connected and the answer read, under the same deadline,
+ * until the peer closes, max_reply bytes or the end of an HTTP head (a blank line): enough for a
+ * handshake that HTTP clients will not make, such as a WebSocket Upgrade through a proxy.
  * A name's addresses are tried in turn, each for an equal share of the time left (net_share_end);
  * a refused one hands over at once.
  * Kinds: dns, refused, timeout, unreachable, interrupted, error. It is also the smallest example
@@ -24,7 +28,9 @@
 #define DEFAULT_TIMEOUT_MS 2000
 #define CONNECT_MT "runbook.tcp.connect"
 
-enum state { LOOKING_UP, CONNECTING, DONE };
+#define MAX_SEND 4096
+#define MAX_REPLY 16384
+enum state { LOOKING_UP, CONNECTING, SENDING, RECEIVING, DONE };
 
 struct connect_op {
 	struct sched_waiter w;
@@ -37,6 +43,8 @@ struct connect_op {
 	char cause[160];
 	msec_t timeout_ms;
 	double t0;
+	size_t send_len, sent, reply_len, max_reply;
+	char payload[MAX_SEND], reply[MAX_REPLY];
 };
 
 static void fail(struct connect_op *op, const char *kind, const char *cause)
@@ -63,6 +71,35 @@ static bool try_next_address(struct connect_op *op, int last_err)
 	net_silent_note(note, sizeof note, op->silent);
 	snprintf(cause, sizeof cause, "%s%s", net_errno_cause(last_err), note);
 	fail(op, net_errno_kind(last_err), cause);
+	return false;
+}
+
+/* Writes what is left of the payload, or reads the answer; true when the exchange is over. */
+static bool exchange(struct connect_op *op)
+{
+	if (op->state == SENDING) {
+		ssize_t n = write(op->fd, op->payload + op->sent, op->send_len - op->sent);
+		if (n < 0 && errno != EAGAIN && errno != EINTR) {
+			fail(op, net_errno_kind(errno), net_errno_cause(errno));
+			return true;
+		}
+		if (n > 0 && (op->sent += (size_t)n) == op->send_len)
+			op->state = RECEIVING;
+		return false;
+	}
+	ssize_t n = read(op->fd, op->reply + op->reply_len, op->max_reply - op->reply_len);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return false;
+	if (n < 0 && op->reply_len == 0) {
+		fail(op, net_errno_kind(errno), net_errno_cause(errno));
+		return true;
+	}
+	if (n > 0)
+		op->reply_len += (size_t)n;
+	if (n <= 0 || op->reply_len == op->max_reply || memmem(op->reply, op->reply_len, "\r\n\r\n", 4)) {
+		op->state = DONE;
+		return true;
+	}
 	return false;
 }
 
@@ -95,8 +132,12 @@ static bool advance(struct connect_op *op)
 	} else if (op->state == CONNECTING && op->w.nfds && op->w.fds[0].revents) {
 		int err = net_connect_result(op->fd);
 		if (err == 0) {
-			op->state = DONE;
-			return true;
+			op->state = op->send_len ? SENDING : DONE;
+			if (op->state == DONE)
+				return true;
+			tasks_wait_init(&op->w, op->until);
+			tasks_want(&op->w, op->fd, POLLOUT);
+			return false;
 		}
 		close(op->fd);
 		op->fd = -1;
@@ -108,6 +149,19 @@ static bool advance(struct connect_op *op)
 		op->silent++;
 		if (!try_next_address(op, ETIMEDOUT))
 			return true;
+	} else if ((op->state == SENDING || op->state == RECEIVING) && op->w.nfds && op->w.fds[0].revents) {
+		if (exchange(op))
+			return true;
+	}
+	if (late && (op->state == SENDING || op->state == RECEIVING)) {
+		fail(op, "timeout", op->state == SENDING ? "connected, but the request could not be sent in time"
+		                                         : "connected and sent, but no complete answer in time");
+		return true;
+	}
+	if (op->state == SENDING || op->state == RECEIVING) {
+		tasks_wait_init(&op->w, op->until);
+		tasks_want(&op->w, op->fd, op->state == SENDING ? POLLOUT : POLLIN);
+		return false;
 	}
 	if (late) {
 		char cause[160], tried[32];
@@ -133,7 +187,7 @@ static int finish(lua_State *L, struct connect_op *op)
 		luax_audit_probe("tcp.connect", op->target, op->timeout_ms, ms, op->kind, summary);
 		return luax_fail(L, op->kind, "tcp.connect %s: %s", op->target, op->cause);
 	}
-	snprintf(summary, sizeof summary, "connected to %s in %.1f ms", op->address, ms);
+	snprintf(summary, sizeof summary, "connected to %s in %.1f ms%s", op->address, ms, op->send_len ? ", request sent, answer read" : "");
 	luax_audit_probe("tcp.connect", op->target, op->timeout_ms, ms, "ok", summary);
 	lua_createtable(L, 0, 4);
 	lua_pushvalue(L, 1);
@@ -142,6 +196,10 @@ static int finish(lua_State *L, struct connect_op *op)
 	lua_setfield(L, -2, "port");
 	luax_setstr(L, "address", op->address);
 	luax_setnum(L, "ms", ms);
+	if (op->send_len) {
+		lua_pushlstring(L, op->reply, op->reply_len);
+		lua_setfield(L, -2, "reply");
+	}
 	return 1;
 }
 
@@ -168,7 +226,7 @@ static int connect_gc(lua_State *L)
 	return 0;
 }
 
-static const char *const connect_options[] = { "timeout", NULL };
+static const char *const connect_options[] = { "timeout", "send", "max_reply", NULL };
 
 static int tcp_connect(lua_State *L)
 {
@@ -177,6 +235,19 @@ static int tcp_connect(lua_State *L)
 	luaL_argcheck(L, port > 0 && port < 65536, 2, "port must be 1-65535");
 	luax_check_options(L, 3, "tcp.connect", connect_options);
 	msec_t timeout = luax_opt_duration(L, 3, "timeout", DEFAULT_TIMEOUT_MS, "tcp.connect");
+	size_t send_len = 0;
+	const char *payload = NULL;
+	if (lua_istable(L, 3) && lua_getfield(L, 3, "send") != LUA_TNIL) {
+		payload = luaL_checklstring(L, -1, &send_len);
+		if (send_len == 0 || send_len > MAX_SEND)
+			return luaL_error(L, "tcp.connect: send must hold 1 to %d bytes", MAX_SEND);
+	}
+	lua_Integer max_reply = luax_opt_integer(L, 3, "max_reply", 4096, "tcp.connect");
+	if (max_reply < 1 || max_reply > MAX_REPLY)
+		return luaL_error(L, "tcp.connect: max_reply must be 1 to %d", MAX_REPLY);
+	char copy[MAX_SEND];
+	if (payload)
+		memcpy(copy, payload, send_len);
 	lua_settop(L, 2);
 
 	struct connect_op *op = lua_newuserdatauv(L, sizeof *op, 0);
@@ -185,6 +256,9 @@ static int tcp_connect(lua_State *L)
 	luaL_setmetatable(L, CONNECT_MT);
 	snprintf(op->target, sizeof op->target, strchr(host, ':') ? "[%s]:%lld" : "%s:%lld", host, (long long)port);
 	op->timeout_ms = timeout;
+	op->send_len = send_len;
+	op->max_reply = (size_t)max_reply;
+	memcpy(op->payload, copy, send_len);
 	op->t0 = sched_now_precise();
 	op->until = sched_deadline(timeout);
 	tasks_wait_init(&op->w, op->until);

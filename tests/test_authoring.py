@@ -322,8 +322,8 @@ def test_luals_definitions_are_valid_and_complete(t):
     expect_rc((rc, out, err), 0, "doc --luals")
     d = t.path("defs")
     files = sorted(os.listdir(d))
-    expect_eq(files, [".luarc.json", "http.lua", "pg.lua", "prometheus.lua", "recipe.lua", "redis.lua", "runbook.lua", "service.lua", "sh.lua",
-                      "sys.lua", "tcp.lua"], "files written")
+    expect_eq(files, [".luarc.json", "deploy.lua", "http.lua", "logs.lua", "pg.lua", "prometheus.lua", "recipe.lua", "redis.lua",
+                      "runbook.lua", "service.lua", "sh.lua", "sys.lua", "tcp.lua"], "files written")
     with open(os.path.join(d, ".luarc.json")) as f:
         rc_json = json.load(f)
     expect_eq(rc_json["workspace.library"], [os.path.realpath(d)], ".luarc.json's library")

@@ -79,6 +79,7 @@ GROUPS = {
     "pg": ["database-unavailable", "connection-pool-exhausted", "slow-queries", "migration-failure"],
     "service": ["api-down", "triage", "high-error-rate", "high-latency"],
     "standalone": ["memory-pressure", "disk-full", "cert-expiry"],
+    "web": ["proxy-down", "auth-failures", "websocket-failures", "bad-deploy"],
 }
 
 
@@ -98,10 +99,14 @@ def test_stubs_fail_standalone(t):
     stubs_fail(t, GROUPS["standalone"])
 
 
+def test_stubs_fail_web(t):
+    stubs_fail(t, GROUPS["web"])
+
+
 def test_groups_cover_every_drill(t):
     covered = sorted(n for g in GROUPS.values() for n in g)
     expect_eq(covered, sorted(drill_names(t)))
 
 
-for _fn in (test_stubs_fail_redis, test_stubs_fail_pg, test_stubs_fail_service, test_stubs_fail_standalone):
+for _fn in (test_stubs_fail_redis, test_stubs_fail_pg, test_stubs_fail_service, test_stubs_fail_standalone, test_stubs_fail_web):
     _fn.timeout = 600

@@ -231,7 +231,7 @@ function M.load_config(path)
   local data, err = run_data(path, src)
   if not data then return nil, err end
   local ok, verr = pcall(function()
-    M.check_keys(data, { "severities", "status", "signing" }, path)
+    M.check_keys(data, { "severities", "status", "signing", "runbooks" }, path)
     if data.signing ~= nil then   -- see interp/witness.lua
       M.check_keys(data.signing, { "key", "allowed_signers" }, path .. ": signing")
       for k, v in pairs(data.signing) do
@@ -239,6 +239,7 @@ function M.load_config(path)
       end
       cfg.signing = data.signing
     end
+    cfg.runbooks = M.check_runbooks(data.runbooks, path .. ": runbooks")
     if data.severities ~= nil then
       if type(data.severities) ~= "table" then bad(path .. ": severities", "must be a table of NAME = { ... }") end
       for name, spec in pairs(data.severities) do
@@ -252,6 +253,53 @@ function M.load_config(path)
     error(verr, 0)
   end
   return cfg
+end
+
+-- runbooks = { ["redis-failure"] = { on = "k8s://prod/statefulset/redis", restart_wait = "5m" } }: per
+-- runbook input values (strings, numbers, or a list of words for an argv input). Whether
+-- each names an input of its runbook, and parses as one, is checked when that runbook runs.
+function M.check_runbooks(v, where)
+  if v == nil then return {} end
+  if type(v) ~= "table" then bad(where, "must be a table of [\"runbook-name\"] = { input = value, ... }") end
+  local out = {}
+  for name, inputs in pairs(v) do
+    if type(name) ~= "string" or not name:match("^[%w][%w_.-]*$") then
+      bad(where, "a runbook name must be a word like \"redis-failure\", got %s", tostring(name))
+    end
+    local w = string.format('%s["%s"]', where, name)
+    if type(inputs) ~= "table" then bad(w, "must be a table of input = value") end
+    for k, val in pairs(inputs) do
+      if type(k) ~= "string" or not k:match("^[%a_][%w_]*$") then bad(w, "an input name must be a word, got %s", tostring(k)) end
+      local tv = type(val)
+      if tv == "table" then
+        for i, word in pairs(val) do
+          if math.type(i) ~= "integer" or i < 1 or i > #val or type(word) ~= "string" then
+            bad(w .. "." .. k, "a list must hold words (strings), like { \"kubectl\", \"rollout\", \"restart\" }")
+          end
+        end
+        if #val == 0 then bad(w .. "." .. k, "an empty list") end
+      elseif tv ~= "string" and tv ~= "number" then
+        bad(w .. "." .. k, "must be a string, a number or a list of words, got %s", tv)
+      end
+    end
+    out[name] = inputs
+  end
+  return out
+end
+
+-- The config.lua values of rb's inputs: name -> value, or nil, "FILE: runbooks[...]: problem"
+-- when config.lua is broken or names an input rb does not have.
+function M.runbook_defaults(rb)
+  local cfg, err = M.load_config()
+  if not cfg then return nil, err end
+  local mine = (cfg.runbooks or {})[rb.name] or {}
+  for k, v in pairs(mine) do
+    if not rb.inputs[k] then
+      return nil, string.format('%s: runbooks["%s"].%s: %s has no input \'%s\' (inputs: %s)', cfg.path, rb.name, k,
+                                rb.name, k, table.concat(rb.input_names, ", "))
+    end
+  end
+  return mine
 end
 
 function M.severity_names(cfg)
