@@ -99,6 +99,10 @@ return runbook {
       conn:close()
       if r.dry_run then return ctx:note("dry run: nothing terminated") end
       ctx:ok("terminated %d idle sessions", r.terminated or 0)
+      -- pg_terminate_backend only signals: the slots are free once those backends have exited.
+      if not ctx:wait_until("a connection slot is free", function() return ping(ctx) end, { timeout = 10, every = 0.2 }) then
+        ctx:note("no slot was free 10 s later: the clients may have reconnected at once (look at their pools)")
+      end
     end,
   },
 
