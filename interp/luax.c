@@ -202,11 +202,7 @@ void luax_audit_probe_on(const char *primitive, const char *target, const char *
                          msec_t deadline_ms, double duration_ms, const char *outcome, const char *summary)
 {
 	struct jbuf b = { 0 };
-	jb_open(&b);
-	jb_kstr(&b, "primitive", primitive);
-	jb_kstr_redacted(&b, "target", target);
-	jb_kstr_redacted(&b, "on", on);
-	jb_kstr_redacted(&b, "host", host);
+	jb_open_call(&b, primitive, target, on, host);
 	msec_t cap = sched_cap();   /* --timeout: what the primitive really had */
 	if (cap > 0 && (deadline_ms <= 0 || cap < deadline_ms))
 		deadline_ms = cap;
