@@ -63,17 +63,6 @@ _Static_assert(offsetof(struct pg_handle, s) == 0, "handle.c finds the handle_st
 
 double pg_elapsed(const struct pg_op *op) { return sched_now_precise() - op->t0; }
 
-void pg_op_fail(struct pg_op *op, const char *kind, const char *fmt, ...)
-{
-	if (op->kind)
-		return;   /* the first failure is the one that explains */
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(op->cause, sizeof op->cause, fmt, ap);
-	va_end(ap);
-	op->kind = kind;
-}
-
 /* The first line of a libpq message, without its trailing newline. */
 void first_line(char *out, size_t n, const char *msg)
 {
