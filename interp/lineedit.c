@@ -96,20 +96,6 @@ static int lineedit_secret_in(lua_State *L)
 
 /* ------------------------------------------------------------------------------- the history file */
 
-static int write_all(int fd, const char *s, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, s, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		s += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 /* One write per entry, so that two sessions appending at once never interleave within a line. */
 static int append_entry(int fd, const char *line, size_t n)
 {
@@ -118,7 +104,7 @@ static int append_entry(int fd, const char *line, size_t n)
 		return -1;
 	memcpy(buf, line, n);
 	buf[n] = '\n';
-	int r = write_all(fd, buf, n + 1);
+	int r = term_write_all(fd, buf, n + 1);
 	free(buf);
 	return r;
 }
@@ -367,13 +353,13 @@ static int editor_read(lua_State *L)
 		free(line);
 		/* The press was the answer: no hook may fire once we are back in Lua. */
 		sched_clear_interrupt();
-		write_all(STDOUT_FILENO, "\n", 1);
+		term_write_all(STDOUT_FILENO, "\n", 1);
 		lua_pushnil(L);
 		lua_pushstring(L, "interrupted");
 		return 2;
 	}
 	if (!line) {
-		write_all(STDOUT_FILENO, "\n", 1);
+		term_write_all(STDOUT_FILENO, "\n", 1);
 		lua_pushnil(L);
 		lua_pushstring(L, "eof");
 		return 2;
