@@ -10,6 +10,7 @@
  * a secret is kept neither in the file nor in memory, so that arrow-up cannot bring it back either.
  */
 #include "lineedit.h"
+#include "luax.h"
 #include "redact.h"
 #include "sched.h"
 #include "term.h"
@@ -463,21 +464,16 @@ int luaopen_lineedit(lua_State *L)
 		{ "read", editor_read }, { "remember", editor_remember }, { "close", editor_close },
 		{ NULL, NULL },
 	};
+	static const luaL_Reg editor_meta[] = {
+		{ "__gc", editor_close }, { "__close", editor_close }, { "__tostring", editor_tostring },
+		{ NULL, NULL },
+	};
 	static const luaL_Reg fns[] = {
 		{ "open", lineedit_open }, { "secret_in", lineedit_secret_in },
 		{ "history_path", lineedit_history_path },
 		{ NULL, NULL },
 	};
-	luaL_newmetatable(L, EDITOR_MT);
-	luaL_newlib(L, editor_methods);
-	lua_setfield(L, -2, "__index");
-	lua_pushcfunction(L, editor_close);
-	lua_setfield(L, -2, "__gc");
-	lua_pushcfunction(L, editor_close);
-	lua_setfield(L, -2, "__close");
-	lua_pushcfunction(L, editor_tostring);
-	lua_setfield(L, -2, "__tostring");
-	lua_pop(L, 1);
+	luax_class(L, EDITOR_MT, editor_meta, editor_methods, NULL);
 	luaL_newlib(L, fns);
 	return 1;
 }
