@@ -415,13 +415,8 @@ int pg_gate(lua_State *L, struct pg_op *op, const struct gate_plan *plan, const 
 		luax_setstr(L, "target", op->target);
 		return 1;
 	}
-	if (a == GATE_REFUSED)
-		return luax_fail(L, "refused", "%s %s: not run: the transcript cannot be written", op->fn, op->target);
-	if (a != GATE_RUN) {
-		char msg[PG_TARGET_MAX + 100];
-		snprintf(msg, sizeof msg, "%s %s: declined by the operator", op->fn, op->target);
-		return host_raise_control(L, a == GATE_ABORT ? "abort" : "skip", msg);
-	}
+	if (a != GATE_RUN)   /* the target is shorter than PG_TARGET_MAX: the messages are never cut */
+		return luax_not_run(L, a, PG_TARGET_MAX + 100, NULL, NULL, "%s %s", op->fn, op->target);
 	gate_action_start(op->fn, op->target);
 	op->action_t0 = sched_now_precise();
 	return 0;
