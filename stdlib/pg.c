@@ -338,18 +338,24 @@ void pg_push_value(lua_State *L, const PGresult *r, int row, int col)
 	lua_pushlstring(L, v, (size_t)PQgetlength(r, row, col));
 }
 
+void pg_push_row(lua_State *L, const PGresult *r, int row)
+{
+	int ncols = PQnfields(r);
+	lua_createtable(L, 0, ncols);
+	for (int j = 0; j < ncols; j++) {
+		if (PQgetisnull(r, row, j))
+			continue;
+		pg_push_value(L, r, row, j);
+		lua_setfield(L, -2, PQfname(r, j));
+	}
+}
+
 void pg_push_rows(lua_State *L, const PGresult *r, double ms)
 {
 	int nrows = PQntuples(r), ncols = PQnfields(r);
 	lua_createtable(L, nrows, 3);
 	for (int i = 0; i < nrows; i++) {
-		lua_createtable(L, 0, ncols);
-		for (int j = 0; j < ncols; j++) {
-			if (PQgetisnull(r, i, j))
-				continue;
-			pg_push_value(L, r, i, j);
-			lua_setfield(L, -2, PQfname(r, j));
-		}
+		pg_push_row(L, r, i);
 		lua_rawseti(L, -2, i + 1);
 	}
 	lua_createtable(L, ncols, 0);

@@ -114,6 +114,8 @@ int pg_probe_failed(lua_State *L, struct pg_op *op);
 
 /* Pushes one value converted by its type OID (nil for NULL). */
 void pg_push_value(lua_State *L, const PGresult *r, int row, int col);
+/* Pushes row of a result as a table { column = value } (NULLs left out). */
+void pg_push_row(lua_State *L, const PGresult *r, int row);
 /* Pushes { row tables..., columns = {names}, rows = n, ms } for a result. */
 void pg_push_rows(lua_State *L, const PGresult *r, double ms);
 /* A field of a row as text / integer / boolean (NULL, 0, false for NULL or no such column). */
