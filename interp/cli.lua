@@ -1,5 +1,6 @@
 -- cli.lua - the subcommands behind main.c: list, show, check, exec, transcript.
 -- main.c has already answered --help and --version; each function returns an exit code.
+local cmdline = require "cmdline"
 local core   = require "core"
 local loader = require "loader"
 local engine = require "engine"
@@ -155,33 +156,13 @@ local function suggest_flag(flag)
 end
 
 function M.exec(args)
-  local opts, target, inputs = { inputs = {} }, nil, {}
-  local i = 1
-  while i <= #args do
-    local a = args[i]
-    local flag, value = a:match("^(%-%-[%w-]+)=(.*)$")
-    flag = flag or a
-    if EXEC_FLAGS[flag] and not value then
-      opts[EXEC_FLAGS[flag]] = true
-    elseif EXEC_VALUES[flag] then
-      if not value then
-        i = i + 1
-        value = args[i]
-        if not value then return usage(flag .. " needs a value") end
-      end
-      opts[EXEC_VALUES[flag]] = value
-    elseif a:sub(1, 1) == "-" then
-      return usage("unknown option " .. a .. suggest_flag(flag) .. " (see 'runbook exec --help')")
-    elseif a:match("^[%a_][%w_]*=") then
-      local k, v = a:match("^([%a_][%w_]*)=(.*)$")
-      inputs[k] = v
-    elseif not target then
-      target = a
-    else
-      return usage("unexpected argument '" .. a .. "' (inputs are name=value)")
-    end
-    i = i + 1
-  end
+  local target
+  local opts, inputs = cmdline.parse(args, EXEC_FLAGS, EXEC_VALUES, function(a, flag)
+    if a:sub(1, 1) == "-" then return "unknown option " .. a .. suggest_flag(flag) .. " (see 'runbook exec --help')" end
+    if target then return "unexpected argument '" .. a .. "' (inputs are name=value)" end
+    target = a
+  end)
+  if not opts then return usage(inputs) end
   if not target and not opts.resume then return usage("exec needs a runbook name or file (see 'runbook list')") end
   if opts.memory_limit then
     local ok, err = core.set_memory_limit(opts.memory_limit)
@@ -192,11 +173,8 @@ function M.exec(args)
     if not s then return usage("--lock-timeout: " .. err) end
     opts.lock_timeout = s
   end
-  if opts.timeout then
-    local s, err = core.duration(opts.timeout)
-    if not s or s <= 0 then return usage("--timeout: " .. (err or "must be positive")) end
-    opts.timeout = s
-  end
+  local tok, terr = cmdline.timeout(opts)
+  if not tok then return usage(terr) end
   if opts.inventory then require("reach").inventory = opts.inventory end   -- inventory:GROUP targets
   opts.inputs = inputs
   opts.argv = { "runbook", "exec" }

@@ -293,11 +293,7 @@ void gate_action_start(const char *primitive, const char *target)
 void gate_action_start_on(const char *primitive, const char *target, const char *on, const char *host)
 {
 	struct jbuf b = { 0 };
-	jb_open(&b);
-	jb_kstr(&b, "primitive", primitive);
-	jb_kstr_redacted(&b, "target", target);
-	jb_kstr_redacted(&b, "on", on);
-	jb_kstr_redacted(&b, "host", host);
+	jb_open_call(&b, primitive, target, on, host);
 	jb_close(&b);
 	transcript_audit("action_start", b.p);
 	jb_free(&b);
@@ -315,11 +311,7 @@ void gate_action_result_on(const char *primitive, const char *target, const char
 {
 	struct jbuf b = { 0 };
 	char num[32];
-	jb_open(&b);
-	jb_kstr(&b, "primitive", primitive);
-	jb_kstr_redacted(&b, "target", target);
-	jb_kstr_redacted(&b, "on", on);
-	jb_kstr_redacted(&b, "host", host);
+	jb_open_call(&b, primitive, target, on, host);
 	jb_kstr(&b, "outcome", outcome);
 	snprintf(num, sizeof num, "%.3f", duration_ms);
 	jb_key(&b, "duration_ms");

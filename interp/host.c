@@ -225,27 +225,23 @@ static int load_embedded(lua_State *L)
 	return 1;
 }
 
+/* The host's own C modules, beside the runbooks' (runbook_modules). */
+static const luaL_Reg host_modules[] = {
+	{ "cjson", luaopen_cjson },
+	{ "core", luaopen_core },
+	{ "lineedit", modules_open_lineedit },
+	{ "lockfile", luaopen_lockfile },             /* incidents: session locks (interp/lock.lua) */
+	{ "replay", luaopen_replay },                 /* incidents: exec --resume (interp/resume.lua) */
+	{ "sh_transport", luaopen_sh_transport },     /* targets: sh's transports (stdlib/reach.lua) */
+	{ "sys_transport", luaopen_sys_transport },   /* targets: sys's parsers for what reach.lua read */
+	{ NULL, NULL },
+};
+
 static void register_preloads(lua_State *L)
 {
 	luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-	for (const luaL_Reg *m = runbook_modules; m->name; m++) {
-		lua_pushcfunction(L, m->func);
-		lua_setfield(L, -2, m->name);
-	}
-	lua_pushcfunction(L, luaopen_cjson);
-	lua_setfield(L, -2, "cjson");
-	lua_pushcfunction(L, luaopen_core);
-	lua_setfield(L, -2, "core");
-	lua_pushcfunction(L, modules_open_lineedit);
-	lua_setfield(L, -2, "lineedit");
-	lua_pushcfunction(L, luaopen_lockfile);   /* incidents: session locks (interp/lock.lua) */
-	lua_setfield(L, -2, "lockfile");
-	lua_pushcfunction(L, luaopen_replay);     /* incidents: exec --resume (interp/resume.lua) */
-	lua_setfield(L, -2, "replay");
-	lua_pushcfunction(L, luaopen_sh_transport);   /* targets: sh's transports (stdlib/reach.lua) */
-	lua_setfield(L, -2, "sh_transport");
-	lua_pushcfunction(L, luaopen_sys_transport);  /* targets: sys's parsers for what reach.lua read */
-	lua_setfield(L, -2, "sys_transport");
+	luaL_setfuncs(L, runbook_modules, 0);
+	luaL_setfuncs(L, host_modules, 0);
 	for (const struct embedded_file *f = embedded_files; f->name; f++) {
 		lua_pushlightuserdata(L, (void *)f);
 		lua_pushcclosure(L, load_embedded, 1);

@@ -10,6 +10,7 @@
  * a secret is kept neither in the file nor in memory, so that arrow-up cannot bring it back either.
  */
 #include "lineedit.h"
+#include "luax.h"
 #include "redact.h"
 #include "sched.h"
 #include "term.h"
@@ -96,20 +97,6 @@ static int lineedit_secret_in(lua_State *L)
 
 /* ------------------------------------------------------------------------------- the history file */
 
-static int write_all(int fd, const char *s, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, s, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		s += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 /* One write per entry, so that two sessions appending at once never interleave within a line. */
 static int append_entry(int fd, const char *line, size_t n)
 {
@@ -118,7 +105,7 @@ static int append_entry(int fd, const char *line, size_t n)
 		return -1;
 	memcpy(buf, line, n);
 	buf[n] = '\n';
-	int r = write_all(fd, buf, n + 1);
+	int r = term_write_all(fd, buf, n + 1);
 	free(buf);
 	return r;
 }
@@ -367,13 +354,13 @@ static int editor_read(lua_State *L)
 		free(line);
 		/* The press was the answer: no hook may fire once we are back in Lua. */
 		sched_clear_interrupt();
-		write_all(STDOUT_FILENO, "\n", 1);
+		term_write_all(STDOUT_FILENO, "\n", 1);
 		lua_pushnil(L);
 		lua_pushstring(L, "interrupted");
 		return 2;
 	}
 	if (!line) {
-		write_all(STDOUT_FILENO, "\n", 1);
+		term_write_all(STDOUT_FILENO, "\n", 1);
 		lua_pushnil(L);
 		lua_pushstring(L, "eof");
 		return 2;
@@ -477,21 +464,16 @@ int luaopen_lineedit(lua_State *L)
 		{ "read", editor_read }, { "remember", editor_remember }, { "close", editor_close },
 		{ NULL, NULL },
 	};
+	static const luaL_Reg editor_meta[] = {
+		{ "__gc", editor_close }, { "__close", editor_close }, { "__tostring", editor_tostring },
+		{ NULL, NULL },
+	};
 	static const luaL_Reg fns[] = {
 		{ "open", lineedit_open }, { "secret_in", lineedit_secret_in },
 		{ "history_path", lineedit_history_path },
 		{ NULL, NULL },
 	};
-	luaL_newmetatable(L, EDITOR_MT);
-	luaL_newlib(L, editor_methods);
-	lua_setfield(L, -2, "__index");
-	lua_pushcfunction(L, editor_close);
-	lua_setfield(L, -2, "__gc");
-	lua_pushcfunction(L, editor_close);
-	lua_setfield(L, -2, "__close");
-	lua_pushcfunction(L, editor_tostring);
-	lua_setfield(L, -2, "__tostring");
-	lua_pop(L, 1);
+	luax_class(L, EDITOR_MT, editor_meta, editor_methods, NULL);
 	luaL_newlib(L, fns);
 	return 1;
 }

@@ -1,5 +1,6 @@
 /* luax.c - see luax.h. */
 #include "luax.h"
+#include "host.h"
 #include "jsonw.h"
 #include "redact.h"
 #include "transcript.h"
@@ -202,11 +203,7 @@ void luax_audit_probe_on(const char *primitive, const char *target, const char *
                          msec_t deadline_ms, double duration_ms, const char *outcome, const char *summary)
 {
 	struct jbuf b = { 0 };
-	jb_open(&b);
-	jb_kstr(&b, "primitive", primitive);
-	jb_kstr_redacted(&b, "target", target);
-	jb_kstr_redacted(&b, "on", on);
-	jb_kstr_redacted(&b, "host", host);
+	jb_open_call(&b, primitive, target, on, host);
 	msec_t cap = sched_cap();   /* --timeout: what the primitive really had */
 	if (cap > 0 && (deadline_ms <= 0 || cap < deadline_ms))
 		deadline_ms = cap;
@@ -239,6 +236,32 @@ void luax_class(lua_State *L, const char *name, const luaL_Reg meta[], const lua
 		lua_setfield(L, -2, "__metatable");
 	}
 	lua_pop(L, 1);
+}
+
+int luax_not_run(lua_State *L, enum gate_answer a, size_t cap, void (*release)(void *op), void *op,
+                 const char *fmt, ...)
+{
+	char *what = NULL;
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vasprintf(&what, fmt, ap);
+	va_end(ap);
+	char *msg = malloc(cap);
+	if (n < 0 || !msg)
+		abort();
+	snprintf(msg, cap, "%s: %s", what,
+	         a == GATE_REFUSED ? "not run: the transcript cannot be written" : "declined by the operator");
+	free(what);
+	if (a == GATE_REFUSED) {
+		int nret = luax_fail(L, "refused", "%s", msg);
+		free(msg);
+		return nret;
+	}
+	if (release)
+		release(op);
+	host_push_control(L, a == GATE_ABORT ? "abort" : "skip", msg);
+	free(msg);
+	return lua_error(L);
 }
 
 /* ------------------------------------------------------------------- calls with `on = target` */

@@ -13,6 +13,7 @@
 #include <lauxlib.h>
 #include <stdbool.h>
 
+#include "gate.h"
 #include "sched.h"
 
 /* Raises unless every string key of the table at idx is in allowed (NULL-terminated). */
@@ -36,6 +37,14 @@ void luax_class(lua_State *L, const char *name, const luaL_Reg meta[], const lua
 
 /* Pushes nil, the redacted message, kind; returns 3 (use as `return luax_fail(...)`). */
 int luax_fail(lua_State *L, const char *kind, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* An action that the gate did not let run (a: GATE_REFUSED, GATE_DECLINED or GATE_ABORT), WHAT
+ * being the printf-style fmt: refused pushes nil, "WHAT: not run: the transcript cannot be
+ * written", "refused" and returns 3; declined or aborted calls release(op) (when not NULL), then
+ * raises the step's control signal ("skip", "abort") with "WHAT: declined by the operator". The
+ * message is cut to fit cap bytes, as the primitive's own buffer cut it. */
+int luax_not_run(lua_State *L, enum gate_answer a, size_t cap, void (*release)(void *op), void *op,
+                 const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
 /* Sets t[key] = value on the table at the top of the stack. */
 void luax_setint(lua_State *L, const char *key, lua_Integer v);

@@ -293,3 +293,12 @@ void jb_kstr_redacted(struct jbuf *b, const char *key, const char *val)
 	jb_string(b, clean, len);
 	free(clean);
 }
+
+void jb_open_call(struct jbuf *b, const char *primitive, const char *target, const char *on, const char *host)
+{
+	jb_open(b);
+	jb_kstr(b, "primitive", primitive);
+	jb_kstr_redacted(b, "target", target);
+	jb_kstr_redacted(b, "on", on);
+	jb_kstr_redacted(b, "host", host);
+}

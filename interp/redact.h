@@ -29,5 +29,8 @@ void  redact_learn(const char *in, size_t n);
 struct jbuf;
 /* jb_kstr (jsonw.h) with the value redacted; nothing is written when val is NULL. */
 void  jb_kstr_redacted(struct jbuf *b, const char *key, const char *val);
+/* Opens b (jb_open) as the audit record of a call: "primitive", then "target", "on" and
+ * "host" redacted (each left out when NULL). The gate's and the probes' records begin so. */
+void  jb_open_call(struct jbuf *b, const char *primitive, const char *target, const char *on, const char *host);
 
 #endif

@@ -11,6 +11,7 @@
 -- Actions typed here go through the same gate as a runbook's (it is in C). Ctrl-C stops an
 -- evaluation (the host's hook stops even `while true do end`, in a coroutine or a pcall too) and
 -- at the prompt drops the line; Ctrl-D on an empty line leaves.
+local cmdline  = require "cmdline"
 local core     = require "core"
 local cjson    = require "cjson"
 local engine   = require "engine"
@@ -411,34 +412,11 @@ local function usage(msg)
 end
 
 local function parse_args(args)
-  local opts, inputs, i = {}, {}, 1
-  while i <= #args do
-    local a = args[i]
-    local flag, value = a:match("^(%-%-[%w-]+)=(.*)$")
-    flag = flag or a
-    if FLAGS[flag] and not value then
-      opts[FLAGS[flag]] = true
-    elseif VALUES[flag] then
-      if not value then
-        i = i + 1
-        value = args[i]
-        if not value then return nil, flag .. " needs a value" end
-      end
-      opts[VALUES[flag]] = value
-    elseif a:match("^[%a_][%w_]*=") then
-      local k, v = a:match("^([%a_][%w_]*)=(.*)$")
-      inputs[k] = v
-    else
-      return nil, "unexpected argument '" .. a .. "'"
-    end
-    i = i + 1
-  end
+  local opts, inputs = cmdline.parse(args, FLAGS, VALUES, function(a) return "unexpected argument '" .. a .. "'" end)
+  if not opts then return nil, inputs end
   if next(inputs) and not opts.runbook then return nil, "inputs (name=value) need --runbook NAME" end
-  if opts.timeout then
-    local sec, err = core.duration(opts.timeout)
-    if not sec or sec <= 0 then return nil, "--timeout: " .. (err or "must be positive") end
-    opts.timeout = sec
-  end
+  local ok, err = cmdline.timeout(opts)
+  if not ok then return nil, err end
   return opts, inputs
 end
 

@@ -77,17 +77,18 @@ bool term_interactive(void) { return interactive; }
 bool term_color(void) { return color; }
 const char *term_tty_name(void) { return tty_name; }
 
-static void write_all(int fd, const char *s, size_t n)
+int term_write_all(int fd, const char *s, size_t n)
 {
 	while (n > 0) {
 		ssize_t w = write(fd, s, n);
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w <= 0)
-			return;
+			return -1;
 		s += w;
 		n -= (size_t)w;
 	}
+	return 0;
 }
 
 /* The length of a valid UTF-8 sequence at s (at most n bytes) and its code point; 0 if invalid. */
@@ -202,7 +203,7 @@ static void emit(int fd, const char *s, size_t n)
 	char *shown = visible(clean, len, &shown_len);
 	free(clean);
 	transcript_output(shown, shown_len);
-	write_all(fd, shown, shown_len);
+	term_write_all(fd, shown, shown_len);
 	free(shown);
 }
 

@@ -25,6 +25,8 @@ const char *term_tty_name(void);    /* ttyname(0) or "" */
 const char *term_style(const char *sgr, char *buf, size_t n);
 
 void out_write(const char *s, size_t n);
+/* Writes all of s to fd, again after EINTR: 0, or -1 on an error (the history file uses it too). */
+int term_write_all(int fd, const char *s, size_t n);
 /* The character at s (n > 0 bytes): its length (1 for a byte that is not UTF-8; *cp is then that
  * byte) and whether out_write shows it as an escape rather than as itself (newline and tab: not). */
 size_t term_char(const char *s, size_t n, unsigned *cp, bool *escaped);

@@ -3,6 +3,7 @@
 #include "luax.h"
 
 #include <lauxlib.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -104,4 +105,15 @@ int handle_tostring(lua_State *L, const struct handle_type *t)
 	else
 		lua_pushfstring(L, "%s.conn %s", t->module, s->target);
 	return 1;
+}
+
+void handle_op_fail(const char **kind, char *cause, size_t n, const char *what, const char *fmt, ...)
+{
+	if (*kind)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(cause, n, fmt, ap);
+	va_end(ap);
+	*kind = what;
 }

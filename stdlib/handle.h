@@ -65,4 +65,10 @@ int handle_close(lua_State *L, const struct handle_type *t);
 int handle_gc(lua_State *L, const struct handle_type *t);
 int handle_tostring(lua_State *L, const struct handle_type *t);
 
+/* An op on a handle fails: the first failure is the one that explains, so nothing changes when
+ * *kind is set already; else *kind = what and cause[0..n) gets the printf-style message.
+ * pg_op_fail and redis_op_fail are this on their op. */
+void handle_op_fail(const char **kind, char *cause, size_t n, const char *what, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+
 #endif

@@ -207,6 +207,9 @@ static char *describe_request(const struct http_op *op, const struct buf *hdrs, 
 	return b.p;
 }
 
+/* Frees the op of an action the operator declined, before its step is left. */
+static void free_op(void *op) { op_free(op); }
+
 static int action(lua_State *L, const char *fn, const char *method, const char *url, int opts)
 {
 	struct http_op *op = new_op(L, OP_ACTION, fn, method);
@@ -249,15 +252,8 @@ static int action(lua_State *L, const char *fn, const char *method, const char *
 		luax_setstr(L, "url", op->shown);
 		return 1;
 	}
-	if (a != GATE_RUN) {
-		char msg[800];
-		snprintf(msg, sizeof msg, "%s %s %s: %s", fn, op->method, op->shown,
-		         a == GATE_REFUSED ? "not run: the transcript cannot be written" : "declined by the operator");
-		if (a == GATE_REFUSED)
-			return luax_fail(L, "refused", "%s", msg);
-		op_free(op);
-		return host_raise_control(L, a == GATE_ABORT ? "abort" : "skip", msg);
-	}
+	if (a != GATE_RUN)
+		return luax_not_run(L, a, 800, free_op, op, "%s %s %s", fn, op->method, op->shown);
 	gate_action_start(fn, first);
 	op->headers = NULL;
 	begin(op, headers);

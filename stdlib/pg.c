@@ -63,17 +63,6 @@ _Static_assert(offsetof(struct pg_handle, s) == 0, "handle.c finds the handle_st
 
 double pg_elapsed(const struct pg_op *op) { return sched_now_precise() - op->t0; }
 
-void pg_op_fail(struct pg_op *op, const char *kind, const char *fmt, ...)
-{
-	if (op->kind)
-		return;   /* the first failure is the one that explains */
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(op->cause, sizeof op->cause, fmt, ap);
-	va_end(ap);
-	op->kind = kind;
-}
-
 /* The first line of a libpq message, without its trailing newline. */
 void first_line(char *out, size_t n, const char *msg)
 {
@@ -349,18 +338,24 @@ void pg_push_value(lua_State *L, const PGresult *r, int row, int col)
 	lua_pushlstring(L, v, (size_t)PQgetlength(r, row, col));
 }
 
+void pg_push_row(lua_State *L, const PGresult *r, int row)
+{
+	int ncols = PQnfields(r);
+	lua_createtable(L, 0, ncols);
+	for (int j = 0; j < ncols; j++) {
+		if (PQgetisnull(r, row, j))
+			continue;
+		pg_push_value(L, r, row, j);
+		lua_setfield(L, -2, PQfname(r, j));
+	}
+}
+
 void pg_push_rows(lua_State *L, const PGresult *r, double ms)
 {
 	int nrows = PQntuples(r), ncols = PQnfields(r);
 	lua_createtable(L, nrows, 3);
 	for (int i = 0; i < nrows; i++) {
-		lua_createtable(L, 0, ncols);
-		for (int j = 0; j < ncols; j++) {
-			if (PQgetisnull(r, i, j))
-				continue;
-			pg_push_value(L, r, i, j);
-			lua_setfield(L, -2, PQfname(r, j));
-		}
+		pg_push_row(L, r, i);
 		lua_rawseti(L, -2, i + 1);
 	}
 	lua_createtable(L, ncols, 0);
@@ -426,13 +421,8 @@ int pg_gate(lua_State *L, struct pg_op *op, const struct gate_plan *plan, const 
 		luax_setstr(L, "target", op->target);
 		return 1;
 	}
-	if (a == GATE_REFUSED)
-		return luax_fail(L, "refused", "%s %s: not run: the transcript cannot be written", op->fn, op->target);
-	if (a != GATE_RUN) {
-		char msg[PG_TARGET_MAX + 100];
-		snprintf(msg, sizeof msg, "%s %s: declined by the operator", op->fn, op->target);
-		return host_raise_control(L, a == GATE_ABORT ? "abort" : "skip", msg);
-	}
+	if (a != GATE_RUN)   /* the target is shorter than PG_TARGET_MAX: the messages are never cut */
+		return luax_not_run(L, a, PG_TARGET_MAX + 100, NULL, NULL, "%s %s", op->fn, op->target);
 	gate_action_start(op->fn, op->target);
 	op->action_t0 = sched_now_precise();
 	return 0;

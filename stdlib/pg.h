@@ -110,10 +110,12 @@ int pg_fail_push(lua_State *L, struct pg_op *op);
 /* For a probe: 0, or (the op failed) audits the failure, pushes nil, err, kind and returns 3. */
 int pg_probe_failed(lua_State *L, struct pg_op *op);
 /* Fails op with kind and a printf-style cause (before or instead of running it). */
-void pg_op_fail(struct pg_op *op, const char *kind, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+#define pg_op_fail(op, what, ...) handle_op_fail(&(op)->kind, (op)->cause, sizeof (op)->cause, (what), __VA_ARGS__)
 
 /* Pushes one value converted by its type OID (nil for NULL). */
 void pg_push_value(lua_State *L, const PGresult *r, int row, int col);
+/* Pushes row of a result as a table { column = value } (NULLs left out). */
+void pg_push_row(lua_State *L, const PGresult *r, int row);
 /* Pushes { row tables..., columns = {names}, rows = n, ms } for a result. */
 void pg_push_rows(lua_State *L, const PGresult *r, double ms);
 /* A field of a row as text / integer / boolean (NULL, 0, false for NULL or no such column). */

@@ -130,18 +130,6 @@ static void set_col(lua_State *L, const PGresult *r, int row, const char *col, c
 	lua_setfield(L, -2, key ? key : col);
 }
 
-static void push_row(lua_State *L, const PGresult *r, int row)
-{
-	int ncols = PQnfields(r);
-	lua_createtable(L, 0, ncols);
-	for (int j = 0; j < ncols; j++) {
-		if (PQgetisnull(r, row, j))
-			continue;
-		pg_push_value(L, r, row, j);
-		lua_setfield(L, -2, PQfname(r, j));
-	}
-}
-
 /* A duration option in ms, as a decimal string for a bigint parameter. */
 void duration_param(lua_State *L, int idx, const char *key, msec_t def, const char *fn, char *out, size_t n)
 {
@@ -503,7 +491,7 @@ static int replication_done(lua_State *L, struct pg_op *op)
 	luax_setint(L, "replica_count", PQntuples(reps));
 	luax_setint(L, "max_replay_lag_bytes", max_lag);
 	if (PQntuples(recv) > 0) {
-		push_row(L, recv, 0);
+		pg_push_row(L, recv, 0);
 		lua_setfield(L, -2, "receiver");
 	}
 	luax_setnum(L, "ms", pg_elapsed(op));

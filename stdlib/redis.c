@@ -66,17 +66,6 @@ _Static_assert(offsetof(struct redis_handle, s) == 0, "handle.c finds the handle
 
 double redis_elapsed(const struct redis_op *op) { return sched_now_precise() - op->t0; }
 
-void redis_op_fail(struct redis_op *op, const char *kind, const char *fmt, ...)
-{
-	if (op->kind)
-		return;   /* the first failure is the one that explains */
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(op->cause, sizeof op->cause, fmt, ap);
-	va_end(ap);
-	op->kind = kind;
-}
-
 void redis_lower(char *out, size_t n, const char *s, size_t len)
 {
 	size_t i = 0;

@@ -119,7 +119,7 @@ void redis_batch(struct redis_op *op, msec_t timeout_ms);
 /* Drives the op until op->done has pushed its results; returns their number. */
 int redis_op_run(lua_State *L, struct redis_op *op, redis_done_fn done);
 /* Fails op with kind and a printf-style cause (the first failure wins). */
-void redis_op_fail(struct redis_op *op, const char *kind, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+#define redis_op_fail(op, what, ...) handle_op_fail(&(op)->kind, (op)->cause, sizeof (op)->cause, (what), __VA_ARGS__)
 /* Fails op with a server's error reply: kind = its code word ("WRONGTYPE"; auth for login errors). */
 void redis_fail_reply(struct redis_op *op, const redisReply *r, const char *context);
 bool redis_is_error(const redisReply *r);

@@ -790,12 +790,7 @@ int sh_not_run(lua_State *L, enum gate_answer a, const char *display)
 		luax_setstr(L, "command", display);
 		return 1;
 	}
-	char msg[300];
-	snprintf(msg, sizeof msg, "sh.action %s: %s", display,
-	         a == GATE_REFUSED ? "not run: the transcript cannot be written" : "declined by the operator");
-	if (a == GATE_REFUSED)
-		return luax_fail(L, "refused", "%s", msg);
-	return host_raise_control(L, a == GATE_ABORT ? "abort" : "skip", msg);
+	return luax_not_run(L, a, 300, NULL, NULL, "sh.action %s", display);
 }
 
 static int sh_action(lua_State *L)

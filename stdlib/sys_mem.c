@@ -54,16 +54,24 @@ static int push_memory(lua_State *L, const struct probe *p, const char *text)
 	return 1;
 }
 
+/* Begins the probe fn and reads the /proc file path into text: 0 when it is read, else the
+ * probe's failure is pushed and its count of results returned. */
+static int probe_read_proc(lua_State *L, struct probe *p, const char *fn, const char *path, char *text, size_t n)
+{
+	probe_begin(p, fn, path, 0);
+	if (read_small(path, text, n) > 0)
+		return 0;
+	return probe_fail_errno(L, p, errno ? errno : EIO);
+}
+
 int sys_memory(lua_State *L)
 {
 	if (luax_remote(L, 1))
 		return luax_delegate(L, "reach", "sys_memory");
 	struct probe p;
-	probe_begin(&p, "sys.memory", "/proc/meminfo", 0);
 	char text[8192];
-	if (read_small("/proc/meminfo", text, sizeof text) <= 0)
-		return probe_fail_errno(L, &p, errno ? errno : EIO);
-	return push_memory(L, &p, text);
+	int failed = probe_read_proc(L, &p, "sys.memory", "/proc/meminfo", text, sizeof text);
+	return failed ? failed : push_memory(L, &p, text);
 }
 
 double read_uptime(void)
@@ -102,11 +110,9 @@ int sys_load(lua_State *L)
 	if (luax_remote(L, 1))
 		return luax_delegate(L, "reach", "sys_load");
 	struct probe p;
-	probe_begin(&p, "sys.load", "/proc/loadavg", 0);
 	char text[256];
-	if (read_small("/proc/loadavg", text, sizeof text) <= 0)
-		return probe_fail_errno(L, &p, errno ? errno : EIO);
-	return push_load(L, &p, text, sysconf(_SC_NPROCESSORS_ONLN), read_uptime());
+	int failed = probe_read_proc(L, &p, "sys.load", "/proc/loadavg", text, sizeof text);
+	return failed ? failed : push_load(L, &p, text, sysconf(_SC_NPROCESSORS_ONLN), read_uptime());
 }
 
 /* ------------------------------------------------- the same parsers for a target (sys_transport) */
