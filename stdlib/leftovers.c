@@ -342,6 +342,26 @@ void leftovers_started(pid_t leader, bool keep)
  */
 static struct pids frozen;
 
+/* kill(SIGSTOP) returns before the process stops: until the kernel has stopped it, it still runs
+ * (and could type into the terminal the question is then asked on). The gate asks only once every
+ * process is stopped or gone, for STOP_WAIT_MS at the most (one in uninterruptible sleep stops
+ * only when it leaves it: it cannot type meanwhile either). */
+#define STOP_WAIT_MS 500
+
+static void wait_until_stopped(const pid_t *v, size_t n)
+{
+	for (int waited = 0; waited < STOP_WAIT_MS; waited++) {
+		bool awake = false;
+		for (size_t i = 0; i < n && !awake; i++) {
+			struct proc p;
+			awake = read_stat(v[i], &p) && (p.state == 'R' || p.state == 'S');
+		}
+		if (!awake)
+			return;
+		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
+	}
+}
+
 void leftovers_freeze(void)
 {
 	if (nrunning == 0 && !has_strays())
@@ -364,6 +384,7 @@ void leftovers_freeze(void)
 		if (!new_ones)
 			break;
 	}
+	wait_until_stopped(frozen.v, frozen.n);
 }
 
 void leftovers_thaw(void)
