@@ -48,13 +48,14 @@ local function list_dir(dir, pattern)
   return names
 end
 
--- Every runbook file on the search path, by name (first occurrence wins).
-function M.all(share)
+-- The files on the search path matching pattern, by the name stem_of gives them (nil: skip the
+-- file); the first occurrence of a name wins.
+local function first_by_name(share, pattern, stem_of)
   local seen, out = {}, {}
   for _, dir in ipairs(M.search_path(share)) do
-    for _, path in ipairs(list_dir(dir)) do
-      local name = path:match("([^/]+)%.lua$")
-      if name and not is_drill_file(path) and not seen[name] then
+    for _, path in ipairs(list_dir(dir, pattern)) do
+      local name = stem_of(path)
+      if name and not seen[name] then
         seen[name] = true
         out[#out + 1] = { name = name, path = path }
       end
@@ -64,20 +65,16 @@ function M.all(share)
   return out
 end
 
+-- Every runbook file on the search path, by name (first occurrence wins).
+function M.all(share)
+  return first_by_name(share, "*.lua", function(path)
+    return not is_drill_file(path) and path:match("([^/]+)%.lua$") or nil
+  end)
+end
+
 -- Every drill file on the search path: { name = RUNBOOK, path } (first occurrence wins), by name.
 function M.all_drills(share)
-  local seen, out = {}, {}
-  for _, dir in ipairs(M.search_path(share)) do
-    for _, path in ipairs(list_dir(dir, "*" .. DRILL_SUFFIX)) do
-      local name = path:match("([^/]+)%.drill%.lua$")
-      if name and not seen[name] then
-        seen[name] = true
-        out[#out + 1] = { name = name, path = path }
-      end
-    end
-  end
-  table.sort(out, function(a, b) return a.name < b.name end)
-  return out
+  return first_by_name(share, "*" .. DRILL_SUFFIX, function(path) return path:match("([^/]+)%.drill%.lua$") end)
 end
 
 -- The drill of the runbook NAME found at runbook_path: its sibling NAME.drill.lua first (a runbook

@@ -54,13 +54,7 @@ local function write_file(path, text)
   f:close()
 end
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local text = f:read("a")
-  f:close()
-  return text
-end
+local read_file = lab.read_file
 
 -- Processes a drill starts in the background (psql sessions, servers, hogs): each in a process
 -- group of its own, recorded here so that ending them all is one call, even from another run.
