@@ -495,6 +495,11 @@ def test_a_drill_file_is_checked(t):
     rc, out, err = t.run(["check", t.path("mine", "flag-file.drill.lua")])
     expect_rc((rc, out, err), 1, "a drill file reaching for io")
     expect_in("undefined global 'io'", out)
+    # the one documented form is the sibling file: the field form of an earlier template points at it
+    t.write("mine/flag-file.lua", FLAG_RUNBOOK.replace('owner = "tests",', 'owner = "tests", drill = {},'))
+    rc, out, err = t.run(["check", t.path("mine", "flag-file.lua")])
+    expect_rc((rc, out, err), 1, "a runbook with a drill field")
+    expect_in("a runbook's drill is the file NAME.drill.lua beside it", out)
 
 
 def test_no_lab_code_names_a_scenario(t):
