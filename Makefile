@@ -131,7 +131,7 @@ install: runbook install-man
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SHARE)/runbooks $(DESTDIR)$(LIBDIR)
 	install -m 0755 runbook $(DESTDIR)$(PREFIX)/bin/runbook
 	install -m 0644 $(MODS) $(DESTDIR)$(LIBDIR)/
-	install -m 0644 runbooks/*.lua $(DESTDIR)$(SHARE)/runbooks/
+	install -m 0644 runbooks/*.lua $(DESTDIR)$(SHARE)/runbooks/   # with their drills, NAME.drill.lua
 	./runbook doc --luals $(DESTDIR)$(SHARE)/luals --as $(SHARE)/luals >/dev/null
 
 # The checked-in pages (kept current by `make docs`): installing needs no binary built first.

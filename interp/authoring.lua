@@ -19,7 +19,8 @@ M.shq = shq
 -- The template. Every part carries a one-line comment; it passes `check --strict` as written.
 local TEMPLATE = [=[
 -- %s.lua - what this runbook is for. Started with `runbook new`: `runbook check --strict %s` lints it,
--- `runbook exec %s --dry-run` shows what it would do, `runbook test %s` is the check for CI.
+-- `runbook exec %s --dry-run` shows what it would do, `runbook test %s` is the check for CI
+-- (with the drill modes of %s.drill.lua, beside this file).
 local sh   = require "sh"                      -- commands: sh.read looks (runs freely), sh.action asks first
 local http = require "http"                    -- HTTP: http.get is a probe, http.post an action
 
@@ -43,7 +44,7 @@ return runbook {
     run = function(ctx)                        -- ctx: the inputs (ctx.url), ctx.state, ctx:ok/finding/...
       local r, err = http.get(ctx.url, { timeout = ctx.timeout })          -- nil, err, kind: nothing answered
       if r and r.ok then return ctx:resolved("the service answers " .. r.status) end  -- ends the run
-      ctx:finding("%%s does not answer: %%s", ctx.url, r and r.problem or err)      -- recorded as a finding
+      ctx:finding { code = "service.down", "%%s does not answer: %%s", ctx.url, r and r.problem or err }  -- a coded finding
       ctx.state.down = true                    -- ctx.state is shared by the steps of a run
     end,
   },
@@ -66,13 +67,31 @@ return runbook {
     end,
   },
 
-  drill = {                                    -- how `runbook drill` rehearses it: one entry per mode
-    -- down = {                                -- a mode: one way the lab is broken (see doc/authoring.md)
-    --   breaks = "the service stopped",       -- what the drill does to the lab
-    --   expect = { findings = { "does not answer" }, actions = { "restart the service" } },
-    --   repair = "the service restarted",     -- how the lab is put back afterwards
+}
+]=]
+
+-- The drill beside it (NAME.drill.lua): valid as written, its one mode commented out so that
+-- `runbook test` runs no drill until the mode is filled in for the team's own lab or service.
+local DRILL_TEMPLATE = [=[
+-- %s.drill.lua - how `runbook drill %s` rehearses the runbook %s.lua beside it: break something,
+-- run the runbook against it, judge the run by finding codes and offered actions, then repair.
+-- Loaded in a sandbox as the runbook is; `lab` (each function's argument) is what it may do: see
+-- doc/drills.md. `runbook test %s` runs every mode; `runbook drill %s --mode M` runs one.
+return {
+  modes = {                                    -- one entry per way the system is broken
+    -- down = {                                -- a mode: runbook drill %s --mode down
+    --   what   = "the lab's service stopped", -- one line, shown when the drill starts
+    --   breaks = function(lab) lab.control("stop", "api") end,  -- breaks it: the lab's pg|redis|api|nginx
+    --   expect = { findings = { "service.down" },  -- the finding codes the runbook must report
+    --              offers = { "restart" },         -- steps whose action must reach the gate
+    --              never = {} },                   -- steps whose action must not
     -- },
   },
+  inputs = function(lab, mode)                 -- the runbook's inputs, aimed at what the drill broke
+    return { url = lab.state.api.url .. "/health", restart = lab.lab_cmd("restart", "api"), timeout = "2s" }
+  end,
+  healthy = function(lab) return lab.service_healthy() end,  -- after the run: is it healthy again?
+  repair = function(lab) lab.control("restart", "api") end,  -- puts it back when the runbook did not
 }
 ]=]
 
@@ -88,7 +107,8 @@ local function target_path(name, path)
   return path
 end
 
--- A found runbook's source, renamed: its `name = "OLD"` becomes NAME.
+-- A found runbook's source, renamed: its `name = "OLD"` becomes NAME; with its drill's source (as
+-- is: a drill does not name its runbook) when it has one.
 local function copy_of(from, name)
   local path, err = loader.resolve(from)
   if not path then return nil, err end
@@ -97,7 +117,8 @@ local function copy_of(from, name)
   local quoted = rb.name:gsub("%p", "%%%0")
   local src, n = rb.source:gsub("(name%s*=%s*)([\"'])" .. quoted .. "%2", "%1%2" .. name:gsub("%%", "%%%%") .. "%2", 1)
   if n == 0 then return nil, "--from " .. from .. ": cannot find its name = \"" .. rb.name .. "\" to rename" end
-  return src, path
+  local drill = loader.resolve_drill(rb.name, path)
+  return src, path, drill and core.read_file(drill, 16 * 1024 * 1024)
 end
 
 -- runbook new NAME [--from RUNBOOK] [PATH]
@@ -126,33 +147,46 @@ function M.new(args)
   if readable(file) then
     return usage("new: " .. file .. " exists; not overwriting it (choose another NAME or PATH, or delete it first)")
   end
-  local src, origin
+  local drill_file = file:gsub("%.lua$", ".drill.lua")
+  if readable(drill_file) then
+    return usage("new: " .. drill_file .. " exists; not overwriting it (choose another NAME or PATH, or delete it first)")
+  end
+  local src, origin, drill_src
   if from then
-    src, origin = copy_of(from, name)
+    src, origin, drill_src = copy_of(from, name)
     if not src then return usage("new: " .. origin) end
   else
-    src = TEMPLATE:format(name, name, name, name, name)
+    src = TEMPLATE:format(name, name, name, name, name, name)
+    drill_src = DRILL_TEMPLATE:format(name, name, name, name, name, name)
   end
   local dir = file:match("^(.*)/[^/]+$")
   if dir and dir ~= "" then os.execute("mkdir -p -- " .. shq(dir)) end
-  local f, ferr = io.open(file, "wb")
-  if not f then return usage("new: cannot write " .. file .. ": " .. tostring(ferr)) end
-  f:write(src)
-  f:close()
-  core.out(string.format("wrote %s%s\nnext: edit it, then `runbook check --strict %s` and `runbook exec %s --dry-run`\n",
-                         file, origin and (" (a copy of " .. origin .. ")") or "", file, file))
+  for path, text in pairs { [file] = src, [drill_file] = drill_src or false } do
+    if text then
+      local f, ferr = io.open(path, "wb")
+      if not f then return usage("new: cannot write " .. path .. ": " .. tostring(ferr)) end
+      f:write(text)
+      f:close()
+    end
+  end
+  core.out(string.format("wrote %s%s\n%s" ..
+                         "next: edit it, then `runbook check --strict %s` and `runbook exec %s --dry-run`\n",
+                         file, origin and (" (a copy of " .. origin .. ")") or "",
+                         drill_src and ("wrote " .. drill_file .. " (its drill: `runbook drill`, `runbook test`)\n") or "",
+                         file, file))
   return 0
 end
 
 -------------------------------------------------------------------------------------- test
--- The drill modes of a runbook, as `runbook drill` offers them today (lab/drill.lua's table).
-local function drill_modes(name)
-  local drill = require("drill").drills[name]
-  if not drill then return {} end
-  local modes = {}
-  for mode in pairs(drill.modes) do modes[#modes + 1] = mode end
-  table.sort(modes)
-  return modes
+-- The drill modes of the runbook at path (its NAME.drill.lua, see lab/drill.lua), or nil, err
+-- when its drill file is there but wrong.
+local function drill_modes(path)
+  local rb, drill, err = require("drill").find(path)
+  if not drill then
+    if rb and err then return nil, err end
+    return {}
+  end
+  return require("drill").modes(drill)
 end
 
 -- runbook test [NAME...]: check --strict each, then `runbook drill NAME --mode M --auto --yes` for
@@ -180,8 +214,15 @@ function M.test(args)
     result(ok, "check --strict " .. target)
     local path = loader.resolve(target)
     local rb = ok and path and loader.load(path)
-    for _, mode in ipairs(rb and drill_modes(rb.name) or {}) do
-      local cmd = string.format("%s drill %s --mode %s --auto --yes", shq(core.exe()), shq(rb.name), shq(mode))
+    local modes, err = {}, nil
+    if rb then modes, err = drill_modes(path) end
+    if not modes then
+      core.err("runbook test: " .. err .. "\n")
+      result(false, "drill " .. rb.name)
+    end
+    for _, mode in ipairs(modes or {}) do
+      -- The runbook's file, not its name: the drill is the one beside it.
+      local cmd = string.format("%s drill %s --mode %s --auto --yes", shq(core.exe()), shq(path), shq(mode))
       local dok = os.execute(cmd .. " </dev/null")
       result(dok == true, string.format("drill %s --mode %s", rb.name, mode))
     end

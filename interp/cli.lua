@@ -88,8 +88,15 @@ local function check_usage(msg) return usage(msg .. " (see 'runbook check --help
 
 local function plural(n, word) return n .. " " .. word .. (n == 1 and "" or "s") end
 
--- One runbook: its findings printed; returns true when it passes.
+-- One runbook (or a drill file beside one: loaded and its declaration checked, nothing runs); its
+-- findings printed; returns true when it passes.
 local function check_one(arg, strict)
+  if loader.is_drill_file(arg) then
+    local drill, derr = require("drill").load(arg)
+    core.out(drill and string.format("ok    %s (drill, %s)\n", arg, plural(#require("drill").modes(drill), "mode"))
+             or ("FAIL  " .. derr .. "\n"))
+    return drill ~= nil
+  end
   local rb, err = load_arg(arg)
   if not rb then
     core.out("FAIL  " .. err .. "\n")

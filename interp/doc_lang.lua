@@ -47,7 +47,6 @@ return {
           { "inputs", "{}", "`{ name = input.<type> { ... } }`", "table<string, input.decl>" },
           { "description", "", "a paragraph for `runbook show`", "string" },
           { "owner", "", "who to ask about it", "string" },
-          { "drill", "", "how `runbook drill` rehearses it (modes; read by `runbook drill` later)", "table" },
         },
         rtype = "runbook.decl",
         returns = "the runbook", kinds = {},

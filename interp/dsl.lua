@@ -182,9 +182,7 @@ function M.step(id)
 end
 
 ----------------------------------------------------------------------------------------- runbook
--- drill: the runbook's own drill declaration (runbook new writes one). Accepted and kept as
--- rb.drill for `runbook drill`/`runbook test` to read; nothing interprets its contents yet.
-local RUNBOOK_KEYS = { "name", "summary", "severity", "inputs", "description", "owner", "drill" }
+local RUNBOOK_KEYS = { "name", "summary", "severity", "inputs", "description", "owner" }
 local SEVERITIES = { SEV1 = 1, SEV2 = 2, SEV3 = 3, SEV4 = 4, P0 = 1, P1 = 2, P2 = 3, P3 = 4 }
 
 local function validate_step(i, decl)
@@ -199,6 +197,10 @@ end
 function M.runbook(spec)
   if type(spec) ~= "table" then error("runbook expects a table: runbook { ... }", 2) end
   local rb = { steps = {}, by_id = {}, inputs = {}, input_names = {} }
+  if spec.drill ~= nil then   -- the field form of an earlier template: say where a drill lives now
+    error("runbook: drill = { ... } is not a runbook field: a runbook's drill is the file NAME.drill.lua " ..
+          "beside it (see doc/drills.md; `runbook new` writes one)", 0)
+  end
   for k in pairs(spec) do
     if type(k) ~= "number" then
       check_keys({ [k] = true }, RUNBOOK_KEYS, "runbook")
@@ -228,8 +230,7 @@ function M.runbook(spec)
   end
   table.sort(rb.input_names)
   rb.name, rb.summary, rb.severity = spec.name, spec.summary, spec.severity
-  if spec.drill ~= nil and type(spec.drill) ~= "table" then error("runbook: drill must be a table: drill = { ... }", 0) end
-  rb.description, rb.owner, rb.drill = spec.description, spec.owner, spec.drill
+  rb.description, rb.owner = spec.description, spec.owner
   DECL[rb] = "runbook"
   return rb
 end

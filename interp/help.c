@@ -116,12 +116,14 @@ const struct help_text help_commands[] = {
 	         "down stops everything by PID and removes the data. restarts prints how many times the lab has\n"
 	         "(re)started a component since up: the lab's restart counter, as systemd's NRestarts.\n"
 	         "exit codes: 0 up (or stopped), 1 a component is not healthy or failed to start, 2 usage error\n" },
-	{ "drill", "usage: runbook drill NAME [--mode MODE] [--auto] [--yes] [--yes-irreversible TARGET]\n\n"
+	{ "drill", "usage: runbook drill NAME|FILE [--mode MODE] [--auto] [--yes] [--yes-irreversible TARGET]\n\n"
 	           "Rehearses an incident for real: brings the lab up if needed (see 'runbook lab'), breaks it the way\n"
 	           "the runbook NAME is about, runs the runbook against the lab, and reports whether the system is\n"
 	           "healthy again and how long it took. Interactive by default; --auto --yes runs it unattended.\n"
-	           "Each mode names the findings (by code) the runbook must report and the actions it must and must\n"
-	           "not offer; the drill fails when the runbook misses them, whatever the lab's health afterwards.\n"
+	           "The drill is the file NAME.drill.lua beside the runbook (else the first on the search path):\n"
+	           "its modes say how to break the lab, the findings (by code) the runbook must report and the\n"
+	           "actions it must and must not offer; the drill fails when the runbook misses them, whatever the\n"
+	           "lab's health afterwards. See doc/drills.md.\n"
 	           "exit codes: those of exec; 1 also when the system is still broken at the end, or when the\n"
 	           "runbook missed the fault\n" },
 	{ "timeline", "usage: runbook timeline TRANSCRIPT...\n\n"
@@ -174,13 +176,14 @@ const struct help_text help_commands[] = {
 	         "exit codes: 0, 1 DIR cannot be written, 2 no such name or usage error\n" },
 	{ "new", "usage: runbook new NAME [--from RUNBOOK] [PATH]\n\n"
 	         "Writes runbooks/NAME.lua (or PATH: a file named NAME.lua, or a directory to put it in): a\n"
-	         "runbook with inputs, a probe step, an action step and a drill section, every part commented\n"
-	         "in a line; it passes 'runbook check --strict' as written. --from copies a runbook found on\n"
-	         "the search path (or a file) under the new name. An existing file is never overwritten.\n"
+	         "runbook with inputs, a probe step and an action step, and beside it NAME.drill.lua, its drill\n"
+	         "(a mode to fill in), every part commented in a line; it passes 'runbook check --strict' as\n"
+	         "written. --from copies a runbook found on the search path (or a file) under the new name, with\n"
+	         "its drill. An existing file is never overwritten.\n"
 	         "exit codes: 0 written, 2 usage error or the file exists\n" },
 	{ "test", "usage: runbook test [NAME|FILE...]\n\n"
 	          "For each runbook named (default: every runbook on the search path): 'runbook check --strict',\n"
-	          "then 'runbook drill NAME --mode MODE --auto --yes' for each drill mode it has. One PASS or FAIL\n"
+	          "then 'runbook drill FILE --mode MODE --auto --yes' for each mode of its NAME.drill.lua. One PASS or FAIL\n"
 	          "line each, and last exactly \"N passed, N failed\". For a team's CI.\n"
 	          "exit codes: 0 all passed, 1 any failed, 2 usage error\n" },
 	{ "help", "usage: runbook help [COMMAND|TOPIC]\n\nThis text, a command's, or a topic's: files (what runbook reads and writes), environment.\n" },

@@ -33,22 +33,28 @@ local function readable(path)
 end
 M.readable = readable
 
-local function list_dir(dir)
+-- A runbook's drill is a sibling file NAME.drill.lua (lab/drill.lua): never a runbook itself.
+local DRILL_SUFFIX = ".drill.lua"
+local function is_drill_file(path) return path:sub(-#DRILL_SUFFIX) == DRILL_SUFFIX end
+M.is_drill_file = is_drill_file
+
+local function list_dir(dir, pattern)
   -- Standard Lua cannot list a directory; the sys module can, bounded in time.
   local sys = require "sys"
-  local found = sys.files(dir, { pattern = "*.lua", recursive = false, follow = true, limit = 10000 })
+  local found = sys.files(dir, { pattern = pattern or "*.lua", recursive = false, follow = true, limit = 10000 })
   local names = {}
   for _, f in ipairs(found and found.files or {}) do names[#names + 1] = f.path end
   table.sort(names)
   return names
 end
 
--- Every runbook file on the search path, by name (first occurrence wins).
-function M.all(share)
+-- The files on the search path matching pattern, by the name stem_of gives them (nil: skip the
+-- file); the first occurrence of a name wins.
+local function first_by_name(share, pattern, stem_of)
   local seen, out = {}, {}
   for _, dir in ipairs(M.search_path(share)) do
-    for _, path in ipairs(list_dir(dir)) do
-      local name = path:match("([^/]+)%.lua$")
+    for _, path in ipairs(list_dir(dir, pattern)) do
+      local name = stem_of(path)
       if name and not seen[name] then
         seen[name] = true
         out[#out + 1] = { name = name, path = path }
@@ -57,6 +63,34 @@ function M.all(share)
   end
   table.sort(out, function(a, b) return a.name < b.name end)
   return out
+end
+
+-- Every runbook file on the search path, by name (first occurrence wins).
+function M.all(share)
+  return first_by_name(share, "*.lua", function(path)
+    return not is_drill_file(path) and path:match("([^/]+)%.lua$") or nil
+  end)
+end
+
+-- Every drill file on the search path: { name = RUNBOOK, path } (first occurrence wins), by name.
+function M.all_drills(share)
+  return first_by_name(share, "*" .. DRILL_SUFFIX, function(path) return path:match("([^/]+)%.drill%.lua$") end)
+end
+
+-- The drill of the runbook NAME found at runbook_path: its sibling NAME.drill.lua first (a runbook
+-- of the user's own directory brings its drill along), else the first NAME.drill.lua on the
+-- search path (a stand-in runbook of the same name is drilled by the shipped drill). nil if none.
+function M.resolve_drill(name, runbook_path, share)
+  local dir = runbook_path and runbook_path:match("^(.*)/[^/]+$") or (runbook_path and ".")
+  local candidates = {}
+  if dir then candidates[1] = dir .. "/" .. name .. DRILL_SUFFIX end
+  for _, d in ipairs(M.search_path(share)) do candidates[#candidates + 1] = d .. "/" .. name .. DRILL_SUFFIX end
+  for _, path in ipairs(candidates) do
+    local ok, err = readable(path)
+    if ok then return path end
+    if ok == false then return nil, err end
+  end
+  return nil
 end
 
 -- NAME or FILE -> path, or nil and a message with suggestions.
@@ -105,26 +139,47 @@ end
 
 local function basename(path) return path:match("([^/]+)$") or path end
 
--- Loads and validates a runbook file. Returns the runbook (with .file, .sha256, .source) or nil, err.
-function M.load(path)
+-- Runs a declaration file (a runbook, a drill) in a fresh sandbox, bounded, primitives refused.
+-- Returns true, what its top level returned, its source and its base name; or false, err.
+local function declaration(path)
   local src, err = read_source(path)
-  if not src then return nil, err end
+  if not src then return false, err end
   local where = basename(path)
   local env = sandbox.new()
   local chunk, perr = load(src, "@" .. where, "t", env)
-  if not chunk then return nil, perr end
+  if not chunk then return false, perr end
   sandbox.set_loading(true)
   local ok, rb = run_bounded(chunk, where)
   sandbox.set_loading(false)
   if not ok then
     if core.memory_exceeded() then
-      return nil, string.format("%s: loading it needed more memory than the limit (%s; --memory-limit, " ..
+      return false, string.format("%s: loading it needed more memory than the limit (%s; --memory-limit, " ..
         "RUNBOOK_MEMORY_LIMIT)", where, require("render").fmt.bytes(core.memory_limit()))
     end
     rb = require("render").error_text(rb)
     if not rb:find("^" .. where:gsub("%p", "%%%0")) then rb = where .. ": " .. rb end
-    return nil, rb
+    return false, rb
   end
+  return true, rb, src, where
+end
+
+-- A drill file's declaration (validated by lab/drill.lua), or nil, err. Loaded as a runbook is:
+-- a sandbox of its own, no io or os.execute; what it may do to the lab comes as its functions'
+-- argument when the drill runs.
+function M.load_drill(path)
+  local ok, d = declaration(path)
+  if not ok then return nil, d end
+  if type(d) ~= "table" then return nil, basename(path) .. ": does not return the drill's table { modes = { ... }, ... }" end
+  return d
+end
+
+-- Loads and validates a runbook file. Returns the runbook (with .file, .sha256, .source) or nil, err.
+function M.load(path)
+  if is_drill_file(path) then
+    return nil, basename(path) .. ": a drill (runbook drill), not a runbook"
+  end
+  local ok, rb, src, where = declaration(path)
+  if not ok then return nil, rb end
   if not dsl.is_runbook(rb) then
     return nil, where .. ": does not return runbook { ... }"
   end

@@ -48,6 +48,7 @@ local function read_file(path)
   f:close()
   return s
 end
+M.read_file = read_file   -- a file's text, nil when absent (also the drills')
 
 local function write_state(state)
   local tmp = state_file() .. ".tmp"

@@ -21,12 +21,21 @@ def test_new_passes_check_strict_and_test_untouched(t):
     with open(path) as f:
         src = f.read()
     for part in ('name     = "my-service"', "inputs = {", 'step "health"', 'step "restart"', "sh.action(argv)",
-                 "argv.summary, argv.target", "drill = {", "input.url", "input.argv", "input.duration"):
+                 "argv.summary, argv.target", "input.url", "input.argv", "input.duration"):
         expect_in(part, src, "the template")
+    expect_not_in("drill = {", src, "the template (its drill is the sibling file)")
+    # its drill beside it: the documented form, every part commented, its mode to fill in
+    expect_in("wrote runbooks/my-service.drill.lua", out)
+    with open(t.path("runbooks", "my-service.drill.lua")) as f:
+        drill_src = f.read()
+    for part in ("modes = {", "-- down = {", "breaks = function(lab)", "expect = { findings =", "inputs = function(lab, mode)",
+                 "healthy = function(lab)", "repair = function(lab)"):
+        expect_in(part, drill_src, "the drill template")
     # every part commented in a line: the declarations carry a comment on their own line
-    for line in src.splitlines():
-        if re.match(r"\s*(name|summary|severity|owner|inputs|drill)\s*=|\s*step \"|\s*local \w+\s*=\s*require", line):
-            if "--" not in line:
+    for line in src.splitlines() + drill_src.splitlines():
+        if re.match(r"\s*(--\s*)?(name|summary|severity|owner|inputs|modes|what|breaks|expect|healthy|repair)\s*=|"
+                    r"\s*step \"|\s*local \w+\s*=\s*require", line):
+            if "--" not in line.lstrip().lstrip("-"):
                 fail("template line without its comment: %r" % line)
     rc, out, err = t.run(["check", "--strict", "my-service"])
     expect_rc((rc, out, err), 0, "check --strict on the template")
@@ -377,3 +386,132 @@ def test_runbook_test_runs_the_drills(t):
     expect_in("drill cert-expiry (expiring)", out)
     expect_in("PASS  drill cert-expiry --mode expiring\n", out)
     expect_eq(out.splitlines()[-1], "2 passed, 0 failed", "the last line")
+
+
+# ------------------------------------------------------------------- a team's own drill, beside its runbook
+FLAG_RUNBOOK = '''local sh = require "sh"
+return runbook {
+  name = "flag-file", summary = "The service's ready flag is missing", severity = "SEV3", owner = "tests",
+  inputs = {
+    path   = input.path { default = "/run/myservice/ready", help = "the flag file the service needs" },
+    create = input.argv { default = { "touch", "/run/myservice/ready" }, help = "the command that recreates it" },
+  },
+  step "look" {
+    title = "Is the flag there?",
+    run = function(ctx)
+      local r = must(sh.read { "test", "-e", ctx.path })
+      if r.code == 0 then return ctx:resolved("the flag is there") end
+      ctx:finding { code = "flag.missing", "no flag file at %s", ctx.path }
+    end,
+  },
+  step "create" {
+    title = "Recreate the flag",
+    run = function(ctx)
+      local argv = {}
+      for i, word in ipairs(ctx.create) do argv[i] = word end
+      argv.summary, argv.target = "recreate the flag file", ctx.path
+      must(sh.action(argv))
+      return ctx:resolved("the flag is back")
+    end,
+  },
+}
+'''
+
+# Breaks nothing of the lab's servers (standalone): a file under the lab's directory.
+FLAG_DRILL = '''local function flag(lab) return lab.dir .. "/flag" end
+return {
+  standalone = true,
+  modes = {
+    missing = { what = "the ready flag removed",
+                breaks = function(lab) lab.sh("mkdir -p " .. lab.shq(lab.dir) .. " && rm -f " .. lab.shq(flag(lab))) end,
+                expect = { findings = { "flag.missing" }, offers = { "create" } } },
+  },
+  inputs = function(lab) return { path = flag(lab), create = "touch " .. flag(lab) } end,
+  healthy = function(lab)
+    if lab.read(flag(lab)) then return true end
+    return false, "no flag file"
+  end,
+  repair = function(lab) lab.write(flag(lab), "") end,
+}
+'''
+
+FLAG_STUB = '''return runbook {
+  name = "flag-file", summary = "a stub", severity = "SEV3", owner = "tests",
+  inputs = { path = input.path { default = "/x" }, create = input.argv { default = { "true" } } },
+  step "at-once" { title = "Done", run = function(ctx)
+    local _ = ctx.path, ctx.create
+    return ctx:resolved("looks fine to me")
+  end },
+}
+'''
+
+
+def test_a_new_runbooks_own_drill_runs_and_can_fail(t):
+    t.write("mine/flag-file.lua", FLAG_RUNBOOK)
+    t.write("mine/flag-file.drill.lua", FLAG_DRILL)
+    rb = t.path("mine", "flag-file.lua")
+    # runbook drill, by file: the drill beside it breaks, the runbook finds and mends, healthy again
+    rc, out, err = t.run(["drill", rb, "--auto", "--yes"], timeout=60)
+    expect_rc((rc, out, err), 0, "runbook drill of a team's own runbook")
+    expect_in("drill flag-file (missing): the ready flag removed", out)
+    expect_in("drill flag-file: the runbook reported flag.missing", out)
+    expect_in("drill flag-file: healthy again after", out)
+    # by name, through the search path (a drill for a runbook of the user's own directory)
+    rc, out, err = t.run(["drill", "flag-file", "--auto", "--yes"], timeout=60, env={"RUNBOOK_PATH": t.path("mine")})
+    expect_rc((rc, out, err), 0, "runbook drill flag-file on RUNBOOK_PATH")
+    rc, out, err = t.run(["test", rb], timeout=60)
+    expect_rc((rc, out, err), 0, "runbook test of a team's own runbook")
+    expect_in("PASS  drill flag-file --mode missing\n", out)
+    expect_eq(out.splitlines()[-1], "2 passed, 0 failed", "the last line")
+    # list, check and show see the runbook only, never its drill as a runbook
+    rc, out, err = t.run(["list"], env={"RUNBOOK_PATH": t.path("mine")})
+    expect_rc((rc, out, err), 0, "list")
+    expect_eq([l.split()[0] for l in out.splitlines()], ["flag-file"], "list's runbooks")
+    rc, out, err = t.run(["show", "flag-file.drill"], env={"RUNBOOK_PATH": t.path("mine")})
+    expect_eq(rc != 0, True, "show of a drill file fails: " + out + err)
+    rc, out, err = t.run(["check", rb, t.path("mine", "flag-file.drill.lua")])
+    expect_rc((rc, out, err), 0, "check of a runbook and its drill")
+    expect_in("(drill, 1 mode)", out)
+    # the same drill against a stub of the same runbook: it reports nothing, the drill fails
+    t.write("stub/flag-file.lua", FLAG_STUB)
+    env = {"RUNBOOK_PATH": t.path("stub") + ":" + t.path("mine")}
+    rc, out, err = t.run(["drill", "flag-file", "--auto", "--yes"], timeout=60, env=env)
+    expect_rc((rc, out, err), 1, "the drill against a stub")
+    expect_in("drill flag-file (missing): the runbook missed the fault: no finding flag.missing", out)
+    rc, out, err = t.run(["test", "flag-file"], timeout=60, env=env)
+    expect_rc((rc, out, err), 1, "runbook test against a stub")
+    expect_in("FAIL  drill flag-file --mode missing\n", out)
+    expect_eq(out.splitlines()[-1], "1 passed, 1 failed", "the last line")
+
+
+def test_a_drill_file_is_checked(t):
+    t.write("mine/flag-file.lua", FLAG_RUNBOOK)
+    t.write("mine/flag-file.drill.lua", "return { modes = { gone = { what = 'x', breaks = function() end } }, inputs = function() return {} end }\n")
+    rc, out, err = t.run(["drill", t.path("mine", "flag-file.lua"), "--auto", "--yes"])
+    expect_rc((rc, out, err), 2, "a drill mode without expect")
+    expect_in("mode gone: expect.findings must name the finding codes", err)
+    # a drill runs in a sandbox: no io, no os.execute
+    t.write("mine/flag-file.drill.lua", "io.open('/tmp/x', 'w')\nreturn {}\n")
+    rc, out, err = t.run(["check", t.path("mine", "flag-file.drill.lua")])
+    expect_rc((rc, out, err), 1, "a drill file reaching for io")
+    expect_in("undefined global 'io'", out)
+    # the one documented form is the sibling file: the field form of an earlier template points at it
+    t.write("mine/flag-file.lua", FLAG_RUNBOOK.replace('owner = "tests",', 'owner = "tests", drill = {},'))
+    rc, out, err = t.run(["check", t.path("mine", "flag-file.lua")])
+    expect_rc((rc, out, err), 1, "a runbook with a drill field")
+    expect_in("a runbook's drill is the file NAME.drill.lua beside it", out)
+
+
+def test_no_lab_code_names_a_scenario(t):
+    names = sorted(f[:-len(".drill.lua")] for f in os.listdir(os.path.join(t.repo, "runbooks")) if f.endswith(".drill.lua"))
+    runbooks = sorted(f[:-4] for f in os.listdir(os.path.join(t.repo, "runbooks"))
+                      if f.endswith(".lua") and not f.endswith(".drill.lua"))
+    expect_eq(names, runbooks, "every shipped runbook has its drill beside it")
+    lab = os.path.join(t.repo, "lab")
+    for f in sorted(os.listdir(lab)):
+        if f.endswith(".lua"):
+            with open(os.path.join(lab, f)) as fh:
+                src = fh.read()
+            for name in names:
+                if re.search(r"(?<![\w-])%s(?![\w-])" % re.escape(name), src):
+                    fail("lab/%s names the scenario %r: its drill belongs in runbooks/%s.drill.lua" % (f, name, name))

@@ -54,7 +54,8 @@ def test_drill_usage(t):
     rc, _, err = t.run(["drill"])
     expect_eq(rc, 2)
     expect_in("usage: runbook drill NAME", err)
-    rc, _, err = t.run(["drill", "memory-pressure", "--mode", "sideways"])
+    rc, _, err = t.run(["drill", "memory-pressure", "--mode", "sideways"],
+                       env={"RUNBOOK_PATH": os.path.join(t.repo, "runbooks")})
     expect_eq(rc, 2)
     expect_in("no mode 'sideways' (modes: hog)", err)
 

@@ -20,8 +20,8 @@ def test_installed_binary_finds_its_share_dir(t):
     os.makedirs(os.path.join(prefix, "share", "runbook", "runbooks"))
     binary = os.path.join(prefix, "bin", "runbook")
     shutil.copy2(t.binary, binary)
-    shutil.copy2(os.path.join(t.repo, "runbooks", "disk-full.lua"),
-                 os.path.join(prefix, "share", "runbook", "runbooks"))
+    for f in ("disk-full.lua", "disk-full.drill.lua"):   # as make install puts them: the drill beside it
+        shutil.copy2(os.path.join(t.repo, "runbooks", f), os.path.join(prefix, "share", "runbook", "runbooks"))
     os.makedirs(t.path("elsewhere"))
     rc, out, err = run_binary(t, binary, ["list"], cwd=t.path("elsewhere"))
     expect_rc((rc, out, err), 0)
@@ -29,6 +29,9 @@ def test_installed_binary_finds_its_share_dir(t):
     rc, out, err = run_binary(t, binary, ["show", "disk-full"], cwd=t.path("elsewhere"))
     expect_rc((rc, out, err), 0)
     expect_in("# disk-full", out)
+    rc, out, err = run_binary(t, binary, ["drill", "disk-full", "--mode", "none"], cwd=t.path("elsewhere"))
+    expect_rc((rc, out, err), 2)
+    expect_in("no mode 'none' (modes: full)", err)
 
 
 def test_list_without_runbooks_names_the_search_path(t):
