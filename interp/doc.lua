@@ -1013,8 +1013,9 @@ through the gate and wait until it answers; check that it is back, with its heal
       {
         name = "recipe.restart",
         call = "recipe.restart(ctx, { OPTIONS })",
-        summary = "Runs `argv` as an action (shown and confirmed at the gate, like `sh.action`), then polls " ..
-                  "`ready()` until it returns a true value, as `ctx:wait_until` does.",
+        summary = "Runs `argv` as an action (shown and confirmed at the gate, like `sh.action` with " ..
+                  "`leave_running = true`: the daemon a restart starts stays), then polls `ready()` until it " ..
+                  "returns a true value, as `ctx:wait_until` does.",
         options = {
           { "argv", "", "the restart command, an array (usually an `input.argv`)" },
           { "summary", "", "what the gate shows the action does" },

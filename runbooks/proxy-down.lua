@@ -33,6 +33,7 @@ local function control(ctx, verb, argv, why)
     for i, w in ipairs(argv) do a[i] = w end
     a.summary, a.on = verb .. " the proxy (" .. why .. ")", ctx.on ~= "local" and ctx.on or nil
     a.target = ctx.on ~= "local" and ctx.on or ctx.url
+    a.leave_running = true   -- the team's command may start the proxy itself (not through systemd)
     return must(sh.action(a))
   end
   return must(service[verb] { on = ctx.on, name = ctx.unit, summary = verb .. " " .. ctx.unit .. " (" .. why .. ")" })

@@ -207,6 +207,8 @@ function M.rollback(opts)
   argv.summary = opts.summary or ("roll back " .. t.text)
   argv.timeout = opts.timeout or 120
   argv.target = t.text
+  -- A team's own rollback may start the service itself (not through systemd): what it starts stays.
+  if opts.argv then argv.leave_running = true end
   return sh.action(argv)
 end
 

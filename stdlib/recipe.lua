@@ -14,6 +14,7 @@ function M.restart(ctx, o)
   local argv = {}
   for i, a in ipairs(o.argv) do argv[i] = a end
   argv.summary, argv.target, argv.timeout = o.summary, o.target, o.timeout
+  argv.leave_running = true   -- a restart command may start the daemon itself (not through systemd)
   local r, err, kind = sh.action(argv)
   if not r then return nil, err, kind end
   return ctx:wait_until(o.ready_what or "it answers", o.ready, { timeout = o.wait or 60, every = o.every or 0.5 })
