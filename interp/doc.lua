@@ -270,10 +270,14 @@ print(r.ok, r.stdout)]],
         name = "sys.filter",
         call = "sys.filter(texts, regex, { OPTIONS })",
         summary = "The indices of the strings of `texts` that a POSIX extended regex matches: `sys.grep`'s " ..
-                  "matching for lines read elsewhere (a journal, `kubectl logs`). Pure computation.",
-        options = { { "icase", "false", "ignore case" } },
+                  "matching for lines read elsewhere (a journal, `kubectl logs`), in the same helper process, " ..
+                  "stopped at the deadline and by Ctrl-C.",
+        options = {
+          { "icase", "false", "ignore case" },
+          { "timeout", "10", "deadline of the matching (" .. DURATION .. "): no partial result, a timeout" },
+        },
         returns = "`{ index, ... }`",
-        kinds = {},
+        kinds = { "timeout", "interrupted" },
         example = [[sys.filter({ "ERROR a", "INFO b", "error c" }, "^error", { icase = true })   -- { 1, 3 }]],
       },
     },

@@ -1,6 +1,6 @@
 /*
  * sys_log.c - sys.tail: the end of a log, read from a file opened by a worker (never blocking on a
- * FIFO), bounded in time and in line length. sys.grep is in sys_grep.c.
+ * FIFO), bounded in time and in line length. sys.grep and sys.filter are in sys_grep.c.
  */
 #include "sys_internal.h"
 
@@ -105,41 +105,5 @@ static int tail_finish(lua_State *L, struct fs_op *op)
 	luax_setint(L, "mtime", st.st_mtime);
 	luax_setbool(L, "truncated", cut);
 	free(buf);
-	return 1;
-}
-
-/* ------------------------------------------------------------------------------------ sys.filter */
-
-static const char *const filter_options[] = { "icase", NULL };
-
-/* sys.filter(texts, regex, { icase }): the indices of the strings of `texts` a POSIX extended regex
- * matches - sys.grep's matching for lines read elsewhere (a journal, kubectl or compose logs), so that
- * `grep =` means the same whatever the source. Pure computation: no file, no deadline needed. */
-int sys_filter(lua_State *L)
-{
-	luaL_checktype(L, 1, LUA_TTABLE);
-	const char *pattern = luaL_checkstring(L, 2);
-	luax_check_options(L, 3, "sys.filter", filter_options);
-	bool icase = luax_opt_bool(L, 3, "icase", false, "sys.filter");
-	lua_Integer n = (lua_Integer)lua_rawlen(L, 1);
-	lua_createtable(L, 0, 0);   /* before regcomp: nothing below raises while the regex is held */
-	regex_t re;
-	int rc = regcomp(&re, pattern, REG_EXTENDED | REG_NOSUB | (icase ? REG_ICASE : 0));
-	if (rc != 0) {
-		char why[160];
-		regerror(rc, &re, why, sizeof why);
-		return luaL_error(L, "sys.filter: bad regular expression '%s': %s", pattern, why);
-	}
-	lua_Integer found = 0;
-	for (lua_Integer i = 1; i <= n; i++) {
-		const char *s = lua_rawgeti(L, 1, i) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-		bool hit = s && regexec(&re, s, 0, NULL, 0) == 0;
-		lua_pop(L, 1);
-		if (hit) {
-			lua_pushinteger(L, i);
-			lua_rawseti(L, -2, ++found);
-		}
-	}
-	regfree(&re);
 	return 1;
 }
