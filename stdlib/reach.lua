@@ -503,7 +503,60 @@ echo N; cut -d: -f1,3 /etc/passwd 2>/dev/null
 echo C; for p in /proc/[0-9]*; do printf '%s\t' "${p#/proc/}"; tr '\0\n' '  ' < "$p/cmdline" 2>/dev/null; echo; done
 ]]
 
+-- A file sys.tail / sys.grep read there: what the local open would have refused, as "E kind".
+local FILE_CHECK = [[
+[ -e "$1" ] || { echo "E notfound"; exit 0; }
+[ -f "$1" ] || { echo "E notregular"; exit 0; }
+[ -r "$1" ] || { echo "E permission"; exit 0; }
+echo F
+]]
+local FILE_ERRORS = { notfound = "no such file or directory", permission = "permission denied",
+                      notregular = "not a regular file" }
+local TAIL_MAX_SCAN, MAX_TEXT_LINE = 16 << 20, 4096   -- as in sys_internal.h
+
+-- The rest of a FILE_CHECK'ed output, or nil, the local error's cause, its kind.
+local function file_checked(out, path)
+  local bad = out:match("^E (%a+)\n")
+  if bad then return nil, path .. ": " .. FILE_ERRORS[bad], bad == "notregular" and "error" or bad end
+  if out:sub(1, 2) ~= "F\n" then return nil, "its shell did not answer as expected" end
+  return out:sub(3)
+end
+
 local SYS = {
+  -- The file's size and mtime, its last 16 MiB and their last lines + 2 (a last line without its
+  -- newline, and one more newline than asked tells "more lines before"): the same C code cuts them.
+  tail = { options = { lines = true },
+           argv = function(args, path)
+             return { "/bin/sh", "-c", FILE_CHECK .. 'stat -L -c "%s %Y" -- "$1" && tail -c ' .. TAIL_MAX_SCAN ..
+                      ' -- "$1" | tail -n "$2"', "sh", path, tostring(args.lines + 2) }
+           end,
+           parse = function(out, args, _, path)
+             local rest, why, kind = file_checked(out, path)
+             if not rest then return nil, why, kind end
+             local size, mtime, text = rest:match("^(%d+) (%d+)\n(.*)$")
+             if not size then return nil, "its stat and tail did not answer as expected" end
+             return sysx.tail(text, args.lines, math.tointeger(tonumber(size)), math.tointeger(tonumber(mtime)))
+           end },
+  -- grep -E there (GNU grep's regex is glibc's syntax): the lines, the count, the last `limit` matches.
+  grep = { options = { icase = true, limit = true },
+           argv = function(args, path)
+             return { "/bin/sh", "-c", FILE_CHECK .. [[
+n=$(grep -a -c '' -- "$1"); c=$(grep -a -c -E $4 -e "$2" -- "$1")
+echo "$n $c"; grep -a -n -E $4 -e "$2" -- "$1" | tail -n "$3"]], "sh", path, args.pattern, tostring(args.limit),
+                      args.icase and "-i" or "" }
+           end,
+           parse = function(out, args, _, path)
+             local rest, why, kind = file_checked(out, path)
+             if not rest then return nil, why, kind end
+             local lines, count, matches = rest:match("^(%d+) (%d+)\n(.*)$")
+             if not lines then return nil, "its grep did not answer as expected" end
+             local res = { matches = {}, count = math.tointeger(tonumber(count)), lines = math.tointeger(tonumber(lines)),
+                           partial = false }
+             for n, text in matches:gmatch("(%d+):([^\n]*)\n") do
+               res.matches[#res.matches + 1] = { line = math.tointeger(tonumber(n)), text = text:sub(1, MAX_TEXT_LINE) }
+             end
+             return res
+           end },
   memory = { argv = function() return { "cat", "/proc/meminfo" } end,
              parse = function(out) return sysx.memory(out) end },
   load = { argv = function() return { "/bin/sh", "-c", "cat /proc/loadavg; cat /proc/uptime; getconf _NPROCESSORS_ONLN" } end,
@@ -542,6 +595,13 @@ local function sys_args(name, args)
     end
   end
   if name == "filesystems" then return { all = args.all == true, network = args.network == true } end
+  if name == "tail" or name == "grep" then
+    local n = math.tointeger(args[name == "tail" and "lines" or "limit"] or (name == "tail" and 50 or 100))
+    if not n or n < 1 then
+      error(string.format("%s: option '%s' must be a whole number >= 1", fn, name == "tail" and "lines" or "limit"), 0)
+    end
+    return { lines = n, limit = n, icase = args.icase == true }
+  end
   if name ~= "processes" then return {} end
   local sort = args.sort or "memory"
   if sort ~= "memory" and sort ~= "cpu" then error(fn .. ": option 'sort' must be \"memory\" or \"cpu\"", 0) end
@@ -550,10 +610,11 @@ local function sys_args(name, args)
   return { sort = sort, limit = limit, match = args.match, sample_s = duration(args.sample, 0.25, fn) }
 end
 
--- path: sys.fs's, given to the remote shell as $1.
-local function sys_on(name, args, path)
+-- path: sys.fs's (tail's, grep's), given to the remote shell as $1; pattern: sys.grep's.
+local function sys_on(name, args, path, pattern)
   local fn = "sys." .. name
   local own = sys_args(name, args)
+  own.pattern = pattern
   local t, perr = target.parse(args.on)
   if not t then error(fn .. ": on = " .. perr, 0) end
   local eps, err, kind = endpoints(t, fn)
@@ -578,8 +639,8 @@ local function sys_on(name, args, path)
       return nil, string.format("%s: the target cannot give it: %s exited %s%s", where, cmd[1], tostring(r.code),
                                 first_line(r.stderr) ~= "" and (": " .. first_line(r.stderr)) or ""), "unavailable"
     end
-    local v, why = spec.parse(r.stdout, own, first)
-    if not v then return nil, where .. ": " .. tostring(why), "unavailable" end
+    local v, why, vkind = spec.parse(r.stdout, own, first, path)
+    if not v then return nil, where .. ": " .. tostring(why), vkind or "unavailable" end
     v.host = ep.name
     return v
   end
@@ -597,9 +658,13 @@ function M.sys_memory(args) return sys_on("memory", args) end
 function M.sys_load(args) return sys_on("load", args) end
 function M.sys_processes(args) return sys_on("processes", args) end
 function M.sys_filesystems(args) return sys_on("filesystems", args) end
-function M.sys_fs(path, args)
-  if type(path) ~= "string" then error("sys.fs(path, { on = target }): path must be a string", 0) end
-  return sys_on("fs", args, path)
+-- The calls on a path: sys.fs(path, opts), sys.tail(path, opts), sys.grep(path, regex, opts).
+local function sys_on_path(name, path, args, pattern)
+  if type(path) ~= "string" then error(string.format("sys.%s(path, { on = target }): path must be a string", name), 0) end
+  return sys_on(name, args, path, pattern)
 end
+function M.sys_fs(path, args) return sys_on_path("fs", path, args) end
+function M.sys_tail(path, args) return sys_on_path("tail", path, args) end
+function M.sys_grep(path, pattern, args) return sys_on_path("grep", path, args, pattern) end
 
 return M

@@ -283,7 +283,7 @@ bool grep_scan_advance(struct fs_op *op)
 
 /* ------------------------------------------------------------------------------------ sys.grep */
 
-static const char *const grep_options[] = { "icase", "limit", "timeout", NULL };
+static const char *const grep_options[] = { "icase", "limit", "timeout", "on", NULL };   /* on: "local" here */
 
 static int grep_finish(lua_State *L, struct fs_op *op);
 
@@ -315,6 +315,11 @@ int sys_grep(lua_State *L)
 {
 	const char *path = luaL_checkstring(L, 1);
 	const char *pattern = luaL_checkstring(L, 2);
+	if (luax_remote(L, 3)) {   /* grep -E there: the same regex checked here first */
+		check_regex(L, "sys.grep", pattern, lua_getfield(L, 3, "icase") != LUA_TNIL && lua_toboolean(L, -1));
+		lua_pop(L, 1);
+		return luax_delegate(L, "reach", "sys_grep");
+	}
 	luax_check_options(L, 3, "sys.grep", grep_options);
 	bool icase = luax_opt_bool(L, 3, "icase", false, "sys.grep");
 	lua_Integer limit = opt_count(L, 3, "limit", 100, 1, "sys.grep");

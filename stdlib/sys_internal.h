@@ -181,6 +181,7 @@ int sysx_load(lua_State *L);
 int sysx_fs(lua_State *L);
 int sysx_processes(lua_State *L);
 int sysx_filesystems(lua_State *L);
+int sysx_tail(lua_State *L);
 int sys_processes(lua_State *L);
 int sys_tail(lua_State *L);
 int sys_grep(lua_State *L);

@@ -21,7 +21,7 @@ static void push_line(lua_State *L, const char *s, size_t len)
 	lua_pushlstring(L, s, len > MAX_TEXT_LINE ? MAX_TEXT_LINE : len);
 }
 
-static const char *const tail_options[] = { "lines", "timeout", NULL };
+static const char *const tail_options[] = { "lines", "timeout", "on", NULL };   /* on: "local" here */
 
 /* Reads backwards from the end until it holds `want` whole lines (or the start, or the cap). */
 static char *read_tail(int fd, off_t size, lua_Integer want, size_t *len, bool *cut)
@@ -49,10 +49,50 @@ static char *read_tail(int fd, off_t size, lua_Integer want, size_t *len, bool *
 	return buf;
 }
 
+/* The table of sys.tail from the last bytes of the file (buf, len): its last `want` lines. p: the
+ * local probe to audit, NULL for a target's (reach.lua audits its command). */
+static void push_tail(lua_State *L, const struct probe *p, const char *buf, size_t len, lua_Integer want,
+                      lua_Integer size, lua_Integer mtime, bool cut)
+{
+	while (len > 0 && buf[len - 1] == '\n')
+		len--;
+	/* Back from the end to just after the want-th newline: the start of the first line shown. */
+	size_t first = len;
+	lua_Integer n = len > 0;
+	while (first > 0 && !(buf[first - 1] == '\n' && n++ == want))
+		first--;
+	if (n > want)
+		n = want;
+	if (p) {
+		char summary[96];
+		snprintf(summary, sizeof summary, "%lld lines of %lld bytes", (long long)n, (long long)size);
+		probe_end(p, "ok", summary);
+	}
+	lua_createtable(L, 0, 5);
+	lua_createtable(L, (int)n, 0);
+	lua_Integer i = 0;
+	for (size_t s = first; len > 0 && s <= len;) {
+		size_t e = s;
+		while (e < len && buf[e] != '\n')
+			e++;
+		push_line(L, buf + s, e - s);
+		lua_rawseti(L, -2, ++i);
+		s = e + 1;
+	}
+	lua_setfield(L, -2, "lines");
+	lua_pushlstring(L, buf ? buf + first : "", len - first);
+	lua_setfield(L, -2, "text");
+	luax_setint(L, "size", size);
+	luax_setint(L, "mtime", mtime);
+	luax_setbool(L, "truncated", cut);
+}
+
 static int tail_finish(lua_State *L, struct fs_op *op);
 
 int sys_tail(lua_State *L)
 {
+	if (luax_remote(L, 2))
+		return luax_delegate(L, "reach", "sys_tail");
 	const char *path = luaL_checkstring(L, 1);
 	luax_check_options(L, 2, "sys.tail", tail_options);
 	lua_Integer lines = opt_count(L, 2, "lines", 50, 1, "sys.tail");
@@ -74,36 +114,25 @@ static int tail_finish(lua_State *L, struct fs_op *op)
 	bool cut;
 	char *buf = read_tail(fd, st.st_size, want, &len, &cut);
 	close(fd);
-	while (len > 0 && buf[len - 1] == '\n')
-		len--;
-	/* Back from the end to just after the want-th newline: the start of the first line shown. */
-	size_t first = len;
-	lua_Integer n = len > 0;
-	while (first > 0 && !(buf[first - 1] == '\n' && n++ == want))
-		first--;
-	if (n > want)
-		n = want;
-	char summary[96];
-	snprintf(summary, sizeof summary, "%lld lines of %lld bytes", (long long)n, (long long)st.st_size);
-	probe_end(p, "ok", summary);
-
-	lua_createtable(L, 0, 5);
-	lua_createtable(L, (int)n, 0);
-	lua_Integer i = 0;
-	for (size_t s = first; len > 0 && s <= len;) {
-		size_t e = s;
-		while (e < len && buf[e] != '\n')
-			e++;
-		push_line(L, buf + s, e - s);
-		lua_rawseti(L, -2, ++i);
-		s = e + 1;
-	}
-	lua_setfield(L, -2, "lines");
-	lua_pushlstring(L, buf ? buf + first : "", len - first);
-	lua_setfield(L, -2, "text");
-	luax_setint(L, "size", st.st_size);
-	luax_setint(L, "mtime", st.st_mtime);
-	luax_setbool(L, "truncated", cut);
+	push_tail(L, p, buf, len, want, st.st_size, st.st_mtime, cut);
 	free(buf);
+	return 1;
+}
+
+/*
+ * sys_transport.tail(text, lines, size, mtime) -> the table of sys.tail, from what a target printed
+ * for it (stdlib/reach.lua): the end of the file (its last 16 MiB, then its last lines + 2), its size
+ * and mtime. Cut as here: the file is longer than what came and holds too few newlines in it.
+ */
+int sysx_tail(lua_State *L)
+{
+	size_t len;
+	const char *text = luaL_checklstring(L, 1, &len);
+	lua_Integer want = luaL_checkinteger(L, 2);
+	lua_Integer size = luaL_checkinteger(L, 3);
+	lua_Integer newlines = 0;
+	for (size_t i = 0; i < len; i++)
+		newlines += text[i] == '\n';
+	push_tail(L, NULL, text, len, want, size, luaL_checkinteger(L, 4), (lua_Integer)len < size && newlines <= want);
 	return 1;
 }

@@ -448,6 +448,75 @@ end },''', inputs=INPUT)
         fail("took %.1f s" % took)
 
 
+SAME = '''
+local function same(a, b, path)
+  if type(a) ~= "table" or type(b) ~= "table" then
+    if a ~= b then print("DIFF", path, tostring(a), tostring(b)) end
+    return a == b
+  end
+  local ok = true
+  for k, v in pairs(a) do if k ~= "host" then ok = same(v, b[k], path .. "." .. tostring(k)) and ok end end
+  for k, v in pairs(b) do if k ~= "host" and a[k] == nil then ok = same(nil, v, path .. "." .. tostring(k)) and ok end end
+  return ok
+end
+local function compare(name, here, there, err, kind)
+  if not there then print(name, "FAILED", kind, err) return end
+  print(name, same(here, there, name), there.host)
+end
+'''
+
+
+def sys_on_path_lab(t):
+    """One sshd; a log and a tree under the test's directory, read here and there (the same machine)."""
+    lab, servers, _ = fleet_lab(t, 1)
+    long = "x" * 5000
+    log = "".join("%s line %d %s\n" % ("ERROR" if i % 7 == 0 else "info", i, long if i == 30 else "") for i in range(1, 200))
+    t.write("app.log", log + "last without newline")
+    t.write("empty.log", "")
+    os.makedirs(t.path("tree/a/b"))
+    os.makedirs(t.path("tree/c"))
+    for rel, size in (("a/one.log", 3000), ("a/b/two.log.1", 70000), ("c/three.gz", 12000), ("top.txt", 10)):
+        t.write("tree/" + rel, "z" * size)
+    os.utime(t.path("tree/c/three.gz"), (time.time() - 10 * 86400, time.time() - 10 * 86400))
+    return lab, servers[0]
+
+
+def test_reach_sys_tail_and_grep_on_a_target_are_the_local_tables(t):
+    lab, server = sys_on_path_lab(t)
+    t.runbook("tg", '''
+step "a" { title = "A", run = function(ctx)
+''' + SAME + '''
+  local sys = require "sys"
+  local log, on = "%s", ctx.on
+  for _, n in ipairs { 1, 5, 500 } do
+    compare("TAIL" .. n, sys.tail(log, { lines = n }), sys.tail(log, { lines = n, on = on }))
+  end
+  compare("TAILEMPTY", sys.tail("%s"), sys.tail("%s", { on = on }))
+  compare("GREP", sys.grep(log, "^ERROR", { limit = 5 }), sys.grep(log, "^ERROR", { limit = 5, on = on }))
+  compare("GREPI", sys.grep(log, "error line [0-9]+ x", { icase = true }),
+          sys.grep(log, "error line [0-9]+ x", { icase = true, on = on }))
+  compare("GREPNONE", sys.grep(log, "nothing", {}), sys.grep(log, "nothing", { on = on }))
+  local _, err, kind = sys.tail("%s/nosuch", { on = on })
+  print("MISSING", kind, err)
+  _, err, kind = sys.grep("%s", "x", { on = on })
+  print("DIR", kind, err)
+  local here = sys.tail(log, { on = "local" })
+  print("LOCAL", #here.lines)
+end },''' % (t.path("app.log"), t.path("empty.log"), t.path("empty.log"), t.dir, t.dir), inputs=INPUT)
+    t0 = time.monotonic()
+    rc, out, err = t.run(["exec", "tg", "on=" + server.target()], env=lab.env())
+    took = time.monotonic() - t0
+    expect_rc((rc, out, err), 0)
+    host = "%s@127.0.0.1:%d" % (USER, server.port)
+    for name in ("TAIL1", "TAIL5", "TAIL500", "TAILEMPTY", "GREP", "GREPI", "GREPNONE"):
+        expect_in("%s\ttrue\t%s\n" % (name, host), out)
+    expect_in("MISSING\tnotfound\tsys.tail on %s: %s/nosuch: no such file or directory" % (server.target(), t.dir), out)
+    expect_in("DIR\terror\tsys.grep on %s: %s: not a regular file" % (server.target(), t.dir), out)
+    expect_in("LOCAL\t50", out)
+    if took > 20:
+        fail("took %.1f s" % took)
+
+
 def test_reach_irreversible_fleet_action_asks_for_the_host_count(t):
     lab, servers, inv = fleet_lab(t, 2)
     t.runbook("wipe", '''
