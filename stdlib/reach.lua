@@ -522,7 +522,59 @@ local function file_checked(out, path)
   return out:sub(3)
 end
 
+-- A walk's root there, as the local walk opens it; then its canonical path, the mounts, find's
+-- records (sysx_walk replays them) and the count of what find could not read.
+local WALK = [[
+find / -maxdepth 0 -printf '' 2>/dev/null || { echo "E nofind"; exit 0; }
+[ -e "$1" ] || { echo "E notfound"; exit 0; }
+[ -d "$1" ] || { echo "E notdir"; exit 0; }
+{ [ -r "$1" ] && [ -x "$1" ]; } || { echo "E permission"; exit 0; }
+echo F; date +%s; readlink -f -- "$1"; cat /proc/self/mountinfo; printf '\0'
+root=$1; shift
+{ find "$root" "$@" -printf '%y %D %b %s %T@ %d %P\0' 2>&1 >&3 | grep -c .; } 3>&1
+exit 0
+]]
+FILE_ERRORS.notdir, FILE_ERRORS.nofind = "not a directory", "its find cannot print what the walk needs (not GNU find)"
+
+-- sys.largest / sys.files there: the records of WALK, replayed by the local walk's own code.
+local function walk_spec(name, options, find_args)
+  return {
+    options = options,
+    argv = function(args, path)
+      local argv = { "/bin/sh", "-c", WALK, "sh", path }
+      for _, a in ipairs(find_args(args)) do argv[#argv + 1] = a end
+      return argv
+    end,
+    parse = function(out, args, _, path)
+      local bad = out:match("^E (%a+)\n")
+      if bad == "nofind" then return nil, FILE_ERRORS.nofind end
+      if bad then return nil, path .. ": " .. FILE_ERRORS[bad], (bad == "notdir" and "notfound") or bad end
+      local now, real, info, records, unreadable = out:match("^F\n(%d+)\n([^\n]*)\n([^%z]*)%z(.*%z)(%d+)\n$")
+      if not now then
+        now, real, info, unreadable = out:match("^F\n(%d+)\n([^\n]*)\n([^%z]*)%z(%d+)\n$")
+        records = ""
+      end
+      if not now then return nil, "its find did not answer as expected" end
+      return sysx[name](path, real, info, records, math.tointeger(tonumber(unreadable)), args.given,
+                        math.tointeger(tonumber(now)))
+    end,
+  }
+end
+
 local SYS = {
+  largest = walk_spec("largest", { depth = true, limit = true, xdev = true, files = true }, function(args)
+    local a = args.given.xdev == false and {} or { "-xdev" }
+    a[#a + 1] = "-maxdepth"
+    a[#a + 1] = "256"   -- WALK_MAX_DEPTH: the local walk goes no deeper
+    return a
+  end),
+  files = walk_spec("files", { pattern = true, older_than = true, min_size = true, recursive = true, xdev = true,
+                               follow = true, limit = true }, function(args)
+    local a = args.given.xdev == false and {} or { "-xdev" }
+    a[#a + 1] = "-maxdepth"
+    a[#a + 1] = args.given.recursive == false and "1" or "256"
+    return a
+  end),
   -- The file's size and mtime, its last 16 MiB and their last lines + 2 (a last line without its
   -- newline, and one more newline than asked tells "more lines before"): the same C code cuts them.
   tail = { options = { lines = true },
@@ -595,6 +647,9 @@ local function sys_args(name, args)
     end
   end
   if name == "filesystems" then return { all = args.all == true, network = args.network == true } end
+  if name == "largest" or name == "files" then
+    return { given = args }   -- checked by the C code that replays the walk (sysx_largest, sysx_files)
+  end
   if name == "tail" or name == "grep" then
     local n = math.tointeger(args[name == "tail" and "lines" or "limit"] or (name == "tail" and 50 or 100))
     if not n or n < 1 then
@@ -645,7 +700,7 @@ local function sys_on(name, args, path, pattern)
     return v
   end
   if not t.fleet then return one(eps[1]) end
-  local limit = name == "processes" and DEFAULT_LIMIT or args.limit
+  local limit = (name == "processes" or (spec.options or {}).limit) and DEFAULT_LIMIT or args.limit
   local res = { target = t.text, by_host = on_each(fn, eps, limit, one, {}), ok = {}, unreachable = {}, failed = {} }
   for h, v in pairs(res.by_host) do
     table.insert(not v.kind and res.ok or (UNREACHED[v.kind] and res.unreachable or res.failed), h)
@@ -665,6 +720,14 @@ local function sys_on_path(name, path, args, pattern)
 end
 function M.sys_fs(path, args) return sys_on_path("fs", path, args) end
 function M.sys_tail(path, args) return sys_on_path("tail", path, args) end
+function M.sys_largest(path, args) return sys_on_path("largest", path, args) end
+function M.sys_files(path, args)
+  if type(args) == "table" and args.follow then   -- find gives a link's target size only by following them all
+    return nil, string.format("sys.files on %s: follow = true is not available on a target (find there would "
+                              .. "follow every link, not only the files')", tostring(args.on)), "unavailable"
+  end
+  return sys_on_path("files", path, args)
+end
 function M.sys_grep(path, pattern, args) return sys_on_path("grep", path, args, pattern) end
 
 return M

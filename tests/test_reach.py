@@ -455,8 +455,8 @@ local function same(a, b, path)
     return a == b
   end
   local ok = true
-  for k, v in pairs(a) do if k ~= "host" then ok = same(v, b[k], path .. "." .. tostring(k)) and ok end end
-  for k, v in pairs(b) do if k ~= "host" and a[k] == nil then ok = same(nil, v, path .. "." .. tostring(k)) and ok end end
+  for k, v in pairs(a) do if k ~= "host" and k ~= "age" then ok = same(v, b[k], path .. "." .. tostring(k)) and ok end end
+  for k, v in pairs(b) do if k ~= "host" and k ~= "age" and a[k] == nil then ok = same(nil, v, path .. "." .. tostring(k)) and ok end end
   return ok
 end
 local function compare(name, here, there, err, kind)
@@ -513,6 +513,46 @@ end },''' % (t.path("app.log"), t.path("empty.log"), t.path("empty.log"), t.dir,
     expect_in("MISSING\tnotfound\tsys.tail on %s: %s/nosuch: no such file or directory" % (server.target(), t.dir), out)
     expect_in("DIR\terror\tsys.grep on %s: %s: not a regular file" % (server.target(), t.dir), out)
     expect_in("LOCAL\t50", out)
+    if took > 20:
+        fail("took %.1f s" % took)
+
+
+def test_reach_sys_largest_and_files_on_a_target_are_the_local_tables(t):
+    """The walks there are find's records replayed through the local walk's own code: equal tables."""
+    lab, server = sys_on_path_lab(t)
+    t.runbook("walks", '''
+step "a" { title = "A", run = function(ctx)
+''' + SAME + '''
+  local sys = require "sys"
+  local tree, on = "%s", ctx.on
+  compare("LARGEST", sys.largest(tree), sys.largest(tree, { on = on }))
+  compare("LARGEST2", sys.largest(tree .. "/", { depth = 2, files = true, limit = 3 }),
+          sys.largest(tree .. "/", { depth = 2, files = true, limit = 3, on = on }))
+  compare("FILES", sys.files(tree), sys.files(tree, { on = on }))
+  compare("FILESQ", sys.files(tree, { pattern = "*.log*", min_size = 5000, limit = 1 }),
+          sys.files(tree, { pattern = "*.log*", min_size = 5000, limit = 1, on = on }))
+  compare("FILESOLD", sys.files(tree, { older_than = "7d", recursive = false }),
+          sys.files(tree, { older_than = "7d", recursive = false, on = on }))
+  local rl, rf = sys.largest(tree, { depth = 2, on = on }), sys.files(tree, { on = on })
+  print("SHAPE", #rl.entries, rl.total_files, rf.count, rl.entries[1].path:sub(#tree + 2), rl.entries[1].bytes >= 70000)
+  local old = sys.files(tree, { older_than = "7d", on = on })
+  print("AGE", #old.files, old.files[1].path:match("[^/]+$"), old.files[1].age >= 10 * 86400)
+  local _, err, kind = sys.largest(tree .. "/top.txt", { on = on })
+  print("NOTDIR", kind, err)
+  _, err, kind = sys.files(tree, { follow = true, on = on })
+  print("FOLLOW", kind)
+end },''' % t.path("tree"), inputs=INPUT)
+    t0 = time.monotonic()
+    rc, out, err = t.run(["exec", "walks", "on=" + server.target()], env=lab.env())
+    took = time.monotonic() - t0
+    expect_rc((rc, out, err), 0)
+    host = "%s@127.0.0.1:%d" % (USER, server.port)
+    for name in ("LARGEST", "LARGEST2", "FILES", "FILESQ", "FILESOLD"):
+        expect_in("%s\ttrue\t%s\n" % (name, host), out)
+    expect_in("SHAPE\t3\t4\t4\ta\ttrue\n", out)
+    expect_in("AGE\t1\tthree.gz\ttrue", out)
+    expect_in("NOTDIR\tnotfound\tsys.largest on %s: %s/top.txt: not a directory" % (server.target(), t.path("tree")), out)
+    expect_in("FOLLOW\tunavailable", out)
     if took > 20:
         fail("took %.1f s" % took)
 
