@@ -561,7 +561,30 @@ local function walk_spec(name, options, find_args)
   }
 end
 
+-- sys.deleted_open there: every fd's link (not followed) and, followed, the open file's type, links,
+-- device and size, then the commands: the same C test as here makes the table (sysx_deleted_open).
+local DELETED = [[
+find / -maxdepth 0 -printf '' 2>/dev/null || { echo "E nofind"; exit 0; }
+if [ -n "$1" ]; then d=$(stat -L -c %d -- "$1" 2>/dev/null) || { echo "E notfound"; exit 0; }; fi
+echo "F ${d:--}"
+{ find -P /proc/[0-9]*/fd -mindepth 1 -maxdepth 1 -lname '*(deleted)' -printf 'L %h %f %l\0' 2>&1 >&3 |
+  { c=$(grep -c 'Permission denied'); printf 'U%s\0' "$c"; }; } 3>&1
+find -L /proc/[0-9]*/fd -mindepth 1 -maxdepth 1 -links 0 -type f -printf 'S %h %f %y %n %D %s\0' 2>/dev/null
+printf 'C\0'; grep -H '' /proc/[0-9]*/comm 2>/dev/null
+exit 0
+]]
+
 local SYS = {
+  deleted_open = { options = { path = true, limit = true },
+                   argv = function(args) return { "/bin/sh", "-c", DELETED, "sh", args.path or "" } end,
+                   parse = function(out, args)
+                     local bad = out:match("^E (%a+)\n")
+                     if bad == "nofind" then return nil, FILE_ERRORS.nofind end
+                     if bad then return nil, args.path .. ": " .. FILE_ERRORS[bad], bad end
+                     local dev, rest = out:match("^F ([%d-]+)\n(.*)$")
+                     if not dev then return nil, "its find did not answer as expected" end
+                     return sysx.deleted_open(rest, math.tointeger(tonumber(dev)), args.limit)
+                   end },
   largest = walk_spec("largest", { depth = true, limit = true, xdev = true, files = true }, function(args)
     local a = args.given.xdev == false and {} or { "-xdev" }
     a[#a + 1] = "-maxdepth"
@@ -647,6 +670,12 @@ local function sys_args(name, args)
     end
   end
   if name == "filesystems" then return { all = args.all == true, network = args.network == true } end
+  if name == "deleted_open" then
+    local limit = math.tointeger(args.limit or 50)
+    if not limit or limit < 1 then error(fn .. ": option 'limit' must be a whole number >= 1", 0) end
+    if args.path ~= nil and type(args.path) ~= "string" then error(fn .. ": option 'path' must be a string", 0) end
+    return { path = args.path, limit = limit }
+  end
   if name == "largest" or name == "files" then
     return { given = args }   -- checked by the C code that replays the walk (sysx_largest, sysx_files)
   end
@@ -720,6 +749,7 @@ local function sys_on_path(name, path, args, pattern)
 end
 function M.sys_fs(path, args) return sys_on_path("fs", path, args) end
 function M.sys_tail(path, args) return sys_on_path("tail", path, args) end
+function M.sys_deleted_open(args) return sys_on("deleted_open", args) end
 function M.sys_largest(path, args) return sys_on_path("largest", path, args) end
 function M.sys_files(path, args)
   if type(args) == "table" and args.follow then   -- find gives a link's target size only by following them all

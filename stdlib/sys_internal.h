@@ -185,6 +185,7 @@ int sysx_filesystems(lua_State *L);
 int sysx_tail(lua_State *L);
 int sysx_largest(lua_State *L);
 int sysx_files(lua_State *L);
+int sysx_deleted_open(lua_State *L);
 int sys_processes(lua_State *L);
 int sys_tail(lua_State *L);
 int sys_grep(lua_State *L);

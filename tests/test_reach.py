@@ -557,6 +557,43 @@ end },''' % t.path("tree"), inputs=INPUT)
         fail("took %.1f s" % took)
 
 
+def test_reach_sys_deleted_open_on_a_target_is_the_local_table(t):
+    """/proc/*/fd read there by find (links, then the open files followed) and judged by the same C test."""
+    lab, servers, _ = fleet_lab(t, 1)
+    server = servers[0]
+    holder = subprocess.Popen(["python3", "-c", "import os, sys\n"
+                               "f = open(sys.argv[1], 'w'); f.write('d' * 54321); f.flush(); os.unlink(sys.argv[1])\n"
+                               "print('held', flush=True); sys.stdin.read()", t.path("held.log")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    t.on_cleanup(holder.kill)
+    expect_eq(holder.stdout.readline(), "held\n", "the holder's deleted file")
+    t.runbook("del", '''
+step "a" { title = "A", run = function(ctx)
+''' + SAME + '''
+  local sys = require "sys"
+  local function mine(r)
+    local out = { partial = r.partial, host = r.host }   -- unreadable: what the sshd session may look into
+    for _, h in ipairs(r) do if h.pid == %d then out[#out + 1] = h end end
+    return out
+  end
+  local here, there = sys.deleted_open { path = "%s", limit = 1000 }, must(sys.deleted_open { path = "%s", limit = 1000, on = ctx.on })
+  compare("DELETED", mine(here), mine(there))
+  local m = mine(there)[1]
+  print("HELD", #mine(there), m.command, m.bytes, m.path, there.count >= 1, math.type(there.unreadable))
+  local _, err, kind = sys.deleted_open { path = "%s/nosuch", on = ctx.on }
+  print("MISSING", kind)
+end },''' % (holder.pid, t.dir, t.dir, t.dir), inputs=INPUT)
+    t0 = time.monotonic()
+    rc, out, err = t.run(["exec", "del", "on=" + server.target()], env=lab.env())
+    took = time.monotonic() - t0
+    expect_rc((rc, out, err), 0)
+    expect_in("DELETED\ttrue\t%s@127.0.0.1:%d\n" % (USER, server.port), out)
+    expect_in("HELD\t1\tpython3\t54321\t%s\ttrue\tinteger" % t.path("held.log"), out)
+    expect_in("MISSING\tnotfound", out)
+    if took > 20:
+        fail("took %.1f s" % took)
+
+
 def test_reach_irreversible_fleet_action_asks_for_the_host_count(t):
     lab, servers, inv = fleet_lab(t, 2)
     t.runbook("wipe", '''
