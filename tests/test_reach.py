@@ -466,6 +466,12 @@ end
 '''
 
 
+def compare_runbook(t, name, body):
+    """A runbook of one step: SAME's compare(), sys, then body."""
+    t.runbook(name, 'step "a" { title = "A", run = function(ctx)\n' + SAME + '  local sys = require "sys"\n' + body +
+              '\nend },', inputs=INPUT)
+
+
 def sys_on_path_lab(t):
     """One sshd; a log and a tree under the test's directory, read here and there (the same machine)."""
     lab, servers, _ = fleet_lab(t, 1)
@@ -483,10 +489,7 @@ def sys_on_path_lab(t):
 
 def test_reach_sys_tail_and_grep_on_a_target_are_the_local_tables(t):
     lab, server = sys_on_path_lab(t)
-    t.runbook("tg", '''
-step "a" { title = "A", run = function(ctx)
-''' + SAME + '''
-  local sys = require "sys"
+    compare_runbook(t, "tg", '''
   local log, on = "%s", ctx.on
   for _, n in ipairs { 1, 5, 500 } do
     compare("TAIL" .. n, sys.tail(log, { lines = n }), sys.tail(log, { lines = n, on = on }))
@@ -501,8 +504,7 @@ step "a" { title = "A", run = function(ctx)
   _, err, kind = sys.grep("%s", "x", { on = on })
   print("DIR", kind, err)
   local here = sys.tail(log, { on = "local" })
-  print("LOCAL", #here.lines)
-end },''' % (t.path("app.log"), t.path("empty.log"), t.path("empty.log"), t.dir, t.dir), inputs=INPUT)
+  print("LOCAL", #here.lines)''' % (t.path("app.log"), t.path("empty.log"), t.path("empty.log"), t.dir, t.dir))
     t0 = time.monotonic()
     rc, out, err = t.run(["exec", "tg", "on=" + server.target()], env=lab.env())
     took = time.monotonic() - t0
@@ -520,10 +522,7 @@ end },''' % (t.path("app.log"), t.path("empty.log"), t.path("empty.log"), t.dir,
 def test_reach_sys_largest_and_files_on_a_target_are_the_local_tables(t):
     """The walks there are find's records replayed through the local walk's own code: equal tables."""
     lab, server = sys_on_path_lab(t)
-    t.runbook("walks", '''
-step "a" { title = "A", run = function(ctx)
-''' + SAME + '''
-  local sys = require "sys"
+    compare_runbook(t, "walks", '''
   local tree, on = "%s", ctx.on
   compare("LARGEST", sys.largest(tree), sys.largest(tree, { on = on }))
   compare("LARGEST2", sys.largest(tree .. "/", { depth = 2, files = true, limit = 3 }),
@@ -540,8 +539,7 @@ step "a" { title = "A", run = function(ctx)
   local _, err, kind = sys.largest(tree .. "/top.txt", { on = on })
   print("NOTDIR", kind, err)
   _, err, kind = sys.files(tree, { follow = true, on = on })
-  print("FOLLOW", kind)
-end },''' % t.path("tree"), inputs=INPUT)
+  print("FOLLOW", kind)''' % t.path("tree"))
     t0 = time.monotonic()
     rc, out, err = t.run(["exec", "walks", "on=" + server.target()], env=lab.env())
     took = time.monotonic() - t0
@@ -567,10 +565,7 @@ def test_reach_sys_deleted_open_on_a_target_is_the_local_table(t):
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     t.on_cleanup(holder.kill)
     expect_eq(holder.stdout.readline(), "held\n", "the holder's deleted file")
-    t.runbook("del", '''
-step "a" { title = "A", run = function(ctx)
-''' + SAME + '''
-  local sys = require "sys"
+    compare_runbook(t, "del", '''
   local function mine(r)
     local out = { partial = r.partial, host = r.host }   -- unreadable: what the sshd session may look into
     for _, h in ipairs(r) do if h.pid == %d then out[#out + 1] = h end end
@@ -581,8 +576,7 @@ step "a" { title = "A", run = function(ctx)
   local m = mine(there)[1]
   print("HELD", #mine(there), m.command, m.bytes, m.path, there.count >= 1, math.type(there.unreadable))
   local _, err, kind = sys.deleted_open { path = "%s/nosuch", on = ctx.on }
-  print("MISSING", kind)
-end },''' % (holder.pid, t.dir, t.dir, t.dir), inputs=INPUT)
+  print("MISSING", kind)''' % (holder.pid, t.dir, t.dir, t.dir))
     t0 = time.monotonic()
     rc, out, err = t.run(["exec", "del", "on=" + server.target()], env=lab.env())
     took = time.monotonic() - t0
