@@ -153,10 +153,13 @@ print(r.ok, r.stdout)]],
             "a timeout" },
           { "xdev", "true", "stay on the filesystem of `path`" },
           { "files", "false", "also list the largest files anywhere below" },
+          { "on", "\"local\"", "a target: `find -printf` there (type, device, blocks, depth, path), its " ..
+            "`/proc/self/mountinfo`, replayed through the same walk code: the same table; at the deadline a " ..
+            "timeout (no partial result from a target)" },
         },
         returns = "`{ entries = { {path, bytes, files} }, files?, total_bytes, total_files, unreadable, " ..
                   "partial, unvisited, skipped }`",
-        kinds = { "notfound", "permission", "timeout", "interrupted" },
+        kinds = { "notfound", "permission", "timeout", "interrupted", "unavailable", "unreachable" },
         example = [[sys.largest("/var", { depth = 2, limit = 5 }).entries]],
       },
       {
@@ -175,10 +178,12 @@ print(r.ok, r.stdout)]],
           { "limit", "1000", "files returned (counting goes on)" },
           { "timeout", "10", "deadline of the walk (" .. DURATION .. "), as for `sys.largest`: partial " ..
             "results, or a timeout when a stat is stuck (a link followed onto a hung mount)" },
+          { "on", "\"local\"", "a target, as for `sys.largest` (`follow = true` there: `unavailable`); " ..
+            "ages count from the target's clock" },
         },
         returns = "`{ files = { {path, bytes, mtime, age} }, count, total_bytes, truncated, unreadable, partial, " ..
                   "skipped }`",
-        kinds = { "notfound", "permission", "timeout", "interrupted" },
+        kinds = { "notfound", "permission", "timeout", "interrupted", "unavailable", "unreachable" },
         example = [[sys.files("/var/log", { pattern = "*.gz", older_than = "7d" }).total_bytes]],
       },
       {
@@ -189,9 +194,11 @@ print(r.ok, r.stdout)]],
           { "path", "", "only on the filesystem of this path" },
           { "timeout", "5", "deadline (" .. DURATION .. ")" },
           { "limit", "50", "files returned" },
+          { "on", "\"local\"", "a target: its `/proc/*/fd` read by `find` (the links, then the open files), " ..
+            "judged by the same code" },
         },
         returns = "`{ {pid, command, fd, path, bytes}, ..., count, total_bytes, unreadable, partial }`",
-        kinds = { "notfound", "permission", "timeout", "interrupted" },
+        kinds = { "notfound", "permission", "timeout", "interrupted", "unavailable", "unreachable" },
         example = [[sys.deleted_open { path = "/var" }]],
       },
       {
@@ -246,9 +253,10 @@ print(r.ok, r.stdout)]],
         options = {
           { "lines", "50", "lines returned" },
           { "timeout", "5", "deadline for opening the file (" .. DURATION .. ")" },
+          { "on", "\"local\"", "a target: `stat`, `tail -c 16M | tail -n lines+2` there, cut by the same code" },
         },
         returns = "`{ lines, text, size, mtime, truncated }`",
-        kinds = { "notfound", "permission", "timeout", "interrupted" },
+        kinds = { "notfound", "permission", "timeout", "interrupted", "unavailable", "unreachable" },
         example = [[sys.tail("/var/log/syslog", { lines = 20 }).text]],
       },
       {
@@ -261,19 +269,25 @@ print(r.ok, r.stdout)]],
           { "limit", "100", "matches returned (counting goes on)" },
           { "timeout", "10", "deadline of the scan (" .. DURATION .. "): what was seen by then comes " ..
                              "back with `partial = true`; a regex still on the first line gets a timeout" },
+          { "on", "\"local\"", "a target: `grep -E -n` there (`-c` for the counts, `tail` for the last " ..
+                             "`limit`); the regex is checked here first; no partial result from a target" },
         },
         returns = "`{ matches = { {line, text} }, count, lines, partial }`",
-        kinds = { "notfound", "permission", "timeout", "interrupted" },
+        kinds = { "notfound", "permission", "timeout", "interrupted", "unavailable", "unreachable" },
         example = [[sys.grep("/var/log/syslog", "out of memory", { icase = true }).count]],
       },
       {
         name = "sys.filter",
         call = "sys.filter(texts, regex, { OPTIONS })",
         summary = "The indices of the strings of `texts` that a POSIX extended regex matches: `sys.grep`'s " ..
-                  "matching for lines read elsewhere (a journal, `kubectl logs`). Pure computation.",
-        options = { { "icase", "false", "ignore case" } },
+                  "matching for lines read elsewhere (a journal, `kubectl logs`), in the same helper process, " ..
+                  "stopped at the deadline and by Ctrl-C.",
+        options = {
+          { "icase", "false", "ignore case" },
+          { "timeout", "10", "deadline of the matching (" .. DURATION .. "): no partial result, a timeout" },
+        },
         returns = "`{ index, ... }`",
-        kinds = {},
+        kinds = { "timeout", "interrupted" },
         example = [[sys.filter({ "ERROR a", "INFO b", "error c" }, "^error", { icase = true })   -- { 1, 3 }]],
       },
     },

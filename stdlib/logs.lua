@@ -278,8 +278,14 @@ local function failed(a, r)
                        tostring(r.code), why), "exit"
 end
 
+-- What is left of the read's deadline (a.t0: when it began), for the matching of its lines.
+local function time_left(a)
+  return math.max(0.001, a.timeout - (core.now() - a.t0) / 1000)   -- core.now(): milliseconds
+end
+
 -- Keeps the lines of the window (a line without a time stays with the one before it), then
--- the pattern (for the sources that cannot filter), then the last `lines`.
+-- the pattern (for the sources that cannot filter), then the last `lines`; nil, err, kind when
+-- the matching does not end by the read's deadline (or at Ctrl-C).
 local function window(a, lines, filtered)
   local from, keep, out = os.time() - a.since, true, {}
   for _, l in ipairs(lines) do
@@ -290,7 +296,9 @@ local function window(a, lines, filtered)
   if a.grep and not filtered then
     local texts = {}
     for i, l in ipairs(out) do texts[i] = l.text end
-    local idx, kept = sys.filter(texts, a.grep, { icase = a.icase }), {}
+    local idx, err, kind = sys.filter(texts, a.grep, { icase = a.icase, timeout = time_left(a) })
+    if not idx then return nil, "logs.read on " .. a.t.text .. ": " .. err, kind end
+    local kept = {}
     for i, n in ipairs(idx) do kept[i] = out[n] end
     out = kept
   end
@@ -303,6 +311,7 @@ end
 
 function M.read(opts)
   local a = args_of(opts)
+  a.t0 = core.now()
   local argv, parse, where = plan(a)
   local lines, truncated = {}, false
   if where == "file" then
@@ -321,16 +330,19 @@ function M.read(opts)
       end
       table.sort(lines, function(x, y) return (x.ts or 0) < (y.ts or 0) end)
       local res = { source = source, failed = r.failed, unreachable = r.unreachable }
-      res.lines, res.truncated = window(a, lines, a.unit ~= nil or a.file ~= nil)
-      res.truncated = res.truncated or truncated
+      local cut, kind
+      res.lines, cut, kind = window(a, lines, a.unit ~= nil or a.file ~= nil)
+      if not res.lines then return nil, cut, kind end
+      res.truncated = cut or truncated
       return res
     end
     if not r.ok and not (a.file and a.grep and r.code == 1) then return nil, failed(a, r) end
     lines = parse(r.stdout, a.t.kind == "ssh" and a.t.hosts[1].name or (a.t.kind == "local" and "local" or nil))
     truncated = r.truncated
-    local res = { source = source }
-    res.lines, res.truncated = window(a, lines, a.unit ~= nil or a.file ~= nil)
-    res.truncated = res.truncated or truncated
+    local res, cut, kind = { source = source }
+    res.lines, cut, kind = window(a, lines, a.unit ~= nil or a.file ~= nil)
+    if not res.lines then return nil, cut, kind end
+    res.truncated = cut or truncated
     return res
   end
   local res = { source = M.describe(opts) }
@@ -360,8 +372,10 @@ end
 -- grep pattern | sort | uniq -c | sort -rn | head -n n: { { count, text, example }... }, matched.
 function M.top(lines, pattern, n)
   local texts = texts_of(lines)
-  local idx
-  if pattern and pattern ~= "" then idx = sys.filter(texts, pattern)
+  local idx, err, kind
+  if pattern and pattern ~= "" then
+    idx, err, kind = sys.filter(texts, pattern)
+    if not idx then return nil, "logs.top: " .. err, kind end
   else idx = {} for i = 1, #texts do idx[i] = i end end
   local groups, order = {}, {}
   for _, i in ipairs(idx) do
@@ -388,7 +402,11 @@ function M.rate(lines, pattern, opts)
   local baseline = seconds(opts.baseline, 3600, "baseline")
   local now = opts.now or os.time()
   local texts = texts_of(lines)
-  local idx = (pattern and pattern ~= "") and sys.filter(texts, pattern) or nil
+  local idx, err, kind
+  if pattern and pattern ~= "" then
+    idx, err, kind = sys.filter(texts, pattern)
+    if not idx then return nil, "logs.rate: " .. err, kind end
+  end
   local rc, bc, untimed = 0, 0, 0
   local function count(l)
     if type(l) ~= "table" or not l.ts then untimed = untimed + 1

@@ -503,7 +503,135 @@ echo N; cut -d: -f1,3 /etc/passwd 2>/dev/null
 echo C; for p in /proc/[0-9]*; do printf '%s\t' "${p#/proc/}"; tr '\0\n' '  ' < "$p/cmdline" 2>/dev/null; echo; done
 ]]
 
+-- A file sys.tail / sys.grep read there: what the local open would have refused, as "E kind".
+local FILE_CHECK = [[
+[ -e "$1" ] || { echo "E notfound"; exit 0; }
+[ -f "$1" ] || { echo "E notregular"; exit 0; }
+[ -r "$1" ] || { echo "E permission"; exit 0; }
+echo F
+]]
+local FILE_ERRORS = { notfound = "no such file or directory", permission = "permission denied",
+                      notregular = "not a regular file" }
+local TAIL_MAX_SCAN, MAX_TEXT_LINE = 16 << 20, 4096   -- as in sys_internal.h
+
+-- The rest of a FILE_CHECK'ed output, or nil, the local error's cause, its kind.
+local function file_checked(out, path)
+  local bad = out:match("^E (%a+)\n")
+  if bad then return nil, path .. ": " .. FILE_ERRORS[bad], bad == "notregular" and "error" or bad end
+  if out:sub(1, 2) ~= "F\n" then return nil, "its shell did not answer as expected" end
+  return out:sub(3)
+end
+
+-- A walk's root there, as the local walk opens it; then its canonical path, the mounts, find's
+-- records (sysx_walk replays them) and the count of what find could not read.
+local WALK = [[
+find / -maxdepth 0 -printf '' 2>/dev/null || { echo "E nofind"; exit 0; }
+[ -e "$1" ] || { echo "E notfound"; exit 0; }
+[ -d "$1" ] || { echo "E notdir"; exit 0; }
+{ [ -r "$1" ] && [ -x "$1" ]; } || { echo "E permission"; exit 0; }
+echo F; date +%s; readlink -f -- "$1"; cat /proc/self/mountinfo; printf '\0'
+root=$1; shift
+{ find "$root" "$@" -printf '%y %D %b %s %T@ %d %P\0' 2>&1 >&3 | grep -c .; } 3>&1
+exit 0
+]]
+FILE_ERRORS.notdir, FILE_ERRORS.nofind = "not a directory", "its find cannot print what the walk needs (not GNU find)"
+
+-- sys.largest / sys.files there: the records of WALK, replayed by the local walk's own code.
+local function walk_spec(name, options, find_args)
+  return {
+    options = options,
+    argv = function(args, path)
+      local argv = { "/bin/sh", "-c", WALK, "sh", path }
+      for _, a in ipairs(find_args(args)) do argv[#argv + 1] = a end
+      return argv
+    end,
+    parse = function(out, args, _, path)
+      local bad = out:match("^E (%a+)\n")
+      if bad == "nofind" then return nil, FILE_ERRORS.nofind end
+      if bad then return nil, path .. ": " .. FILE_ERRORS[bad], (bad == "notdir" and "notfound") or bad end
+      local now, real, info, records, unreadable = out:match("^F\n(%d+)\n([^\n]*)\n([^%z]*)%z(.*%z)(%d+)\n$")
+      if not now then
+        now, real, info, unreadable = out:match("^F\n(%d+)\n([^\n]*)\n([^%z]*)%z(%d+)\n$")
+        records = ""
+      end
+      if not now then return nil, "its find did not answer as expected" end
+      return sysx[name](path, real, info, records, math.tointeger(tonumber(unreadable)), args.given,
+                        math.tointeger(tonumber(now)))
+    end,
+  }
+end
+
+-- sys.deleted_open there: every fd's link (not followed) and, followed, the open file's type, links,
+-- device and size, then the commands: the same C test as here makes the table (sysx_deleted_open).
+local DELETED = [[
+find / -maxdepth 0 -printf '' 2>/dev/null || { echo "E nofind"; exit 0; }
+if [ -n "$1" ]; then d=$(stat -L -c %d -- "$1" 2>/dev/null) || { echo "E notfound"; exit 0; }; fi
+echo "F ${d:--}"
+{ find -P /proc/[0-9]*/fd -mindepth 1 -maxdepth 1 -lname '*(deleted)' -printf 'L %h %f %l\0' 2>&1 >&3 |
+  { c=$(grep -c 'Permission denied'); printf 'U%s\0' "$c"; }; } 3>&1
+find -L /proc/[0-9]*/fd -mindepth 1 -maxdepth 1 -links 0 -type f -printf 'S %h %f %y %n %D %s\0' 2>/dev/null
+printf 'C\0'; grep -H '' /proc/[0-9]*/comm 2>/dev/null
+exit 0
+]]
+
 local SYS = {
+  deleted_open = { options = { path = true, limit = true },
+                   argv = function(args) return { "/bin/sh", "-c", DELETED, "sh", args.path or "" } end,
+                   parse = function(out, args)
+                     local bad = out:match("^E (%a+)\n")
+                     if bad == "nofind" then return nil, FILE_ERRORS.nofind end
+                     if bad then return nil, args.path .. ": " .. FILE_ERRORS[bad], bad end
+                     local dev, rest = out:match("^F ([%d-]+)\n(.*)$")
+                     if not dev then return nil, "its find did not answer as expected" end
+                     return sysx.deleted_open(rest, math.tointeger(tonumber(dev)), args.limit)
+                   end },
+  largest = walk_spec("largest", { depth = true, limit = true, xdev = true, files = true }, function(args)
+    local a = args.given.xdev == false and {} or { "-xdev" }
+    a[#a + 1] = "-maxdepth"
+    a[#a + 1] = "256"   -- WALK_MAX_DEPTH: the local walk goes no deeper
+    return a
+  end),
+  files = walk_spec("files", { pattern = true, older_than = true, min_size = true, recursive = true, xdev = true,
+                               follow = true, limit = true }, function(args)
+    local a = args.given.xdev == false and {} or { "-xdev" }
+    a[#a + 1] = "-maxdepth"
+    a[#a + 1] = args.given.recursive == false and "1" or "256"
+    return a
+  end),
+  -- The file's size and mtime, its last 16 MiB and their last lines + 2 (a last line without its
+  -- newline, and one more newline than asked tells "more lines before"): the same C code cuts them.
+  tail = { options = { lines = true },
+           argv = function(args, path)
+             return { "/bin/sh", "-c", FILE_CHECK .. 'stat -L -c "%s %Y" -- "$1" && tail -c ' .. TAIL_MAX_SCAN ..
+                      ' -- "$1" | tail -n "$2"', "sh", path, tostring(args.lines + 2) }
+           end,
+           parse = function(out, args, _, path)
+             local rest, why, kind = file_checked(out, path)
+             if not rest then return nil, why, kind end
+             local size, mtime, text = rest:match("^(%d+) (%d+)\n(.*)$")
+             if not size then return nil, "its stat and tail did not answer as expected" end
+             return sysx.tail(text, args.lines, math.tointeger(tonumber(size)), math.tointeger(tonumber(mtime)))
+           end },
+  -- grep -E there (GNU grep's regex is glibc's syntax): the lines, the count, the last `limit` matches.
+  grep = { options = { icase = true, limit = true },
+           argv = function(args, path)
+             return { "/bin/sh", "-c", FILE_CHECK .. [[
+n=$(grep -a -c '' -- "$1"); c=$(grep -a -c -E $4 -e "$2" -- "$1")
+echo "$n $c"; grep -a -n -E $4 -e "$2" -- "$1" | tail -n "$3"]], "sh", path, args.pattern, tostring(args.limit),
+                      args.icase and "-i" or "" }
+           end,
+           parse = function(out, args, _, path)
+             local rest, why, kind = file_checked(out, path)
+             if not rest then return nil, why, kind end
+             local lines, count, matches = rest:match("^(%d+) (%d+)\n(.*)$")
+             if not lines then return nil, "its grep did not answer as expected" end
+             local res = { matches = {}, count = math.tointeger(tonumber(count)), lines = math.tointeger(tonumber(lines)),
+                           partial = false }
+             for n, text in matches:gmatch("(%d+):([^\n]*)\n") do
+               res.matches[#res.matches + 1] = { line = math.tointeger(tonumber(n)), text = text:sub(1, MAX_TEXT_LINE) }
+             end
+             return res
+           end },
   memory = { argv = function() return { "cat", "/proc/meminfo" } end,
              parse = function(out) return sysx.memory(out) end },
   load = { argv = function() return { "/bin/sh", "-c", "cat /proc/loadavg; cat /proc/uptime; getconf _NPROCESSORS_ONLN" } end,
@@ -542,6 +670,22 @@ local function sys_args(name, args)
     end
   end
   if name == "filesystems" then return { all = args.all == true, network = args.network == true } end
+  if name == "deleted_open" then
+    local limit = math.tointeger(args.limit or 50)
+    if not limit or limit < 1 then error(fn .. ": option 'limit' must be a whole number >= 1", 0) end
+    if args.path ~= nil and type(args.path) ~= "string" then error(fn .. ": option 'path' must be a string", 0) end
+    return { path = args.path, limit = limit }
+  end
+  if name == "largest" or name == "files" then
+    return { given = args }   -- checked by the C code that replays the walk (sysx_largest, sysx_files)
+  end
+  if name == "tail" or name == "grep" then
+    local n = math.tointeger(args[name == "tail" and "lines" or "limit"] or (name == "tail" and 50 or 100))
+    if not n or n < 1 then
+      error(string.format("%s: option '%s' must be a whole number >= 1", fn, name == "tail" and "lines" or "limit"), 0)
+    end
+    return { lines = n, limit = n, icase = args.icase == true }
+  end
   if name ~= "processes" then return {} end
   local sort = args.sort or "memory"
   if sort ~= "memory" and sort ~= "cpu" then error(fn .. ": option 'sort' must be \"memory\" or \"cpu\"", 0) end
@@ -550,10 +694,11 @@ local function sys_args(name, args)
   return { sort = sort, limit = limit, match = args.match, sample_s = duration(args.sample, 0.25, fn) }
 end
 
--- path: sys.fs's, given to the remote shell as $1.
-local function sys_on(name, args, path)
+-- path: sys.fs's (tail's, grep's), given to the remote shell as $1; pattern: sys.grep's.
+local function sys_on(name, args, path, pattern)
   local fn = "sys." .. name
   local own = sys_args(name, args)
+  own.pattern = pattern
   local t, perr = target.parse(args.on)
   if not t then error(fn .. ": on = " .. perr, 0) end
   local eps, err, kind = endpoints(t, fn)
@@ -578,13 +723,13 @@ local function sys_on(name, args, path)
       return nil, string.format("%s: the target cannot give it: %s exited %s%s", where, cmd[1], tostring(r.code),
                                 first_line(r.stderr) ~= "" and (": " .. first_line(r.stderr)) or ""), "unavailable"
     end
-    local v, why = spec.parse(r.stdout, own, first)
-    if not v then return nil, where .. ": " .. tostring(why), "unavailable" end
+    local v, why, vkind = spec.parse(r.stdout, own, first, path)
+    if not v then return nil, where .. ": " .. tostring(why), vkind or "unavailable" end
     v.host = ep.name
     return v
   end
   if not t.fleet then return one(eps[1]) end
-  local limit = name == "processes" and DEFAULT_LIMIT or args.limit
+  local limit = (name == "processes" or (spec.options or {}).limit) and DEFAULT_LIMIT or args.limit
   local res = { target = t.text, by_host = on_each(fn, eps, limit, one, {}), ok = {}, unreachable = {}, failed = {} }
   for h, v in pairs(res.by_host) do
     table.insert(not v.kind and res.ok or (UNREACHED[v.kind] and res.unreachable or res.failed), h)
@@ -597,9 +742,22 @@ function M.sys_memory(args) return sys_on("memory", args) end
 function M.sys_load(args) return sys_on("load", args) end
 function M.sys_processes(args) return sys_on("processes", args) end
 function M.sys_filesystems(args) return sys_on("filesystems", args) end
-function M.sys_fs(path, args)
-  if type(path) ~= "string" then error("sys.fs(path, { on = target }): path must be a string", 0) end
-  return sys_on("fs", args, path)
+-- The calls on a path: sys.fs(path, opts), sys.tail(path, opts), sys.grep(path, regex, opts).
+local function sys_on_path(name, path, args, pattern)
+  if type(path) ~= "string" then error(string.format("sys.%s(path, { on = target }): path must be a string", name), 0) end
+  return sys_on(name, args, path, pattern)
 end
+function M.sys_fs(path, args) return sys_on_path("fs", path, args) end
+function M.sys_tail(path, args) return sys_on_path("tail", path, args) end
+function M.sys_deleted_open(args) return sys_on("deleted_open", args) end
+function M.sys_largest(path, args) return sys_on_path("largest", path, args) end
+function M.sys_files(path, args)
+  if type(args) == "table" and args.follow then   -- find gives a link's target size only by following them all
+    return nil, string.format("sys.files on %s: follow = true is not available on a target (find there would "
+                              .. "follow every link, not only the files')", tostring(args.on)), "unavailable"
+  end
+  return sys_on_path("files", path, args)
+end
+function M.sys_grep(path, pattern, args) return sys_on_path("grep", path, args, pattern) end
 
 return M

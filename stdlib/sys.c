@@ -201,7 +201,9 @@ int luaopen_sys_transport(lua_State *L)
 {
 	static const luaL_Reg fns[] = {
 		{ "memory", sysx_memory }, { "load", sysx_load }, { "fs", sysx_fs }, { "processes", sysx_processes },
-		{ "filesystems", sysx_filesystems },
+		{ "filesystems", sysx_filesystems }, { "tail", sysx_tail },
+		{ "largest", sysx_largest }, { "files", sysx_files },
+		{ "deleted_open", sysx_deleted_open },
 		{ NULL, NULL },
 	};
 	luaL_newlib(L, fns);

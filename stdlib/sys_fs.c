@@ -55,7 +55,7 @@ static void add_mount(struct mounts *ms, struct mount *m)
 }
 
 /* The mounts of mountinfo text a target printed (cut up in place). */
-static void parse_mounts(struct mounts *ms, char *text)
+void parse_mounts(struct mounts *ms, char *text)
 {
 	for (char *save = NULL, *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		struct mount m;

@@ -8,15 +8,20 @@
  * cannot be stopped there. A process can: it is killed at the probe's deadline, at Ctrl-C, or when the
  * op is released (a parallel() task stopped). The helper streams its matches and how many lines it
  * has read, so a deadline in a long file still returns what was seen (`partial`).
+ *
+ * sys.filter matches strings the same way (lines read from a journal, kubectl or compose): they reach
+ * the same helper as NUL-ended records in a memfd, its "line" numbers being their indices.
  */
 #include "sys_internal.h"
 
 #include "leftovers.h"
+#include "term.h"
 #include "tool.h"
 
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -47,11 +52,14 @@ static void put(FILE *out, char kind, int64_t n, const char *text, size_t len)
 		fwrite(text, 1, len, out);
 }
 
-/* `runbook __grep icase|case`: stdin the file, the regex in $RUNBOOK_GREP_PATTERN, records on stdout. */
+/* `runbook __grep icase|case [texts]`: stdin the file, the regex in $RUNBOOK_GREP_PATTERN, records on
+ * stdout. With `texts`, stdin is NUL-ended strings (a string may hold newlines), and a match is sent
+ * without its text: sys.filter wants the indices only. */
 int sys_grep_helper(int argc, char **argv)
 {
 	const char *pattern = getenv(PATTERN_ENV);
-	if (argc != 1 || !pattern) {
+	bool texts = argc == 2 && strcmp(argv[1], "texts") == 0;
+	if (!(argc == 1 || texts) || !pattern) {
 		fputs("runbook __grep: started by sys.grep only\n", stderr);
 		return 2;
 	}
@@ -64,9 +72,9 @@ int sys_grep_helper(int argc, char **argv)
 	ssize_t len;
 	int64_t lineno = 0, told = 0;
 	msec_t last = sched_now();
-	while ((len = getline(&line, &cap, stdin)) >= 0) {
+	while ((len = getdelim(&line, &cap, texts ? '\0' : '\n', stdin)) >= 0) {
 		lineno++;
-		if (len > 0 && line[len - 1] == '\n')
+		if (len > 0 && line[len - 1] == (texts ? '\0' : '\n'))
 			line[--len] = '\0';
 		if (len > MAX_TEXT_LINE && told < lineno - 1) {   /* where a regex may backtrack for long */
 			put(stdout, 'l', lineno - 1, NULL, 0);
@@ -74,7 +82,7 @@ int sys_grep_helper(int argc, char **argv)
 			told = lineno - 1;
 		}
 		if (regexec(&re, line, 0, NULL, 0) == 0)
-			put(stdout, 'm', lineno, line, (size_t)len > MAX_TEXT_LINE ? MAX_TEXT_LINE : (size_t)len);
+			put(stdout, 'm', lineno, line, texts ? 0 : (size_t)len > MAX_TEXT_LINE ? MAX_TEXT_LINE : (size_t)len);
 		msec_t now = sched_now();
 		if (lineno == 1 || lineno - told >= PROGRESS_LINES || now - last >= PROGRESS_MS) {
 			put(stdout, 'l', lineno, NULL, 0);
@@ -108,6 +116,7 @@ struct grep_scan {
 	size_t limit;
 	lua_Integer count, lines;
 	int read_err;                 /* the helper could not read the file: its errno */
+	bool texts;                   /* sys.filter's: the matches' lines only, every one of them */
 	bool ended;                   /* its 'e' or 'x' came: the scan is complete */
 };
 
@@ -133,6 +142,8 @@ static char **helper_env(const char *pattern, char **ours)
 /* Starts the helper on file (closed here); 0 or an errno. */
 static int spawn_helper(struct grep_scan *s, int file, const char *pattern, bool icase)
 {
+	if (file < 0)
+		return errno;
 	int out[2];
 	if (pipe2(out, O_CLOEXEC) != 0) {
 		int e = errno;
@@ -148,7 +159,7 @@ static int spawn_helper(struct grep_scan *s, int file, const char *pattern, bool
 	tool_spawnattr_init(&attr);
 	char *ours;
 	char **env = helper_env(pattern, &ours);
-	char *argv[] = { "runbook", "__grep", icase ? "icase" : "case", NULL };
+	char *argv[] = { "runbook", "__grep", icase ? "icase" : "case", s->texts ? "texts" : NULL, NULL };
 	bool keep = leftovers_spawning(false);   /* a command of ours, not something another one left */
 	int r = posix_spawn(&s->pid, "/proc/self/exe", &fa, &attr, argv, env);
 	leftovers_started(r == 0 ? s->pid : 0, keep);
@@ -204,9 +215,12 @@ static void keep_match(struct grep_scan *s, lua_Integer line, const char *text, 
 {
 	struct hit *h = &s->ring[(size_t)s->count % s->limit];
 	free(h->text);
-	char *t = xrealloc(NULL, len + 1);
-	memcpy(t, text, len);
-	t[len] = '\0';
+	char *t = NULL;
+	if (!s->texts) {
+		t = xrealloc(NULL, len + 1);
+		memcpy(t, text, len);
+		t[len] = '\0';
+	}
 	*h = (struct hit){ .line = line, .text = t };
 	s->count++;
 }
@@ -269,26 +283,48 @@ bool grep_scan_advance(struct fs_op *op)
 
 /* ------------------------------------------------------------------------------------ sys.grep */
 
-static const char *const grep_options[] = { "icase", "limit", "timeout", NULL };
+static const char *const grep_options[] = { "icase", "limit", "timeout", "on", NULL };   /* on: "local" here */
 
 static int grep_finish(lua_State *L, struct fs_op *op);
+
+/* Raises on a bad regex: compiled here only for that, the helper compiles its own. */
+static void check_regex(lua_State *L, const char *fn, const char *pattern, bool icase)
+{
+	regex_t re;
+	int rc = regcomp(&re, pattern, REG_EXTENDED | REG_NOSUB | (icase ? REG_ICASE : 0));
+	if (rc != 0) {
+		char why[160];
+		regerror(rc, &re, why, sizeof why);
+		luaL_error(L, "%s: bad regular expression '%s': %s", fn, pattern, why);
+	}
+	regfree(&re);
+}
+
+static struct grep_scan *scan_new(size_t limit, bool texts)
+{
+	struct grep_scan *s = calloc(1, sizeof *s);
+	if (!s || !(s->ring = calloc(limit, sizeof *s->ring)))
+		abort();
+	s->limit = limit;
+	s->fd = -1;
+	s->texts = texts;
+	return s;
+}
 
 int sys_grep(lua_State *L)
 {
 	const char *path = luaL_checkstring(L, 1);
 	const char *pattern = luaL_checkstring(L, 2);
+	if (luax_remote(L, 3)) {   /* grep -E there: the same regex checked here first */
+		check_regex(L, "sys.grep", pattern, lua_getfield(L, 3, "icase") != LUA_TNIL && lua_toboolean(L, -1));
+		lua_pop(L, 1);
+		return luax_delegate(L, "reach", "sys_grep");
+	}
 	luax_check_options(L, 3, "sys.grep", grep_options);
 	bool icase = luax_opt_bool(L, 3, "icase", false, "sys.grep");
 	lua_Integer limit = opt_count(L, 3, "limit", 100, 1, "sys.grep");
 	msec_t timeout = luax_opt_duration(L, 3, "timeout", DEFAULT_WALK_TIMEOUT_MS, "sys.grep");
-	regex_t re;   /* compiled here only to raise on a bad one; the helper compiles its own */
-	int rc = regcomp(&re, pattern, REG_EXTENDED | REG_NOSUB | (icase ? REG_ICASE : 0));
-	if (rc != 0) {
-		char why[160];
-		regerror(rc, &re, why, sizeof why);
-		return luaL_error(L, "sys.grep: bad regular expression '%s': %s", pattern, why);
-	}
-	regfree(&re);
+	check_regex(L, "sys.grep", pattern, icase);
 	struct fs_op *op = fs_op_push(L, "sys.grep", path, timeout, path, FS_OPEN, grep_finish);
 	op->count = limit;
 	op->pattern = xstrdup(pattern);
@@ -302,11 +338,7 @@ static int grep_start(lua_State *L, struct fs_op *op)
 	const struct probe *p = &op->p;
 	if (op->err)
 		return log_fail(L, p, op->err);
-	struct grep_scan *s = calloc(1, sizeof *s);
-	if (!s || !(s->ring = calloc((size_t)op->count, sizeof *s->ring)))
-		abort();
-	s->limit = (size_t)op->count;
-	s->fd = -1;
+	struct grep_scan *s = scan_new((size_t)op->count, false);
 	int err = spawn_helper(s, fs_op_take_fd(op), op->pattern, op->icase);
 	if (err) {
 		grep_scan_free(s);
@@ -364,5 +396,107 @@ static int grep_finish(lua_State *L, struct fs_op *op)
 	luax_setint(L, "count", s->count);
 	luax_setint(L, "lines", s->lines);
 	luax_setbool(L, "partial", stop != 0);
+	return 1;
+}
+
+/* ---------------------------------------------------------------------------------- sys.filter */
+
+static const char *const filter_options[] = { "icase", "timeout", NULL };
+
+/* The strings of texts[1..n] NUL-ended in a memfd, read from its start: the helper's stdin (a file,
+ * so nothing here waits for the helper to read). A string is cut at its first NUL, where regexec
+ * stops anyway; what is not a string is an empty record, its match dropped by filter_finish. */
+static int texts_file(lua_State *L, lua_Integer n)
+{
+	int fd = memfd_create("runbook-filter", MFD_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	char *buf = NULL;
+	size_t len = 0, cap = 0;
+	int ok = 0;
+	for (lua_Integer i = 1; i <= n && ok == 0; i++) {
+		const char *s = lua_rawgeti(L, 1, i) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+		size_t k = strlen(s) + 1;
+		grow((void **)&buf, &cap, len + k, 1);
+		memcpy(buf + len, s, k);
+		len += k;
+		lua_pop(L, 1);
+		if (len >= 65536 || i == n) {
+			ok = term_write_all(fd, buf, len);
+			len = 0;
+		}
+	}
+	free(buf);
+	if (ok != 0 || lseek(fd, 0, SEEK_SET) != 0) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	return fd;
+}
+
+static int filter_finish(lua_State *L, struct fs_op *op);
+
+/* sys.filter(texts, regex, { icase, timeout }): the indices of the strings of `texts` a POSIX extended
+ * regex matches - sys.grep's matching for lines read elsewhere (a journal, kubectl or compose logs),
+ * so that `grep =` means the same whatever the source, in the same helper, under the same deadline. */
+int sys_filter(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	const char *pattern = luaL_checkstring(L, 2);
+	luax_check_options(L, 3, "sys.filter", filter_options);
+	bool icase = luax_opt_bool(L, 3, "icase", false, "sys.filter");
+	msec_t timeout = luax_opt_duration(L, 3, "timeout", DEFAULT_WALK_TIMEOUT_MS, "sys.filter");
+	check_regex(L, "sys.filter", pattern, icase);
+	lua_settop(L, 3);
+	lua_Integer n = (lua_Integer)lua_rawlen(L, 1);
+	if (n == 0) {
+		lua_newtable(L);
+		return 1;
+	}
+	struct fs_op *op = fs_op_push(L, "sys.filter", "texts", timeout, NULL, FS_OPEN, filter_finish);
+	op->count = n;
+	struct grep_scan *s = scan_new((size_t)n, true);
+	op->scan = s;   /* freed with the op from here on */
+	op->w.result = SCHED_READY;
+	int err = spawn_helper(s, texts_file(L, n), pattern, icase);
+	if (err) {
+		probe_end(&op->p, "error", strerror(err));
+		return luax_fail(L, "error", "sys.filter: cannot start the matcher: %s", strerror(err));
+	}
+	return tasks_run_op(L, &op->task);
+}
+
+static int filter_finish(lua_State *L, struct fs_op *op)
+{
+	struct grep_scan *s = op->scan;
+	const struct probe *p = &op->p;
+	end_helper(s);
+	if (op->err == EINTR)
+		return probe_fail_errno(L, p, EINTR);
+	if (op->err == ETIMEDOUT) {
+		char summary[96];
+		snprintf(summary, sizeof summary, "timed out on text %lld of %lld", (long long)s->lines + 1,
+		         (long long)op->count);
+		probe_end(p, "timeout", summary);
+		return luax_fail(L, "timeout", "sys.filter: %s (a regex that backtracks on a long line? try a "
+		                 "simpler one)", summary);
+	}
+	if (s->read_err || !s->ended) {
+		probe_end(p, "error", "the matcher ended early");
+		return luax_fail(L, "error", "sys.filter: the matcher ended before the last text (out of memory?)");
+	}
+	lua_createtable(L, (int)s->count, 0);
+	lua_Integer found = 0;
+	for (lua_Integer i = 0; i < s->count; i++) {
+		lua_Integer at = s->ring[i].line;
+		bool text = lua_rawgeti(L, 1, at) == LUA_TSTRING;
+		lua_pop(L, 1);
+		if (text) {
+			lua_pushinteger(L, at);
+			lua_rawseti(L, -2, ++found);
+		}
+	}
 	return 1;
 }

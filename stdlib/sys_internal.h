@@ -159,6 +159,7 @@ struct mounts {
 };
 
 int read_mounts(struct mounts *ms);
+void parse_mounts(struct mounts *ms, char *text);   /* a target's mountinfo (text: cut up) */
 void free_mounts(struct mounts *ms);
 bool served_fs(const char *type);
 bool may_hang(const char *path);
@@ -181,6 +182,10 @@ int sysx_load(lua_State *L);
 int sysx_fs(lua_State *L);
 int sysx_processes(lua_State *L);
 int sysx_filesystems(lua_State *L);
+int sysx_tail(lua_State *L);
+int sysx_largest(lua_State *L);
+int sysx_files(lua_State *L);
+int sysx_deleted_open(lua_State *L);
 int sys_processes(lua_State *L);
 int sys_tail(lua_State *L);
 int sys_grep(lua_State *L);

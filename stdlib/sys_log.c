@@ -1,6 +1,6 @@
 /*
  * sys_log.c - sys.tail: the end of a log, read from a file opened by a worker (never blocking on a
- * FIFO), bounded in time and in line length. sys.grep is in sys_grep.c.
+ * FIFO), bounded in time and in line length. sys.grep and sys.filter are in sys_grep.c.
  */
 #include "sys_internal.h"
 
@@ -21,7 +21,7 @@ static void push_line(lua_State *L, const char *s, size_t len)
 	lua_pushlstring(L, s, len > MAX_TEXT_LINE ? MAX_TEXT_LINE : len);
 }
 
-static const char *const tail_options[] = { "lines", "timeout", NULL };
+static const char *const tail_options[] = { "lines", "timeout", "on", NULL };   /* on: "local" here */
 
 /* Reads backwards from the end until it holds `want` whole lines (or the start, or the cap). */
 static char *read_tail(int fd, off_t size, lua_Integer want, size_t *len, bool *cut)
@@ -49,10 +49,50 @@ static char *read_tail(int fd, off_t size, lua_Integer want, size_t *len, bool *
 	return buf;
 }
 
+/* The table of sys.tail from the last bytes of the file (buf, len): its last `want` lines. p: the
+ * local probe to audit, NULL for a target's (reach.lua audits its command). */
+static void push_tail(lua_State *L, const struct probe *p, const char *buf, size_t len, lua_Integer want,
+                      lua_Integer size, lua_Integer mtime, bool cut)
+{
+	while (len > 0 && buf[len - 1] == '\n')
+		len--;
+	/* Back from the end to just after the want-th newline: the start of the first line shown. */
+	size_t first = len;
+	lua_Integer n = len > 0;
+	while (first > 0 && !(buf[first - 1] == '\n' && n++ == want))
+		first--;
+	if (n > want)
+		n = want;
+	if (p) {
+		char summary[96];
+		snprintf(summary, sizeof summary, "%lld lines of %lld bytes", (long long)n, (long long)size);
+		probe_end(p, "ok", summary);
+	}
+	lua_createtable(L, 0, 5);
+	lua_createtable(L, (int)n, 0);
+	lua_Integer i = 0;
+	for (size_t s = first; len > 0 && s <= len;) {
+		size_t e = s;
+		while (e < len && buf[e] != '\n')
+			e++;
+		push_line(L, buf + s, e - s);
+		lua_rawseti(L, -2, ++i);
+		s = e + 1;
+	}
+	lua_setfield(L, -2, "lines");
+	lua_pushlstring(L, buf ? buf + first : "", len - first);
+	lua_setfield(L, -2, "text");
+	luax_setint(L, "size", size);
+	luax_setint(L, "mtime", mtime);
+	luax_setbool(L, "truncated", cut);
+}
+
 static int tail_finish(lua_State *L, struct fs_op *op);
 
 int sys_tail(lua_State *L)
 {
+	if (luax_remote(L, 2))
+		return luax_delegate(L, "reach", "sys_tail");
 	const char *path = luaL_checkstring(L, 1);
 	luax_check_options(L, 2, "sys.tail", tail_options);
 	lua_Integer lines = opt_count(L, 2, "lines", 50, 1, "sys.tail");
@@ -74,72 +114,25 @@ static int tail_finish(lua_State *L, struct fs_op *op)
 	bool cut;
 	char *buf = read_tail(fd, st.st_size, want, &len, &cut);
 	close(fd);
-	while (len > 0 && buf[len - 1] == '\n')
-		len--;
-	/* Back from the end to just after the want-th newline: the start of the first line shown. */
-	size_t first = len;
-	lua_Integer n = len > 0;
-	while (first > 0 && !(buf[first - 1] == '\n' && n++ == want))
-		first--;
-	if (n > want)
-		n = want;
-	char summary[96];
-	snprintf(summary, sizeof summary, "%lld lines of %lld bytes", (long long)n, (long long)st.st_size);
-	probe_end(p, "ok", summary);
-
-	lua_createtable(L, 0, 5);
-	lua_createtable(L, (int)n, 0);
-	lua_Integer i = 0;
-	for (size_t s = first; len > 0 && s <= len;) {
-		size_t e = s;
-		while (e < len && buf[e] != '\n')
-			e++;
-		push_line(L, buf + s, e - s);
-		lua_rawseti(L, -2, ++i);
-		s = e + 1;
-	}
-	lua_setfield(L, -2, "lines");
-	lua_pushlstring(L, buf ? buf + first : "", len - first);
-	lua_setfield(L, -2, "text");
-	luax_setint(L, "size", st.st_size);
-	luax_setint(L, "mtime", st.st_mtime);
-	luax_setbool(L, "truncated", cut);
+	push_tail(L, p, buf, len, want, st.st_size, st.st_mtime, cut);
 	free(buf);
 	return 1;
 }
 
-/* ------------------------------------------------------------------------------------ sys.filter */
-
-static const char *const filter_options[] = { "icase", NULL };
-
-/* sys.filter(texts, regex, { icase }): the indices of the strings of `texts` a POSIX extended regex
- * matches - sys.grep's matching for lines read elsewhere (a journal, kubectl or compose logs), so that
- * `grep =` means the same whatever the source. Pure computation: no file, no deadline needed. */
-int sys_filter(lua_State *L)
+/*
+ * sys_transport.tail(text, lines, size, mtime) -> the table of sys.tail, from what a target printed
+ * for it (stdlib/reach.lua): the end of the file (its last 16 MiB, then its last lines + 2), its size
+ * and mtime. Cut as here: the file is longer than what came and holds too few newlines in it.
+ */
+int sysx_tail(lua_State *L)
 {
-	luaL_checktype(L, 1, LUA_TTABLE);
-	const char *pattern = luaL_checkstring(L, 2);
-	luax_check_options(L, 3, "sys.filter", filter_options);
-	bool icase = luax_opt_bool(L, 3, "icase", false, "sys.filter");
-	lua_Integer n = (lua_Integer)lua_rawlen(L, 1);
-	lua_createtable(L, 0, 0);   /* before regcomp: nothing below raises while the regex is held */
-	regex_t re;
-	int rc = regcomp(&re, pattern, REG_EXTENDED | REG_NOSUB | (icase ? REG_ICASE : 0));
-	if (rc != 0) {
-		char why[160];
-		regerror(rc, &re, why, sizeof why);
-		return luaL_error(L, "sys.filter: bad regular expression '%s': %s", pattern, why);
-	}
-	lua_Integer found = 0;
-	for (lua_Integer i = 1; i <= n; i++) {
-		const char *s = lua_rawgeti(L, 1, i) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-		bool hit = s && regexec(&re, s, 0, NULL, 0) == 0;
-		lua_pop(L, 1);
-		if (hit) {
-			lua_pushinteger(L, i);
-			lua_rawseti(L, -2, ++found);
-		}
-	}
-	regfree(&re);
+	size_t len;
+	const char *text = luaL_checklstring(L, 1, &len);
+	lua_Integer want = luaL_checkinteger(L, 2);
+	lua_Integer size = luaL_checkinteger(L, 3);
+	lua_Integer newlines = 0;
+	for (size_t i = 0; i < len; i++)
+		newlines += text[i] == '\n';
+	push_tail(L, NULL, text, len, want, size, luaL_checkinteger(L, 4), (lua_Integer)len < size && newlines <= want);
 	return 1;
 }

@@ -40,6 +40,28 @@ static void read_comm(int pid, char *buf, size_t size)
 
 static const char DELETED[] = " (deleted)";
 
+/* Whether an fd whose link reads target (n bytes) and whose file is st is a deleted regular file (on
+ * dev, when filtering); *tail: where the " (deleted)" of target begins. Here and on a target. */
+static bool held_deleted(const char *target, size_t n, const struct stat *st, bool filter, dev_t dev, size_t *tail)
+{
+	if (n <= sizeof DELETED - 1 || target[0] != '/')
+		return false;
+	*tail = n - (sizeof DELETED - 1);
+	if (strncmp(target + *tail, DELETED, sizeof DELETED - 1) != 0 || strncmp(target, "/memfd:", 7) == 0)
+		return false;
+	return S_ISREG(st->st_mode) && st->st_nlink == 0 && !(filter && st->st_dev != dev);
+}
+
+static void add_held(struct helds *h, int pid, int fd, const char *command, const char *path, size_t len, int64_t bytes)
+{
+	grow((void **)&h->v, &h->cap, h->n + 1, sizeof *h->v);
+	struct held *x = &h->v[h->n++];
+	*x = (struct held){ .pid = pid, .fd = fd, .path = xrealloc(NULL, len + 1), .bytes = bytes };
+	memcpy(x->path, path, len);
+	x->path[len] = '\0';
+	snprintf(x->command, sizeof x->command, "%s", command);
+}
+
 /* Every fd of pid that points at a deleted regular file (on dev, when filtering). */
 static void scan_fds(struct helds *h, int pid, bool filter, dev_t dev)
 {
@@ -60,24 +82,13 @@ static void scan_fds(struct helds *h, int pid, bool filter, dev_t dev)
 			continue;
 		char target[PATH_MAX + sizeof DELETED];
 		ssize_t n = readlinkat(dfd, de->d_name, target, sizeof target - 1);
-		if (n <= (ssize_t)(sizeof DELETED - 1) || target[0] != '/')
-			continue;
-		target[n] = '\0';
-		size_t tail = (size_t)n - (sizeof DELETED - 1);
-		if (strcmp(target + tail, DELETED) != 0 || strncmp(target, "/memfd:", 7) == 0)
-			continue;
 		struct stat st;
-		if (fstatat(dfd, de->d_name, &st, 0) != 0 || !S_ISREG(st.st_mode) || st.st_nlink > 0)
-			continue;
-		if (filter && st.st_dev != dev)
+		size_t tail;
+		if (n <= 0 || fstatat(dfd, de->d_name, &st, 0) != 0 || !held_deleted(target, (size_t)n, &st, filter, dev, &tail))
 			continue;
 		if (!*command)
 			read_comm(pid, command, sizeof command);
-		target[tail] = '\0';
-		grow((void **)&h->v, &h->cap, h->n + 1, sizeof *h->v);
-		struct held *x = &h->v[h->n++];
-		*x = (struct held){ .pid = pid, .fd = atoi(de->d_name), .path = xstrdup(target), .bytes = st.st_size };
-		memcpy(x->command, command, sizeof x->command);
+		add_held(h, pid, atoi(de->d_name), command, target, tail, st.st_size);
 	}
 	closedir(d);
 }
@@ -97,12 +108,40 @@ static void free_helds(struct helds *h)
 	free(h->v);
 }
 
-static const char *const deleted_options[] = { "path", "timeout", "limit", NULL };
+static const char *const deleted_options[] = { "path", "timeout", "limit", "on", NULL };
+
+/* The table of sys.deleted_open (h freed): the `limit` largest, and the counts of all. */
+static void push_helds(lua_State *L, struct helds *h, size_t limit, bool partial)
+{
+	sort_array(h->v, h->n, sizeof *h->v, by_held_bytes);
+	int64_t total = 0;
+	for (size_t i = 0; i < h->n; i++)
+		total += h->v[i].bytes;
+	size_t n = h->n < limit ? h->n : limit;
+	lua_createtable(L, (int)n, 4);
+	for (size_t i = 0; i < n; i++) {
+		lua_createtable(L, 0, 5);
+		luax_setint(L, "pid", h->v[i].pid);
+		luax_setstr(L, "command", h->v[i].command);
+		luax_setint(L, "fd", h->v[i].fd);
+		luax_setstr(L, "path", h->v[i].path);
+		luax_setint(L, "bytes", h->v[i].bytes);
+		lua_rawseti(L, -2, (lua_Integer)i + 1);
+	}
+	luax_setint(L, "count", (lua_Integer)h->n);
+	luax_setint(L, "total_bytes", total);
+	/* Without root, other users' processes cannot be looked into: say so rather than report "none". */
+	luax_setint(L, "unreadable", h->unreadable);
+	luax_setbool(L, "partial", partial);
+	free_helds(h);
+}
 
 static int deleted_open_finish(lua_State *L, struct fs_op *op);
 
 int sys_deleted_open(lua_State *L)
 {
+	if (luax_remote(L, 1))
+		return luax_delegate(L, "reach", "sys_deleted_open");
 	luax_check_options(L, 1, "sys.deleted_open", deleted_options);
 	const char *path = luax_opt_string(L, 1, "path", NULL, "sys.deleted_open");
 	lua_Integer limit = opt_count(L, 1, "limit", 50, 1, "sys.deleted_open");
@@ -120,7 +159,6 @@ static int deleted_open_finish(lua_State *L, struct fs_op *op)
 		return probe_fail_errno(L, p, op->err);
 	bool on_path = op->j != NULL;
 	dev_t dev = on_path ? op->j->st.st_dev : 0;
-	size_t limit = (size_t)op->count;
 	DIR *proc = opendir("/proc");
 	if (!proc)
 		return probe_fail_errno(L, p, errno);
@@ -134,7 +172,6 @@ static int deleted_open_finish(lua_State *L, struct fs_op *op)
 		free_helds(&h);
 		return probe_fail_errno(L, p, EINTR);
 	}
-	sort_array(h.v, h.n, sizeof *h.v, by_held_bytes);
 	int64_t total = 0;
 	for (size_t i = 0; i < h.n; i++)
 		total += h.v[i].bytes;
@@ -142,24 +179,70 @@ static int deleted_open_finish(lua_State *L, struct fs_op *op)
 	snprintf(summary, sizeof summary, "%zu deleted files held open, %lld bytes%s", h.n, (long long)total,
 	         h.unreadable ? " (some processes unreadable)" : "");
 	probe_end(p, stop ? "partial" : "ok", summary);
+	push_helds(L, &h, (size_t)op->count, stop != 0);
+	return 1;
+}
 
-	size_t n = h.n < limit ? h.n : limit;
-	lua_createtable(L, (int)n, 4);
-	for (size_t i = 0; i < n; i++) {
-		lua_createtable(L, 0, 5);
-		luax_setint(L, "pid", h.v[i].pid);
-		luax_setstr(L, "command", h.v[i].command);
-		luax_setint(L, "fd", h.v[i].fd);
-		luax_setstr(L, "path", h.v[i].path);
-		luax_setint(L, "bytes", h.v[i].bytes);
-		lua_rawseti(L, -2, (lua_Integer)i + 1);
+/*
+ * sys_transport.deleted_open(text, dev, limit) -> the table of sys.deleted_open, from what a target's
+ * find printed (stdlib/reach.lua): "L /proc/PID/fd FD LINK" (not following), "U<unreadable>",
+ * "S /proc/PID/fd FD TYPE NLINK DEV SIZE" (following: the open file), each NUL-ended, then "C" and
+ * grep -H's "/proc/PID/comm:NAME" lines. dev: the device of `path` there, or nil.
+ */
+static const char *comm_of(const char *comms, int pid, char *buf, size_t size)
+{
+	char key[48];
+	int k = snprintf(key, sizeof key, "/proc/%d/comm:", pid);
+	const char *at = comms;
+	while ((at = strstr(at, key)) && at != comms && at[-1] != '\n')
+		at += k;
+	if (!at)
+		return "?";
+	at += k;
+	snprintf(buf, size, "%.*s", (int)strcspn(at, "\n"), at);
+	return buf;
+}
+
+int sysx_deleted_open(lua_State *L)
+{
+	size_t len;
+	const char *text = luaL_checklstring(L, 1, &len), *end = text + len;
+	bool filter = !lua_isnoneornil(L, 2);
+	dev_t dev = filter ? (dev_t)luaL_checkinteger(L, 2) : 0;
+	size_t limit = (size_t)luaL_checkinteger(L, 3);
+	const char *comms = "";
+	struct helds h = { 0 };
+	for (const char *r = text; r < end; r += strlen(r) + 1) {   /* the comms first: they come last */
+		if (r[0] == 'C' && r[1] == '\0') {
+			comms = r + 2;
+			end = r;
+		} else if (r[0] == 'U') {
+			h.unreadable = atol(r + 1);
+		}
 	}
-	luax_setint(L, "count", (lua_Integer)h.n);
-	luax_setint(L, "total_bytes", total);
-	/* Without root, other users' processes cannot be looked into: say so rather than report "none". */
-	luax_setint(L, "unreadable", h.unreadable);
-	luax_setbool(L, "partial", stop != 0);
-	free_helds(&h);
+	for (const char *r = text; r < end; r += strlen(r) + 1) {
+		int pid, fd, used = 0;
+		if (sscanf(r, "L /proc/%d/fd %d %n", &pid, &fd, &used) < 2 || !used)
+			continue;
+		const char *link = r + used;
+		for (const char *q = text; q < end; q += strlen(q) + 1) {
+			int qpid, qfd, nlink;
+			char type;
+			unsigned long long qdev;
+			long long size;
+			if (sscanf(q, "S /proc/%d/fd %d %c %d %llu %lld", &qpid, &qfd, &type, &nlink, &qdev, &size) < 6 ||
+			    qpid != pid || qfd != fd)
+				continue;
+			struct stat st = { .st_mode = type == 'f' ? S_IFREG : S_IFIFO, .st_nlink = (nlink_t)nlink,
+			                   .st_dev = (dev_t)qdev, .st_size = (off_t)size };
+			size_t tail;
+			char command[32];
+			if (held_deleted(link, strlen(link), &st, filter, dev, &tail))
+				add_held(&h, pid, fd, comm_of(comms, pid, command, sizeof command), link, tail, size);
+			break;
+		}
+	}
+	push_helds(L, &h, limit, false);
 	return 1;
 }
 

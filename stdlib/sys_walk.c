@@ -79,10 +79,12 @@ static int by_dir(const void *a, const void *b)
  * relative to the root, sorted, one a directory (the one on top): a mount point is then known by
  * its path, without a stat() that a file system whose server is gone would never answer.
  */
-static void find_mounts_below(struct walk *w, const char *real)
+static void find_mounts_below(struct walk *w, const char *real, struct mounts *from)
 {
 	struct mounts all = { 0 };
-	if (!real || read_mounts(&all) != 0) {
+	if (from)
+		all = *from;
+	else if (!real || read_mounts(&all) != 0) {
 		free_mounts(&all);
 		return;
 	}
@@ -218,6 +220,16 @@ static void note_unvisited(struct walk *w)
 	}
 }
 
+/* The walk's root path and the mounts below its canonical path (from: a target's, consumed; NULL: here). */
+static void walk_root(struct walk *w, const char *root, const char *real, struct mounts *from)
+{
+	path_put(w, 0, root);
+	while (w->len > 1 && w->path[w->len - 1] == '/')
+		w->path[--w->len] = '\0';
+	w->rootlen = w->len;
+	find_mounts_below(w, real, from);
+}
+
 /* 0, or ETIMEDOUT / EINTR when the walk must stop. */
 static int walk_check(struct walk *w)
 {
@@ -231,11 +243,7 @@ static int walk_check(struct walk *w)
 int walk_run(struct walk *w, const char *root, int fd, const struct stat *st, const char *real)
 {
 	w->dev = st->st_dev;
-	path_put(w, 0, root);
-	while (w->len > 1 && w->path[w->len - 1] == '/')
-		w->path[--w->len] = '\0';
-	w->rootlen = w->len;
-	find_mounts_below(w, real);
+	walk_root(w, root, real, NULL);
 	int e = walk_push(w, fd, -1);
 	if (e)
 		return e;
@@ -331,6 +339,15 @@ static int walk_finish(lua_State *L, struct fs_op *op)
 	return err ? probe_fail_errno(L, &op->p, err) : op->walked(L, op, op->j->walk);
 }
 
+static struct walk *new_walk(void)
+{
+	struct walk *w = calloc(1, sizeof *w);
+	if (!w)
+		abort();
+	atomic_init(&w->cancelled, false);
+	return w;
+}
+
 /* Pushes the op of a walk of path by the probe fn; walked pushes what it found. The caller then
  * says what the walk does (op->walk->how: its callbacks, and results which free_ctx frees with the
  * walk; allocated after the push, so that nothing is lost if the push raises) and runs it. */
@@ -338,10 +355,7 @@ static struct fs_op *walk_op_push(lua_State *L, const char *fn, const char *path
                                   int (*walked)(lua_State *L, struct fs_op *op, const struct walk *w))
 {
 	struct fs_op *op = fs_op_push(L, fn, path, timeout_ms, path, FS_OPENDIR, walk_start);
-	op->walk = calloc(1, sizeof *op->walk);
-	if (!op->walk)
-		abort();
-	atomic_init(&op->walk->cancelled, false);
+	op->walk = new_walk();
 	op->walked = walked;
 	return op;
 }
@@ -450,7 +464,7 @@ static void free_nodes(struct node *v, size_t n)
 	free(v);
 }
 
-static const char *const largest_options[] = { "depth", "limit", "timeout", "xdev", "files", NULL };
+static const char *const largest_options[] = { "depth", "limit", "timeout", "xdev", "files", "on", NULL };
 
 static const char *walk_outcome(const struct walk *w)
 {
@@ -465,37 +479,44 @@ static void free_largest(void *ctx)
 	free(g);
 }
 
-static int largest_walked(lua_State *L, struct fs_op *op, const struct walk *w);
-
-int sys_largest(lua_State *L)
+/* The walk of sys.largest by the options at idx (raises on a bad one). */
+static struct walk *largest_walk(lua_State *L, int idx)
 {
-	const char *path = luaL_checkstring(L, 1);
-	luax_check_options(L, 2, "sys.largest", largest_options);
+	luax_check_options(L, idx, "sys.largest", largest_options);
 	struct largest opts = {
-		.maxdepth = (int)opt_count(L, 2, "depth", 1, 1, "sys.largest"),
-		.limit = (size_t)opt_count(L, 2, "limit", 10, 1, "sys.largest"),
-		.want_files = luax_opt_bool(L, 2, "files", false, "sys.largest"),
+		.maxdepth = (int)opt_count(L, idx, "depth", 1, 1, "sys.largest"),
+		.limit = (size_t)opt_count(L, idx, "limit", 10, 1, "sys.largest"),
+		.want_files = luax_opt_bool(L, idx, "files", false, "sys.largest"),
 	};
-	bool xdev = luax_opt_bool(L, 2, "xdev", true, "sys.largest");
-	msec_t timeout = luax_opt_duration(L, 2, "timeout", DEFAULT_WALK_TIMEOUT_MS, "sys.largest");
-	struct fs_op *op = walk_op_push(L, "sys.largest", path, timeout, largest_walked);
+	bool xdev = luax_opt_bool(L, idx, "xdev", true, "sys.largest");
+	struct walk *w = new_walk();
 	struct largest *g = xrealloc(NULL, sizeof *g);
 	*g = opts;
 	if (g->want_files)
 		g->top = xrealloc(NULL, g->limit * sizeof *g->top);
-	op->walk->how = (struct walk_how){ .xdev = xdev, .recursive = true, .on_dir = largest_dir,
-	                                   .on_file = largest_file, .ctx = g, .free_ctx = free_largest };
+	w->how = (struct walk_how){ .xdev = xdev, .recursive = true, .on_dir = largest_dir,
+	                            .on_file = largest_file, .ctx = g, .free_ctx = free_largest };
+	return w;
+}
+
+static int largest_walked(lua_State *L, struct fs_op *op, const struct walk *w);
+
+int sys_largest(lua_State *L)
+{
+	if (luax_remote(L, 2))
+		return luax_delegate(L, "reach", "sys_largest");
+	const char *path = luaL_checkstring(L, 1);
+	msec_t timeout = luax_opt_duration(L, 2, "timeout", DEFAULT_WALK_TIMEOUT_MS, "sys.largest");
+	struct walk *how = largest_walk(L, 2);   /* nothing raises from here on */
+	struct fs_op *op = walk_op_push(L, "sys.largest", path, timeout, largest_walked);
+	free(op->walk);
+	op->walk = how;
 	return tasks_run_op(L, &op->task);
 }
 
-static int largest_walked(lua_State *L, struct fs_op *op, const struct walk *w)
+static void push_largest(lua_State *L, const struct walk *w)
 {
 	struct largest *g = w->how.ctx;
-	char summary[128];
-	snprintf(summary, sizeof summary, "%zu directories, %llu bytes in %llu files%s", g->n,
-	         (unsigned long long)g->total, (unsigned long long)g->total_files, w->stop ? " (partial)" : "");
-	probe_end(&op->p, walk_outcome(w), summary);
-
 	lua_createtable(L, 0, 6);
 	push_nodes(L, g->v, g->n, g->limit, true);
 	lua_setfield(L, -2, "entries");
@@ -509,6 +530,16 @@ static int largest_walked(lua_State *L, struct fs_op *op, const struct walk *w)
 	luax_setbool(L, "partial", w->stop != 0);
 	push_paths(L, "unvisited", w->unvisited, w->nunvisited);
 	push_paths(L, "skipped", w->skipped, w->nskipped);
+}
+
+static int largest_walked(lua_State *L, struct fs_op *op, const struct walk *w)
+{
+	struct largest *g = w->how.ctx;
+	char summary[128];
+	snprintf(summary, sizeof summary, "%zu directories, %llu bytes in %llu files%s", g->n,
+	         (unsigned long long)g->total, (unsigned long long)g->total_files, w->stop ? " (partial)" : "");
+	probe_end(&op->p, walk_outcome(w), summary);
+	push_largest(L, w);
 	return 1;
 }
 
@@ -567,7 +598,7 @@ static void free_matches(struct match *v, size_t n)
 }
 
 static const char *const files_options[] = {
-	"pattern", "older_than", "min_size", "recursive", "xdev", "follow", "limit", "timeout", NULL,
+	"pattern", "older_than", "min_size", "recursive", "xdev", "follow", "limit", "timeout", "on", NULL,
 };
 
 static void free_files(void *ctx)
@@ -578,42 +609,49 @@ static void free_files(void *ctx)
 	free(q);
 }
 
+/* The walk of sys.files by the options at idx (raises on a bad one); now: the clock its ages count from. */
+static struct walk *files_walk(lua_State *L, int idx, time_t now)
+{
+	luax_check_options(L, idx, "sys.files", files_options);
+	msec_t older = luax_opt_duration(L, idx, "older_than", -1, "sys.files");
+	const char *pattern = luax_opt_string(L, idx, "pattern", NULL, "sys.files");
+	struct files opts = {
+		.has_cutoff = older >= 0,
+		.now = now,
+		.min_size = luax_opt_integer(L, idx, "min_size", 0, "sys.files"),
+		.limit = (size_t)opt_count(L, idx, "limit", 1000, 0, "sys.files"),
+	};
+	opts.cutoff = opts.now - (time_t)(older / 1000);
+	bool xdev = luax_opt_bool(L, idx, "xdev", true, "sys.files");
+	bool recursive = luax_opt_bool(L, idx, "recursive", true, "sys.files");
+	bool follow = luax_opt_bool(L, idx, "follow", false, "sys.files");
+	struct walk *w = new_walk();
+	struct files *q = xrealloc(NULL, sizeof *q);
+	*q = opts;
+	q->pattern = pattern ? xstrdup(pattern) : NULL;   /* the worker's: it may outlive the call */
+	w->how = (struct walk_how){ .xdev = xdev, .recursive = recursive, .follows = follow,
+	                            .on_file = files_file, .ctx = q, .free_ctx = free_files };
+	return w;
+}
+
 static int files_walked(lua_State *L, struct fs_op *op, const struct walk *w);
 
 int sys_files(lua_State *L)
 {
+	if (luax_remote(L, 2))
+		return luax_delegate(L, "reach", "sys_files");
 	const char *path = luaL_checkstring(L, 1);
-	luax_check_options(L, 2, "sys.files", files_options);
-	msec_t older = luax_opt_duration(L, 2, "older_than", -1, "sys.files");
-	const char *pattern = luax_opt_string(L, 2, "pattern", NULL, "sys.files");
-	struct files opts = {
-		.has_cutoff = older >= 0,
-		.now = time(NULL),
-		.min_size = luax_opt_integer(L, 2, "min_size", 0, "sys.files"),
-		.limit = (size_t)opt_count(L, 2, "limit", 1000, 0, "sys.files"),
-	};
-	opts.cutoff = opts.now - (time_t)(older / 1000);
-	bool xdev = luax_opt_bool(L, 2, "xdev", true, "sys.files");
-	bool recursive = luax_opt_bool(L, 2, "recursive", true, "sys.files");
-	bool follow = luax_opt_bool(L, 2, "follow", false, "sys.files");
 	msec_t timeout = luax_opt_duration(L, 2, "timeout", DEFAULT_WALK_TIMEOUT_MS, "sys.files");
+	struct walk *how = files_walk(L, 2, time(NULL));
 	struct fs_op *op = walk_op_push(L, "sys.files", path, timeout, files_walked);
-	struct files *q = xrealloc(NULL, sizeof *q);
-	*q = opts;
-	q->pattern = pattern ? xstrdup(pattern) : NULL;   /* the worker's: it may outlive the call */
-	op->walk->how = (struct walk_how){ .xdev = xdev, .recursive = recursive, .follows = follow,
-	                                   .on_file = files_file, .ctx = q, .free_ctx = free_files };
+	free(op->walk);
+	op->walk = how;
 	return tasks_run_op(L, &op->task);
 }
 
-static int files_walked(lua_State *L, struct fs_op *op, const struct walk *w)
+static void push_files(lua_State *L, const struct walk *w)
 {
 	struct files *q = w->how.ctx;
-	char summary[128];
-	snprintf(summary, sizeof summary, "%llu files, %llu bytes%s", (unsigned long long)q->count,
-	         (unsigned long long)q->total, w->stop ? " (partial)" : "");
-	probe_end(&op->p, walk_outcome(w), summary);
-
 	sort_array(q->v, q->n, sizeof *q->v, by_path);
 	lua_createtable(L, 0, 6);
 	lua_createtable(L, (int)q->n, 0);
@@ -632,5 +670,107 @@ static int files_walked(lua_State *L, struct fs_op *op, const struct walk *w)
 	luax_setint(L, "unreadable", w->unreadable);
 	luax_setbool(L, "partial", w->stop != 0);
 	push_paths(L, "skipped", w->skipped, w->nskipped);
+}
+
+static int files_walked(lua_State *L, struct fs_op *op, const struct walk *w)
+{
+	struct files *q = w->how.ctx;
+	char summary[128];
+	snprintf(summary, sizeof summary, "%llu files, %llu bytes%s", (unsigned long long)q->count,
+	         (unsigned long long)q->total, w->stop ? " (partial)" : "");
+	probe_end(&op->p, walk_outcome(w), summary);
+	push_files(L, w);
+	return 1;
+}
+
+/* ------------------------------------------------ the same walks from what a target's find printed */
+
+/*
+ * On a target (stdlib/reach.lua), `find ROOT [-xdev] -maxdepth D -printf '%y %D %b %s %T@ %d %P\0'`
+ * stands for the walk: its records (preorder, as the walk goes) are replayed through the probe's own
+ * callbacks, with the mounts below the root from the target's mountinfo, so that what is counted,
+ * skipped and kept is decided by the same code. Only sys.files' follow cannot be: find gives no
+ * target's size without following every link (reach.lua refuses it there).
+ */
+static void replay_entry(struct walk *w, int **nodes, size_t *ncap, char **skip, const char *rec)
+{
+	char type;
+	unsigned long long dev, blocks;
+	long long size;
+	double mtime;   /* seconds.fraction */
+	int depth, used = 0;
+	if (sscanf(rec, "%c %llu %llu %lld %lf %d %n", &type, &dev, &blocks, &size, &mtime, &depth, &used) < 6 ||
+	    !used || depth < 0 || depth > WALK_MAX_DEPTH)
+		return;
+	grow((void **)nodes, ncap, (size_t)depth + 1, sizeof **nodes);
+	if (depth == 0) {   /* the root */
+		w->dev = (dev_t)dev;
+		(*nodes)[0] = -1;
+		return;
+	}
+	path_put(w, w->rootlen, rec + used);
+	size_t skiplen = *skip ? strlen(*skip) : 0;
+	if (skiplen && strncmp(w->path, *skip, skiplen) == 0 && w->path[skiplen] == '/')
+		return;   /* below a mount point left out, or a directory on another device */
+	const char *slash = strrchr(w->path + w->rootlen, '/');
+	w->name = slash ? slash + 1 : w->path + w->rootlen;
+	grow((void **)&w->stack, &w->stack_cap, (size_t)depth, sizeof *w->stack);
+	for (int i = 0; i < depth; i++)
+		w->stack[i] = (struct frame){ .node = (*nodes)[i] };
+	w->depth = (size_t)depth;
+	struct stat st = { .st_dev = (dev_t)dev, .st_blocks = (blkcnt_t)blocks, .st_size = (off_t)size,
+	                   .st_mtime = (time_t)mtime };
+	st.st_mode = type == 'd' ? S_IFDIR : type == 'f' ? S_IFREG : type == 'l' ? S_IFLNK : S_IFIFO;
+	bool leave = w->below.n && leave_mount(w);
+	if (!leave && !S_ISDIR(st.st_mode)) {
+		if (w->how.on_file)
+			w->how.on_file(w, &st, depth);
+		return;
+	}
+	if (leave || (w->how.xdev && st.st_dev != w->dev)) {
+		free(*skip);
+		*skip = xstrdup(w->path);
+		return;
+	}
+	(*nodes)[depth] = w->how.on_dir ? w->how.on_dir(w, &st, depth) : -1;
+}
+
+/* sys_transport.largest|files(root, real, mountinfo, records, unreadable, opts[, now]): replays. */
+static void replay(lua_State *L, struct walk *w)
+{
+	const char *root = luaL_checkstring(L, 1), *real = luaL_checkstring(L, 2);
+	char *info = xstrdup(luaL_checkstring(L, 3));
+	size_t len;
+	const char *rec = luaL_checklstring(L, 4, &len), *end = rec + len;
+	struct mounts ms = { 0 };
+	parse_mounts(&ms, info);
+	free(info);
+	walk_root(w, root, real, &ms);
+	int *nodes = NULL;
+	size_t ncap = 0;
+	char *skip = NULL;
+	for (; rec < end; rec += strlen(rec) + 1)
+		replay_entry(w, &nodes, &ncap, &skip, rec);
+	free(nodes);
+	free(skip);
+	w->depth = 0;
+	w->unreadable = (long)luaL_checkinteger(L, 5);
+}
+
+int sysx_largest(lua_State *L)
+{
+	struct walk *w = largest_walk(L, 6);
+	replay(L, w);   /* raises on programmer errors only: reach.lua gives what it parsed */
+	push_largest(L, w);
+	walk_free(w);
+	return 1;
+}
+
+int sysx_files(lua_State *L)
+{
+	struct walk *w = files_walk(L, 6, (time_t)luaL_checkinteger(L, 7));
+	replay(L, w);
+	push_files(L, w);
+	walk_free(w);
 	return 1;
 }

@@ -706,18 +706,19 @@ def cpu_ticks_with_children(pid):
     return total
 
 
-def test_ctrl_c_stops_a_backtracking_grep_at_once(t):
-    """Without a deadline (timeout = 0), Ctrl-C alone ends the grep: back at the menu at once."""
+def expect_ctrl_c_stops_the_matcher(t, runbook, what):
+    """Runs runbook (its step notes "start" then matches long.log's line): Ctrl-C once the regex
+    burns CPU brings the menu back within 500 ms, the matcher process gone."""
     import select
     t.write("long.log", LONG_LINE)
-    t.runbook("grep", GREP_FOREVER)
+    t.runbook("grep", runbook)
     p = t.pty(["exec", "grep", "--auto"])
     p.expect(r"· start")
     # Inside regexec (in runbook, or in its matcher): 0.3 s of CPU burnt since the note.
     begin, deadline = cpu_ticks_with_children(p.proc.pid), time.monotonic() + 20
     while cpu_ticks_with_children(p.proc.pid) - begin < 0.3 * os.sysconf("SC_CLK_TCK"):
         if time.monotonic() > deadline:
-            fail("the grep did not get into its regex within 20 s")
+            fail("the %s did not get into its regex within 20 s" % what)
         select.select([], [], [], 0.05)   # poll interval, not a synchronisation
     kids = helpers_of(p.proc.pid)
     t0 = time.monotonic()
@@ -734,6 +735,54 @@ def test_ctrl_c_stops_a_backtracking_grep_at_once(t):
     p.expect(r"· next ran")
     expect_eq(p.wait(), 0, "exit code")
     expect_not_in("GREP ENDED", p.text)
+
+
+def test_ctrl_c_stops_a_backtracking_grep_at_once(t):
+    """Without a deadline (timeout = 0), Ctrl-C alone ends the grep: back at the menu at once."""
+    expect_ctrl_c_stops_the_matcher(t, GREP_FOREVER, "grep")
+
+
+# sys.filter matches lines read elsewhere (logs.read's grep = on journalctl/kubectl/compose output).
+FILTER_DEADLINE = '''
+step "s" { title = "Step", run = function(ctx)
+  local sys = require "sys"
+  local long = string.rep("a", 300000)
+  local r, err, kind = sys.filter({ "ab", long, "b" }, %s, { timeout = "1s" })
+  ctx:note("long: %%s|%%s|%%s", tostring(r), tostring(kind), tostring(err))
+  ctx:note("fine: %%s", table.concat(must(sys.filter({ "x", "a\\nb", 7, "ab", "" }, "b$")), ","))
+  ctx:note("icase: %%s", table.concat(must(sys.filter({ "AB", "c" }, "ab", { icase = true })), ","))
+end },''' % repr(BACKTRACKS).replace("'", '"')
+
+
+def test_a_backtracking_filter_returns_at_its_deadline(t):
+    """sys.filter's regex runs in the grep helper: at its deadline it returns nil, err, "timeout";
+    the texts reach it one per record (a text's own newline does not shift the indices after it)."""
+    t.runbook("filter", FILTER_DEADLINE)
+    start = time.monotonic()
+    rc, out, err = t.run(["exec", "filter", "--auto"], timeout=40)
+    took = time.monotonic() - start
+    expect_eq(rc, 0, "exit code: " + out + err)
+    expect_in("long: nil|timeout|sys.filter: timed out on text 2 of 3 (a regex that backtracks on a long "
+              "line? try a simpler one)", out)
+    expect_in("fine: 2,4", out, "indices of the matching strings (a newline inside one, a number skipped)")
+    expect_in("icase: 1", out)
+    if took > 8:
+        fail("a filter with a 1 s deadline took %.1f s" % took)
+
+
+FILTER_FOREVER = '''
+step "s" { title = "Step", run = function(ctx)
+  local sys = require "sys"
+  ctx:note("start")
+  local r, err, kind = sys.filter({ string.rep("a", 300000) }, %s)
+  ctx:note("GREP ENDED %%s", tostring(kind))
+end },
+step "next" { title = "Next", run = function(ctx) ctx:note("next ran") end },''' % repr(BACKTRACKS).replace("'", '"')
+
+
+def test_ctrl_c_stops_a_backtracking_filter_at_once(t):
+    """Within sys.filter's default deadline, Ctrl-C ends its matching: back at the menu at once."""
+    expect_ctrl_c_stops_the_matcher(t, FILTER_FOREVER, "filter")
 
 
 # ------------------------------------------------------------------ class 4: the gate's own lines
