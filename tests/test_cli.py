@@ -190,7 +190,7 @@ def test_check_good(t):
     expect_rc((rc, out, err), 0)
     expect_in("ok    %s (alpha, 1 steps, 6 inputs)" % a, out)
     expect_in("ok    %s (beta, 2 steps, 0 inputs)" % b, out)
-    expect_in("(disk-full, 7 steps, 7 inputs)", out)
+    expect_in("(disk-full, 8 steps, 13 inputs)", out)
 
 
 BAD = [
