@@ -146,7 +146,7 @@ def test_show_disk_full(t):
     expect_in("## Inputs", out)
     expect_in("| `threshold` | int | `90` |", out)
     expect_in("## Steps", out)
-    expect_in("1. **Which filesystem is full?** (`usage`)", out)
+    expect_in("2. **Which filesystem is full?** (`usage`)", out)
     expect_in("(`old-logs`)", out)
     expect_eq(t.transcripts(), [], "show writes no transcript")
     # And by name, from the repository's ./runbooks.
