@@ -1021,17 +1021,22 @@ print(rate or err)]],
   },
   {
     name = "recipe", title = "the shapes runbooks share",
-    intro = [[Steps that many runbooks take, written once in Lua on top of `sh` and `http`: restart a service
-through the gate and wait until it answers; check that it is back, with its health endpoint, and end the run.]],
+    intro = [[Steps that many runbooks take, written once in Lua on top of `sh`, `service`, `logs` and `http`:
+restart a service through the gate and wait until it answers; check that it is back, with its health
+endpoint, and end the run; read a component's log, show its most frequent lines and name the cause.]],
     functions = {
       {
         name = "recipe.restart",
         call = "recipe.restart(ctx, { OPTIONS })",
-        summary = "Runs `argv` as an action (shown and confirmed at the gate, like `sh.action` with " ..
-                  "`leave_running = true`: the daemon a restart starts stays), then polls `ready()` until it " ..
-                  "returns a true value, as `ctx:wait_until` does.",
+        summary = "Restarts as an action (shown and confirmed at the gate): `argv` when given (like `sh.action`, " ..
+                  "on `on`), else `service.restart { on = on, name = name }` (systemd, Compose or Kubernetes, " ..
+                  "as the target implies); then polls `ready()` until it returns a true value, as " ..
+                  "`ctx:wait_until` does. A dry run returns the action's result without waiting.",
         options = {
-          { "argv", "", "the restart command, an array (usually an `input.argv`)" },
+          { "argv", "", "the team's restart command, an array (an optional `input.argv`); overrides the service" },
+          { "on", "\"local\"", "where the service runs (a target)" },
+          { "name", "", "the service: a systemd unit (Compose and Kubernetes targets name their own)" },
+          { "leave_running", "true", "with argv: the daemon the command starts outlives it (false: ended with it)" },
           { "summary", "", "what the gate shows the action does" },
           { "target", "", "what it acts on" },
           { "ready", "", "a function: a true value once the service answers" },
@@ -1042,8 +1047,32 @@ through the gate and wait until it answers; check that it is back, with its heal
         },
         returns = "what `ready` last returned, or `nil, err, kind`",
         kinds = { "exit", "timeout", "interrupted", "notfound", "permission" },
-        example = [[must(recipe.restart(ctx, { argv = ctx.restart, summary = "restart Redis", target = ctx.url,
-  ready = function() return redis.ping(ctx.url) end, ready_what = "Redis answers PING", wait = 30 }))]],
+        example = [[must(recipe.restart(ctx, { argv = ctx.restart, on = ctx.on, name = ctx.service, summary = "restart Redis",
+  target = ctx.url, ready = function() return redis.ping(ctx.url) end, ready_what = "Redis answers PING", wait = 30 }))]],
+      },
+      {
+        name = "recipe.logs",
+        call = "recipe.logs(ctx, { OPTIONS })",
+        summary = "Reads a component's log with `logs.read` (journald `unit`, a `file`, a Compose `service`, or " ..
+                  "the target's own when it is a compose:// or k8s:// target), shows its most frequent lines " ..
+                  "(`logs.top`: grep | sort | uniq -c | sort -rn | head) and reports a finding with its code for " ..
+                  "each cause whose pattern appears. No source given: notes \"no log source given\" and returns.",
+        options = {
+          { "on", "\"local\"", "where the log is (a target)" },
+          { "unit", "", "a journald unit" },
+          { "file", "", "a log file" },
+          { "service", "", "a Compose service" },
+          { "since", "\"30m\"", "how far back (" .. DURATION .. ")" },
+          { "timeout", "10", "deadline of the read" },
+          { "grep", "", "optional: only the lines matching this regular expression" },
+          { "what", "\"the log\"", "what the log is, in the messages" },
+          { "causes", "", "`{ { pattern = REGEX, code = \"redis.oom\", text = \"...\" }, ... }`" },
+          { "top", "5", "how many groups of lines are shown" },
+        },
+        returns = "the result of `logs.read` and the list of the codes found, or nothing (no source, or the read failed: noted)",
+        kinds = {},
+        example = [[recipe.logs(ctx, { on = ctx.on, file = ctx.log_file, since = ctx.since, what = "Redis's log",
+  causes = { { pattern = "OOM command not allowed", code = "redis.oom", text = "Redis refuses writes at maxmemory" } } })]],
       },
       {
         name = "recipe.healthy",

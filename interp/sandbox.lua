@@ -75,7 +75,7 @@ local guarded_cache = {}
 -- rest of the library), with the native modules they use: a runbook requires them as it does the
 -- native ones, and gets them wrapped the same way. They run with the host's own modules, not in
 -- the sandbox: like C, they are the library, which the sandbox trusts.
-local LUA_MODULES = { prometheus = { "http" }, recipe = { "http", "sh" }, service = { "sh" },
+local LUA_MODULES = { prometheus = { "http" }, recipe = { "http", "sh", "sys" }, service = { "sh" },
                       logs = { "sh", "sys" }, deploy = { "sh" } }
 
 -- The native modules that module `name` is, or uses.

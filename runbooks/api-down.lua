@@ -3,12 +3,27 @@
 -- service needs (database, cache, an upstream API), then the service's own process; offers a
 -- restart of the service as a confirmed action, then checks the endpoint again. A restart loop is
 -- read from the platform's restart counter over a window (systemd's NRestarts, Kubernetes'
--- restartCount, Compose's RestartCount), never from a young process alone.
-local http  = require "http"
-local pg    = require "pg"
-local redis = require "redis"
-local sys   = require "sys"
-local sh    = require "sh"
+-- restartCount, Compose's RestartCount), never from a young process alone. Reads the service's
+-- log as the playbooks do (crashes, refused dependencies, a port taken, out of memory).
+local http   = require "http"
+local pg     = require "pg"
+local recipe = require "recipe"
+local redis  = require "redis"
+local sys    = require "sys"
+local sh     = require "sh"
+
+-- What a service that does not come up writes, and what each line means.
+local LOG_CAUSES = {
+  { pattern = "Traceback|panic:|Unhandled exception|uncaughtException|FATAL", code = "api.crash",
+    text = "the service crashes" },
+  { pattern = "Connection refused|ECONNREFUSED|could not connect to server|Connection to database failed",
+    code = "api.dependency_refused", text = "a dependency refuses the service's connections" },
+  { pattern = "[Aa]ddress already in use|EADDRINUSE", code = "api.port_in_use", text = "its port is taken by another process" },
+  { pattern = "MemoryError|[Oo]ut of memory|OOMKilled|heap out of memory", code = "api.out_of_memory",
+    text = "the service runs out of memory" },
+}
+
+local function remote(ctx) return ctx.on ~= "local" and ctx.on or nil end
 
 local function health(ctx)
   return http.get(ctx.url, { timeout = ctx.timeout, expect = "2xx" })
@@ -27,7 +42,13 @@ return runbook {
     cache    = input.url { env = "REDIS_URL", required = false, help = "the Redis the service uses" },
     upstream = input.url { required = false, help = "an upstream HTTP dependency to check" },
     process  = input.string { required = false, help = "a word of the service's command line, to find its process" },
-    restart  = input.argv { default = { "systemctl", "restart", "app" }, help = "how to restart the service" },
+    on       = input.target { default = "local", env = "APP_ON", help = "where the service runs (its process, log and restart)" },
+    service  = input.string { default = "app", help = "the service's systemd unit (Compose and Kubernetes targets name their own)" },
+    restart  = input.argv { required = false, help = "how to restart the service, when not through its service manager" },
+    log_unit = input.string { required = false, help = "the service's journald unit, to read its log" },
+    log_file = input.path { required = false, help = "the service's log file" },
+    log_service = input.string { required = false, help = "the service's Compose service, to read its log" },
+    since    = input.duration { default = "30m", help = "how far back to read the log" },
     timeout  = input.duration { default = "3s", help = "deadline of each probe" },
     restarts = input.argv { required = false, help = "a command printing the service's restart counter: " ..
                             "systemctl show -p NRestarts --value app · kubectl get pod P -o " ..
@@ -60,6 +81,16 @@ return runbook {
     end,
   },
 
+  step "logs" {
+    title   = "What does the service's log say?",
+    explain = "The most frequent lines of the last minutes: a crash and its traceback, a dependency that refuses, " ..
+              "a port already taken, running out of memory.",
+    run = function(ctx)
+      recipe.logs(ctx, { on = ctx.on, unit = ctx.log_unit, file = ctx.log_file, service = ctx.log_service,
+                         since = ctx.since, timeout = ctx.timeout, what = "the service's log", causes = LOG_CAUSES })
+    end,
+  },
+
   step "dependencies" {
     title   = "Do its dependencies answer?",
     explain = "All at once, each within its own deadline.",
@@ -89,7 +120,7 @@ return runbook {
     title = "Is the service's process running?",
     run = function(ctx)
       if not ctx.process then return ctx:note("process= not given: not looked for") end
-      local procs = must(sys.processes { match = ctx.process, sort = "cpu", sample = "200ms" })
+      local procs = must(sys.processes { match = ctx.process, sort = "cpu", sample = "200ms", on = remote(ctx) })
       if #procs == 0 then
         ctx.state.no_process = true
         return ctx:finding { code = "api.no_process", "no process matches '%s'", ctx.process }
@@ -110,7 +141,7 @@ return runbook {
     run = function(ctx)
       if not ctx.restarts then return ctx:note("restarts= not given: the restart counter is not watched") end
       local function counter()
-        local argv = { quiet = true, timeout = ctx.timeout }
+        local argv = { quiet = true, timeout = ctx.timeout, on = remote(ctx) }
         for i, a in ipairs(ctx.restarts) do argv[i] = a end
         local r = must(sh.read(argv))
         local n = math.tointeger(tonumber(r.ok and r.stdout:match("%d+")))
@@ -141,16 +172,11 @@ return runbook {
       if ctx.state.looping then
         return ctx:note("not restarting: it restarts by itself and fails again; its logs say why")
       end
-      local argv = {}
-      for i, a in ipairs(ctx.restart) do argv[i] = a end
-      argv.leave_running = true   -- a restart may start the daemon itself (not through systemd)
-      argv.summary, argv.target = "restart the service", ctx.url
-      local r = must(sh.action(argv))
-      if r.dry_run then return end
-      must(ctx:wait_until(ctx.url .. " answers 2xx", function()
-        local h = health(ctx)
-        return h and h.ok
-      end, { timeout = ctx.restart_wait, every = 0.5 }))
+      must(recipe.restart(ctx, { argv = ctx.restart, on = ctx.on, name = ctx.service, target = ctx.url,
+                                 leave_running = true,   -- a restart may start the daemon itself (not through systemd)
+                                 summary = "restart the service", ready_what = ctx.url .. " answers 2xx",
+                                 ready = function() local h = health(ctx) return h and h.ok end,
+                                 wait = ctx.restart_wait, every = 0.5 }))
     end,
   },
 

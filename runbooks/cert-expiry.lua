@@ -2,6 +2,16 @@
 -- Reads the certificate the server really presents: days left, issuer, subject, whether the chain
 -- verifies and the name matches. It changes nothing: renewal is the certificate owner's job.
 local http = require "http"
+local recipe = require "recipe"
+
+-- What clients and servers write when TLS fails.
+local LOG_CAUSES = {
+  { pattern = "certificate has expired|certificate expired|CERT_HAS_EXPIRED", code = "tls.expired_logged",
+    text = "handshakes fail on an expired certificate" },
+  { pattern = "unable to get local issuer|unknown ca|certificate verify failed|self.signed", code = "tls.untrusted_logged",
+    text = "handshakes fail: the chain does not verify" },
+  { pattern = "SSL_do_handshake|SSL routines|handshake failure", code = "tls.handshake_errors", text = "TLS handshakes fail" },
+}
 
 return runbook {
   name     = "cert-expiry",
@@ -15,6 +25,20 @@ return runbook {
     warn = input.int { default = 30, min = 0, help = "days left that is a warning" },
     crit = input.int { default = 7, min = 0, help = "days left that is critical" },
     timeout = input.duration { default = "5s", help = "deadline of the check" },
+    on   = input.target { default = "local", env = "TLS_ON", help = "where the TLS server (or the proxy) runs: its log" },
+    log_unit = input.string { required = false, help = "the TLS server's (nginx, the application) journald unit, to read its log" },
+    log_file = input.path { required = false, help = "the TLS server's (nginx, the application) log file" },
+    log_service = input.string { required = false, help = "the TLS server's (nginx, the application) Compose service, to read its log" },
+    since    = input.duration { default = "30m", help = "how far back to read the log" },
+  },
+
+  step "logs" {
+    title   = "What does the server's log say?",
+    explain = "Failed handshakes as the server (or a client) logs them: expired, untrusted, or another TLS error.",
+    run = function(ctx)
+      recipe.logs(ctx, { on = ctx.on, unit = ctx.log_unit, file = ctx.log_file, service = ctx.log_service,
+                         since = ctx.since, timeout = ctx.timeout, what = "the server's log", causes = LOG_CAUSES })
+    end,
   },
 
   step "certificate" {

@@ -3,6 +3,15 @@
 -- holds the backends: by state, by application and client, and the sessions idle inside a
 -- transaction, which hold locks too; terminating the old idle ones is the confirmed remedy.
 local pg = require "pg"
+local recipe = require "recipe"
+
+-- What the database and the applications write when connections run out.
+local LOG_CAUSES = {
+  { pattern = "too many clients|remaining connection slots are reserved", code = "pg.too_many_clients",
+    text = "PostgreSQL refuses connections: every slot is taken" },
+  { pattern = "QueuePool limit|pool exhausted|[Tt]imeout waiting for (a )?connection|Connection is not available",
+    code = "pool.exhausted", text = "the application's pool has no connection to give" },
+}
 
 return runbook {
   name     = "connection-pool-exhausted",
@@ -16,6 +25,21 @@ return runbook {
                            help = "a role that sees every session" },
     idle_age = input.duration { default = "10m", help = "idle sessions older than this may be terminated" },
     txn_age  = input.duration { default = "1m", help = "idle-in-transaction sessions older than this are suspects" },
+    on       = input.target { default = "local", env = "DATABASE_ON", help = "where PostgreSQL runs (its log)" },
+    log_unit = input.string { required = false, help = "PostgreSQL's (or the application's) journald unit, to read its log" },
+    log_file = input.path { required = false, help = "PostgreSQL's (or the application's) log file" },
+    log_service = input.string { required = false, help = "PostgreSQL's (or the application's) Compose service, to read its log" },
+    since    = input.duration { default = "30m", help = "how far back to read the log" },
+  },
+
+  step "logs" {
+    title   = "What do the logs say?",
+    explain = "too many clients already: the database's slots are all taken. QueuePool limit / pool exhausted: the " ..
+              "application's own pool is, while the database may have slots left.",
+    run = function(ctx)
+      recipe.logs(ctx, { on = ctx.on, unit = ctx.log_unit, file = ctx.log_file, service = ctx.log_service,
+                         since = ctx.since, timeout = 10, what = "the log", causes = LOG_CAUSES })
+    end,
   },
 
   step "usage" {

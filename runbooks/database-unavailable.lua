@@ -4,9 +4,21 @@
 -- terminating old idle sessions or, as the last resort, a restart; then checks again.
 -- url is what the application uses (DATABASE_URL, usually not a superuser): when its slots are
 -- gone, the ones left are reserved for superusers, so seeing and ending sessions needs admin_url.
-local pg   = require "pg"
-local http = require "http"
-local sh   = require "sh"
+-- Reads PostgreSQL's log first, as the playbooks do.
+local pg     = require "pg"
+local recipe = require "recipe"
+
+-- What PostgreSQL writes when it refuses work, and what each line means.
+local LOG_CAUSES = {
+  { pattern = "too many clients|remaining connection slots are reserved", code = "pg.too_many_clients",
+    text = "PostgreSQL refuses connections: every slot is taken" },
+  { pattern = "No space left on device|could not extend file|could not write to file", code = "pg.disk_full",
+    text = "PostgreSQL cannot write: its disk is full" },
+  { pattern = "PANIC|terminated by signal|database system was interrupted|server process .* was terminated",
+    code = "pg.crashed", text = "PostgreSQL crashed or a backend was killed" },
+  { pattern = "password authentication failed|no pg_hba.conf entry", code = "pg.auth_rejected",
+    text = "PostgreSQL rejects the credentials or the client's address" },
+}
 
 local TOO_MANY = "53300"   -- SQLSTATE too_many_connections
 
@@ -28,10 +40,26 @@ return runbook {
                            help = "the database as the application reaches it (its own role)" },
     admin_url = input.url { env = "DATABASE_ADMIN_URL", required = false, secret = true,
                             help = "a superuser, which keeps the reserved slots: to see and end sessions when url's role cannot" },
-    restart  = input.argv { default = { "systemctl", "restart", "postgresql" }, help = "how to restart it" },
+    on       = input.target { default = "local", env = "DATABASE_ON", help = "where PostgreSQL runs (its log, its restart)" },
+    service  = input.string { default = "postgresql", help = "PostgreSQL's systemd unit (Compose and Kubernetes targets name their own)" },
+    restart  = input.argv { required = false, help = "how to restart it, when not through its service (e.g. a script)" },
+    log_unit = input.string { required = false, help = "PostgreSQL's journald unit, to read its log (e.g. postgresql@15-main)" },
+    log_file = input.path { required = false, help = "PostgreSQL's log file (e.g. /var/log/postgresql/postgresql-15-main.log)" },
+    log_service = input.string { required = false, help = "PostgreSQL's Compose service, to read its log" },
+    since    = input.duration { default = "30m", help = "how far back to read the log" },
     health   = input.url { env = "HEALTH_URL", required = false, help = "the service's health endpoint, checked at the end" },
     idle_age = input.duration { default = "5m", help = "idle sessions older than this may be terminated" },
     timeout  = input.duration { default = "3s", help = "deadline of each probe" },
+  },
+
+  step "logs" {
+    title   = "What does PostgreSQL's log say?",
+    explain = "too many clients: every slot taken. No space left on device: the disk is full. PANIC or a backend " ..
+              "terminated by signal: a crash (often the OOM killer). password authentication failed: a rotated secret.",
+    run = function(ctx)
+      recipe.logs(ctx, { on = ctx.on, unit = ctx.log_unit, file = ctx.log_file, service = ctx.log_service,
+                         since = ctx.since, timeout = ctx.timeout, what = "PostgreSQL's log", causes = LOG_CAUSES })
+    end,
   },
 
   step "reach" {
@@ -111,14 +139,11 @@ return runbook {
     explain = "The last resort, and only when it is down or hung: a restart ends every session.",
     run = function(ctx)
       if not ctx.state.broken then return ctx:ok("PostgreSQL answers: no restart") end
-      local argv = {}
-      for i, a in ipairs(ctx.restart) do argv[i] = a end
-      argv.leave_running = true   -- a restart may start the daemon itself (not through systemd)
-      argv.summary = "restart PostgreSQL (" .. ctx.state.broken .. ")"
-      argv.target = ctx.url
-      must(sh.action(argv))
-      must(ctx:wait_until("PostgreSQL accepts connections", function() return ping(ctx) end,
-                          { timeout = ctx.restart_wait, every = 0.3 }))
+      must(recipe.restart(ctx, { argv = ctx.restart, on = ctx.on, name = ctx.service, target = ctx.url,
+                                 leave_running = true,   -- a restart may start the daemon itself (not through systemd)
+                                 summary = "restart PostgreSQL (" .. ctx.state.broken .. ")",
+                                 ready = function() return ping(ctx) end, ready_what = "PostgreSQL accepts connections",
+                                 wait = ctx.restart_wait, every = 0.3 }))
       ctx.state.broken = nil
     end,
   },
@@ -131,15 +156,9 @@ return runbook {
         return ctx:escalate("PostgreSQL refuses the application's role, its slots all taken: give admin_url= " ..
                             "(a superuser) to end the idle sessions, or ask the database's owners (" .. err .. ")")
       end
-      if not r then return ctx:escalate("PostgreSQL still refuses: " .. err) end
-      ctx:ok("PostgreSQL answers in %s", fmt.ms(r.connect_ms))
-      if ctx.health then
-        local h, herr = http.get(ctx.health, { timeout = ctx.timeout })
-        if not h then return ctx:escalate("the service's health check fails: " .. herr) end
-        if not h.ok then return ctx:escalate(string.format("the service's health check answers %d", h.status)) end
-        ctx:ok("%s answers %d", ctx.health, h.status)
-      end
-      return ctx:resolved("PostgreSQL accepts connections" .. (ctx.health and " and the service is healthy" or ""))
+      return recipe.verify(ctx, { probe = function() return r, err end, failed = "PostgreSQL still refuses",
+                                  ok = function(v) return "PostgreSQL answers in " .. fmt.ms(v.connect_ms) end,
+                                  health = ctx.health, timeout = ctx.timeout, resolved = "PostgreSQL accepts connections" })
     end,
   },
 }

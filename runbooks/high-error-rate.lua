@@ -3,6 +3,15 @@
 -- one is given, then looks at the dependencies; nothing here changes the system.
 local http = require "http"
 local prometheus = require "prometheus"
+local recipe = require "recipe"
+
+-- What the service writes when it fails requests, and what each line points at.
+local LOG_CAUSES = {
+  { pattern = "Connection refused|ECONNREFUSED|could not connect|Connection to database failed|Redis connection",
+    code = "http.dependency_errors", text = "a dependency refuses the service" },
+  { pattern = "[Tt]imed? ?out|TimeoutError|deadline exceeded", code = "http.timeouts_logged", text = "calls time out" },
+  { pattern = "Traceback|Exception|panic:", code = "http.exceptions", text = "the service raises" },
+}
 
 local function sample(ctx)
   local tasks = {}
@@ -34,6 +43,11 @@ return runbook {
     prometheus = input.url { env = "PROMETHEUS_URL", required = false, help = "Prometheus, for the rate over 5 minutes" },
     metric     = input.string { default = "http_requests_total", help = "the request counter in Prometheus" },
     timeout    = input.duration { default = "5s", help = "deadline of each request" },
+    on         = input.target { default = "local", env = "APP_ON", help = "where the service runs (its log)" },
+    log_unit = input.string { required = false, help = "the service's journald unit, to read its log" },
+    log_file = input.path { required = false, help = "the service's log file" },
+    log_service = input.string { required = false, help = "the service's Compose service, to read its log" },
+    since    = input.duration { default = "30m", help = "how far back to read the log" },
   },
 
   step "sample" {
@@ -63,6 +77,15 @@ return runbook {
       if not rate then return ctx:note("%s", err) end
       ctx:check("error rate over 5 minutes", rate * 100, { warn = "~:" .. ctx.warn, crit = "~:" .. ctx.crit, format = fmt.pct,
                                                            code = "http.error_rate" })
+    end,
+  },
+
+  step "logs" {
+    title   = "What does the service's log say?",
+    explain = "The most frequent error lines: a refused dependency, timeouts, the same exception again and again.",
+    run = function(ctx)
+      recipe.logs(ctx, { on = ctx.on, unit = ctx.log_unit, file = ctx.log_file, service = ctx.log_service,
+                         since = ctx.since, timeout = ctx.timeout, what = "the service's log", causes = LOG_CAUSES })
     end,
   },
 

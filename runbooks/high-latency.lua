@@ -4,6 +4,15 @@
 local http       = require "http"
 local prometheus = require "prometheus"
 local sys        = require "sys"
+local recipe = require "recipe"
+
+-- What a slow service writes, and what each line points at.
+local LOG_CAUSES = {
+  { pattern = "[Tt]imed? ?out|TimeoutError|deadline exceeded", code = "latency.timeouts_logged", text = "calls time out" },
+  { pattern = "slow query|duration: [0-9.]+ ms", code = "latency.slow_queries_logged", text = "slow queries are logged" },
+  { pattern = "pool exhausted|QueuePool limit|[Ww]aiting for (a )?connection", code = "latency.pool_wait",
+    text = "requests wait for a database connection" },
+}
 
 local function percentile(values, p)
   table.sort(values)
@@ -25,6 +34,11 @@ return runbook {
     prometheus = input.url { env = "PROMETHEUS_URL", required = false, help = "Prometheus, for the p95 over 5 minutes" },
     histogram  = input.string { default = "http_request_duration_seconds_bucket", help = "the latency histogram" },
     timeout    = input.duration { default = "10s", help = "deadline of each request" },
+    on         = input.target { default = "local", env = "APP_ON", help = "where the service runs (its load, processes, log)" },
+    log_unit = input.string { required = false, help = "the service's journald unit, to read its log" },
+    log_file = input.path { required = false, help = "the service's log file" },
+    log_service = input.string { required = false, help = "the service's Compose service, to read its log" },
+    since    = input.duration { default = "30m", help = "how far back to read the log" },
   },
 
   step "sample" {
@@ -71,11 +85,21 @@ return runbook {
   step "host" {
     title = "Is the machine itself overloaded?",
     run = function(ctx)
-      local load = must(sys.load())
+      local on = ctx.on ~= "local" and ctx.on or nil
+      local load = must(sys.load { on = on })
       ctx:check("load per cpu (1 min)", load.per_cpu1, { warn = "~:1", crit = "~:2", code = "host.load" })
-      local top = must(sys.processes { sort = "cpu", limit = 5, sample = "500ms" })
+      local top = must(sys.processes { sort = "cpu", limit = 5, sample = "500ms", on = on })
       ctx:show(fmt.table(top, { { "cpu_pct", title = "cpu", format = fmt.pct, right = true },
                                 { "pid", right = true }, { "command" } }))
+    end,
+  },
+
+  step "logs" {
+    title   = "What does the service's log say?",
+    explain = "Timeouts, slow queries and waits for a connection, as the service logs them.",
+    run = function(ctx)
+      recipe.logs(ctx, { on = ctx.on, unit = ctx.log_unit, file = ctx.log_file, service = ctx.log_service,
+                         since = ctx.since, timeout = ctx.timeout, what = "the service's log", causes = LOG_CAUSES })
     end,
   },
 

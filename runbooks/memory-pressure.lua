@@ -4,12 +4,25 @@
 -- consumer (a service restart, or a signal to one process) as a confirmed action, only on
 -- evidence: memory past the warning threshold, and a process that matches `match` (the service
 -- the operator names), holds more than hog_pct, and is not one of this run's own ancestors (the
--- shell, the terminal, the CI job that started it). Without match, nothing is offered.
+-- shell, the terminal, the CI job that started it). Without match, nothing is offered. On another
+-- host (on = ssh://...) it measures and stops there; with service= the restart goes through the
+-- service manager. Reads the leaking service's own log (out-of-memory errors) as the playbooks do.
+local recipe = require "recipe"
+local service = require "service"
 local sys = require "sys"
 local sh  = require "sh"
 
--- This run and the processes it descends from: never a candidate, whatever they hold.
-local function ancestors()
+local LOG_CAUSES = {
+  { pattern = "MemoryError|OutOfMemoryError|[Oo]ut of memory|Cannot allocate memory|heap out of memory|OOMKilled",
+    code = "memory.app_out_of_memory", text = "the service runs out of memory" },
+}
+
+local function remote(ctx) return ctx.on ~= "local" and ctx.on or nil end
+
+-- This run and the processes it descends from: never a candidate, whatever they hold (on another
+-- host, none of them runs there).
+local function ancestors(ctx)
+  if remote(ctx) then return {} end
   local me = must(sh.read { "sh", "-c", "echo $PPID", quiet = true, timeout = 5 })
   local pid = math.tointeger(tonumber(me.stdout:match("%d+")))
   local parent = {}
@@ -38,13 +51,30 @@ return runbook {
                                                        "(the leaking service's); without it none is offered" },
     restart  = input.argv { required = false, help = "how to restart the service that leaks, if you know it (e.g. systemctl restart app)" },
     kernel_log = input.path { default = "/var/log/kern.log", help = "where the kernel's messages are kept" },
+    on       = input.target { default = "local", env = "HOST_ON", help = "the host short of memory" },
+    service  = input.string { required = false, help = "the leaking service's systemd unit (or Compose service): restarted through its manager" },
+    log_unit = input.string { required = false, help = "the leaking service's journald unit, to read its log" },
+    log_file = input.path { required = false, help = "the leaking service's log file" },
+    log_service = input.string { required = false, help = "the leaking service's Compose service, to read its log" },
+    since    = input.duration { default = "30m", help = "how far back to read the log" },
+    timeout  = input.duration { default = "10s", help = "deadline of the log read" },
+  },
+
+  step "logs" {
+    title   = "What does the service's log say?",
+    explain = "A service that runs out of memory often says so (MemoryError, OutOfMemoryError, Cannot allocate " ..
+              "memory) before the kernel kills it.",
+    run = function(ctx)
+      recipe.logs(ctx, { on = ctx.on, unit = ctx.log_unit, file = ctx.log_file, service = ctx.log_service,
+                         since = ctx.since, timeout = ctx.timeout, what = "the service's log", causes = LOG_CAUSES })
+    end,
   },
 
   step "memory" {
     title   = "How much memory and swap is left?",
     explain = "\"Used\" here is what is not available: caches the kernel can drop do not count.",
     run = function(ctx)
-      local m = must(sys.memory())
+      local m = must(sys.memory { on = remote(ctx) })
       ctx.state.memory = m
       ctx.state.pressure = ctx:check("memory used", m.used_pct,
         { warn = "~:" .. ctx.warn, crit = "~:" .. ctx.crit, format = fmt.pct, code = "memory.high" }) ~= "OK"
@@ -58,7 +88,7 @@ return runbook {
   step "processes" {
     title   = "Which processes hold it?",
     run = function(ctx)
-      local top = must(sys.processes { sort = "memory", limit = 8, sample = 0 })
+      local top = must(sys.processes { sort = "memory", limit = 8, sample = 0, on = remote(ctx) })
       ctx:show(fmt.table(top, {
         { "rss", title = "memory", format = fmt.bytes, right = true },
         { "mem_pct", title = "%", format = fmt.pct, right = true },
@@ -67,8 +97,8 @@ return runbook {
       if not ctx.match then
         return ctx:note("match= not given: no process will be offered to stop (name the service that leaks)")
       end
-      local ours = ancestors()
-      local candidates = must(sys.processes { match = ctx.match, sort = "memory", limit = 20, sample = 0 })
+      local ours = ancestors(ctx)
+      local candidates = must(sys.processes { match = ctx.match, sort = "memory", limit = 20, sample = 0, on = remote(ctx) })
       local hog
       for _, p in ipairs(candidates) do
         if not ours[p.pid] and p.mem_pct >= ctx.hog_pct then hog = p break end
@@ -114,8 +144,12 @@ return runbook {
       if not ctx.state.pressure then
         return ctx:ok("memory is under %d%%: %s is large, but stopping it is not called for", ctx.warn, hog.command)
       end
-      local argv
-      if ctx.restart then
+      local blast = string.format("%s of memory freed; whatever %s was doing stops", fmt.bytes(hog.rss), hog.command)
+      local argv, r
+      if ctx.service and not ctx.restart then
+        r = must(service.restart { on = ctx.on, name = ctx.service, blast = blast,
+                                   summary = string.format("restart %s (its process %s holds %s)", ctx.service, hog.command, fmt.bytes(hog.rss)) })
+      elseif ctx.restart then
         argv = {}
         for i, a in ipairs(ctx.restart) do argv[i] = a end
         argv.leave_running = true   -- a restart may start the daemon itself (not through systemd)
@@ -124,12 +158,13 @@ return runbook {
         argv = { "kill", "-TERM", tostring(hog.pid) }
         argv.summary = string.format("send SIGTERM to %s (pid %d, %s)", hog.command, hog.pid, fmt.bytes(hog.rss))
       end
-      argv.target = hog.command
-      argv.blast = string.format("%s of memory freed; whatever %s was doing stops", fmt.bytes(hog.rss), hog.command)
-      local r = must(sh.action(argv))
+      if argv then
+        argv.target, argv.blast, argv.on = hog.command, blast, remote(ctx)
+        r = must(sh.action(argv))
+      end
       if r.dry_run then return ctx:note("dry run: nothing stopped") end
       must(ctx:wait_until(hog.command .. " (pid " .. hog.pid .. ") has exited", function()
-        local left = sys.processes { match = hog.cmdline, sample = 0 }
+        local left = sys.processes { match = hog.cmdline, sample = 0, on = remote(ctx) }
         for _, p in ipairs(left or {}) do if p.pid == hog.pid then return false end end
         return true
       end, { timeout = ctx.exit_wait, every = 0.2 }))
@@ -139,7 +174,7 @@ return runbook {
   step "verify" {
     title = "Is there memory again?",
     run = function(ctx)
-      local m = must(sys.memory())
+      local m = must(sys.memory { on = remote(ctx) })
       local status = ctx:check("memory used", m.used_pct, { warn = "~:" .. ctx.warn, crit = "~:" .. ctx.crit, format = fmt.pct })
       if status == "CRITICAL" then
         return ctx:escalate("memory is still critical: add memory, or find the leak with the service's owners")

@@ -7,6 +7,17 @@
 -- target the code declares, the run escalates "target unknown" rather than guessing.
 local pg = require "pg"
 local sh = require "sh"
+local recipe = require "recipe"
+
+-- What the application writes when the schema is not what its code expects.
+local LOG_CAUSES = {
+  { pattern = "relation .* does not exist|UndefinedTable|no such table", code = "migration.missing_table_logged",
+    text = "the code queries tables the schema does not have" },
+  { pattern = "column .* does not exist|UndefinedColumn|no such column", code = "migration.missing_column_logged",
+    text = "the code queries columns the schema does not have" },
+  { pattern = "[Mm]igration.*(failed|error)|alembic.*(Error|error)|django.db.migrations.*Error", code = "migration.failed_logged",
+    text = "a migration failed" },
+}
 
 -- The commands that print what the code expects, per framework (run in workdir).
 local HEADS = { alembic = { "alembic", "heads" }, django = { "python3", "manage.py", "showmigrations", "--plan" } }
@@ -70,6 +81,20 @@ return runbook {
     migrate   = input.argv { default = { "alembic", "upgrade", "head" }, help = "the project's migrate command" },
     downgrade = input.argv { required = false, help = "the project's downgrade command, offered only if the upgrade fails" },
     workdir   = input.path { default = ".", help = "the code's directory: where heads and migrate run" },
+    on        = input.target { default = "local", env = "APP_ON", help = "where the application runs (its log)" },
+    log_unit = input.string { required = false, help = "the application's journald unit, to read its log" },
+    log_file = input.path { required = false, help = "the application's log file" },
+    log_service = input.string { required = false, help = "the application's Compose service, to read its log" },
+    since    = input.duration { default = "30m", help = "how far back to read the log" },
+  },
+
+  step "logs" {
+    title   = "What does the application's log say?",
+    explain = "relation/column does not exist: the code is ahead of the schema. A failed migration names the step that broke.",
+    run = function(ctx)
+      recipe.logs(ctx, { on = ctx.on, unit = ctx.log_unit, file = ctx.log_file, service = ctx.log_service,
+                         since = ctx.since, timeout = 10, what = "the application's log", causes = LOG_CAUSES })
+    end,
   },
 
   step "version" {

@@ -2,10 +2,18 @@
 -- or emails not processed). Measures the depth and whether it drains, checks that consumers
 -- run, and looks at the oldest job; restarting the workers is the confirmed remediation.
 -- The oldest job is at the end the producer did not push to (LPUSH producers: the tail, RPUSH:
--- the head), and its age is read from its own timestamp when the payload carries one.
-local redis = require "redis"
-local sys   = require "sys"
-local sh    = require "sh"
+-- the head), and its age is read from its own timestamp when the payload carries one. Reads the
+-- workers' log first, as the playbooks do (the job that fails again and again, a broker refused).
+local recipe = require "recipe"
+local redis  = require "redis"
+local sys    = require "sys"
+
+local LOG_CAUSES = {
+  { pattern = "Traceback|Exception|ERROR|failed", code = "queue.worker_errors", text = "the workers fail on jobs" },
+  { pattern = "Connection refused|ConnectionError|Error 111|timed out", code = "queue.broker_unreachable",
+    text = "the workers cannot reach the broker" },
+  { pattern = "[Oo]ut of memory|MemoryError|Killed|SIGKILL", code = "queue.worker_killed", text = "the workers are killed (memory)" },
+}
 
 -- When the job says when it was enqueued (Celery's, RQ's, Sidekiq's payloads do, under one of these
 -- names): epoch seconds or milliseconds. nil when it does not.
@@ -30,7 +38,14 @@ return runbook {
     warn    = input.int { default = 10, min = 0, help = "queue length that is a warning" },
     crit    = input.int { default = 100, min = 0, help = "queue length that is critical" },
     worker  = input.string { required = false, help = "a word of the workers' command line, to find them" },
-    restart = input.argv { default = { "systemctl", "restart", "worker" }, help = "how to restart the workers" },
+    on      = input.target { default = "local", env = "WORKER_ON", help = "where the workers run (their processes, log and restart)" },
+    service = input.string { default = "worker", help = "the workers' systemd unit (Compose and Kubernetes targets name their own)" },
+    restart = input.argv { required = false, help = "how to restart the workers, when not through their service manager" },
+    log_unit = input.string { required = false, help = "the workers' journald unit, to read their log" },
+    log_file = input.path { required = false, help = "the workers' log file" },
+    log_service = input.string { required = false, help = "the workers' Compose service, to read their log" },
+    since   = input.duration { default = "30m", help = "how far back to read the log" },
+    timeout = input.duration { default = "10s", help = "deadline of the log read" },
     watch   = input.duration { default = "5s", help = "how long to watch whether it drains" },
     producer = input.string { default = "lpush", help = "how jobs are pushed: lpush (Sidekiq, Celery) or rpush " ..
                                                        "(RQ, Resque): the oldest job is at the other end" },
@@ -71,11 +86,21 @@ return runbook {
     end,
   },
 
+  step "logs" {
+    title   = "What do the workers' logs say?",
+    explain = "The same traceback again and again is a poison job; connection errors are the broker; a killed " ..
+              "worker is memory.",
+    run = function(ctx)
+      recipe.logs(ctx, { on = ctx.on, unit = ctx.log_unit, file = ctx.log_file, service = ctx.log_service,
+                         since = ctx.since, timeout = ctx.timeout, what = "the workers' log", causes = LOG_CAUSES })
+    end,
+  },
+
   step "workers" {
     title = "Are the workers running?",
     run = function(ctx)
       if not ctx.worker then return ctx:note("worker= not given: not looked for") end
-      local procs = must(sys.processes { match = ctx.worker, sort = "cpu", sample = "300ms" })
+      local procs = must(sys.processes { match = ctx.worker, sort = "cpu", sample = "300ms", on = ctx.on ~= "local" and ctx.on or nil })
       if #procs == 0 then
         ctx.state.no_workers = true
         return ctx:finding { code = "queue.no_workers", "no process matches '%s': the workers are gone", ctx.worker }
@@ -94,18 +119,12 @@ return runbook {
               "if the queue acknowledges jobs, lost otherwise.",
     run = function(ctx)
       if ctx.state.draining or (ctx.state.depth or 0) <= ctx.warn then return ctx:ok("the queue is fine: no restart") end
-      local argv = {}
-      for i, a in ipairs(ctx.restart) do argv[i] = a end
-      argv.leave_running = true   -- a restart may start the daemon itself (not through systemd)
-      argv.summary = string.format("restart the workers (%d jobs waiting in %s)", ctx.state.depth, ctx.queue)
-      -- runbook: allow action-without-target (the workers are whatever the restart input names)
-      local r = must(sh.action(argv))
-      if r.dry_run then return end
       local conn = must(redis.connect(ctx.url))
-      must(ctx:wait_until("the queue drains", function()
-        local now = conn:llen(ctx.queue)
-        return now and now < ctx.state.depth
-      end, { timeout = ctx.drain_wait, every = 1 }))
+      must(recipe.restart(ctx, { argv = ctx.restart, on = ctx.on, name = ctx.service, target = "the workers of " .. ctx.queue,
+                                 leave_running = true,   -- a restart may start the daemon itself (not through systemd)
+                                 summary = string.format("restart the workers (%d jobs waiting in %s)", ctx.state.depth, ctx.queue),
+                                 ready = function() local now = conn:llen(ctx.queue) return now and now < ctx.state.depth end,
+                                 ready_what = "the queue drains", wait = ctx.drain_wait, every = 1 }))
       conn:close()
     end,
   },

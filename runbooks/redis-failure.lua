@@ -3,10 +3,18 @@
 -- commands and latency), offers the remediation that fits (restart; flush a cache db, typed
 -- back; raise maxmemory, then persist it with CONFIG REWRITE) as confirmed actions, then checks
 -- the cache and the service again. Evictions are judged as a rate over a sample window: the
--- counter is cumulative, and any LRU cache has evicted keys since it started.
-local redis = require "redis"
-local http  = require "http"
-local sh    = require "sh"
+-- counter is cumulative, and any LRU cache has evicted keys since it started. Reads Redis's own log
+-- first, as the playbooks do (OOM command not allowed, failed background saves, maxclients).
+local recipe = require "recipe"
+local redis  = require "redis"
+
+-- What Redis writes when it refuses work, and what each line means.
+local LOG_CAUSES = {
+  { pattern = "OOM command not allowed", code = "redis.oom", text = "Redis refuses writes at maxmemory" },
+  { pattern = "MISCONF|Background saving error|Can't save in background|Failed opening the RDB",
+    code = "redis.persistence_failed", text = "Redis cannot persist (and refuses writes when stop-writes-on-bgsave-error)" },
+  { pattern = "max number of clients reached", code = "redis.maxclients", text = "Redis refuses new connections at maxclients" },
+}
 
 local function reach(ctx)
   return redis.ping(ctx.url, { timeout = ctx.timeout })
@@ -21,7 +29,13 @@ return runbook {
 
   inputs = {
     url       = input.url { env = "REDIS_URL", default = "redis://127.0.0.1:6379/0", help = "the Redis to examine" },
-    restart   = input.argv { default = { "systemctl", "restart", "redis-server" }, help = "how to restart it" },
+    on        = input.target { default = "local", env = "REDIS_ON", help = "where Redis runs (its log, its restart)" },
+    service   = input.string { default = "redis-server", help = "Redis's systemd unit (Compose and Kubernetes targets name their own)" },
+    restart   = input.argv { required = false, help = "how to restart it, when not through its service (e.g. a script)" },
+    log_unit  = input.string { required = false, help = "Redis's journald unit, to read its log" },
+    log_file  = input.path { required = false, help = "Redis's log file (e.g. /var/log/redis/redis-server.log)" },
+    log_service = input.string { required = false, help = "Redis's Compose service, to read its log" },
+    since     = input.duration { default = "30m", help = "how far back to read the log" },
     health    = input.url { env = "HEALTH_URL", required = false, help = "the service's health endpoint, checked at the end" },
     timeout   = input.duration { default = "2s", help = "deadline of each probe" },
     memory_warn = input.int { default = 80, min = 1, max = 100, help = "percent of maxmemory that is a warning" },
@@ -29,6 +43,16 @@ return runbook {
     maxmemory = input.string { required = false, help = "a new maxmemory (e.g. 256mb) to offer when memory is full" },
     sample    = input.duration { default = "5s", help = "how long to watch the eviction counter" },
     restart_wait = input.duration { default = "30s", help = "how long to wait for PING after a restart" },
+  },
+
+  step "logs" {
+    title   = "What does Redis's log say?",
+    explain = "OOM command not allowed: writes refused at maxmemory. MISCONF / background saving error: the " ..
+              "disk or fork failed and writes are refused. max number of clients reached: a connection leak.",
+    run = function(ctx)
+      recipe.logs(ctx, { on = ctx.on, unit = ctx.log_unit, file = ctx.log_file, service = ctx.log_service,
+                         since = ctx.since, timeout = ctx.timeout, what = "Redis's log", causes = LOG_CAUSES })
+    end,
   },
 
   step "reach" {
@@ -115,13 +139,11 @@ return runbook {
               "the price of having it back.",
     run = function(ctx)
       if not ctx.state.broken then return ctx:ok("Redis answers: no restart needed") end
-      local argv = {}
-      for i, a in ipairs(ctx.restart) do argv[i] = a end
-      argv.leave_running = true   -- a restart may start the daemon itself (not through systemd)
-      argv.summary = "restart Redis (" .. ctx.state.broken .. ")"
-      argv.target = ctx.url
-      must(sh.action(argv))
-      must(ctx:wait_until("Redis answers PING", function() return reach(ctx) end, { timeout = ctx.restart_wait, every = 0.2 }))
+      must(recipe.restart(ctx, { argv = ctx.restart, on = ctx.on, name = ctx.service, target = ctx.url,
+                                 leave_running = true,   -- a restart may start the daemon itself (not through systemd)
+                                 summary = "restart Redis (" .. ctx.state.broken .. ")",
+                                 ready = function() return reach(ctx) end, ready_what = "Redis answers PING",
+                                 wait = ctx.restart_wait, every = 0.2 }))
       ctx.state.broken = nil
     end,
   },
@@ -175,16 +197,9 @@ return runbook {
   step "verify" {
     title = "Is the cache back, and the service with it?",
     run = function(ctx)
-      local pong, err = reach(ctx)
-      if not pong then return ctx:escalate("Redis still does not answer: " .. err) end
-      ctx:ok("PONG in %s", fmt.ms(pong.ms))
-      if ctx.health then
-        local r, herr = http.get(ctx.health, { timeout = ctx.timeout })
-        if not r then return ctx:escalate("the service's health check fails: " .. herr) end
-        if not r.ok then return ctx:escalate(string.format("the service's health check answers %d", r.status)) end
-        ctx:ok("%s answers %d", ctx.health, r.status)
-      end
-      return ctx:resolved("Redis answers" .. (ctx.health and " and the service is healthy" or ""))
+      return recipe.verify(ctx, { probe = function() return reach(ctx) end, failed = "Redis still does not answer",
+                                  ok = function(pong) return "PONG in " .. fmt.ms(pong.ms) end,
+                                  health = ctx.health, timeout = ctx.timeout, resolved = "Redis answers" })
     end,
   },
 }

@@ -2,6 +2,16 @@
 -- long-running queries, the blocked ones and who blocks them, lock counts, and tables read by
 -- sequential scans that may miss an index; cancelling or terminating one pid is the remedy.
 local pg = require "pg"
+local recipe = require "recipe"
+
+-- What PostgreSQL's log shows of slow queries (log_min_duration_statement) and lock trouble.
+local LOG_CAUSES = {
+  { pattern = "duration: [0-9.]+ ms", code = "pg.slow_logged", text = "PostgreSQL logs slow statements" },
+  { pattern = "deadlock detected", code = "pg.deadlock", text = "transactions deadlock" },
+  { pattern = "canceling statement due to (statement|lock) timeout", code = "pg.statement_timeout",
+    text = "statements are cancelled by a timeout" },
+  { pattern = "still waiting for [A-Za-z]+Lock", code = "pg.lock_waits_logged", text = "sessions wait on locks (log_lock_waits)" },
+}
 
 return runbook {
   name     = "slow-queries",
@@ -14,6 +24,21 @@ return runbook {
                          help = "a role that sees every session" },
     min    = input.duration { default = "5s", help = "queries running longer than this are listed" },
     pid    = input.int { required = false, help = "a backend to cancel (and, if that is not enough, terminate)" },
+    on       = input.target { default = "local", env = "DATABASE_ON", help = "where PostgreSQL runs (its log)" },
+    log_unit = input.string { required = false, help = "PostgreSQL's journald unit, to read its log" },
+    log_file = input.path { required = false, help = "PostgreSQL's log file" },
+    log_service = input.string { required = false, help = "PostgreSQL's Compose service, to read its log" },
+    since    = input.duration { default = "30m", help = "how far back to read the log" },
+  },
+
+  step "logs" {
+    title   = "What does PostgreSQL's log say?",
+    explain = "With log_min_duration_statement set, slow statements are logged with their duration; deadlocks, " ..
+              "statement timeouts and (log_lock_waits) lock waits are logged too.",
+    run = function(ctx)
+      recipe.logs(ctx, { on = ctx.on, unit = ctx.log_unit, file = ctx.log_file, service = ctx.log_service,
+                         since = ctx.since, timeout = 10, what = "PostgreSQL's log", causes = LOG_CAUSES })
+    end,
   },
 
   step "long" {

@@ -5,6 +5,17 @@ local http  = require "http"
 local pg    = require "pg"
 local redis = require "redis"
 local sys   = require "sys"
+local recipe = require "recipe"
+
+-- Lines in the service's log that name the component at fault.
+local LOG_CAUSES = {
+  { pattern = "too many clients|Connection to database failed|could not connect to server", code = "triage.log_database",
+    text = "the service cannot use its database" },
+  { pattern = "OOM command not allowed|Redis connection|Error 111 connecting", code = "triage.log_cache",
+    text = "the service cannot use its cache" },
+  { pattern = "No space left on device", code = "triage.log_disk", text = "writes fail: no space left on device" },
+  { pattern = "MemoryError|[Oo]ut of memory|Cannot allocate memory", code = "triage.log_memory", text = "the service runs out of memory" },
+}
 
 return runbook {
   name     = "triage",
@@ -18,17 +29,22 @@ return runbook {
     cache    = input.url { env = "REDIS_URL", required = false, help = "the Redis" },
     path     = input.path { default = "/", help = "a filesystem the service writes to" },
     timeout  = input.duration { default = "3s", help = "deadline of each probe" },
+    on       = input.target { default = "local", env = "APP_ON", help = "where the service runs (its disk, memory, load, log)" },
+    log_unit = input.string { required = false, help = "the service's journald unit, to read its log" },
+    log_file = input.path { required = false, help = "the service's log file" },
+    log_service = input.string { required = false, help = "the service's Compose service, to read its log" },
+    since    = input.duration { default = "30m", help = "how far back to read the log" },
   },
 
   step "everything" {
     title   = "Check everything at once",
     explain = "Each check has its own deadline; together they take about as long as the slowest one.",
     run = function(ctx)
-      local t = ctx.timeout
+      local t, on = ctx.timeout, ctx.on ~= "local" and ctx.on or nil
       local checks = {
-        disk = function() return sys.fs(ctx.path) end,
-        memory = function() return sys.memory() end,
-        load = function() return sys.load() end,
+        disk = function() return sys.fs(ctx.path, { on = on }) end,
+        memory = function() return sys.memory { on = on } end,
+        load = function() return sys.load { on = on } end,
       }
       if ctx.url then checks.service = function() return http.get(ctx.url, { timeout = t, expect = "2xx" }) end end
       if ctx.database then checks.database = function() return pg.ping(ctx.database, { timeout = t }) end end
@@ -49,6 +65,19 @@ return runbook {
       if mem then judge("memory", mem.used_pct >= 90, "memory: %s used", fmt.pct(mem.used_pct)) end
       if load then judge("load", load.per_cpu1 >= 2, "load: %.2f per cpu", load.per_cpu1) end
       ctx.state.down = down
+    end,
+  },
+
+  step "logs" {
+    title   = "What does the service's log say?",
+    explain = "The most frequent lines of the service's log, and those that name a component: the database, the cache, " ..
+              "the disk, memory.",
+    run = function(ctx)
+      local _, found = recipe.logs(ctx, { on = ctx.on, unit = ctx.log_unit, file = ctx.log_file, service = ctx.log_service,
+                                          since = ctx.since, timeout = ctx.timeout, what = "the service's log", causes = LOG_CAUSES })
+      -- A component the log names counts as down for the severity, as if its check had failed.
+      ctx.state.down = ctx.state.down or {}
+      for _, code in ipairs(found or {}) do ctx.state.down[code:match("^triage%.log_(%w+)$")] = true end
     end,
   },
 

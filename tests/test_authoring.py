@@ -72,7 +72,7 @@ def test_new_from_and_paths(t):
     expect_not_in('"disk-full"', src)
     rc, out, err = t.run(["check", "--strict", "our-disk"], env=env)
     expect_rc((rc, out, err), 0, "check --strict on the copy")
-    expect_in("(our-disk, 7 steps, 7 inputs)", out)
+    expect_in("(our-disk, 8 steps, 13 inputs)", out)
     rc, out, err = t.run(["new", "elsewhere", "team/"])
     expect_rc((rc, out, err), 0, "runbook new NAME DIR/")
     expect_in("wrote team/elsewhere.lua", out)

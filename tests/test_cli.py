@@ -146,7 +146,7 @@ def test_show_disk_full(t):
     expect_in("## Inputs", out)
     expect_in("| `threshold` | int | `90` |", out)
     expect_in("## Steps", out)
-    expect_in("1. **Which filesystem is full?** (`usage`)", out)
+    expect_in("2. **Which filesystem is full?** (`usage`)", out)
     expect_in("(`old-logs`)", out)
     expect_eq(t.transcripts(), [], "show writes no transcript")
     # And by name, from the repository's ./runbooks.
@@ -190,7 +190,7 @@ def test_check_good(t):
     expect_rc((rc, out, err), 0)
     expect_in("ok    %s (alpha, 1 steps, 6 inputs)" % a, out)
     expect_in("ok    %s (beta, 2 steps, 0 inputs)" % b, out)
-    expect_in("(disk-full, 7 steps, 7 inputs)", out)
+    expect_in("(disk-full, 8 steps, 13 inputs)", out)
 
 
 BAD = [

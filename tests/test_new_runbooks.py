@@ -133,7 +133,7 @@ def test_show_lists_what_each_step_runs(t):
     expect_in("   - `$ date +%s`", out, "argv literals as a command line")
     expect_in("   - `$ sh -c 'echo '\\''SHA-256 of the secret", out, "a top-level table unpacked into the argv, shell-quoted")
     out = steps("redis-failure")
-    expect_in("5. **Flush the cache database** (`flush`)", out)
+    expect_in("6. **Flush the cache database** (`flush`)", out)
     expect_in("   - `action: FLUSHDB`", out)
     expect_in("   - `action: CONFIG REWRITE`", out)
     expect_in("   - `redis.ping(ctx.url, { timeout = ctx.timeout })`", out, "a local helper's calls, one level deep")
