@@ -504,7 +504,7 @@ def test_doc_prints_the_reference_and_one_entry(t):
     # that doc/lua-api.md is this output: tests/test_docs.py
     rc, out, err = t.run(["doc", "sys.grep"])
     expect_rc((rc, out, err), 0)
-    expect_in("sys.grep(path, regex, { icase = false, limit = 100, timeout = 10 })", out)
+    expect_in('sys.grep(path, regex, { icase = false, limit = 100, timeout = 10, on = "local" })', out)
     rc, out, err = t.run(["doc", "sys.nope"])
     expect_rc((rc, out, err), 2)
     expect_in("no documentation for 'sys.nope'", err)
