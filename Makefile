@@ -7,7 +7,7 @@ PKGS    := lua5.4 lua5.4-cjson libpq hiredis libcurl libedit
 
 # Debian packages: what building needs, and what the tests need on top.
 DEPS_BUILD := gcc make pkg-config liblua5.4-dev lua-cjson-dev libpq-dev libhiredis-dev libcurl4-openssl-dev libedit-dev libpg-query-dev
-DEPS_TEST  := python3 util-linux postgresql redis-server openssl prometheus man-db groff-base openssh-client openssh-server ansible-core docker.io docker-compose alembic python3-django python3-psycopg2 nginx
+DEPS_TEST  := python3 util-linux postgresql redis-server openssl prometheus man-db groff-base openssh-client openssh-server ansible-core docker.io docker-compose alembic python3-django python3-psycopg2 nginx iproute2 procps
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wformat=2 -Wno-format-nonliteral -Wpointer-arith -Wvla
